@@ -1,0 +1,31 @@
+"""gradamp_jax: intelligent gradient amplification as composable optax transforms.
+
+Basodi, Pusuluri, Xiao, Pan, "Intelligent gradient amplification for deep neural
+networks" (arXiv:2305.18445), and the random-layer amplification of Basodi, Ji, Zhang,
+Pan (2020) it builds on.
+"""
+
+from gradamp_jax.amplification import AmplificationState
+from gradamp_jax.amplification import find_state
+from gradamp_jax.amplification import intelligent_amplification
+from gradamp_jax.amplification import random_amplification
+from gradamp_jax.amplification import selection_report
+from gradamp_jax.layers import layer_index
+from gradamp_jax.layers import layer_names
+from gradamp_jax.measures import directionality_g
+from gradamp_jax.measures import directionality_g_prime
+from gradamp_jax.measures import normalize
+from gradamp_jax.measures import select_layers
+from gradamp_jax.phases import Phase
+from gradamp_jax.phases import learning_rate_schedule
+from gradamp_jax.phases import num_epochs
+from gradamp_jax.phases import parse_phases
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AmplificationState", "Phase", "directionality_g", "directionality_g_prime",
+    "find_state", "intelligent_amplification", "layer_index", "layer_names",
+    "learning_rate_schedule", "normalize", "num_epochs", "parse_phases",
+    "random_amplification", "select_layers", "selection_report",
+]

@@ -1,0 +1,402 @@
+"""Gradient amplification as optax transforms (Basodi et al. 2023; Basodi et al. 2020).
+
+Chain one of these *before* any optax optimizer::
+
+    tx = optax.chain(
+        ga.intelligent_amplification(phases, steps_per_epoch, measure="G_prime",
+                                     case=1, threshold=1.0),
+        optax.sgd(ga.learning_rate_schedule(phases, steps_per_epoch), momentum=0.9))
+
+The whole schedule (phases, analysis windows, selections, random draws) runs inside
+``jit`` from arrays in the optimizer state: no host round-trip and no recompilation at
+phase changes, and a restored checkpoint resumes mid-phase.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gradamp_jax import layers as layers_lib
+from gradamp_jax import measures
+from gradamp_jax import phases as phases_lib
+
+CONTROLS = (None, "matched_random")
+
+
+class AmplificationState(NamedTuple):
+  """Optimizer state of the amplification transforms: arrays only.
+
+  Attributes:
+    count: number of updates seen.
+    eligible: bool per layer, fixed at init.
+    mask: 1.0 for the layers of the latest selection, else 0.0.
+    selection_phase: index of the phase the latest selection belongs to (-1: none);
+      the mask is applied only while training is inside that phase.
+    selection_step: update count at which the latest selection took effect (-1: none).
+    selection_epoch: 1-based epoch whose gradients were analysed for it (for random
+      selections: the last epoch before it, 0 if none).
+    selection_factor: the factor the selected layers receive.
+    num_selections: number of selections so far.
+    active: whether the last update applied the mask.
+    measure: G or G′ per layer at the latest selection (zeros for random selection).
+    normalized: Ĝ or Ĝ′ per layer at the latest selection.
+    signed_sum: ``Σ_j g`` of the current analysis window: per layer for G, per weight
+      (float32, parameter-shaped) for G′, empty for random selection.
+    abs_sum: ``Σ_j |g|``, shaped like ``signed_sum``.
+    key: PRNG key for random selections.
+  """
+
+  count: jax.Array
+  eligible: jax.Array
+  mask: jax.Array
+  selection_phase: jax.Array
+  selection_step: jax.Array
+  selection_epoch: jax.Array
+  selection_factor: jax.Array
+  num_selections: jax.Array
+  active: jax.Array
+  measure: jax.Array
+  normalized: jax.Array
+  signed_sum: Any
+  abs_sum: Any
+  key: jax.Array
+
+
+class _Tables(NamedTuple):
+  """Per-epoch schedule, indexed by 0-based epoch; the last entry stands for 'after'."""
+
+  phase: np.ndarray            # phase index, -1 past the end
+  factor: np.ndarray           # factor of amplified phases, 1 elsewhere
+  window: np.ndarray           # gradients of this epoch are analysed
+  select_at_start: np.ndarray  # a new selection takes effect at this epoch's first step
+
+
+def _schedule_tables(phases, reselect_every: Optional[int],
+                     wait_first_epoch: bool) -> _Tables:
+  total = phases[-1].end_epoch
+  phase = np.full(total + 1, -1, np.int32)
+  factor = np.ones(total + 1, np.float32)
+  window = np.zeros(total + 1, bool)
+  select_at_start = np.zeros(total + 1, bool)
+  start = 0  # 0-based first epoch of the phase
+  for p, ph in enumerate(phases):
+    end = ph.end_epoch  # 0-based exclusive end
+    phase[start:end] = p
+    if ph.is_amp:
+      factor[start:end] = ph.factor
+      first = start + 1 if wait_first_epoch else start
+      period = reselect_every or (end - start)  # None: once per phase
+      for point in range(first, end, period):
+        select_at_start[point] = True
+        if point - 1 >= start:
+          window[point - 1] = True
+    start = end
+  return _Tables(phase, factor, window, select_at_start)
+
+
+def _check_reselect_every(reselect_every) -> Optional[int]:
+  if reselect_every is None:
+    return None
+  if isinstance(reselect_every, bool) or not float(reselect_every).is_integer() \
+      or reselect_every < 1:
+    raise ValueError(
+        f"reselect_every must be None (once per amplified phase) or a positive number "
+        f"of epochs, got {reselect_every!r}")
+  return int(reselect_every)
+
+
+def _layer_sums(leaves, index, values_fn):
+  totals = jnp.zeros((index.num_layers,), jnp.float32)
+  for leaf, layer in zip(leaves, index.leaf_layer):
+    totals = totals.at[layer].add(jnp.sum(values_fn(leaf.astype(jnp.float32))))
+  return totals
+
+
+# A chooser maps (state with up-to-date accumulators, index, key) to
+# (mask, measure values, normalized values).
+Chooser = Callable[[AmplificationState, layers_lib.LayerIndex, jax.Array], tuple]
+
+
+def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Optional[str],
+                   reselect_every, wait_first_epoch: bool, seed: int,
+                   eligible) -> optax.GradientTransformation:
+  phases = phases_lib.parse_phases(phases)
+  steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
+  tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
+  last_epoch = phases[-1].end_epoch
+
+  def index_of(tree):
+    index = layers_lib.layer_index(tree)
+    return index, layers_lib.eligible_mask(index, eligible)
+
+  def init_fn(params):
+    index, elig = index_of(params)
+    num_layers = index.num_layers
+    if statistic == "layer":
+      signed = jnp.zeros((num_layers,), jnp.float32)
+      absolute = jnp.zeros((num_layers,), jnp.float32)
+    elif statistic == "weight":
+      signed = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+      absolute = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+    else:
+      signed, absolute = (), ()
+    zeros = jnp.zeros((num_layers,), jnp.float32)
+    return AmplificationState(
+        count=jnp.zeros([], jnp.int32),
+        eligible=jnp.asarray(elig, bool),
+        mask=zeros,
+        selection_phase=jnp.full([], -1, jnp.int32),
+        selection_step=jnp.full([], -1, jnp.int32),
+        selection_epoch=jnp.zeros([], jnp.int32),
+        selection_factor=jnp.ones([], jnp.float32),
+        num_selections=jnp.zeros([], jnp.int32),
+        active=jnp.zeros([], bool),
+        measure=zeros,
+        normalized=zeros,
+        signed_sum=signed,
+        abs_sum=absolute,
+        key=jax.random.PRNGKey(seed))
+
+  def update_fn(updates, state, params=None):
+    del params
+    index, _ = index_of(updates)
+    leaves, treedef = jax.tree.flatten(updates)
+    layers_lib.check_leaves_match(index, leaves)
+    epoch = jnp.minimum(state.count // steps_per_epoch, last_epoch)  # 0-based
+    first_step = state.count % steps_per_epoch == 0
+    phase = jnp.asarray(tables.phase)[epoch]
+
+    def select(s):
+      key, subkey = jax.random.split(s.key)
+      mask, values, normalized = chooser(s, index, subkey)
+      return s._replace(
+          mask=mask.astype(jnp.float32), measure=values, normalized=normalized,
+          selection_phase=phase, selection_step=s.count, selection_epoch=epoch,
+          selection_factor=jnp.asarray(tables.factor)[epoch],
+          num_selections=s.num_selections + 1, key=key)
+
+    do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
+    state = jax.lax.cond(do_select, select, lambda s: s, state)
+
+    # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
+    active = (state.selection_phase >= 0) & (state.selection_phase == phase)
+    scale = jnp.where(active & (state.mask > 0), jnp.asarray(tables.factor)[epoch], 1.0)
+    scaled = [g * scale[layer].astype(g.dtype) for g, layer in zip(leaves, index.leaf_layer)]
+
+    # Accumulate the raw gradients of an analysis window (eqs. 4 and 7).
+    signed, absolute = state.signed_sum, state.abs_sum
+    if statistic is not None:
+      in_window = jnp.asarray(tables.window)[epoch]
+      keep = jnp.where(in_window & first_step, 0.0, 1.0)  # reset at the window's start
+      add = jnp.where(in_window, 1.0, 0.0)
+      if statistic == "layer":
+        signed = signed * keep + add * _layer_sums(leaves, index, lambda g: g)
+        absolute = absolute * keep + add * _layer_sums(leaves, index, jnp.abs)
+      else:
+        acc_def = jax.tree.structure(signed)
+        signed = acc_def.unflatten([
+            s * keep + add * g.astype(jnp.float32)
+            for s, g in zip(jax.tree.leaves(signed), leaves)])
+        absolute = acc_def.unflatten([
+            a * keep + add * jnp.abs(g.astype(jnp.float32))
+            for a, g in zip(jax.tree.leaves(absolute), leaves)])
+
+    state = state._replace(count=state.count + 1, active=active,
+                           signed_sum=signed, abs_sum=absolute)
+    return treedef.unflatten(scaled), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _measure_values(state: AmplificationState, index, measure: str):
+  if measure == "G":
+    return measures.directionality_g(state.signed_sum, state.abs_sum)
+  return measures.directionality_g_prime(
+      jax.tree.leaves(state.signed_sum), jax.tree.leaves(state.abs_sum),
+      index.leaf_layer, index.num_layers)
+
+
+def intelligent_amplification(
+    phases: Sequence[phases_lib.PhaseLike],
+    steps_per_epoch: int,
+    *,
+    measure: str = "G_prime",
+    case: int = 1,
+    threshold: float = 1.0,
+    reselect_every: Optional[int] = None,
+    control: Optional[str] = None,
+    seed: int = 0,
+    eligible: layers_lib.Eligible = None,
+) -> optax.GradientTransformation:
+  """Intelligent gradient amplification (Basodi et al. 2023, §3, Algorithm 1).
+
+  In each amplified phase the first epoch is an analysis window: the raw gradients of
+  its steps are accumulated and nothing is amplified. At its end every layer gets its
+  directionality G (eq. 4) or G′ (eq. 7), z-scored across the eligible layers (eqs. 6,
+  8); the layers past the threshold (case 1: ``Ĝ > t``; case 2: ``|Ĝ| > t``) have their
+  gradients multiplied by the phase's factor (eq. 2) from the next step to the end of
+  the phase. With ``reselect_every=k`` a new selection is made every k epochs from the
+  last epoch's statistics, the current one staying active meanwhile.
+
+  Args:
+    phases: the training strategy, :class:`~gradamp_jax.Phase` or 4-tuples
+      ``(end_epoch, learning_rate, is_amp, amp_factor)``.
+    steps_per_epoch: optimizer updates per epoch (>= 1).
+    measure: ``"G"`` (eq. 4; two scalars of state per layer) or ``"G_prime"`` (eq. 7;
+      two float32 arrays the size of the parameters).
+    case: 1 (amplify ``Ĝ > threshold``) or 2 (amplify ``|Ĝ| > threshold``).
+    threshold: the threshold on the normalized measure (finite).
+    reselect_every: re-selection period in epochs; ``None`` selects once per phase.
+    control: ``None``, or ``"matched_random"`` to amplify as many layers as the measure
+      selected, but chosen uniformly at random (a control beyond the paper).
+    seed: seed of the PRNG key kept in the state (used by ``matched_random``).
+    eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate
+      on layer names; only eligible layers are normalized and may be amplified.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
+
+  Raises:
+    ValueError: for a bad strategy, ``steps_per_epoch``, measure, case, threshold,
+      ``reselect_every`` or control; at ``init``, when ``eligible`` leaves no layer.
+
+  Example:
+    >>> import optax, gradamp_jax as ga
+    >>> phases = [(1, 0.1, 0, 1), (3, 0.1, 1, 2)]
+    >>> tx = optax.chain(
+    ...     ga.intelligent_amplification(phases, 100, measure="G", case=2, threshold=1.5),
+    ...     optax.sgd(ga.learning_rate_schedule(phases, 100), momentum=0.9))
+
+  References:
+    Basodi, Pusuluri, Xiao, Pan. Intelligent gradient amplification for deep neural
+    networks. arXiv:2305.18445.
+  """
+  measures.check_measure(measure)
+  case = measures.check_case(case)
+  if not _is_finite_number(threshold):
+    raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+  if control not in CONTROLS:
+    raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
+  threshold = float(threshold)
+
+  def chooser(state, index, key):
+    values = _measure_values(state, index, measure)
+    normalized = measures.normalize(values, state.eligible)
+    chosen = measures.select_layers(normalized, state.eligible, case=case,
+                                    threshold=threshold)
+    if control == "matched_random":
+      chosen = measures.random_subset(key, state.eligible, jnp.sum(chosen))
+    return chosen, values, normalized
+
+  return _amplification(
+      phases, steps_per_epoch, chooser=chooser,
+      statistic="layer" if measure == "G" else "weight",
+      reselect_every=reselect_every, wait_first_epoch=True, seed=seed, eligible=eligible)
+
+
+def random_amplification(
+    phases: Sequence[phases_lib.PhaseLike],
+    steps_per_epoch: int,
+    *,
+    ratio: float,
+    seed: int = 0,
+    reselect_every: Optional[int] = None,
+    eligible: layers_lib.Eligible = None,
+    wait_first_epoch: bool = True,
+) -> optax.GradientTransformation:
+  """Random layer amplification (Basodi et al. 2020 [16]; SPEC §6).
+
+  At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L``
+  eligible layers (halves round up) are drawn uniformly without replacement from the
+  PRNG key in the state and amplified by the phase's factor until the next selection
+  point. ``ratio=1.0`` amplifies every eligible layer (for SGD, a plain learning-rate
+  increase on them).
+
+  Args:
+    phases: the training strategy (see :func:`~gradamp_jax.parse_phases`).
+    steps_per_epoch: optimizer updates per epoch (>= 1).
+    ratio: fraction of eligible layers to amplify, in [0, 1].
+    seed: seed of the PRNG key carried in the state.
+    reselect_every: re-draw period in epochs; ``None`` draws once per phase.
+    eligible: as in :func:`intelligent_amplification`.
+    wait_first_epoch: keep the phase's first epoch un-amplified, the timing of the
+      intelligent selector (the default, for a fair comparison); ``False`` draws at the
+      phase's first step.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
+
+  Example:
+    >>> import gradamp_jax as ga
+    >>> tx = ga.random_amplification([(1, 0.1, 0, 1), (3, 0.1, 1, 2)], 100, ratio=0.3)
+  """
+  if not _is_finite_number(ratio) or not 0.0 <= float(ratio) <= 1.0:
+    raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
+  ratio = float(ratio)
+
+  def chooser(state, index, key):
+    count = int(math.floor(ratio * sum(layers_lib.eligible_mask(index, eligible)) + 0.5))
+    chosen = measures.random_subset(key, state.eligible, count)
+    zeros = jnp.zeros((index.num_layers,), jnp.float32)
+    return chosen, zeros, zeros
+
+  return _amplification(
+      phases, steps_per_epoch, chooser=chooser, statistic=None,
+      reselect_every=reselect_every, wait_first_epoch=wait_first_epoch, seed=seed,
+      eligible=eligible)
+
+
+def find_state(opt_state) -> AmplificationState:
+  """The (single) :class:`AmplificationState` inside an optimizer state, e.g. a chain's."""
+  found = [x for x in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, AmplificationState))
+           if isinstance(x, AmplificationState)]
+  if len(found) != 1:
+    raise ValueError(
+        f"expected exactly one AmplificationState in the optimizer state, found {len(found)}")
+  return found[0]
+
+
+def selection_report(opt_state, params) -> list[dict]:
+  """The latest layer selection, one row per layer, ready for ``pandas.DataFrame``.
+
+  Args:
+    opt_state: an optimizer state containing one :class:`AmplificationState`.
+    params: the parameters (gives the layer names, SPEC §2).
+
+  Returns:
+    Rows with ``layer``, ``eligible``, ``measure`` (G or G′, eqs. 4, 7), ``normalized``
+    (Ĝ, eqs. 6, 8), ``selected``, ``factor``, ``step`` (update count at which the
+    selection took effect) and ``epoch`` (the epoch analysed). Empty before the first
+    selection.
+
+  Example:
+    >>> import pandas as pd
+    >>> df = pd.DataFrame(ga.selection_report(opt_state, params))  # doctest: +SKIP
+  """
+  state = jax.device_get(find_state(opt_state))
+  if int(state.num_selections) == 0:
+    return []
+  names = layers_lib.layer_names(params)
+  if len(names) != len(state.mask):
+    raise ValueError(
+        f"params have {len(names)} layers but the optimizer state has {len(state.mask)}")
+  return [
+      dict(layer=name, eligible=bool(state.eligible[i]),
+           measure=float(state.measure[i]), normalized=float(state.normalized[i]),
+           selected=bool(state.mask[i] > 0), factor=float(state.selection_factor),
+           step=int(state.selection_step), epoch=int(state.selection_epoch))
+      for i, name in enumerate(names)]
+
+
+def _is_finite_number(x) -> bool:
+  try:
+    return not isinstance(x, bool) and math.isfinite(float(x))
+  except (TypeError, ValueError):
+    return False

@@ -1,0 +1,163 @@
+"""What a "layer" is: the one place that groups parameters into layers (SPEC §2).
+
+A layer is a module that directly owns parameters, found from the parameter tree's
+paths: a parameter's layer is its path without the last key. ``conv1/kernel`` and
+``conv1/bias`` form layer ``conv1``; ``bn1/scale`` and ``bn1/bias`` form ``bn1``.
+Works for Linen parameter dicts and for NNX ``State`` (whose leaves carry a trailing
+``.value`` attribute key, dropped here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import jax
+
+PyTree = Any
+Eligible = Union[None, str, Callable[[str], bool]]
+
+ELIGIBLE_CHOICES = ("all", "kernels")
+
+
+class LayerIndex(NamedTuple):
+  """Static grouping of a parameter tree's leaves into layers.
+
+  Attributes:
+    names: layer names, ``/``-joined path keys, in order of first appearance in the
+      tree's flattening order.
+    leaf_layer: for each leaf (flattening order), the index of its layer in ``names``.
+    leaf_sizes: number of scalars of each leaf.
+    param_names: for each layer, the names of the parameters it owns (last keys).
+  """
+
+  names: tuple[str, ...]
+  leaf_layer: tuple[int, ...]
+  leaf_sizes: tuple[int, ...]
+  param_names: tuple[tuple[str, ...], ...]
+
+  @property
+  def num_layers(self) -> int:
+    return len(self.names)
+
+  def layer_sizes(self) -> tuple[int, ...]:
+    """Number of scalar parameters ``n`` of each layer (the paper's eq. 7)."""
+    sizes = [0] * self.num_layers
+    for layer, size in zip(self.leaf_layer, self.leaf_sizes):
+      sizes[layer] += size
+    return tuple(sizes)
+
+
+def _key_str(key) -> str:
+  for attr in ("key", "idx", "name"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _strip_variable_keys(path: tuple) -> tuple:
+  # NNX Variables are pytree nodes whose array sits behind attribute keys
+  # (``.value``); parameter containers use dict/sequence keys.
+  while path and isinstance(path[-1], jax.tree_util.GetAttrKey):
+    path = path[:-1]
+  return path
+
+
+def layer_index(params: PyTree) -> LayerIndex:
+  """Groups the leaves of ``params`` (or of any tree of the same structure) into layers.
+
+  Args:
+    params: a Linen parameter dict, an NNX ``State`` of parameters, or any pytree whose
+      leaf paths name parameters.
+
+  Returns:
+    A :class:`LayerIndex`.
+
+  Raises:
+    ValueError: if a leaf sits at the root (it has no layer) or the tree has no leaves.
+  """
+  flat, _ = jax.tree_util.tree_flatten_with_path(params)
+  if not flat:
+    raise ValueError("params: the parameter tree has no leaves, so it has no layers")
+  names: list[str] = []
+  lookup: dict[str, int] = {}
+  leaf_layer, leaf_sizes, owned = [], [], []
+  for path, leaf in flat:
+    keys = [_key_str(k) for k in _strip_variable_keys(tuple(path))]
+    if len(keys) < 2:
+      raise ValueError(
+          f"params: leaf at path {'/'.join(keys) or '<root>'!r} is not inside a module; "
+          "a layer is a parameter path without its last key")
+    name = "/".join(keys[:-1])
+    if name not in lookup:
+      lookup[name] = len(names)
+      names.append(name)
+      owned.append([])
+    leaf_layer.append(lookup[name])
+    leaf_sizes.append(int(getattr(leaf, "size", 1)))
+    owned[lookup[name]].append(keys[-1])
+  return LayerIndex(tuple(names), tuple(leaf_layer), tuple(leaf_sizes),
+                    tuple(tuple(p) for p in owned))
+
+
+def layer_names(params: PyTree) -> tuple[str, ...]:
+  """Names of the layers of a parameter tree (SPEC §2): each path without its last key.
+
+  Args:
+    params: Linen parameter dict or NNX parameter ``State``.
+
+  Returns:
+    The layer names, ``/``-joined, in the tree's flattening order.
+
+  Example:
+    >>> layer_names({"conv": {"kernel": 0., "bias": 0.}, "bn": {"scale": 0., "bias": 0.}})
+    ('bn', 'conv')
+  """
+  return layer_index(params).names
+
+
+def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
+  """Which layers may be amplified and take part in the normalisation (SPEC §2).
+
+  Args:
+    index: the model's :class:`LayerIndex`.
+    eligible: ``None`` or ``"all"`` (every layer, the default), ``"kernels"`` (layers
+      owning a ``kernel``: Conv and Dense, not BatchNorm), or a predicate on the
+      layer name.
+
+  Returns:
+    One bool per layer.
+
+  Raises:
+    ValueError: for an unknown ``eligible`` value, or when no layer is eligible.
+  """
+  if eligible is None or eligible == "all":
+    mask = tuple(True for _ in index.names)
+  elif eligible == "kernels":
+    mask = tuple("kernel" in owned for owned in index.param_names)
+  elif callable(eligible):
+    mask = tuple(bool(eligible(name)) for name in index.names)
+  else:
+    raise ValueError(
+        f"eligible: expected None, one of {ELIGIBLE_CHOICES} or a callable on the layer "
+        f"name, got {eligible!r}")
+  if not any(mask):
+    raise ValueError(
+        f"eligible={eligible!r} leaves no layer among {len(index.names)} layers "
+        f"(first: {list(index.names[:3])})")
+  return mask
+
+
+def describe_eligible(eligible: Eligible) -> str:
+  """A printable record of the eligibility rule, stored with the run's statistics."""
+  if eligible is None:
+    return "all"
+  if callable(eligible):
+    return getattr(eligible, "__name__", repr(eligible))
+  return str(eligible)
+
+
+def check_leaves_match(index: LayerIndex, leaves: Sequence) -> None:
+  if len(leaves) != len(index.leaf_layer):
+    raise ValueError(
+        f"the gradient tree has {len(leaves)} leaves but the parameters had "
+        f"{len(index.leaf_layer)}; pass updates shaped like the params given to init")

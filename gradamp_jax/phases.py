@@ -1,0 +1,142 @@
+"""Training strategies: phases ``(end_epoch, learning_rate, is_amp, amp_factor)``.
+
+A strategy is the paper's ``params`` list (Basodi et al. 2023, §4, Fig. 1), e.g.
+``[(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)]``.
+Epochs count from 1; a phase covers the epochs after the previous phase's end up to
+and including its own ``end_epoch``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, NamedTuple, Sequence, Union
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class Phase(NamedTuple):
+  """One phase of a training strategy.
+
+  Attributes:
+    end_epoch: last epoch (1-based, inclusive) of the phase.
+    learning_rate: constant learning rate within the phase.
+    is_amp: whether gradients are amplified in this phase.
+    amp_factor: amplification factor ``a`` of eq. 2 (1 when ``is_amp`` is false).
+  """
+
+  end_epoch: int
+  learning_rate: float
+  is_amp: bool
+  amp_factor: float
+
+  @property
+  def factor(self) -> float:
+    """The factor actually applied: ``amp_factor`` in amplified phases, else 1."""
+    return float(self.amp_factor) if self.is_amp else 1.0
+
+
+PhaseLike = Union[Phase, Sequence[float]]
+
+
+def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
+  """Validates a strategy and returns it as a tuple of :class:`Phase`.
+
+  Args:
+    phases: a non-empty sequence of :class:`Phase` or plain 4-tuples
+      ``(end_epoch, learning_rate, is_amp, amp_factor)`` (SPEC §5).
+
+  Returns:
+    The phases as a tuple of :class:`Phase`; ``is_amp`` becomes a bool and a
+    non-amplified phase keeps the factor given (it is ignored when applied).
+
+  Raises:
+    ValueError: naming the bad phase and field, for a malformed entry, end epochs
+      that are not positive and strictly increasing, a learning rate or factor
+      that is not positive and finite.
+
+  Example:
+    >>> parse_phases([(1, 0.1, 0, 1), (3, 0.1, 1, 2)])[1]
+    Phase(end_epoch=3, learning_rate=0.1, is_amp=True, amp_factor=2.0)
+  """
+  parsed = []
+  if isinstance(phases, (str, bytes)):
+    raise ValueError(f"phases: expected a sequence of 4-tuples, got {phases!r}")
+  for i, entry in enumerate(phases):
+    where = f"phases[{i}]={tuple(entry) if _is_seq(entry) else entry!r}"
+    if not _is_seq(entry) or len(entry) != 4:
+      raise ValueError(
+          f"{where}: each phase must be (end_epoch, learning_rate, is_amp, amp_factor)")
+    end, lr, is_amp, factor = entry
+    if isinstance(end, bool) or not float(end).is_integer() or end < 1:
+      raise ValueError(f"{where}: end_epoch must be a positive integer, got {end!r}")
+    end = int(end)
+    if parsed and end <= parsed[-1].end_epoch:
+      raise ValueError(
+          f"{where}: end_epoch must be greater than the previous phase's "
+          f"({parsed[-1].end_epoch}); end epochs must strictly increase")
+    if not _positive_finite(lr):
+      raise ValueError(f"{where}: learning_rate must be positive and finite, got {lr!r}")
+    if not _positive_finite(factor):
+      raise ValueError(f"{where}: amp_factor must be positive and finite, got {factor!r}")
+    parsed.append(Phase(end, float(lr), bool(is_amp), float(factor)))
+  if not parsed:
+    raise ValueError("phases: at least one phase is required")
+  return tuple(parsed)
+
+
+def num_epochs(phases: Iterable[PhaseLike]) -> int:
+  """Total number of epochs of a strategy (the last phase's ``end_epoch``)."""
+  return parse_phases(phases)[-1].end_epoch
+
+
+def check_steps_per_epoch(steps_per_epoch: int) -> int:
+  if isinstance(steps_per_epoch, bool) or int(steps_per_epoch) != steps_per_epoch \
+      or steps_per_epoch < 1:
+    raise ValueError(
+        f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
+  return int(steps_per_epoch)
+
+
+def learning_rate_schedule(phases: Iterable[PhaseLike],
+                           steps_per_epoch: int) -> optax.Schedule:
+  """Piecewise-constant learning rate of a strategy, as an optax schedule.
+
+  Update ``t`` (0-based, as counted by optax) belongs to epoch ``t // steps_per_epoch + 1``
+  and gets the learning rate of that epoch's phase. Past the last phase the last
+  learning rate is kept.
+
+  Args:
+    phases: the strategy (see :func:`parse_phases`).
+    steps_per_epoch: optimizer updates per epoch.
+
+  Returns:
+    A function from the update count to the learning rate, usable inside ``jit``.
+
+  Example:
+    >>> lr = learning_rate_schedule([(1, 0.1, 0, 1), (3, 0.01, 1, 2)], steps_per_epoch=10)
+    >>> float(lr(9)), float(lr(10))
+    (0.1, 0.01)
+  """
+  parsed = parse_phases(phases)
+  steps_per_epoch = check_steps_per_epoch(steps_per_epoch)
+  ends = np.array([p.end_epoch * steps_per_epoch for p in parsed[:-1]], np.int64)
+  rates = np.array([p.learning_rate for p in parsed], np.float32)
+
+  def schedule(count):
+    index = jnp.searchsorted(jnp.asarray(ends), count, side="right")
+    return jnp.asarray(rates)[index]
+
+  return schedule
+
+
+def _is_seq(x) -> bool:
+  return isinstance(x, (tuple, list, np.ndarray))
+
+
+def _positive_finite(x) -> bool:
+  try:
+    return math.isfinite(float(x)) and float(x) > 0
+  except (TypeError, ValueError):
+    return False

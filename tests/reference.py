@@ -1,0 +1,72 @@
+"""A plain NumPy reading of the method (SPEC §3–5), written apart from the JAX code.
+
+It does not simulate a state machine: for every step it finds, from the strategy alone,
+which analysis window governs the step and recomputes the selection from that window's
+raw gradients.
+"""
+
+import numpy as np
+
+
+def measure_g(window):
+  """Eq. 4. ``window``: list over steps of lists of this layer's gradient arrays."""
+  flat = np.concatenate([np.concatenate([np.ravel(a) for a in step]) for step in window])
+  # Sum over steps first, then weights: same value, other order than the JAX code.
+  per_weight = np.sum([np.concatenate([np.ravel(a) for a in step]) for step in window], axis=0)
+  denominator = np.sum(np.abs(flat))
+  return 0.0 if denominator == 0 else abs(np.sum(per_weight)) / denominator
+
+
+def measure_g_prime(window):
+  """Eq. 7: mean over weights of |Σ_j g| / Σ_j |g| (0 for a weight that never moved)."""
+  steps = np.stack([np.concatenate([np.ravel(a) for a in step]) for step in window])
+  numerator = np.abs(steps.sum(axis=0))
+  denominator = np.abs(steps).sum(axis=0)
+  ratios = [0.0 if d == 0 else n / d for n, d in zip(numerator, denominator)]
+  return float(np.mean(ratios))
+
+
+def zscore(values, eligible):
+  values = np.asarray(values, np.float64)
+  chosen = values[np.asarray(eligible)]
+  std = chosen.std()
+  if not np.isfinite(std) or std < 1e-6:
+    return np.zeros_like(values)
+  z = (values - chosen.mean()) / std
+  return np.where(eligible, z, 0.0)
+
+
+def decide(z, eligible, case, threshold):
+  score = z if case == 1 else np.abs(z)
+  return (score > threshold) & np.asarray(eligible)
+
+
+def windows_of_phase(start, end, reselect_every):
+  """1-based analysis epochs of an amplified phase covering epochs start..end."""
+  period = reselect_every or (end - start + 1)
+  return [w for w in range(start, end + 1, period) if w < end]
+
+
+def expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *,
+                    measure, case, threshold, reselect_every=None, eligible=None):
+  """Per step, the factor applied to each layer. ``grads``: list over steps of leaf lists."""
+  eligible = np.ones(num_layers, bool) if eligible is None else np.asarray(eligible)
+  fn = measure_g if measure == "G" else measure_g_prime
+  out = []
+  for t in range(len(grads)):
+    epoch = t // steps_per_epoch + 1
+    scales = np.ones(num_layers)
+    start = 1
+    for end, _, is_amp, factor in phases:
+      if start <= epoch <= end and is_amp:
+        governing = [w for w in windows_of_phase(start, end, reselect_every) if w < epoch]
+        if governing:
+          w = governing[-1]
+          steps = grads[(w - 1) * steps_per_epoch: w * steps_per_epoch]
+          values = [fn([[g for g, l in zip(step, layer_of_leaf) if l == layer]
+                        for step in steps]) for layer in range(num_layers)]
+          chosen = decide(zscore(values, eligible), eligible, case, threshold)
+          scales = np.where(chosen, factor, 1.0)
+      start = end + 1
+    out.append(scales)
+  return out
