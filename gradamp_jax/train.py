@@ -1,0 +1,415 @@
+"""Training and evaluation: ``train_and_evaluate(config, workdir)``.
+
+A run writes into ``workdir``: ``config.json`` (the resolved config), ``run.json``
+(devices, versions, layer grouping), ``metrics.jsonl`` (one row per epoch),
+``layer_stats.jsonl`` (one row per layer at every selection), TensorBoard event files
+under ``tensorboard/`` and orbax checkpoints under ``checkpoints/``. Running the same
+command again resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import gradamp_jax as ga
+from gradamp_jax import input_pipeline
+from gradamp_jax import layers as layers_lib
+from gradamp_jax import models
+
+METHODS = ("none", "intelligent", "random", "matched_random", "all")
+DATASETS = ("cifar10", "cifar100")
+
+
+class TrainState(NamedTuple):
+  """Everything a checkpoint holds; a pytree of arrays."""
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  bad_step: jax.Array  # first step with a non-finite loss or gradient, -1 if none
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or the gradients became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the config before any data is read or anything is compiled.
+
+  Raises:
+    ValueError: naming the bad field and what is allowed.
+  """
+  def fail(field, message):
+    raise ValueError(f"config.{field}: {message}")
+
+  if config.model not in models.MODEL_NAMES:
+    fail("model", f"unknown model {config.model!r}; known: {', '.join(models.MODEL_NAMES)}")
+  if config.dataset not in DATASETS:
+    fail("dataset", f"unknown dataset {config.dataset!r}; allowed: {', '.join(DATASETS)}")
+  if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
+    fail("image_folder", f"folder {config.image_folder!r} does not exist; it must hold "
+         "train/<class>/* and test/<class>/* images")
+  try:
+    ga.parse_phases(config.phases)
+  except ValueError as e:
+    fail("phases", str(e))
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if not isinstance(value, int) or value < 1 or value % jax.device_count():
+      fail(field, f"must be a positive multiple of the device count "
+           f"({jax.device_count()}), got {value!r}")
+  amp = config.amplification
+  if amp.method not in METHODS:
+    fail("amplification.method", f"unknown method {amp.method!r}; allowed: {', '.join(METHODS)}")
+  if not isinstance(amp.reselect_every, int) or amp.reselect_every < 0:
+    fail("amplification.reselect_every",
+         f"must be an integer >= 0 (0: once per phase), got {amp.reselect_every!r}")
+  if amp.eligible not in layers_lib.ELIGIBLE_CHOICES:
+    fail("amplification.eligible",
+         f"must be one of {layers_lib.ELIGIBLE_CHOICES}, got {amp.eligible!r}")
+  try:  # the transforms check measure, case, threshold and ratio themselves
+    create_amplification(config, steps_per_epoch=1)
+  except ValueError as e:
+    fail("amplification", str(e))
+  for field in ("momentum", "weight_decay"):
+    if not isinstance(config[field], (int, float)) or not 0 <= config[field] < math.inf:
+      fail(field, f"must be a finite number >= 0, got {config[field]!r}")
+
+
+def check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"workdir: {workdir!r} is not a writable directory ({e})") from e
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def create_amplification(config, steps_per_epoch: int):
+  """The amplification transform the config asks for, or None for ``method="none"``."""
+  amp = config.amplification
+  common = dict(reselect_every=amp.reselect_every or None, seed=config.seed,
+                eligible=amp.eligible)
+  if amp.method == "none":
+    return None
+  if amp.method in ("intelligent", "matched_random"):
+    return ga.intelligent_amplification(
+        config.phases, steps_per_epoch, measure=amp.measure, case=amp.case,
+        threshold=amp.threshold,
+        control="matched_random" if amp.method == "matched_random" else None, **common)
+  ratio = 1.0 if amp.method == "all" else amp.ratio
+  return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio, **common)
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """Amplification → weight decay → SGD with momentum at the phases' learning rates.
+
+  Weight decay is added after amplification, as PyTorch's ``SGD(weight_decay=...)`` adds
+  it inside the optimizer step: only the loss gradient is amplified.
+  """
+  amplification = create_amplification(config, steps_per_epoch)
+  parts = [] if amplification is None else [amplification]
+  if config.weight_decay:
+    parts.append(optax.add_decayed_weights(config.weight_decay))
+  learning_rate = ga.learning_rate_schedule(config.phases, steps_per_epoch)
+  parts.append(optax.sgd(learning_rate, momentum=config.momentum or None))
+  return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def make_train_step(graphdef, tx):
+  """Returns ``train_step(state, batch) -> (state, metrics)`` (pure, jit-able)."""
+
+  def train_step(state: TrainState, batch):
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.batch_stats)
+      logits = model(batch["image"], train=True)
+      _, _, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+      loss = jnp.mean(cross_entropy(logits, batch["label"]))
+      return loss, (logits, batch_stats.to_pure_dict())
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
+    metrics = dict(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+                   grad_norm=grad_norm)
+    return TrainState(state.step + 1, params, batch_stats, opt_state, bad_step), metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef):
+  """Returns ``eval_step(state, batch) -> sums`` of loss, correct and count (mask-weighted)."""
+
+  def eval_step(state: TrainState, batch):
+    model = nnx.merge(graphdef, state.params, state.batch_stats)
+    logits = model(batch["image"], train=False)
+    mask = batch["mask"]
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return dict(loss=jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+                correct=jnp.sum(correct * mask), count=jnp.sum(mask))
+
+  return eval_step
+
+
+def create_train_state(config, num_classes: int, tx):
+  """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  model = models.create(config.model, num_classes, seed=config.seed, dtype=dtype)
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  params = params.to_pure_dict()
+  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                     batch_stats=batch_stats.to_pure_dict(), opt_state=tx.init(params),
+                     bad_step=jnp.full([], -1, jnp.int32))
+  return graphdef, state
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+class JsonlWriter:
+  """Appends JSON rows to a file, flushed per row; on resume drops rows past the checkpoint."""
+
+  def __init__(self, path: str, keep=None):
+    self.path = path
+    if keep is not None and os.path.exists(path):
+      rows = [r for r in read_jsonl(path) if keep(r)]
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+      os.replace(tmp, path)
+    elif keep is None and os.path.exists(path):
+      os.remove(path)
+
+  def write(self, rows):
+    with open(self.path, "a") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_info(config, dataset, steps_per_epoch, params) -> dict:
+  index = layers_lib.layer_index(params)
+  eligible = layers_lib.eligible_mask(index, config.amplification.eligible)
+  return dict(
+      jax_version=jax.__version__, devices=[str(d) for d in jax.devices()],
+      process_count=jax.process_count(), dataset=dataset.name,
+      num_train=len(dataset.train), num_test=len(dataset.test),
+      num_classes=dataset.num_classes, steps_per_epoch=steps_per_epoch,
+      layers=[dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
+          index.names, index.param_names, index.layer_sizes(), eligible)],
+      layer_rule="a layer is a parameter path without its last key",
+      eligible_rule=config.amplification.eligible)
+
+
+def layer_stat_rows(config, opt_state, params) -> list[dict]:
+  amp = config.amplification
+  measure = amp.measure if amp.method in ("intelligent", "matched_random") else None
+  return [dict(epoch=r["epoch"], step=r["step"], layer=r["layer"], measure=measure,
+               value=r["measure"] if measure else None,
+               normalized=r["normalized"] if measure else None, selected=r["selected"],
+               factor=r["factor"], eligible=r["eligible"], method=amp.method)
+          for r in ga.selection_report(opt_state, params)]
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+def _progress(iterable, total, epoch):
+  if sys.stderr.isatty():
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=f"epoch {epoch}", leave=False, unit="step")
+  return iterable
+
+
+def train_epoch(train_step, state, batches: Iterator, steps: int, epoch: int, batch_size: int):
+  """Runs one epoch; returns the new state and the epoch's mean loss and accuracy."""
+  collected = []
+  bar = _progress(batches, steps, epoch)
+  start = time.perf_counter()
+  for i, batch in enumerate(bar):
+    state, metrics = train_step(state, batch)
+    collected.append(metrics)
+    if hasattr(bar, "set_postfix") and (i % 20 == 0 or i == steps - 1):
+      rate = (i + 1) * batch_size / (time.perf_counter() - start)
+      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
+                      acc=f"{float(metrics['accuracy']):.3f}", img_s=f"{rate:.0f}")
+  stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *collected))
+  return state, {k: float(np.mean(v)) for k, v in stacked.items()}
+
+
+def evaluate(eval_step, state, batches) -> dict:
+  totals = None
+  for batch in batches:
+    sums = eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return dict(loss=float(totals["loss"]) / count, accuracy=float(totals["correct"]) / count)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``config.model`` on ``config.dataset`` with the configured amplification.
+
+  Resumes from the latest checkpoint in ``workdir``; a finished run is not re-run.
+
+  Args:
+    config: see ``configs/default.py`` for the fields.
+    workdir: output directory.
+
+  Returns:
+    The last epoch's metrics row.
+
+  Raises:
+    ValueError: for a bad config (before anything is compiled).
+    NonFiniteError: when the loss or gradients stop being finite; the last good
+      checkpoint is kept.
+  """
+  validate_config(config)
+  check_workdir(workdir)
+  is_lead = jax.process_index() == 0
+
+  dataset = input_pipeline.load(
+      config.dataset, data_dir=config.data_dir, image_folder=config.image_folder,
+      train_split=config.train_split, validation_fraction=config.validation_fraction,
+      seed=config.seed, download=config.download)
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
+  phases = ga.parse_phases(config.phases)
+  num_epochs = phases[-1].end_epoch
+  lr_schedule = ga.learning_rate_schedule(phases, steps_per_epoch)
+
+  tx = create_optimizer(config, steps_per_epoch)
+  graphdef, state = create_train_state(config, dataset.num_classes, tx)
+
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+  state = jax.device_put(state, replicated)
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+  train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
+                       out_shardings=(state_sharding, replicated), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding, None),
+                      out_shardings=replicated)
+
+  checkpoints = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+  start_epoch = checkpoints.latest_step() or 0
+  if start_epoch:
+    state = checkpoints.restore(start_epoch, args=ocp.args.StandardRestore(state))
+    logging.info("Resumed from the checkpoint of epoch %d in %s", start_epoch, workdir)
+  if start_epoch >= num_epochs:
+    logging.info("Run in %s already finished (%d epochs); nothing to do.", workdir, num_epochs)
+    checkpoints.close()
+    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
+
+  resumed = start_epoch > 0
+  if is_lead:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+      json.dump(run_info(config, dataset, steps_per_epoch, state.params), f, indent=2)
+  done_steps = start_epoch * steps_per_epoch
+  metrics_log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"),
+                            keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
+  stats_log = JsonlWriter(os.path.join(workdir, "layer_stats.jsonl"),
+                          keep=(lambda r: r["step"] < done_steps) if resumed else None)
+  from tensorboardX import SummaryWriter
+  summary = SummaryWriter(os.path.join(workdir, "tensorboard")) if is_lead else None
+  amplified = config.amplification.method != "none"
+  logged_selections = int(ga.find_state(state.opt_state).num_selections) if amplified else 0
+
+  row = None
+  try:
+    for epoch in range(start_epoch + 1, num_epochs + 1):
+      started = time.perf_counter()
+      batches = input_pipeline.train_batches(
+          dataset.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+          mean=dataset.mean, std=dataset.std, sharding=data_sharding)
+      state, train = train_epoch(train_step, state, batches, steps_per_epoch, epoch,
+                                 config.batch_size)
+      bad_step = int(state.bad_step)
+      if bad_step >= 0:
+        kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept in "
+                f"{os.path.join(workdir, 'checkpoints')}" if epoch > 1 else "no checkpoint yet")
+        raise NonFiniteError(f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
+                             f"(0-based update count); {kept}")
+      train_seconds = time.perf_counter() - started
+      row = dict(epoch=epoch, step=epoch * steps_per_epoch,
+                 lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
+                 train_loss=train["loss"], train_accuracy=train["accuracy"],
+                 grad_norm=train["grad_norm"])
+      for name, split in (("test", dataset.test), ("val", dataset.validation)):
+        if split is not None:
+          result = evaluate(eval_step, state, input_pipeline.eval_batches(
+              split, batch_size=config.eval_batch_size, mean=dataset.mean, std=dataset.std,
+              sharding=data_sharding))
+          row[f"{name}_loss"], row[f"{name}_accuracy"] = result["loss"], result["accuracy"]
+      new_stats = []
+      if amplified:
+        amp_state = jax.device_get(ga.find_state(state.opt_state))
+        row["amplified_layers"] = int(np.sum(amp_state.mask)) if amp_state.active else 0
+        if int(amp_state.num_selections) > logged_selections:
+          logged_selections = int(amp_state.num_selections)
+          new_stats = layer_stat_rows(config, state.opt_state, state.params)
+      else:
+        row["amplified_layers"] = 0
+      row["epoch_seconds"] = time.perf_counter() - started
+      row["images_per_second"] = steps_per_epoch * config.batch_size / train_seconds
+      if is_lead:
+        metrics_log.write([row])
+        stats_log.write(new_stats)
+        for key, value in row.items():
+          if key not in ("epoch", "step"):
+            summary.add_scalar(key, value, epoch)
+        summary.flush()
+      checkpoints.save(epoch, args=ocp.args.StandardSave(state))
+      logging.info(
+          "epoch %d/%d  lr %.4g  train loss %.4f acc %.4f  test loss %.4f acc %.4f  "
+          "amplified %d layers  %.1fs (%.0f img/s)", epoch, num_epochs, row["lr"],
+          row["train_loss"], row["train_accuracy"], row["test_loss"], row["test_accuracy"],
+          row["amplified_layers"], row["epoch_seconds"], row["images_per_second"])
+  finally:
+    checkpoints.wait_until_finished()
+    checkpoints.close()
+    if summary is not None:
+      summary.close()
+  return row

@@ -1,0 +1,92 @@
+"""Expands a config's sweep into runs and launches them.
+
+    # list the commands (one per line: pipe into GNU parallel, xargs, your scheduler)
+    python launch/sweep.py --config configs/paper.py --sweep model=resnet18,dataset=cifar10,seeds=3 \
+        --root runs/r18-c10 --mode print
+    # run them one after another here (finished runs are skipped, interrupted ones resume)
+    python launch/sweep.py ... --mode local
+    # write a SLURM job array (one GPU per run) and print the sbatch command
+    python launch/sweep.py ... --mode slurm --slurm_args="--partition=gpu --time=12:00:00"
+
+``ROOT/sweep.json`` records every run's name, arguments and workdir; the analysis helpers
+(``gradamp_jax.analysis.load_sweep``) read it.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+
+def load_config_module(path):
+  sys.path.insert(0, os.getcwd())  # config files import their siblings as ``configs.*``
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise SystemExit(f"--config {path}: the file defines no get_sweep(arg)")
+  return module
+
+
+def run_name(args: dict) -> str:
+  return "-".join(f"{k}={v}" for k, v in args.items())
+
+
+def expand(config_path: str, sweep_arg: str, root: str) -> list[dict]:
+  runs = load_config_module(config_path).get_sweep(sweep_arg)
+  out = []
+  for args in runs:
+    arg = ",".join(f"{k}={v}" for k, v in args.items())
+    workdir = os.path.join(root, run_name(args))
+    command = [sys.executable, "-m", "gradamp_jax.main", "--config", f"{config_path}:{arg}",
+               "--workdir", workdir]
+    out.append(dict(name=run_name(args), args=args, workdir=workdir,
+                    command=shlex.join(command)))
+  return out
+
+
+def write_slurm(runs, root, slurm_args):
+  commands = os.path.join(root, "commands.txt")
+  with open(commands, "w") as f:
+    f.writelines(r["command"] + "\n" for r in runs)
+  script = os.path.join(root, "sweep.sbatch")
+  with open(script, "w") as f:
+    f.write("#!/bin/bash\n#SBATCH --gpus=1\n"
+            f"#SBATCH --array=1-{len(runs)}\n#SBATCH --output={root}/slurm-%A_%a.out\n"
+            f"cd {shlex.quote(os.getcwd())}\n"
+            f'eval "$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(commands)})"\n')
+  return f"sbatch {slurm_args} {script}".replace("  ", " ")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
+  parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
+  parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
+  parser.add_argument("--mode", choices=("print", "local", "slurm"), default="print")
+  parser.add_argument("--slurm_args", default="", help="extra sbatch arguments")
+  args = parser.parse_args(argv)
+
+  runs = expand(args.config, args.sweep, args.root)
+  os.makedirs(args.root, exist_ok=True)
+  with open(os.path.join(args.root, "sweep.json"), "w") as f:
+    json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+  if args.mode == "print":
+    print("\n".join(r["command"] for r in runs))
+  elif args.mode == "slurm":
+    print(write_slurm(runs, args.root, args.slurm_args))
+  else:
+    failed = []
+    for i, run in enumerate(runs, 1):
+      print(f"[{i}/{len(runs)}] {run['name']}", flush=True)
+      if subprocess.call(shlex.split(run["command"])) != 0:
+        failed.append(run["name"])
+    if failed:
+      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,219 @@
+"""The training program end to end on tfds.testing.mock_data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import gradamp_jax as ga
+from gradamp_jax import train
+from configs import default
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_EXAMPLES = 48
+BATCH = 8
+STEPS = NUM_EXAMPLES // BATCH
+
+
+def tiny_config(**amplification):
+  config = default.get_config()
+  config.model = "resnet8"
+  config.batch_size = BATCH
+  config.eval_batch_size = 16
+  config.phases = ((1, 0.05, 0, 1), (3, 0.05, 1, 2))
+  config.amplification.measure = "G"
+  config.amplification.case = 2
+  config.amplification.threshold = 0.5
+  config.amplification.update(amplification)
+  return config
+
+
+def read(path):
+  return train.read_jsonl(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    last = train.train_and_evaluate(tiny_config(), workdir)
+  return workdir, last
+
+
+def test_run_writes_every_output(finished_run):
+  workdir, last = finished_run
+  assert sorted(os.listdir(workdir)) == [
+      "checkpoints", "config.json", "layer_stats.jsonl", "metrics.jsonl", "run.json",
+      "tensorboard"]
+  config = json.load(open(os.path.join(workdir, "config.json")))
+  assert config["model"] == "resnet8" and config["amplification"]["measure"] == "G"
+  metrics = read(os.path.join(workdir, "metrics.jsonl"))
+  assert [m["epoch"] for m in metrics] == [1, 2, 3]
+  for key in ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+              "epoch_seconds", "amplified_layers"):
+    assert all(np.isfinite(m[key]) for m in metrics), key
+  assert all(0 <= m["test_accuracy"] <= 1 for m in metrics)
+  assert metrics[-1] == last
+  run = json.load(open(os.path.join(workdir, "run.json")))
+  assert run["steps_per_epoch"] == STEPS and run["num_test"] == NUM_EXAMPLES
+  # resnet8: 9 convs (7 + 2 projection shortcuts), 9 BatchNorms, 1 Dense.
+  assert len(run["layers"]) == 19 and all(l["eligible"] for l in run["layers"])
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
+
+
+def test_selection_happens_at_the_end_of_the_analysis_epoch(finished_run):
+  workdir, _ = finished_run
+  stats = read(os.path.join(workdir, "layer_stats.jsonl"))
+  run = json.load(open(os.path.join(workdir, "run.json")))
+  assert [s["layer"] for s in stats] == [l["layer"] for l in run["layers"]]
+  # Epoch 2 (the amplified phase's first) is analysed; selection takes effect at step 2*STEPS.
+  assert {s["epoch"] for s in stats} == {2} and {s["step"] for s in stats} == {2 * STEPS}
+  values = np.array([s["value"] for s in stats])
+  normalized = np.array([s["normalized"] for s in stats])
+  np.testing.assert_allclose(normalized, (values - values.mean()) / values.std(), atol=1e-4)
+  selected = [s["selected"] for s in stats]
+  assert selected == list(np.abs(normalized) > 0.5)
+  metrics = read(os.path.join(workdir, "metrics.jsonl"))
+  assert [m["amplified_layers"] for m in metrics] == [0, 0, sum(selected)]
+  assert sum(selected) > 0
+
+
+def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
+  workdir, _ = finished_run
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(workdir, resumed)
+  # Lose epoch 3: the run must continue from epoch 2 (analysis accumulators in the state).
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "3"))
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    train.train_and_evaluate(tiny_config(), resumed)
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a, \
+      ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b:
+    want, got = a.restore(3), b.restore(3)
+  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(x, y)
+  timing = ("epoch_seconds", "images_per_second")
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
+  for name in ("metrics.jsonl", "layer_stats.jsonl"):
+    assert strip(read(os.path.join(resumed, name))) == strip(read(os.path.join(workdir, name)))
+
+
+def test_finished_run_is_not_rerun(finished_run):
+  workdir, last = finished_run
+  before = os.path.getmtime(os.path.join(workdir, "metrics.jsonl"))
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    assert train.train_and_evaluate(tiny_config(), workdir) == last
+  assert os.path.getmtime(os.path.join(workdir, "metrics.jsonl")) == before
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = tiny_config(method="none")
+  config.phases = ((1, 0.01, 0, 1), (2, 1e30, 0, 1))
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    with pytest.raises(train.NonFiniteError, match=r"epoch 2, step \d+"):
+      train.train_and_evaluate(config, str(tmp_path))
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]
+  assert [m["epoch"] for m in read(tmp_path / "metrics.jsonl")] == [1]
+
+
+def _state_and_batch(config, steps_per_epoch=1):
+  tx = train.create_optimizer(config, steps_per_epoch)
+  graphdef, state = train.create_train_state(config, 10, tx)
+  rng = np.random.default_rng(0)
+  batch = dict(image=jnp.asarray(rng.normal(size=(BATCH, 32, 32, 3)), jnp.float32),
+               label=jnp.asarray(rng.integers(0, 10, BATCH), jnp.int32))
+  return tx, graphdef, state, batch
+
+
+def test_selected_layers_update_is_factor_times_plain_update():
+  config = tiny_config(method="intelligent", measure="G_prime", case=2, threshold=0.3)
+  config.momentum, config.weight_decay = 0.0, 0.0
+  config.phases = ((3, 0.05, 1, 2.0),)  # spe=1: epoch 1 analysed, epoch 2 amplified
+  tx, graphdef, state, batch = _state_and_batch(config)
+  step = jax.jit(train.make_train_step(graphdef, tx))
+  state, _ = step(state, batch)
+  amplified, _ = step(state, batch)
+  plain_config = tiny_config(method="none")
+  plain_config.momentum, plain_config.weight_decay, plain_config.phases = 0.0, 0.0, config.phases
+  plain_tx = train.create_optimizer(plain_config, 1)
+  plain_state = state._replace(opt_state=plain_tx.init(state.params))
+  plain, _ = jax.jit(train.make_train_step(graphdef, plain_tx))(plain_state, batch)
+
+  mask = np.asarray(ga.find_state(amplified.opt_state).mask)
+  assert 0 < mask.sum() < len(mask)
+  index = ga.layer_index(state.params)
+  before = jax.tree.leaves(state.params)
+  for leaf, b, a, p in zip(index.leaf_layer, before, jax.tree.leaves(amplified.params),
+                           jax.tree.leaves(plain.params)):
+    factor = 2.0 if mask[leaf] else 1.0
+    np.testing.assert_allclose(a - b, factor * (p - b), rtol=1e-4, atol=1e-7)
+
+
+def test_two_devices_match_one_device():
+  assert jax.device_count() >= 2, "tests/conftest.py forces two host devices"
+  config = tiny_config()
+  tx, graphdef, state0, batch = _state_and_batch(config, steps_per_epoch=2)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:2]):
+    mesh = Mesh(np.array(devices), ("data",))
+    state = jax.device_put(state0, NamedSharding(mesh, P()))
+    data = jax.device_put(batch, NamedSharding(mesh, P("data")))
+    step = jax.jit(train.make_train_step(graphdef, tx))
+    for _ in range(5):  # crosses the analysis epoch into amplification
+      state, _ = step(state, data)
+    results.append(jax.device_get(state))
+  one, two = results
+  assert int(ga.find_state(two.opt_state).num_selections) == 1
+  np.testing.assert_array_equal(ga.find_state(one.opt_state).mask,
+                                ga.find_state(two.opt_state).mask)
+  # Same global batch and BatchNorm statistics; only the reduction order differs.
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "resnet7", "config.model: unknown model 'resnet7'; known: vgg11"),
+    ("dataset", "mnist", "config.dataset: unknown dataset 'mnist'; allowed: cifar10, cifar100"),
+    ("phases", ((2, 0.1, 0, 1), (1, 0.1, 1, 2)), r"config.phases: phases\[1\]"),
+    ("batch_size", 7, "config.batch_size: must be a positive multiple of the device count"),
+    ("amplification.method", "best", "config.amplification.method: unknown method 'best'"),
+    ("amplification.measure", "H", "config.amplification: measure must be one of"),
+    ("amplification.case", 3, "config.amplification: case must be one of"),
+    ("amplification.ratio", 2.0, "config.amplification: ratio must be a number in"),
+    ("amplification.eligible", "convs", "config.amplification.eligible: must be one of"),
+    ("amplification.reselect_every", -1, "config.amplification.reselect_every"),
+    ("image_folder", "/no/such/folder", "config.image_folder: folder '/no/such/folder'"),
+])
+def test_bad_config_names_the_field(field, value, message):
+  config = tiny_config()
+  if field == "amplification.ratio":
+    config.amplification.method = "random"
+  node, _, leaf = field.rpartition(".")
+  (config[node] if node else config)[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    train.validate_config(config)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(ValueError, match="workdir: .* is not a writable directory"):
+    train.check_workdir(str(blocker / "sub"))
+
+
+def test_main_exits_non_zero_with_the_field_named(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
+       "--workdir", str(tmp_path), "--config.amplification.method=best"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  assert "config.amplification.method: unknown method 'best'" in result.stderr
