@@ -48,7 +48,8 @@ def load_sweep(root: str) -> pd.DataFrame:
     path = os.path.join(run["workdir"], "metrics.jsonl")
     metrics = pd.read_json(path, lines=True) if os.path.exists(path) and \
         os.path.getsize(path) else pd.DataFrame()
-    rows.append(dict(name=run["name"], **run["args"], **run_summary(metrics)))
+    rows.append(dict(name=run["name"], workdir=run["workdir"], **run["args"],
+                     **run_summary(metrics)))
   return pd.DataFrame(rows)
 
 

@@ -109,3 +109,30 @@ def test_plots_and_selection_table(tmp_path):
                          ("bn", 101, True)]])
   table = analysis.selection_table(stats)
   assert table.loc["conv"].tolist() == [1, 0] and table.loc["bn"].tolist() == [0, 1]
+
+
+def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch):
+  import matplotlib
+  matplotlib.use("Agg")
+  runs = []
+  for method, threshold, final in (("none", 1.0, 0.9), ("intelligent", 1.0, 0.92),
+                                   ("intelligent", 1.5, 0.95)):
+    workdir = str(tmp_path / f"{method}-{threshold}")
+    write_run(workdir, [0.5, final])
+    (tmp_path / f"{method}-{threshold}" / "config.json").write_text("{}")
+    with open(os.path.join(workdir, "layer_stats.jsonl"), "w") as f:
+      for layer, selected in (("conv", True), ("bn", False)):
+        f.write(json.dumps(dict(epoch=2, layer=layer, selected=selected)) + "\n")
+    runs.append(dict(name=f"{method}-{threshold}", workdir=workdir,
+                     args=dict(method=method, measure="G", case=1, threshold=threshold,
+                               seed=0)))
+  (tmp_path / "sweep.json").write_text(json.dumps(dict(runs=runs)))
+  notebook = json.load(open(os.path.join(ROOT, "notebooks", "analysis.ipynb")))
+  namespace = {}
+  monkeypatch.setattr("matplotlib.pyplot.show", lambda: None)
+  for cell in notebook["cells"]:
+    if cell["cell_type"] == "code":
+      source = "".join(cell["source"]).replace('"runs/r18-c10"', repr(str(tmp_path)))
+      exec(compile(source, "analysis.ipynb", "exec"), namespace)
+  assert namespace["best"]["name"] == "intelligent-1.5"
+  assert list(namespace["curves"]) == ["intelligent-1.5", "none-1.0"]
