@@ -10,6 +10,7 @@ to completion here (150 epochs need a GPU).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 PARAMS_1 = ((50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1))
 PARAMS_2 = ((10, 0.1, 0, 1), (100, 0.1, 1, 2), (145, 0.01, 1, 2), (150, 0.01, 0, 1))
@@ -19,9 +20,9 @@ def get_config():
   config = ml_collections.ConfigDict()
   config.model = "resnet18"
   config.dataset = "cifar10"           # cifar10 | cifar100
-  config.data_dir = None               # TFDS data_dir (None: TFDS's default)
+  config.data_dir = config_dict.placeholder(str)      # TFDS data_dir (None: TFDS default)
   config.download = True               # let TFDS download and prepare when missing
-  config.image_folder = None           # read train/<class>/*, test/<class>/* here instead
+  config.image_folder = config_dict.placeholder(str)  # read train/<class>/*, test/<class>/*
   config.train_split = "train"         # TFDS slicing allowed, e.g. "train[:20%]"
   config.validation_fraction = 0.0     # carve a validation split from train
   config.batch_size = 128              # global, over all devices

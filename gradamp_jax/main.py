@@ -25,12 +25,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # keep library INFO chatter (orbax, XLA) out of the way
+    logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
-  logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
+  print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
+  except (ValueError, OSError, ImportError, train.NonFiniteError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -22,7 +22,6 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -324,8 +323,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_sharding = NamedSharding(mesh, P("data"))
   state = jax.device_put(state, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
+  # No buffer donation: orbax's asynchronous save may still be reading the previous state.
   train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
-                       out_shardings=(state_sharding, replicated), donate_argnums=0)
+                       out_shardings=(state_sharding, replicated))
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding, None),
                       out_shardings=replicated)
 
@@ -335,9 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_epoch = checkpoints.latest_step() or 0
   if start_epoch:
     state = checkpoints.restore(start_epoch, args=ocp.args.StandardRestore(state))
-    logging.info("Resumed from the checkpoint of epoch %d in %s", start_epoch, workdir)
+    print(f"Resumed from the checkpoint of epoch {start_epoch} in {workdir}", flush=True)
   if start_epoch >= num_epochs:
-    logging.info("Run in %s already finished (%d epochs); nothing to do.", workdir, num_epochs)
+    print(f"Run in {workdir} already finished ({num_epochs} epochs); nothing to do.",
+          flush=True)
     checkpoints.close()
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
 
@@ -402,11 +403,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             summary.add_scalar(key, value, epoch)
         summary.flush()
       checkpoints.save(epoch, args=ocp.args.StandardSave(state))
-      logging.info(
-          "epoch %d/%d  lr %.4g  train loss %.4f acc %.4f  test loss %.4f acc %.4f  "
-          "amplified %d layers  %.1fs (%.0f img/s)", epoch, num_epochs, row["lr"],
-          row["train_loss"], row["train_accuracy"], row["test_loss"], row["test_accuracy"],
-          row["amplified_layers"], row["epoch_seconds"], row["images_per_second"])
+      if is_lead:
+        print(f"epoch {epoch}/{num_epochs}  lr {row['lr']:.4g}  train loss "
+              f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
+              f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
+              f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
+              f"({row['images_per_second']:.0f} img/s)", flush=True)
   finally:
     checkpoints.wait_until_finished()
     checkpoints.close()

@@ -1,10 +1,12 @@
 """The training program end to end on tfds.testing.mock_data."""
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,14 @@ def tiny_config(**amplification):
   return config
 
 
+@contextlib.contextmanager
+def mock_cifar():
+  """Random CIFAR-shaped TFDS data; mock_data does not cover is_prepared (a disk look-up)."""
+  with mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True), \
+      tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    yield
+
+
 def read(path):
   return train.read_jsonl(path)
 
@@ -44,7 +54,7 @@ def read(path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_cifar():
     last = train.train_and_evaluate(tiny_config(), workdir)
   return workdir, last
 
@@ -94,7 +104,7 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
   shutil.copytree(workdir, resumed)
   # Lose epoch 3: the run must continue from epoch 2 (analysis accumulators in the state).
   shutil.rmtree(os.path.join(resumed, "checkpoints", "3"))
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_cifar():
     train.train_and_evaluate(tiny_config(), resumed)
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a, \
       ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b:
@@ -110,7 +120,7 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
 def test_finished_run_is_not_rerun(finished_run):
   workdir, last = finished_run
   before = os.path.getmtime(os.path.join(workdir, "metrics.jsonl"))
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_cifar():
     assert train.train_and_evaluate(tiny_config(), workdir) == last
   assert os.path.getmtime(os.path.join(workdir, "metrics.jsonl")) == before
 
@@ -118,7 +128,7 @@ def test_finished_run_is_not_rerun(finished_run):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = tiny_config(method="none")
   config.phases = ((1, 0.01, 0, 1), (2, 1e30, 0, 1))
-  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with mock_cifar():
     with pytest.raises(train.NonFiniteError, match=r"epoch 2, step \d+"):
       train.train_and_evaluate(config, str(tmp_path))
   assert os.listdir(tmp_path / "checkpoints") == ["1"]
@@ -135,16 +145,18 @@ def _state_and_batch(config, steps_per_epoch=1):
 
 
 def test_selected_layers_update_is_factor_times_plain_update():
-  config = tiny_config(method="intelligent", measure="G_prime", case=2, threshold=0.3)
+  config = tiny_config(method="intelligent", measure="G", case=2, threshold=0.5)
   config.momentum, config.weight_decay = 0.0, 0.0
-  config.phases = ((3, 0.05, 1, 2.0),)  # spe=1: epoch 1 analysed, epoch 2 amplified
-  tx, graphdef, state, batch = _state_and_batch(config)
+  config.phases = ((3, 0.05, 1, 2.0),)  # 2 steps per epoch: epoch 1 analysed, 2 amplified
+  tx, graphdef, state, batch = _state_and_batch(config, steps_per_epoch=2)
+  other = dict(image=batch["image"][::-1] * 0.5, label=(batch["label"] + 3) % 10)
   step = jax.jit(train.make_train_step(graphdef, tx))
   state, _ = step(state, batch)
-  amplified, _ = step(state, batch)
+  state, _ = step(state, other)
+  amplified, _ = step(state, batch)  # frozen batch, selection active
   plain_config = tiny_config(method="none")
   plain_config.momentum, plain_config.weight_decay, plain_config.phases = 0.0, 0.0, config.phases
-  plain_tx = train.create_optimizer(plain_config, 1)
+  plain_tx = train.create_optimizer(plain_config, 2)
   plain_state = state._replace(opt_state=plain_tx.init(state.params))
   plain, _ = jax.jit(train.make_train_step(graphdef, plain_tx))(plain_state, batch)
 
@@ -155,7 +167,8 @@ def test_selected_layers_update_is_factor_times_plain_update():
   for leaf, b, a, p in zip(index.leaf_layer, before, jax.tree.leaves(amplified.params),
                            jax.tree.leaves(plain.params)):
     factor = 2.0 if mask[leaf] else 1.0
-    np.testing.assert_allclose(a - b, factor * (p - b), rtol=1e-4, atol=1e-7)
+    # atol: float32 spacing of parameters near 1 (BatchNorm scales) is 1.2e-7 per subtraction.
+    np.testing.assert_allclose(a - b, factor * (p - b), rtol=1e-4, atol=5e-7)
 
 
 def test_two_devices_match_one_device():
