@@ -1,0 +1,148 @@
+"""ResNets for 32x32 inputs.
+
+Two families share one implementation:
+
+* ``resnet18/34/50/101``: the common CIFAR adaptation of He et al. (2015) ImageNet ResNets
+  (as in kuangliu/pytorch-cifar): a 3x3, 64-channel, stride-1 stem without max-pool, four
+  stages of 64/128/256/512 channels (times 4 for the Bottleneck variants).
+* ``resnet8/20/32/44/56``: the CIFAR ResNets of He et al. (2016), Sec. 4.2: a 16-channel
+  stem and three stages of 16/32/64 channels with ``n`` BasicBlocks each (depth 6n+2).
+  Unlike the paper's option-A (zero-padding) shortcuts, a 1x1 conv + BatchNorm projection
+  is used wherever the shape changes, as in the first family.
+
+Convolutions have no bias. Parameter paths read like ``('layer1', 0, 'conv1', 'kernel')``
+and ``('layer2', 0, 'shortcut_conv', 'kernel')``; the stem is ``conv1``/``bn1`` and the
+classifier ``fc``.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gradamp_jax.models import common
+
+
+class BasicBlock(nnx.Module):
+  """Two 3x3 conv-BN layers with a residual connection (expansion 1)."""
+
+  expansion = 1
+
+  def __init__(self, in_features: int, features: int, stride: int, *, dtype, rngs: nnx.Rngs):
+    self.conv1 = common.conv(
+      in_features, features, 3, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
+    )
+    self.bn1 = common.batch_norm(features, dtype=dtype, rngs=rngs)
+    self.conv2 = common.conv(features, features, 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn2 = common.batch_norm(features, dtype=dtype, rngs=rngs)
+    _add_shortcut(self, in_features, features * self.expansion, stride, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = nnx.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    y = self.bn2(self.conv2(y), use_running_average=not train)
+    return nnx.relu(y + _shortcut(self, x, train=train))
+
+
+class Bottleneck(nnx.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand, each with BN; expansion 4."""
+
+  expansion = 4
+
+  def __init__(self, in_features: int, features: int, stride: int, *, dtype, rngs: nnx.Rngs):
+    out_features = features * self.expansion
+    self.conv1 = common.conv(in_features, features, 1, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn1 = common.batch_norm(features, dtype=dtype, rngs=rngs)
+    self.conv2 = common.conv(
+      features, features, 3, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
+    )
+    self.bn2 = common.batch_norm(features, dtype=dtype, rngs=rngs)
+    self.conv3 = common.conv(features, out_features, 1, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn3 = common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+    _add_shortcut(self, in_features, out_features, stride, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    y = nnx.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    y = nnx.relu(self.bn2(self.conv2(y), use_running_average=not train))
+    y = self.bn3(self.conv3(y), use_running_average=not train)
+    return nnx.relu(y + _shortcut(self, x, train=train))
+
+
+def _add_shortcut(
+  block: nnx.Module, in_features: int, out_features: int, stride: int, *, dtype, rngs
+):
+  """Gives ``block`` a 1x1 conv + BN projection if the shape changes, else ``None``s."""
+  if stride != 1 or in_features != out_features:
+    block.shortcut_conv = common.conv(
+      in_features, out_features, 1, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
+    )
+    block.shortcut_bn = common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+  else:
+    block.shortcut_conv = None
+    block.shortcut_bn = None
+
+
+def _shortcut(block: nnx.Module, x: jax.Array, *, train: bool) -> jax.Array:
+  if block.shortcut_conv is None:
+    return x
+  return block.shortcut_bn(block.shortcut_conv(x), use_running_average=not train)
+
+
+class ResNet(nnx.Module):
+  """A CIFAR ResNet: stem, ``len(stage_sizes)`` stages, global average pool, Dense.
+
+  Args:
+    block: ``BasicBlock`` or ``Bottleneck``.
+    stage_sizes: number of blocks per stage; stage ``i`` is the attribute ``layer{i+1}``.
+    widths: base channel count of each stage; the first is also the stem width.
+      Every stage after the first halves the spatial size in its first block.
+    num_classes: output size of the classifier.
+    dtype: computation dtype (parameters and BatchNorm statistics stay float32).
+    rngs: parameter initialisation randomness.
+  """
+
+  def __init__(
+    self,
+    block: type[BasicBlock] | type[Bottleneck],
+    stage_sizes: Sequence[int],
+    widths: Sequence[int],
+    num_classes: int,
+    *,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    if len(stage_sizes) != len(widths):
+      raise ValueError(
+        f"stage_sizes {tuple(stage_sizes)} and widths {tuple(widths)} must have the same length"
+      )
+    self.conv1 = common.conv(3, widths[0], 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn1 = common.batch_norm(widths[0], dtype=dtype, rngs=rngs)
+    in_features = widths[0]
+    self.stage_names = tuple(f"layer{i + 1}" for i in range(len(stage_sizes)))
+    for i, (name, num_blocks, width) in enumerate(
+      zip(self.stage_names, stage_sizes, widths, strict=True)
+    ):
+      blocks = []
+      for j in range(num_blocks):
+        stride = 2 if (i > 0 and j == 0) else 1
+        blocks.append(block(in_features, width, stride, dtype=dtype, rngs=rngs))
+        in_features = width * block.expansion
+      setattr(self, name, nnx.List(blocks))
+    self.fc = common.dense(in_features, num_classes, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """Maps float NHWC images to logits; ``train`` selects batch vs running BN stats."""
+    x = nnx.relu(self.bn1(self.conv1(x), use_running_average=not train))
+    for name in self.stage_names:
+      for block in getattr(self, name):
+        x = block(x, train=train)
+    x = jnp.mean(x, axis=(1, 2))
+    return self.fc(x)
+
+
+def resnet_cifar(depth: int, num_classes: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> ResNet:
+  """He et al. (2016) CIFAR ResNet of depth ``6n + 2`` (e.g. 20, 32, 44, 56, 110)."""
+  if depth < 8 or (depth - 2) % 6:
+    raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
+  n = (depth - 2) // 6
+  return ResNet(BasicBlock, (n, n, n), (16, 32, 64), num_classes, dtype=dtype, rngs=rngs)

@@ -1,0 +1,80 @@
+"""VGG for 32x32 inputs (the common CIFAR variant, as in kuangliu/pytorch-cifar).
+
+Each 3x3 convolution has a bias and is followed by BatchNorm and ReLU; every stage ends in a
+2x2 max-pool, so five stages reduce 32x32 to 1x1x512, which a single Dense layer classifies
+(no hidden fully connected layers). Parameter paths read like
+``('features', 3, 'conv', 'kernel')`` (the 4th convolution) and ``('fc', 'kernel')``.
+"""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gradamp_jax.models import common
+
+# Output channels of each convolution, grouped by stage (a max-pool follows each stage).
+STAGES = {
+  "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+  "vgg13": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+  "vgg16": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+  "vgg19": (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256, 256),
+    (512, 512, 512, 512),
+    (512, 512, 512, 512),
+  ),
+}
+
+
+class ConvBN(nnx.Module):
+  """3x3 conv (with bias) -> BatchNorm -> ReLU."""
+
+  def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs):
+    self.conv = common.conv(in_features, out_features, 3, use_bias=True, dtype=dtype, rngs=rngs)
+    self.bn = common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    return nnx.relu(self.bn(self.conv(x), use_running_average=not train))
+
+
+class VGG(nnx.Module):
+  """A CIFAR VGG.
+
+  Args:
+    stages: output channels of each convolution, one tuple per stage (see ``STAGES``).
+    num_classes: output size of the classifier.
+    dtype: computation dtype (parameters and BatchNorm statistics stay float32).
+    rngs: parameter initialisation randomness.
+  """
+
+  def __init__(
+    self,
+    stages: Sequence[Sequence[int]],
+    num_classes: int,
+    *,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    blocks, pool_after = [], []
+    in_features = 3
+    for stage in stages:
+      for i, width in enumerate(stage):
+        blocks.append(ConvBN(in_features, width, dtype=dtype, rngs=rngs))
+        pool_after.append(i == len(stage) - 1)
+        in_features = width
+    self.features = nnx.List(blocks)
+    self.pool_after = tuple(pool_after)
+    self.fc = common.dense(in_features, num_classes, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """Maps float NHWC images to logits; ``train`` selects batch vs running BN stats."""
+    for block, pool in zip(self.features, self.pool_after, strict=True):
+      x = block(x, train=train)
+      if pool:
+        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+    # 32x32 inputs are 1x1 here; the mean also accepts other sizes divisible by 32.
+    x = jnp.mean(x, axis=(1, 2))
+    return self.fc(x)
