@@ -1,0 +1,47 @@
+"""The CPU convolution gives lax's values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from gradamp_jax.models import conv
+
+
+@pytest.mark.parametrize("window, stride, cin, cout, size", [
+    (3, 1, 4, 5, 8), (3, 2, 3, 6, 9), (1, 2, 4, 8, 8), (1, 1, 2, 3, 5)])
+def test_values_and_gradients_match_lax(window, stride, cin, cout, size):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, size, size, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(window, window, cin, cout)), jnp.float32)
+  padding = ((window // 2, window // 2),) * 2
+  numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+
+  def loss(fn):
+    return lambda x, k: jnp.sum(jnp.sin(fn(x, k, (stride, stride), padding,
+                                           dimension_numbers=numbers)))
+
+  want = jax.jit(jax.value_and_grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(x, kernel)
+  got = jax.jit(jax.value_and_grad(loss(conv.conv_general_dilated), argnums=(0, 1)))(x, kernel)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_im2col_rows_are_windows():
+  x = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+  rows = conv.im2col(x, (3, 3), (2, 2), ((1, 1), (1, 1)), (2, 2))
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  # Row of image 1, output pixel (1, 0): the 3x3 window at padded rows 2..4, cols 0..2.
+  np.testing.assert_array_equal(rows[4 + 2], padded[1, 2:5, 0:3, 0].ravel())
+
+
+def test_other_convolutions_fall_back_to_lax():
+  x = jnp.ones((1, 6, 6, 4))
+  kernel = jnp.ones((3, 3, 2, 4))
+  numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+  got = conv.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=numbers,
+                                  feature_group_count=2)
+  want = lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=numbers,
+                                  feature_group_count=2)
+  np.testing.assert_array_equal(got, want)
