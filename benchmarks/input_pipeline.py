@@ -5,8 +5,8 @@ Measures, in one process and one after the other:
 1. the pipeline alone: one epoch of ``input_pipeline.train_batches`` (shuffle, random crop,
    flip, normalisation, placement on the device), over the training images of
    ``--image_folder`` or, without it, 50,000 random uint8 images of CIFAR shape;
-2. a jit-compiled resnet8 SGD-momentum training step alone (cross-entropy, gradients, optax
-   update, BatchNorm statistics) on one fixed device batch;
+2. the training program's jit-compiled step (``train.make_train_step``) for the quickstart
+   config — resnet8, G′ amplification, weight decay, SGD momentum — on one fixed batch;
 3. the same step fed by the pipeline, as in training.
 
 Each is repeated (``--repeats``, default 3); the script prints the median images/s with the
@@ -17,16 +17,18 @@ range, and the ratio of the pipeline's median to the step's. Usage::
 
 import argparse
 import itertools
+import os
+import sys
 import time
 
 import jax
 import numpy as np
-import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gradamp_jax import input_pipeline, models
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import quickstart  # noqa: E402
+from gradamp_jax import input_pipeline, train  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,26 +62,19 @@ def training_split(image_folder: str | None) -> tuple[input_pipeline.Split, tupl
   return data.train, data.mean, data.std
 
 
-def make_train_step():
-  """A jit-compiled resnet8 training step and its initial (params, batch_stats, opt_state)."""
-  graphdef, params, batch_stats = nnx.split(models.create("resnet8", 10), nnx.Param, nnx.BatchStat)
-  tx = optax.sgd(0.1, momentum=0.9)
+def make_train_step(steps_per_epoch: int):
+  """The training program's own jit-compiled step for the quickstart config (resnet8,
+  G′ amplification, weight decay, SGD momentum) and its initial state."""
+  config = quickstart.get_config()
+  tx = train.create_optimizer(config, steps_per_epoch)
+  graphdef, state = train.create_train_state(config, 10, tx)
+  train_step = jax.jit(train.make_train_step(graphdef, tx))
 
-  @jax.jit
   def step(state, batch):
-    params, batch_stats, opt_state = state
+    state, metrics = train_step(state, batch)
+    return state, metrics["loss"]
 
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, batch_stats, copy=True)
-      logits = model(batch["image"], train=True)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-      return loss, nnx.state(model, nnx.BatchStat)
-
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
-
-  return step, (params, batch_stats, tx.init(params))
+  return step, state
 
 
 def pipeline_rate(split, mean, std, batch_size, sharding) -> float:
@@ -134,7 +129,7 @@ def main():
   pipeline = [pipeline_rate(split, mean, std, batch_size, sharding) for _ in range(repeats)]
   report(f"pipeline alone (epochs of {len(split)} images):", pipeline)
 
-  step, state = make_train_step()
+  step, state = make_train_step(input_pipeline.steps_per_epoch(len(split), batch_size))
   fixed = next(
     input_pipeline.train_batches(
       split, batch_size=batch_size, seed=0, epoch=0, mean=mean, std=std, sharding=sharding

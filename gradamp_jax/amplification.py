@@ -146,19 +146,19 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
       absolute = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
     else:
       signed, absolute = (), ()
-    zeros = jnp.zeros((num_layers,), jnp.float32)
+    zeros = lambda: jnp.zeros((num_layers,), jnp.float32)  # distinct buffers: donatable
     return AmplificationState(
         count=jnp.zeros([], jnp.int32),
         eligible=jnp.asarray(elig, bool),
-        mask=zeros,
+        mask=zeros(),
         selection_phase=jnp.full([], -1, jnp.int32),
         selection_step=jnp.full([], -1, jnp.int32),
         selection_epoch=jnp.zeros([], jnp.int32),
         selection_factor=jnp.ones([], jnp.float32),
         num_selections=jnp.zeros([], jnp.int32),
         active=jnp.zeros([], bool),
-        measure=zeros,
-        normalized=zeros,
+        measure=zeros(),
+        normalized=zeros(),
         signed_sum=signed,
         abs_sum=absolute,
         key=jax.random.PRNGKey(seed))

@@ -310,6 +310,19 @@ def test_no_recompilation_across_phases_and_reselections():
   assert len(traces) == 1
 
 
+def test_state_buffers_can_be_donated():
+  params = make_params([[(3, 2)], [(4,)]])
+  grads = random_grads(params, np.random.default_rng(0), 3)
+  for tx in (ga.intelligent_amplification(PHASES, 1, measure="G"),
+             ga.intelligent_amplification(PHASES, 1, measure="G_prime"),
+             ga.random_amplification(PHASES, 1, ratio=0.5)):
+    update = jax.jit(tx.update, donate_argnums=1)
+    state = tx.init(params)
+    for g in grads:
+      _, state = update(g, state)
+    assert int(state.count) == 3
+
+
 def test_equation_3_amplification_equals_scaled_learning_rate():
   params = make_params([[(3, 2)], [(4,)]])
   grads = random_grads(params, np.random.default_rng(5), 4, bias=[3.0, 0.0])
