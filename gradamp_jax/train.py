@@ -105,6 +105,27 @@ def check_workdir(workdir: str) -> None:
     raise ValueError(f"workdir: {workdir!r} is not a writable directory ({e})") from e
 
 
+# Fields that may change between a run and its resumption: where data lives, not what is done.
+RESUMABLE_CHANGES = ("data_dir", "image_folder", "download", "eval_batch_size",
+                     "keep_checkpoints")
+
+
+def check_same_experiment(config, workdir: str) -> None:
+  """Refuses to resume a workdir whose run used another config (but for data locations)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  now = json.loads(config.to_json_best_effort())
+  changed = sorted(k for k in set(before) | set(now)
+                   if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k))
+  if changed:
+    raise ValueError(
+        f"workdir: {workdir!r} holds a run with a different config (fields: "
+        f"{', '.join(changed)}); use a new workdir, or the same config to resume")
+
+
 # ----------------------------------------------------------------------------- optimizer
 
 
@@ -304,6 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   validate_config(config)
   check_workdir(workdir)
+  check_same_experiment(config, workdir)
   is_lead = jax.process_index() == 0
 
   dataset = input_pipeline.load(

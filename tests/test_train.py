@@ -125,6 +125,17 @@ def test_finished_run_is_not_rerun(finished_run):
   assert os.path.getmtime(os.path.join(workdir, "metrics.jsonl")) == before
 
 
+def test_resuming_with_another_config_is_refused(finished_run):
+  workdir, _ = finished_run
+  config = tiny_config(threshold=0.7)
+  config.image_folder = "/elsewhere"  # data locations may change
+  with pytest.raises(ValueError, match=r"different config \(fields: amplification\)"):
+    train.check_same_experiment(config, workdir)
+  config = tiny_config()
+  config.image_folder, config.keep_checkpoints = "/elsewhere", 5
+  train.check_same_experiment(config, workdir)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = tiny_config(method="none")
   config.phases = ((1, 0.01, 0, 1), (2, 1e30, 0, 1))
