@@ -131,12 +131,9 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
   tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
   last_epoch = phases[-1].end_epoch
 
-  def index_of(tree):
-    index = layers_lib.layer_index(tree)
-    return index, layers_lib.eligible_mask(index, eligible)
-
   def init_fn(params):
-    index, elig = index_of(params)
+    index = layers_lib.layer_index(params)
+    elig = layers_lib.eligible_mask(index, eligible)
     num_layers = index.num_layers
     if statistic == "layer":
       signed = jnp.zeros((num_layers,), jnp.float32)
@@ -165,7 +162,7 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
 
   def update_fn(updates, state, params=None):
     del params
-    index, _ = index_of(updates)
+    index = layers_lib.layer_index(updates)  # eligibility is in the state
     leaves, treedef = jax.tree.flatten(updates)
     layers_lib.check_leaves_match(index, leaves)
     epoch = jnp.minimum(state.count // steps_per_epoch, last_epoch)  # 0-based

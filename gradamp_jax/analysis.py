@@ -13,16 +13,19 @@ import numpy as np
 import pandas as pd
 
 
+def read_frame(path: str) -> pd.DataFrame:
+  """A JSON-lines file as a DataFrame; empty when the file is missing or empty."""
+  if not os.path.exists(path) or not os.path.getsize(path):
+    return pd.DataFrame()
+  return pd.read_json(path, lines=True)
+
+
 def load_run(workdir: str) -> dict:
   """One run: ``config`` (dict), ``metrics`` and ``layer_stats`` (DataFrames)."""
-  def frame(name):
-    path = os.path.join(workdir, name)
-    return pd.read_json(path, lines=True) if os.path.exists(path) and os.path.getsize(path) \
-        else pd.DataFrame()
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
-  return dict(config=config, metrics=frame("metrics.jsonl"),
-              layer_stats=frame("layer_stats.jsonl"))
+  return dict(config=config, metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
+              layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")))
 
 
 def run_summary(metrics: pd.DataFrame) -> dict:
@@ -46,8 +49,7 @@ def load_sweep(root: str) -> pd.DataFrame:
   rows = []
   for run in sweep["runs"]:
     path = os.path.join(run["workdir"], "metrics.jsonl")
-    metrics = pd.read_json(path, lines=True) if os.path.exists(path) and \
-        os.path.getsize(path) else pd.DataFrame()
+    metrics = read_frame(path)
     rows.append(dict(name=run["name"], workdir=run["workdir"], **run["args"],
                      **run_summary(metrics)))
   return pd.DataFrame(rows)
