@@ -33,6 +33,7 @@ def get_config():
   config.seed = 0
   config.half_precision = False        # bfloat16 compute, float32 params
   config.keep_checkpoints = 2
+  config.track_directionality = True  # G, G′ of every layer, every epoch -> directionality.jsonl
 
   config.amplification = amp = ml_collections.ConfigDict()
   amp.method = "intelligent"           # none | intelligent | random | matched_random | all

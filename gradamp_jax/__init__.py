@@ -10,6 +10,9 @@ from gradamp_jax.amplification import find_state
 from gradamp_jax.amplification import intelligent_amplification
 from gradamp_jax.amplification import random_amplification
 from gradamp_jax.amplification import selection_report
+from gradamp_jax.directionality import DirectionalityState
+from gradamp_jax.directionality import directionality_monitor
+from gradamp_jax.directionality import directionality_report
 from gradamp_jax.layers import layer_index
 from gradamp_jax.layers import layer_names
 from gradamp_jax.measures import directionality_g
@@ -24,7 +27,8 @@ from gradamp_jax.phases import parse_phases
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmplificationState", "Phase", "directionality_g", "directionality_g_prime",
+    "AmplificationState", "DirectionalityState", "Phase", "directionality_g",
+    "directionality_g_prime", "directionality_monitor", "directionality_report",
     "find_state", "intelligent_amplification", "layer_index", "layer_names",
     "learning_rate_schedule", "normalize", "num_epochs", "parse_phases",
     "random_amplification", "select_layers", "selection_report",

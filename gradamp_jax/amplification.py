@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradamp_jax import directionality as directionality_lib
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures
 from gradamp_jax import phases as phases_lib
@@ -36,6 +37,9 @@ class AmplificationState(NamedTuple):
     count: number of updates seen.
     eligible: bool per layer, fixed at init.
     mask: 1.0 for the layers of the latest selection, else 0.0.
+    measure_mask: 1.0 for the layers the measure's threshold rule chose at the latest
+      selection; equals ``mask`` but for the matched-random control (zeros for random
+      selection).
     selection_phase: index of the phase the latest selection belongs to (-1: none);
       the mask is applied only while training is inside that phase.
     selection_step: update count at which the latest selection took effect (-1: none).
@@ -46,15 +50,17 @@ class AmplificationState(NamedTuple):
     active: whether the last update applied the mask.
     measure: G or G′ per layer at the latest selection (zeros for random selection).
     normalized: Ĝ or Ĝ′ per layer at the latest selection.
-    signed_sum: ``Σ_j g`` of the current analysis window: per layer for G, per weight
-      (float32, parameter-shaped) for G′, empty for random selection.
-    abs_sum: ``Σ_j |g|``, shaped like ``signed_sum``.
+    directionality: the accumulators of the analysis windows (or of every epoch, with
+      ``track_directionality``) and the last measured epoch's G and G′; empty for
+      random selection.
     key: PRNG key for random selections.
+    layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
 
   count: jax.Array
   eligible: jax.Array
   mask: jax.Array
+  measure_mask: jax.Array
   selection_phase: jax.Array
   selection_step: jax.Array
   selection_epoch: jax.Array
@@ -63,9 +69,9 @@ class AmplificationState(NamedTuple):
   active: jax.Array
   measure: jax.Array
   normalized: jax.Array
-  signed_sum: Any
-  abs_sum: Any
+  directionality: Any
   key: jax.Array
+  layers_id: jax.Array
 
 
 class _Tables(NamedTuple):
@@ -103,29 +109,22 @@ def _schedule_tables(phases, reselect_every: Optional[int],
 def _check_reselect_every(reselect_every) -> Optional[int]:
   if reselect_every is None:
     return None
-  if isinstance(reselect_every, bool) or not float(reselect_every).is_integer() \
-      or reselect_every < 1:
+  if not phases_lib.is_real(reselect_every) or not math.isfinite(reselect_every) \
+      or not float(reselect_every).is_integer() or reselect_every < 1:
     raise ValueError(
         f"reselect_every must be None (once per amplified phase) or a positive number "
         f"of epochs, got {reselect_every!r}")
   return int(reselect_every)
 
 
-def _layer_sums(leaves, index, values_fn):
-  totals = jnp.zeros((index.num_layers,), jnp.float32)
-  for leaf, layer in zip(leaves, index.leaf_layer):
-    totals = totals.at[layer].add(jnp.sum(values_fn(leaf.astype(jnp.float32))))
-  return totals
-
-
-# A chooser maps (state with up-to-date accumulators, index, key) to
-# (mask, measure values, normalized values).
-Chooser = Callable[[AmplificationState, layers_lib.LayerIndex, jax.Array], tuple]
+# A chooser maps (state whose directionality holds the analysed epoch, key) to
+# (mask, measure's own mask, measure values, normalized values).
+Chooser = Callable[[AmplificationState, jax.Array], tuple]
 
 
 def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Optional[str],
-                   reselect_every, wait_first_epoch: bool, seed: int,
-                   eligible) -> optax.GradientTransformation:
+                   track_directionality: bool, reselect_every, wait_first_epoch: bool,
+                   seed: int, eligible) -> optax.GradientTransformation:
   phases = phases_lib.parse_phases(phases)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
   tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
@@ -134,20 +133,17 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
   def init_fn(params):
     index = layers_lib.layer_index(params)
     elig = layers_lib.eligible_mask(index, eligible)
-    num_layers = index.num_layers
-    if statistic == "layer":
-      signed = jnp.zeros((num_layers,), jnp.float32)
-      absolute = jnp.zeros((num_layers,), jnp.float32)
-    elif statistic == "weight":
-      signed = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
-      absolute = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+    zeros = lambda: jnp.zeros((index.num_layers,), jnp.float32)  # distinct buffers: donatable
+    if statistic is None:
+      stats = ()
     else:
-      signed, absolute = (), ()
-    zeros = lambda: jnp.zeros((num_layers,), jnp.float32)  # distinct buffers: donatable
+      per_weight = statistic == "G_prime" or track_directionality
+      stats = directionality_lib.init_state(params, index, per_weight=per_weight)
     return AmplificationState(
         count=jnp.zeros([], jnp.int32),
         eligible=jnp.asarray(elig, bool),
         mask=zeros(),
+        measure_mask=zeros(),
         selection_phase=jnp.full([], -1, jnp.int32),
         selection_step=jnp.full([], -1, jnp.int32),
         selection_epoch=jnp.zeros([], jnp.int32),
@@ -156,9 +152,9 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
         active=jnp.zeros([], bool),
         measure=zeros(),
         normalized=zeros(),
-        signed_sum=signed,
-        abs_sum=absolute,
-        key=jax.random.PRNGKey(seed))
+        directionality=stats,
+        key=jax.random.PRNGKey(seed),
+        layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32))
 
   def update_fn(updates, state, params=None):
     del params
@@ -171,9 +167,10 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
 
     def select(s):
       key, subkey = jax.random.split(s.key)
-      mask, values, normalized = chooser(s, index, subkey)
+      mask, measure_mask, values, normalized = chooser(s, subkey)
       return s._replace(
-          mask=mask.astype(jnp.float32), measure=values, normalized=normalized,
+          mask=mask.astype(jnp.float32), measure_mask=measure_mask.astype(jnp.float32),
+          measure=values, normalized=normalized,
           selection_phase=phase, selection_step=s.count, selection_epoch=epoch,
           selection_factor=jnp.asarray(tables.factor)[epoch],
           num_selections=s.num_selections + 1, key=key)
@@ -181,42 +178,24 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
     state = jax.lax.cond(do_select, select, lambda s: s, state)
 
-    # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
+    # Amplify (eq. 2): the selected layers' gradients times the phase's factor, computed
+    # in float32 so that low-precision gradients do not round the factor.
     active = (state.selection_phase >= 0) & (state.selection_phase == phase)
     scale = jnp.where(active & (state.mask > 0), jnp.asarray(tables.factor)[epoch], 1.0)
-    scaled = [g * scale[layer].astype(g.dtype) for g, layer in zip(leaves, index.leaf_layer)]
+    scaled = [(g * scale[layer].astype(jnp.promote_types(g.dtype, jnp.float32))
+               ).astype(g.dtype) for g, layer in zip(leaves, index.leaf_layer)]
 
-    # Accumulate the raw gradients of an analysis window (eqs. 4 and 7).
-    signed, absolute = state.signed_sum, state.abs_sum
+    # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
+    stats = state.directionality
     if statistic is not None:
-      in_window = jnp.asarray(tables.window)[epoch]
-      keep = jnp.where(in_window & first_step, 0.0, 1.0)  # reset at the window's start
-      add = jnp.where(in_window, 1.0, 0.0)
-      if statistic == "layer":
-        signed = signed * keep + add * _layer_sums(leaves, index, lambda g: g)
-        absolute = absolute * keep + add * _layer_sums(leaves, index, jnp.abs)
-      else:
-        acc_def = jax.tree.structure(signed)
-        signed = acc_def.unflatten([
-            s * keep + add * g.astype(jnp.float32)
-            for s, g in zip(jax.tree.leaves(signed), leaves)])
-        absolute = acc_def.unflatten([
-            a * keep + add * jnp.abs(g.astype(jnp.float32))
-            for a, g in zip(jax.tree.leaves(absolute), leaves)])
+      gate = True if track_directionality else jnp.asarray(tables.window)[epoch]
+      stats = directionality_lib.update_state(stats, leaves, index,
+                                              steps_per_epoch=steps_per_epoch, gate=gate)
 
-    state = state._replace(count=state.count + 1, active=active,
-                           signed_sum=signed, abs_sum=absolute)
+    state = state._replace(count=state.count + 1, active=active, directionality=stats)
     return treedef.unflatten(scaled), state
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _measure_values(state: AmplificationState, index, measure: str):
-  if measure == "G":
-    return measures.directionality_g(state.signed_sum, state.abs_sum)
-  return measures.directionality_g_prime(
-      jax.tree.leaves(state.signed_sum), jax.tree.leaves(state.abs_sum),
-      index.leaf_layer, index.num_layers)
 
 
 def intelligent_amplification(
@@ -230,6 +209,7 @@ def intelligent_amplification(
     control: Optional[str] = None,
     seed: int = 0,
     eligible: layers_lib.Eligible = None,
+    track_directionality: bool = False,
 ) -> optax.GradientTransformation:
   """Intelligent gradient amplification (Basodi et al. 2023, §3, Algorithm 1).
 
@@ -255,6 +235,14 @@ def intelligent_amplification(
     seed: seed of the PRNG key kept in the state (used by ``matched_random``).
     eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate
       on layer names; only eligible layers are normalized and may be amplified.
+    track_directionality: measure G and G′ of every layer over every epoch, not only
+      the analysis windows, as :func:`~gradamp_jax.directionality_monitor` does (read
+      with :func:`~gradamp_jax.directionality_report`), sharing the accumulators the
+      selection uses: two float32 parameter-sized arrays, also for ``measure="G"``.
+
+  A layer that sees a non-finite gradient in an analysis window gets a NaN measure: it
+  is left out of the normalisation and not selected; the other layers are selected as
+  usual, and the next window starts from clean accumulators.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -282,19 +270,20 @@ def intelligent_amplification(
     raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
   threshold = float(threshold)
 
-  def chooser(state, index, key):
-    values = _measure_values(state, index, measure)
+  def chooser(state, key):
+    values = getattr(state.directionality, measure)  # the analysed epoch's
     normalized = measures.normalize(values, state.eligible)
     chosen = measures.select_layers(normalized, state.eligible, case=case,
                                     threshold=threshold)
     if control == "matched_random":
-      chosen = measures.random_subset(key, state.eligible, jnp.sum(chosen))
-    return chosen, values, normalized
+      return (measures.random_subset(key, state.eligible, jnp.sum(chosen)), chosen, values,
+              normalized)
+    return chosen, chosen, values, normalized
 
   return _amplification(
-      phases, steps_per_epoch, chooser=chooser,
-      statistic="layer" if measure == "G" else "weight",
-      reselect_every=reselect_every, wait_first_epoch=True, seed=seed, eligible=eligible)
+      phases, steps_per_epoch, chooser=chooser, statistic=measure,
+      track_directionality=bool(track_directionality), reselect_every=reselect_every,
+      wait_first_epoch=True, seed=seed, eligible=eligible)
 
 
 def random_amplification(
@@ -337,14 +326,16 @@ def random_amplification(
     raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
   ratio = float(ratio)
 
-  def chooser(state, index, key):
-    count = int(math.floor(ratio * sum(layers_lib.eligible_mask(index, eligible)) + 0.5))
+  def chooser(state, key):
+    # round(ratio × n) for every possible number n of eligible layers, halves up.
+    counts = [int(math.floor(ratio * n + 0.5)) for n in range(state.eligible.shape[0] + 1)]
+    count = jnp.asarray(counts, jnp.int32)[jnp.sum(state.eligible)]
     chosen = measures.random_subset(key, state.eligible, count)
-    zeros = jnp.zeros((index.num_layers,), jnp.float32)
-    return chosen, zeros, zeros
+    zeros = jnp.zeros(state.eligible.shape, jnp.float32)
+    return chosen, zeros, zeros, zeros
 
   return _amplification(
-      phases, steps_per_epoch, chooser=chooser, statistic=None,
+      phases, steps_per_epoch, chooser=chooser, statistic=None, track_directionality=False,
       reselect_every=reselect_every, wait_first_epoch=wait_first_epoch, seed=seed,
       eligible=eligible)
 
@@ -369,9 +360,13 @@ def selection_report(opt_state, params) -> list[dict]:
 
   Returns:
     Rows with ``layer``, ``eligible``, ``measure`` (G or G′, eqs. 4, 7), ``normalized``
-    (Ĝ, eqs. 6, 8), ``selected``, ``factor``, ``step`` (update count at which the
-    selection took effect) and ``epoch`` (the epoch analysed). Empty before the first
-    selection.
+    (Ĝ, eqs. 6, 8), ``selected``, ``selected_by_measure`` (the threshold rule's own
+    choice; differs from ``selected`` only for the matched-random control), ``factor``,
+    ``step`` (update count at which the selection took effect) and ``epoch`` (the epoch
+    analysed). Empty before the first selection.
+
+  Raises:
+    ValueError: when ``params`` are not the ones the state was built for.
 
   Example:
     >>> import pandas as pd
@@ -380,14 +375,12 @@ def selection_report(opt_state, params) -> list[dict]:
   state = jax.device_get(find_state(opt_state))
   if int(state.num_selections) == 0:
     return []
-  names = layers_lib.layer_names(params)
-  if len(names) != len(state.mask):
-    raise ValueError(
-        f"params have {len(names)} layers but the optimizer state has {len(state.mask)}")
+  names = layers_lib.check_names(params, int(state.layers_id), len(state.mask))
   return [
       dict(layer=name, eligible=bool(state.eligible[i]),
            measure=float(state.measure[i]), normalized=float(state.normalized[i]),
-           selected=bool(state.mask[i] > 0), factor=float(state.selection_factor),
+           selected=bool(state.mask[i] > 0), selected_by_measure=bool(state.measure_mask[i] > 0),
+           factor=float(state.selection_factor),
            step=int(state.selection_step), epoch=int(state.selection_epoch))
       for i, name in enumerate(names)]
 

@@ -9,6 +9,7 @@ Works for Linen parameter dicts and for NNX ``State`` (whose leaves carry a trai
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
@@ -161,3 +162,26 @@ def check_leaves_match(index: LayerIndex, leaves: Sequence) -> None:
     raise ValueError(
         f"the gradient tree has {len(leaves)} leaves but the parameters had "
         f"{len(index.leaf_layer)}; pass updates shaped like the params given to init")
+
+
+def names_id(names: Sequence[str]) -> int:
+  """CRC-32 of the layer names in order: kept in optimizer states to check reports."""
+  return zlib.crc32("\n".join(names).encode())
+
+
+def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> tuple[str, ...]:
+  """The layer names of ``params``, after checking they are the ones a state was built for.
+
+  Raises:
+    ValueError: when the number of layers or their names differ.
+  """
+  names = layer_names(params)
+  if len(names) != state_num_layers:
+    raise ValueError(
+        f"params have {len(names)} layers but the optimizer state has {state_num_layers}")
+  if names_id(names) != state_names_id:
+    raise ValueError(
+        f"params' layer names (first: {list(names[:3])}) are not the ones the optimizer "
+        "state was built for; pass the parameters of the model the optimizer was "
+        "initialised with")
+  return names

@@ -14,8 +14,11 @@ STD_TOLERANCE = 1e-6
 
 
 def _safe_ratio(numerator, denominator):
+  """``numerator / denominator``; 0 where the denominator is 0, NaN where either is not
+  finite (a non-finite gradient was accumulated)."""
   positive = denominator > 0
-  return jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), 0.0)
+  ratio = jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), 0.0)
+  return jnp.where(jnp.isfinite(numerator) & jnp.isfinite(denominator), ratio, jnp.nan)
 
 
 def directionality_g(signed_sum, abs_sum):
@@ -28,7 +31,7 @@ def directionality_g(signed_sum, abs_sum):
     abs_sum: per layer, ``Σ_i Σ_j |g_lij|``.
 
   Returns:
-    ``G`` per layer, in [0, 1] (eq. 5).
+    ``G`` per layer, in [0, 1] (eq. 5); NaN for a layer whose sums are not finite.
   """
   return _safe_ratio(jnp.abs(signed_sum), abs_sum)
 
@@ -48,7 +51,8 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
     num_layers: number of layers.
 
   Returns:
-    ``G′`` per layer, in [0, 1]; every weight of a layer counts equally.
+    ``G′`` per layer, in [0, 1]; every weight of a layer counts equally. NaN for a
+    layer with a non-finite sum.
   """
   totals = jnp.zeros((num_layers,), jnp.float32)
   counts = [0] * num_layers
@@ -63,7 +67,9 @@ def normalize(values, eligible):
 
   Where the std is below 1e-6 or not finite (one eligible layer, all layers equal)
   every normalized value is 0, so nothing is selected for a positive threshold and
-  nothing becomes NaN (SPEC §4). Ineligible layers get 0.
+  nothing becomes NaN (SPEC §4). Ineligible layers get 0. An eligible layer whose
+  measure is not finite (it saw a non-finite gradient) is left out of the mean and std
+  and gets NaN, which no threshold rule selects.
 
   Args:
     values: measure per layer, shape ``(L,)``.
@@ -73,14 +79,17 @@ def normalize(values, eligible):
     ``Ĝ`` per layer, shape ``(L,)``.
   """
   values = jnp.asarray(values, jnp.float32)
-  eligible = jnp.asarray(eligible, bool)
+  requested = jnp.asarray(eligible, bool)
+  finite = jnp.isfinite(values)
+  eligible = requested & finite
+  values = jnp.where(finite, values, 0.0)
   count = jnp.maximum(jnp.sum(eligible), 1)
   mean = jnp.sum(jnp.where(eligible, values, 0.0)) / count
   var = jnp.sum(jnp.where(eligible, (values - mean) ** 2, 0.0)) / count
   std = jnp.sqrt(var)
   usable = jnp.isfinite(std) & (std >= STD_TOLERANCE)
   z = (values - mean) / jnp.where(usable, std, 1.0)
-  return jnp.where(usable & eligible, z, 0.0)
+  return jnp.where(requested & ~finite, jnp.nan, jnp.where(usable & eligible, z, 0.0))
 
 
 def select_layers(normalized, eligible, *, case: int, threshold: float):

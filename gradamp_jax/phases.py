@@ -9,6 +9,7 @@ and including its own ``end_epoch``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterable, NamedTuple, Sequence, Union
 
 import jax.numpy as jnp
@@ -69,7 +70,7 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
       raise ValueError(
           f"{where}: each phase must be (end_epoch, learning_rate, is_amp, amp_factor)")
     end, lr, is_amp, factor = entry
-    if isinstance(end, bool) or not float(end).is_integer() or end < 1:
+    if not is_real(end) or not math.isfinite(end) or not float(end).is_integer() or end < 1:
       raise ValueError(f"{where}: end_epoch must be a positive integer, got {end!r}")
     end = int(end)
     if parsed and end <= parsed[-1].end_epoch:
@@ -78,6 +79,9 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
           f"({parsed[-1].end_epoch}); end epochs must strictly increase")
     if not _positive_finite(lr):
       raise ValueError(f"{where}: learning_rate must be positive and finite, got {lr!r}")
+    if not (isinstance(is_amp, (bool, np.bool_)) or (is_real(is_amp) and math.isfinite(is_amp))):
+      raise ValueError(f"{where}: is_amp must be 0/1 or a bool (non-zero: amplified), "
+                       f"got {is_amp!r}")
     if not _positive_finite(factor):
       raise ValueError(f"{where}: amp_factor must be positive and finite, got {factor!r}")
     parsed.append(Phase(end, float(lr), bool(is_amp), float(factor)))
@@ -135,8 +139,10 @@ def _is_seq(x) -> bool:
   return isinstance(x, (tuple, list, np.ndarray))
 
 
+def is_real(x) -> bool:
+  """A number (not a bool, not a string)."""
+  return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def _positive_finite(x) -> bool:
-  try:
-    return math.isfinite(float(x)) and float(x) > 0
-  except (TypeError, ValueError):
-    return False
+  return is_real(x) and math.isfinite(x) and x > 0

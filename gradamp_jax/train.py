@@ -9,6 +9,7 @@ command again resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,8 +30,10 @@ import gradamp_jax as ga
 from gradamp_jax import input_pipeline
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import models
+from gradamp_jax.directionality import finite_or_none
 
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
+MEASURED_METHODS = ("intelligent", "matched_random")  # select by G or G′
 DATASETS = ("cifar10", "cifar100")
 
 
@@ -89,6 +92,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
     fail("amplification", str(e))
+  if not isinstance(config.track_directionality, bool):
+    fail("track_directionality", f"must be True or False, got {config.track_directionality!r}")
   for field in ("momentum", "weight_decay"):
     if not isinstance(config[field], (int, float)) or not 0 <= config[field] < math.inf:
       fail(field, f"must be a finite number >= 0, got {config[field]!r}")
@@ -136,23 +141,30 @@ def create_amplification(config, steps_per_epoch: int):
                 eligible=amp.eligible)
   if amp.method == "none":
     return None
-  if amp.method in ("intelligent", "matched_random"):
+  if amp.method in MEASURED_METHODS:  # tracking shares the selection's accumulators
     return ga.intelligent_amplification(
         config.phases, steps_per_epoch, measure=amp.measure, case=amp.case,
-        threshold=amp.threshold,
+        threshold=amp.threshold, track_directionality=config.track_directionality,
         control="matched_random" if amp.method == "matched_random" else None, **common)
   ratio = 1.0 if amp.method == "all" else amp.ratio
   return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio, **common)
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Amplification → weight decay → SGD with momentum at the phases' learning rates.
+  """[Directionality monitor →] amplification → weight decay → SGD with momentum.
 
   Weight decay is added after amplification, as PyTorch's ``SGD(weight_decay=...)`` adds
-  it inside the optimizer step: only the loss gradient is amplified.
+  it inside the optimizer step: only the loss gradient is amplified. With
+  ``track_directionality`` the raw gradients' G and G′ are measured every epoch: by the
+  amplification transform itself for the measured methods (one set of accumulators), by
+  a :func:`~gradamp_jax.directionality_monitor` in front of the chain otherwise.
   """
   amplification = create_amplification(config, steps_per_epoch)
-  parts = [] if amplification is None else [amplification]
+  parts = []
+  if config.track_directionality and config.amplification.method not in MEASURED_METHODS:
+    parts.append(ga.directionality_monitor(steps_per_epoch))
+  if amplification is not None:
+    parts.append(amplification)
   if config.weight_decay:
     parts.append(optax.add_decayed_weights(config.weight_decay))
   learning_rate = ga.learning_rate_schedule(config.phases, steps_per_epoch)
@@ -246,13 +258,45 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def data_fingerprint(dataset) -> str:
+  """A hash of every split's images and labels: what the run was trained on."""
+  digest = hashlib.blake2b(digest_size=16)
+  for split in (dataset.train, dataset.validation, dataset.test):
+    if split is not None:
+      digest.update(np.ascontiguousarray(split.images).data)
+      digest.update(np.ascontiguousarray(split.labels).data)
+  return digest.hexdigest()
+
+
+# run.json fields that must not change when a run resumes: the data it trains on.
+DATA_IDENTITY = ("dataset", "num_train", "num_validation", "num_test", "num_classes",
+                 "steps_per_epoch", "data_fingerprint")
+
+
+def check_same_data(workdir: str, info: dict) -> None:
+  """Refuses to resume on other data than the run started with (compares ``run.json``)."""
+  path = os.path.join(workdir, "run.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  changed = [f"{k} {before[k]!r} -> {info[k]!r}" for k in DATA_IDENTITY
+             if k in before and k in info and before[k] != info[k]]
+  if changed:
+    raise ValueError(
+        f"workdir: {workdir!r} holds a run trained on other data ({'; '.join(changed)}); "
+        "point data_dir/image_folder at the data it started with, or use a new workdir")
+
+
 def run_info(config, dataset, steps_per_epoch, params) -> dict:
   index = layers_lib.layer_index(params)
   eligible = layers_lib.eligible_mask(index, config.amplification.eligible)
   return dict(
       jax_version=jax.__version__, devices=[str(d) for d in jax.devices()],
       process_count=jax.process_count(), dataset=dataset.name,
-      num_train=len(dataset.train), num_test=len(dataset.test),
+      num_train=len(dataset.train),
+      num_validation=0 if dataset.validation is None else len(dataset.validation),
+      num_test=len(dataset.test), data_fingerprint=data_fingerprint(dataset),
       num_classes=dataset.num_classes, steps_per_epoch=steps_per_epoch,
       layers=[dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
           index.names, index.param_names, index.layer_sizes(), eligible)],
@@ -261,13 +305,30 @@ def run_info(config, dataset, steps_per_epoch, params) -> dict:
 
 
 def layer_stat_rows(config, opt_state, params) -> list[dict]:
+  """``layer_stats.jsonl`` rows of the latest selection; matched random also keeps the
+  measure's own choice (``selected_by_measure``), so the overlap can be reported."""
   amp = config.amplification
-  measure = amp.measure if amp.method in ("intelligent", "matched_random") else None
-  return [dict(epoch=r["epoch"], step=r["step"], layer=r["layer"], measure=measure,
-               value=r["measure"] if measure else None,
-               normalized=r["normalized"] if measure else None, selected=r["selected"],
-               factor=r["factor"], eligible=r["eligible"], method=amp.method)
-          for r in ga.selection_report(opt_state, params)]
+  measured = amp.method in MEASURED_METHODS
+  rows = []
+  for r in ga.selection_report(opt_state, params):
+    row = dict(epoch=r["epoch"], step=r["step"], layer=r["layer"],
+               measure=amp.measure if measured else None,
+               value=finite_or_none(r["measure"]) if measured else None,
+               normalized=finite_or_none(r["normalized"]) if measured else None,
+               selected=r["selected"], factor=r["factor"], eligible=r["eligible"],
+               method=amp.method)
+    if amp.method == "matched_random":
+      row["selected_by_measure"] = r["selected_by_measure"]
+    rows.append(row)
+  return rows
+
+
+def directionality_rows(opt_state, params, eligible) -> list[dict]:
+  """``directionality.jsonl`` rows: G and G′ of every layer for the last finished epoch."""
+  return [dict(epoch=r["epoch"], layer=r["layer"], index=r["index"],
+               eligible=bool(eligible[r["index"]]), G=finite_or_none(r["G"]),
+               G_prime=finite_or_none(r["G_prime"]))
+          for r in ga.directionality_report(opt_state, params)]
 
 
 # ----------------------------------------------------------------------------- loops
@@ -365,16 +426,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
 
   resumed = start_epoch > 0
+  info = run_info(config, dataset, steps_per_epoch, state.params)
+  if resumed:
+    check_same_data(workdir, info)
   if is_lead:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     with open(os.path.join(workdir, "run.json"), "w") as f:
-      json.dump(run_info(config, dataset, steps_per_epoch, state.params), f, indent=2)
+      json.dump(info, f, indent=2)
   done_steps = start_epoch * steps_per_epoch
   metrics_log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"),
                             keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
   stats_log = JsonlWriter(os.path.join(workdir, "layer_stats.jsonl"),
                           keep=(lambda r: r["step"] < done_steps) if resumed else None)
+  directionality_log = JsonlWriter(
+      os.path.join(workdir, "directionality.jsonl"),
+      keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
+  eligible = [layer["eligible"] for layer in info["layers"]]
   from tensorboardX import SummaryWriter
   summary = SummaryWriter(os.path.join(workdir, "tensorboard")) if is_lead else None
   amplified = config.amplification.method != "none"
@@ -415,11 +483,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           new_stats = layer_stat_rows(config, state.opt_state, state.params)
       else:
         row["amplified_layers"] = 0
+      directions = (directionality_rows(state.opt_state, state.params, eligible)
+                    if config.track_directionality else [])
       row["epoch_seconds"] = time.perf_counter() - started
       row["images_per_second"] = steps_per_epoch * config.batch_size / train_seconds
       if is_lead:
         metrics_log.write([row])
         stats_log.write(new_stats)
+        directionality_log.write(directions)
         for key, value in row.items():
           if key not in ("epoch", "step"):
             summary.add_scalar(key, value, epoch)

@@ -70,3 +70,24 @@ def expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *
       start = end + 1
     out.append(scales)
   return out
+
+
+def epoch_measures(grads, steps_per_epoch, layer_of_leaf, num_layers):
+  """G and G′ of every layer for every complete epoch: a list of (G, G′) arrays."""
+  out = []
+  for e in range(len(grads) // steps_per_epoch):
+    steps = grads[e * steps_per_epoch:(e + 1) * steps_per_epoch]
+    per_layer = [[[g for g, l in zip(step, layer_of_leaf) if l == layer] for step in steps]
+                 for layer in range(num_layers)]
+    out.append((np.array([measure_g(w) for w in per_layer]),
+                np.array([measure_g_prime(w) for w in per_layer])))
+  return out
+
+
+def expected_counts(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *,
+                    measure, case, threshold, reselect_every=None, eligible=None):
+  """Per step, how many layers the measure's rule amplifies (what matched random copies)."""
+  scales = expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers,
+                           measure=measure, case=case, threshold=threshold,
+                           reselect_every=reselect_every, eligible=eligible)
+  return [int(np.sum(s != 1.0)) for s in scales]

@@ -198,28 +198,79 @@ layer_shapes = st.lists(
     min_size=2, max_size=5)
 
 
-@settings(max_examples=12, deadline=None)
+# An amplified phase of 6 epochs, so that re-selection every 1 or 2 epochs and once per
+# phase give different schedules, then a short one with another factor.
+LONG_PHASES = [(1, 0.1, 0, 1), (7, 0.1, 1, 2), (9, 0.01, 1, 3), (10, 0.01, 0, 1)]
+
+
+@settings(max_examples=15, deadline=None)
 @given(shapes=layer_shapes, seed=st.integers(0, 2**16), spe=st.integers(1, 3),
        measure=st.sampled_from(["G", "G_prime"]), case=st.sampled_from([1, 2]),
-       threshold=st.floats(0.0, 1.5), reselect=st.sampled_from([None, 1, 2]))
-def test_schedule_matches_numpy_reference(shapes, seed, spe, measure, case, threshold, reselect):
+       threshold=st.floats(0.0, 1.5), reselect=st.sampled_from([None, 1, 2]),
+       eligible_bits=st.lists(st.booleans(), min_size=5, max_size=5),
+       control=st.sampled_from([None, "matched_random"]), track=st.booleans())
+def test_schedule_matches_numpy_reference(shapes, seed, spe, measure, case, threshold, reselect,
+                                          eligible_bits, control, track):
+  params = make_params(shapes)
+  num_layers = len(shapes)
+  eligible = eligible_bits[:num_layers]
+  if not any(eligible):
+    eligible[seed % num_layers] = True
+  rng = np.random.default_rng(seed)
+  bias = rng.uniform(-1.5, 1.5, size=num_layers)
+  steps = 10 * spe + 2  # runs past the end of the strategy
+  grads = random_grads(params, rng, steps, bias)
+  tx = ga.intelligent_amplification(
+      LONG_PHASES, spe, measure=measure, case=case, threshold=threshold,
+      reselect_every=reselect, control=control, seed=seed, track_directionality=track,
+      eligible=lambda name: eligible[int(name.removeprefix("layer"))])
+  outs, state = run(tx, params, grads)
+  index = ga.layer_index(params)
+  kwargs = dict(measure=measure, case=case, threshold=threshold, reselect_every=reselect,
+                eligible=eligible)
+  leaves = [jax.tree.leaves(g) for g in grads]
+  expected = reference.expected_scales(LONG_PHASES, spe, leaves, index.leaf_layer,
+                                       num_layers, **kwargs)
+  observed = observed_scales(grads, outs, num_layers)
+  if control is None:
+    np.testing.assert_allclose(observed, expected, rtol=1e-6)
+  else:  # as many layers as the rule picked, eligible ones only, at the phase's factor
+    for got, want in zip(observed, expected):
+      amplified = got != 1.0
+      assert amplified.sum() == np.sum(want != 1.0)
+      assert np.all(np.asarray(eligible)[amplified])
+      np.testing.assert_allclose(got[amplified], np.max(want), rtol=1e-6)
+  assert int(state.num_selections) == sum(
+      len(reference.windows_of_phase(start, end, reselect))
+      for start, end in ((2, 7), (8, 9)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(shapes=layer_shapes, seed=st.integers(0, 2**16), spe=st.integers(1, 3))
+def test_monitor_matches_numpy_reference_every_epoch(shapes, seed, spe):
   params = make_params(shapes)
   rng = np.random.default_rng(seed)
-  bias = rng.uniform(-1.5, 1.5, size=len(shapes))
-  steps = 5 * spe + 2  # runs past the end of the strategy
-  grads = random_grads(params, rng, steps, bias)
-  tx = ga.intelligent_amplification(PHASES, spe, measure=measure, case=case,
-                                    threshold=threshold, reselect_every=reselect)
-  outs, _ = run(tx, params, grads)
+  grads = random_grads(params, rng, 3 * spe + 1, rng.uniform(-1.5, 1.5, size=len(shapes)))
   index = ga.layer_index(params)
-  expected = reference.expected_scales(
-      PHASES, spe, [jax.tree.leaves(g) for g in grads], index.leaf_layer, index.num_layers,
-      measure=measure, case=case, threshold=threshold, reselect_every=reselect)
-  for out, g, scales in zip(outs, grads, expected):
-    want = [np.asarray(leaf) * scales[layer]
-            for leaf, layer in zip(jax.tree.leaves(g), index.leaf_layer)]
-    for got, w in zip(jax.tree.leaves(out), want):
-      np.testing.assert_allclose(got, w, rtol=1e-6)
+  expected = reference.epoch_measures([jax.tree.leaves(g) for g in grads], spe,
+                                      index.leaf_layer, index.num_layers)
+  tx = ga.directionality_monitor(spe)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for t, g in enumerate(grads):
+    out, state = update(g, state)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(g)):
+      np.testing.assert_array_equal(a, b)  # passes the gradients through
+    report = ga.directionality_report(state, params)
+    finished = (t + 1) // spe
+    if finished == 0:
+      assert report == []
+      continue
+    assert {r["epoch"] for r in report} == {finished}
+    assert [r["layer"] for r in report] == list(index.names)
+    g_want, gp_want = expected[finished - 1]
+    np.testing.assert_allclose([r["G"] for r in report], g_want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([r["G_prime"] for r in report], gp_want, rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=10, deadline=None)
@@ -369,14 +420,15 @@ def test_orbax_restore_mid_phase_continues_identically(tmp_path):
 def test_state_memory():
   params = make_params([[(3, 2), (2,)], [(4,)]], dtype=jnp.bfloat16)
   g_state = ga.intelligent_amplification(PHASES, 2, measure="G").init(params)
-  assert g_state.signed_sum.shape == (2,) and g_state.abs_sum.shape == (2,)
+  assert g_state.directionality.signed_sum.shape == (2,)
+  assert g_state.directionality.abs_sum.shape == (2,)
   gp_state = ga.intelligent_amplification(PHASES, 2, measure="G_prime").init(params)
-  for acc in (gp_state.signed_sum, gp_state.abs_sum):
+  for acc in (gp_state.directionality.signed_sum, gp_state.directionality.abs_sum):
     assert jax.tree.map(lambda x: (x.shape, x.dtype), acc) == jax.tree.map(
         lambda x: (x.shape, jnp.dtype("float32")), params)
   # Beyond the two accumulators, only O(layers) scalars.
   total = sum(x.size for x in jax.tree.leaves(gp_state))
-  assert 2 * (6 + 2 + 4) < total <= 2 * (6 + 2 + 4) + 4 * 2 + 10
+  assert 2 * (6 + 2 + 4) < total <= 2 * (6 + 2 + 4) + 7 * 2 + 15
 
 
 def test_always_zero_gradient_layer_and_bfloat16():

@@ -62,8 +62,8 @@ def finished_run(tmp_path_factory):
 def test_run_writes_every_output(finished_run):
   workdir, last = finished_run
   assert sorted(os.listdir(workdir)) == [
-      "checkpoints", "config.json", "layer_stats.jsonl", "metrics.jsonl", "run.json",
-      "tensorboard"]
+      "checkpoints", "config.json", "directionality.jsonl", "layer_stats.jsonl",
+      "metrics.jsonl", "run.json", "tensorboard"]
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["model"] == "resnet8" and config["amplification"]["measure"] == "G"
   metrics = read(os.path.join(workdir, "metrics.jsonl"))
@@ -113,8 +113,78 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
     np.testing.assert_array_equal(x, y)
   timing = ("epoch_seconds", "images_per_second")
   strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
-  for name in ("metrics.jsonl", "layer_stats.jsonl"):
+  for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
     assert strip(read(os.path.join(resumed, name))) == strip(read(os.path.join(workdir, name)))
+
+
+def test_directionality_of_every_layer_every_epoch(finished_run):
+  workdir, _ = finished_run
+  rows = read(os.path.join(workdir, "directionality.jsonl"))
+  layers = [l["layer"] for l in json.load(open(os.path.join(workdir, "run.json")))["layers"]]
+  assert [(r["epoch"], r["layer"], r["index"]) for r in rows] == [
+      (e, name, i) for e in (1, 2, 3) for i, name in enumerate(layers)]
+  for key in ("G", "G_prime"):
+    assert all(0 <= r[key] <= 1 for r in rows), key
+  # The selection analysed epoch 2 with the same accumulators: the same G values.
+  stats = read(os.path.join(workdir, "layer_stats.jsonl"))
+  assert [s["value"] for s in stats] == [r["G"] for r in rows if r["epoch"] == 2]
+
+
+def test_unamplified_run_measures_directionality_too(tmp_path):
+  config = tiny_config(method="none")
+  config.phases = ((2, 0.05, 0, 1),)
+  with mock_cifar():
+    train.train_and_evaluate(config, str(tmp_path))
+  rows = read(tmp_path / "directionality.jsonl")
+  assert sorted({r["epoch"] for r in rows}) == [1, 2] and len(rows) == 2 * 19
+  assert all(0 <= r["G"] <= 1 and 0 <= r["G_prime"] <= 1 for r in rows)
+  assert not os.path.exists(tmp_path / "layer_stats.jsonl") or not read(
+      tmp_path / "layer_stats.jsonl")
+  config.track_directionality = False
+  tx = train.create_optimizer(config, STEPS)
+  _, state = train.create_train_state(config, 10, tx)
+  with pytest.raises(ValueError, match="no DirectionalityState"):
+    ga.directionality_report(state.opt_state, state.params)
+
+
+def test_matched_random_rows_keep_the_measures_choice():
+  config = tiny_config(method="matched_random", measure="G", case=2, threshold=0.3)
+  tx, graphdef, state, batch = _state_and_batch(config, steps_per_epoch=1)
+  step = jax.jit(train.make_train_step(graphdef, tx))
+  for _ in range(2):  # epoch 2 is analysed; its selection is made at the third update
+    state, _ = step(state, batch)
+  state, _ = step(state, dict(batch, image=batch["image"][::-1]))
+  rows = train.layer_stat_rows(config, state.opt_state, state.params)
+  assert {r["epoch"] for r in rows} == {2}
+  by_measure = [r["selected_by_measure"] for r in rows]
+  assert by_measure == [abs(r["normalized"]) > 0.3 for r in rows]
+  assert sum(r["selected"] for r in rows) == sum(by_measure) > 0
+
+
+def test_resuming_on_other_data_is_refused(finished_run, tmp_path):
+  workdir, _ = finished_run
+  moved = str(tmp_path / "moved")
+  shutil.copytree(workdir, moved)
+  shutil.rmtree(os.path.join(moved, "checkpoints", "3"))
+  path = os.path.join(moved, "run.json")
+  info = json.load(open(path))
+  json.dump(dict(info, num_train=info["num_train"] + 1), open(path, "w"))
+  with mock_cifar(), pytest.raises(ValueError, match=r"other data \(num_train 49 -> 48"):
+    train.train_and_evaluate(tiny_config(), moved)
+
+
+def test_data_fingerprint_sees_one_pixel():
+  from gradamp_jax import input_pipeline
+  rng = np.random.default_rng(0)
+  split = lambda: input_pipeline.Split(rng.integers(0, 255, (4, 2, 2, 3), dtype=np.uint8),
+                                       np.arange(4, dtype=np.int32))
+  data = input_pipeline.Dataset(name="x", class_names=tuple("abcd"), train=split(),
+                                test=split(), validation=None,
+                                num_classes=4, mean=(0, 0, 0), std=(1, 1, 1))
+  before = train.data_fingerprint(data)
+  assert train.data_fingerprint(data) == before
+  data.train.images[1, 0, 0, 2] ^= 1
+  assert train.data_fingerprint(data) != before
 
 
 def test_finished_run_is_not_rerun(finished_run):
