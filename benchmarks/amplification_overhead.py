@@ -1,11 +1,13 @@
-"""Cost of amplification per training step, side by side in one process.
+"""Cost of amplification and of directionality tracking per step, side by side.
 
     python benchmarks/amplification_overhead.py --model resnet20 --batch_size 128
 
 Times the training program's jitted step (``train.make_train_step``) on the same model and
-batch with every amplification method (none, G, G′, random, matched random), first in the
-analysis epoch and then while amplifying, the variants taking turns; prints the best time
-per step of each and its ratio to no amplification. The paper reports 0.05–4.8 % overhead in training time (V100).
+batch with every amplification method (none, G, G′, random), each without and with
+``track_directionality`` (the per-epoch G/G′ monitor), in an epoch outside any analysis
+window, in the analysis epoch and while amplifying, the variants taking turns; prints the
+best time per step, its ratio to no amplification without tracking, and the optimizer
+state's size. The paper reports 0.05–4.8 % overhead in training time (V100).
 """
 
 import argparse
@@ -21,13 +23,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
 from gradamp_jax import train  # noqa: E402
 
-VARIANTS = {
-    "none": dict(method="none"),
-    "G": dict(method="intelligent", measure="G"),
-    "G_prime": dict(method="intelligent", measure="G_prime"),
-    "random": dict(method="random"),
-    "matched_random (G_prime)": dict(method="matched_random", measure="G_prime"),
+VARIANTS = {  # name: (amplification fields, track_directionality)
+    "none": (dict(method="none"), False),
+    "none + monitor": (dict(method="none"), True),
+    "G": (dict(method="intelligent", measure="G"), False),
+    "G, tracking": (dict(method="intelligent", measure="G"), True),
+    "G_prime": (dict(method="intelligent", measure="G_prime"), False),
+    "G_prime, tracking": (dict(method="intelligent", measure="G_prime"), True),
+    "random": (dict(method="random"), False),
 }
+EPOCHS = ("outside", "analysis", "amplified")  # phases ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
 
 
 def build(config, steps_per_epoch, batch):
@@ -39,15 +44,19 @@ def build(config, steps_per_epoch, batch):
   return step, jax.block_until_ready(state)
 
 
+def state_megabytes(state) -> float:
+  return sum(x.nbytes for x in jax.tree.leaves(state.opt_state)) / 2**20
+
+
 def time_all(configs, batch, steps, repeats):
-  """Best seconds per step of every variant, in the analysis epoch and then in the amplified
-  one; the variants take turns within each repeat so that machine noise hits all alike."""
-  steps_per_epoch = 1 + steps * repeats  # epoch 1: compile step + timed analysis steps
+  """Best seconds per step of every variant in each of ``EPOCHS``; the variants take turns
+  within each repeat so that machine noise hits all alike."""
+  steps_per_epoch = 1 + steps * repeats  # the epoch's first step is untimed
   built = {name: build(config, steps_per_epoch, batch) for name, config in configs.items()}
   states = {name: state for name, (_, state) in built.items()}
-  best = {name: {"analysis": np.inf, "amplified": np.inf} for name in configs}
-  for phase in ("analysis", "amplified"):
-    if phase == "amplified":  # step 1 of epoch 2 makes the selection; leave it untimed
+  best = {name: {epoch: np.inf for epoch in EPOCHS} for name in configs}
+  for epoch in EPOCHS:
+    if epoch != "outside":  # the first step of an epoch (a selection, say) is untimed
       for name, (step, _) in built.items():
         states[name] = jax.block_until_ready(step(states[name], batch)[0])
     for _ in range(repeats):
@@ -56,8 +65,8 @@ def time_all(configs, batch, steps, repeats):
         for _ in range(steps):
           states[name], _ = step(states[name], batch)
         jax.block_until_ready(states[name])
-        best[name][phase] = min(best[name][phase], (time.perf_counter() - start) / steps)
-  return best
+        best[name][epoch] = min(best[name][epoch], (time.perf_counter() - start) / steps)
+  return best, {name: state_megabytes(state) for name, state in states.items()}
 
 
 def main():
@@ -73,18 +82,21 @@ def main():
   print(f"{args.model}, batch {args.batch_size}, {jax.devices()[0].device_kind} "
         f"x{jax.device_count()}, JAX {jax.__version__}")
   configs = {}
-  for name, amp in VARIANTS.items():
+  for name, (amp, track) in VARIANTS.items():
     config = default.get_config()
     config.model = args.model
-    config.phases = ((2, 0.1, 1, 2),)
+    config.phases = ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
+    config.track_directionality = track
     config.amplification.update(amp)
     configs[name] = config
-  results = time_all(configs, batch, args.steps, args.repeats)
+  results, megabytes = time_all(configs, batch, args.steps, args.repeats)
   base = results["none"]
-  print(f"{'method':26s} {'analysis ms':>12s} {'ratio':>7s} {'amplified ms':>13s} {'ratio':>7s}")
+  print("| method | " + " | ".join(f"{e}, ms/step | ratio" for e in EPOCHS)
+        + " | optimizer state, MiB |")
+  print("|---|" + "---:|---:|" * len(EPOCHS) + "---:|")
   for name, t in results.items():
-    print(f"{name:26s} {1e3 * t['analysis']:12.2f} {t['analysis'] / base['analysis']:7.3f} "
-          f"{1e3 * t['amplified']:13.2f} {t['amplified'] / base['amplified']:7.3f}")
+    cells = " | ".join(f"{1e3 * t[e]:.1f} | {t[e] / base[e]:.3f}" for e in EPOCHS)
+    print(f"| {name} | {cells} | {megabytes[name]:.2f} |")
 
 
 if __name__ == "__main__":

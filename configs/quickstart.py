@@ -2,7 +2,7 @@
 
     python -m gradamp_jax.main --config configs/quickstart.py --workdir runs/quickstart
 
-Offline, with the JPEG CIFAR-10 extracted to ~/data/cifar10-jpg:
+Offline, with CIFAR-10 as an image folder (see the README's Data section):
 
     python -m gradamp_jax.main --config configs/quickstart.py --workdir runs/quickstart \
         --config.image_folder=~/data/cifar10-jpg
@@ -10,17 +10,60 @@ Offline, with the JPEG CIFAR-10 extracted to ~/data/cifar10-jpg:
 Epoch 1 trains without amplification, epoch 2 is the analysis epoch, epoch 3 amplifies
 the selected layers by 2. Expected: under 3 minutes on a 2-core CPU and at least 35 %
 test accuracy (see the README's results table for the measured run).
+
+Arguments (``configs/quickstart.py:method=none,seed=1``): method, measure, case,
+threshold, ratio, seed, validation_fraction. ``get_sweep(arg)`` lists a small grid with
+every control, on paired seeds, for ``launch/sweep.py``:
+
+    python launch/sweep.py --config configs/quickstart.py --sweep seeds=3,thresholds=1.0 \
+        --root runs/qs --mode print
 """
 
 from configs import default
+from gradamp_jax.config_args import parse_arg
+
+ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,
+            seed=0, validation_fraction=0.0)
 
 
-def get_config():
+def get_config(arg=None):
+  args = parse_arg(arg, **ARGS)
   config = default.get_config()
   config.model = "resnet8"
   config.train_split = "train[:20%]"
+  config.validation_fraction = args["validation_fraction"]
+  config.seed = args["seed"]
   config.phases = ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
-  config.amplification.measure = "G_prime"
-  config.amplification.case = 1
-  config.amplification.threshold = 1.0
+  amp = config.amplification
+  amp.method = args["method"]
+  amp.measure = args["measure"]
+  amp.case = args["case"]
+  amp.threshold = args["threshold"]
+  amp.ratio = args["ratio"]
   return config
+
+
+def get_sweep(arg=None):
+  """Per seed: none, all, random, and intelligent + matched random for G/G′ × case 1/2 ×
+  ``thresholds`` (``+``-separated, e.g. ``thresholds=0.5+1.0``).
+
+  Arguments: seeds [3], thresholds [1.0], validation_fraction [0.1].
+  """
+  args = parse_arg(arg, seeds=3, thresholds="1.0", validation_fraction=0.1)
+  try:
+    thresholds = [float(t) for t in args["thresholds"].split("+")]
+  except ValueError:
+    raise ValueError(f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
+                     "separated by '+', e.g. 0.5+1.0") from None
+  base = dict(validation_fraction=args["validation_fraction"])
+  runs = []
+  for seed in range(args["seeds"]):
+    for method in ("none", "all", "random"):
+      runs.append(dict(base, method=method, seed=seed))
+    for measure in ("G", "G_prime"):
+      for case in (1, 2):
+        for threshold in thresholds:
+          for method in ("intelligent", "matched_random"):
+            runs.append(dict(base, method=method, measure=measure, case=case,
+                             threshold=threshold, seed=seed))
+  return runs

@@ -35,16 +35,33 @@ def test_paper_config_strategy_and_sweep_size():
   with pytest.raises(ValueError, match="the paper's models are"):
     paper.get_config("model=resnet8")
   # params_1: 19 thresholds (0.7..2.5); params_2: 9 (1.0..3.0); × G/G′ × 2 cases, + none, random.
-  assert len(paper.get_sweep("model=resnet18")) == 19 * 4 + 2
-  runs = paper.get_sweep("model=resnet50,seeds=2")
+  assert len(paper.get_sweep("model=resnet18,seeds=1,controls=false")) == 19 * 4 + 2
+  runs = paper.get_sweep("model=resnet50,seeds=2,controls=false")
   assert len(runs) == 2 * (9 * 4 + 2)
   assert sorted({r["threshold"] for r in runs if "threshold" in r}) == [
       1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]
 
 
+def test_paper_sweep_has_the_controls_on_paired_seeds():
+  runs = paper.get_sweep("model=resnet18,validation_fraction=0.1")
+  methods = [r["method"] for r in runs]
+  assert len(runs) == 3 * (3 + 2 * 4 * 19)  # default: 3 seeds, with the controls
+  assert methods.count("all") == methods.count("none") == methods.count("random") == 3
+  intelligent = {(r["measure"], r["case"], r["threshold"], r["seed"])
+                 for r in runs if r["method"] == "intelligent"}
+  matched = {(r["measure"], r["case"], r["threshold"], r["seed"])
+             for r in runs if r["method"] == "matched_random"}
+  assert intelligent == matched and len(intelligent) == 3 * 4 * 19
+  for method in set(methods):  # every method on the same seeds
+    assert {r["seed"] for r in runs if r["method"] == method} == {0, 1, 2}
+  config = paper.get_config(",".join(f"{k}={v}" for k, v in runs[-1].items()))
+  assert config.validation_fraction == 0.1 and config.amplification.method == "matched_random"
+  assert paper.get_config("").validation_fraction == 0.0  # the paper's protocol by default
+
+
 def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch):
   monkeypatch.chdir(ROOT)
-  sweep.main(["--config", "configs/paper.py", "--sweep", "model=vgg19,dataset=cifar100",
+  sweep.main(["--config", "configs/paper.py", "--sweep", "model=vgg19,dataset=cifar100,seeds=1,controls=false",
               "--root", str(tmp_path), "--mode", "slurm"])
   recorded = json.load(open(tmp_path / "sweep.json"))["runs"]
   assert len(recorded) == 78
