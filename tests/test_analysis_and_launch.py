@@ -1,14 +1,11 @@
-"""Config arguments, the sweep launcher and the analysis helpers."""
+"""Config arguments and the sweep launcher."""
 
 import json
 import os
 import sys
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from gradamp_jax import analysis
 from gradamp_jax.config_args import parse_arg
 from configs import paper
 
@@ -72,84 +69,3 @@ def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch):
   for run in recorded[:5]:
     arg = ",".join(f"{k}={v}" for k, v in run["args"].items())
     assert paper.get_config(arg).dataset == "cifar100"
-
-
-def write_run(workdir, accuracies):
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    for epoch, acc in enumerate(accuracies, 1):
-      f.write(json.dumps(dict(epoch=epoch, test_accuracy=acc, train_accuracy=acc,
-                              epoch_seconds=30.0)) + "\n")
-
-
-def test_load_sweep_and_summarize(tmp_path):
-  runs = []
-  finals = {("none", 0): 0.90, ("none", 1): 0.92, ("intelligent", 0): 0.93,
-            ("intelligent", 1): 0.96}
-  for (method, seed), final in finals.items():
-    args = dict(method=method, measure="G", case=1, threshold=1.0, seed=seed)
-    workdir = str(tmp_path / f"{method}-{seed}")
-    write_run(workdir, [0.5, final + 0.01, final])  # best is the middle epoch
-    runs.append(dict(name=f"{method}-{seed}", args=args, workdir=workdir))
-  runs.append(dict(name="pending", args=dict(method="none", measure="G", case=1,
-                                            threshold=1.0, seed=2),
-                   workdir=str(tmp_path / "pending")))
-  (tmp_path / "sweep.json").write_text(json.dumps(dict(runs=runs)))
-  frame = analysis.load_sweep(str(tmp_path))
-  assert len(frame) == 5 and np.isnan(frame.loc[4, "final_accuracy"])
-  np.testing.assert_allclose(frame.loc[0, ["final_accuracy", "best_accuracy", "minutes"]],
-                             [90.0, 91.0, 1.5])
-  table = analysis.summarize(frame, ["method"]).set_index("method")
-  np.testing.assert_allclose(table.loc["none", ["mean", "std", "best"]],
-                             [91.0, np.std([90, 92], ddof=1), 92.0])
-  np.testing.assert_allclose(table.loc["intelligent", ["mean", "std", "best"]],
-                             [94.5, np.std([93, 96], ddof=1), 96.0])
-  assert table.loc["none", "runs"] == 2
-
-
-def test_plots_and_selection_table(tmp_path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  frame = pd.DataFrame([
-      dict(method="none", measure="G", case=1, threshold=1.0, final_accuracy=a)
-      for a in (90.0, 92.0)] + [
-      dict(method="intelligent", measure=m, case=c, threshold=t, final_accuracy=90 + t)
-      for m in ("G", "G_prime") for c in (1, 2) for t in (1.0, 1.5)])
-  ax = analysis.plot_threshold_curves(frame)
-  labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert labels == ["no amplification (91.00)", "G case 1", "G case 2", "G′ case 1",
-                    "G′ case 2"]
-  plt.close("all")
-  stats = pd.DataFrame([dict(layer=l, epoch=e, selected=s) for l, e, s in
-                        [("conv", 51, True), ("bn", 51, False), ("conv", 101, False),
-                         ("bn", 101, True)]])
-  table = analysis.selection_table(stats)
-  assert table.loc["conv"].tolist() == [1, 0] and table.loc["bn"].tolist() == [0, 1]
-
-
-def test_notebook_runs_on_a_sweep(tmp_path, monkeypatch):
-  import matplotlib
-  matplotlib.use("Agg")
-  runs = []
-  for method, threshold, final in (("none", 1.0, 0.9), ("intelligent", 1.0, 0.92),
-                                   ("intelligent", 1.5, 0.95)):
-    workdir = str(tmp_path / f"{method}-{threshold}")
-    write_run(workdir, [0.5, final])
-    (tmp_path / f"{method}-{threshold}" / "config.json").write_text("{}")
-    with open(os.path.join(workdir, "layer_stats.jsonl"), "w") as f:
-      for layer, selected in (("conv", True), ("bn", False)):
-        f.write(json.dumps(dict(epoch=2, layer=layer, selected=selected)) + "\n")
-    runs.append(dict(name=f"{method}-{threshold}", workdir=workdir,
-                     args=dict(method=method, measure="G", case=1, threshold=threshold,
-                               seed=0)))
-  (tmp_path / "sweep.json").write_text(json.dumps(dict(runs=runs)))
-  notebook = json.load(open(os.path.join(ROOT, "notebooks", "analysis.ipynb")))
-  namespace = {}
-  monkeypatch.setattr("matplotlib.pyplot.show", lambda: None)
-  for cell in notebook["cells"]:
-    if cell["cell_type"] == "code":
-      source = "".join(cell["source"]).replace('"runs/r18-c10"', repr(str(tmp_path)))
-      exec(compile(source, "analysis.ipynb", "exec"), namespace)
-  assert namespace["best"]["name"] == "intelligent-1.5"
-  assert list(namespace["curves"]) == ["intelligent-1.5", "none-1.0"]

@@ -1,0 +1,261 @@
+"""The report's figures, drawn from the tables of :mod:`gradamp_jax.analysis`.
+
+``plot_*`` functions draw on a matplotlib ``ax`` (the current one by default) and return
+it; ``*_figure`` functions build one whole figure of the report (or return None when the
+runs hold nothing to draw).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from gradamp_jax import analysis
+
+_MEASURE_NAMES = {"G": "G", "G_prime": "G′"}
+
+
+def _axes(ax):
+  import matplotlib.pyplot as plt
+  return ax or plt.gca()
+
+
+def plot_threshold_curves(summary: pd.DataFrame, ax=None):
+  """Test accuracy vs threshold per measure and case, mean with error bars of the sample
+  std over seeds, against the original model's mean ± std band (the paper's Figs. 2–10).
+
+  Args:
+    summary: rows of :func:`analysis.summarize` for one model, dataset and re-selection
+      (plus that model's ``none`` row); ``matched_random`` is drawn dashed, ``random`` and
+      ``all`` as dotted lines.
+  """
+  ax = _axes(ax)
+  none = summary[summary["method"] == "none"]
+  if len(none):
+    mean, std = float(none["test_mean"].iloc[0]), np.nan_to_num(none["test_std"].iloc[0])
+    n = int(none["n"].iloc[0])
+    ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2)
+    ax.axhline(mean, color="0.3", label=f"none ({mean:.2f}, n={n})")
+  colors = {}
+  for method, style in (("intelligent", "-"), ("matched_random", "--")):
+    rows = summary[summary["method"] == method]
+    for (measure, case), group in rows.groupby(["measure", "case"], sort=True):
+      group = group.sort_values("threshold")
+      label = analysis.family_label(group.iloc[0])
+      color = colors.setdefault((measure, case), f"C{len(colors)}")
+      ax.errorbar(group["threshold"], group["test_mean"],
+                  yerr=group["test_std"].astype(float).fillna(0), fmt="o" + style,
+                  color=color, capsize=2, label=label, alpha=1.0 if style == "-" else 0.6)
+  for i, method in enumerate(("random", "all")):
+    for _, row in summary[summary["method"] == method].iterrows():
+      ax.axhline(row["test_mean"], color=f"C{6 + i}", linestyle=":",
+                 label=f"{method} ({row['test_mean']:.2f}, n={int(row['n'])})")
+  ax.set_xlabel("threshold on the normalized measure")
+  ax.set_ylabel("final test accuracy (%)")
+  ax.legend(fontsize="small")
+  return ax
+
+
+def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
+  """Test (solid) and train (dashed) accuracy per epoch, mean over seeds, of named
+  configurations (the paper's Fig. 11); ``curves`` maps a label to
+  :func:`analysis.mean_curves`."""
+  ax = _axes(ax)
+  for label, curve in curves.items():
+    n = int(curve["n"].min()) if len(curve) else 0
+    line, = ax.plot(curve["epoch"], curve["test_accuracy"], label=f"{label} test (n={n})")
+    ax.plot(curve["epoch"], curve["train_accuracy"], "--", color=line.get_color(),
+            label=f"{label} train")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("accuracy (%)")
+  ax.legend(fontsize="x-small", ncol=2)
+  return ax
+
+
+def plot_layer_heatmap(table: pd.DataFrame, ax=None, label: str = "", vmin=None, vmax=None,
+                       cmap="viridis"):
+  """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
+  :func:`analysis.selection_frequency` or :func:`analysis.directionality_table`."""
+  import matplotlib.pyplot as plt
+  ax = _axes(ax)
+  image = ax.imshow(table.to_numpy(float), aspect="auto", interpolation="nearest",
+                    vmin=vmin, vmax=vmax, cmap=cmap)
+  epochs = list(table.columns)
+  step = max(1, len(epochs) // 12)
+  ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
+  names = list(table.index)
+  step = max(1, len(names) // 40)
+  ax.set_yticks(range(0, len(names), step), names[::step], fontsize="x-small")
+  ax.set_xlabel("epoch")
+  plt.colorbar(image, ax=ax, label=label)
+  return ax
+
+
+def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
+  """Mean number of selected layers per selection event vs threshold, per measure and
+  case, error bars over seeds; ``sizes`` from :func:`analysis.selection_sizes`."""
+  ax = _axes(ax)
+  for (measure, case), group in sizes.groupby(["measure", "case"], sort=True):
+    group = group.sort_values("threshold")
+    ax.errorbar(group["threshold"], group["selected_mean"],
+                yerr=group["selected_std"].astype(float).fillna(0), marker="o", capsize=2,
+                label=f"{_MEASURE_NAMES.get(measure, measure)} c{int(case)}")
+  if len(sizes):
+    ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
+  ax.set_xlabel("threshold on the normalized measure")
+  ax.set_ylabel("layers selected per selection")
+  ax.legend(fontsize="small")
+  return ax
+
+
+def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: int,
+                 ax=None):
+  """The normalized measure of every layer at one selection (bars; selected layers
+  highlighted) with the threshold line(s): ``z > t`` for case 1, ``|z| > t`` for case 2."""
+  ax = _axes(ax)
+  rows = layer_stats[layer_stats["epoch"] == epoch]
+  colors = np.where(rows["selected"].astype(bool), "C3", "C0")
+  ax.bar(range(len(rows)), rows["normalized"].astype(float), color=colors)
+  ax.axhline(threshold, color="k", linestyle="--", linewidth=1)
+  if case == 2:
+    ax.axhline(-threshold, color="k", linestyle="--", linewidth=1)
+  ax.set_xticks(range(len(rows)), list(rows["layer"]), rotation=90, fontsize="x-small")
+  ax.set_ylabel("normalized measure (z)")
+  ax.set_title(f"selection after epoch {epoch} (red: amplified)")
+  return ax
+
+
+def plot_measure_scatter(directionality: pd.DataFrame, epoch: int, ax=None):
+  """G against G′ of every eligible layer at one epoch, coloured by depth."""
+  import matplotlib.pyplot as plt
+  ax = _axes(ax)
+  rows = directionality[(directionality["epoch"] == epoch)
+                        & directionality["eligible"].astype(bool)]
+  points = ax.scatter(rows["G"], rows["G_prime"], c=rows["index"], cmap="viridis", s=18)
+  ax.set_xlabel("G (eq. 4)")
+  ax.set_ylabel("G′ (eq. 7)")
+  ax.set_title(f"epoch {epoch}")
+  plt.colorbar(points, ax=ax, label="layer index (network order)")
+  return ax
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def settings(comparison: pd.DataFrame) -> list[tuple]:
+  """The (model, dataset, reselect_every) of the amplified rows of
+  :func:`analysis.compare`: one set of figures each."""
+  amplified = comparison[comparison["method"] != "none"]
+  return sorted({(r["model"], r["dataset"], int(r["reselect_every"]))
+                 for _, r in amplified.iterrows()})
+
+
+def _title(model, dataset, reselect) -> str:
+  when = "once per phase" if reselect == 0 else f"every {reselect} epochs"
+  return f"{model}, {dataset}, re-selection {when}"
+
+
+def _in_setting(frame, model, dataset, reselect, with_none=True):
+  keep = (frame["model"] == model) & (frame["dataset"] == dataset)
+  same = frame["reselect_every"].eq(reselect).fillna(False).astype(bool)
+  return frame[keep & (same | ((frame["method"] == "none") & with_none))]
+
+
+def _label(row) -> str:
+  label = analysis.family_label(row)
+  if not analysis._missing(row.get("chosen_threshold")):
+    label += f" t={row['chosen_threshold']:g}"
+  return label
+
+
+def threshold_figure(summary, model, dataset, reselect):
+  """Figs. 2–10 for one setting, or None without ``intelligent`` runs."""
+  import matplotlib.pyplot as plt
+  subset = _in_setting(summary, model, dataset, reselect)
+  if not (subset["method"] == "intelligent").any():
+    return None
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  plot_threshold_curves(subset, ax=ax)
+  ax.set_title(_title(model, dataset, reselect))
+  return fig
+
+
+def selection_sizes_figure(runs, model, dataset, reselect):
+  """Layers selected vs threshold for one setting, or None without selections."""
+  import matplotlib.pyplot as plt
+  sizes = analysis.selection_sizes(_in_setting(runs, model, dataset, reselect, False))
+  if sizes.empty:
+    return None
+  fig, ax = plt.subplots(figsize=(7, 4))
+  plot_selection_sizes(sizes, ax=ax)
+  ax.set_title(_title(model, dataset, reselect))
+  return fig
+
+
+def curves_figure(runs, comparison, model, dataset, reselect):
+  """Fig. 11: the chosen configuration of every family and ``none``, mean over seeds."""
+  import matplotlib.pyplot as plt
+  curves = {_label(row): analysis.mean_curves(analysis.chosen_runs(runs, row)["workdir"])
+            for _, row in _in_setting(comparison, model, dataset, reselect).iterrows()}
+  fig, ax = plt.subplots(figsize=(8, 5))
+  plot_training_curves(curves, ax=ax)
+  ax.set_title(f"{_title(model, dataset, reselect)}: chosen configurations, mean over seeds",
+               fontsize="small")
+  return fig
+
+
+def selection_figure(runs, comparison, model, dataset, reselect):
+  """How often each layer was selected at each selection event, over the seeds of each
+  family's chosen configuration; None without layer statistics."""
+  import matplotlib.pyplot as plt
+  rows = _in_setting(comparison, model, dataset, reselect, False)
+  panels = []
+  for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])] \
+      .iterrows():
+    stats = [analysis.read_frame(os.path.join(w, "layer_stats.jsonl"))
+             for w in analysis.chosen_runs(runs, row)["workdir"]]
+    stats = [s for s in stats if len(s)]
+    if stats:
+      panels.append((_label(row), analysis.selection_frequency(stats), len(stats)))
+  if not panels:
+    return None
+  height = max(3.0, 0.12 * max(len(t) for _, t, _ in panels) + 1.5)
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, height),
+                           squeeze=False)
+  for ax, (label, table, n) in zip(axes[0], panels):
+    plot_layer_heatmap(table, ax=ax, label="fraction of runs", vmin=0, vmax=1)
+    ax.set_title(f"{label} (n={n})", fontsize="small")
+  fig.suptitle(f"{_title(model, dataset, reselect)}: layers selected at each selection",
+               fontsize="small")
+  return fig
+
+
+def directionality_figure(frames: list[pd.DataFrame], title: str):
+  """G and G′ of every layer (network order) over epochs, mean over the given runs'
+  ``directionality.jsonl`` frames; None when there are none."""
+  import matplotlib.pyplot as plt
+  frames = [f for f in frames if len(f)]
+  if not frames:
+    return None
+  tables = {m: analysis.directionality_table(frames, m) for m in ("G", "G_prime")}
+  height = max(3.0, 0.12 * len(tables["G"]) + 1.5)
+  fig, axes = plt.subplots(1, 2, figsize=(11, height))
+  for ax, (measure, table) in zip(axes, tables.items()):
+    name = "G′ (eq. 7)" if measure == "G_prime" else "G (eq. 4)"
+    plot_layer_heatmap(table, ax=ax, label=name, vmin=0, vmax=1)
+    ax.set_title(name, fontsize="small")
+  fig.suptitle(f"{title} (mean over {len(frames)} runs)", fontsize="small")
+  return fig
+
+
+def original_directionality_figure(runs, comparison, model, dataset):
+  """:func:`directionality_figure` of the ``none`` runs of one model and dataset."""
+  none = comparison[(comparison["model"] == model) & (comparison["dataset"] == dataset)
+                    & (comparison["method"] == "none")]
+  if none.empty:
+    return None
+  frames = [analysis.read_frame(os.path.join(w, "directionality.jsonl"))
+            for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]]
+  return directionality_figure(frames, f"{model}, {dataset}, none")

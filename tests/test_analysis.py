@@ -1,0 +1,324 @@
+"""Reading run folders and the report's statistics, against hand-computed values."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from gradamp_jax import analysis
+
+# t_{0.975} quantiles of Student's t with 1, 2 and 3 degrees of freedom (printed tables).
+T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631}
+
+
+def write_jsonl(path, rows, tail=""):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+    f.write(tail)
+
+
+def config(method="intelligent", seed=0, threshold=1.0, phases=((1, 0.1, 0, 1), (3, 0.1, 1, 2)),
+           **amp):
+  base = dict(method=method, measure="G_prime", case=1, threshold=threshold,
+              reselect_every=0, ratio=0.3, eligible="all")
+  base.update(amp)
+  return dict(model="resnet8", dataset="cifar10", phases=[list(p) for p in phases], seed=seed,
+              validation_fraction=0.1, amplification=base)
+
+
+def epochs(test, val=None, seconds=(9.0, 2.0, 4.0)):
+  rows = []
+  for i, acc in enumerate(test):
+    row = dict(epoch=i + 1, test_accuracy=acc, train_accuracy=acc / 2,
+               epoch_seconds=seconds[i])
+    if val is not None:
+      row["val_accuracy"] = val[i]
+    rows.append(row)
+  return rows
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_read_jsonl_drops_a_half_written_last_line_only(tmp_path):
+  path = str(tmp_path / "m.jsonl")
+  write_jsonl(path, [dict(a=1), dict(a=2)], tail='{"a": 3, "b"')
+  assert analysis.read_jsonl(path) == [dict(a=1), dict(a=2)]
+  assert analysis.read_jsonl(str(tmp_path / "missing.jsonl")) == []
+  with open(path, "w") as f:
+    f.write('{"a": 1}\n{"a": \n{"a": 3}\n')
+  with pytest.raises(ValueError, match=r"m\.jsonl:2: not a JSON row"):
+    analysis.read_jsonl(path)
+
+
+def test_find_runs_at_any_depth(tmp_path):
+  for folder in ("a", "b/c/d", "e"):
+    (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / folder / "config.json").write_text("{}")
+  for folder in ("a", "b/c/d"):
+    (tmp_path / folder / "metrics.jsonl").write_text("")
+  assert analysis.find_runs(str(tmp_path)) == [str(tmp_path / "a"), str(tmp_path / "b/c/d")]
+  with pytest.raises(ValueError, match="ROOT .* is not a directory"):
+    analysis.find_runs(str(tmp_path / "nowhere"))
+
+
+def test_run_row_percent_finished_and_seconds():
+  metrics = pd.DataFrame(epochs([0.5, 0.75, 0.625], val=[0.4, 0.5, 0.55]))
+  row = analysis.run_row("w", config(), metrics)
+  assert row["finished"] and row["epochs"] == 3
+  assert row["final_test_accuracy"] == 62.5 and row["final_val_accuracy"] == pytest.approx(55)
+  assert row["best_test_accuracy"] == 75.0
+  assert row["mean_epoch_seconds"] == 3.0  # epochs 2 and 3; epoch 1 compiles
+  unfinished = analysis.run_row("w", config(), metrics.iloc[:2])
+  assert not unfinished["finished"] and unfinished["epochs"] == 2
+  assert math.isnan(unfinished["final_test_accuracy"])
+  no_val = analysis.run_row("w", config(), pd.DataFrame(epochs([0.5, 0.75, 0.625])))
+  assert no_val["final_test_accuracy"] == 62.5 and math.isnan(no_val["final_val_accuracy"])
+  empty = analysis.run_row("w", config(), pd.DataFrame())
+  assert not empty["finished"] and empty["epochs"] == 0
+
+
+def test_keys_that_do_not_apply_are_empty():
+  keys = {m: analysis.run_keys(config(m)) for m in analysis.APPLIES}
+  assert keys["none"] == dict(model="resnet8", dataset="cifar10", method="none", measure=None,
+                              case=None, threshold=None, reselect_every=None, ratio=None,
+                              seed=0)
+  assert (keys["random"]["ratio"], keys["random"]["threshold"]) == (0.3, None)
+  assert keys["random"]["measure"] is None and keys["all"]["ratio"] is None
+  assert keys["all"]["reselect_every"] == 0
+  for method in ("intelligent", "matched_random"):
+    assert (keys[method]["measure"], keys[method]["case"], keys[method]["threshold"],
+            keys[method]["ratio"]) == ("G_prime", 1, 1.0, None)
+
+
+def test_load_runs_tolerates_unfinished_and_half_written_runs(tmp_path):
+  good = tmp_path / "sweep" / "none-0"
+  write_jsonl(str(good / "metrics.jsonl"), epochs([0.5, 0.6, 0.7]))
+  (good / "config.json").write_text(json.dumps(config("none")))
+  cut = tmp_path / "deep" / "er" / "intelligent-0"
+  write_jsonl(str(cut / "metrics.jsonl"), epochs([0.5, 0.6]), tail='{"epoch": 3, "te')
+  (cut / "config.json").write_text(json.dumps(config()))
+  broken = tmp_path / "broken"
+  write_jsonl(str(broken / "metrics.jsonl"), [])
+  (broken / "config.json").write_text('{"model": "res')  # killed while writing
+  runs = analysis.load_runs(str(tmp_path)).set_index("workdir")
+  assert list(runs.reset_index().columns) == list(analysis.RUN_COLUMNS)
+  assert runs.loc[str(good), "finished"] and runs.loc[str(good), "final_test_accuracy"] == 70
+  assert not runs.loc[str(cut), "finished"] and runs.loc[str(cut), "epochs"] == 2
+  assert not runs.loc[str(broken), "finished"] and runs.loc[str(broken), "epochs"] == 0
+  assert analysis.summarize(runs.reset_index())["n"].tolist() == [1]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_sample_std_and_t_interval_by_hand():
+  assert analysis.sample_std([1.0, 2.0, 4.0]) == pytest.approx(math.sqrt(7 / 3))
+  assert math.isnan(analysis.sample_std([3.0]))
+  values = [1.0, 2.0, 4.0]
+  mean, low, high = analysis.t_interval(values)
+  half = T975[2] * math.sqrt(7 / 3) / math.sqrt(3)
+  assert (mean, low, high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half))
+  mean, low, high = analysis.t_interval([-1.0, 3.0])
+  assert (mean, low, high) == pytest.approx((1.0, 1 - T975[1] * 2, 1 + T975[1] * 2))
+  mean, low, high = analysis.t_interval([2.5])
+  assert mean == 2.5 and math.isnan(low) and math.isnan(high)
+  low99 = analysis.t_interval([1.0, 2.0, 4.0, 4.5], confidence=0.99)[1]
+  want = scipy_stats.t.interval(0.99, 3, loc=2.875, scale=scipy_stats.sem([1, 2, 4, 4.5]))
+  assert low99 == pytest.approx(want[0])
+
+
+def runs_frame(rows):
+  """A runs table from (method, threshold, seed, test %, val % or None[, extra keys])."""
+  out = []
+  for method, threshold, seed, test, val, *extra in rows:
+    keys = analysis.run_keys(config(method, seed, threshold, **(extra[0] if extra else {})))
+    out.append(dict(workdir=f"{method}-{threshold}-{seed}", **keys, finished=True, epochs=3,
+                    final_test_accuracy=test, final_val_accuracy=val,
+                    best_test_accuracy=test, mean_epoch_seconds=10.0))
+  return analysis._typed(pd.DataFrame(out, columns=list(analysis.RUN_COLUMNS)))
+
+
+def test_summarize_groups_over_seeds():
+  runs = runs_frame([("none", 0, 0, 90.0, 80.0), ("none", 0, 1, 92.0, 82.0),
+                     ("intelligent", 1.0, 0, 93.0, 81.0), ("intelligent", 1.0, 1, 96.0, None),
+                     ("intelligent", 1.5, 0, 91.0, 85.0)])
+  summary = analysis.summarize(runs)
+  assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS)
+  none, t10, t15 = (summary.iloc[i] for i in range(3))
+  assert none["method"] == "none" and pd.isna(none["threshold"]) and pd.isna(none["measure"])
+  assert (none["n"], none["test_mean"], none["test_best"], none["val_mean"]) == (
+      2, 91.0, 92.0, 81.0)
+  assert none["test_std"] == pytest.approx(np.std([90, 92], ddof=1))
+  assert t10["threshold"] == 1.0 and t10["test_mean"] == 94.5
+  assert pd.isna(t10["val_mean"])  # one run without validation accuracy
+  assert t15["n"] == 1 and pd.isna(t15["test_std"]) and t15["val_mean"] == 85.0
+
+
+def test_choose_threshold_ties_to_the_smaller_and_falls_back_to_test():
+  groups = pd.DataFrame(dict(threshold=[1.5, 1.0, 2.0], val_mean=[80.0, 80.0, 79.0],
+                             test_mean=[90.0, 91.0, 95.0]))
+  assert analysis.choose_threshold(groups) == (1.0, "validation")
+  groups.loc[2, "val_mean"] = np.nan
+  assert analysis.choose_threshold(groups) == (2.0, "test")
+  groups["test_mean"] = [95.0, 90.0, 95.0]
+  assert analysis.choose_threshold(groups) == (1.5, "test")
+
+
+def test_compare_pairs_by_seed_at_the_chosen_threshold():
+  runs = runs_frame(
+      [("none", 0, s, t, v) for s, t, v in ((0, 90.0, 80.0), (1, 92.0, 81.0), (2, 91.0, 80.0))]
+      # threshold 1.0 wins on validation (mean 82), 1.5 on test (mean 96)
+      + [("intelligent", 1.0, s, t, 82.0) for s, t in ((0, 91.0), (1, 95.0), (2, 93.0))]
+      + [("intelligent", 1.5, s, t, 81.0) for s, t in ((0, 97.0), (1, 95.0))]
+      # its own best validation threshold is 1.5, but it follows intelligent's choice
+      + [("matched_random", 1.0, 0, 89.0, 70.0), ("matched_random", 1.0, 1, 90.0, 70.0),
+         ("matched_random", 1.5, 0, 99.0, 90.0)]
+      + [("random", None, 0, 88.0, None), ("random", None, 5, 80.0, None)]
+      + [("all", None, 1, 93.5, 83.0)])
+  table = analysis.compare(runs)
+  assert list(table.columns) == list(analysis.COMPARISON_COLUMNS)
+  assert table["method"].tolist() == ["none", "all", "random", "intelligent", "matched_random"]
+  rows = table.set_index("method")
+  none = rows.loc["none"]
+  assert none["n"] == 3 and none["test_mean"] == 91.0 and pd.isna(none["reselect_every"])
+  assert none["test_std"] == pytest.approx(1.0) and pd.isna(none["diff_mean"])
+
+  smart = rows.loc["intelligent"]
+  assert (smart["chosen_threshold"], smart["chosen_by"], smart["n"]) == (1.0, "validation", 3)
+  assert smart["test_mean"] == 93.0 and smart["paper_best"] == 97.0
+  diffs = np.array([91 - 90, 95 - 92, 93 - 91], float)  # 1, 3, 2
+  half = T975[2] * np.std(diffs, ddof=1) / math.sqrt(3)
+  assert (smart["diff_mean"], smart["diff_ci_low"], smart["diff_ci_high"]) == pytest.approx(
+      (2.0, 2.0 - half, 2.0 + half))
+
+  matched = rows.loc["matched_random"]
+  assert (matched["chosen_threshold"], matched["chosen_by"]) == (1.0, "validation")
+  assert matched["test_mean"] == 89.5 and matched["paper_best"] == 99.0
+  assert matched["diff_mean"] == pytest.approx(-1.5)  # seeds 0, 1: -1 and -2
+  assert matched["diff_ci_low"] == pytest.approx(-1.5 - T975[1] * np.std([-1, -2], ddof=1)
+                                                 / math.sqrt(2))
+
+  random = rows.loc["random"]  # seed 5 has no partner: one pair, no interval
+  assert pd.isna(random["chosen_threshold"]) and pd.isna(random["measure"])
+  assert random["n"] == 2 and random["diff_mean"] == -2.0 and pd.isna(random["diff_ci_low"])
+  assert rows.loc["all", "diff_mean"] == pytest.approx(1.5)
+  assert pd.isna(rows.loc["all", "test_std"])
+
+
+def test_compare_chooses_on_test_when_a_run_lacks_validation():
+  runs = runs_frame([("none", 0, 0, 90.0, None), ("intelligent", 1.0, 0, 91.0, 85.0),
+                     ("intelligent", 2.0, 0, 94.0, None)])
+  row = analysis.compare(runs).set_index("method").loc["intelligent"]
+  assert (row["chosen_threshold"], row["chosen_by"], row["test_mean"]) == (2.0, "test", 94.0)
+
+
+def test_compare_leaves_out_unfinished_runs_and_keeps_settings_apart():
+  runs = runs_frame([("none", 0, 0, 90.0, None), ("intelligent", 1.0, 0, 91.0, None),
+                     ("intelligent", 1.0, 0, 70.0, None, dict(reselect_every=2)),
+                     ("intelligent", 2.0, 0, 99.0, None)])
+  runs.loc[3, "finished"] = False
+  table = analysis.compare(runs)
+  smart = table[table["method"] == "intelligent"].set_index("reselect_every")
+  assert smart.loc[0, "test_mean"] == 91.0 and smart.loc[0, "paper_best"] == 91.0
+  assert smart.loc[2, "test_mean"] == 70.0 and smart.loc[2, "diff_mean"] == -20.0
+
+
+def test_epoch_times_overhead_percent():
+  runs = runs_frame([("none", 0, 0, 90.0, None), ("none", 0, 1, 90.0, None),
+                     ("intelligent", 1.0, 0, 90.0, None), ("intelligent", 2.0, 0, 90.0, None)])
+  runs["mean_epoch_seconds"] = [10.0, 12.0, 11.0, 12.1]
+  table = analysis.epoch_times(runs)
+  assert list(table.columns) == list(analysis.EPOCH_TIME_COLUMNS)
+  table = table.set_index("method")
+  assert table.loc["none", "seconds_mean"] == 11.0 and table.loc["none", "overhead_percent"] == 0
+  assert table.loc["intelligent", "seconds_mean"] == pytest.approx(11.55)
+  assert table.loc["intelligent", "overhead_percent"] == pytest.approx(5.0)
+  assert table.loc["intelligent", "seconds_std"] == pytest.approx(np.std([11, 12.1], ddof=1))
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def test_normalize_matches_numpy_and_guards_equal_values():
+  values = np.array([0.2, 0.5, 0.9, 0.4])
+  np.testing.assert_allclose(analysis.normalize(values),
+                             (values - values.mean()) / values.std(ddof=0))
+  np.testing.assert_array_equal(analysis.normalize([0.3, 0.3, 0.3 + 1e-8]), [0, 0, 0])
+
+
+def test_selection_tables_and_overlap():
+  def stats(selected, by_measure=None):
+    rows = []
+    for epoch, picks in selected.items():
+      for i, layer in enumerate(("conv", "bn", "fc")):
+        row = dict(epoch=epoch, layer=layer, selected=bool(picks[i]), eligible=i < 2 or
+                   epoch == 2)
+        if by_measure is not None:
+          row["selected_by_measure"] = bool(by_measure[epoch][i])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+  a = stats({2: (1, 0, 1), 5: (0, 1, 0)}, by_measure={2: (1, 1, 0), 5: (0, 1, 0)})
+  b = stats({2: (1, 1, 0), 5: (0, 0, 0)})
+  assert analysis.selection_table(a).to_numpy().tolist() == [[1, 0], [0, 1], [1, 0]]
+  frequency = analysis.selection_frequency([a, b])
+  assert list(frequency.index) == ["conv", "bn", "fc"]
+  np.testing.assert_array_equal(frequency.to_numpy(), [[1, 0], [0.5, 0.5], [0.5, 0]])
+  counts = analysis.selected_counts(a)
+  assert counts.to_dict("list") == dict(epoch=[2, 5], selected=[2, 1], eligible=[3, 2],
+                                        by_measure=[2, 1], overlap=[1, 1])
+  assert "overlap" not in analysis.selected_counts(b)
+
+
+def directionality_rows(epoch, g, g_prime, eligible=None):
+  names = ["conv1", "bn1", "layer1/conv", "fc"]
+  return [dict(epoch=epoch, layer=names[i], index=i, G=g[i], G_prime=g_prime[i],
+               eligible=True if eligible is None else eligible[i]) for i in range(len(g))]
+
+
+def test_directionality_table_in_network_order_mean_over_runs():
+  a = pd.DataFrame(directionality_rows(1, [0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8])
+                   + directionality_rows(2, [0.2, 0.2, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]))
+  b = a.assign(G=a["G"] + 0.1)
+  table = analysis.directionality_table([a.iloc[::-1], b], "G")  # row order does not matter
+  assert list(table.index) == ["conv1", "bn1", "layer1/conv", "fc"]
+  np.testing.assert_allclose(table[1], [0.15, 0.25, 0.35, 0.45])
+  np.testing.assert_allclose(table[2], [0.25] * 4)
+  with pytest.raises(ValueError, match="measure='g'"):
+    analysis.directionality_table([a], "g")
+
+
+def test_measure_agreement_by_hand():
+  frame = pd.DataFrame(
+      directionality_rows(1, [0.1, 0.2, 0.3, 0.9], [0.2, 0.3, 0.4, 0.8])
+      + directionality_rows(2, [0.1, 0.2, 0.3, 0.9], [0.9, 0.3, 0.2, 0.1],
+                            eligible=[True, True, True, False]))
+  table = analysis.measure_agreement(frame, case=1, threshold=1.0)
+  # Epoch 1: same ranks; z of [0.1, 0.2, 0.3, 0.9] = [-0.85, -0.51, -0.17, 1.53]: only fc.
+  first = table.iloc[0]
+  assert (first["layers"], first["spearman"]) == (4, pytest.approx(1.0))
+  assert (first["selected_G"], first["selected_G_prime"], first["both"]) == (1, 1, 1)
+  # Epoch 2: fc not eligible; reversed ranks over the other three.
+  second = table.iloc[1]
+  assert (second["layers"], second["spearman"]) == (3, pytest.approx(-1.0))
+  # z of [0.1, 0.2, 0.3] = [-1.22, 0, 1.22]; of [0.9, 0.3, 0.2]: [1.40, -0.55, -0.85].
+  assert (second["selected_G"], second["selected_G_prime"], second["both"]) == (1, 1, 0)
+  case2 = analysis.measure_agreement(frame, case=2, threshold=1.0).iloc[1]
+  assert (case2["selected_G"], case2["selected_G_prime"], case2["both"]) == (2, 1, 1)
+  with pytest.raises(ValueError, match="case=3"):
+    analysis.measure_agreement(frame, case=3)
+
+
+def test_mean_curves_over_runs(tmp_path):
+  for seed, accs in ((0, [0.5, 0.7]), (1, [0.3, 0.5])):
+    write_jsonl(str(tmp_path / str(seed) / "metrics.jsonl"), epochs(accs))
+  curves = analysis.mean_curves([str(tmp_path / "0"), str(tmp_path / "1")])
+  assert curves["epoch"].tolist() == [1, 2] and curves["n"].tolist() == [2, 2]
+  np.testing.assert_allclose(curves["test_accuracy"], [40.0, 60.0])
+  np.testing.assert_allclose(curves["train_accuracy"], [20.0, 30.0])
