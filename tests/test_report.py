@@ -1,0 +1,164 @@
+"""``python -m gradamp_jax.report`` on a small real sweep (tests/mock_sweep.py)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradamp_jax import analysis
+from gradamp_jax import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def last_row(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return json.loads(f.read().splitlines()[-1])
+
+
+def copy_sweep(root, dest):
+  shutil.copytree(root, dest, ignore=shutil.ignore_patterns(
+      "checkpoints", "tensorboard", ".jax_cache"))
+  return str(dest)
+
+
+def add_directionality(root):
+  """Writes a directionality.jsonl into the ``none`` runs: G and G′ from layer positions."""
+  written = []
+  for workdir in analysis.find_runs(root):
+    if json.load(open(os.path.join(workdir, "config.json")))["amplification"]["method"] \
+        != "none":
+      continue
+    layers = json.load(open(os.path.join(workdir, "run.json")))["layers"]
+    with open(os.path.join(workdir, "directionality.jsonl"), "w") as f:
+      for epoch in (1, 2, 3):
+        for i, layer in enumerate(layers):
+          f.write(json.dumps(dict(epoch=epoch, layer=layer["layer"], index=i,
+                                  eligible=layer["eligible"], G=i / len(layers),
+                                  G_prime=epoch / 3)) + "\n")
+    written.append(workdir)
+  return written
+
+
+@pytest.fixture(scope="module")
+def reported(mock_sweep, tmp_path_factory):
+  root = copy_sweep(mock_sweep, tmp_path_factory.mktemp("r") / "sweep")
+  none_runs = add_directionality(root)
+  out = str(tmp_path_factory.mktemp("report"))
+  assert report.main([root, "--out", out]) == 0
+  return root, out, none_runs
+
+
+def test_report_writes_every_file(reported):
+  _, out, _ = reported
+  tag = "resnet8_cifar10_reselect0"
+  assert sorted(os.listdir(out)) == sorted([
+      "runs.csv", "summary.csv", "comparison.csv", "epoch_times.csv", "report.md",
+      f"threshold_{tag}.png", f"selected_layers_{tag}.png", f"curves_{tag}.png",
+      f"selection_{tag}.png", "directionality_resnet8_cifar10.png"])
+  for name in os.listdir(out):
+    if name.endswith(".png"):
+      assert open(os.path.join(out, name), "rb").read(8) == PNG_MAGIC
+  text = open(os.path.join(out, "report.md")).read()
+  for name in os.listdir(out):
+    if name.endswith(".png"):
+      assert f"]({name})" in text
+  assert "12 runs, 12 finished, 0 unfinished" in text
+  assert "chosen on: validation" in text and "(n=2)" in text
+
+
+def test_runs_csv_against_the_run_files(reported):
+  root, out, _ = reported
+  runs = pd.read_csv(os.path.join(out, "runs.csv"))
+  assert list(runs.columns) == list(analysis.RUN_COLUMNS)
+  assert len(runs) == 12 and runs["finished"].all() and (runs["epochs"] == 3).all()
+  for _, run in runs.iterrows():
+    last = last_row(run["workdir"])
+    assert run["final_test_accuracy"] == pytest.approx(100 * last["test_accuracy"], abs=1e-3)
+    assert run["final_val_accuracy"] == pytest.approx(100 * last["val_accuracy"], abs=1e-3)
+    config = json.load(open(os.path.join(run["workdir"], "config.json")))
+    assert run["seed"] == config["seed"] and run["method"] == config["amplification"]["method"]
+  by_method = runs.groupby("method")
+  assert by_method[["measure", "case", "threshold", "ratio", "reselect_every"]].count() \
+      .loc["none"].tolist() == [0, 0, 0, 0, 0]
+  assert by_method[["measure", "threshold", "ratio"]].count().loc["random"].tolist() == [0, 0, 2]
+  assert by_method[["measure", "threshold", "ratio"]].count().loc["all"].tolist() == [0, 0, 0]
+  smart = runs[runs["method"] == "intelligent"]
+  assert sorted(smart["threshold"]) == [0.5, 0.5, 1.0, 1.0] and smart["ratio"].isna().all()
+
+
+def finals_by_hand(root):
+  """{(method, threshold): {seed: (test %, val %)}} read straight from the run files."""
+  out = defaultdict(dict)
+  for workdir in analysis.find_runs(root):
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    amp, last = config["amplification"], last_row(workdir)
+    threshold = amp["threshold"] if amp["method"] in ("intelligent", "matched_random") else None
+    out[amp["method"], threshold][config["seed"]] = (100 * last["test_accuracy"],
+                                                     100 * last["val_accuracy"])
+  return out
+
+
+def test_summary_and_comparison_by_hand(reported):
+  root, out, _ = reported
+  finals = finals_by_hand(root)
+  summary = pd.read_csv(os.path.join(out, "summary.csv"))
+  assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS) and len(summary) == 6
+  for _, row in summary.iterrows():
+    threshold = None if pd.isna(row["threshold"]) else row["threshold"]
+    tests = [t for t, _ in finals[row["method"], threshold].values()]
+    assert row["n"] == 2
+    assert row["test_mean"] == pytest.approx(np.mean(tests), abs=1e-3)
+    assert row["test_std"] == pytest.approx(np.std(tests, ddof=1), abs=1e-3)
+
+  comparison = pd.read_csv(os.path.join(out, "comparison.csv"))
+  assert list(comparison.columns) == list(analysis.COMPARISON_COLUMNS)
+  assert comparison["method"].tolist() == ["none", "all", "random", "intelligent",
+                                           "matched_random"]
+  rows = comparison.set_index("method")
+  val = {t: np.mean([v for _, v in finals["intelligent", t].values()]) for t in (0.5, 1.0)}
+  want = 0.5 if val[0.5] >= val[1.0] else 1.0  # ties to the smaller threshold
+  assert rows.loc["intelligent", "chosen_threshold"] == want
+  assert rows.loc["intelligent", "chosen_by"] == "validation"
+  assert rows.loc["matched_random", "chosen_threshold"] == want
+  none = finals["none", None]
+  for method, threshold in (("intelligent", want), ("all", None), ("random", None)):
+    diffs = [finals[method, threshold][s][0] - none[s][0] for s in (0, 1)]
+    assert rows.loc[method, "diff_mean"] == pytest.approx(np.mean(diffs), abs=1e-3)
+  best = max(t for th in (0.5, 1.0) for t, _ in finals["intelligent", th].values())
+  assert rows.loc["intelligent", "paper_best"] == pytest.approx(best, abs=1e-3)
+
+
+def test_report_tolerates_killed_and_unfinished_runs(mock_sweep, tmp_path):
+  root = copy_sweep(mock_sweep, tmp_path / "sweep")
+  cut = os.path.join(root, "intelligent", "method=intelligent-threshold=1.0-seed=1")
+  lines = open(os.path.join(cut, "metrics.jsonl")).read().splitlines()
+  with open(os.path.join(cut, "metrics.jsonl"), "w") as f:
+    f.write("\n".join(lines[:2]) + "\n" + lines[2][:25])  # killed while writing epoch 3
+  fresh = os.path.join(root, "late", "starting")
+  os.makedirs(fresh)
+  open(os.path.join(fresh, "config.json"), "w").write('{"model": "resn')
+  open(os.path.join(fresh, "metrics.jsonl"), "w").close()
+  out = str(tmp_path / "out")
+  assert report.main([root, "--out", out]) == 0
+  runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index("workdir")
+  assert len(runs) == 13 and (~runs["finished"]).sum() == 2
+  assert runs.loc[cut, "epochs"] == 2 and pd.isna(runs.loc[cut, "final_test_accuracy"])
+  summary = pd.read_csv(os.path.join(out, "summary.csv"))
+  assert summary.loc[summary["threshold"] == 1.0, "n"].tolist() == [1]
+  text = open(os.path.join(out, "report.md")).read()
+  assert "13 runs, 11 finished, 2 unfinished" in text and cut in text
+
+
+def test_report_command_line(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "gradamp_jax.report", str(tmp_path), "--out",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode == 2
+  assert "no run folder (one holding config.json and metrics.jsonl)" in result.stderr
