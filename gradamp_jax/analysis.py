@@ -460,6 +460,8 @@ def measure_agreement(directionality: pd.DataFrame, case: int = 1,
   if case not in (1, 2):
     raise ValueError(f"case={case!r}: allowed are 1 and 2")
   rows = []
+  if directionality.empty:
+    directionality = pd.DataFrame(columns=["epoch", "eligible", "G", "G_prime"])
   eligible = directionality[directionality["eligible"].astype(bool)]
   for epoch, frame in eligible.groupby("epoch", sort=True):
     picks = {}

@@ -259,3 +259,19 @@ def original_directionality_figure(runs, comparison, model, dataset):
   frames = [analysis.read_frame(os.path.join(w, "directionality.jsonl"))
             for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]]
   return directionality_figure(frames, f"{model}, {dataset}, none")
+
+
+def zscore_figures(layer_stats: pd.DataFrame, threshold: float, case: int) -> list:
+  """One :func:`plot_zscores` figure per selection of a run with a measure (none for
+  runs without normalized values, e.g. ``random``)."""
+  import matplotlib.pyplot as plt
+  if layer_stats.empty or layer_stats["normalized"].isna().any():
+    return []
+  out = []
+  for epoch in sorted(layer_stats["epoch"].unique()):
+    width = max(6.0, 0.25 * int((layer_stats["epoch"] == epoch).sum()))
+    fig, ax = plt.subplots(figsize=(width, 3.5))
+    plot_zscores(layer_stats, epoch, threshold, case, ax=ax)
+    fig.tight_layout()
+    out.append(fig)
+  return out

@@ -148,34 +148,34 @@ def time_tables(times: pd.DataFrame) -> str:
 # ----------------------------------------------------------------------------- figures
 
 
+def iter_figures(runs, summary, comparison):
+  """Yields ``(file name, matplotlib figure)`` for every figure of the report."""
+  for model, dataset, reselect in figures.settings(comparison):
+    tag = f"{model}_{dataset}_reselect{reselect}"
+    yield f"threshold_{tag}.png", figures.threshold_figure(summary, model, dataset, reselect)
+    yield f"selected_layers_{tag}.png", figures.selection_sizes_figure(runs, model, dataset,
+                                                                       reselect)
+    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, model, dataset,
+                                                     reselect)
+    yield f"selection_{tag}.png", figures.selection_figure(runs, comparison, model, dataset,
+                                                           reselect)
+  for model, dataset in sorted(set(zip(comparison["model"], comparison["dataset"]))):
+    yield (f"directionality_{model}_{dataset}.png",
+           figures.original_directionality_figure(runs, comparison, model, dataset))
+
+
 def draw_figures(runs, summary, comparison, out: str) -> list[str]:
-  """Writes every figure of :mod:`gradamp_jax.figures` as PNG into ``out``; returns the
-  file names."""
+  """Writes the figures of :func:`iter_figures` as PNG into ``out``; returns their names."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-
   written = []
-
-  def save(fig, name):
+  for name, fig in iter_figures(runs, summary, comparison):
     if fig is not None:
       fig.tight_layout()
       fig.savefig(os.path.join(out, name), dpi=110)
       plt.close(fig)
       written.append(name)
-
-  for model, dataset, reselect in figures.settings(comparison):
-    tag = f"{model}_{dataset}_reselect{reselect}"
-    save(figures.threshold_figure(summary, model, dataset, reselect), f"threshold_{tag}.png")
-    save(figures.selection_sizes_figure(runs, model, dataset, reselect),
-         f"selected_layers_{tag}.png")
-    save(figures.curves_figure(runs, comparison, model, dataset, reselect),
-         f"curves_{tag}.png")
-    save(figures.selection_figure(runs, comparison, model, dataset, reselect),
-         f"selection_{tag}.png")
-  for model, dataset in sorted(set(zip(comparison["model"], comparison["dataset"]))):
-    save(figures.original_directionality_figure(runs, comparison, model, dataset),
-         f"directionality_{model}_{dataset}.png")
   return written
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -13,6 +12,7 @@ import pytest
 
 from gradamp_jax import analysis
 from gradamp_jax import report
+from mock_sweep import add_directionality, copy_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,41 +23,17 @@ def last_row(workdir):
     return json.loads(f.read().splitlines()[-1])
 
 
-def copy_sweep(root, dest):
-  shutil.copytree(root, dest, ignore=shutil.ignore_patterns(
-      "checkpoints", "tensorboard", ".jax_cache"))
-  return str(dest)
-
-
-def add_directionality(root):
-  """Writes a directionality.jsonl into the ``none`` runs: G and G′ from layer positions."""
-  written = []
-  for workdir in analysis.find_runs(root):
-    if json.load(open(os.path.join(workdir, "config.json")))["amplification"]["method"] \
-        != "none":
-      continue
-    layers = json.load(open(os.path.join(workdir, "run.json")))["layers"]
-    with open(os.path.join(workdir, "directionality.jsonl"), "w") as f:
-      for epoch in (1, 2, 3):
-        for i, layer in enumerate(layers):
-          f.write(json.dumps(dict(epoch=epoch, layer=layer["layer"], index=i,
-                                  eligible=layer["eligible"], G=i / len(layers),
-                                  G_prime=epoch / 3)) + "\n")
-    written.append(workdir)
-  return written
-
-
 @pytest.fixture(scope="module")
 def reported(mock_sweep, tmp_path_factory):
   root = copy_sweep(mock_sweep, tmp_path_factory.mktemp("r") / "sweep")
-  none_runs = add_directionality(root)
+  add_directionality(root)
   out = str(tmp_path_factory.mktemp("report"))
   assert report.main([root, "--out", out]) == 0
-  return root, out, none_runs
+  return root, out
 
 
 def test_report_writes_every_file(reported):
-  _, out, _ = reported
+  _, out = reported
   tag = "resnet8_cifar10_reselect0"
   assert sorted(os.listdir(out)) == sorted([
       "runs.csv", "summary.csv", "comparison.csv", "epoch_times.csv", "report.md",
@@ -75,7 +51,7 @@ def test_report_writes_every_file(reported):
 
 
 def test_runs_csv_against_the_run_files(reported):
-  root, out, _ = reported
+  root, out = reported
   runs = pd.read_csv(os.path.join(out, "runs.csv"))
   assert list(runs.columns) == list(analysis.RUN_COLUMNS)
   assert len(runs) == 12 and runs["finished"].all() and (runs["epochs"] == 3).all()
@@ -107,7 +83,7 @@ def finals_by_hand(root):
 
 
 def test_summary_and_comparison_by_hand(reported):
-  root, out, _ = reported
+  root, out = reported
   finals = finals_by_hand(root)
   summary = pd.read_csv(os.path.join(out, "summary.csv"))
   assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS) and len(summary) == 6
