@@ -270,7 +270,13 @@ def paired_difference(runs: pd.DataFrame, baseline: pd.DataFrame) -> tuple:
 def compare(runs: pd.DataFrame) -> pd.DataFrame:
   """``comparison.csv`` (:data:`COMPARISON_COLUMNS`): per (model, dataset, reselect_every)
   and amplified family, the test accuracy at the chosen threshold, its paired difference
-  to ``none`` and the paper's best-of; plus one row per ``none`` group."""
+  to ``none`` and the paper's best-of; plus one row per ``none`` group.
+
+  ``matched_random`` takes the threshold (and ``chosen_by``) of the ``intelligent`` family
+  with the same model, dataset, re-selection, measure and case; without one it is chosen
+  by its own accuracies. ``paper_best`` is the best final test accuracy of any run of the
+  family (all thresholds and seeds), the paper's Tables 3–4 protocol.
+  """
   done = runs[runs["finished"]]
   summary = summarize(runs)
   rows = []
@@ -288,7 +294,7 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
       continue
     row = dict(key, paper_best=family["final_test_accuracy"].max())
     selected = family
-    if "threshold" in APPLIES[method]:
+    if "threshold" in APPLIES.get(method, ()):
       groups = summary[_matches(summary, key)]
       pair = (key["model"], key["dataset"], key["reselect_every"], key["measure"], key["case"])
       if method == "matched_random" and pair in chosen:

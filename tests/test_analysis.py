@@ -322,3 +322,23 @@ def test_mean_curves_over_runs(tmp_path):
   assert curves["epoch"].tolist() == [1, 2] and curves["n"].tolist() == [2, 2]
   np.testing.assert_allclose(curves["test_accuracy"], [40.0, 60.0])
   np.testing.assert_allclose(curves["train_accuracy"], [20.0, 30.0])
+
+
+def test_threshold_figure_draws_the_summary():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from gradamp_jax import figures
+  runs = runs_frame([("none", 0, 0, 90.0, None), ("none", 0, 1, 92.0, None)]
+                    + [("intelligent", t, s, 90 + t + s, None) for t in (1.0, 1.5)
+                       for s in (0, 1)]
+                    + [("matched_random", 1.0, 0, 89.0, None),
+                       ("random", None, 0, 88.0, None)])
+  ax = figures.plot_threshold_curves(analysis.summarize(runs))
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels == ["none (91.00, n=2)", "random (88.00, n=1)", "G′ c1", "matched G′ c1"]
+  line = ax.containers[0]  # the intelligent curve: means at 1.0 and 1.5
+  np.testing.assert_allclose(np.asarray(line.lines[0].get_ydata(), float), [91.5, 92.0])
+  band = [p for p in ax.patches][0].get_extents()
+  assert band.height > 0  # the none mean ± std band
+  plt.close("all")

@@ -138,3 +138,18 @@ def test_report_command_line(tmp_path):
                            str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
   assert result.returncode == 2
   assert "no run folder (one holding config.json and metrics.jsonl)" in result.stderr
+
+
+def test_report_with_no_finished_run(tmp_path):
+  run = tmp_path / "runs" / "a"
+  run.mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps(dict(
+      model="resnet8", dataset="cifar10", seed=0, phases=[[2, 0.1, 0, 1]],
+      amplification=dict(method="none"))))
+  (run / "metrics.jsonl").write_text(json.dumps(dict(epoch=1, test_accuracy=0.5,
+                                                     epoch_seconds=3.0)) + "\n")
+  out = tmp_path / "out"
+  assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+  assert pd.read_csv(out / "comparison.csv").empty
+  assert pd.read_csv(out / "runs.csv")["epochs"].tolist() == [1]
+  assert "1 runs, 0 finished, 1 unfinished" in (out / "report.md").read_text()
