@@ -364,6 +364,44 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   return _sorted(_typed(table))
 
 
+# Config fields that may differ between runs of one group: the seed, and where data lives.
+_FREE_FIELDS = ("seed", "data_dir", "image_folder", "download", "eval_batch_size",
+                "keep_checkpoints")
+
+
+def group_conflicts(runs: pd.DataFrame) -> list[str]:
+  """Problems with the groups of :func:`summarize`, one sentence each: a seed that occurs
+  more than once in a group, or config fields outside :data:`GROUP_KEYS` (and the seed
+  and data location) that differ between a group's runs, e.g. ``phases`` or
+  ``amplification.eligible``."""
+  problems = []
+  done = runs[runs["finished"]]
+  for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
+    name = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, keys) if not _missing(v))
+    repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
+    if repeated:
+      problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
+    flat = [_flatten(_read_json(os.path.join(w, "config.json"))) for w in group["workdir"]]
+    ignored = set(_FREE_FIELDS) | {f"amplification.{k}" for k in GROUP_KEYS + ("method",)}
+    if keys[GROUP_KEYS.index("method")] == "none":
+      ignored |= {k for f in flat for k in f if k.startswith("amplification.")}
+    fields = sorted(k for k in {k for f in flat for k in f} - ignored
+                    if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1)
+    if fields:
+      problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
+  return problems
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
 # ----------------------------------------------------------------------------- curves
 
 

@@ -232,6 +232,10 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
       "and data order), with a 95 % Student-t interval for at least two pairs.", ""]
   if by:
     lines += [f"Thresholds here were chosen on: {', '.join(sorted(by))}.", ""]
+  problems = analysis.group_conflicts(runs)
+  if problems:
+    lines += ["**Check these groups** (their runs are pooled as seeds of one configuration):",
+              ""] + [f"- {p}" for p in problems] + [""]
   lines += ["## Test accuracy (Tables 3–4)", "", paper_tables(comparison), "",
             "## Differences to the original model, paired by seed", "",
             difference_table(comparison), "",

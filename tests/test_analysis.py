@@ -342,3 +342,22 @@ def test_threshold_figure_draws_the_summary():
   band = [p for p in ax.patches][0].get_extents()
   assert band.height > 0  # the none mean ± std band
   plt.close("all")
+
+
+def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
+  def run(name, cfg):
+    write_jsonl(str(tmp_path / name / "metrics.jsonl"), epochs([0.5, 0.6, 0.7]))
+    (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+
+  run("a", config(seed=0))
+  run("b", config(seed=1, eligible="kernels"))
+  run("c", config(seed=1, phases=((1, 0.1, 0, 1), (2, 0.1, 1, 2), (3, 0.01, 1, 2))))
+  run("n0", config("none", seed=0, measure="G"))  # measure does not apply to none
+  run("n1", dict(config("none", seed=1), image_folder="/data/a"))  # data location may differ
+  problems = analysis.group_conflicts(analysis.load_runs(str(tmp_path)))
+  assert problems == [
+      "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
+      "threshold=1.0, reselect_every=0: seed 1 occurs more than once",
+      "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
+      "threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
+      "amplification.eligible, phases"]

@@ -48,6 +48,7 @@ def test_report_writes_every_file(reported):
       assert f"]({name})" in text
   assert "12 runs, 12 finished, 0 unfinished" in text
   assert "chosen on: validation" in text and "(n=2)" in text
+  assert "Check these groups" not in text
 
 
 def test_runs_csv_against_the_run_files(reported):
