@@ -176,7 +176,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
   for column in _INT_COLUMNS:
     if column in frame:
       frame[column] = pd.array(
-          [None if _missing(v) else int(v) for v in frame[column]], dtype="Int64")
+          [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64")
   for column in ("model", "dataset", "method", "measure"):
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
@@ -185,7 +185,8 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
   return frame
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+  """None, pandas' NA or a float NaN."""
   return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
@@ -324,7 +325,7 @@ def _matches(frame: pd.DataFrame, key: dict) -> pd.Series:
   """Rows of ``frame`` equal to ``key`` on its columns, empty (missing) matching empty."""
   keep = pd.Series(True, index=frame.index)
   for column, value in key.items():
-    if _missing(value):
+    if is_missing(value):
       keep &= frame[column].isna()
     else:
       keep &= frame[column].eq(value).fillna(False).astype(bool)
@@ -338,7 +339,7 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
     key = dict(model=row["model"], dataset=row["dataset"], method="none")
   done = runs[runs["finished"]]
   family = done[_matches(done, key)]
-  if not _missing(row.get("chosen_threshold")):
+  if not is_missing(row.get("chosen_threshold")):
     family = family[np.isclose(family["threshold"], row["chosen_threshold"])]
   return family
 
@@ -377,7 +378,7 @@ def group_conflicts(runs: pd.DataFrame) -> list[str]:
   problems = []
   done = runs[runs["finished"]]
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
-    name = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, keys) if not _missing(v))
+    name = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, keys) if not is_missing(v))
     repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
     if repeated:
       problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
@@ -415,6 +416,11 @@ def mean_curves(workdirs, columns=("train_accuracy", "test_accuracy")) -> pd.Dat
   curves = stacked.groupby("epoch")[list(columns)].mean() * 100
   curves.insert(0, "n", stacked.groupby("epoch").size())
   return curves.reset_index()
+
+
+def reselection_label(reselect_every) -> str:
+  """``once per phase`` for 0, else ``every k epochs``."""
+  return "once per phase" if reselect_every == 0 else f"every {reselect_every} epochs"
 
 
 def family_label(row) -> str:

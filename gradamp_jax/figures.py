@@ -153,8 +153,7 @@ def settings(comparison: pd.DataFrame) -> list[tuple]:
 
 
 def _title(model, dataset, reselect) -> str:
-  when = "once per phase" if reselect == 0 else f"every {reselect} epochs"
-  return f"{model}, {dataset}, re-selection {when}"
+  return f"{model}, {dataset}, re-selection {analysis.reselection_label(reselect)}"
 
 
 def _in_setting(frame, model, dataset, reselect, with_none=True):
@@ -165,7 +164,7 @@ def _in_setting(frame, model, dataset, reselect, with_none=True):
 
 def _label(row) -> str:
   label = analysis.family_label(row)
-  if not analysis._missing(row.get("chosen_threshold")):
+  if not analysis.is_missing(row.get("chosen_threshold")):
     label += f" t={row['chosen_threshold']:g}"
   return label
 

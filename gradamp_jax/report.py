@@ -33,11 +33,13 @@ from gradamp_jax import figures
 
 
 def _fmt(value, digits: int = 2) -> str:
-  return "" if analysis._missing(value) else f"{value:.{digits}f}"
+  return "" if analysis.is_missing(value) else f"{value:.{digits}f}"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
   """A DataFrame as a GitHub markdown table (cells as given, NaN/None blank)."""
+  if frame.empty:
+    return "(nothing to show)"
   cells = frame.astype(object).where(frame.notna(), "")
   lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
            "|" + "---|" * len(frame.columns)]
@@ -45,32 +47,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
-def _setting(row) -> str:
-  reselect = row["reselect_every"]
-  when = "once per phase" if reselect == 0 else f"every {reselect} epochs"
-  return when
-
-
 def _mean_std(mean, std, n) -> str:
-  if analysis._missing(mean):
+  if analysis.is_missing(mean):
     return ""
-  spread = f" ± {std:.2f}" if not analysis._missing(std) else ""
+  spread = f" ± {std:.2f}" if not analysis.is_missing(std) else ""
   return f"{mean:.2f}{spread} (n={int(n)})"
 
 
 def _cell(row) -> str:
   """``mean ± std (n), t=…`` for the paper-shaped tables."""
   text = _mean_std(row["test_mean"], row["test_std"], row["n"])
-  if not analysis._missing(row["chosen_threshold"]):
+  if not analysis.is_missing(row["chosen_threshold"]):
     text += f", t={row['chosen_threshold']:g}"
   return text
 
 
 def _diff(row) -> str:
-  if analysis._missing(row["diff_mean"]):
+  if analysis.is_missing(row["diff_mean"]):
     return ""
   text = f"{row['diff_mean']:+.2f}"
-  if not analysis._missing(row["diff_ci_low"]):
+  if not analysis.is_missing(row["diff_ci_low"]):
     text += f" [{row['diff_ci_low']:+.2f}, {row['diff_ci_high']:+.2f}]"
   return text
 
@@ -91,7 +87,7 @@ def paper_tables(comparison: pd.DataFrame) -> str:
     chosen, best = [], []
     for (model, reselect), rows in table.groupby(["model", "reselect_every"], sort=True):
       none = _none_row(comparison, model, dataset)
-      base = dict(model=model, reselection=_setting(rows.iloc[0]),
+      base = dict(model=model, reselection=analysis.reselection_label(reselect),
                   none=_mean_std(none["test_mean"], none["test_std"], none["n"])
                   if none is not None else "")
       cells = {analysis.family_label(r): r for _, r in rows.iterrows()}
@@ -110,9 +106,9 @@ def difference_table(comparison: pd.DataFrame) -> str:
   """Markdown: every family's chosen threshold, test accuracy and paired difference."""
   rows = []
   for _, r in comparison[comparison["method"] != "none"].iterrows():
-    rows.append({"model": r["model"], "dataset": r["dataset"], "reselection": _setting(r),
+    rows.append({"model": r["model"], "dataset": r["dataset"], "reselection": analysis.reselection_label(r["reselect_every"]),
                  "family": analysis.family_label(r),
-                 "threshold (chosen by)": "" if analysis._missing(r["chosen_threshold"])
+                 "threshold (chosen by)": "" if analysis.is_missing(r["chosen_threshold"])
                  else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
                  "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
                  "Δ vs none [95 % CI]": _diff(r), "best run %": _fmt(r["paper_best"])})
@@ -135,8 +131,8 @@ def time_tables(times: pd.DataFrame) -> str:
           row[label] = ""
           continue
         text = f"{r['seconds_mean']:.2f}"
-        text += f" ± {r['seconds_std']:.2f}" if not analysis._missing(r["seconds_std"]) else ""
-        if label != "none" and not analysis._missing(r["overhead_percent"]):
+        text += f" ± {r['seconds_std']:.2f}" if not analysis.is_missing(r["seconds_std"]) else ""
+        if label != "none" and not analysis.is_missing(r["overhead_percent"]):
           text += f" ({r['overhead_percent']:+.1f} %)"
         row[label] = text + f" (n={int(r['n'])})"
       rows.append(row)
