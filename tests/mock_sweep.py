@@ -9,7 +9,6 @@ Compilations are shared between seeds through JAX's persistent cache under ROOT.
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -48,21 +47,10 @@ def config_for(amp, seed):
 
 
 def copy_sweep(root, dest):
+  """Copies a sweep's run files (no checkpoints) to ``dest``; returns it as a string."""
   shutil.copytree(root, dest, ignore=shutil.ignore_patterns(
       "checkpoints", "tensorboard", ".jax_cache"))
   return str(dest)
-
-
-def add_directionality(root):
-  """Writes a made-up ``directionality.jsonl`` into every run of a copied sweep."""
-  for workdir, _, seed in run_dirs(root):
-    layers = json.load(open(os.path.join(workdir, "run.json")))["layers"]
-    with open(os.path.join(workdir, "directionality.jsonl"), "w") as f:
-      for epoch in (1, 2, 3):
-        for i, layer in enumerate(layers):
-          f.write(json.dumps(dict(epoch=epoch, layer=layer["layer"], index=i,
-                                  eligible=layer["eligible"], G=(i + 1) / (len(layers) + 1),
-                                  G_prime=(epoch + seed) / 5)) + "\n")
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mock_sweep import add_directionality, copy_sweep
+from mock_sweep import copy_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("results.ipynb", "layer_statistics.ipynb")
@@ -50,9 +50,7 @@ def outputs(book, kind):
 
 @pytest.fixture(scope="module")
 def sweep(mock_sweep, tmp_path_factory):
-  root = copy_sweep(mock_sweep, tmp_path_factory.mktemp("nb") / "sweep")
-  add_directionality(root)
-  return root
+  return copy_sweep(mock_sweep, tmp_path_factory.mktemp("nb") / "sweep")
 
 
 def test_results_notebook(sweep):
@@ -78,3 +76,4 @@ def test_layer_statistics_notebook(sweep):
   assert len(outputs(book, "image/png")) == 3
   tables = "".join(outputs(book, "text/plain"))
   assert "spearman" in tables and "selected_G_prime" in tables
+  assert "by_measure" in tables and "overlap" in tables

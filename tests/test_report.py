@@ -12,7 +12,7 @@ import pytest
 
 from gradamp_jax import analysis
 from gradamp_jax import report
-from mock_sweep import add_directionality, copy_sweep
+from mock_sweep import copy_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +26,6 @@ def last_row(workdir):
 @pytest.fixture(scope="module")
 def reported(mock_sweep, tmp_path_factory):
   root = copy_sweep(mock_sweep, tmp_path_factory.mktemp("r") / "sweep")
-  add_directionality(root)
   out = str(tmp_path_factory.mktemp("report"))
   assert report.main([root, "--out", out]) == 0
   return root, out
@@ -69,6 +68,30 @@ def test_runs_csv_against_the_run_files(reported):
   assert by_method[["measure", "threshold", "ratio"]].count().loc["all"].tolist() == [0, 0, 0]
   smart = runs[runs["method"] == "intelligent"]
   assert sorted(smart["threshold"]) == [0.5, 0.5, 1.0, 1.0] and smart["ratio"].isna().all()
+
+
+def test_directionality_and_matched_overlap_from_the_run_files(reported):
+  root, _ = reported
+  runs = analysis.load_runs(root)
+  none = runs[runs["method"] == "none"]["workdir"]
+  layers = [l["layer"] for l in json.load(open(os.path.join(none.iloc[0], "run.json")))["layers"]]
+  table = analysis.directionality_table(
+      [analysis.read_frame(os.path.join(w, "directionality.jsonl")) for w in none], "G_prime")
+  assert list(table.index) == layers and list(table.columns) == [1, 2, 3]
+  want = defaultdict(list)
+  for workdir in none:
+    for line in open(os.path.join(workdir, "directionality.jsonl")):
+      row = json.loads(line)
+      want[row["layer"], row["epoch"]].append(row["G_prime"])
+  for (layer, epoch), values in want.items():
+    assert len(values) == 2 and table.loc[layer, epoch] == pytest.approx(np.mean(values))
+  assert ((table.to_numpy() >= 0) & (table.to_numpy() <= 1)).all()
+  for workdir in runs[runs["method"] == "matched_random"]["workdir"]:
+    counts = analysis.selected_counts(analysis.read_frame(
+        os.path.join(workdir, "layer_stats.jsonl")))
+    assert counts["epoch"].tolist() == [2]
+    assert (counts["selected"] == counts["by_measure"]).all()  # matched in number
+    assert (counts["overlap"] <= counts["selected"]).all()
 
 
 def finals_by_hand(root):
