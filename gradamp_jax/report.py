@@ -106,7 +106,8 @@ def difference_table(comparison: pd.DataFrame) -> str:
   """Markdown: every family's chosen threshold, test accuracy and paired difference."""
   rows = []
   for _, r in comparison[comparison["method"] != "none"].iterrows():
-    rows.append({"model": r["model"], "dataset": r["dataset"], "reselection": analysis.reselection_label(r["reselect_every"]),
+    rows.append({"model": r["model"], "dataset": r["dataset"],
+                 "reselection": analysis.reselection_label(r["reselect_every"]),
                  "family": analysis.family_label(r),
                  "threshold (chosen by)": "" if analysis.is_missing(r["chosen_threshold"])
                  else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
