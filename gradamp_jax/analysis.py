@@ -90,14 +90,16 @@ def read_frame(path: str) -> pd.DataFrame:
 
 def find_runs(root: str) -> list[str]:
   """Run folders under ``root`` at any depth (holding ``config.json`` and
-  ``metrics.jsonl``), sorted."""
+  ``metrics.jsonl``), sorted; hidden folders, ``checkpoints`` and ``tensorboard`` are not
+  searched."""
   if not os.path.isdir(root):
     raise ValueError(f"ROOT {root!r} is not a directory")
   found = []
   for folder, subfolders, files in os.walk(root):
     if "config.json" in files and "metrics.jsonl" in files:
       found.append(folder)
-      subfolders[:] = [s for s in subfolders if s not in ("checkpoints", "tensorboard")]
+    subfolders[:] = sorted(s for s in subfolders
+                           if s not in ("checkpoints", "tensorboard") and not s.startswith("."))
   return sorted(found)
 
 
@@ -141,7 +143,7 @@ def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
   """One row of ``runs.csv`` (accuracies in percent).
 
   ``mean_epoch_seconds`` leaves out the first epoch, which includes compilation (all epochs
-  of a one-epoch run).
+  of a one-epoch run); the first epoch after a resume compiles too and is kept.
   """
   row = dict(workdir=workdir, **run_keys(config))
   epochs = int(metrics["epoch"].max()) if len(metrics) else 0

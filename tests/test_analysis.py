@@ -361,3 +361,12 @@ def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
       "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
       "threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
       "amplification.eligible, phases"]
+
+
+def test_random_at_several_ratios_is_chosen_like_a_threshold():
+  runs = runs_frame([("none", 0, 0, 90.0, 80.0), ("random", None, 0, 91.0, 82.0, dict(ratio=0.3)),
+                     ("random", None, 0, 95.0, 81.0, dict(ratio=0.5))])
+  row = analysis.compare(runs).set_index("method").loc["random"]
+  assert (row["chosen_by"], row["n"], row["test_mean"], row["paper_best"]) == (
+      "validation", 1, 91.0, 95.0)
+  assert pd.isna(row["chosen_threshold"]) and row["diff_mean"] == 1.0
