@@ -185,3 +185,31 @@ def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> t
         "state was built for; pass the parameters of the model the optimizer was "
         "initialised with")
   return names
+
+
+def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...]:
+  """The layer names in the order ``fn(params)`` first uses their parameters.
+
+  For a model's forward pass this is the network's depth order (stem first, head last),
+  which the parameter tree's alphabetical order is not. Traced only; nothing runs.
+
+  Args:
+    fn: a function of the parameters, e.g. ``lambda p: model_apply(p, x)``.
+    params: the parameter tree.
+
+  Returns:
+    Every layer name once; layers that ``fn`` never uses come last, in tree order.
+  """
+  index = layer_index(params)
+  leaves, treedef = jax.tree.flatten(params)
+  closed = jax.make_jaxpr(lambda *xs: fn(treedef.unflatten(list(xs))))(*leaves)
+  position = {id(v): i for i, v in enumerate(closed.jaxpr.invars)}
+  first_use = [len(closed.jaxpr.eqns)] * len(leaves)
+  for step, eqn in reversed(list(enumerate(closed.jaxpr.eqns))):
+    for v in eqn.invars:
+      if id(v) in position:
+        first_use[position[id(v)]] = step
+  layer_first = [min(s for s, l in zip(first_use, index.leaf_layer) if l == layer)
+                 for layer in range(index.num_layers)]
+  return tuple(index.names[i] for i in sorted(range(index.num_layers),
+                                               key=lambda i: (layer_first[i], i)))

@@ -288,9 +288,24 @@ def check_same_data(workdir: str, info: dict) -> None:
         "point data_dir/image_folder at the data it started with, or use a new workdir")
 
 
-def run_info(config, dataset, steps_per_epoch, params) -> dict:
+def network_depth(graphdef, state, image_shape) -> dict[str, int]:
+  """Each layer's position in the forward pass (0: the stem), from a trace of the model."""
+  image = jnp.zeros((1, *image_shape), jnp.float32)
+  forward = lambda params: nnx.merge(graphdef, params, state.batch_stats)(image, train=False)
+  order = layers_lib.network_order(forward, state.params)
+  return {name: depth for depth, name in enumerate(order)}
+
+
+def in_network_order(rows: list[dict], depth: dict[str, int]) -> list[dict]:
+  """Per-layer rows sorted by depth, with ``index`` = the layer's depth."""
+  return sorted((dict(r, index=depth[r["layer"]]) for r in rows), key=lambda r: r["index"])
+
+
+def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) -> dict:
   index = layers_lib.layer_index(params)
   eligible = layers_lib.eligible_mask(index, config.amplification.eligible)
+  layers = [dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
+      index.names, index.param_names, index.layer_sizes(), eligible)]
   return dict(
       jax_version=jax.__version__, devices=[str(d) for d in jax.devices()],
       process_count=jax.process_count(), dataset=dataset.name,
@@ -298,9 +313,9 @@ def run_info(config, dataset, steps_per_epoch, params) -> dict:
       num_validation=0 if dataset.validation is None else len(dataset.validation),
       num_test=len(dataset.test), data_fingerprint=data_fingerprint(dataset),
       num_classes=dataset.num_classes, steps_per_epoch=steps_per_epoch,
-      layers=[dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
-          index.names, index.param_names, index.layer_sizes(), eligible)],
-      layer_rule="a layer is a parameter path without its last key",
+      layers=in_network_order(layers, depth),
+      layer_rule="a layer is a parameter path without its last key; layers are listed "
+                 "in network order (index: position in the forward pass)",
       eligible_rule=config.amplification.eligible)
 
 
@@ -323,11 +338,10 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
   return rows
 
 
-def directionality_rows(opt_state, params, eligible) -> list[dict]:
+def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[dict]:
   """``directionality.jsonl`` rows: G and G′ of every layer for the last finished epoch."""
-  return [dict(epoch=r["epoch"], layer=r["layer"], index=r["index"],
-               eligible=bool(eligible[r["index"]]), G=finite_or_none(r["G"]),
-               G_prime=finite_or_none(r["G_prime"]))
+  return [dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]],
+               G=finite_or_none(r["G"]), G_prime=finite_or_none(r["G_prime"]))
           for r in ga.directionality_report(opt_state, params)]
 
 
@@ -426,7 +440,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
 
   resumed = start_epoch > 0
-  info = run_info(config, dataset, steps_per_epoch, state.params)
+  depth = network_depth(graphdef, state, dataset.train.images.shape[1:])
+  info = run_info(config, dataset, steps_per_epoch, state.params, depth)
   if resumed:
     check_same_data(workdir, info)
   if is_lead:
@@ -442,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   directionality_log = JsonlWriter(
       os.path.join(workdir, "directionality.jsonl"),
       keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
-  eligible = [layer["eligible"] for layer in info["layers"]]
+  eligible = {layer["layer"]: layer["eligible"] for layer in info["layers"]}
   from tensorboardX import SummaryWriter
   summary = SummaryWriter(os.path.join(workdir, "tensorboard")) if is_lead else None
   amplified = config.amplification.method != "none"
@@ -480,10 +495,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         row["amplified_layers"] = int(np.sum(amp_state.mask)) if amp_state.active else 0
         if int(amp_state.num_selections) > logged_selections:
           logged_selections = int(amp_state.num_selections)
-          new_stats = layer_stat_rows(config, state.opt_state, state.params)
+          new_stats = in_network_order(
+              layer_stat_rows(config, state.opt_state, state.params), depth)
       else:
         row["amplified_layers"] = 0
-      directions = (directionality_rows(state.opt_state, state.params, eligible)
+      directions = (in_network_order(
+          directionality_rows(state.opt_state, state.params, eligible), depth)
                     if config.track_directionality else [])
       row["epoch_seconds"] = time.perf_counter() - started
       row["images_per_second"] = steps_per_epoch * config.batch_size / train_seconds

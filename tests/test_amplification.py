@@ -137,6 +137,18 @@ def test_layer_names_nnx_state_excludes_batch_stats():
   assert ga.layer_index(state).layer_sizes() == (20, 10, 8, 3 * 3 * 3 * 4 + 4)
 
 
+def test_network_order_follows_the_forward_pass():
+  model = Tiny(nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  x = jnp.zeros((1, 5, 5, 3))
+  order = ga.layers.network_order(lambda p: nnx.merge(graphdef, p, rest)(x), params)
+  assert order == ("conv", "bn", "blocks/0", "blocks/1")
+  # A layer the function never touches comes last.
+  unused = {"a": {"w": jnp.ones(2)}, "b": {"w": jnp.ones(2)}, "c": {"w": jnp.ones(2)}}
+  fn = lambda p: jnp.sin(p["c"]["w"]) * p["a"]["w"]
+  assert ga.layers.network_order(fn, unused) == ("c", "a", "b")
+
+
 def test_leaf_at_root_has_no_layer():
   with pytest.raises(ValueError, match="not inside a module"):
     ga.layer_names({"kernel": jnp.zeros(3)})

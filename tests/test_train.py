@@ -77,6 +77,10 @@ def test_run_writes_every_output(finished_run):
   assert run["steps_per_epoch"] == STEPS and run["num_test"] == NUM_EXAMPLES
   # resnet8: 9 convs (7 + 2 projection shortcuts), 9 BatchNorms, 1 Dense.
   assert len(run["layers"]) == 19 and all(l["eligible"] for l in run["layers"])
+  # Network order: stem first, classifier last (the tree's order would put "fc" third).
+  assert [l["index"] for l in run["layers"]] == list(range(19))
+  assert [l["layer"] for l in run["layers"]][:3] == ["conv1", "bn1", "layer1/0/conv1"]
+  assert run["layers"][-1]["layer"] == "fc"
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3"]
 
