@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -27,14 +26,14 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import gradamp_jax as ga
+from gradamp_jax import config_fields
 from gradamp_jax import input_pipeline
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import models
 from gradamp_jax.directionality import finite_or_none
 
-METHODS = ("none", "intelligent", "random", "matched_random", "all")
+METHODS, DATASETS = config_fields.METHODS, config_fields.DATASETS
 MEASURED_METHODS = ("intelligent", "matched_random")  # select by G or G′
-DATASETS = ("cifar10", "cifar100")
 
 
 class TrainState(NamedTuple):
@@ -57,46 +56,25 @@ class NonFiniteError(RuntimeError):
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the config before any data is read or anything is compiled.
 
+  Every field is checked against ``config_fields.RULES``; then what involves several
+  fields or this machine.
+
   Raises:
     ValueError: naming the bad field and what is allowed.
   """
-  def fail(field, message):
-    raise ValueError(f"config.{field}: {message}")
-
-  if config.model not in models.MODEL_NAMES:
-    fail("model", f"unknown model {config.model!r}; known: {', '.join(models.MODEL_NAMES)}")
-  if config.dataset not in DATASETS:
-    fail("dataset", f"unknown dataset {config.dataset!r}; allowed: {', '.join(DATASETS)}")
+  config_fields.check_fields(config)
   if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
-    fail("image_folder", f"folder {config.image_folder!r} does not exist; it must hold "
-         "train/<class>/* and test/<class>/* images")
-  try:
-    ga.parse_phases(config.phases)
-  except ValueError as e:
-    fail("phases", str(e))
+    raise ValueError(
+        f"config.image_folder: folder {config.image_folder!r} does not exist; it must hold "
+        "train/<class>/* and test/<class>/* images")
   for field in ("batch_size", "eval_batch_size"):
-    value = config[field]
-    if not isinstance(value, int) or value < 1 or value % jax.device_count():
-      fail(field, f"must be a positive multiple of the device count "
-           f"({jax.device_count()}), got {value!r}")
-  amp = config.amplification
-  if amp.method not in METHODS:
-    fail("amplification.method", f"unknown method {amp.method!r}; allowed: {', '.join(METHODS)}")
-  if not isinstance(amp.reselect_every, int) or amp.reselect_every < 0:
-    fail("amplification.reselect_every",
-         f"must be an integer >= 0 (0: once per phase), got {amp.reselect_every!r}")
-  if amp.eligible not in layers_lib.ELIGIBLE_CHOICES:
-    fail("amplification.eligible",
-         f"must be one of {layers_lib.ELIGIBLE_CHOICES}, got {amp.eligible!r}")
+    if config[field] % jax.device_count():
+      raise ValueError(f"config.{field}: must be a positive multiple of the device count "
+                       f"({jax.device_count()}), got {config[field]!r}")
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
-    fail("amplification", str(e))
-  if not isinstance(config.track_directionality, bool):
-    fail("track_directionality", f"must be True or False, got {config.track_directionality!r}")
-  for field in ("momentum", "weight_decay"):
-    if not isinstance(config[field], (int, float)) or not 0 <= config[field] < math.inf:
-      fail(field, f"must be a finite number >= 0, got {config[field]!r}")
+    raise ValueError(f"config.amplification: {e}") from None
 
 
 def check_workdir(workdir: str) -> None:
