@@ -22,7 +22,7 @@ from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = jax.device_count()  # 2 (tests/conftest.py)
-EXAMPLES = {"configs": 700, "overrides": 400, "steps": 4}
+EXAMPLES = {"configs": 700, "overrides": 400, "steps": 3}
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
