@@ -67,10 +67,10 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
   epochs = [r.get("epoch", 0) for r in read_jsonl(metrics)] if os.path.exists(metrics) else []
   if failures or max(epochs, default=0) > 1:
     what = (f"no checkpoint restores (tried {', '.join(failures)})" if failures
-            else "it holds no checkpoint")
+            else f"it holds metrics of {max(epochs)} epochs and no checkpoint")
     raise NoRestorableCheckpointError(
-        f"workdir: {workdir!r} holds results of {max(epochs, default=0)} epochs but {what}; "
-        "refusing to start over on them: move them away or use a new workdir")
+        f"workdir: {workdir!r}: {what}; refusing to start over on its results: move them "
+        "away or use a new workdir")
   return 0, target
 
 
