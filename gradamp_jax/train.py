@@ -346,7 +346,7 @@ def load_dataset(config) -> input_pipeline.Dataset:
     return load(config.download)
   dataset = load(config.download) if jax.process_index() == 0 else None
   checkpointing.sync("dataset prepared")
-  return dataset or load(download=False)
+  return dataset if dataset is not None else load(download=False)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

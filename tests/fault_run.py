@@ -4,7 +4,8 @@
 
 FAULT is ``SIGNAL@E.K`` — the process sends itself SIGNAL (KILL, TERM, INT, USR1, USR2) when
 step K (0-based) of epoch E is about to run — or ``KILL@save=N``, SIGKILL right after the
-asynchronous save of checkpoint N has started. Everything else is the real command line
+asynchronous save of checkpoint N has started. With ``$FAULT_ONCE`` set to a path, the fault
+fires only if that file does not exist yet (and creates it). Everything else is the real command line
 (``gradamp_jax.main``), so exit statuses are the program's own. Compilations are cached in
 ``$FAULT_RUN_CACHE`` so that repeated runs start quickly.
 """
@@ -12,6 +13,7 @@ asynchronous save of checkpoint N has started. Everything else is the real comma
 import os
 import signal
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,6 +38,16 @@ TINY = ["--config.model=resnet8", "--config.train_split=train", "--config.batch_
         "--config.amplification.threshold=0.5"]
 
 
+def fire(signum):
+  """Sends ``signum`` to this process; with $FAULT_ONCE (a path), only the first time."""
+  once = os.environ.get("FAULT_ONCE")
+  if once:
+    if os.path.exists(once):
+      return
+    open(once, "w").close()
+  os.kill(os.getpid(), signum)
+
+
 def inject(fault: str) -> None:
   name, _, where = fault.partition("@")
   signum = getattr(signal, f"SIG{name}")
@@ -46,7 +58,7 @@ def inject(fault: str) -> None:
     def save_then_die(self, index, *args, **kwargs):
       result = save(self, index, *args, **kwargs)
       if index == step:
-        os.kill(os.getpid(), signum)
+        fire(signum)
       return result
 
     ocp.CheckpointManager.save = save_then_die
@@ -57,14 +69,33 @@ def inject(fault: str) -> None:
   def batches_then_signal(*args, **kwargs):
     for i, batch in enumerate(batches(*args, **kwargs)):
       if kwargs["epoch"] == epoch and i == step:
-        os.kill(os.getpid(), signum)
+        fire(signum)
       yield batch
 
   input_pipeline.train_batches = batches_then_signal
 
 
+def log_loads(path: str) -> None:
+  """Appends "PROCESS start|end DOWNLOAD TIME" to ``path`` around each data load."""
+  load = input_pipeline.load
+
+  def logged_load(*args, **kwargs):
+    def log(what):
+      with open(path, "a") as f:
+        f.write(f"{jax.process_index()} {what} {kwargs.get('download')} {time.time()}\n")
+
+    log("start")
+    result = load(*args, **kwargs)
+    log("end")
+    return result
+
+  input_pipeline.load = logged_load
+
+
 if __name__ == "__main__":
   workdir, rest = sys.argv[1], sys.argv[2:]
+  if os.environ.get("FAULT_LOAD_LOG"):
+    log_loads(os.environ["FAULT_LOAD_LOG"])
   if rest and not rest[0].startswith("--"):
     inject(rest.pop(0))
   sys.argv = [sys.argv[0], "--config", os.path.join(ROOT, "configs/quickstart.py"),

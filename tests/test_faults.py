@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -89,15 +90,19 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, 
     for name in ("metrics.jsonl", "layer_stats.jsonl"):  # every line still parses
       if os.path.exists(workdir / name):
         jsonl.read_jsonl(workdir / name)
-  # Damage the newest checkpoint too: the last run names it and falls back.
-  newest = str(max(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()))
-  array = max(glob.glob(str(workdir / "checkpoints" / newest / "default" / "ocdbt.process_0" /
-                            "d" / "*")), key=os.path.getsize)
+  result = run(workdir, cache=cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert_same(workdir, reference)
+  # Damage the final checkpoint: the run names it, falls back to the one before and redoes
+  # the last epoch, ending the same.
+  array = max(glob.glob(str(workdir / "checkpoints" / str(3 * STEPS) / "default" /
+                            "ocdbt.process_0" / "d" / "*")), key=os.path.getsize)
   os.truncate(array, os.path.getsize(array) // 2)
   result = run(workdir, cache=cache)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f"warning: checkpoint {newest} cannot be restored" in result.stderr
-  assert os.listdir(workdir / checkpointing.BAD_DIR)[0].startswith(f"{newest}-")
+  assert f"warning: checkpoint {3 * STEPS} cannot be restored" in result.stderr
+  assert f"Resumed from the checkpoint at update {2 * STEPS}" in result.stdout
+  assert os.listdir(workdir / checkpointing.BAD_DIR)[0].startswith(f"{3 * STEPS}-")
   assert_same(workdir, reference)
 
 
@@ -297,3 +302,59 @@ def test_jsonl_killed_writer_leaves_whole_rows(tmp_path):
     rows = jsonl.read_jsonl(path)
     assert rows and len(rows) % 3 == 0  # one write() per call: all three rows or none
     assert open(path, "rb").read().endswith(b"\n")
+
+
+# ----------------------------------------------------------------------------- two processes
+
+
+def run_two_processes(workdir, cache, faults=(None, None)):
+  """Both processes of a run on this machine, one CPU device each, over gloo."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, FAULT_RUN_CACHE=str(cache), FAULT_LOAD_LOG=str(workdir) + ".loads",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  processes = []
+  for i, fault in enumerate(faults):
+    command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
+    command += ([fault] if fault else []) + [
+        "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+        f"--process_id={i}"]
+    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  results = []
+  for p in processes:
+    out, err = p.communicate(timeout=600)
+    results.append((p.returncode, out, err))
+  return results
+
+
+@pytest.mark.slow
+def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, cache,
+                                                                        reference):
+  workdir = tmp_path / "run"
+  (rc0, out0, err0), (rc1, out1, err1) = run_two_processes(workdir, cache)
+  assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
+  assert "devices: [CpuDevice(id=0), CpuDevice(id=2048)]" in out0  # one per process
+  # Only the lead reports and writes: one row per epoch, no duplicates.
+  assert out0.count("epoch 3/3") == 1 and "epoch 1/3" not in out1
+  (rows, leaves), (want_rows, want_leaves) = outputs(workdir), reference
+  assert [r["epoch"] for r in rows["metrics.jsonl"]] == [1, 2, 3]
+  assert rows == want_rows
+  for a, b in zip(leaves, want_leaves):
+    np.testing.assert_array_equal(a, b)
+  # The lead reads first and may prepare the data; the other only reads what is prepared.
+  loads = [line.split() for line in open(str(workdir) + ".loads")]
+  lead_end = next(float(t) for p, what, download, t in loads if (p, what) == ("0", "end"))
+  other_start = next(float(t) for p, what, download, t in loads if (p, what) == ("1", "start"))
+  assert {(p, download) for p, _, download, _ in loads} == {("0", "True"), ("1", "False")}
+  assert lead_end <= other_start
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_ends_the_other_with_a_clear_message(tmp_path, cache):
+  (rc0, _, err0), (rc1, _, _) = run_two_processes(tmp_path / "run", cache,
+                                                  faults=(None, "KILL@2.2"))
+  assert rc1 == KILLED
+  assert rc0 == 1, err0[-3000:]
+  assert "error: process 0: another process of this run ended, so this one stops too" in err0
