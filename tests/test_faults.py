@@ -59,7 +59,10 @@ def assert_same(workdir, reference):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp("compilation_cache")
+  """Compiled programs shared by the subprocess runs of this test session."""
+  path = tmp_path_factory.getbasetemp() / "compilation_cache"
+  path.mkdir(exist_ok=True)
+  return path
 
 
 @pytest.fixture(scope="module")
