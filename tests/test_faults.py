@@ -44,7 +44,13 @@ def outputs(workdir):
           for name in ("metrics.jsonl", "layer_stats.jsonl")}
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
     assert manager.latest_step() == 3 * STEPS
-    state = manager.restore(3 * STEPS)
+  # Restored onto one device here, whatever devices and processes saved it.
+  path = os.path.join(workdir, "checkpoints", str(3 * STEPS), "default")
+  with ocp.StandardCheckpointer() as checkpointer:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    state = checkpointer.restore(path, target)
   return rows, jax.tree.leaves(state)
 
 
