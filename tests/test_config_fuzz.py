@@ -45,6 +45,8 @@ def phases_strategy():
       st.tuples(st.tuples(st.just(2), st.floats(-1, 0), st.just(0), st.just(1))),
       st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1), non_finite)),
       st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1))),  # three entries
+      st.tuples(st.tuples(st.just(2), st.just(0.1), st.sampled_from(["x", None, math.nan]),
+                          st.just(2))),                         # is_amp not 0/1/bool
       words)
   return phases(), bad
 
@@ -100,6 +102,7 @@ DOMAINS = {
                      st.one_of(finite.filter(lambda x: x < 0), non_finite, not_numbers)),
     "seed": int_field(0, 2**31 - 1),
     "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
+    "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
     "keep_checkpoints": int_field(1),
     "amplification.method": choice_field(
         ("none", "intelligent", "random", "matched_random", "all")),
@@ -207,7 +210,7 @@ def override_allowed(field, text, kind):
     return True
   if field == "image_folder":  # only None: other folders do not exist
     return text.strip() in ("", "None", "none")
-  if field in ("download", "half_precision"):
+  if field in ("download", "half_precision", "track_directionality"):
     return text.strip().lower() in ("true", "false", "1", "0", "yes", "no")
   if field == "amplification.case":
     return text.strip() in ("1", "2")
@@ -277,6 +280,7 @@ def test_valid_configs_build_and_run_a_step(config):
     ("--config.seed=-1", "config.seed: must be an integer in [0, 2147483647], got -1"),
     ("--config.seed=abc", "config.seed: must be an integer in [0, 2147483647], got 'abc'"),
     ("--config.phases=((2, 0.1, 0, 1), (1, 0.1, 1, 2))", "config.phases: phases[1]"),
+    ('--config.phases=((2, 0.1, "x", 1),)', "config.phases: phases[0]=(2, 0.1, 'x', 1): is_amp"),
     ("--config.amplification=3", "config.amplification: is a group of fields"),
 ])
 def test_command_line_explains_bad_input_in_one_line(tmp_path, override, message):
