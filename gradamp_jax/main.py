@@ -32,6 +32,7 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
 flags.mark_flags_as_required(["config", "workdir"])
+_OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -71,9 +72,6 @@ def _last_line(error: BaseException) -> str:
 def _usage_error(message: str):
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
-
-
-_OVERRIDES: list[str] = []
 
 
 def main(argv):

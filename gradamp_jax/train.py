@@ -397,7 +397,10 @@ def _train(config, workdir: str) -> dict:
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
-  state = jax.device_put(state, replicated)
+  # Every process built the same state; make_array_from_callback does not compare the
+  # processes' copies as device_put does (a NaN-filled accumulator would never compare equal).
+  state = jax.tree.map(lambda x: jax.make_array_from_callback(
+      np.shape(x), replicated, lambda index: np.asarray(x)[index]), state)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   # No buffer donation: orbax's asynchronous save may still be reading the previous state.
   train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
