@@ -55,14 +55,15 @@ def int_field(low, high=None):
   good = st.integers(low, high if high is not None else low + 10_000)
   bad = st.one_of(st.integers(max_value=low - 1),
                   st.integers(min_value=high + 1) if high is not None else st.nothing(),
-                  st.floats(allow_nan=True).filter(lambda x: not float(x).is_integer()),
+                  st.integers(-1000, 1000).map(lambda i: i + 0.5), non_finite,
                   words, st.booleans())
   return good, bad
 
 
 def number_field(low, high, high_open):
-  good = finite.filter(lambda x: low <= x and (x < high if high_open else x <= high))
-  bad = st.one_of(finite.filter(lambda x: x < low or x > high or (high_open and x == high)),
+  good = st.floats(low, high, exclude_max=high_open)
+  bad = st.one_of(st.floats(max_value=low, exclude_max=True, allow_infinity=False),
+                  st.floats(min_value=high, exclude_min=not high_open, allow_infinity=False),
                   non_finite, not_numbers)
   return good, bad
 
@@ -98,8 +99,9 @@ DOMAINS = {
     "eval_batch_size": even_batch(),
     "phases": phases_strategy(),
     "momentum": number_field(0, 1, high_open=True),
-    "weight_decay": (finite.filter(lambda x: x >= 0),
-                     st.one_of(finite.filter(lambda x: x < 0), non_finite, not_numbers)),
+    "weight_decay": (st.floats(min_value=0, allow_infinity=False),
+                     st.one_of(st.floats(max_value=0, exclude_max=True, allow_infinity=False),
+                               non_finite, not_numbers)),
     "seed": int_field(0, 2**31 - 1),
     "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
     "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
