@@ -3,14 +3,21 @@
 Config fields can be overridden with ``--config.field=value``; a config file that takes
 arguments is given as ``configs/<file>.py:arg``. Running the same command again on the
 same workdir resumes from the latest checkpoint.
+
+Exit statuses: 0 done; 1 the run failed (message on stderr); 2 bad command-line input
+(one line naming the flag or config field); 75 (``preemption.EXIT_PREEMPTED``) stopped by
+SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 after saving a checkpoint: run the same command again.
 """
 
+import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gradamp_jax import config_fields
+from gradamp_jax import preemption
 from gradamp_jax import train
 
 FLAGS = flags.FLAGS
@@ -18,25 +25,109 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuratio
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-host launches).")
+    "distributed", False, "Call jax.distributed.initialize() first (multi-process runs).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (clusters that "
+    "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
 flags.mark_flags_as_required(["config", "workdir"])
+_OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Separates ``--config.field=value`` (or ``--config.field value``) from other flags."""
+  rest, overrides = [], []
+  args = iter(argv)
+  for arg in args:
+    if arg.startswith("--config."):
+      overrides.append(arg if "=" in arg else f"{arg}={next(args, '')}")
+    else:
+      rest.append(arg)
+  return rest, overrides
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags, then the config overrides; a bad one is one line on stderr, exit 2."""
+  global _OVERRIDES
+  rest, _OVERRIDES = split_overrides(argv)
+  sys.argv[:] = rest  # ml_collections reads overrides from sys.argv itself
+  try:
+    argv = FLAGS(rest)
+    FLAGS.config.keys()  # a config file that failed to load raises here
+    return argv
+  except (flags.Error, ValueError, OSError, ImportError, SyntaxError, AttributeError,
+          KeyError, TypeError) as e:
+    _usage_error(_last_line(e))
+
+
+def _last_line(error: BaseException) -> str:
+  """One line for an error that ml_collections wrapped with a whole traceback."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if isinstance(error, OSError) and "Failed loading config file" in str(error):
+    return f"--config: cannot load {lines[-2]}: {lines[-1]}"
+  return lines[-1] if lines else type(error).__name__
+
+
+def _usage_error(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  try:
+    config_fields.apply_overrides(config, _OVERRIDES)
+    config_fields.check_fields(config)  # the rest needs the devices: train.validate_config
+  except ValueError as e:
+    _usage_error(str(e))
   if not FLAGS["verbosity"].present:  # keep library INFO chatter (orbax, XLA) out of the way
     logging.set_verbosity(logging.WARNING)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    start_distributed()
   print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, OSError, ImportError, train.NonFiniteError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except preemption.Preempted as e:
+    _exit(f"{e}", preemption.EXIT_PREEMPTED, prefix="")
+  except (ValueError, OSError, ImportError, train.NonFiniteError,
+          train.WorkdirBusyError) as e:
+    _exit(f"{e}", 1)
+  except Exception as e:  # with several processes, say which one and end it now
+    if jax.process_count() == 1:
+      raise
+    _exit(f"{type(e).__name__}: {e}", 1)
+  if jax.process_count() > 1:
+    _exit("", 0)
+
+
+def start_distributed():
+  """``jax.distributed.initialize`` with CPU collectives over gloo (for CPU-only runs)."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value,
+                             process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=30)
+
+
+def _exit(message: str, status: int, prefix: str = "error: "):
+  """Prints ``message`` once and exits; with several processes, at once: the others see
+  this process go and end too, instead of waiting at a collective or the shutdown barrier."""
+  if message:
+    if jax.process_count() > 1:
+      first = message.splitlines()[0]
+      if "Gloo" in message or "heartbeat" in message or "coordination" in message.lower():
+        message = ("another process of this run ended, so this one stops too "
+                   f"({first[:200]})")
+      prefix = f"{prefix}process {jax.process_index()}: "
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
+  if jax.process_count() > 1:
+    sys.stdout.flush()
+    os._exit(status)
+  sys.exit(status)
 
 
 if __name__ == "__main__":
   jax.config.config_with_absl()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -10,8 +10,8 @@ command again resumes from the latest checkpoint.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -27,14 +27,18 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import gradamp_jax as ga
+from gradamp_jax import checkpointing
+from gradamp_jax import config_fields
 from gradamp_jax import input_pipeline
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import models
+from gradamp_jax import preemption
 from gradamp_jax.directionality import finite_or_none
+from gradamp_jax.jsonl import JsonlWriter, read_jsonl
+from gradamp_jax.workdir_lock import WorkdirLock, WorkdirBusyError  # noqa: F401
 
-METHODS = ("none", "intelligent", "random", "matched_random", "all")
+METHODS, DATASETS = config_fields.METHODS, config_fields.DATASETS
 MEASURED_METHODS = ("intelligent", "matched_random")  # select by G or G′
-DATASETS = ("cifar10", "cifar100")
 
 
 class TrainState(NamedTuple):
@@ -57,46 +61,25 @@ class NonFiniteError(RuntimeError):
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the config before any data is read or anything is compiled.
 
+  Every field is checked against ``config_fields.RULES``; then what involves several
+  fields or this machine.
+
   Raises:
     ValueError: naming the bad field and what is allowed.
   """
-  def fail(field, message):
-    raise ValueError(f"config.{field}: {message}")
-
-  if config.model not in models.MODEL_NAMES:
-    fail("model", f"unknown model {config.model!r}; known: {', '.join(models.MODEL_NAMES)}")
-  if config.dataset not in DATASETS:
-    fail("dataset", f"unknown dataset {config.dataset!r}; allowed: {', '.join(DATASETS)}")
+  config_fields.check_fields(config)
   if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
-    fail("image_folder", f"folder {config.image_folder!r} does not exist; it must hold "
-         "train/<class>/* and test/<class>/* images")
-  try:
-    ga.parse_phases(config.phases)
-  except ValueError as e:
-    fail("phases", str(e))
+    raise ValueError(
+        f"config.image_folder: folder {config.image_folder!r} does not exist; it must hold "
+        "train/<class>/* and test/<class>/* images")
   for field in ("batch_size", "eval_batch_size"):
-    value = config[field]
-    if not isinstance(value, int) or value < 1 or value % jax.device_count():
-      fail(field, f"must be a positive multiple of the device count "
-           f"({jax.device_count()}), got {value!r}")
-  amp = config.amplification
-  if amp.method not in METHODS:
-    fail("amplification.method", f"unknown method {amp.method!r}; allowed: {', '.join(METHODS)}")
-  if not isinstance(amp.reselect_every, int) or amp.reselect_every < 0:
-    fail("amplification.reselect_every",
-         f"must be an integer >= 0 (0: once per phase), got {amp.reselect_every!r}")
-  if amp.eligible not in layers_lib.ELIGIBLE_CHOICES:
-    fail("amplification.eligible",
-         f"must be one of {layers_lib.ELIGIBLE_CHOICES}, got {amp.eligible!r}")
+    if config[field] % jax.device_count():
+      raise ValueError(f"config.{field}: must be a positive multiple of the device count "
+                       f"({jax.device_count()}), got {config[field]!r}")
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
-    fail("amplification", str(e))
-  if not isinstance(config.track_directionality, bool):
-    fail("track_directionality", f"must be True or False, got {config.track_directionality!r}")
-  for field in ("momentum", "weight_decay"):
-    if not isinstance(config[field], (int, float)) or not 0 <= config[field] < math.inf:
-      fail(field, f"must be a finite number >= 0, got {config[field]!r}")
+    raise ValueError(f"config.amplification: {e}") from None
 
 
 def check_workdir(workdir: str) -> None:
@@ -233,31 +216,6 @@ def create_train_state(config, num_classes: int, tx):
 # ----------------------------------------------------------------------------- outputs
 
 
-class JsonlWriter:
-  """Appends JSON rows to a file, flushed per row; on resume drops rows past the checkpoint."""
-
-  def __init__(self, path: str, keep=None):
-    self.path = path
-    if keep is not None and os.path.exists(path):
-      rows = [r for r in read_jsonl(path) if keep(r)]
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-      os.replace(tmp, path)
-    elif keep is None and os.path.exists(path):
-      os.remove(path)
-
-  def write(self, rows):
-    with open(self.path, "a") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def data_fingerprint(dataset) -> str:
   """A hash of every split's images and labels: what the run was trained on."""
   digest = hashlib.blake2b(digest_size=16)
@@ -355,20 +313,28 @@ def _progress(iterable, total, epoch):
   return iterable
 
 
-def train_epoch(train_step, state, batches: Iterator, steps: int, epoch: int, batch_size: int):
-  """Runs one epoch; returns the new state and the epoch's mean loss and accuracy."""
+def train_epoch(train_step, state, batches: Iterator, steps: int, epoch: int, batch_size: int,
+                *, start: int = 0, stop=None):
+  """Runs steps ``start, ..., steps - 1`` of an epoch (``batches`` starts at ``start``).
+
+  After each step but the epoch's last, ``stop()`` (if given) may end the epoch early.
+
+  Returns:
+    The new state and each step's metrics as numpy arrays, one entry per step run.
+  """
   collected = []
-  bar = _progress(batches, steps, epoch)
-  start = time.perf_counter()
+  bar = _progress(batches, steps - start, epoch)
+  begin = time.perf_counter()
   for i, batch in enumerate(bar):
     state, metrics = train_step(state, batch)
     collected.append(metrics)
-    if hasattr(bar, "set_postfix") and (i % 20 == 0 or i == steps - 1):
-      rate = (i + 1) * batch_size / (time.perf_counter() - start)
+    if hasattr(bar, "set_postfix") and (i % 20 == 0 or start + i == steps - 1):
+      rate = (i + 1) * batch_size / (time.perf_counter() - begin)
       bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
                       acc=f"{float(metrics['accuracy']):.3f}", img_s=f"{rate:.0f}")
-  stacked = jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *collected))
-  return state, {k: float(np.mean(v)) for k, v in stacked.items()}
+    if stop is not None and start + i + 1 < steps and stop():
+      break
+  return state, jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *collected))
 
 
 def evaluate(eval_step, state, batches) -> dict:
@@ -381,10 +347,27 @@ def evaluate(eval_step, state, batches) -> dict:
   return dict(loss=float(totals["loss"]) / count, accuracy=float(totals["correct"]) / count)
 
 
+def load_dataset(config) -> input_pipeline.Dataset:
+  """Reads the data; with several processes the lead first (it may download and prepare
+  it), then the others read what it prepared."""
+  def load(download):
+    return input_pipeline.load(
+        config.dataset, data_dir=config.data_dir, image_folder=config.image_folder,
+        train_split=config.train_split, validation_fraction=config.validation_fraction,
+        seed=config.seed, download=download)
+
+  if jax.process_count() == 1:
+    return load(config.download)
+  dataset = load(config.download) if jax.process_index() == 0 else None
+  checkpointing.sync("dataset prepared")
+  return dataset if dataset is not None else load(download=False)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``config.model`` on ``config.dataset`` with the configured amplification.
 
-  Resumes from the latest checkpoint in ``workdir``; a finished run is not re-run.
+  Resumes from the newest checkpoint in ``workdir`` that restores; a finished run is not
+  re-run. Holds ``workdir``'s lock (``workdir_lock``) while it runs.
 
   Args:
     config: see ``configs/default.py`` for the fields.
@@ -394,19 +377,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     The last epoch's metrics row.
 
   Raises:
-    ValueError: for a bad config (before anything is compiled).
+    ValueError: for a bad config (before anything is compiled), or a workdir holding
+      another run or results that no checkpoint restores.
+    WorkdirBusyError: another run holds ``workdir``.
     NonFiniteError: when the loss or gradients stop being finite; the last good
       checkpoint is kept.
+    Preempted: a signal asked the run to stop; a checkpoint at that step was saved.
   """
   validate_config(config)
-  check_workdir(workdir)
-  check_same_experiment(config, workdir)
-  is_lead = jax.process_index() == 0
+  lock = None
+  if jax.process_index() == 0:  # the lead writes every file but the checkpoints' shards
+    check_workdir(workdir)
+    lock = WorkdirLock(workdir).acquire()
+  try:
+    check_same_experiment(config, workdir)
+    return _train(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
 
-  dataset = input_pipeline.load(
-      config.dataset, data_dir=config.data_dir, image_folder=config.image_folder,
-      train_split=config.train_split, validation_fraction=config.validation_fraction,
-      seed=config.seed, download=config.download)
+
+def _train(config, workdir: str) -> dict:
+  is_lead = jax.process_index() == 0
+  dataset = load_dataset(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
   phases = ga.parse_phases(config.phases)
   num_epochs = phases[-1].end_epoch
@@ -418,7 +411,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
-  state = jax.device_put(state, replicated)
+  # Every process built the same state; make_array_from_callback does not compare the
+  # processes' copies as device_put does (a NaN-filled accumulator would never compare equal).
+  state = jax.tree.map(lambda x: jax.make_array_from_callback(
+      np.shape(x), replicated, lambda index: np.asarray(x)[index]), state)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   # No buffer donation: orbax's asynchronous save may still be reading the previous state.
   train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
@@ -426,99 +422,125 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding, None),
                       out_shardings=replicated)
 
+  # Checkpoints are indexed by update count: epoch ends, and a step where a signal stopped.
+  checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   checkpoints = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      checkpoint_dir,
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
-  start_epoch = checkpoints.latest_step() or 0
-  if start_epoch:
-    state = checkpoints.restore(start_epoch, args=ocp.args.StandardRestore(state))
-    print(f"Resumed from the checkpoint of epoch {start_epoch} in {workdir}", flush=True)
-  if start_epoch >= num_epochs:
+  partial = checkpointing.PartialEpoch(workdir, steps_per_epoch)
+  start_step, state = checkpointing.restore_newest(checkpoints, state, workdir,
+                                                   check=partial.check)
+  if start_step:
+    print(f"Resumed from the checkpoint at update {start_step} (epoch "
+          f"{start_step / steps_per_epoch:.4g}) in {workdir}", flush=True)
+  if start_step >= num_epochs * steps_per_epoch:
     print(f"Run in {workdir} already finished ({num_epochs} epochs); nothing to do.",
           flush=True)
     checkpoints.close()
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
 
-  resumed = start_epoch > 0
+  resumed = start_step > 0
   depth = network_depth(graphdef, state, dataset.train.images.shape[1:])
   info = run_info(config, dataset, steps_per_epoch, state.params, depth)
   if resumed:
     check_same_data(workdir, info)
+  metrics_log = stats_log = directionality_log = summary = None
   if is_lead:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
     with open(os.path.join(workdir, "run.json"), "w") as f:
       json.dump(info, f, indent=2)
-  done_steps = start_epoch * steps_per_epoch
-  metrics_log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"),
-                            keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
-  stats_log = JsonlWriter(os.path.join(workdir, "layer_stats.jsonl"),
-                          keep=(lambda r: r["step"] < done_steps) if resumed else None)
-  directionality_log = JsonlWriter(
-      os.path.join(workdir, "directionality.jsonl"),
-      keep=(lambda r: r["epoch"] <= start_epoch) if resumed else None)
+    epochs_done = start_step // steps_per_epoch
+    metrics_log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"),
+                              keep=(lambda r: r["epoch"] <= epochs_done) if resumed else None)
+    stats_log = JsonlWriter(os.path.join(workdir, "layer_stats.jsonl"),
+                            keep=(lambda r: r["step"] < start_step) if resumed else None)
+    directionality_log = JsonlWriter(
+        os.path.join(workdir, "directionality.jsonl"),
+        keep=(lambda r: r["epoch"] <= epochs_done) if resumed else None)
+    from tensorboardX import SummaryWriter
+    summary = SummaryWriter(os.path.join(workdir, "tensorboard"))
   eligible = {layer["layer"]: layer["eligible"] for layer in info["layers"]}
-  from tensorboardX import SummaryWriter
-  summary = SummaryWriter(os.path.join(workdir, "tensorboard")) if is_lead else None
   amplified = config.amplification.method != "none"
   logged_selections = int(ga.find_state(state.opt_state).num_selections) if amplified else 0
 
+  def log_new_selections():
+    nonlocal logged_selections
+    if amplified and int(ga.find_state(state.opt_state).num_selections) > logged_selections:
+      logged_selections = int(ga.find_state(state.opt_state).num_selections)
+      if is_lead:
+        stats_log.write(in_network_order(
+            layer_stat_rows(config, state.opt_state, state.params), depth))
+
+  def check_finite(epoch):
+    bad_step = int(state.bad_step)
+    if bad_step >= 0:
+      kept = (f"the last good checkpoint is kept in {checkpoint_dir}" if checkpoints.all_steps()
+              else "no checkpoint yet")
+      raise NonFiniteError(f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
+                           f"(0-based update count); {kept}")
+
   row = None
+  carried = partial.metrics if start_step % steps_per_epoch else None
   try:
-    for epoch in range(start_epoch + 1, num_epochs + 1):
-      started = time.perf_counter()
-      batches = input_pipeline.train_batches(
-          dataset.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-          mean=dataset.mean, std=dataset.std, sharding=data_sharding)
-      state, train = train_epoch(train_step, state, batches, steps_per_epoch, epoch,
-                                 config.batch_size)
-      bad_step = int(state.bad_step)
-      if bad_step >= 0:
-        kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept in "
-                f"{os.path.join(workdir, 'checkpoints')}" if epoch > 1 else "no checkpoint yet")
-        raise NonFiniteError(f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
-                             f"(0-based update count); {kept}")
-      train_seconds = time.perf_counter() - started
-      row = dict(epoch=epoch, step=epoch * steps_per_epoch,
-                 lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
-                 train_loss=train["loss"], train_accuracy=train["accuracy"],
-                 grad_norm=train["grad_norm"])
-      for name, split in (("test", dataset.test), ("val", dataset.validation)):
-        if split is not None:
-          result = evaluate(eval_step, state, input_pipeline.eval_batches(
-              split, batch_size=config.eval_batch_size, mean=dataset.mean, std=dataset.std,
-              sharding=data_sharding))
-          row[f"{name}_loss"], row[f"{name}_accuracy"] = result["loss"], result["accuracy"]
-      new_stats = []
-      if amplified:
-        amp_state = jax.device_get(ga.find_state(state.opt_state))
-        row["amplified_layers"] = int(np.sum(amp_state.mask)) if amp_state.active else 0
-        if int(amp_state.num_selections) > logged_selections:
-          logged_selections = int(amp_state.num_selections)
-          new_stats = in_network_order(
-              layer_stat_rows(config, state.opt_state, state.params), depth)
-      else:
-        row["amplified_layers"] = 0
-      directions = (in_network_order(
-          directionality_rows(state.opt_state, state.params, eligible), depth)
-                    if config.track_directionality else [])
-      row["epoch_seconds"] = time.perf_counter() - started
-      row["images_per_second"] = steps_per_epoch * config.batch_size / train_seconds
-      if is_lead:
-        metrics_log.write([row])
-        stats_log.write(new_stats)
-        directionality_log.write(directions)
-        for key, value in row.items():
-          if key not in ("epoch", "step"):
-            summary.add_scalar(key, value, epoch)
-        summary.flush()
-      checkpoints.save(epoch, args=ocp.args.StandardSave(state))
-      if is_lead:
-        print(f"epoch {epoch}/{num_epochs}  lr {row['lr']:.4g}  train loss "
-              f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
-              f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
-              f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
-              f"({row['images_per_second']:.0f} img/s)", flush=True)
+    with preemption.StopRequest() as stop:
+      for epoch in range(start_step // steps_per_epoch + 1, num_epochs + 1):
+        started = time.perf_counter()
+        offset = max(start_step - (epoch - 1) * steps_per_epoch, 0)
+        batches = itertools.islice(input_pipeline.train_batches(
+            dataset.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
+            mean=dataset.mean, std=dataset.std, sharding=data_sharding), offset, None)
+        state, steps = train_epoch(train_step, state, batches, steps_per_epoch, epoch,
+                                   config.batch_size, start=offset, stop=stop.requested)
+        if carried is not None:  # the steps run before the interruption
+          steps = {k: np.concatenate([carried[k], v]) for k, v in steps.items()}
+          carried = None
+        check_finite(epoch)
+        done = (epoch - 1) * steps_per_epoch + len(steps["loss"])
+        if done < epoch * steps_per_epoch:  # a signal: checkpoint here and stop
+          log_new_selections()
+          partial.save(done, steps)
+          checkpoints.save(done, args=ocp.args.StandardSave(state))
+          checkpoints.wait_until_finished()
+          raise preemption.Preempted(stop.signame, done, checkpoint_dir)
+        train_seconds = time.perf_counter() - started
+        mean = {k: float(np.mean(v)) for k, v in steps.items()}
+        row = dict(epoch=epoch, step=epoch * steps_per_epoch,
+                   lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
+                   train_loss=mean["loss"], train_accuracy=mean["accuracy"],
+                   grad_norm=mean["grad_norm"])
+        for name, split in (("test", dataset.test), ("val", dataset.validation)):
+          if split is not None:
+            result = evaluate(eval_step, state, input_pipeline.eval_batches(
+                split, batch_size=config.eval_batch_size, mean=dataset.mean,
+                std=dataset.std, sharding=data_sharding))
+            row[f"{name}_loss"], row[f"{name}_accuracy"] = result["loss"], result["accuracy"]
+        amp_state = jax.device_get(ga.find_state(state.opt_state)) if amplified else None
+        row["amplified_layers"] = (int(np.sum(amp_state.mask)) if amplified and amp_state.active
+                                   else 0)
+        log_new_selections()
+        directions = (in_network_order(
+            directionality_rows(state.opt_state, state.params, eligible), depth)
+                      if config.track_directionality else [])
+        row["epoch_seconds"] = time.perf_counter() - started
+        row["images_per_second"] = len(steps["loss"]) * config.batch_size / train_seconds
+        if is_lead:
+          metrics_log.write([row])
+          directionality_log.write(directions)
+          for key, value in row.items():
+            if key not in ("epoch", "step"):
+              summary.add_scalar(key, value, epoch)
+          summary.flush()
+        checkpoints.save(epoch * steps_per_epoch, args=ocp.args.StandardSave(state))
+        if is_lead:
+          print(f"epoch {epoch}/{num_epochs}  lr {row['lr']:.4g}  train loss "
+                f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
+                f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
+                f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
+                f"({row['images_per_second']:.0f} img/s)", flush=True)
+        if epoch < num_epochs and stop.requested():  # a signal during the epoch's last step
+          checkpoints.wait_until_finished()
+          raise preemption.Preempted(stop.signame, epoch * steps_per_epoch, checkpoint_dir)
   finally:
     checkpoints.wait_until_finished()
     checkpoints.close()

@@ -5,11 +5,13 @@
         --root runs/r18-c10 --mode print
     # run them one after another here (finished runs are skipped, interrupted ones resume)
     python launch/sweep.py ... --mode local
-    # write a SLURM job array (one GPU per run) and print the sbatch command
-    python launch/sweep.py ... --mode slurm --slurm_args="--partition=gpu --time=12:00:00"
+    # submit to SLURM with submitit: one job per run (a job array), requeued on preemption
+    python launch/sweep.py ... --mode slurm --partition=gpu --time_min=720 --gpus=1
 
-``ROOT/sweep.json`` records every run's name, arguments and workdir; the analysis helpers
-(``gradamp_jax.analysis.load_sweep``) read it.
+``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
+the analysis helpers (``gradamp_jax.analysis.load_sweep``) read it. SLURM jobs' logs are
+in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
+requeued; the requeued job resumes (``gradamp_jax.cluster``).
 """
 
 import argparse
@@ -48,26 +50,19 @@ def expand(config_path: str, sweep_arg: str, root: str) -> list[dict]:
   return out
 
 
-def write_slurm(runs, root, slurm_args):
-  commands = os.path.join(root, "commands.txt")
-  with open(commands, "w") as f:
-    f.writelines(r["command"] + "\n" for r in runs)
-  script = os.path.join(root, "sweep.sbatch")
-  with open(script, "w") as f:
-    f.write("#!/bin/bash\n#SBATCH --gpus=1\n"
-            f"#SBATCH --array=1-{len(runs)}\n#SBATCH --output={root}/slurm-%A_%a.out\n"
-            f"cd {shlex.quote(os.getcwd())}\n"
-            f'eval "$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(commands)})"\n')
-  return f"sbatch {slurm_args} {script}".replace("  ", " ")
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
   parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
   parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
   parser.add_argument("--mode", choices=("print", "local", "slurm"), default="print")
-  parser.add_argument("--slurm_args", default="", help="extra sbatch arguments")
+  parser.add_argument("--partition", default=None, help="slurm: partition")
+  parser.add_argument("--time_min", type=int, default=24 * 60, help="slurm: minutes per job")
+  parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
+  parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
+  parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
+  parser.add_argument("--cluster", default="slurm", choices=("slurm", "local"),
+                      help="slurm: submitit's executor (local: run the jobs on this machine)")
   args = parser.parse_args(argv)
 
   runs = expand(args.config, args.sweep, args.root)
@@ -77,7 +72,18 @@ def main(argv=None):
   if args.mode == "print":
     print("\n".join(r["command"] for r in runs))
   elif args.mode == "slurm":
-    print(write_slurm(runs, args.root, args.slurm_args))
+    from gradamp_jax import cluster
+    jobs = cluster.submit([r["command"] for r in runs], os.path.join(args.root, "slurm", "%j"),
+                          cluster=args.cluster, partition=args.partition,
+                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
+                          mem_gb=args.mem_gb)
+    for run, job in zip(runs, jobs):
+      run["job_id"] = job.job_id
+    with open(os.path.join(args.root, "sweep.json"), "w") as f:
+      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
+          f"{os.path.join(args.root, 'slurm')}")
+    return jobs
   else:
     failed = []
     for i, run in enumerate(runs, 1):

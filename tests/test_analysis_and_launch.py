@@ -56,15 +56,14 @@ def test_paper_sweep_has_the_controls_on_paired_seeds():
   assert paper.get_config("").validation_fraction == 0.0  # the paper's protocol by default
 
 
-def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch):
+def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(ROOT)
   sweep.main(["--config", "configs/paper.py", "--sweep", "model=vgg19,dataset=cifar100,seeds=1,controls=false",
-              "--root", str(tmp_path), "--mode", "slurm"])
+              "--root", str(tmp_path), "--mode", "print"])
   recorded = json.load(open(tmp_path / "sweep.json"))["runs"]
   assert len(recorded) == 78
-  commands = (tmp_path / "commands.txt").read_text().splitlines()
+  commands = capsys.readouterr().out.splitlines()
   assert len(commands) == 78 and "--config configs/paper.py:model=vgg19" in commands[0]
-  assert "#SBATCH --array=1-78" in (tmp_path / "sweep.sbatch").read_text()
   # Every run's argument string builds a config.
   for run in recorded[:5]:
     arg = ",".join(f"{k}={v}" for k, v in run["args"].items())

@@ -1,0 +1,147 @@
+"""Restoring the newest checkpoint that restores, and never starting over on results.
+
+A checkpoint can be unreadable: a truncated array file, missing metadata, a checkpoint
+written by another model or config. :func:`restore_newest` names each one that fails, moves
+it out of the way (to ``WORKDIR/bad_checkpoints/``, kept for inspection) and tries the next
+older one. When none restores but the workdir holds results, it refuses to start over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from gradamp_jax.jsonl import read_jsonl
+
+BAD_DIR = "bad_checkpoints"
+
+
+class NoRestorableCheckpointError(ValueError):
+  """Checkpoints exist, or results do, but no checkpoint restores."""
+
+
+def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
+                   step_of=lambda state: int(state.step), check=None) -> tuple[int, Any]:
+  """Restores the newest checkpoint of ``manager`` that matches ``target``.
+
+  Args:
+    manager: the run's checkpoint manager, indexed by update count.
+    target: a state of the run's structure, shapes and dtypes (with its shardings).
+    workdir: the run's workdir; unrestorable checkpoints go to ``workdir/bad_checkpoints``.
+    step_of: the update count recorded in a restored state; it must equal the index.
+    check: optional ``check(step, state)`` raising ValueError for a checkpoint that
+      cannot be used (e.g. a mid-epoch one without its :class:`PartialEpoch` record).
+
+  Returns:
+    ``(step, state)``, or ``(0, target)`` when there is nothing to resume.
+
+  Raises:
+    NoRestorableCheckpointError: no checkpoint restores, yet the workdir holds
+      checkpoints or metrics past the first epoch.
+  """
+  failures = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state = manager.restore(step, args=ocp.args.StandardRestore(target))
+      _check_matches(state, target)
+      if step_of(state) != step:
+        raise ValueError(f"it holds update {step_of(state)}")
+      if check is not None:
+        check(step, state)
+      return step, state
+    except Exception as e:  # orbax and tensorstore raise many types for unreadable files
+      reason = " ".join(f"{type(e).__name__}: {e}".split()).split(" See full TensorStore")[0]
+      where = _set_aside(manager, step, workdir)
+      print(f"warning: checkpoint {step} cannot be restored ({reason}); moved to {where}, "
+            "trying an older one", file=sys.stderr, flush=True)
+      failures.append(f"{step} ({reason})")
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  epochs = [r.get("epoch", 0) for r in read_jsonl(metrics)] if os.path.exists(metrics) else []
+  if failures or max(epochs, default=0) > 1:
+    what = (f"no checkpoint restores (tried {', '.join(failures)})" if failures
+            else f"it holds metrics of {max(epochs)} epochs and no checkpoint")
+    raise NoRestorableCheckpointError(
+        f"workdir: {workdir!r}: {what}; refusing to start over on its results: move them "
+        "away or use a new workdir")
+  return 0, target
+
+
+def _check_matches(state, target) -> None:
+  """A checkpoint of another model or config differs in structure, shape or dtype."""
+  if jax.tree.structure(state) != jax.tree.structure(target):
+    raise ValueError("its tree structure differs from this run's state")
+  for path, a, b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
+                        jax.tree.leaves(state), jax.tree.leaves(target)):
+    if np.shape(a) != np.shape(b) or np.result_type(a) != np.result_type(b):
+      raise ValueError(f"{jax.tree_util.keystr(path[0])} is {np.result_type(a)}"
+                       f"{list(np.shape(a))}, this run's is {np.result_type(b)}"
+                       f"{list(np.shape(b))}")
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> str:
+  """Moves checkpoint ``step`` to ``workdir/bad_checkpoints/STEP-TIME`` (lead only)."""
+  where = os.path.join(workdir, BAD_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(where), exist_ok=True)
+    shutil.move(os.path.join(str(manager.directory), str(step)), where)
+  sync(f"set aside checkpoint {step}")
+  manager.reload()
+  return where
+
+
+class PartialEpoch:
+  """The per-step metrics of an epoch that a signal interrupted, kept beside its checkpoint.
+
+  An epoch's metrics row averages every step of the epoch; a run resumed mid-epoch reads
+  the steps run before the interruption from ``WORKDIR/partial_epoch.json`` (float32
+  values, exact in JSON), so its row equals an uninterrupted run's.
+  """
+
+  def __init__(self, workdir: str, steps_per_epoch: int):
+    self.path = os.path.join(workdir, "partial_epoch.json")
+    self.steps_per_epoch = steps_per_epoch
+    self.metrics: dict[str, np.ndarray] | None = None
+
+  def save(self, step: int, metrics: dict) -> None:
+    """Records ``metrics`` (arrays over the epoch's steps so far) for checkpoint ``step``."""
+    if jax.process_index() == 0:
+      record = dict(step=step, metrics={k: [float(x) for x in np.asarray(v)]
+                                        for k, v in metrics.items()})
+      tmp = f"{self.path}.tmp"
+      with open(tmp, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, self.path)
+    sync("partial epoch saved")
+
+  def check(self, step: int, state) -> None:
+    """For a mid-epoch ``step``: loads its record, or raises ValueError if there is none."""
+    del state
+    if step % self.steps_per_epoch == 0:
+      return
+    try:
+      with open(self.path) as f:
+        record = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"its epoch's earlier steps are not recorded ({e})") from None
+    if record.get("step") != step:
+      raise ValueError(f"{self.path} belongs to update {record.get('step')}")
+    self.metrics = {k: np.asarray(v, np.float32) for k, v in record["metrics"].items()}
+    if any(len(v) != step % self.steps_per_epoch for v in self.metrics.values()):
+      raise ValueError(f"{self.path} does not hold {step % self.steps_per_epoch} steps")
+
+
+def sync(name: str) -> None:
+  """Waits for every process (a no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

@@ -1,0 +1,97 @@
+"""SLURM jobs through submitit: one job per run, requeued when preempted or timed out.
+
+:class:`TrainingJob` runs a training command in a child process. When SLURM preempts the
+job or its time limit nears, the child stops at a step boundary after saving a checkpoint
+(``gradamp_jax.preemption``) and the job is requeued; the requeued job runs the same
+command, which resumes. ``launch/sweep.py --mode slurm`` submits a sweep this way.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import submitit
+
+from gradamp_jax.preemption import EXIT_PREEMPTED
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+  """A submitit job running ``command`` (a shell-quoted string); requeued on preemption.
+
+  submitit calls :meth:`checkpoint` on its preemption / pre-timeout signal (USR2): the
+  child is told to stop (SIGTERM; it may have had the cluster's signal already), and the
+  job is requeued once the child has saved its checkpoint. A child that stopped by itself
+  on a signal (exit status ``EXIT_PREEMPTED``) has the job requeued the same way.
+  """
+
+  def __init__(self, command: str, poll_s: float = 0.5):
+    self.command = command
+    self.poll_s = poll_s
+    self._child: subprocess.Popen | None = None
+
+  def __call__(self) -> int:
+    print(f"running: {self.command}", flush=True)
+    self._child = subprocess.Popen(shlex.split(self.command))
+    while (status := self._child.poll()) is None:  # poll, not wait: see checkpoint()
+      time.sleep(self.poll_s)
+    if status == EXIT_PREEMPTED:  # the cluster's signal reached the child first
+      os.kill(os.getpid(), submitit.JobEnvironment._usr_sig())  # submitit requeues
+      time.sleep(60)  # the requeue exits this process
+    if status != 0:
+      raise RuntimeError(f"the training command exited with status {status}: {self.command}")
+    return status
+
+  def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+    """Called by submitit in its signal handler: stop the child, then requeue."""
+    child = self._child
+    if child is not None and child.returncode is None:
+      try:
+        child.send_signal(signal.SIGTERM)
+        os.waitpid(child.pid, 0)  # Popen.wait could deadlock on the lock poll() holds
+      except (ProcessLookupError, ChildProcessError):
+        pass
+    print("requeueing: the next job resumes from the checkpoint", file=sys.stderr,
+          flush=True)
+    return submitit.helpers.DelayedSubmission(TrainingJob(self.command, self.poll_s))
+
+  def __getstate__(self):
+    return dict(command=self.command, poll_s=self.poll_s, _child=None)
+
+
+def submit(commands: list[str], folder: str, *, cluster: str | None = None,
+           partition: str | None = None, time_min: int = 24 * 60, gpus: int = 1,
+           cpus: int | None = None, mem_gb: float | None = None, name: str = "gradamp",
+           signal_delay_s: int = 120) -> list:
+  """Submits one job per command (a job array on SLURM); returns the submitit jobs.
+
+  Args:
+    commands: training commands, one per run.
+    folder: where submitit keeps its job scripts and logs (``%j`` is the job id).
+    cluster: ``None`` picks SLURM when available, ``"local"`` runs here (for tests),
+      ``"slurm"`` insists on SLURM.
+    partition, time_min, gpus, cpus, mem_gb: per job: SLURM partition, time limit in
+      minutes, GPUs, CPUs and memory.
+    name: the job name.
+    signal_delay_s: the pre-timeout signal comes this many seconds before the limit.
+  """
+  executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+  params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=1,
+                name=name)
+  if cpus:
+    params["cpus_per_task"] = cpus
+  if mem_gb:
+    params["mem_gb"] = mem_gb
+  if executor.cluster == "slurm":
+    params.update(slurm_signal_delay_s=signal_delay_s,
+                  slurm_additional_parameters={"requeue": True})
+    if partition:
+      params["slurm_partition"] = partition
+  executor.update_parameters(**params)
+  with executor.batch():
+    jobs = [executor.submit(TrainingJob(command)) for command in commands]
+  return jobs

@@ -1,0 +1,191 @@
+"""What each config field allows, and ``--config.field=value`` overrides checked against it.
+
+Every field of ``configs/default.py`` has a rule here. :func:`check_fields` checks a whole
+config (unknown and missing fields included) and :func:`apply_overrides` applies command-line
+overrides; both raise ``ValueError("config.<field>: <what is allowed>, got <value>")`` and
+nothing else, before any data is read or anything is compiled. Checks that involve several
+fields or the machine (device count, the amplification transforms) are in
+``train.validate_config``, which calls :func:`check_fields` first.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from typing import Any, Callable
+
+import ml_collections
+
+from gradamp_jax import layers as layers_lib
+from gradamp_jax import models
+from gradamp_jax.phases import parse_phases
+
+METHODS = ("none", "intelligent", "random", "matched_random", "all")
+DATASETS = ("cifar10", "cifar100")
+MEASURES = ("G", "G_prime")
+MAX_SEED = 2**31 - 1
+# A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
+_PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
+_SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _choice(options) -> tuple[Callable[[Any], bool], str]:
+  return (lambda x: isinstance(x, str) and x in options), f"one of {', '.join(options)}"
+
+
+def _int_range(low, high=None) -> tuple[Callable[[Any], bool], str]:
+  allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+  return (lambda x: _is_int(x) and x >= low and (high is None or x <= high)), allowed
+
+
+def _optional_text(x) -> bool:
+  return x is None or (isinstance(x, str) and x.strip() != "")
+
+
+def _phases_ok(x) -> bool:
+  parse_phases(x)  # raises ValueError naming the phase and its field
+  return True
+
+
+_BOOL = (lambda x: isinstance(x, bool)), "true or false"
+
+# field: (predicate, what is allowed). Predicates return False or raise ValueError.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": _choice(models.MODEL_NAMES),
+    "dataset": _choice(DATASETS),
+    "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
+    "download": _BOOL,
+    "image_folder": (_optional_text, "a folder path or None (use TFDS)"),
+    "train_split": (lambda x: isinstance(x, str) and bool(_SPLIT.match(x.replace(" ", ""))),
+                    "train or test, optionally sliced: train, train[:20%], train[1000:5000]"),
+    "validation_fraction": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+    "batch_size": _int_range(1),
+    "eval_batch_size": _int_range(1),
+    "phases": (_phases_ok, "a non-empty tuple of (end_epoch, learning_rate, is_amp, "
+               "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))"),
+    "momentum": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+    "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
+    "seed": _int_range(0, MAX_SEED),
+    "half_precision": _BOOL,
+    "keep_checkpoints": _int_range(1),
+    "track_directionality": _BOOL,
+    "amplification.method": _choice(METHODS),
+    "amplification.measure": _choice(MEASURES),
+    "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
+    "amplification.threshold": (_is_number, "a finite number"),
+    "amplification.reselect_every": _int_range(0),
+    "amplification.ratio": ((lambda x: _is_number(x) and 0 <= x <= 1), "a number in [0, 1]"),
+    "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
+}
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """``{"a.b": value}`` for every leaf field of ``config``."""
+  out = {}
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _fail(field: str, allowed: str, value: Any):
+  raise ValueError(f"config.{field}: must be {allowed}, got {value!r}")
+
+
+def check_field(field: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed for it."""
+  if field not in RULES:
+    raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(RULES)}")
+  ok, allowed = RULES[field]
+  try:
+    good = ok(value)
+  except (ValueError, TypeError, ArithmeticError) as e:
+    raise ValueError(f"config.{field}: {e}") from None
+  if not good:
+    _fail(field, allowed, value)
+
+
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Checks every field of ``config`` against :data:`RULES`; unknown or missing ones fail."""
+  values = flatten(config)
+  for field, value in values.items():
+    check_field(field, value)
+  missing = [f for f in RULES if f not in values]
+  if missing:
+    raise ValueError(f"config.{missing[0]}: missing; start from configs/default.py, which "
+                     "sets every field")
+
+
+def parse_value(field: str, text: str, current: Any) -> Any:
+  """Converts override ``text`` to the type of the field's ``current`` value."""
+  rule = RULES.get(field)
+  if rule is None:
+    raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(RULES)}")
+  allowed = rule[1]
+  stripped = text.strip()
+  if isinstance(current, bool) or rule is _BOOL:
+    lowered = stripped.lower()
+    if lowered in ("true", "1", "yes"):
+      return True
+    if lowered in ("false", "0", "no"):
+      return False
+    _fail(field, allowed, text)
+  if isinstance(current, (tuple, list)):
+    try:
+      value = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+      _fail(field, allowed, text)
+    return tuple(value) if isinstance(value, list) else value
+  if isinstance(current, int):
+    try:
+      return int(stripped)
+    except ValueError:
+      _fail(field, allowed, text)
+  if isinstance(current, float):
+    try:
+      return float(stripped)
+    except ValueError:
+      _fail(field, allowed, text)
+  if current is None and stripped in ("None", "none", ""):
+    return None
+  return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
+  """Applies ``field=value`` overrides (``--config.`` prefix optional) to ``config``.
+
+  Raises:
+    ValueError: naming the field, for an unknown field, a group given a value, or a
+      value that cannot be converted to the field's type. Values are converted only;
+      :func:`check_fields` checks them.
+  """
+  known = flatten(config)
+  for item in overrides:
+    body = item[len("--config."):] if item.startswith("--config.") else item
+    field, sep, text = body.partition("=")
+    if not sep:
+      raise ValueError(f"config override {item!r}: expected --config.field=value")
+    if field not in known:
+      groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
+      if field in groups:
+        raise ValueError(f"config.{field}: is a group of fields; set one of them, e.g. "
+                         f"--config.{next(f for f in known if f.startswith(field + '.'))}=...")
+      raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(known)}")
+    value = parse_value(field, text, known[field])
+    node, _, leaf = field.rpartition(".")
+    target = config[node] if node else config
+    with target.ignore_type():
+      target[leaf] = value
+    known[field] = value

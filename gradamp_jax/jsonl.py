@@ -1,0 +1,67 @@
+"""JSON-lines outputs that a crash never leaves half-written.
+
+Each :meth:`JsonlWriter.write` appends its rows with one ``write`` system call on a file
+opened for appending, then ``fsync``: a killed process leaves either all of those rows or
+none. Should a write still end short (a full disk, a power cut), opening the file again
+drops the unterminated tail, and :func:`read_jsonl` ignores it, so readers never see a
+broken line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Iterable
+
+
+class JsonlWriter:
+  """Appends JSON rows to ``path``.
+
+  Args:
+    path: the file.
+    keep: ``None`` starts the file afresh; otherwise a predicate on rows: the rows already
+      in the file for which it is false (those past a resumed checkpoint) are dropped.
+  """
+
+  def __init__(self, path: str, keep: Callable[[dict], bool] | None = None):
+    self.path = path
+    if keep is not None and os.path.exists(path):
+      rows = [r for r in read_jsonl(path) if keep(r)]
+      _replace(path, "".join(json.dumps(r) + "\n" for r in rows))
+    elif keep is None and os.path.exists(path):
+      os.remove(path)
+
+  def write(self, rows: Iterable[dict]) -> None:
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    if not data:
+      return
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      size = os.fstat(fd).st_size
+      try:
+        written = os.write(fd, data)
+        if written != len(data):
+          raise OSError(f"{self.path}: wrote {written} of {len(data)} bytes")
+        os.fsync(fd)
+      except OSError:
+        os.ftruncate(fd, size)  # take back a partial write
+        raise
+    finally:
+      os.close(fd)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The complete rows of a JSON-lines file; an unterminated last line is ignored."""
+  with open(path, "rb") as f:
+    data = f.read()
+  complete = data[:data.rfind(b"\n") + 1]
+  return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+
+
+def _replace(path: str, text: str) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)

@@ -1,0 +1,104 @@
+"""Runs the training program on mock CIFAR with a fault injected at a chosen point.
+
+    python tests/fault_run.py WORKDIR [FAULT] [--config.field=value ...]
+
+FAULT is ``SIGNAL@E.K`` — the process sends itself SIGNAL (KILL, TERM, INT, USR1, USR2) when
+step K (0-based) of epoch E is about to run — or ``KILL@save=N``, SIGKILL right after the
+asynchronous save of checkpoint N has started. With ``$FAULT_ONCE`` set to a path, the fault
+fires only if that file does not exist yet (and creates it). Everything else is the real command line
+(``gradamp_jax.main``), so exit statuses are the program's own. Compilations are cached in
+``$FAULT_RUN_CACHE`` so that repeated runs start quickly.
+"""
+
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+
+if os.environ.get("FAULT_RUN_CACHE"):
+  jax.config.update("jax_compilation_cache_dir", os.environ["FAULT_RUN_CACHE"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import orbax.checkpoint as ocp  # noqa: E402
+from absl import app  # noqa: E402
+
+from gradamp_jax import input_pipeline, main  # noqa: E402
+from tests.test_train import mock_cifar  # noqa: E402
+
+# The configuration of tests/test_train.py's tiny_config, as overrides.
+TINY = ["--config.model=resnet8", "--config.train_split=train", "--config.batch_size=8",
+        "--config.eval_batch_size=16", "--config.phases=((1, 0.05, 0, 1), (3, 0.05, 1, 2))",
+        "--config.amplification.measure=G", "--config.amplification.case=2",
+        "--config.amplification.threshold=0.5"]
+
+
+def fire(signum):
+  """Sends ``signum`` to this process; with $FAULT_ONCE (a path), only the first time."""
+  once = os.environ.get("FAULT_ONCE")
+  if once:
+    if os.path.exists(once):
+      return
+    open(once, "w").close()
+  os.kill(os.getpid(), signum)
+
+
+def inject(fault: str) -> None:
+  name, _, where = fault.partition("@")
+  signum = getattr(signal, f"SIG{name}")
+  if where.startswith("save="):
+    step = int(where[len("save="):])
+    save = ocp.CheckpointManager.save
+
+    def save_then_die(self, index, *args, **kwargs):
+      result = save(self, index, *args, **kwargs)
+      if index == step:
+        fire(signum)
+      return result
+
+    ocp.CheckpointManager.save = save_then_die
+    return
+  epoch, step = (int(x) for x in where.split("."))
+  batches = input_pipeline.train_batches
+
+  def batches_then_signal(*args, **kwargs):
+    for i, batch in enumerate(batches(*args, **kwargs)):
+      if kwargs["epoch"] == epoch and i == step:
+        fire(signum)
+      yield batch
+
+  input_pipeline.train_batches = batches_then_signal
+
+
+def log_loads(path: str) -> None:
+  """Appends "PROCESS start|end DOWNLOAD TIME" to ``path`` around each data load."""
+  load = input_pipeline.load
+
+  def logged_load(*args, **kwargs):
+    def log(what):
+      with open(path, "a") as f:
+        f.write(f"{jax.process_index()} {what} {kwargs.get('download')} {time.time()}\n")
+
+    log("start")
+    result = load(*args, **kwargs)
+    log("end")
+    return result
+
+  input_pipeline.load = logged_load
+
+
+if __name__ == "__main__":
+  workdir, rest = sys.argv[1], sys.argv[2:]
+  if os.environ.get("FAULT_LOAD_LOG"):
+    log_loads(os.environ["FAULT_LOAD_LOG"])
+  if rest and not rest[0].startswith("--"):
+    inject(rest.pop(0))
+  sys.argv = [sys.argv[0], "--config", os.path.join(ROOT, "configs/quickstart.py"),
+              "--workdir", workdir, *TINY, *rest]
+  with mock_cifar():
+    app.run(main.main, flags_parser=main.parse_flags)

@@ -1,0 +1,369 @@
+"""Runs that are killed, preempted or find damaged checkpoints end as if nothing happened.
+
+Each run is the real command line in a subprocess (``tests/fault_run.py``: mock CIFAR, 6 steps
+per epoch, 3 epochs: epoch 1 plain, 2 analysed, 3 amplified). A chain of runs on one workdir,
+each stopped at another point, must end bitwise identical to one uninterrupted run.
+"""
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from gradamp_jax import checkpointing, jsonl, preemption
+from gradamp_jax.workdir_lock import WorkdirBusyError, WorkdirLock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6  # per epoch: 48 mock examples, batch 8
+KILLED = -9
+
+
+def run(workdir, fault=None, *overrides, cache):
+  command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
+  command += ([fault] if fault else []) + list(overrides)
+  result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=dict(os.environ, FAULT_RUN_CACHE=str(cache)))
+  return result
+
+
+def outputs(workdir):
+  """Metrics and layer statistics without timings, and the final state's leaves."""
+  timing = ("epoch_seconds", "images_per_second")
+  rows = {name: [{k: v for k, v in r.items() if k not in timing}
+                 for r in jsonl.read_jsonl(os.path.join(workdir, name))]
+          for name in ("metrics.jsonl", "layer_stats.jsonl")}
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    assert manager.latest_step() == 3 * STEPS
+  # Restored onto one device here, whatever devices and processes saved it.
+  path = os.path.join(workdir, "checkpoints", str(3 * STEPS), "default")
+  with ocp.StandardCheckpointer() as checkpointer:
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    state = checkpointer.restore(path, target)
+  return rows, jax.tree.leaves(state)
+
+
+def assert_same(workdir, reference):
+  rows, leaves = outputs(workdir)
+  want_rows, want_leaves = reference
+  assert rows == want_rows
+  assert len(leaves) == len(want_leaves)
+  for a, b in zip(leaves, want_leaves):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """Compiled programs shared by the subprocess runs of this test session."""
+  path = tmp_path_factory.getbasetemp() / "compilation_cache"
+  path.mkdir(exist_ok=True)
+  return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  result = run(workdir, cache=cache)
+  assert result.returncode == 0, result.stderr
+  return outputs(workdir)
+
+
+# Kill points of the chain, each run resuming where the previous one was killed.
+KILL_POINTS = [
+    "KILL@1.3",      # first epoch, before any checkpoint
+    "KILL@2.2",      # during the analysis epoch
+    "KILL@save=12",  # while the checkpoint after the analysis epoch is being written
+    "KILL@3.0",      # after the analysis epoch, before the first amplified step
+    "KILL@3.4",      # during the amplified epoch, after the selection
+]
+
+
+@pytest.mark.slow
+def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, reference):
+  workdir = tmp_path / "run"
+  for fault in KILL_POINTS:
+    result = run(workdir, fault, cache=cache)
+    assert result.returncode == KILLED, (fault, result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    for name in ("metrics.jsonl", "layer_stats.jsonl"):  # every line still parses
+      if os.path.exists(workdir / name):
+        jsonl.read_jsonl(workdir / name)
+  result = run(workdir, cache=cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert_same(workdir, reference)
+  # Damage the final checkpoint: the run names it, falls back to the one before and redoes
+  # the last epoch, ending the same.
+  array = max(glob.glob(str(workdir / "checkpoints" / str(3 * STEPS) / "default" /
+                            "ocdbt.process_0" / "d" / "*")), key=os.path.getsize)
+  os.truncate(array, os.path.getsize(array) // 2)
+  result = run(workdir, cache=cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"warning: checkpoint {3 * STEPS} cannot be restored" in result.stderr
+  assert f"Resumed from the checkpoint at update {2 * STEPS}" in result.stdout
+  assert os.listdir(workdir / checkpointing.BAD_DIR)[0].startswith(f"{3 * STEPS}-")
+  assert_same(workdir, reference)
+
+
+# Signals of the chain: each stops the run at the next step boundary, mid-epoch.
+SIGNAL_POINTS = [("TERM@1.2", 3), ("INT@2.4", STEPS + 5), ("USR1@3.1", 2 * STEPS + 2)]
+
+
+@pytest.mark.slow
+def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, cache,
+                                                                    reference):
+  workdir = tmp_path / "run"
+  for fault, step in SIGNAL_POINTS:
+    result = run(workdir, fault, cache=cache)
+    assert result.returncode == preemption.EXIT_PREEMPTED, (fault, result.stderr[-2000:])
+    assert f"received SIG{fault.split('@')[0]}" in result.stderr
+    assert f"saving a checkpoint at update {step}" in result.stderr or \
+        f"checkpoint at update {step} in" in result.stderr, result.stderr[-2000:]
+    assert str(step) in os.listdir(workdir / "checkpoints")
+    assert json.load(open(workdir / "partial_epoch.json"))["step"] == step
+  result = run(workdir, cache=cache)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resumed from the checkpoint at update {SIGNAL_POINTS[-1][1]}" in result.stdout
+  assert_same(workdir, reference)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _manager_with_two(tmp_path, n=1000):
+  directory = tmp_path / "checkpoints"
+  manager = ocp.CheckpointManager(str(directory),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  for step in (6, 12):
+    manager.save(step, args=ocp.args.StandardSave(_state(step, n)))
+  manager.wait_until_finished()
+  return manager, directory
+
+
+class State(NamedTuple):  # shaped like train.TrainState: a NamedTuple with a step
+  step: np.ndarray
+  w: np.ndarray
+
+
+def _state(step, n=1000):
+  return State(np.array(step, np.int32), np.arange(n, dtype=np.float32) * step)
+
+
+def _truncate(directory):
+  array = max(glob.glob(str(directory / "12" / "default" / "ocdbt.process_0" / "d" / "*")),
+              key=os.path.getsize)
+  os.truncate(array, os.path.getsize(array) // 2)
+
+
+def _remove_metadata(directory):
+  os.remove(directory / "12" / "default" / "_METADATA")
+
+
+def _other_model(directory):
+  shutil.rmtree(directory / "12")
+  other = directory.parent / "other"
+  with ocp.CheckpointManager(str(other)) as manager:
+    manager.save(12, args=ocp.args.StandardSave(_state(12, n=77)))
+  shutil.copytree(other / "12", directory / "12")
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_truncate, "Error reading \"w/0\""),
+    (_remove_metadata, "pytree structure"),
+    (_other_model, ".w is float32[77], this run's is float32[1000]"),
+])
+def test_damaged_newest_checkpoint_is_named_and_the_older_one_restores(
+    tmp_path, capsys, damage, reason):
+  manager, directory = _manager_with_two(tmp_path)
+  damage(directory)
+  manager.reload()
+  step, state = checkpointing.restore_newest(manager, _state(0), str(tmp_path),
+                                             step_of=lambda s: int(s.step))
+  assert step == 6
+  np.testing.assert_array_equal(state.w, _state(6).w)
+  message = capsys.readouterr().err
+  assert "warning: checkpoint 12 cannot be restored" in message and reason in message
+  assert os.listdir(directory) == ["6"]  # the bad one was moved out of the way
+  assert os.listdir(tmp_path / checkpointing.BAD_DIR)[0].startswith("12-")
+
+
+def test_no_restorable_checkpoint_over_results_is_refused(tmp_path):
+  manager, directory = _manager_with_two(tmp_path)
+  for step in ("6", "12"):
+    os.remove(directory / step / "default" / "_METADATA")
+  manager.reload()
+  with pytest.raises(checkpointing.NoRestorableCheckpointError,
+                     match=r"no checkpoint restores \(tried 12 .*6 .*refusing to start over"):
+    checkpointing.restore_newest(manager, _state(0), str(tmp_path),
+                                 step_of=lambda s: int(s.step))
+  # Results without any checkpoint are refused too; one epoch's row is not worth keeping.
+  shutil.rmtree(tmp_path / checkpointing.BAD_DIR)
+  jsonl.JsonlWriter(str(tmp_path / "metrics.jsonl")).write([dict(epoch=1), dict(epoch=2)])
+  manager.reload()
+  with pytest.raises(checkpointing.NoRestorableCheckpointError, match="holds metrics of 2 epochs and no checkpoint"):
+    checkpointing.restore_newest(manager, _state(0), str(tmp_path))
+  jsonl.JsonlWriter(str(tmp_path / "metrics.jsonl")).write([dict(epoch=1)])
+  assert checkpointing.restore_newest(manager, "fresh", str(tmp_path)) == (0, "fresh")
+
+
+# ----------------------------------------------------------------------------- workdir lock
+
+
+HOLD = """
+import sys, time
+from gradamp_jax.workdir_lock import WorkdirLock
+WorkdirLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_second_run_on_a_busy_workdir_exits_naming_the_holder(tmp_path, capsys):
+  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(WorkdirBusyError, match=rf"in use by pid {holder.pid} on host "
+                       rf"{os.uname().nodename} since"):
+      WorkdirLock(str(tmp_path)).acquire()
+    # The command line: exit status 1 and the holder named, before any data is read
+    # (data_dir is empty and download is off: reading would fail with another message).
+    result = subprocess.run(
+        [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
+         "--workdir", str(tmp_path), "--config.download=false",
+         f"--config.data_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 1
+    assert f"is in use by pid {holder.pid} on host" in result.stderr, result.stderr
+  finally:
+    holder.kill()
+    holder.wait()
+  # Its holder was killed: the lock is stale and taken over with a warning.
+  capsys.readouterr()
+  lock = WorkdirLock(str(tmp_path)).acquire()
+  err = capsys.readouterr().err
+  assert f"taking over the lock of pid {holder.pid}" in err and "no longer running" in err
+  lock.release()
+  WorkdirLock(str(tmp_path)).acquire().release()  # a released lock is not stale: no warning
+  assert capsys.readouterr().err == ""
+
+
+# ----------------------------------------------------------------------------- JSON lines
+
+
+def test_jsonl_never_shows_a_broken_line(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  writer = jsonl.JsonlWriter(path)
+  writer.write([dict(epoch=1, loss=0.5), dict(epoch=2, loss=0.25)])
+  with open(path, "a") as f:
+    f.write('{"epoch": 3, "lo')  # what a cut-off write would leave
+  assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2]
+  from gradamp_jax import analysis
+  assert list(analysis.read_frame(path)["epoch"]) == [1, 2]
+  jsonl.JsonlWriter(path, keep=lambda r: True).write([dict(epoch=3, loss=0.125)])
+  assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2, 3]
+  assert open(path).read().endswith('"loss": 0.125}\n')
+
+
+def test_jsonl_takes_back_a_short_write(tmp_path, monkeypatch):
+  path = str(tmp_path / "x.jsonl")
+  writer = jsonl.JsonlWriter(path)
+  writer.write([dict(a=1)])
+  real_write = os.write
+  monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:5]))  # disk full
+  with pytest.raises(OSError, match="wrote 5 of"):
+    writer.write([dict(a=2), dict(a=3)])
+  monkeypatch.undo()
+  assert open(path).read() == '{"a": 1}\n'
+
+
+WRITER = """
+import sys
+from gradamp_jax.jsonl import JsonlWriter
+w = JsonlWriter(sys.argv[1])
+print("go", flush=True)
+i = 0
+while True:
+  w.write([dict(epoch=i, values=list(range(i % 50)))] * 3)
+  i += 1
+"""
+
+
+def test_jsonl_killed_writer_leaves_whole_rows(tmp_path):
+  path = str(tmp_path / "rows.jsonl")
+  for delay in (0.05, 0.2, 0.4):
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "go\n"
+    time.sleep(delay)
+    writer.kill()
+    writer.wait()
+    rows = jsonl.read_jsonl(path)
+    assert rows and len(rows) % 3 == 0  # one write() per call: all three rows or none
+    assert open(path, "rb").read().endswith(b"\n")
+
+
+# ----------------------------------------------------------------------------- two processes
+
+
+def run_two_processes(workdir, cache, faults=(None, None)):
+  """Both processes of a run on this machine, one CPU device each, over gloo."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, FAULT_RUN_CACHE=str(cache), FAULT_LOAD_LOG=str(workdir) + ".loads",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  processes = []
+  for i, fault in enumerate(faults):
+    command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
+    command += ([fault] if fault else []) + [
+        "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+        f"--process_id={i}"]
+    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  results = []
+  for p in processes:
+    out, err = p.communicate(timeout=600)
+    results.append((p.returncode, out, err))
+  return results
+
+
+@pytest.mark.slow
+def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, cache,
+                                                                        reference):
+  workdir = tmp_path / "run"
+  (rc0, out0, err0), (rc1, out1, err1) = run_two_processes(workdir, cache)
+  assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
+  assert "devices: [CpuDevice(id=0), CpuDevice(id=2048)]" in out0  # one per process
+  # Only the lead reports and writes: one row per epoch, no duplicates.
+  assert out0.count("epoch 3/3") == 1 and "epoch 1/3" not in out1
+  (rows, leaves), (want_rows, want_leaves) = outputs(workdir), reference
+  assert [r["epoch"] for r in rows["metrics.jsonl"]] == [1, 2, 3]
+  assert rows == want_rows
+  for a, b in zip(leaves, want_leaves):
+    np.testing.assert_array_equal(a, b)
+  # The lead reads first and may prepare the data; the other only reads what is prepared.
+  loads = [line.split() for line in open(str(workdir) + ".loads")]
+  lead_end = next(float(t) for p, what, download, t in loads if (p, what) == ("0", "end"))
+  other_start = next(float(t) for p, what, download, t in loads if (p, what) == ("1", "start"))
+  assert {(p, download) for p, _, download, _ in loads} == {("0", "True"), ("1", "False")}
+  assert lead_end <= other_start
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_ends_the_other_with_a_clear_message(tmp_path, cache):
+  (rc0, _, err0), (rc1, _, _) = run_two_processes(tmp_path / "run", cache,
+                                                  faults=(None, "KILL@2.2"))
+  assert rc1 == KILLED
+  assert rc0 == 1, err0[-3000:]
+  assert "error: process 0: another process of this run ended, so this one stops too" in err0
