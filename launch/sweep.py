@@ -9,7 +9,7 @@
     python launch/sweep.py ... --mode slurm --partition=gpu --time_min=720 --gpus=1
 
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
-the analysis helpers (``gradamp_jax.analysis.load_sweep``) read it. SLURM jobs' logs are
+``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
 in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
 requeued; the requeued job resumes (``gradamp_jax.cluster``).
 """
