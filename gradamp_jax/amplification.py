@@ -109,8 +109,7 @@ def _schedule_tables(phases, reselect_every: Optional[int],
 def _check_reselect_every(reselect_every) -> Optional[int]:
   if reselect_every is None:
     return None
-  if not phases_lib.is_real(reselect_every) or not math.isfinite(reselect_every) \
-      or not float(reselect_every).is_integer() or reselect_every < 1:
+  if not phases_lib.is_positive_integer(reselect_every):
     raise ValueError(
         f"reselect_every must be None (once per amplified phase) or a positive number "
         f"of epochs, got {reselect_every!r}")

@@ -70,7 +70,7 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
       raise ValueError(
           f"{where}: each phase must be (end_epoch, learning_rate, is_amp, amp_factor)")
     end, lr, is_amp, factor = entry
-    if not is_real(end) or not math.isfinite(end) or not float(end).is_integer() or end < 1:
+    if not is_positive_integer(end):
       raise ValueError(f"{where}: end_epoch must be a positive integer, got {end!r}")
     end = int(end)
     if parsed and end <= parsed[-1].end_epoch:
@@ -96,8 +96,7 @@ def num_epochs(phases: Iterable[PhaseLike]) -> int:
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> int:
-  if isinstance(steps_per_epoch, bool) or int(steps_per_epoch) != steps_per_epoch \
-      or steps_per_epoch < 1:
+  if not is_positive_integer(steps_per_epoch):
     raise ValueError(
         f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
   return int(steps_per_epoch)
@@ -142,6 +141,11 @@ def _is_seq(x) -> bool:
 def is_real(x) -> bool:
   """A number (not a bool, not a string)."""
   return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def is_positive_integer(x) -> bool:
+  """A number with an integer value >= 1 (``3`` or ``3.0``; not ``True``, ``"3"``, ``inf``)."""
+  return is_real(x) and math.isfinite(x) and float(x).is_integer() and x >= 1
 
 
 def _positive_finite(x) -> bool:

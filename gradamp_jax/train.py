@@ -466,8 +466,9 @@ def _train(config, workdir: str) -> dict:
 
   def log_new_selections():
     nonlocal logged_selections
-    if amplified and int(ga.find_state(state.opt_state).num_selections) > logged_selections:
-      logged_selections = int(ga.find_state(state.opt_state).num_selections)
+    selections = int(ga.find_state(state.opt_state).num_selections) if amplified else 0
+    if selections > logged_selections:
+      logged_selections = selections
       if is_lead:
         stats_log.write(in_network_order(
             layer_stat_rows(config, state.opt_state, state.params), depth))

@@ -44,6 +44,20 @@ def run(tx, params, grads, jit=True):
   return outs, state
 
 
+def traced_step(tx):
+  """A jitted ``(params, opt_state, grads) -> (params, opt_state)`` step of ``tx`` and the
+  list that gets one entry per trace (compilation)."""
+  traces = []
+
+  @jax.jit
+  def step(params, state, g):
+    traces.append(None)
+    updates, state = tx.update(g, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step, traces
+
+
 def observed_scales(grads, outs, num_layers):
   """Factor applied per layer, read off output/input of the first leaf of each layer."""
   scales = []
@@ -358,14 +372,7 @@ def test_no_recompilation_across_phases_and_reselections():
       ga.intelligent_amplification(phases, 2, measure="G", case=2, threshold=0.5,
                                    reselect_every=1),
       optax.sgd(ga.learning_rate_schedule(phases, 2), momentum=0.9))
-  traces = []
-
-  @jax.jit
-  def step(params, state, g):
-    traces.append(None)
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
-
+  step, traces = traced_step(tx)
   state = tx.init(params)
   for g in grads:
     params, state = step(params, state, g)

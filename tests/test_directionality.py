@@ -8,7 +8,7 @@ import pytest
 
 import gradamp_jax as ga
 import reference
-from test_amplification import make_params, observed_scales, random_grads, run
+from test_amplification import make_params, observed_scales, random_grads, run, traced_step
 
 
 def leaves_of(grads):
@@ -120,14 +120,7 @@ def test_monitor_in_a_chain_traces_once_and_restores_mid_epoch(tmp_path):
   params = make_params([[(3, 2)], [(4,)], [(2,)]])
   grads = random_grads(params, np.random.default_rng(4), 9, bias=[1.0, 0.0, -1.0])
   tx = optax.chain(ga.directionality_monitor(2), optax.sgd(0.1, momentum=0.9))
-  traces = []
-
-  @jax.jit
-  def step(params, state, g):
-    traces.append(None)
-    updates, state = tx.update(g, state, params)
-    return optax.apply_updates(params, updates), state
-
+  step, traces = traced_step(tx)
   p, state = params, tx.init(params)
   for g in grads[:5]:
     p, state = step(p, state, g)
