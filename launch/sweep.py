@@ -7,6 +7,8 @@
     python launch/sweep.py ... --mode local
     # submit to SLURM with submitit: one job per run (a job array), requeued on preemption
     python launch/sweep.py ... --mode slurm --partition=gpu --time_min=720 --gpus=1
+    # any --config.FIELD=VALUE is applied to every run (e.g. where the data lives)
+    python launch/sweep.py ... --config.image_folder=~/data/cifar10-jpg
 
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
@@ -37,14 +39,18 @@ def run_name(args: dict) -> str:
   return "-".join(f"{k}={v}" for k, v in args.items())
 
 
-def expand(config_path: str, sweep_arg: str, root: str) -> list[dict]:
+def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[dict]:
+  """The sweep's runs: name, args, workdir and the command that runs each alone.
+
+  ``overrides`` (``--config.FIELD=VALUE`` strings) are appended to every command.
+  """
   runs = load_config_module(config_path).get_sweep(sweep_arg)
   out = []
   for args in runs:
     arg = ",".join(f"{k}={v}" for k, v in args.items())
     workdir = os.path.join(root, run_name(args))
     command = [sys.executable, "-m", "gradamp_jax.main", "--config", f"{config_path}:{arg}",
-               "--workdir", workdir]
+               "--workdir", workdir, *overrides]
     out.append(dict(name=run_name(args), args=args, workdir=workdir,
                     command=shlex.join(command)))
   return out
@@ -63,9 +69,13 @@ def main(argv=None):
   parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
   parser.add_argument("--cluster", default="slurm", choices=("slurm", "local"),
                       help="slurm: submitit's executor (local: run the jobs on this machine)")
-  args = parser.parse_args(argv)
+  args, overrides = parser.parse_known_args(argv)
+  bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
+  if bad:
+    parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
+                 "are written --config.FIELD=VALUE)")
 
-  runs = expand(args.config, args.sweep, args.root)
+  runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
   with open(os.path.join(args.root, "sweep.json"), "w") as f:
     json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
