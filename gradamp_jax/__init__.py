@@ -9,6 +9,7 @@ from gradamp_jax.amplification import AmplificationState
 from gradamp_jax.amplification import find_state
 from gradamp_jax.amplification import intelligent_amplification
 from gradamp_jax.amplification import random_amplification
+from gradamp_jax.amplification import selection_epochs
 from gradamp_jax.amplification import selection_report
 from gradamp_jax.directionality import DirectionalityState
 from gradamp_jax.directionality import directionality_monitor
@@ -31,5 +32,5 @@ __all__ = [
     "directionality_g_prime", "directionality_monitor", "directionality_report",
     "find_state", "intelligent_amplification", "layer_index", "layer_names",
     "learning_rate_schedule", "normalize", "num_epochs", "parse_phases",
-    "random_amplification", "select_layers", "selection_report",
+    "random_amplification", "select_layers", "selection_epochs", "selection_report",
 ]

@@ -116,6 +116,23 @@ def _check_reselect_every(reselect_every) -> Optional[int]:
   return int(reselect_every)
 
 
+def selection_epochs(phases: Sequence[phases_lib.PhaseLike],
+                     reselect_every: Optional[int] = None) -> list[int]:
+  """The 1-based epochs whose statistics a selection analyses, in order.
+
+  A selection analysing epoch ``e`` takes effect at the first step of epoch ``e + 1``;
+  runs that differ only in their selection rule are the same computation up to the end of
+  the first such epoch (SPEC §5; the timing of random selection is the same).
+
+  Example:
+    >>> selection_epochs([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)])
+    [51, 101]
+  """
+  tables = _schedule_tables(phases_lib.parse_phases(phases),
+                            _check_reselect_every(reselect_every), wait_first_epoch=True)
+  return [int(e) for e in np.flatnonzero(tables.select_at_start)]
+
+
 # A chooser maps (state whose directionality holds the analysed epoch, key) to
 # (mask, measure's own mask, measure values, normalized values).
 Chooser = Callable[[AmplificationState, jax.Array], tuple]
@@ -133,7 +150,7 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
     index = layers_lib.layer_index(params)
     elig = layers_lib.eligible_mask(index, eligible)
     zeros = lambda: jnp.zeros((index.num_layers,), jnp.float32)  # distinct buffers: donatable
-    if statistic is None:
+    if statistic is None and not track_directionality:
       stats = ()
     else:
       per_weight = statistic == "G_prime" or track_directionality
@@ -186,7 +203,7 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
-    if statistic is not None:
+    if statistic is not None or track_directionality:
       gate = True if track_directionality else jnp.asarray(tables.window)[epoch]
       stats = directionality_lib.update_state(stats, leaves, index,
                                               steps_per_epoch=steps_per_epoch, gate=gate)
@@ -294,6 +311,7 @@ def random_amplification(
     reselect_every: Optional[int] = None,
     eligible: layers_lib.Eligible = None,
     wait_first_epoch: bool = True,
+    track_directionality: bool = False,
 ) -> optax.GradientTransformation:
   """Random layer amplification (Basodi et al. 2020 [16]; SPEC §6).
 
@@ -313,6 +331,11 @@ def random_amplification(
     wait_first_epoch: keep the phase's first epoch un-amplified, the timing of the
       intelligent selector (the default, for a fair comparison); ``False`` draws at the
       phase's first step.
+    track_directionality: measure G and G′ of every layer over every epoch (read with
+      :func:`~gradamp_jax.directionality_report`). The state then has the layout of
+      :func:`intelligent_amplification`'s with tracking, whatever the ratio, so runs that
+      differ only in their selection rule can start from one another's checkpoints
+      (:mod:`gradamp_jax.fork`); ``ratio=0.0`` amplifies nothing: a tracked, un-amplified run.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -334,7 +357,8 @@ def random_amplification(
     return chosen, zeros, zeros, zeros
 
   return _amplification(
-      phases, steps_per_epoch, chooser=chooser, statistic=None, track_directionality=False,
+      phases, steps_per_epoch, chooser=chooser, statistic=None,
+      track_directionality=bool(track_directionality),
       reselect_every=reselect_every, wait_first_epoch=wait_first_epoch, seed=seed,
       eligible=eligible)
 

@@ -31,6 +31,12 @@ _COORDINATOR = flags.DEFINE_string(
     "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
+_FORK_FROM = flags.DEFINE_string(
+    "fork_from", None, "Start from this run's checkpoint at the end of --fork_epoch "
+    "(gradamp_jax.fork): the runs may differ only in their selection rule.")
+_FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
+_UNTIL_EPOCH = flags.DEFINE_integer(
+    "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on).")
 flags.mark_flags_as_required(["config", "workdir"])
 _OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
 
@@ -85,11 +91,22 @@ def main(argv):
     _usage_error(str(e))
   if not FLAGS["verbosity"].present:  # keep library INFO chatter (orbax, XLA) out of the way
     logging.set_verbosity(logging.WARNING)
+  if (_FORK_FROM.value is None) != (_FORK_EPOCH.value is None):
+    _usage_error("--fork_from and --fork_epoch go together")
+  if _FORK_FROM.value is not None and _DISTRIBUTED.value:
+    _usage_error("--fork_from: fork in one process (without --distributed), then run on")
+  for flag in (_FORK_EPOCH, _UNTIL_EPOCH):
+    if flag.value is not None and flag.value < 1:
+      _usage_error(f"--{flag.name}: must be a positive epoch, got {flag.value}")
   if _DISTRIBUTED.value:
     start_distributed()
   print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    if _FORK_FROM.value is not None:
+      from gradamp_jax import fork
+      if fork.fork(config, _WORKDIR.value, _FORK_FROM.value, _FORK_EPOCH.value):
+        print(f"Forked from {_FORK_FROM.value} at epoch {_FORK_EPOCH.value}", flush=True)
+    train.train_and_evaluate(config, _WORKDIR.value, until_epoch=_UNTIL_EPOCH.value)
   except preemption.Preempted as e:
     _exit(f"{e}", preemption.EXIT_PREEMPTED, prefix="")
   except (ValueError, OSError, ImportError, train.NonFiniteError,

@@ -118,34 +118,40 @@ def check_same_experiment(config, workdir: str) -> None:
 
 
 def create_amplification(config, steps_per_epoch: int):
-  """The amplification transform the config asks for, or None for ``method="none"``."""
+  """The amplification transform the config asks for.
+
+  With ``track_directionality`` every method, ``none`` included (a random selection of
+  no layer), gets a transform with one state layout that measures G and G′ every epoch:
+  runs that differ only in their selection rule are then the same computation until
+  their selections differ, and one can start from another's checkpoint
+  (:mod:`gradamp_jax.fork`). Without it, ``none`` gets no transform (None).
+  """
   amp = config.amplification
+  track = bool(config.track_directionality)
   common = dict(reselect_every=amp.reselect_every or None, seed=config.seed,
                 eligible=amp.eligible)
-  if amp.method == "none":
+  if amp.method == "none" and not track:
     return None
   if amp.method in MEASURED_METHODS:  # tracking shares the selection's accumulators
     return ga.intelligent_amplification(
         config.phases, steps_per_epoch, measure=amp.measure, case=amp.case,
-        threshold=amp.threshold, track_directionality=config.track_directionality,
+        threshold=amp.threshold, track_directionality=track,
         control="matched_random" if amp.method == "matched_random" else None, **common)
-  ratio = 1.0 if amp.method == "all" else amp.ratio
-  return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio, **common)
+  ratio = {"none": 0.0, "all": 1.0}.get(amp.method, amp.ratio)
+  return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio,
+                                 track_directionality=track, **common)
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """[Directionality monitor →] amplification → weight decay → SGD with momentum.
+  """Amplification → weight decay → SGD with momentum.
 
   Weight decay is added after amplification, as PyTorch's ``SGD(weight_decay=...)`` adds
   it inside the optimizer step: only the loss gradient is amplified. With
-  ``track_directionality`` the raw gradients' G and G′ are measured every epoch: by the
-  amplification transform itself for the measured methods (one set of accumulators), by
-  a :func:`~gradamp_jax.directionality_monitor` in front of the chain otherwise.
+  ``track_directionality`` the amplification transform measures the raw gradients' G and
+  G′ every epoch, with the accumulators its selections use.
   """
   amplification = create_amplification(config, steps_per_epoch)
   parts = []
-  if config.track_directionality and config.amplification.method not in MEASURED_METHODS:
-    parts.append(ga.directionality_monitor(steps_per_epoch))
   if amplification is not None:
     parts.append(amplification)
   if config.weight_decay:
@@ -363,15 +369,19 @@ def load_dataset(config) -> input_pipeline.Dataset:
   return dataset if dataset is not None else load(download=False)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       until_epoch: int | None = None) -> dict:
   """Trains ``config.model`` on ``config.dataset`` with the configured amplification.
 
-  Resumes from the newest checkpoint in ``workdir`` that restores; a finished run is not
-  re-run. Holds ``workdir``'s lock (``workdir_lock``) while it runs.
+  Resumes from the newest checkpoint in ``workdir`` that restores (one a fork wrote,
+  :mod:`gradamp_jax.fork`, included); a finished run is not re-run. Holds ``workdir``'s
+  lock (``workdir_lock``) while it runs.
 
   Args:
     config: see ``configs/default.py`` for the fields.
     workdir: output directory.
+    until_epoch: stop after this epoch's checkpoint (a segment of the run; running
+      again without it continues); None trains to the end of the schedule.
 
   Returns:
     The last epoch's metrics row.
@@ -391,18 +401,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     lock = WorkdirLock(workdir).acquire()
   try:
     check_same_experiment(config, workdir)
-    return _train(config, workdir)
+    return _train(config, workdir, until_epoch)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _train(config, workdir: str) -> dict:
+def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
   is_lead = jax.process_index() == 0
   dataset = load_dataset(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
   phases = ga.parse_phases(config.phases)
   num_epochs = phases[-1].end_epoch
+  last_epoch = num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
   lr_schedule = ga.learning_rate_schedule(phases, steps_per_epoch)
 
   tx = create_optimizer(config, steps_per_epoch)
@@ -433,9 +444,9 @@ def _train(config, workdir: str) -> dict:
   if start_step:
     print(f"Resumed from the checkpoint at update {start_step} (epoch "
           f"{start_step / steps_per_epoch:.4g}) in {workdir}", flush=True)
-  if start_step >= num_epochs * steps_per_epoch:
-    print(f"Run in {workdir} already finished ({num_epochs} epochs); nothing to do.",
-          flush=True)
+  if start_step >= last_epoch * steps_per_epoch:
+    print(f"Run in {workdir} already trained {start_step // steps_per_epoch} of "
+          f"{num_epochs} epochs (asked for {last_epoch}); nothing to do.", flush=True)
     checkpoints.close()
     return read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]
 
@@ -485,7 +496,7 @@ def _train(config, workdir: str) -> dict:
   carried = partial.metrics if start_step % steps_per_epoch else None
   try:
     with preemption.StopRequest() as stop:
-      for epoch in range(start_step // steps_per_epoch + 1, num_epochs + 1):
+      for epoch in range(start_step // steps_per_epoch + 1, last_epoch + 1):
         started = time.perf_counter()
         offset = max(start_step - (epoch - 1) * steps_per_epoch, 0)
         batches = itertools.islice(input_pipeline.train_batches(
@@ -539,7 +550,7 @@ def _train(config, workdir: str) -> dict:
                 f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
                 f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
                 f"({row['images_per_second']:.0f} img/s)", flush=True)
-        if epoch < num_epochs and stop.requested():  # a signal during the epoch's last step
+        if epoch < last_epoch and stop.requested():  # a signal during the epoch's last step
           checkpoints.wait_until_finished()
           raise preemption.Preempted(stop.signame, epoch * steps_per_epoch, checkpoint_dir)
   finally:

@@ -10,6 +10,9 @@
     # any --config.FIELD=VALUE is applied to every run (e.g. where the data lives)
     python launch/sweep.py ... --config.image_folder=~/data/cifar10-jpg
 
+    # branched: train what the runs share once, fork where their selections differ
+    python launch/sweep.py ... --mode local --branch
+
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
 in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
@@ -23,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 
 def load_config_module(path):
@@ -69,6 +73,12 @@ def main(argv=None):
   parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
   parser.add_argument("--cluster", default="slurm", choices=("slurm", "local"),
                       help="slurm: submitit's executor (local: run the jobs on this machine)")
+  parser.add_argument("--branch", action="store_true",
+                      help="train runs that are the same computation once and fork them where "
+                           "their selections differ (gradamp_jax.branching); with slurm, "
+                           "one job per tree")
+  parser.add_argument("--tree", type=int, default=None,
+                      help="with --branch: run only this tree (0-based; what a slurm job runs)")
   args, overrides = parser.parse_known_args(argv)
   bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
   if bad:
@@ -77,8 +87,11 @@ def main(argv=None):
 
   runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
-  with open(os.path.join(args.root, "sweep.json"), "w") as f:
-    json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+  if args.tree is None:
+    with open(os.path.join(args.root, "sweep.json"), "w") as f:
+      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+  if args.branch and args.mode != "print":
+    return run_branched(args, runs, overrides, argv)
   if args.mode == "print":
     print("\n".join(r["command"] for r in runs))
   elif args.mode == "slurm":
@@ -102,6 +115,56 @@ def main(argv=None):
         failed.append(run["name"])
     if failed:
       raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def run_branched(args, runs, overrides, argv):
+  """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
+  submits one job per tree, each running this command with ``--mode local --tree K``."""
+  import jax
+  jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
+  from gradamp_jax import branching, config_fields
+
+  module = load_config_module(args.config)
+  members = []
+  for run in runs:
+    config = module.get_config(",".join(f"{k}={v}" for k, v in run["args"].items()))
+    config_fields.apply_overrides(config, overrides)
+    members.append(branching.Member(run["name"], config, run["workdir"]))
+  trees = branching.roots(members)
+  if args.mode == "slurm":
+    from gradamp_jax import cluster
+    base = [sys.executable, os.path.abspath(__file__), *[a for a in (argv or sys.argv[1:])
+                                                         if not a.startswith("--mode")]]
+    commands = [shlex.join([*base, "--mode", "local", "--tree", str(k)])
+                for k in range(len(trees))]
+    jobs = cluster.submit(commands, os.path.join(args.root, "slurm", "%j"),
+                          cluster=args.cluster, partition=args.partition,
+                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
+                          mem_gb=args.mem_gb)
+    print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(j.job_id for j in jobs)}")
+    return jobs
+  command = {r["name"]: shlex.split(r["command"]) for r in runs}
+
+  def train_segment(member, until_epoch):
+    if subprocess.call([*command[member.name], "--until_epoch", str(until_epoch)]) != 0:
+      raise SystemExit(f"{member.name}: training to epoch {until_epoch} failed; run the same "
+                       "command again to resume")
+
+  chosen = range(len(trees)) if args.tree is None else [args.tree]
+  started, tree = time.time(), []
+  for k in chosen:
+    print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
+    tree += branching.run_tree(trees[k], train_segment,
+                               log=lambda line: print(f"  {line}", flush=True))
+  counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
+  record = dict(config=args.config, sweep=args.sweep, runs=runs,
+                branch=dict(tree=tree, **counts, seconds=round(time.time() - started, 1)))
+  name = "sweep.json" if args.tree is None else f"sweep-tree{args.tree}.json"
+  with open(os.path.join(args.root, name), "w") as f:
+    json.dump(record, f, indent=2)
+  print(f"trained {counts['epochs_trained']} epochs for {len(chosen)} "
+        f"tree(s) whose runs total {counts['epochs_members']} epochs", flush=True)
+  return record
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Branched sweeps: train what a grid's runs share once, fork where their selections differ.
+
+Runs of a grid that differ only in their selection rule (:data:`fork.RULE_FIELDS`) are the
+same computation until their first selection, and runs whose rules pick the same layers
+stay the same computation until the next one. :func:`run_tree` trains such a group as a
+tree: one member (the first) trains to the next selection epoch; every member's own rule
+is evaluated on that trajectory's recorded statistics (:func:`fork.replay_selections`);
+members are grouped by the selections they would make; each group continues from the
+checkpoint at the end of the analysed epoch (:func:`fork.fork`), and so on. Members that
+never part from their group get a copy of its trajectory with their own selection record.
+Every member ends with an ordinary run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, NamedTuple
+
+import ml_collections
+
+import gradamp_jax as ga
+from gradamp_jax import fork as fork_lib
+from gradamp_jax import train
+from gradamp_jax.jsonl import read_jsonl
+
+
+class Member(NamedTuple):
+  name: str
+  config: ml_collections.ConfigDict
+  workdir: str
+
+
+def computation_key(config) -> str:
+  """Equal for configs that are one computation until their first selection."""
+  flat = fork_lib._flat(json.loads(config.to_json_best_effort()))
+  ignored = set(train.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in fork_lib.RULE_FIELDS}
+  return json.dumps({k: v for k, v in sorted(flat.items()) if k not in ignored})
+
+
+def roots(members: list[Member]) -> list[list[Member]]:
+  """Members grouped by :func:`computation_key` (in order of first appearance); each group
+  is one tree. Members that do not track directionality are trees of their own."""
+  groups: dict[str, list[Member]] = {}
+  for m in members:
+    key = computation_key(m.config) if m.config.track_directionality else m.name
+    groups.setdefault(key, []).append(m)
+  return list(groups.values())
+
+
+def epochs_done(workdir: str) -> int:
+  """Epochs a run folder has finished, by its checkpoints."""
+  info = os.path.join(workdir, "run.json")
+  if not os.path.exists(info):
+    return 0
+  with open(info) as f:
+    steps_per_epoch = json.load(f)["steps_per_epoch"]
+  return fork_lib._newest_step(os.path.join(workdir, "checkpoints")) // steps_per_epoch
+
+
+def run_tree(members: list[Member], train_segment: Callable[[Member, int], None],
+             log: Callable[[str], None] = print) -> list[dict]:
+  """Trains one tree (members of one computation key) to the end.
+
+  Args:
+    members: the tree's members; the first trains the trunk.
+    train_segment: ``train_segment(member, until_epoch)`` trains the member's run (resuming
+      what its workdir holds) up to the end of ``until_epoch``.
+    log: progress lines.
+
+  Returns:
+    The tree as rows: ``dict(member, trained=[first, last])`` for a trained segment (epochs
+    ``first..last``), ``dict(member, forked_from, epoch)`` for a fork.
+  """
+  rows: list[dict] = []
+  _grow(members, 0, train_segment, log, rows)
+  return rows
+
+
+def _grow(members, start, train_segment, log, rows):
+  rep = members[0]
+  num_epochs = ga.num_epochs(rep.config.phases)
+  points = [e for e in ga.selection_epochs(rep.config.phases,
+                                           rep.config.amplification.reselect_every or None)
+            if e > start] if len(members) > 1 else []
+  until = points[0] if points else num_epochs
+  if epochs_done(rep.workdir) < until:
+    log(f"{rep.name}: epochs {start + 1}-{until}"
+        + (f" (shared by {len(members)} runs)" if len(members) > 1 else ""))
+    train_segment(rep, until)
+  rows.append(dict(member=rep.name, trained=[start + 1, until]))
+  if not points:
+    for m in members[1:]:
+      _fork(m, rep, num_epochs, log, rows)
+    return
+  groups = group_by_selection(members, rep, until)
+  log(f"after epoch {until}: {len(members)} runs make {len(groups)} distinct selections")
+  for group in groups:
+    for m in group:
+      if m is not rep:
+        _fork(m, rep, until, log, rows)
+  for group in groups:
+    _grow(group, until, train_segment, log, rows)
+
+
+def _fork(member, parent, epoch, log, rows):
+  if fork_lib.fork(member.config, member.workdir, parent.workdir, epoch):
+    log(f"{member.name}: forked from {parent.name} at epoch {epoch}")
+  rows.append(dict(member=member.name, forked_from=parent.name, epoch=epoch))
+
+
+def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list[list[Member]]:
+  """Members grouped by the selections their rules make on ``trunk``'s statistics up to
+  the end of ``epoch`` (in order of first appearance)."""
+  with open(os.path.join(trunk.workdir, "run.json")) as f:
+    info = json.load(f)
+  rows = [r for r in read_jsonl(os.path.join(trunk.workdir, "directionality.jsonl"))
+          if r["epoch"] <= epoch]
+  tx = train.create_optimizer(trunk.config, info["steps_per_epoch"])
+  _, state = train.create_train_state(trunk.config, info["num_classes"], tx)
+  groups: dict[tuple, list[Member]] = {}
+  for m in members:
+    selections = fork_lib.replay_selections(m.config, state.params, rows,
+                                            info["steps_per_epoch"], epoch)
+    key = tuple(fork_lib.selection_key(s) for s in selections)
+    groups.setdefault(key, []).append(m)
+  return list(groups.values())
+
+
+def count_epochs(tree: list[dict], members: list[Member]) -> dict:
+  """``epochs_trained`` (the tree's trained segments) against ``epochs_members`` (the sum
+  over members of their schedules' epochs)."""
+  trained = sum(r["trained"][1] - r["trained"][0] + 1 for r in tree if "trained" in r)
+  return dict(epochs_trained=trained,
+              epochs_members=sum(ga.num_epochs(m.config.phases) for m in members))

@@ -1,0 +1,245 @@
+"""Starting a run from another run's checkpoint: the primitive of branched sweeps.
+
+Two runs that track directionality and whose configs differ only in their selection rule
+(``amplification.method``, ``measure``, ``case``, ``threshold``, ``ratio``) have one
+optimizer-state layout and are the same computation until their selections differ: the
+same initialisation, data order and updates. :func:`fork` starts a run from another's
+checkpoint at the end of an epoch, after checking that the two are that same computation
+up to there, by replaying both rules' selections on the parent's recorded G and G′
+(:func:`replay_selections`). From the command line::
+
+    python -m gradamp_jax.main --config configs/quickstart.py:threshold=0.5 \\
+        --workdir runs/qs-t0.5 --fork_from runs/qs-t1.0 --fork_epoch 2
+
+The forked run's folder is an ordinary run folder: ``metrics.jsonl`` and
+``directionality.jsonl`` hold the parent's rows up to the fork, ``layer_stats.jsonl`` the
+run's own selections (its rule on the shared statistics), ``checkpoints/`` the parent's
+state at the fork with the run's own selection record, ``fork.json`` where it came from.
+Running it then continues from the fork; its TensorBoard files start there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+import gradamp_jax as ga
+from gradamp_jax import checkpointing
+from gradamp_jax import train
+from gradamp_jax.jsonl import JsonlWriter, read_jsonl
+from gradamp_jax.workdir_lock import WorkdirLock
+
+# Fields of ``config.amplification`` that only decide which layers a selection picks.
+RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def differing_fields(parent: dict, child: dict) -> list[str]:
+  """The config fields, other than the selection rule and where the data lives, in which
+  two configs (as ``config.json`` dicts) differ."""
+  a, b = _flat(parent), _flat(child)
+  ignored = set(train.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in RULE_FIELDS}
+  return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
+
+
+def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
+                      until_epoch: int) -> list:
+  """The selections ``config``'s own rule makes from recorded statistics.
+
+  A run selects at the first step of epoch ``e + 1`` from epoch ``e``'s G and G′ (eqs. 4,
+  7); this runs the config's amplification transform on the G and G′ that
+  ``directionality.jsonl`` ``rows`` recorded (float32 values, exact in JSON) for epochs
+  ``1 .. until_epoch``, with zero gradients, so the rule, the z-scores (eqs. 6, 8) and the
+  random draws (from the key in the state) are those of the run itself.
+
+  Returns:
+    The :class:`~gradamp_jax.AmplificationState` right after each selection, in order.
+
+  Raises:
+    ValueError: an epoch's statistics are not recorded for every layer.
+  """
+  tx = train.create_amplification(config, steps_per_epoch)
+  if tx is None or until_epoch < 1:
+    return []
+  names = ga.layer_index(params).names
+  by_epoch: dict[int, dict] = {}
+  for row in rows:
+    by_epoch.setdefault(row["epoch"], {})[row["layer"]] = row
+  nan_for_none = lambda v: np.nan if v is None else v
+  update = jax.jit(tx.update)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  state, selections = tx.init(params), []
+  for epoch in range(1, until_epoch + 1):
+    recorded = by_epoch.get(epoch, {})
+    missing = [n for n in names if n not in recorded]
+    if missing:
+      raise ValueError(f"directionality of epoch {epoch} is not recorded for layer(s) "
+                       f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    count = jnp.asarray(epoch * steps_per_epoch, jnp.int32)
+    stats = state.directionality._replace(
+        count=count, epoch=jnp.asarray(epoch, jnp.int32),
+        G=jnp.asarray([nan_for_none(recorded[n]["G"]) for n in names], jnp.float32),
+        G_prime=jnp.asarray([nan_for_none(recorded[n]["G_prime"]) for n in names],
+                            jnp.float32))
+    before = state._replace(count=count, directionality=stats)
+    _, after = update(zeros, before)
+    if int(after.num_selections) > int(before.num_selections):
+      selections.append(after)
+      state = after
+  return selections
+
+
+def selection_key(selection) -> tuple:
+  """What makes later training differ: when a selection takes effect, its layers, its
+  factor."""
+  return (int(selection.selection_step), np.asarray(selection.mask).tobytes(),
+          float(selection.selection_factor))
+
+
+def _read_json(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
+
+
+def _newest_step(checkpoint_dir: str) -> int:
+  if not os.path.isdir(checkpoint_dir):
+    return 0
+  steps = [int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()]
+  return max(steps, default=0)
+
+
+def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: int) -> bool:
+  """Starts ``workdir``'s run (of ``config``) from ``parent``'s state at the end of ``epoch``.
+
+  Args:
+    config: the run's own config.
+    workdir: its workdir; a run there that already reached ``epoch`` is left alone.
+    parent: the workdir of a run that has finished ``epoch`` and kept its checkpoint.
+    epoch: 1-based epoch at whose end the run starts.
+
+  Returns:
+    True if the fork was made, False if ``workdir`` already held a checkpoint at or past
+    the end of ``epoch`` (re-running a branched sweep skips what is done).
+
+  Raises:
+    ValueError: naming the fields in which the configs differ beyond the selection rule,
+      or the epoch before the fork at which their selections differ, or what the parent
+      lacks (the epoch's metrics, checkpoint or statistics).
+  """
+  epoch = int(epoch)
+  train.validate_config(config)
+  train.check_same_experiment(config, workdir)
+  where = f"fork of {workdir!r} from {parent!r} at epoch {epoch}"
+  try:
+    parent_config, info = (_read_json(os.path.join(parent, name))
+                           for name in ("config.json", "run.json"))
+  except OSError as e:
+    raise ValueError(f"{where}: the parent is not a run folder ({e})") from None
+  child_config = json.loads(config.to_json_best_effort())
+  if not (child_config["track_directionality"] and parent_config.get("track_directionality")):
+    raise ValueError(f"{where}: track_directionality must be true in both runs (their "
+                     "optimizer states then have one layout)")
+  changed = differing_fields(parent_config, child_config)
+  if changed:
+    raise ValueError(f"{where}: the configs differ in {', '.join(changed)}; only the "
+                     f"selection rule (amplification.{', '.join(RULE_FIELDS)}) may")
+  num_epochs = ga.parse_phases(config.phases)[-1].end_epoch
+  if not 1 <= epoch <= num_epochs:
+    raise ValueError(f"{where}: fork_epoch must be in 1..{num_epochs}")
+  steps_per_epoch = info["steps_per_epoch"]
+  step = epoch * steps_per_epoch
+  if _newest_step(os.path.join(workdir, "checkpoints")) >= step:
+    return False
+  metrics = [r for r in read_jsonl(os.path.join(parent, "metrics.jsonl"))
+             if r["epoch"] <= epoch]
+  if [r["epoch"] for r in metrics] != list(range(1, epoch + 1)):
+    raise ValueError(f"{where}: the parent has not finished epoch {epoch}")
+  parent_checkpoints = ocp.CheckpointManager(os.path.abspath(os.path.join(parent, "checkpoints")))
+  if step not in parent_checkpoints.all_steps():
+    raise ValueError(f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
+                     f"{epoch}); it has {sorted(parent_checkpoints.all_steps())}")
+
+  tx = train.create_optimizer(config, steps_per_epoch)
+  _, template = train.create_train_state(config, info["num_classes"], tx)
+  directions = [r for r in read_jsonl(os.path.join(parent, "directionality.jsonl"))
+                if r["epoch"] <= epoch]
+  # The selections in effect before the fork (made at the first step of epochs <= epoch).
+  try:
+    mine = replay_selections(config, template.params, directions, steps_per_epoch, epoch - 1)
+    theirs = replay_selections(ml_collections.ConfigDict(parent_config), template.params,
+                               directions, steps_per_epoch, epoch - 1)
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from None
+  for a, b in zip(mine, theirs):
+    if selection_key(a) != selection_key(b):
+      raise ValueError(f"{where}: the runs' selections differ at epoch "
+                       f"{int(a.selection_epoch) + 1} (this run amplifies "
+                       f"{int(np.sum(a.mask))} layers, the parent {int(np.sum(b.mask))}); "
+                       "they are not the same computation")
+  try:
+    state = parent_checkpoints.restore(step, args=ocp.args.StandardRestore(template))
+    checkpointing._check_matches(state, template)
+  except Exception as e:  # orbax raises many types for a state of another layout
+    raise ValueError(f"{where}: the parent's checkpoint does not fit this run's state "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+  finally:
+    parent_checkpoints.close()
+  if mine:  # the parent's state records its rule's view of the selection; put this run's
+    own = mine[-1]
+    restored = ga.find_state(state.opt_state)
+    if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
+      raise ValueError(f"{where}: replaying the parent's statistics does not reproduce its "
+                       "selection; its directionality.jsonl does not belong to its checkpoint")
+    amp = restored._replace(measure_mask=own.measure_mask, measure=own.measure,
+                            normalized=own.normalized)
+    state = state._replace(opt_state=jax.tree.map(
+        lambda x: amp if isinstance(x, ga.AmplificationState) else x, state.opt_state,
+        is_leaf=lambda x: isinstance(x, ga.AmplificationState)))
+
+  train.check_workdir(workdir)
+  lock = WorkdirLock(workdir).acquire()
+  try:
+    depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
+    stats_rows = [] if config.amplification.method == "none" else [
+        row for s in mine for row in train.in_network_order(
+            train.layer_stat_rows(config, s, template.params), depth)]
+    # Files first, the checkpoint last: a fork cut short is made again.
+    for name, rows in (("metrics.jsonl", metrics), ("directionality.jsonl", directions),
+                       ("layer_stats.jsonl", stats_rows)):
+      JsonlWriter(os.path.join(workdir, name)).write(rows)
+    for stale in ("partial_epoch.json",):
+      if os.path.exists(os.path.join(workdir, stale)):
+        os.remove(os.path.join(workdir, stale))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    shutil.copyfile(os.path.join(parent, "run.json"), os.path.join(workdir, "run.json"))
+    history_path = os.path.join(workdir, "fork.json")
+    history = _read_json(history_path) if os.path.exists(history_path) else []
+    history.append(dict(parent=os.path.abspath(parent), epoch=epoch, step=step))
+    with open(history_path, "w") as f:
+      json.dump(history, f, indent=2)
+    checkpoints = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+    checkpoints.save(step, args=ocp.args.StandardSave(state))
+    checkpoints.wait_until_finished()
+    checkpoints.close()
+  finally:
+    lock.release()
+  return True
