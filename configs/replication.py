@@ -15,7 +15,7 @@ all], measure [G_prime | G], case [1 | 2], threshold [1.0], ratio [0.3], seed [0
 ``get_sweep(arg)`` lists the study for ``launch/sweep.py``:
 
     python launch/sweep.py --config configs/replication.py --sweep seeds=3 \
-        --root runs/rep --mode local --config.image_folder=~/data/cifar10-jpg
+        --root runs/rep --mode local --branch --config.image_folder=~/data/cifar10-jpg
 """
 
 from configs import default
@@ -24,7 +24,7 @@ from gradamp_jax.config_args import parse_arg
 PHASES = ((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2), (6, 0.01, 0, 1))
 ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,
             seed=0)
-GRIDS = ("full", "headline")
+GRIDS = ("study", "full")
 
 
 def get_config(arg=None):
@@ -45,31 +45,39 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  """Per seed: none, all, random, and intelligent + matched random for G/G′ × case 1/2 ×
-  ``thresholds`` (``+``-separated). ``grid=headline`` keeps none, all, random and G′ case 1
-  at threshold 1.0 with its matched random control.
+  """Every method on the same seeds (paired), for ``launch/sweep.py`` (best with ``--branch``).
 
-  Arguments: seeds [3], thresholds [0.5+1.0+1.5], grid [full | headline].
+  ``grid=study`` (what docs/replication.md ran), per seed: none, all, random; intelligent
+  G′ case 1 and case 2 at each of ``thresholds``, G case 1 and case 2 at the last one;
+  matched random for G′ case 1 and G case 1 at the last threshold. ``grid=full``: G and G′
+  × cases 1 and 2 × ``thresholds``, each with its matched random control.
+
+  Arguments: seeds [3], thresholds [0.5+1.0] (``+``-separated), grid [study | full].
   """
-  args = parse_arg(arg, seeds=3, thresholds="0.5+1.0+1.5", grid="full")
+  args = parse_arg(arg, seeds=3, thresholds="0.5+1.0", grid="study")
   if args["grid"] not in GRIDS:
     raise ValueError(f"sweep argument grid={args['grid']!r}: expected one of {GRIDS}")
+  if args["seeds"] < 1:
+    raise ValueError(f"sweep argument seeds={args['seeds']}: must be at least 1")
   try:
     thresholds = [float(t) for t in args["thresholds"].split("+")]
   except ValueError:
     raise ValueError(f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
                      "separated by '+', e.g. 0.5+1.0") from None
-  if args["grid"] == "headline":
-    families, thresholds = [("G_prime", 1)], [1.0]
+  last = thresholds[-1]
+  if args["grid"] == "full":
+    measured = [dict(method=method, measure=measure, case=case, threshold=t)
+                for measure in ("G", "G_prime") for case in (1, 2) for t in thresholds
+                for method in ("intelligent", "matched_random")]
   else:
-    families = [(m, c) for m in ("G", "G_prime") for c in (1, 2)]
+    measured = [dict(method="intelligent", measure="G_prime", case=case, threshold=t)
+                for case in (1, 2) for t in thresholds]
+    measured += [dict(method="intelligent", measure="G", case=case, threshold=last)
+                 for case in (1, 2)]
+    measured += [dict(method="matched_random", measure=measure, case=1, threshold=last)
+                 for measure in ("G_prime", "G")]
   runs = []
   for seed in range(args["seeds"]):
-    for method in ("none", "all", "random"):
-      runs.append(dict(method=method, seed=seed))
-    for measure, case in families:
-      for threshold in thresholds:
-        for method in ("intelligent", "matched_random"):
-          runs.append(dict(method=method, measure=measure, case=case, threshold=threshold,
-                           seed=seed))
+    runs += [dict(method=method, seed=seed) for method in ("none", "all", "random")]
+    runs += [dict(rule, seed=seed) for rule in measured]
   return runs
