@@ -48,8 +48,8 @@ def get_sweep(arg=None):
   """Every method on the same seeds (paired), for ``launch/sweep.py`` (best with ``--branch``).
 
   ``grid=study`` (what docs/replication.md ran), per seed: none, all, random; intelligent
-  G′ case 1 and case 2 at each of ``thresholds``, G case 1 and case 2 at the last one;
-  matched random for G′ case 1 and G case 1 at the last threshold. ``grid=full``: G and G′
+  G′ case 1 at each of ``thresholds``, G′ case 2 and G cases 1 and 2 at the last one;
+  matched random for G′ case 1 and G case 1 at the last threshold (10 runs). ``grid=full``: G and G′
   × cases 1 and 2 × ``thresholds``, each with its matched random control.
 
   Arguments: seeds [3], thresholds [0.5+1.0] (``+``-separated), grid [study | full].
@@ -70,10 +70,10 @@ def get_sweep(arg=None):
                 for measure in ("G", "G_prime") for case in (1, 2) for t in thresholds
                 for method in ("intelligent", "matched_random")]
   else:
-    measured = [dict(method="intelligent", measure="G_prime", case=case, threshold=t)
-                for case in (1, 2) for t in thresholds]
-    measured += [dict(method="intelligent", measure="G", case=case, threshold=last)
-                 for case in (1, 2)]
+    measured = [dict(method="intelligent", measure="G_prime", case=1, threshold=t)
+                for t in thresholds]
+    measured += [dict(method="intelligent", measure=measure, case=case, threshold=last)
+                 for measure, case in (("G_prime", 2), ("G", 1), ("G", 2))]
     measured += [dict(method="matched_random", measure=measure, case=1, threshold=last)
                  for measure in ("G_prime", "G")]
   runs = []
