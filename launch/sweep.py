@@ -91,7 +91,7 @@ def main(argv=None):
     with open(os.path.join(args.root, "sweep.json"), "w") as f:
       json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
   if args.branch and args.mode != "print":
-    return run_branched(args, runs, overrides, argv)
+    return run_branched(args, runs, overrides)
   if args.mode == "print":
     print("\n".join(r["command"] for r in runs))
   elif args.mode == "slurm":
@@ -117,7 +117,7 @@ def main(argv=None):
       raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 
 
-def run_branched(args, runs, overrides, argv):
+def run_branched(args, runs, overrides):
   """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
   submits one job per tree, each running this command with ``--mode local --tree K``."""
   import jax
@@ -133,9 +133,9 @@ def run_branched(args, runs, overrides, argv):
   trees = branching.roots(members)
   if args.mode == "slurm":
     from gradamp_jax import cluster
-    base = [sys.executable, os.path.abspath(__file__), *[a for a in (argv or sys.argv[1:])
-                                                         if not a.startswith("--mode")]]
-    commands = [shlex.join([*base, "--mode", "local", "--tree", str(k)])
+    commands = [shlex.join([sys.executable, os.path.abspath(__file__), "--config", args.config,
+                            "--sweep", args.sweep, "--root", args.root, "--mode", "local",
+                            "--branch", "--tree", str(k), *overrides])
                 for k in range(len(trees))]
     jobs = cluster.submit(commands, os.path.join(args.root, "slurm", "%j"),
                           cluster=args.cluster, partition=args.partition,

@@ -1,7 +1,9 @@
 """SLURM through submitit, run with submitit's local executor: a preempted job is requeued
 and resumes."""
 
+import json
 import os
+import shlex
 import sys
 
 import pytest
@@ -47,3 +49,21 @@ def test_sweep_submits_one_job_per_run(tmp_path, monkeypatch):
   assert folder == str(tmp_path / "slurm" / "%j")
   assert options["partition"] == "gpu" and options["time_min"] == 600 and options["gpus"] == 2
   assert all("-m gradamp_jax.main" in c for c in commands)
+
+
+def test_branched_sweep_submits_one_job_per_tree_with_the_overrides(tmp_path, monkeypatch):
+  submitted = []
+  monkeypatch.setattr(cluster, "submit", lambda commands, folder, **kw: submitted.append(
+      commands) or [type("Job", (), {"job_id": str(i)})() for i in range(len(commands))])
+  monkeypatch.chdir(ROOT)
+  sweep.main(["--config", "configs/quickstart.py", "--sweep", "seeds=2", "--root",
+              str(tmp_path), "--mode", "slurm", "--branch", "--config.batch_size=64"])
+  (commands,) = submitted
+  assert len(commands) == 2  # one tree per seed: the runs of a seed differ only in their rule
+  for k, command in enumerate(commands):
+    args = shlex.split(command)
+    assert args[args.index("--mode") + 1] == "local" and "--branch" in args
+    assert args[args.index("--tree") + 1] == str(k) and "--config.batch_size=64" in args
+  with open(tmp_path / "sweep.json") as f:  # every run, with its own command and override
+    runs = json.load(f)["runs"]
+  assert len(runs) == 2 * 11 and all("--config.batch_size=64" in r["command"] for r in runs)

@@ -2,11 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from gradamp_jax import fork, train
-from test_train import STEPS, mock_cifar, read, tiny_config
+from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (4, 0.02, 0, 1))
 TIMING = ("epoch_seconds", "images_per_second")
@@ -97,3 +99,17 @@ def test_fork_refuses_another_computation(parent, tmp_path, change, message):
 def test_fork_needs_the_parents_checkpoint(parent, tmp_path):
   with pytest.raises(ValueError, match=f"no checkpoint at update {STEPS} "):
     fork.fork(config_of(method="none"), str(tmp_path), parent, 1)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fork_from", "elsewhere"], "--fork_from and --fork_epoch go together"),
+    (["--fork_from", "elsewhere", "--fork_epoch", "0"], "--fork_epoch: must be a positive"),
+    (["--until_epoch", "-1"], "--until_epoch: must be a positive"),
+])
+def test_bad_fork_flags_are_one_line_and_status_2(tmp_path, flags, message):
+  result = subprocess.run(
+      [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
+       "--workdir", str(tmp_path), *flags], capture_output=True, text=True, cwd=ROOT)
+  assert result.returncode == 2
+  assert message in result.stderr.strip().splitlines()[-1]
+  assert not os.listdir(tmp_path)
