@@ -5,8 +5,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
+import gradamp_jax as ga
 from gradamp_jax import fork, train
 from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
@@ -113,3 +115,24 @@ def test_bad_fork_flags_are_one_line_and_status_2(tmp_path, flags, message):
   assert result.returncode == 2
   assert message in result.stderr.strip().splitlines()[-1]
   assert not os.listdir(tmp_path)
+
+
+def test_tracked_runs_of_every_method_share_one_state_layout():
+  """What makes forking possible: only the selection rule differs, not the state."""
+  layouts = set()
+  for rule in (dict(method="none"), dict(method="all"), dict(method="random", ratio=0.3),
+               dict(method="intelligent", measure="G", case=1),
+               dict(method="intelligent", measure="G_prime", case=2),
+               dict(method="matched_random", measure="G", case=1)):
+    config = config_of(**rule)
+    tx = train.create_optimizer(config, STEPS)
+    _, state = train.create_train_state(config, 10, tx)
+    layouts.add(str(jax.tree.map(lambda x: (x.shape, str(x.dtype)), state)))
+  assert len(layouts) == 1
+
+
+def test_selection_epochs_are_the_analysed_epochs():
+  assert ga.selection_epochs(PHASES) == [2]  # epoch 2 analysed, epoch 3 amplified
+  assert ga.selection_epochs(((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2))) == [2, 4]
+  assert ga.selection_epochs(((6, 0.1, 1, 2),), reselect_every=2) == [1, 3, 5]
+  assert ga.selection_epochs(((2, 0.1, 0, 1),)) == []
