@@ -33,9 +33,7 @@ class Member(NamedTuple):
 
 def computation_key(config) -> str:
   """Equal for configs that are one computation until their first selection."""
-  flat = fork_lib._flat(json.loads(config.to_json_best_effort()))
-  ignored = set(train.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in fork_lib.RULE_FIELDS}
-  return json.dumps({k: v for k, v in sorted(flat.items()) if k not in ignored})
+  return json.dumps(fork_lib.computation_fields(json.loads(config.to_json_best_effort())))
 
 
 def roots(members: list[Member]) -> list[list[Member]]:
@@ -55,7 +53,7 @@ def epochs_done(workdir: str) -> int:
     return 0
   with open(info) as f:
     steps_per_epoch = json.load(f)["steps_per_epoch"]
-  return fork_lib._newest_step(os.path.join(workdir, "checkpoints")) // steps_per_epoch
+  return fork_lib.newest_step(os.path.join(workdir, "checkpoints")) // steps_per_epoch
 
 
 def run_tree(members: list[Member], train_segment: Callable[[Member, int], None],

@@ -51,7 +51,7 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       state = manager.restore(step, args=ocp.args.StandardRestore(target))
-      _check_matches(state, target)
+      check_matches(state, target)
       if step_of(state) != step:
         raise ValueError(f"it holds update {step_of(state)}")
       if check is not None:
@@ -74,7 +74,7 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
   return 0, target
 
 
-def _check_matches(state, target) -> None:
+def check_matches(state, target) -> None:
   """A checkpoint of another model or config differs in structure, shape or dtype."""
   if jax.tree.structure(state) != jax.tree.structure(target):
     raise ValueError("its tree structure differs from this run's state")

@@ -40,22 +40,27 @@ from gradamp_jax.workdir_lock import WorkdirLock
 RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flat_fields(tree: dict, prefix: str = "") -> dict:
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
+      out.update(flat_fields(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
 
 
-def differing_fields(parent: dict, child: dict) -> list[str]:
-  """The config fields, other than the selection rule and where the data lives, in which
-  two configs (as ``config.json`` dicts) differ."""
-  a, b = _flat(parent), _flat(child)
+def computation_fields(config: dict) -> dict:
+  """A config (as a ``config.json`` dict), flat, less its selection rule and data location:
+  what must be equal for two runs to be one computation until their selections differ."""
   ignored = set(train.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in RULE_FIELDS}
-  return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
+  return {k: v for k, v in sorted(flat_fields(config).items()) if k not in ignored}
+
+
+def differing_fields(parent: dict, child: dict) -> list[str]:
+  """The :func:`computation_fields` in which two configs differ."""
+  a, b = computation_fields(parent), computation_fields(child)
+  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
@@ -117,7 +122,7 @@ def _read_json(path: str) -> dict:
     return json.load(f)
 
 
-def _newest_step(checkpoint_dir: str) -> int:
+def newest_step(checkpoint_dir: str) -> int:
   if not os.path.isdir(checkpoint_dir):
     return 0
   steps = [int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()]
@@ -164,7 +169,7 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
     raise ValueError(f"{where}: fork_epoch must be in 1..{num_epochs}")
   steps_per_epoch = info["steps_per_epoch"]
   step = epoch * steps_per_epoch
-  if _newest_step(os.path.join(workdir, "checkpoints")) >= step:
+  if newest_step(os.path.join(workdir, "checkpoints")) >= step:
     return False
   metrics = [r for r in read_jsonl(os.path.join(parent, "metrics.jsonl"))
              if r["epoch"] <= epoch]
@@ -194,7 +199,7 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
                        "they are not the same computation")
   try:
     state = parent_checkpoints.restore(step, args=ocp.args.StandardRestore(template))
-    checkpointing._check_matches(state, template)
+    checkpointing.check_matches(state, template)
   except Exception as e:  # orbax raises many types for a state of another layout
     raise ValueError(f"{where}: the parent's checkpoint does not fit this run's state "
                      f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
