@@ -32,6 +32,8 @@ def get_config():
   config.weight_decay = 5e-4
   config.seed = 0
   config.half_precision = False        # bfloat16 compute, float32 params
+  config.conv = "lax"                  # lax | im2col (CPU kernel gradient; faster on some
+                                       # CPUs only: benchmarks/conv_gradient.py)
   config.keep_checkpoints = 2
   config.track_directionality = True  # G, G′ of every layer, every epoch -> directionality.jsonl
 

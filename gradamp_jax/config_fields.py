@@ -76,6 +76,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
     "seed": _int_range(0, MAX_SEED),
     "half_precision": _BOOL,
+    "conv": _choice(tuple(models.CONV_IMPLEMENTATIONS)),
     "keep_checkpoints": _int_range(1),
     "track_directionality": _BOOL,
     "amplification.method": _choice(METHODS),

@@ -210,7 +210,8 @@ def make_eval_step(graphdef):
 def create_train_state(config, num_classes: int, tx):
   """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  model = models.create(config.model, num_classes, seed=config.seed, dtype=dtype)
+  model = models.create(config.model, num_classes, seed=config.seed, dtype=dtype,
+                        conv=config.conv)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params = params.to_pure_dict()
   state = TrainState(step=jnp.zeros([], jnp.int32), params=params,

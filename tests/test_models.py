@@ -137,6 +137,32 @@ def test_non_float_dtype():
     models.create("resnet8", 10, dtype=jnp.int32)
 
 
+def test_unknown_conv_lists_known():
+  with pytest.raises(ValueError, match=r"'fft'; known: lax, im2col"):
+    models.create("resnet8", 10, conv="fft")
+
+
+def test_conv_choice_gives_lax_gradients():
+  """``conv="im2col"`` computes the same loss gradient as lax's convolution, in every
+  convolution of the model (the default is lax's, on every backend)."""
+  x, labels = _images(4), jnp.arange(4) % 10
+  grads = {}
+  for conv in ("lax", "im2col"):
+    model = models.create("resnet8", 10, seed=0, conv=conv)
+    convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
+    assert len(convs) == 9 and {c.conv_general_dilated for c in convs} == {
+        jax.lax.conv_general_dilated if conv == "lax" else models.conv.conv_general_dilated}
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+      logits = nnx.merge(graphdef, params, rest)(x, train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads[conv] = jax.grad(loss)(params)
+  for a, b in zip(jax.tree.leaves(grads["lax"]), jax.tree.leaves(grads["im2col"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_parameter_count(name):
   params = nnx.state(_abstract_model(name), nnx.Param)

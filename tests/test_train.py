@@ -285,6 +285,7 @@ def test_two_devices_match_one_device():
 @pytest.mark.parametrize("field, value, message", [
     ("model", "resnet7", "config.model: must be one of vgg11, .*, got 'resnet7'"),
     ("dataset", "mnist", "config.dataset: must be one of cifar10, cifar100, got 'mnist'"),
+    ("conv", "fft", "config.conv: must be one of lax, im2col, got 'fft'"),
     ("phases", ((2, 0.1, 0, 1), (1, 0.1, 1, 2)), r"config.phases: phases\[1\]"),
     ("batch_size", 7, "config.batch_size: must be a positive multiple of the device count"),
     ("amplification.method", "best", "config.amplification.method: must be one of none, "),

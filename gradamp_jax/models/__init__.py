@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
+
+from gradamp_jax.models import conv as conv_lib
 
 from gradamp_jax.models.resnet import BasicBlock, Bottleneck, ResNet, resnet_cifar
 from gradamp_jax.models.vgg import STAGES as VGG_STAGES
@@ -33,8 +36,17 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
+# How convolutions compute: XLA's own, or with the kernel gradient as one im2col matrix
+# product (models/conv.py; the same values up to rounding). Which is faster depends on the
+# CPU, so it is a choice: benchmarks/conv_gradient.py measures both on the machine at hand.
+CONV_IMPLEMENTATIONS: dict[str, Callable] = {
+  "lax": lax.conv_general_dilated,
+  "im2col": conv_lib.conv_general_dilated,
+}
 
-def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32) -> nnx.Module:
+
+def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32,
+           conv: str = "lax") -> nnx.Module:
   """Builds a freshly initialised model.
 
   Args:
@@ -43,12 +55,16 @@ def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32) -> 
     seed: seed of the parameter initialisation.
     dtype: computation dtype, e.g. ``jnp.bfloat16`` for mixed precision. Parameters and
       BatchNorm running statistics are float32 whatever ``dtype`` is; logits have ``dtype``.
+    conv: one of ``CONV_IMPLEMENTATIONS``: ``"lax"`` (``lax.conv_general_dilated``, every
+      backend) or ``"im2col"`` (the kernel gradient as one matrix product, for CPUs where
+      XLA's kernel-gradient convolution is slow; faster on some CPUs, slower on others).
 
   Returns:
     The model, an ``nnx.Module`` called as ``model(x, train=bool)``.
 
   Raises:
-    ValueError: unknown ``name``, non-positive ``num_classes`` or non-float ``dtype``.
+    ValueError: unknown ``name`` or ``conv``, non-positive ``num_classes`` or non-float
+      ``dtype``.
   """
   if name not in _BUILDERS:
     raise ValueError(f"Unknown model name {name!r}; known models: {', '.join(MODEL_NAMES)}")
@@ -58,7 +74,13 @@ def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32) -> 
     raise ValueError(
       f"dtype must be a floating point dtype (e.g. jnp.float32, jnp.bfloat16), got {dtype!r}"
     )
-  return _BUILDERS[name](num_classes, dtype=dtype, rngs=nnx.Rngs(params=seed))
+  if conv not in CONV_IMPLEMENTATIONS:
+    raise ValueError(f"Unknown conv {conv!r}; known: {', '.join(CONV_IMPLEMENTATIONS)}")
+  model = _BUILDERS[name](num_classes, dtype=dtype, rngs=nnx.Rngs(params=seed))
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, nnx.Conv):
+      module.conv_general_dilated = CONV_IMPLEMENTATIONS[conv]
+  return model
 
 
-__all__ = ["MODEL_NAMES", "create", "ResNet", "BasicBlock", "Bottleneck", "VGG", "resnet_cifar"]
+__all__ = ["MODEL_NAMES", "CONV_IMPLEMENTATIONS", "create", "ResNet", "BasicBlock", "Bottleneck", "VGG", "resnet_cifar"]

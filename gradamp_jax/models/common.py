@@ -10,12 +10,8 @@ that parameter counts and numerics line up with them:
 Parameters are always float32; ``dtype`` only sets the computation dtype.
 """
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
-
-from gradamp_jax.models import conv as conv_lib
 
 BATCH_NORM_MOMENTUM = 0.9
 BATCH_NORM_EPSILON = 1e-5
@@ -46,9 +42,6 @@ def conv(
     kernel_init=CONV_KERNEL_INIT,
     dtype=dtype,
     param_dtype=jnp.float32,
-    conv_general_dilated=(
-      conv_lib.conv_general_dilated if jax.default_backend() == "cpu" else lax.conv_general_dilated
-    ),
     rngs=rngs,
   )
 
