@@ -276,8 +276,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   to ``none`` and the paper's best-of; plus one row per ``none`` group.
 
   ``matched_random`` takes the threshold (and ``chosen_by``) of the ``intelligent`` family
-  with the same model, dataset, re-selection, measure and case; without one it is chosen
-  by its own accuracies. ``paper_best`` is the best final test accuracy of any run of the
+  with the same model, dataset, re-selection, measure and case; without one, or without
+  matched runs at that threshold, it is chosen by its own accuracies. ``paper_best`` is the best final test accuracy of any run of the
   family (all thresholds and seeds), the paper's Tables 3–4 protocol.
   """
   done = runs[runs["finished"]]
@@ -300,7 +300,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     if "threshold" in APPLIES.get(method, ()):
       groups = summary[_matches(summary, key)]
       pair = (key["model"], key["dataset"], key["reselect_every"], key["measure"], key["case"])
-      if method == "matched_random" and pair in chosen:
+      if method == "matched_random" and pair in chosen and np.isclose(
+          family["threshold"], chosen[pair][0]).any():
         threshold, by = chosen[pair]
       else:
         threshold, by = choose_threshold(groups)

@@ -211,6 +211,19 @@ def test_compare_pairs_by_seed_at_the_chosen_threshold():
   assert pd.isna(rows.loc["all", "test_std"])
 
 
+def test_matched_random_not_run_at_the_intelligent_choice_chooses_its_own():
+  runs = runs_frame(
+      [("none", 0, s, 90.0, 80.0) for s in (0, 1)]
+      + [("intelligent", 0.5, s, 92.0, 85.0) for s in (0, 1)]   # chosen: 0.5
+      + [("intelligent", 1.0, s, 91.0, 84.0) for s in (0, 1)]
+      + [("matched_random", 1.0, 0, 89.0, 70.0), ("matched_random", 1.0, 1, 93.0, 70.0)])
+  rows = analysis.compare(runs).set_index("method")
+  assert rows.loc["intelligent", "chosen_threshold"] == 0.5
+  matched = rows.loc["matched_random"]
+  assert (matched["chosen_threshold"], matched["n"], matched["test_mean"]) == (1.0, 2, 91.0)
+  assert matched["diff_mean"] == pytest.approx(1.0)  # -1 and +3
+
+
 def test_compare_chooses_on_test_when_a_run_lacks_validation():
   runs = runs_frame([("none", 0, 0, 90.0, None), ("intelligent", 1.0, 0, 91.0, 85.0),
                      ("intelligent", 2.0, 0, 94.0, None)])
