@@ -428,9 +428,11 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
   state = jax.tree.map(lambda x: jax.make_array_from_callback(
       np.shape(x), replicated, lambda index: np.asarray(x)[index]), state)
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  # No buffer donation: orbax's asynchronous save may still be reading the previous state.
+  # The step donates the state (updated in place, no copy per step). Orbax's asynchronous
+  # save may still read a saved state while later steps run, so it gets its own copy.
   train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
-                       out_shardings=(state_sharding, replicated))
+                       out_shardings=(state_sharding, replicated), donate_argnums=0)
+  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding)
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding, None),
                       out_shardings=replicated)
 
@@ -514,7 +516,7 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
           log_new_selections()
           partial.save(done, steps)
           checkpoints.save(done, args=ocp.args.StandardSave(state))
-          checkpoints.wait_until_finished()
+          checkpoints.wait_until_finished()  # no step follows: no copy needed
           raise preemption.Preempted(stop.signame, done, checkpoint_dir)
         train_seconds = time.perf_counter() - started
         mean = {k: float(np.mean(v)) for k, v in steps.items()}
@@ -544,7 +546,8 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
             if key not in ("epoch", "step"):
               summary.add_scalar(key, value, epoch)
           summary.flush()
-        checkpoints.save(epoch * steps_per_epoch, args=ocp.args.StandardSave(state))
+        checkpoints.save(epoch * steps_per_epoch,
+                         args=ocp.args.StandardSave(copy_state(state)))
         if is_lead:
           print(f"epoch {epoch}/{num_epochs}  lr {row['lr']:.4g}  train loss "
                 f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "

@@ -71,6 +71,24 @@ def cache(tmp_path_factory):
   return path
 
 
+def test_compilation_cache_serves_a_second_seed(tmp_path):
+  """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
+  nothing new: every program it needs is already in the persistent cache."""
+  cache = tmp_path / "cache"
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  entries = []
+  for seed in (0, 1):
+    command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"),
+               str(tmp_path / f"seed{seed}"), f"--config.seed={seed}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    entries.append(sorted(os.listdir(cache)))
+  assert entries[0] and entries[1] == entries[0]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache):
   workdir = tmp_path_factory.mktemp("uninterrupted")
