@@ -104,6 +104,7 @@ DOMAINS = {
                                non_finite, not_numbers)),
     "seed": int_field(0, 2**31 - 1),
     "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
+    "conv": choice_field(("lax", "im2col")),
     "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
     "keep_checkpoints": int_field(1),
     "amplification.method": choice_field(
