@@ -12,6 +12,8 @@
 
     # branched: train what the runs share once, fork where their selections differ
     python launch/sweep.py ... --mode local --branch
+    # N runs (or, with --branch, trees) at once on each visible GPU, logs in ROOT/logs/
+    python launch/sweep.py ... --mode local --runs_per_device 4
 
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
@@ -60,6 +62,54 @@ def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[di
   return out
 
 
+def visible_gpus() -> list[str]:
+  """The GPU ids to hand out: ``$CUDA_VISIBLE_DEVICES`` if set, else those ``nvidia-smi -L``
+  lists; empty on a machine without GPUs."""
+  if "CUDA_VISIBLE_DEVICES" in os.environ:
+    return [d.strip() for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+            if d.strip() and d.strip() != "-1"]
+  try:
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                             timeout=60).stdout
+  except (OSError, subprocess.TimeoutExpired):
+    return []
+  return [str(i) for i, _ in enumerate(l for l in listing.splitlines() if l.startswith("GPU "))]
+
+
+def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
+  """Runs ``commands`` (``(name, argv)`` pairs), ``per_device`` at a time on each of
+  ``devices`` (GPU ids; empty: this machine as it is), in order as slots free up.
+
+  Each process sees only its GPU (``CUDA_VISIBLE_DEVICES``) and may take 0.9/``per_device``
+  of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``); its output goes to
+  ``log_dir/NAME.log``. Returns the names of the commands that failed.
+  """
+  os.makedirs(log_dir, exist_ok=True)
+  free = [(device, k) for device in (devices or [None]) for k in range(per_device)]
+  pending, running, failed = list(commands), {}, []
+  while pending or running:
+    while pending and free:
+      (name, argv), slot = pending.pop(0), free.pop(0)
+      env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / per_device:.3f}")
+      if slot[0] is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot[0]
+      log = open(os.path.join(log_dir, f"{name}.log"), "a")
+      where = f"GPU {slot[0]}" if slot[0] is not None else "this machine"
+      print(f"started {name} on {where} (log: {log.name})", flush=True)
+      process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+      running[process] = name, slot, log
+    time.sleep(0.2)
+    for process in [p for p in running if p.poll() is not None]:
+      name, slot, log = running.pop(process)
+      log.close()
+      free.append(slot)
+      if process.returncode:
+        failed.append(name)
+      print(f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} "
+            f"{name}", flush=True)
+  return failed
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
@@ -79,7 +129,15 @@ def main(argv=None):
                            "one job per tree")
   parser.add_argument("--tree", type=int, default=None,
                       help="with --branch: run only this tree (0-based; what a slurm job runs)")
+  parser.add_argument("--runs_per_device", type=int, default=None,
+                      help="local: run this many runs (with --branch: trees) at once on each "
+                           "visible GPU (on a machine without GPUs: at once here); logs in "
+                           "ROOT/logs/")
   args, overrides = parser.parse_known_args(argv)
+  if args.runs_per_device is not None and (args.mode != "local" or args.runs_per_device < 1
+                                           or args.tree is not None):
+    parser.error(f"--runs_per_device {args.runs_per_device}: a positive number, with --mode "
+                 "local and without --tree")
   bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
   if bad:
     parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
@@ -107,6 +165,12 @@ def main(argv=None):
     print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
           f"{os.path.join(args.root, 'slurm')}")
     return jobs
+  elif args.runs_per_device:
+    failed = run_concurrently([(r["name"], shlex.split(r["command"])) for r in runs],
+                              args.runs_per_device, visible_gpus(),
+                              os.path.join(args.root, "logs"))
+    if failed:
+      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
   else:
     failed = []
     for i, run in enumerate(runs, 1):
@@ -143,6 +207,8 @@ def run_branched(args, runs, overrides):
                           mem_gb=args.mem_gb)
     print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(j.job_id for j in jobs)}")
     return jobs
+  if args.runs_per_device:
+    return run_trees_concurrently(args, runs, overrides, len(trees))
   command = {r["name"]: shlex.split(r["command"]) for r in runs}
 
   def train_segment(member, until_epoch):
@@ -164,6 +230,34 @@ def run_branched(args, runs, overrides):
     json.dump(record, f, indent=2)
   print(f"trained {counts['epochs_trained']} epochs for {len(chosen)} "
         f"tree(s) whose runs total {counts['epochs_members']} epochs", flush=True)
+  return record
+
+
+def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
+  """``--branch --runs_per_device N``: each tree is this command with ``--tree K`` in a
+  slot of :func:`run_concurrently`; their records are merged into ``ROOT/sweep.json``."""
+  started = time.time()
+  me = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--sweep",
+        args.sweep, "--root", args.root, "--mode", "local", "--branch"]
+  failed = run_concurrently([(f"tree{k}", me + ["--tree", str(k), *overrides])
+                             for k in range(num_trees)], args.runs_per_device,
+                            visible_gpus(), os.path.join(args.root, "logs"))
+  if failed:
+    raise SystemExit(f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same "
+                     "command again to resume")
+  parts = []
+  for k in range(num_trees):
+    with open(os.path.join(args.root, f"sweep-tree{k}.json")) as f:
+      parts.append(json.load(f)["branch"])
+  branch = dict(tree=[node for part in parts for node in part["tree"]],
+                epochs_trained=sum(p["epochs_trained"] for p in parts),
+                epochs_members=sum(p["epochs_members"] for p in parts),
+                seconds=round(time.time() - started, 1))
+  record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
+  with open(os.path.join(args.root, "sweep.json"), "w") as f:
+    json.dump(record, f, indent=2)
+  print(f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
+        f"total {branch['epochs_members']} epochs", flush=True)
   return record
 
 

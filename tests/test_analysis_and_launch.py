@@ -68,3 +68,46 @@ def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch, capsys):
   for run in recorded[:5]:
     arg = ",".join(f"{k}={v}" for k, v in run["args"].items())
     assert paper.get_config(arg).dataset == "cifar100"
+
+
+RECORD = """import json, os, sys, time
+start = time.time(); time.sleep(1.0)
+json.dump(dict(gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
+               fraction=os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"],
+               start=start, end=time.time()), open(sys.argv[1], "w"))
+"""
+
+
+def test_run_concurrently_gives_each_run_a_gpu_slot_and_reports_failures(tmp_path):
+  commands = [(f"run{i}", [sys.executable, "-c", RECORD, str(tmp_path / f"run{i}.json")])
+              for i in range(5)]
+  commands.insert(2, ("bad", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]))
+  failed = sweep.run_concurrently(commands, 2, ["3", "5"], str(tmp_path / "logs"))
+  assert failed == ["bad"]
+  assert "boom" in (tmp_path / "logs" / "bad.log").read_text()
+  records = [json.load(open(tmp_path / f"run{i}.json")) for i in range(5)]
+  assert {r["gpu"] for r in records} == {"3", "5"}
+  assert {r["fraction"] for r in records} == {"0.450"}
+  # At most 2 per GPU at any time, so at most 4 at once; the first four start together.
+  for r in records:
+    alive = [o for o in records if o["start"] <= r["start"] < o["end"]]
+    assert len(alive) <= 4
+    assert sum(o["gpu"] == r["gpu"] for o in alive) <= 2
+  assert max(len([o for o in records if o["start"] <= r["start"] < o["end"]])
+             for r in records) >= 2
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+  assert sweep.visible_gpus() == ["0", "2"]
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+  assert sweep.visible_gpus() == []
+
+
+@pytest.mark.parametrize("extra", [["--mode", "slurm"], ["--mode", "print"],
+                                   ["--mode", "local", "--tree", "0"]])
+def test_runs_per_device_needs_local_mode(tmp_path, extra):
+  with pytest.raises(SystemExit) as exit_info:
+    sweep.main(["--config", "configs/quickstart.py", "--root", str(tmp_path),
+                "--runs_per_device", "2", *extra])
+  assert exit_info.value.code == 2
