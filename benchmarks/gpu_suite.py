@@ -115,14 +115,18 @@ def epoch_time(model, dtype, batch_size, sizes, image_folder):
   from gradamp_jax.jsonl import read_jsonl
   config = base_config(model, dtype, batch_size)
   config.phases = ((2, 0.1, 0, 1),)
+  load_dataset = train.load_dataset
   if image_folder:
     config.image_folder = image_folder
   else:
     data = synthetic_dataset(*sizes)
     train.load_dataset = lambda config: data  # this benchmark's data source, not a file
-  with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
-    first, second = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  try:
+    with tempfile.TemporaryDirectory() as workdir:
+      train.train_and_evaluate(config, workdir)
+      first, second = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  finally:
+    train.load_dataset = load_dataset
   return second, first["epoch_seconds"] - second["epoch_seconds"]
 
 

@@ -277,8 +277,9 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
 
   ``matched_random`` takes the threshold (and ``chosen_by``) of the ``intelligent`` family
   with the same model, dataset, re-selection, measure and case; without one, or without
-  matched runs at that threshold, it is chosen by its own accuracies. ``paper_best`` is the best final test accuracy of any run of the
-  family (all thresholds and seeds), the paper's Tables 3–4 protocol.
+  matched runs at that threshold, it is chosen by its own accuracies. ``paper_best`` is the
+  best final test accuracy of any run of the family (all thresholds and seeds), the paper's
+  Tables 3–4 protocol.
   """
   done = runs[runs["finished"]]
   summary = summarize(runs)

@@ -223,13 +223,19 @@ def run_branched(args, runs, overrides):
     tree += branching.run_tree(trees[k], train_segment,
                                log=lambda line: print(f"  {line}", flush=True))
   counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
-  record = dict(config=args.config, sweep=args.sweep, runs=runs,
-                branch=dict(tree=tree, **counts, seconds=round(time.time() - started, 1)))
   name = "sweep.json" if args.tree is None else f"sweep-tree{args.tree}.json"
+  return write_branch_record(args, runs, name, len(chosen),
+                             dict(tree=tree, **counts,
+                                  seconds=round(time.time() - started, 1)))
+
+
+def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
+  """Writes ``ROOT/NAME``: the sweep's runs and ``branch`` (the tree and epoch counts)."""
+  record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
   with open(os.path.join(args.root, name), "w") as f:
     json.dump(record, f, indent=2)
-  print(f"trained {counts['epochs_trained']} epochs for {len(chosen)} "
-        f"tree(s) whose runs total {counts['epochs_members']} epochs", flush=True)
+  print(f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
+        f"total {branch['epochs_members']} epochs", flush=True)
   return record
 
 
@@ -253,12 +259,7 @@ def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
                 epochs_trained=sum(p["epochs_trained"] for p in parts),
                 epochs_members=sum(p["epochs_members"] for p in parts),
                 seconds=round(time.time() - started, 1))
-  record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
-  with open(os.path.join(args.root, "sweep.json"), "w") as f:
-    json.dump(record, f, indent=2)
-  print(f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
-        f"total {branch['epochs_members']} epochs", flush=True)
-  return record
+  return write_branch_record(args, runs, "sweep.json", num_trees, branch)
 
 
 if __name__ == "__main__":

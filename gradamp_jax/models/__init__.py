@@ -18,7 +18,6 @@ from flax import nnx
 from jax import lax
 
 from gradamp_jax.models import conv as conv_lib
-
 from gradamp_jax.models.resnet import BasicBlock, Bottleneck, ResNet, resnet_cifar
 from gradamp_jax.models.vgg import STAGES as VGG_STAGES
 from gradamp_jax.models.vgg import VGG
@@ -83,4 +82,5 @@ def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32,
   return model
 
 
-__all__ = ["MODEL_NAMES", "CONV_IMPLEMENTATIONS", "create", "ResNet", "BasicBlock", "Bottleneck", "VGG", "resnet_cifar"]
+__all__ = ["MODEL_NAMES", "CONV_IMPLEMENTATIONS", "create", "ResNet", "BasicBlock", "Bottleneck",
+           "VGG", "resnet_cifar"]
