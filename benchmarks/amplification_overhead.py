@@ -2,8 +2,9 @@
 
     python benchmarks/amplification_overhead.py --model resnet20 --batch_size 128
 
-Times the training program's jitted step (``train.make_train_step``) on the same model and
-batch with every amplification method (none, G, G′, random), each without and with
+Times the training program's compiled chunk of steps (``train.make_train_chunk``: data on the
+device, augmentation in the step) on the same model and random CIFAR-shaped data, ``--steps``
+steps per call, with every amplification method (none, G, G′, random), each without and with
 ``track_directionality`` (the per-epoch G/G′ monitor), in an epoch outside any analysis
 window, in the analysis epoch and while amplifying, the variants taking turns; prints the
 best time per step, its ratio to no amplification without tracking, and the optimizer
@@ -16,12 +17,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import Trainer, synthetic_split  # noqa: E402
 from configs import default  # noqa: E402
-from gradamp_jax import train  # noqa: E402
+from gradamp_jax import input_pipeline  # noqa: E402
 
 VARIANTS = {  # name: (amplification fields, track_directionality)
     "none": (dict(method="none"), False),
@@ -35,61 +36,57 @@ VARIANTS = {  # name: (amplification fields, track_directionality)
 EPOCHS = ("outside", "analysis", "amplified")  # phases ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
 
 
-def build(config, steps_per_epoch, batch):
-  """Compiled step and a state after its first (compiling) update."""
-  tx = train.create_optimizer(config, steps_per_epoch)
-  graphdef, state = train.create_train_state(config, 10, tx)
-  step = jax.jit(train.make_train_step(graphdef, tx), donate_argnums=0)
-  state, _ = step(state, batch)
-  return step, jax.block_until_ready(state)
+def build(config, steps_per_epoch, data):
+  """A :class:`Trainer` after its first (compiling) update."""
+  trainer = Trainer(config, data, steps_per_epoch)
+  trainer.run(0, 1)
+  trainer.wait()
+  return trainer
 
 
 def state_megabytes(state) -> float:
   return sum(x.nbytes for x in jax.tree.leaves(state.opt_state)) / 2**20
 
 
-def time_all(configs, batch, steps, repeats):
-  """Best seconds per step of every variant in each of ``EPOCHS``; the variants take turns
-  within each repeat so that machine noise hits all alike."""
+def time_all(configs, data, steps, repeats):
+  """Best seconds per step of every variant in each of ``EPOCHS``, ``steps`` steps per
+  call; the variants take turns within each repeat so that machine noise hits all alike."""
   steps_per_epoch = 1 + steps * repeats  # the epoch's first step is untimed
-  built = {name: build(config, steps_per_epoch, batch) for name, config in configs.items()}
-  states = {name: state for name, (_, state) in built.items()}
+  trainers = {name: build(config, steps_per_epoch, data) for name, config in configs.items()}
   best = {name: {epoch: np.inf for epoch in EPOCHS} for name in configs}
   for epoch in EPOCHS:
     if epoch != "outside":  # the first step of an epoch (a selection, say) is untimed
-      for name, (step, _) in built.items():
-        states[name] = jax.block_until_ready(step(states[name], batch)[0])
+      for trainer in trainers.values():
+        trainer.run(0, 1)
+        trainer.wait()
     for _ in range(repeats):
-      for name, (step, _) in built.items():
+      for name, trainer in trainers.items():
         start = time.perf_counter()
-        for _ in range(steps):
-          states[name], _ = step(states[name], batch)
-        jax.block_until_ready(states[name])
+        trainer.run(0, steps)
+        trainer.wait()
         best[name][epoch] = min(best[name][epoch], (time.perf_counter() - start) / steps)
-  return best, {name: state_megabytes(state) for name, state in states.items()}
+  return best, {name: state_megabytes(t.state) for name, t in trainers.items()}
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="resnet20")
   parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--steps", type=int, default=5, help="timed steps per turn")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per turn (one call)")
   parser.add_argument("--repeats", type=int, default=5, help="turns per variant and phase")
   args = parser.parse_args()
-  rng = np.random.default_rng(0)
-  batch = dict(image=jnp.asarray(rng.normal(size=(args.batch_size, 32, 32, 3)), jnp.float32),
-               label=jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32))
+  data = input_pipeline.to_device(synthetic_split(args.steps * args.batch_size))
   print(f"{args.model}, batch {args.batch_size}, {jax.devices()[0].device_kind} "
         f"x{jax.device_count()}, JAX {jax.__version__}")
   configs = {}
   for name, (amp, track) in VARIANTS.items():
     config = default.get_config()
-    config.model = args.model
+    config.model, config.batch_size = args.model, args.batch_size
     config.phases = ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
     config.track_directionality = track
     config.amplification.update(amp)
     configs[name] = config
-  results, megabytes = time_all(configs, batch, args.steps, args.repeats)
+  results, megabytes = time_all(configs, data, args.steps, args.repeats)
   base = results["none"]
   print("| method | " + " | ".join(f"{e}, ms/step | ratio" for e in EPOCHS)
         + " | optimizer state, MiB |")

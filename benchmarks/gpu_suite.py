@@ -6,15 +6,17 @@ Writes ``OUT/gpu_suite.json`` (a list of records, each with ``name``, ``model``,
 ``batch_size``, ``images_per_second`` and what else it measured) and ``OUT/gpu_suite.md``
 (the same as a markdown table), and prints the table. It measures, on the first device:
 
-* ``step``: training images/s of the training program's jitted step (donated state, the
-  batch already on the device, amplification ``none`` with directionality tracking as in
-  every run) for resnet18 in float32 and bfloat16 at batch 128 and 512, and resnet20,
-  vgg19 and resnet50 in bfloat16 at batch 128; ``compile_seconds`` is the first call;
+* ``step``: training images/s of the training program's compiled chunk of steps (data on
+  the device as uint8, augmentation in the step, donated state, amplification ``none`` with
+  directionality tracking as in every run; ``steps`` steps per call) for resnet18 in float32
+  and bfloat16 at batch 128 and 512, and resnet20, vgg19 and resnet50 in bfloat16 at batch
+  128; ``compile_seconds`` is the first call. ``step, 1 per call`` is the main model with one
+  step per call (``steps_per_dispatch=1``);
 * ``epoch``: the training program itself (``train.train_and_evaluate``) for two epochs of
   resnet18, bfloat16, batch 128: the second epoch's seconds, evaluation included, and its
   training images/s, input pipeline included; ``compile_seconds`` is the first epoch's extra
   time. Data: ``--image_folder`` or, without it, random uint8 images of CIFAR-10's size;
-* ``amplification``: the step with none, G and G′ amplification in the analysis epoch
+* ``amplification``: the chunk with none, G and G′ amplification in the analysis epoch
   (accumulating) and while amplifying, variants taking turns; ``time_ratio``: step time
   over none's;
 * ``concurrent``: aggregate images/s of 1, 2 and 4 processes training resnet18 (bfloat16,
@@ -60,26 +62,18 @@ def base_config(model, dtype, batch_size):
   return config
 
 
-def random_batch(batch_size):
-  import jax.numpy as jnp
-  import numpy as np
-  rng = np.random.default_rng(0)
-  return dict(image=jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32),
-              label=jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32))
-
-
-def step_throughput(model, dtype, batch_size, steps, repeats, ready=None):
-  """Compile seconds and best images/s of the training step over ``repeats`` × ``steps``;
-  with ``ready`` (a path), waits for ``ready + '.go'`` after compiling (concurrent runs)."""
-  import jax
-  from gradamp_jax import train
-  config = base_config(model, dtype, batch_size)
-  batch = random_batch(batch_size)
-  tx = train.create_optimizer(config, steps_per_epoch=10_000)
-  graphdef, state = train.create_train_state(config, 10, tx)
-  step = jax.jit(train.make_train_step(graphdef, tx), donate_argnums=0)
+def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, ready=None):
+  """Compile seconds and best images/s of the training chunk over ``repeats`` × ``steps``
+  steps, ``per_call`` steps per call (default: all); with ``ready`` (a path), waits for
+  ``ready + '.go'`` after compiling (concurrent runs)."""
+  from benchmarks.harness import Trainer, synthetic_split
+  from gradamp_jax import input_pipeline
+  data = input_pipeline.to_device(synthetic_split(steps * batch_size))
+  trainer = Trainer(base_config(model, dtype, batch_size), data, steps_per_epoch=10_000,
+                    per_call=per_call or steps)
   start = time.perf_counter()
-  state = jax.block_until_ready(step(state, batch)[0])
+  trainer.run(0, 1)
+  trainer.wait()
   compile_seconds = time.perf_counter() - start
   if ready:
     open(ready, "w").close()
@@ -88,29 +82,15 @@ def step_throughput(model, dtype, batch_size, steps, repeats, ready=None):
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
-    for _ in range(steps):
-      state, _ = step(state, batch)
-    jax.block_until_ready(state)
+    trainer.run(0, steps)
+    trainer.wait()
     best = min(best, time.perf_counter() - start)
   return compile_seconds, steps * batch_size / best
 
 
-def synthetic_dataset(train_images, test_images):
-  import numpy as np
-  from gradamp_jax import input_pipeline
-  rng = np.random.default_rng(0)
-
-  def split(n):
-    return input_pipeline.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                                rng.integers(0, 10, n).astype(np.int32))
-
-  return input_pipeline.Dataset("synthetic", 10, tuple(str(i) for i in range(10)),
-                                split(train_images), split(test_images), None,
-                                (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-
 def epoch_time(model, dtype, batch_size, sizes, image_folder):
   """Two epochs of the training program; the second epoch's row, and the first's extra."""
+  from benchmarks.harness import synthetic_dataset
   from gradamp_jax import train
   from gradamp_jax.jsonl import read_jsonl
   config = base_config(model, dtype, batch_size)
@@ -132,6 +112,8 @@ def epoch_time(model, dtype, batch_size, sizes, image_folder):
 
 def amplification_overhead(model, dtype, batch_size, steps, repeats):
   from benchmarks import amplification_overhead as overhead
+  from benchmarks.harness import synthetic_split
+  from gradamp_jax import input_pipeline
   configs = {}
   for name in ("none", "G", "G_prime"):
     amp, _ = overhead.VARIANTS[name]
@@ -139,7 +121,8 @@ def amplification_overhead(model, dtype, batch_size, steps, repeats):
     config.track_directionality = False
     config.amplification.update(amp)
     configs[name] = config
-  best, _ = overhead.time_all(configs, random_batch(batch_size), steps, repeats)
+  data = input_pipeline.to_device(synthetic_split(steps * batch_size))
+  best, _ = overhead.time_all(configs, data, steps, repeats)
   return best
 
 
@@ -218,8 +201,13 @@ def main():
     compile_seconds, rate = step_throughput(model, dtype, batch_size, sizes["steps"],
                                             sizes["repeats"])
     add(name="step", model=model, dtype=dtype, batch_size=batch_size,
-        images_per_second=rate, compile_seconds=compile_seconds)
+        images_per_second=rate, compile_seconds=compile_seconds,
+        steps_per_call=sizes["steps"])
   model, dtype, batch_size = sizes["main"]
+  _, rate = step_throughput(model, dtype, batch_size, sizes["steps"], sizes["repeats"],
+                            per_call=1)
+  add(name="step, 1 per call", model=model, dtype=dtype, batch_size=batch_size,
+      images_per_second=rate, steps_per_call=1)
   row, extra = epoch_time(model, dtype, batch_size,
                           (sizes["train_images"], sizes["test_images"]), args.image_folder)
   add(name="epoch", model=model, dtype=dtype, batch_size=batch_size,

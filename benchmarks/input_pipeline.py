@@ -1,148 +1,139 @@
-"""Throughput of the input pipeline next to that of a resnet8 training step.
+"""The on-device input pipeline and the steps per call, next to a bare training step.
 
-Measures, in one process and one after the other:
+Measures in one process, the measurements taking turns (``--repeats`` rounds):
 
-1. the pipeline alone: one epoch of ``input_pipeline.train_batches`` (shuffle, random crop,
-   flip, normalisation, placement on the device), over the training images of
-   ``--image_folder`` or, without it, 50,000 random uint8 images of CIFAR shape;
-2. the training program's jit-compiled step (``train.make_train_step``) for the quickstart
-   config — resnet8, G′ amplification, weight decay, SGD momentum — on one fixed batch;
-3. the same step fed by the pipeline, as in training.
+1. the pipeline alone: one epoch of batches gathered from the uint8 training split on the
+   device, cropped, flipped and normalised (``input_pipeline.train_batch``), in one call;
+2. the training program's step (``train.make_train_step``, quickstart config: resnet8,
+   G′ amplification, weight decay, SGD momentum) on one fixed float32 batch already on the
+   device: no input pipeline at all;
+3. the training program's chunk (``train.make_train_chunk``) one step per call: the batch
+   gathered and augmented inside the step (what ``steps_per_dispatch=1`` runs);
+4. the same chunk with ``--steps_per_call`` steps per call, in a loop on the device.
 
-Each is repeated (``--repeats``, default 3); the script prints the median images/s with the
-range, and the ratio of the pipeline's median to the step's. Usage::
+Data: the training images of ``--image_folder`` or, without it, 50,000 random uint8 images
+of CIFAR's shape. Prints the median images/s with the range and the ratios that decide
+``train.steps_per_call``'s automatic choice. Usage::
 
   python benchmarks/input_pipeline.py --image_folder ~/data/cifar10-jpg
 """
 
 import argparse
-import itertools
 import os
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import Trainer, synthetic_split  # noqa: E402
 from configs import quickstart  # noqa: E402
 from gradamp_jax import input_pipeline, train  # noqa: E402
+
+MEAN, STD = input_pipeline.CIFAR10_MEAN, input_pipeline.CIFAR10_STD
 
 
 def parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument(
-    "--image_folder", default=None, help="image folder to read; default: synthetic data"
-  )
+  parser.add_argument("--image_folder", default=None, help="image folder; default: synthetic")
   parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--step_iterations", type=int, default=30, help="timed steps per repeat")
-  parser.add_argument("--repeats", type=int, default=3, help="repetitions of each measurement")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps per turn")
+  parser.add_argument("--steps_per_call", type=int, default=10, help="steps per call in 4")
+  parser.add_argument("--repeats", type=int, default=3, help="turns of each measurement")
   return parser.parse_args()
 
 
-def training_split(image_folder: str | None) -> tuple[input_pipeline.Split, tuple, tuple]:
-  """The training split and its normalisation constants."""
+def training_split(image_folder: str | None) -> input_pipeline.Split:
   if image_folder is None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(50_000, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, size=50_000, dtype=np.int32)
-    return (
-      input_pipeline.Split(images, labels),
-      input_pipeline.CIFAR10_MEAN,
-      input_pipeline.CIFAR10_STD,
-    )
+    return synthetic_split(50_000)
   start = time.perf_counter()
   data = input_pipeline.load(image_folder=image_folder)
-  seconds = time.perf_counter() - start
-  print(f"load {image_folder}: {len(data.train) + len(data.test)} images in {seconds:.1f} s")
-  return data.train, data.mean, data.std
+  print(f"load {image_folder}: {len(data.train) + len(data.test)} images in "
+        f"{time.perf_counter() - start:.1f} s")
+  return data.train
 
 
-def make_train_step(steps_per_epoch: int):
-  """The training program's own jit-compiled step for the quickstart config (resnet8,
-  G′ amplification, weight decay, SGD momentum) and its initial state."""
-  config = quickstart.get_config()
-  tx = train.create_optimizer(config, steps_per_epoch)
-  graphdef, state = train.create_train_state(config, 10, tx)
-  train_step = jax.jit(train.make_train_step(graphdef, tx))
+def pipeline_epoch(batch_size: int):
+  """One epoch of augmented batches in one call; returns their sum (nothing is skipped)."""
 
-  def step(state, batch):
-    state, metrics = train_step(state, batch)
-    return state, metrics["loss"]
+  def epoch(data, plan):
+    def body(i, total):
+      return total + jnp.sum(input_pipeline.train_batch(data, plan, i, MEAN, STD)["image"])
 
-  return step, state
+    return jax.lax.fori_loop(0, plan.order.shape[0], body, jnp.zeros([], jnp.float32))
+
+  return jax.jit(epoch)
 
 
-def pipeline_rate(split, mean, std, batch_size, sharding) -> float:
-  """Images/s over one full epoch of train_batches, consumer doing nothing."""
+def timed(fn) -> float:
   start = time.perf_counter()
-  count = 0
-  for batch in input_pipeline.train_batches(
-    split, batch_size=batch_size, seed=0, epoch=0, mean=mean, std=std, sharding=sharding
-  ):
-    count += batch["label"].shape[0]
-  jax.block_until_ready(batch)
-  return count / (time.perf_counter() - start)
+  fn()
+  return time.perf_counter() - start
 
 
-def step_rate(step, state, batch, iterations: int) -> float:
-  """Images/s of the training step on one fixed device batch (after compilation)."""
-  state, loss = step(state, batch)
-  jax.block_until_ready(loss)
-  start = time.perf_counter()
-  for _ in range(iterations):
-    state, loss = step(state, batch)
-  jax.block_until_ready(loss)
-  return iterations * batch["label"].shape[0] / (time.perf_counter() - start)
-
-
-def fed_rate(step, state, split, mean, std, batch_size, sharding, num_steps: int) -> float:
-  """Images/s of the training step consuming train_batches (step already compiled)."""
-  batches = input_pipeline.train_batches(
-    split, batch_size=batch_size, seed=0, epoch=1, mean=mean, std=std, sharding=sharding
-  )
-  state, loss = step(state, next(batches))
-  jax.block_until_ready(loss)
-  start = time.perf_counter()
-  for batch in itertools.islice(batches, num_steps):
-    state, loss = step(state, batch)
-  jax.block_until_ready(loss)
-  return num_steps * batch_size / (time.perf_counter() - start)
-
-
-def report(label: str, rates: list[float]) -> None:
-  low, median, high = min(rates), np.median(rates), max(rates)
-  print(f"{label:<44} {median:8.0f} images/s (median of {len(rates)}: {low:.0f}-{high:.0f})")
+def report(label: str, rates: list[float]) -> float:
+  median = float(np.median(rates))
+  print(f"{label:<52} {median:8.0f} images/s (median of {len(rates)}: "
+        f"{min(rates):.0f}-{max(rates):.0f})")
+  return median
 
 
 def main():
   args = parse_args()
-  print(f"devices: {jax.devices()}")
-  sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
-  split, mean, std = training_split(args.image_folder)
-  batch_size, repeats = args.batch_size, args.repeats
+  print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, JAX {jax.__version__}")
+  split = training_split(args.image_folder)
+  data = input_pipeline.to_device(split)
+  b, steps = args.batch_size, args.steps
+  plan = input_pipeline.epoch_plan(0, 1, num_examples=len(split), batch_size=b)
+  num_epoch = plan.order.size
 
-  pipeline = [pipeline_rate(split, mean, std, batch_size, sharding) for _ in range(repeats)]
-  report(f"pipeline alone (epochs of {len(split)} images):", pipeline)
+  augment = pipeline_epoch(b)
+  jax.block_until_ready(augment(data, plan))
 
-  step, state = make_train_step(input_pipeline.steps_per_epoch(len(split), batch_size))
-  fixed = next(
-    input_pipeline.train_batches(
-      split, batch_size=batch_size, seed=0, epoch=0, mean=mean, std=std, sharding=sharding
-    )
-  )
-  training = [step_rate(step, state, fixed, args.step_iterations) for _ in range(repeats)]
-  report(f"resnet8 train step alone (batch {batch_size}):", training)
-  fed = [
-    fed_rate(step, state, split, mean, std, batch_size, sharding, args.step_iterations)
-    for _ in range(repeats)
-  ]
-  report("resnet8 train step fed by the pipeline:", fed)
-  print(f"ratio pipeline / step (medians): {np.median(pipeline) / np.median(training):.0f}x")
+  config = quickstart.get_config()
+  config.batch_size = b
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(split), b)
+  tx = train.create_optimizer(config, steps_per_epoch)
+  graphdef, state = train.create_train_state(config, 10, tx)
+  bare_step = jax.jit(train.make_train_step(graphdef, tx), donate_argnums=0)
+  batch = jax.jit(input_pipeline.train_batch, static_argnums=(3, 4))(data, plan, 0, MEAN, STD)
+  state = jax.block_until_ready(bare_step(state, batch)[0])
+
+  def bare():
+    nonlocal state
+    for _ in range(steps):
+      state, _ = bare_step(state, batch)
+    jax.block_until_ready(state)
+
+  trainers = {n: Trainer(config, data, steps_per_epoch, per_call=n)
+              for n in (1, args.steps_per_call)}
+  for trainer in trainers.values():
+    trainer.run(0, 1)
+    trainer.wait()
+
+  def chunked(trainer):
+    trainer.run(0, steps)
+    trainer.wait()
+
+  rates = {k: [] for k in ("pipeline", "bare", "one", "many")}
+  for _ in range(args.repeats):
+    rates["pipeline"].append(num_epoch / timed(lambda: jax.block_until_ready(
+        augment(data, plan))))
+    rates["bare"].append(steps * b / timed(bare))
+    rates["one"].append(steps * b / timed(lambda: chunked(trainers[1])))
+    rates["many"].append(steps * b / timed(lambda: chunked(trainers[args.steps_per_call])))
+  pipeline = report(f"1. pipeline alone ({num_epoch} images per call):", rates["pipeline"])
+  bare_rate = report(f"2. resnet8 step, fixed batch {b} on the device:", rates["bare"])
+  one = report("3. resnet8 step, augmented in the step, 1 per call:", rates["one"])
+  many = report(f"4. resnet8 steps, augmented, {args.steps_per_call} per call (loop):",
+                rates["many"])
+  print(f"pipeline / bare step: {pipeline / bare_rate:.0f}x; 3 / 2: {one / bare_rate:.3f}; "
+        f"4 / 3: {many / one:.3f} (automatic steps per call here: "
+        f"{train.steps_per_call(config)})")
 
 
 if __name__ == "__main__":

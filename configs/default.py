@@ -34,6 +34,8 @@ def get_config():
   config.half_precision = False        # bfloat16 compute, float32 params
   config.conv = "lax"                  # lax | im2col (CPU kernel gradient; faster on some
                                        # CPUs only: benchmarks/conv_gradient.py)
+  config.steps_per_dispatch = 0        # training steps per jitted call; 0: automatic (1 on
+                                       # CPU, 50 elsewhere); a signal stops within two calls
   config.keep_checkpoints = 2
   config.track_directionality = True  # G, G′ of every layer, every epoch -> directionality.jsonl
 

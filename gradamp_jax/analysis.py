@@ -369,9 +369,10 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   return _sorted(_typed(table))
 
 
-# Config fields that may differ between runs of one group: the seed, and where data lives.
+# Config fields that may differ between runs of one group: the seed, where data lives and
+# how the work is cut into calls.
 _FREE_FIELDS = ("seed", "data_dir", "image_folder", "download", "eval_batch_size",
-                "keep_checkpoints")
+                "steps_per_dispatch", "keep_checkpoints")
 
 
 def group_conflicts(runs: pd.DataFrame) -> list[str]:

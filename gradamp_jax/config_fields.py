@@ -77,6 +77,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": _int_range(0, MAX_SEED),
     "half_precision": _BOOL,
     "conv": _choice(tuple(models.CONV_IMPLEMENTATIONS)),
+    "steps_per_dispatch": _int_range(0),
     "keep_checkpoints": _int_range(1),
     "track_directionality": _BOOL,
     "amplification.method": _choice(METHODS),

@@ -1,12 +1,14 @@
-"""CIFAR input pipeline: whole splits held in memory as numpy, augmented in a background thread.
+"""CIFAR input pipeline: whole splits read once into numpy, then held on the device as uint8.
 
 CIFAR is small (the 50,000 training images are 150 MB as uint8), so each split is read once
-into numpy arrays and every epoch is produced from them with vectorised numpy: a shuffle,
-random crops (zero padding 4) and horizontal flips, all drawn from
-``np.random.default_rng([seed, epoch])``, so an epoch is a pure function of (seed, epoch).
-A daemon thread prepares batches ``prefetch`` steps ahead of the training loop. TensorFlow is
-never imported here (TFDS reads its prepared array_record files without it), so the pipeline
-cannot reserve accelerator memory.
+into numpy and copied once to every device (:func:`to_device`). Each epoch's shuffle,
+random crops (zero padding 4) and horizontal flips are drawn on the device from
+``fold_in(key(seed), epoch)`` (:func:`epoch_plan`), so an epoch is a pure function of
+(seed, epoch), and each batch is gathered, augmented and normalised inside the jitted
+training step (:func:`train_batch`): nothing crosses from the host during training.
+Evaluation splits sit on the device in padded batches (:func:`to_device_batches`).
+TensorFlow is never imported here (TFDS reads its prepared array_record files without it),
+so the pipeline cannot reserve accelerator memory.
 
 Two sources:
 
@@ -18,27 +20,28 @@ Two sources:
 Example::
 
   data = input_pipeline.load("cifar10")
-  for epoch in range(num_epochs):
-    for batch in input_pipeline.train_batches(data.train, batch_size=128, seed=0,
-                                              epoch=epoch, mean=data.mean, std=data.std):
-      ...  # batch["image"]: float32 (128, 32, 32, 3), batch["label"]: int32 (128,)
+  train = input_pipeline.to_device(data.train)
+  plan = input_pipeline.epoch_plan(0, 1, num_examples=len(data.train), batch_size=128)
+  batch = input_pipeline.train_batch(train, plan, 0, data.mean, data.std)
+  # batch["image"]: float32 (128, 32, 32, 3), batch["label"]: int32 (128,)
 """
 
-import atexit
 import concurrent.futures
 import dataclasses
 import importlib.util
 import os
-import queue
 import re
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 DATASETS = ("cifar10", "cifar100")
@@ -70,7 +73,6 @@ _FOLDER_LAYOUT = "<image_folder>/train/<class>/*.jpg|png and <image_folder>/test
 # file and decoder I/O, many threads only contend (16 threads take twice as long as 2).
 _NUM_READ_THREADS = min(4, os.cpu_count() or 1)
 _CONNECT_TIMEOUT_S = 5.0
-THREAD_NAME = "gradamp_jax-input-pipeline"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -438,7 +440,7 @@ def _read_image(path: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Batches
+# On the device
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -448,96 +450,98 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
-def train_batches(
-  split: Split,
-  *,
-  batch_size: int,
-  seed: int,
-  epoch: int,
-  mean: Sequence[float],
-  std: Sequence[float],
-  sharding: jax.sharding.Sharding | None = None,
-  prefetch: int = 2,
-) -> Iterator[dict]:
-  """One shuffled, augmented epoch of ``{"image": float32 NHWC, "label": int32}`` batches.
+class DeviceSplit(NamedTuple):
+  """A training split on the device(s), replicated: ``images`` uint8 (N, H, W, 3), ``labels``
+  int32 (N,). Batches are gathered from it inside the jitted step."""
 
-  The order, crop offsets and flips are drawn from ``np.random.default_rng([seed, epoch])``,
-  so an epoch is reproducible from (seed, epoch) alone. Augmentation: a random
-  ``H x W`` crop of the image zero-padded by 4 pixels on each side, then a horizontal flip
-  with probability 1/2; images are then normalised as ``(x / 255 - mean) / std``. The last
-  incomplete batch is dropped.
-
-  Args:
-    split: the examples.
-    batch_size: global batch size (over all processes).
-    seed, epoch: non-negative ints selecting the epoch's randomness.
-    mean, std: per-channel normalisation constants in [0, 1] pixel units.
-    sharding: if given, each batch array is a ``jax.Array`` made with
-      ``jax.make_array_from_process_local_data(sharding, local)``, where ``local`` is this
-      process's ``1 / process_count`` slice of the global batch; otherwise numpy arrays.
-    prefetch: number of batches a background thread prepares ahead.
-
-  Returns:
-    An iterator over ``steps_per_epoch(len(split), batch_size)`` batches. An exception in
-    the background thread is re-raised by the iterator; dropping the iterator stops the
-    thread.
-  """
-  steps = steps_per_epoch(len(split), batch_size)
-  if steps == 0:
-    raise ValueError(
-      f"batch_size {batch_size} exceeds the {len(split)} examples; an epoch would be empty"
-    )
-  local = _local_slice(batch_size, sharding, split.images.shape[1:])
-  normalize = _normalizer(mean, std)
-  rng = np.random.default_rng([seed, epoch])
-  order = rng.permutation(len(split))[: steps * batch_size].reshape(steps, batch_size)
-  offsets = rng.integers(0, 2 * CROP_PADDING + 1, size=(steps, batch_size, 2))
-  flips = rng.random((steps, batch_size)) < 0.5
-
-  def batches():
-    for step in range(steps):
-      indices = order[step, local]
-      images = random_crop_flip(split.images[indices], offsets[step, local], flips[step, local])
-      yield _place({"image": normalize(images), "label": split.labels[indices]}, sharding)
-
-  return _prefetch(batches(), prefetch)
+  images: jax.Array
+  labels: jax.Array
 
 
-def eval_batches(
-  split: Split,
-  *,
-  batch_size: int,
-  mean: Sequence[float],
-  std: Sequence[float],
-  sharding: jax.sharding.Sharding | None = None,
-  prefetch: int = 2,
-) -> Iterator[dict]:
-  """Every example exactly once, in order, as ``{"image", "label", "mask"}`` batches.
+class EvalSplit(NamedTuple):
+  """An evaluation split on the device(s) in batches, each sharded along the batch axis:
+  ``images`` uint8 (num_batches, B, H, W, 3), ``labels`` int32 and ``mask`` float32
+  (num_batches, B); the last batch is padded with zero images, label 0 and mask 0."""
 
-  The last batch is padded to ``batch_size`` with zero images and label 0, marked by
-  ``mask`` 0.0 (1.0 for real examples). ``sharding`` and ``prefetch`` work as in
-  ``train_batches``.
-  """
+  images: jax.Array
+  labels: jax.Array
+  mask: jax.Array
+
+
+class EpochPlan(NamedTuple):
+  """An epoch's randomness, (steps, B) per example: ``order`` (indices into the split),
+  ``offsets`` (steps, B, 2) crop corners and ``flips``."""
+
+  order: jax.Array
+  offsets: jax.Array
+  flips: jax.Array
+
+
+def _put(array: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+  # Every process holds the whole array; each places the parts its devices need.
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _replicated(mesh: Mesh | None) -> jax.sharding.Sharding:
+  if mesh is None:
+    return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def to_device(split: Split, mesh: Mesh | None = None) -> DeviceSplit:
+  """Copies ``split`` as uint8 to every device of ``mesh`` (one device without a mesh)."""
+  sharding = _replicated(mesh)
+  return DeviceSplit(_put(split.images, sharding), _put(split.labels, sharding))
+
+
+def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -> EvalSplit:
+  """Copies every example of ``split`` exactly once to the device(s), in order, as
+  ``batch_size`` batches sharded over ``mesh``'s ``data`` axis (see :class:`EvalSplit`)."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  local = _local_slice(batch_size, sharding, split.images.shape[1:])
-  normalize = _normalizer(mean, std)
   n = len(split)
+  num_batches = -(-n // batch_size)
+  pad = num_batches * batch_size - n
+  images = np.concatenate([split.images, np.zeros((pad, *split.images.shape[1:]), np.uint8)])
+  labels = np.concatenate([split.labels, np.zeros(pad, np.int32)])
+  mask = np.r_[np.ones(n, np.float32), np.zeros(pad, np.float32)]
+  batched = lambda x: x.reshape(num_batches, batch_size, *x.shape[1:])
+  if mesh is None:
+    sharding = _replicated(None)
+  else:
+    _check_divides(batch_size, mesh)
+    sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
+  return EvalSplit(*(_put(batched(x), sharding) for x in (images, labels, mask)))
 
-  def batches():
-    for start in range(0, n, batch_size):
-      indices = np.arange(start, start + batch_size)[local]
-      valid = indices < n
-      indices = np.where(valid, indices, 0)
-      images, labels = split.images[indices], split.labels[indices]  # copies
-      images[~valid], labels[~valid] = 0, 0
-      batch = {"image": normalize(images), "label": labels, "mask": valid.astype(np.float32)}
-      yield _place(batch, sharding)
 
-  return _prefetch(batches(), prefetch)
+def _check_divides(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.shape["data"]:
+    raise ValueError(f"batch_size {batch_size} does not split evenly over the "
+                     f"{mesh.shape['data']} devices of the mesh")
 
 
-def random_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray) -> np.ndarray:
+def epoch_plan(seed, epoch, *, num_examples: int, batch_size: int) -> EpochPlan:
+  """The shuffle, crop corners and flips of an epoch: a pure function of (seed, epoch).
+
+  Drawn with ``jax.random`` from ``fold_in(key(seed), epoch)``: a permutation of the
+  examples (the last incomplete batch dropped), crop corners uniform in
+  [0, 2 * CROP_PADDING] and flips with probability 1/2. Jit-able (``seed`` and ``epoch``
+  may be traced).
+  """
+  steps = steps_per_epoch(num_examples, batch_size)
+  if steps == 0:
+    raise ValueError(
+      f"batch_size {batch_size} exceeds the {num_examples} examples; an epoch would be empty"
+    )
+  key = jax.random.fold_in(jax.random.key(seed), epoch)
+  order_key, offset_key, flip_key = jax.random.split(key, 3)
+  order = jax.random.permutation(order_key, num_examples)[: steps * batch_size]
+  offsets = jax.random.randint(offset_key, (steps, batch_size, 2), 0, 2 * CROP_PADDING + 1)
+  flips = jax.random.bernoulli(flip_key, 0.5, (steps, batch_size))
+  return EpochPlan(order.reshape(steps, batch_size).astype(jnp.int32), offsets, flips)
+
+
+def random_crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array) -> jax.Array:
   """Crops each image out of its zero-padded copy and mirrors the selected ones.
 
   Args:
@@ -551,138 +555,27 @@ def random_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray)
   """
   b, h, w, _ = images.shape
   p = CROP_PADDING
-  padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-  rows = offsets[:, 0, None] + np.arange(h)
-  cols = offsets[:, 1, None] + np.arange(w)
-  cols = np.where(flips[:, None], cols[:, ::-1], cols)
-  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+  rows = offsets[:, 0, None] + jnp.arange(h)
+  cols = offsets[:, 1, None] + jnp.arange(w)
+  cols = jnp.where(flips[:, None], cols[:, ::-1], cols)
+  return padded[jnp.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def _normalizer(mean: Sequence[float], std: Sequence[float]):
-  """uint8 images -> float32 ``(x / 255 - mean) / std``."""
+def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+  """uint8 images -> float32 ``(x / 255 - mean) / std`` (per channel, [0, 1] pixel units)."""
   mean = np.asarray(mean, np.float32)
   std = np.asarray(std, np.float32)
   if mean.shape != (3,) or std.shape != (3,) or np.any(std <= 0):
     raise ValueError(
       f"mean and std must be 3 per-channel values with std > 0, got mean={mean}, std={std}"
     )
-  offset = mean / std
-  scale = 1.0 / (255.0 * std)
-  return lambda images: images.astype(np.float32) * scale - offset
+  return images.astype(jnp.float32) * (1.0 / (255.0 * std)) - mean / std
 
 
-def _local_slice(batch_size: int, sharding, image_shape: tuple[int, ...]) -> slice:
-  """This process's part of each global batch: all of it without a sharding."""
-  if sharding is None:
-    return slice(None)
-  num_processes = jax.process_count()
-  if batch_size % num_processes:
-    raise ValueError(
-      f"batch_size {batch_size} must be divisible by the number of processes ({num_processes})"
-    )
-  try:
-    sharding.shard_shape((batch_size, *image_shape))
-  except ValueError as error:
-    raise ValueError(
-      f"batch_size {batch_size} does not split evenly over the sharding's devices: {error}"
-    ) from error
-  per_process = batch_size // num_processes
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
-
-
-def _place(batch: dict, sharding) -> dict:
-  if sharding is None:
-    return batch
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-# Background thread --------------------------------------------------------------------------
-
-
-class _End:
-  """Queue marker: the producer finished."""
-
-
-@dataclasses.dataclass
-class _Failure:
-  """Queue marker: the producer raised ``error``."""
-
-  error: BaseException
-
-
-def _prefetch(items: Iterable, size: int) -> Iterator:
-  """Iterates over ``items`` produced by a daemon thread, up to ``size`` ahead.
-
-  Validates eagerly; the thread starts on the first ``next()``. Closing or dropping the
-  returned iterator stops the thread once the item it is working on is done, and waits for
-  that; iterators still open when the interpreter exits are stopped the same way.
-  """
-  if size < 1:
-    raise ValueError(f"prefetch must be >= 1, got {size}")
-  return _consume(items, size)
-
-
-class _Producer:
-  """A daemon thread that puts the items of an iterable into a queue of at most ``size``."""
-
-  join_timeout_s = 10.0
-  # Producers not yet stopped. A daemon thread still inside JAX or numpy code when the
-  # interpreter shuts down can abort the process, so these are stopped at exit. (Class
-  # attributes stay reachable while module globals are being cleared at shutdown.)
-  running: set["_Producer"] = set()
-
-  def __init__(self, items: Iterable, size: int):
-    self.queue: queue.Queue = queue.Queue(maxsize=size)
-    self._items = items
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-
-  def start(self) -> None:
-    self.running.add(self)
-    self._thread.start()
-
-  def stop(self) -> None:
-    """Stops after the item being produced, and waits for that."""
-    self._stop.set()
-    self._thread.join(self.join_timeout_s)
-    self.running.discard(self)
-
-  def _put(self, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        self.queue.put(item, timeout=0.05)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def _run(self) -> None:
-    try:
-      for item in self._items:
-        if not self._put(item):
-          return
-      self._put(_End())
-    except BaseException as error:  # handed to the consumer, which re-raises it
-      self._put(_Failure(error))
-
-
-def _consume(items: Iterable, size: int) -> Iterator:
-  producer = _Producer(items, size)
-  producer.start()
-  try:
-    while True:
-      item = producer.queue.get()
-      if isinstance(item, _End):
-        return
-      if isinstance(item, _Failure):
-        raise item.error
-      yield item
-  finally:
-    producer.stop()
-
-
-@atexit.register
-def _stop_producers() -> None:
-  for producer in list(_Producer.running):
-    producer.stop()
+def train_batch(data: DeviceSplit, plan: EpochPlan, step, mean, std) -> dict:
+  """Batch ``step`` of the epoch ``plan`` describes: gathered, cropped, flipped and
+  normalised on the device (jit-able; ``step`` may be traced)."""
+  indices = plan.order[step]
+  images = random_crop_flip(data.images[indices], plan.offsets[step], plan.flips[step])
+  return {"image": normalize(images, mean, std), "label": data.labels[indices]}

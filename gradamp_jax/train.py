@@ -9,13 +9,13 @@ command again resumes from the latest checkpoint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import itertools
 import json
 import os
 import sys
 import time
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -93,9 +93,10 @@ def check_workdir(workdir: str) -> None:
     raise ValueError(f"workdir: {workdir!r} is not a writable directory ({e})") from e
 
 
-# Fields that may change between a run and its resumption: where data lives, not what is done.
+# Fields that may change between a run and its resumption: where data lives and how the
+# work is cut into calls, not what is computed.
 RESUMABLE_CHANGES = ("data_dir", "image_folder", "download", "eval_batch_size",
-                     "keep_checkpoints")
+                     "steps_per_dispatch", "keep_checkpoints")
 
 
 def check_same_experiment(config, workdir: str) -> None:
@@ -207,6 +208,71 @@ def make_eval_step(graphdef):
   return eval_step
 
 
+STEP_METRICS = ("loss", "accuracy", "grad_norm")
+
+
+def make_train_chunk(graphdef, tx, mean, std, batch_sharding=None, *, loop: bool = True):
+  """Returns ``train_chunk(state, data, plan, start, stop, history) -> (state, history,
+  loss)``, ``loss`` being that of the chunk's last step.
+
+  Runs steps ``start, ..., stop - 1`` of an epoch in one call (a ``fori_loop`` with traced
+  bounds: one compilation serves every chunk, phase and selection). Each step's batch is
+  gathered from ``data`` (:class:`~gradamp_jax.input_pipeline.DeviceSplit`) by ``plan``
+  and augmented on the device; ``history`` holds each :data:`STEP_METRICS` value per step
+  of the epoch (arrays of length steps_per_epoch), filled in at indices ``start .. stop - 1``.
+  With ``loop=False`` a call runs step ``start`` alone, without a loop (``stop`` must be
+  ``start + 1``): XLA:CPU runs convolution gradients inside loops many times slower than
+  outside them (jax-ml/jax#12868; see :func:`steps_per_call`).
+  """
+  train_step = make_train_step(graphdef, tx)
+
+  def train_chunk(state, data, plan, start, stop, history):
+    def body(i, carry):
+      state, history = carry
+      batch = input_pipeline.train_batch(data, plan, i, mean, std)
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      state, metrics = train_step(state, batch)
+      return state, {k: v.at[i].set(metrics[k]) for k, v in history.items()}
+
+    if loop:
+      state, history = jax.lax.fori_loop(start, stop, body, (state, history))
+    else:
+      state, history = body(start, (state, history))
+    return state, history, history["loss"][stop - 1]
+
+  return train_chunk
+
+
+def steps_per_call(config) -> int:
+  """Training steps per jitted call: ``config.steps_per_dispatch``, or for 0 (automatic)
+  1 on a CPU, where steps in a loop run many times slower (``make_train_chunk``;
+  ``benchmarks/input_pipeline.py`` measures both), and 50 on other backends."""
+  if config.steps_per_dispatch:
+    return config.steps_per_dispatch
+  return 1 if jax.default_backend() == "cpu" else 50
+
+
+def make_evaluate(graphdef, mean, std, batch_sharding=None):
+  """Returns ``evaluate(state, split) -> sums`` of loss, correct and count over every
+  example of an :class:`~gradamp_jax.input_pipeline.EvalSplit`, in one call."""
+  eval_step = make_eval_step(graphdef)
+
+  def evaluate(state: TrainState, split):
+    def body(totals, batch):
+      images, labels, mask = batch
+      batch = dict(image=input_pipeline.normalize(images, mean, std), label=labels, mask=mask)
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+      return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+
+    zero = jnp.zeros([], jnp.float32)
+    totals, _ = jax.lax.scan(body, dict(loss=zero, correct=zero, count=zero), tuple(split))
+    return totals
+
+  return evaluate
+
+
 def create_train_state(config, num_classes: int, tx):
   """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
@@ -313,45 +379,61 @@ def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[di
 # ----------------------------------------------------------------------------- loops
 
 
-def _progress(iterable, total, epoch):
-  if sys.stderr.isatty():
-    from tqdm import tqdm
-    return tqdm(iterable, total=total, desc=f"epoch {epoch}", leave=False, unit="step")
-  return iterable
+class _Progress:
+  """A progress bar over an epoch's steps on a terminal, advanced per chunk; else nothing."""
+
+  def __init__(self, epoch: int, start: int, steps: int, batch_size: int):
+    self.bar = None
+    if sys.stderr.isatty():
+      from tqdm import tqdm
+      self.bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False,
+                      unit="step")
+    self.batch_size, self.begin, self.done = batch_size, time.perf_counter(), 0
+
+  def update(self, steps: int, loss) -> None:
+    loss = float(loss)  # waits for the chunk that computed it
+    if self.bar is not None:
+      self.done += steps
+      rate = self.done * self.batch_size / (time.perf_counter() - self.begin)
+      self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", refresh=False)
+      self.bar.update(steps)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
-def train_epoch(train_step, state, batches: Iterator, steps: int, epoch: int, batch_size: int,
-                *, start: int = 0, stop=None):
-  """Runs steps ``start, ..., steps - 1`` of an epoch (``batches`` starts at ``start``).
+def chunk_bounds(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+  """``[start, stop)`` cut into consecutive ranges of at most ``size`` steps."""
+  return [(a, min(a + size, stop)) for a in range(start, stop, size)]
 
-  After each step but the epoch's last, ``stop()`` (if given) may end the epoch early.
+
+def train_epoch(train_chunk, state, data, plan, history, *, epoch: int, start: int,
+                steps: int, chunk: int, batch_size: int, stop=None):
+  """Runs steps ``start, ..., steps - 1`` of an epoch, ``chunk`` steps per call.
+
+  While a chunk runs, the host waits for the one before it (its last loss shows on the
+  progress bar), so the device never waits for the host and a ``stop()`` request (checked
+  after each call but the epoch's last) takes effect within two chunks.
 
   Returns:
-    The new state and each step's metrics as numpy arrays, one entry per step run.
+    The new state, the history (see :func:`make_train_chunk`) and the number of steps of
+    the epoch done.
   """
-  collected = []
-  bar = _progress(batches, steps - start, epoch)
-  begin = time.perf_counter()
-  for i, batch in enumerate(bar):
-    state, metrics = train_step(state, batch)
-    collected.append(metrics)
-    if hasattr(bar, "set_postfix") and (i % 20 == 0 or start + i == steps - 1):
-      rate = (i + 1) * batch_size / (time.perf_counter() - begin)
-      bar.set_postfix(loss=f"{float(metrics['loss']):.3f}",
-                      acc=f"{float(metrics['accuracy']):.3f}", img_s=f"{rate:.0f}")
-    if stop is not None and start + i + 1 < steps and stop():
-      break
-  return state, jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *collected))
-
-
-def evaluate(eval_step, state, batches) -> dict:
-  totals = None
-  for batch in batches:
-    sums = eval_step(state, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals["count"])
-  return dict(loss=float(totals["loss"]) / count, accuracy=float(totals["correct"]) / count)
+  progress = _Progress(epoch, start, steps, batch_size)
+  done, pending = start, None
+  try:
+    for a, b in chunk_bounds(start, steps, chunk):
+      state, history, loss = train_chunk(state, data, plan, a, b, history)
+      if pending is not None:
+        progress.update(*pending)  # waits for the previous chunk
+      pending, done = (b - a, loss), b
+      if stop is not None and done < steps and stop():
+        break
+    progress.update(*pending)
+  finally:
+    progress.close()
+  return state, history, done
 
 
 def load_dataset(config) -> input_pipeline.Dataset:
@@ -428,13 +510,35 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
   state = jax.tree.map(lambda x: jax.make_array_from_callback(
       np.shape(x), replicated, lambda index: np.asarray(x)[index]), state)
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  # The step donates the state (updated in place, no copy per step). Orbax's asynchronous
-  # save may still read a saved state while later steps run, so it gets its own copy.
-  train_step = jax.jit(make_train_step(graphdef, tx), in_shardings=(state_sharding, None),
-                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding)
-  eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(state_sharding, None),
+  # The data lives on the devices as uint8; batches are gathered and augmented in the step.
+  per_call = steps_per_call(config)
+  train_data = input_pipeline.to_device(dataset.train, mesh)
+  eval_data = {name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
+               for name, split in (("test", dataset.test), ("val", dataset.validation))
+               if split is not None}
+  make_plan = jax.jit(functools.partial(input_pipeline.epoch_plan,
+                                        num_examples=len(dataset.train),
+                                        batch_size=config.batch_size),
                       out_shardings=replicated)
+  # A chunk donates the state and the history (updated in place, no copy per step).
+  # Orbax's asynchronous save may still read a saved state while later chunks run, so it
+  # gets its own copy.
+  train_chunk = jax.jit(
+      make_train_chunk(graphdef, tx, dataset.mean, dataset.std, data_sharding,
+                       loop=per_call > 1),
+      in_shardings=(state_sharding, replicated, replicated, None, None, replicated),
+      out_shardings=(state_sharding, replicated, replicated), donate_argnums=(0, 5))
+  copy_state = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding)
+  evaluate = jax.jit(make_evaluate(graphdef, dataset.mean, dataset.std, data_sharding),
+                     in_shardings=(state_sharding, None), out_shardings=replicated)
+
+  def new_history(carried):
+    """Per-step metrics of an epoch; ``carried``: those of steps run before a restart."""
+    history = {k: np.zeros(steps_per_epoch, np.float32) for k in STEP_METRICS}
+    for k, v in (carried or {}).items():
+      history[k][:len(v)] = v
+    return jax.tree.map(lambda x: jax.make_array_from_callback(
+        x.shape, replicated, lambda index: x[index]), history)
 
   # Checkpoints are indexed by update count: epoch ends, and a step where a signal stopped.
   checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
@@ -502,17 +606,16 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
       for epoch in range(start_step // steps_per_epoch + 1, last_epoch + 1):
         started = time.perf_counter()
         offset = max(start_step - (epoch - 1) * steps_per_epoch, 0)
-        batches = itertools.islice(input_pipeline.train_batches(
-            dataset.train, batch_size=config.batch_size, seed=config.seed, epoch=epoch,
-            mean=dataset.mean, std=dataset.std, sharding=data_sharding), offset, None)
-        state, steps = train_epoch(train_step, state, batches, steps_per_epoch, epoch,
-                                   config.batch_size, start=offset, stop=stop.requested)
-        if carried is not None:  # the steps run before the interruption
-          steps = {k: np.concatenate([carried[k], v]) for k, v in steps.items()}
-          carried = None
+        state, history, done_in_epoch = train_epoch(
+            train_chunk, state, train_data, make_plan(config.seed, epoch),
+            new_history(carried), epoch=epoch, start=offset, steps=steps_per_epoch,
+            chunk=per_call, batch_size=config.batch_size,
+            stop=stop.requested)
+        carried = None
+        steps = {k: v[:done_in_epoch] for k, v in jax.device_get(history).items()}
         check_finite(epoch)
-        done = (epoch - 1) * steps_per_epoch + len(steps["loss"])
-        if done < epoch * steps_per_epoch:  # a signal: checkpoint here and stop
+        done = (epoch - 1) * steps_per_epoch + done_in_epoch
+        if done_in_epoch < steps_per_epoch:  # a signal: checkpoint here and stop
           log_new_selections()
           partial.save(done, steps)
           checkpoints.save(done, args=ocp.args.StandardSave(state))
@@ -524,12 +627,11 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
                    lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
                    train_loss=mean["loss"], train_accuracy=mean["accuracy"],
                    grad_norm=mean["grad_norm"])
-        for name, split in (("test", dataset.test), ("val", dataset.validation)):
-          if split is not None:
-            result = evaluate(eval_step, state, input_pipeline.eval_batches(
-                split, batch_size=config.eval_batch_size, mean=dataset.mean,
-                std=dataset.std, sharding=data_sharding))
-            row[f"{name}_loss"], row[f"{name}_accuracy"] = result["loss"], result["accuracy"]
+        for name, split in eval_data.items():
+          sums = jax.device_get(evaluate(state, split))
+          count = float(sums["count"])
+          row[f"{name}_loss"] = float(sums["loss"]) / count
+          row[f"{name}_accuracy"] = float(sums["correct"]) / count
         amp_state = jax.device_get(ga.find_state(state.opt_state)) if amplified else None
         row["amplified_layers"] = (int(np.sum(amp_state.mask)) if amplified and amp_state.active
                                    else 0)
@@ -538,7 +640,7 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
             directionality_rows(state.opt_state, state.params, eligible), depth)
                       if config.track_directionality else [])
         row["epoch_seconds"] = time.perf_counter() - started
-        row["images_per_second"] = len(steps["loss"]) * config.batch_size / train_seconds
+        row["images_per_second"] = (done_in_epoch - offset) * config.batch_size / train_seconds
         if is_lead:
           metrics_log.write([row])
           directionality_log.write(directions)

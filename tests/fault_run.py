@@ -3,11 +3,12 @@
     python tests/fault_run.py WORKDIR [FAULT] [--config.field=value ...]
 
 FAULT is ``SIGNAL@E.K`` — the process sends itself SIGNAL (KILL, TERM, INT, USR1, USR2) when
-step K (0-based) of epoch E is about to run — or ``KILL@save=N``, SIGKILL right after the
-asynchronous save of checkpoint N has started. With ``$FAULT_ONCE`` set to a path, the fault
-fires only if that file does not exist yet (and creates it). Everything else is the real command line
-(``gradamp_jax.main``), so exit statuses are the program's own. Compilations are cached in
-``$FAULT_RUN_CACHE`` so that repeated runs start quickly.
+the call that runs step K (0-based) of epoch E is about to start (2 steps per call) — or
+``KILL@save=N``, SIGKILL right after the asynchronous save of checkpoint N has started.
+With ``$FAULT_ONCE`` set to a path, the fault fires only if that file does not exist yet (and
+creates it). Everything else is the real command line (``gradamp_jax.main``), so exit
+statuses are the program's own. Compilations are cached in ``$FAULT_RUN_CACHE`` so that
+repeated runs start quickly.
 """
 
 import os
@@ -28,14 +29,14 @@ if os.environ.get("FAULT_RUN_CACHE"):
 import orbax.checkpoint as ocp  # noqa: E402
 from absl import app  # noqa: E402
 
-from gradamp_jax import input_pipeline, main  # noqa: E402
+from gradamp_jax import input_pipeline, main, train  # noqa: E402
 from tests.test_train import mock_cifar  # noqa: E402
 
 # The configuration of tests/test_train.py's tiny_config, as overrides.
 TINY = ["--config.model=resnet8", "--config.train_split=train", "--config.batch_size=8",
         "--config.eval_batch_size=16", "--config.phases=((1, 0.05, 0, 1), (3, 0.05, 1, 2))",
         "--config.amplification.measure=G", "--config.amplification.case=2",
-        "--config.amplification.threshold=0.5"]
+        "--config.amplification.threshold=0.5", "--config.steps_per_dispatch=2"]
 
 
 def fire(signum):
@@ -64,15 +65,17 @@ def inject(fault: str) -> None:
     ocp.CheckpointManager.save = save_then_die
     return
   epoch, step = (int(x) for x in where.split("."))
-  batches = input_pipeline.train_batches
+  train_epoch = train.train_epoch
 
-  def batches_then_signal(*args, **kwargs):
-    for i, batch in enumerate(batches(*args, **kwargs)):
-      if kwargs["epoch"] == epoch and i == step:
+  def train_epoch_with_signal(train_chunk, *args, **kwargs):
+    def chunk_after_signal(state, data, plan, start, stop, history):
+      if kwargs["epoch"] == epoch and start <= step < stop:
         fire(signum)
-      yield batch
+      return train_chunk(state, data, plan, start, stop, history)
 
-  input_pipeline.train_batches = batches_then_signal
+    return train_epoch(chunk_after_signal, *args, **kwargs)
+
+  train.train_epoch = train_epoch_with_signal
 
 
 def log_loads(path: str) -> None:

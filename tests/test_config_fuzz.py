@@ -107,6 +107,7 @@ DOMAINS = {
     "conv": choice_field(("lax", "im2col")),
     "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
     "keep_checkpoints": int_field(1),
+    "steps_per_dispatch": int_field(0),
     "amplification.method": choice_field(
         ("none", "intelligent", "random", "matched_random", "all")),
     "amplification.measure": choice_field(("G", "G_prime")),

@@ -133,8 +133,8 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, 
   assert_same(workdir, reference)
 
 
-# Signals of the chain: each stops the run at the next step boundary, mid-epoch.
-SIGNAL_POINTS = [("TERM@1.2", 3), ("INT@2.4", STEPS + 5), ("USR1@3.1", 2 * STEPS + 2)]
+# Signals of the chain: each stops the run after the call (2 steps) it arrived before.
+SIGNAL_POINTS = [("TERM@1.2", 4), ("INT@2.2", STEPS + 4), ("USR1@3.1", 2 * STEPS + 2)]
 
 
 @pytest.mark.slow

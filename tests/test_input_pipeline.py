@@ -1,9 +1,7 @@
 """Tests for gradamp_jax.input_pipeline on mocked TFDS data and small image folders."""
 
-import gc
 import os
 import socket
-import threading
 import time
 
 import jax
@@ -41,14 +39,6 @@ def _is_crop_of_padded(output, original):
       if np.allclose(output, crop, atol=1e-4) or np.allclose(output, crop[:, ::-1], atol=1e-4):
         return True
   return False
-
-
-def _collect(batches):
-  return [{k: np.asarray(v) for k, v in batch.items()} for batch in batches]
-
-
-def _pipeline_threads():
-  return {t for t in threading.enumerate() if t.name == ip.THREAD_NAME}
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,15 +300,30 @@ def test_random_crop_flip_matches_slicing():
   images = _split(6, size=8).images
   offsets = np.array([[0, 0], [8, 8], [4, 4], [1, 7], [3, 0], [8, 2]])
   flips = np.array([False, True, False, True, True, False])
-  out = ip.random_crop_flip(images, offsets, flips)
+  out = np.asarray(jax.jit(ip.random_crop_flip)(images, offsets, flips))
+  assert out.dtype == np.uint8
   for image, (dy, dx), flip, result in zip(images, offsets, flips, out, strict=True):
     expected = np.pad(image, ((4, 4), (4, 4), (0, 0)))[dy : dy + 8, dx : dx + 8]
     np.testing.assert_array_equal(result, expected[:, ::-1] if flip else expected)
 
 
+def _epoch(split, batch_size, seed, epoch, mesh=None):
+  """Every batch of an epoch, gathered and augmented on the device, as numpy."""
+  data = ip.to_device(split, mesh)
+  plan = jax.jit(ip.epoch_plan, static_argnames=("num_examples", "batch_size"))(
+    seed, epoch, num_examples=len(split), batch_size=batch_size
+  )
+  batch = jax.jit(ip.train_batch, static_argnums=(3, 4))
+  steps = ip.steps_per_epoch(len(split), batch_size)
+  return [
+    {k: np.asarray(v) for k, v in batch(data, plan, step, MEAN, STD).items()}
+    for step in range(steps)
+  ]
+
+
 def test_train_batches_content():
   split = _split(50)
-  batches = _collect(ip.train_batches(split, batch_size=16, seed=0, epoch=0, mean=MEAN, std=STD))
+  batches = _epoch(split, batch_size=16, seed=0, epoch=1)
   assert len(batches) == 3
   labels = np.concatenate([b["label"] for b in batches])
   assert len(np.unique(labels)) == 48  # a permutation, remainder dropped
@@ -336,88 +341,63 @@ def test_train_batches_content():
   assert sum(unchanged) < 10
 
 
+def test_epoch_plan_statistics():
+  plan = ip.epoch_plan(3, 2, num_examples=20_000, batch_size=100)
+  order, offsets, flips = (np.asarray(x) for x in plan)
+  assert order.shape == (200, 100) and sorted(order.ravel()) == list(range(20_000))
+  assert offsets.shape == (200, 100, 2) and offsets.min() == 0 and offsets.max() == 8
+  counts = np.bincount(offsets.ravel(), minlength=9) / offsets.size
+  np.testing.assert_allclose(counts, 1 / 9, atol=0.01)  # uniform corners
+  assert abs(flips.mean() - 0.5) < 0.01
+  with pytest.raises(ValueError, match="exceeds the 8 examples"):
+    ip.epoch_plan(0, 1, num_examples=8, batch_size=16)
+
+
 def test_train_batches_pure_function_of_seed_and_epoch():
   split = _split(40)
-
-  def epoch(seed, epoch):
-    return _collect(
-      ip.train_batches(split, batch_size=8, seed=seed, epoch=epoch, mean=MEAN, std=STD)
-    )
-
-  first = epoch(0, 0)
-  for a, b in zip(first, epoch(0, 0), strict=True):
+  first = _epoch(split, 8, seed=0, epoch=0)
+  for a, b in zip(first, _epoch(split, 8, seed=0, epoch=0), strict=True):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["label"], b["label"])
-  for other in (epoch(0, 1), epoch(1, 0)):
+  for other in (_epoch(split, 8, seed=0, epoch=1), _epoch(split, 8, seed=1, epoch=0)):
     assert not np.array_equal(first[0]["label"], other[0]["label"])
 
 
 def test_eval_batches_cover_each_example_once():
   split = _split(50)
-  batches = _collect(ip.eval_batches(split, batch_size=16, mean=MEAN, std=STD))
-  assert len(batches) == 4
-  assert all(b["image"].shape == (16, 32, 32, 3) and b["mask"].dtype == np.float32 for b in batches)
-  mask = np.concatenate([b["mask"] for b in batches])
-  np.testing.assert_array_equal(mask, np.r_[np.ones(50), np.zeros(14)])
-  labels = np.concatenate([b["label"] for b in batches])
-  np.testing.assert_array_equal(labels[:50], np.arange(50))
-  images = np.concatenate([b["image"] for b in batches])
-  np.testing.assert_allclose(images[:50], _normalize(split.images), atol=1e-5)
+  batches = ip.to_device_batches(split, 16)
+  images, labels, mask = (np.asarray(x) for x in batches)
+  assert images.shape == (4, 16, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(mask.ravel(), np.r_[np.ones(50), np.zeros(14)])
+  np.testing.assert_array_equal(labels.ravel()[:50], np.arange(50))
+  np.testing.assert_array_equal(images.reshape(-1, 32, 32, 3)[:50], split.images)
+  assert not images.reshape(-1, 32, 32, 3)[50:].any()
+  normalized = np.asarray(ip.normalize(split.images, MEAN, STD))
+  np.testing.assert_allclose(normalized, _normalize(split.images), atol=1e-5)
 
 
-def test_sharded_batches():
+def test_sharded_batches_equal_one_device():
   assert jax.device_count() == 2, "tests/conftest.py sets two host devices"
-  sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+  mesh = Mesh(np.array(jax.devices()), ("data",))
   split = _split(40)
-  plain = _collect(ip.train_batches(split, batch_size=8, seed=0, epoch=0, mean=MEAN, std=STD))
-  sharded = list(
-    ip.train_batches(split, batch_size=8, seed=0, epoch=0, mean=MEAN, std=STD, sharding=sharding)
-  )
-  assert len(sharded) == len(plain) == 5
-  for a, b in zip(sharded, plain, strict=True):
+  data = ip.to_device(split, mesh)
+  assert data.images.sharding.is_fully_replicated and len(data.images.addressable_shards) == 2
+  evals = ip.to_device_batches(split, 16, mesh)
+  assert evals.images.sharding == NamedSharding(mesh, P(None, "data"))
+  assert [s.data.shape for s in evals.labels.addressable_shards] == [(3, 8)] * 2
+  assert float(np.asarray(evals.mask).sum()) == 40
+  one = _epoch(split, 8, seed=0, epoch=0)
+  two = _epoch(split, 8, seed=0, epoch=0, mesh=mesh)
+  for a, b in zip(one, two, strict=True):
     for key in ("image", "label"):
-      assert isinstance(a[key], jax.Array) and a[key].sharding == sharding
-      assert a[key].shape == b[key].shape
-      assert [s.data.shape[0] for s in a[key].addressable_shards] == [4, 4]
-      np.testing.assert_array_equal(np.asarray(a[key]), b[key])
-  evals = list(ip.eval_batches(split, batch_size=16, mean=MEAN, std=STD, sharding=sharding))
-  assert [b["mask"].shape for b in evals] == [(16,)] * 3
-  assert float(sum(b["mask"].sum() for b in evals)) == 40
-  with pytest.raises(ValueError, match="batch_size 7"):
-    ip.train_batches(split, batch_size=7, seed=0, epoch=0, mean=MEAN, std=STD, sharding=sharding)
+      np.testing.assert_array_equal(a[key], b[key])
+  with pytest.raises(ValueError, match="batch_size 7 does not split evenly"):
+    ip.to_device_batches(split, 7, mesh)
 
 
 def test_bad_batch_arguments():
   split = _split(8)
-  with pytest.raises(ValueError, match="exceeds the 8 examples"):
-    ip.train_batches(split, batch_size=16, seed=0, epoch=0, mean=MEAN, std=STD)
-  with pytest.raises(ValueError, match="prefetch"):
-    ip.train_batches(split, batch_size=4, seed=0, epoch=0, mean=MEAN, std=STD, prefetch=0)
+  with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    ip.to_device_batches(split, 0)
   with pytest.raises(ValueError, match="mean and std"):
-    ip.eval_batches(split, batch_size=4, mean=(0.5, 0.5), std=STD)
-
-
-def test_worker_exception_reaches_consumer(monkeypatch):
-  def broken(*args):
-    raise RuntimeError("augmentation failed")
-
-  monkeypatch.setattr(ip, "random_crop_flip", broken)
-  batches = ip.train_batches(_split(16), batch_size=4, seed=0, epoch=0, mean=MEAN, std=STD)
-  with pytest.raises(RuntimeError, match="augmentation failed"):
-    next(batches)
-
-
-def test_abandoned_iterator_stops_its_thread():
-  before = _pipeline_threads()
-  batches = ip.train_batches(
-    _split(64), batch_size=4, seed=0, epoch=0, mean=MEAN, std=STD, prefetch=1
-  )
-  next(batches)
-  started = _pipeline_threads() - before
-  assert len(started) == 1
-  del batches
-  gc.collect()
-  deadline = time.monotonic() + 5
-  while any(t.is_alive() for t in started) and time.monotonic() < deadline:
-    time.sleep(0.01)
-  assert not any(t.is_alive() for t in started)
+    ip.normalize(split.images, (0.5, 0.5), STD)

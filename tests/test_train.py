@@ -14,10 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import gradamp_jax as ga
-from gradamp_jax import train
+from gradamp_jax import input_pipeline, train
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,11 @@ def mock_cifar():
 
 def read(path):
   return train.read_jsonl(path)
+
+
+def _strip_timing(rows):
+  return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}
+          for r in rows]
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +123,81 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
     want, got = a.restore(3 * STEPS), b.restore(3 * STEPS)
   for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_array_equal(x, y)
-  timing = ("epoch_seconds", "images_per_second")
-  strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
   for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
-    assert strip(read(os.path.join(resumed, name))) == strip(read(os.path.join(workdir, name)))
+    assert _strip_timing(read(os.path.join(resumed, name))) == _strip_timing(
+        read(os.path.join(workdir, name)))
+
+
+def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, monkeypatch):
+  """4 steps per call (calls of 4 and 2 steps) against one call per epoch: bitwise the same
+  run, the loop traced once for every phase, selection and call length; and the same run
+  as one step per call without a loop (the finished run) up to rounding."""
+  traces = []
+  make_train_chunk = train.make_train_chunk
+
+  def counted(*args, **kwargs):
+    chunk = make_train_chunk(*args, **kwargs)
+
+    def traced(*a):
+      traces.append(kwargs["loop"])  # runs once per trace, never when a compiled call runs
+      return chunk(*a)
+
+    return traced
+
+  monkeypatch.setattr(train, "make_train_chunk", counted)
+  outputs = []
+  for per_call in (4, STEPS):
+    config = tiny_config()
+    config.steps_per_dispatch = per_call
+    workdir = tmp_path / str(per_call)
+    with mock_cifar():
+      train.train_and_evaluate(config, str(workdir))
+    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+      leaves = jax.tree.leaves(manager.restore(3 * STEPS))
+    rows = {name: _strip_timing(read(workdir / name))
+            for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")}
+    outputs.append((leaves, rows))
+  assert traces == [True, True]  # one trace per run
+  (four, four_rows), (whole, whole_rows) = outputs
+  assert four_rows == whole_rows
+  for x, y in zip(four, whole, strict=True):
+    np.testing.assert_array_equal(x, y)
+  single = read(os.path.join(finished_run[0], "metrics.jsonl"))
+  for a, b in zip(four_rows["metrics.jsonl"], single, strict=True):
+    assert a["amplified_layers"] == b["amplified_layers"]
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-3)
+
+
+def test_chunk_bounds():
+  assert train.chunk_bounds(0, 6, 4) == [(0, 4), (4, 6)]
+  assert train.chunk_bounds(3, 6, 50) == [(3, 6)]
+  assert train.chunk_bounds(2, 6, 1) == [(2, 3), (3, 4), (4, 5), (5, 6)]
+  assert train.chunk_bounds(6, 6, 2) == []
+
+
+def test_evaluation_counts_every_example_once():
+  """The on-device evaluation against a numpy sum over the examples one at a time."""
+  config = tiny_config()
+  tx = train.create_optimizer(config, 1)
+  graphdef, state = train.create_train_state(config, 10, tx)
+  rng = np.random.default_rng(0)
+  split = input_pipeline.Split(rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8),
+                               rng.integers(0, 10, 37).astype(np.int32))
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+  evaluate = jax.jit(train.make_evaluate(graphdef, mean, std,
+                                         NamedSharding(mesh, P("data"))))
+  sums = jax.device_get(evaluate(state, input_pipeline.to_device_batches(split, 16, mesh)))
+  model = nnx.merge(graphdef, state.params, state.batch_stats)
+  images = (split.images / 255.0 - np.asarray(mean)) / np.asarray(std)
+  logits = np.asarray(jax.jit(lambda x: model(x, train=False))(jnp.asarray(images, jnp.float32)),
+                      np.float64)
+  log_p = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
+                                 keepdims=True)) - logits.max(-1, keepdims=True)
+  assert float(sums["count"]) == 37
+  assert float(sums["correct"]) == np.sum(logits.argmax(-1) == split.labels)
+  np.testing.assert_allclose(float(sums["loss"]), -np.sum(log_p[np.arange(37), split.labels]),
+                             rtol=1e-4)
 
 
 def test_directionality_of_every_layer_every_epoch(finished_run):
@@ -180,7 +257,6 @@ def test_resuming_on_other_data_is_refused(finished_run, tmp_path):
 
 
 def test_data_fingerprint_sees_one_pixel():
-  from gradamp_jax import input_pipeline
   rng = np.random.default_rng(0)
   split = lambda: input_pipeline.Split(rng.integers(0, 255, (4, 2, 2, 3), dtype=np.uint8),
                                        np.arange(4, dtype=np.int32))
