@@ -430,7 +430,8 @@ def train_epoch(train_chunk, state, data, plan, history, *, epoch: int, start: i
       pending, done = (b - a, loss), b
       if stop is not None and done < steps and stop():
         break
-    progress.update(*pending)
+    if pending is not None:
+      progress.update(*pending)
   finally:
     progress.close()
   return state, history, done

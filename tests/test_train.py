@@ -168,6 +168,26 @@ def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, 
     np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-3)
 
 
+def test_each_device_computes_its_half_of_the_batch():
+  """The batch gathered from the replicated split is sharded before the model runs: on two
+  devices the compiled step convolves 4 images per device, not the global 8."""
+  config = tiny_config()
+  tx = train.create_optimizer(config, STEPS)
+  graphdef, state = train.create_train_state(config, 10, tx)
+  mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+  rng = np.random.default_rng(0)
+  split = input_pipeline.Split(rng.integers(0, 256, (NUM_EXAMPLES, 32, 32, 3), dtype=np.uint8),
+                               rng.integers(0, 10, NUM_EXAMPLES).astype(np.int32))
+  plan = input_pipeline.epoch_plan(0, 1, num_examples=NUM_EXAMPLES, batch_size=BATCH)
+  history = {k: jnp.zeros(STEPS) for k in train.STEP_METRICS}
+  for loop in (False, True):
+    chunk = jax.jit(train.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3,
+                                           NamedSharding(mesh, P("data")), loop=loop))
+    text = chunk.lower(state, input_pipeline.to_device(split, mesh), plan, 0, 1,
+                       history).compile().as_text()
+    assert "f32[4,32,32,16]" in text and "f32[8,32,32,16]" not in text
+
+
 def test_chunk_bounds():
   assert train.chunk_bounds(0, 6, 4) == [(0, 4), (4, 6)]
   assert train.chunk_bounds(3, 6, 50) == [(3, 6)]
