@@ -513,6 +513,10 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
   state_sharding = jax.tree.map(lambda _: replicated, state)
   # The data lives on the devices as uint8; batches are gathered and augmented in the step.
   per_call = steps_per_call(config)
+  if per_call > 1 and jax.default_backend() == "cpu" and is_lead:
+    print(f"warning: steps_per_dispatch={per_call} runs the steps in a loop, which XLA:CPU "
+          "compiles to much slower convolution gradients (30x for resnet8 in BENCHMARKS.md); "
+          "0 (automatic) runs one step per call on a CPU", file=sys.stderr, flush=True)
   train_data = input_pipeline.to_device(dataset.train, mesh)
   eval_data = {name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
                for name, split in (("test", dataset.test), ("val", dataset.validation))

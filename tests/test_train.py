@@ -128,7 +128,8 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
         read(os.path.join(workdir, name)))
 
 
-def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, monkeypatch):
+def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, monkeypatch,
+                                                        capsys):
   """4 steps per call (calls of 4 and 2 steps) against one call per epoch: bitwise the same
   run, the loop traced once for every phase, selection and call length; and the same run
   as one step per call without a loop (the finished run) up to rounding."""
@@ -158,6 +159,7 @@ def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, 
             for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")}
     outputs.append((leaves, rows))
   assert traces == [True, True]  # one trace per run
+  assert "warning: steps_per_dispatch=4 runs the steps in a loop" in capsys.readouterr().err
   (four, four_rows), (whole, whole_rows) = outputs
   assert four_rows == whole_rows
   for x, y in zip(four, whole, strict=True):
