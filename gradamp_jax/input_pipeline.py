@@ -477,8 +477,11 @@ class EpochPlan(NamedTuple):
   flips: jax.Array
 
 
-def _put(array: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-  # Every process holds the whole array; each places the parts its devices need.
+def place(array, sharding: jax.sharding.Sharding) -> jax.Array:
+  """``array`` (which every process holds whole) as a ``jax.Array`` with ``sharding``: each
+  process places the parts its devices need. Unlike ``jax.device_put``, the processes'
+  copies are not compared (a NaN-filled array would never compare equal)."""
+  array = np.asarray(array)
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
@@ -491,7 +494,7 @@ def _replicated(mesh: Mesh | None) -> jax.sharding.Sharding:
 def to_device(split: Split, mesh: Mesh | None = None) -> DeviceSplit:
   """Copies ``split`` as uint8 to every device of ``mesh`` (one device without a mesh)."""
   sharding = _replicated(mesh)
-  return DeviceSplit(_put(split.images, sharding), _put(split.labels, sharding))
+  return DeviceSplit(place(split.images, sharding), place(split.labels, sharding))
 
 
 def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -> EvalSplit:
@@ -508,16 +511,12 @@ def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -
   batched = lambda x: x.reshape(num_batches, batch_size, *x.shape[1:])
   if mesh is None:
     sharding = _replicated(None)
-  else:
-    _check_divides(batch_size, mesh)
-    sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
-  return EvalSplit(*(_put(batched(x), sharding) for x in (images, labels, mask)))
-
-
-def _check_divides(batch_size: int, mesh: Mesh) -> None:
-  if batch_size % mesh.shape["data"]:
+  elif batch_size % mesh.shape["data"]:
     raise ValueError(f"batch_size {batch_size} does not split evenly over the "
                      f"{mesh.shape['data']} devices of the mesh")
+  else:
+    sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
+  return EvalSplit(*(place(batched(x), sharding) for x in (images, labels, mask)))
 
 
 def epoch_plan(seed, epoch, *, num_examples: int, batch_size: int) -> EpochPlan:

@@ -506,10 +506,9 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
-  # Every process built the same state; make_array_from_callback does not compare the
-  # processes' copies as device_put does (a NaN-filled accumulator would never compare equal).
-  state = jax.tree.map(lambda x: jax.make_array_from_callback(
-      np.shape(x), replicated, lambda index: np.asarray(x)[index]), state)
+  # Every process holds the same values (the state it built, the metrics it restored).
+  replicate = lambda tree: jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree)
+  state = replicate(state)
   state_sharding = jax.tree.map(lambda _: replicated, state)
   # The data lives on the devices as uint8; batches are gathered and augmented in the step.
   per_call = steps_per_call(config)
@@ -542,8 +541,7 @@ def _train(config, workdir: str, until_epoch: int | None = None) -> dict:
     history = {k: np.zeros(steps_per_epoch, np.float32) for k in STEP_METRICS}
     for k, v in (carried or {}).items():
       history[k][:len(v)] = v
-    return jax.tree.map(lambda x: jax.make_array_from_callback(
-        x.shape, replicated, lambda index: x[index]), history)
+    return replicate(history)
 
   # Checkpoints are indexed by update count: epoch ends, and a step where a signal stopped.
   checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
