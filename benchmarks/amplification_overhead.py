@@ -2,7 +2,7 @@
 
     python benchmarks/amplification_overhead.py --model resnet20 --batch_size 128
 
-Times the training program's compiled chunk of steps (``train.make_train_chunk``: data on the
+Times the training program's compiled chunk of steps (``gradamp_jax.training.steps.make_train_chunk``: data on the
 device, augmentation in the step) on the same model and random CIFAR-shaped data, ``--steps``
 steps per call, with every amplification method (none, G, G′, random), each without and with
 ``track_directionality`` (the per-epoch G/G′ monitor), in an epoch outside any analysis

@@ -18,16 +18,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import quickstart  # noqa: E402
-from gradamp_jax import train  # noqa: E402
+from gradamp_jax.training import optimizer  # noqa: E402
+from gradamp_jax.training import steps as steps_lib  # noqa: E402
 from gradamp_jax import models  # noqa: E402
 
 
 def build(config, conv, batch):
   config = config.copy_and_resolve_references()
   config.conv = conv
-  tx = train.create_optimizer(config, steps_per_epoch=100)
-  graphdef, state = train.create_train_state(config, 10, tx)
-  step = jax.jit(train.make_train_step(graphdef, tx))
+  tx = optimizer.create_optimizer(config, steps_per_epoch=100)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
+  step = jax.jit(steps_lib.make_train_step(graphdef, tx))
   state, _ = step(state, batch)
   return step, jax.block_until_ready(state)
 

@@ -91,7 +91,7 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, rea
 def epoch_time(model, dtype, batch_size, sizes, image_folder):
   """Two epochs of the training program; the second epoch's row, and the first's extra."""
   from benchmarks.harness import synthetic_dataset
-  from gradamp_jax import train
+  from gradamp_jax.training import train
   from gradamp_jax.jsonl import read_jsonl
   config = base_config(model, dtype, batch_size)
   config.phases = ((2, 0.1, 0, 1),)

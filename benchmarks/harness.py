@@ -1,5 +1,5 @@
 """What the speed benchmarks share: synthetic CIFAR-shaped data and the training program's
-own compiled chunk of steps (``train.make_train_chunk``: data on the device, augmentation
+own compiled chunk of steps (``steps_lib.make_train_chunk``: data on the device, augmentation
 in the step, donated state), set up outside any timing."""
 
 import os
@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from gradamp_jax import input_pipeline, train  # noqa: E402
+from gradamp_jax import input_pipeline  # noqa: E402
+from gradamp_jax.training import optimizer  # noqa: E402
+from gradamp_jax.training import steps as steps_lib  # noqa: E402
+from gradamp_jax.training import train  # noqa: E402
 
 
 def synthetic_split(n: int, seed: int = 0) -> input_pipeline.Split:
@@ -31,7 +34,7 @@ class Trainer:
 
   ``run(start, stop)`` runs steps ``start .. stop - 1`` of one epoch's plan, ``per_call``
   steps per call (default: the training program's choice for this backend,
-  ``train.steps_per_call``), ``stop`` at most the split's steps per epoch, and returns
+  ``steps_lib.steps_per_call``), ``stop`` at most the split's steps per epoch, and returns
   without waiting;
   ``wait()`` waits for the state. The amplification schedule follows the update count,
   so successive calls move through its epochs (``steps_per_epoch`` updates each).
@@ -39,18 +42,18 @@ class Trainer:
 
   def __init__(self, config, data: input_pipeline.DeviceSplit, steps_per_epoch: int,
                per_call: int | None = None):
-    tx = train.create_optimizer(config, steps_per_epoch)
-    graphdef, self.state = train.create_train_state(config, 10, tx)
+    tx = optimizer.create_optimizer(config, steps_per_epoch)
+    graphdef, self.state = steps_lib.create_train_state(config, 10, tx)
     self.data = data
-    self.per_call = per_call or train.steps_per_call(config)
-    self.chunk = jax.jit(train.make_train_chunk(
+    self.per_call = per_call or steps_lib.steps_per_call(config)
+    self.chunk = jax.jit(steps_lib.make_train_chunk(
         graphdef, tx, input_pipeline.CIFAR10_MEAN, input_pipeline.CIFAR10_STD,
         loop=self.per_call > 1), donate_argnums=(0, 5))
     num_examples = len(data.labels)
     self.plan = input_pipeline.epoch_plan(config.seed, 1, num_examples=num_examples,
                                           batch_size=config.batch_size)
     steps = input_pipeline.steps_per_epoch(num_examples, config.batch_size)
-    self.history = {k: jnp.zeros(steps, jnp.float32) for k in train.STEP_METRICS}
+    self.history = {k: jnp.zeros(steps, jnp.float32) for k in steps_lib.STEP_METRICS}
 
   def run(self, start: int, stop: int) -> None:
     for a, b in train.chunk_bounds(start, stop, self.per_call):

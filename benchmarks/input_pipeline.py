@@ -4,16 +4,16 @@ Measures in one process, the measurements taking turns (``--repeats`` rounds):
 
 1. the pipeline alone: one epoch of batches gathered from the uint8 training split on the
    device, cropped, flipped and normalised (``input_pipeline.train_batch``), in one call;
-2. the training program's step (``train.make_train_step``, quickstart config: resnet8,
+2. the training program's step (``steps_lib.make_train_step``, quickstart config: resnet8,
    G′ amplification, weight decay, SGD momentum) on one fixed float32 batch already on the
    device: no input pipeline at all;
-3. the training program's chunk (``train.make_train_chunk``) one step per call: the batch
+3. the training program's chunk (``steps_lib.make_train_chunk``) one step per call: the batch
    gathered and augmented inside the step (what ``steps_per_dispatch=1`` runs);
 4. the same chunk with ``--steps_per_call`` steps per call, in a loop on the device.
 
 Data: the training images of ``--image_folder`` or, without it, 50,000 random uint8 images
 of CIFAR's shape. Prints the median images/s with the range and the ratios that decide
-``train.steps_per_call``'s automatic choice. Usage::
+``steps_lib.steps_per_call``'s automatic choice. Usage::
 
   python benchmarks/input_pipeline.py --image_folder ~/data/cifar10-jpg
 """
@@ -30,7 +30,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.harness import Trainer, synthetic_split  # noqa: E402
 from configs import quickstart  # noqa: E402
-from gradamp_jax import input_pipeline, train  # noqa: E402
+from gradamp_jax import input_pipeline  # noqa: E402
+from gradamp_jax.training import optimizer  # noqa: E402
+from gradamp_jax.training import steps as steps_lib  # noqa: E402
 
 MEAN, STD = input_pipeline.CIFAR10_MEAN, input_pipeline.CIFAR10_STD
 
@@ -97,9 +99,9 @@ def main():
   config = quickstart.get_config()
   config.batch_size = b
   steps_per_epoch = input_pipeline.steps_per_epoch(len(split), b)
-  tx = train.create_optimizer(config, steps_per_epoch)
-  graphdef, state = train.create_train_state(config, 10, tx)
-  bare_step = jax.jit(train.make_train_step(graphdef, tx), donate_argnums=0)
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
+  bare_step = jax.jit(steps_lib.make_train_step(graphdef, tx), donate_argnums=0)
   batch = jax.jit(input_pipeline.train_batch, static_argnums=(3, 4))(data, plan, 0, MEAN, STD)
   state = jax.block_until_ready(bare_step(state, batch)[0])
 
@@ -133,7 +135,7 @@ def main():
                 rates["many"])
   print(f"pipeline / bare step: {pipeline / bare_rate:.0f}x; 3 / 2: {one / bare_rate:.3f}; "
         f"4 / 3: {many / one:.3f} (automatic steps per call here: "
-        f"{train.steps_per_call(config)})")
+        f"{steps_lib.steps_per_call(config)})")
 
 
 if __name__ == "__main__":

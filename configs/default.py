@@ -5,7 +5,7 @@
 Every field below is part of the public interface; override any with
 ``--config.field=value`` (e.g. ``--config.amplification.threshold=1.5``). The paper
 reports 94.49 % test accuracy for its best ResNet-18 G′ case-1 run on CIFAR-10 and
-92.39 % for the model without amplification (SPEC §7); this default has not been run
+92.39 % for the model without amplification (docs/method.md §7); this default has not been run
 to completion here (150 epochs need a GPU).
 """
 
@@ -32,8 +32,8 @@ def get_config():
   config.weight_decay = 5e-4
   config.seed = 0
   config.half_precision = False        # bfloat16 compute, float32 params
-  config.conv = "lax"                  # lax | im2col (CPU kernel gradient; faster on some
-                                       # CPUs only: benchmarks/conv_gradient.py)
+  config.conv = "auto"                 # auto | lax | im2col: auto measures once per CPU
+                                       # which is faster (training/conv_choice.py); GPUs: lax
   config.steps_per_dispatch = 0        # training steps per jitted call; 0: automatic (1 on
                                        # CPU, 50 elsewhere); a signal stops within two calls
   config.keep_checkpoints = 2

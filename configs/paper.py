@@ -1,4 +1,4 @@
-"""The paper's experiments (Basodi et al. 2023, §4; SPEC §7), selected by arguments.
+"""The paper's experiments (Basodi et al. 2023, §4; docs/method.md §7), selected by arguments.
 
     python -m gradamp_jax.main --workdir runs/r18-c10-gp1-t1.0 \
         --config configs/paper.py:model=resnet18,dataset=cifar10,method=intelligent,measure=G_prime,case=1,threshold=1.0
@@ -11,7 +11,7 @@ for method=random], seed [0], validation_fraction [0.0: the paper's protocol; 0.
 out 10 % of train to choose thresholds on].
 
 150 epochs, SGD momentum 0.9, batch 128, weight decay 5e-4, LR 0.1 then 0.01.
-Expected (paper, best run; SPEC §7): ResNet-18 CIFAR-10 92.39 % without amplification,
+Expected (paper, best run; docs/method.md §7): ResNet-18 CIFAR-10 92.39 % without amplification,
 94.49 % with G′ case 1. Not run to completion here (each run needs a GPU for hours).
 
 ``get_sweep(arg)`` lists the runs of one model/dataset family for ``launch/sweep.py``:
@@ -24,7 +24,7 @@ Expected (paper, best run; SPEC §7): ResNet-18 CIFAR-10 92.39 % without amplifi
 import numpy as np
 
 from configs import default
-from gradamp_jax.config_args import parse_arg
+from gradamp_jax.training.config_args import parse_arg
 
 STRATEGY = {"vgg19": default.PARAMS_1, "resnet18": default.PARAMS_1,
             "resnet34": default.PARAMS_1, "resnet50": default.PARAMS_2,

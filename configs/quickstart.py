@@ -2,7 +2,7 @@
 
     python -m gradamp_jax.main --config configs/quickstart.py --workdir runs/quickstart
 
-Offline, with CIFAR-10 as an image folder (see the README's Data section):
+Offline, with CIFAR-10 as an image folder (docs/data.md):
 
     python -m gradamp_jax.main --config configs/quickstart.py --workdir runs/quickstart \
         --config.image_folder=~/data/cifar10-jpg
@@ -20,7 +20,7 @@ every control, on paired seeds, for ``launch/sweep.py``:
 """
 
 from configs import default
-from gradamp_jax.config_args import parse_arg
+from gradamp_jax.training.config_args import parse_arg
 
 ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,
             seed=0, validation_fraction=0.0)

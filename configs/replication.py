@@ -19,7 +19,7 @@ all], measure [G_prime | G], case [1 | 2], threshold [1.0], ratio [0.3], seed [0
 """
 
 from configs import default
-from gradamp_jax.config_args import parse_arg
+from gradamp_jax.training.config_args import parse_arg
 
 PHASES = ((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2), (6, 0.01, 0, 1))
 ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,

@@ -6,6 +6,7 @@ Pan (2020) it builds on.
 """
 
 from gradamp_jax.amplification import AmplificationState
+from gradamp_jax.amplification import check_epoch_start
 from gradamp_jax.amplification import find_state
 from gradamp_jax.amplification import intelligent_amplification
 from gradamp_jax.amplification import random_amplification
@@ -24,13 +25,16 @@ from gradamp_jax.phases import Phase
 from gradamp_jax.phases import learning_rate_schedule
 from gradamp_jax.phases import num_epochs
 from gradamp_jax.phases import parse_phases
+from gradamp_jax.phases import steps_per_epoch
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmplificationState", "DirectionalityState", "Phase", "directionality_g",
+    "AmplificationState", "DirectionalityState", "Phase", "check_epoch_start",
+    "directionality_g",
     "directionality_g_prime", "directionality_monitor", "directionality_report",
     "find_state", "intelligent_amplification", "layer_index", "layer_names",
     "learning_rate_schedule", "normalize", "num_epochs", "parse_phases",
     "random_amplification", "select_layers", "selection_epochs", "selection_report",
+    "steps_per_epoch",
 ]

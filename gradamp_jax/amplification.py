@@ -122,7 +122,7 @@ def selection_epochs(phases: Sequence[phases_lib.PhaseLike],
 
   A selection analysing epoch ``e`` takes effect at the first step of epoch ``e + 1``;
   runs that differ only in their selection rule are the same computation up to the end of
-  the first such epoch (SPEC §5; the timing of random selection is the same).
+  the first such epoch (docs/method.md §5; the timing of random selection is the same).
 
   Example:
     >>> selection_epochs([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)])
@@ -313,7 +313,7 @@ def random_amplification(
     wait_first_epoch: bool = True,
     track_directionality: bool = False,
 ) -> optax.GradientTransformation:
-  """Random layer amplification (Basodi et al. 2020 [16]; SPEC §6).
+  """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
   At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L``
   eligible layers (halves round up) are drawn uniformly without replacement from the
@@ -335,7 +335,7 @@ def random_amplification(
       :func:`~gradamp_jax.directionality_report`). The state then has the layout of
       :func:`intelligent_amplification`'s with tracking, whatever the ratio, so runs that
       differ only in their selection rule can start from one another's checkpoints
-      (:mod:`gradamp_jax.fork`); ``ratio=0.0`` amplifies nothing: a tracked, un-amplified run.
+      (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0`` amplifies nothing: a tracked, un-amplified run.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -374,12 +374,40 @@ def find_state(opt_state) -> AmplificationState:
   return found[0]
 
 
+def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
+  """Checks that a loop's epoch ``epoch`` (1-based) starts where the transforms count it.
+
+  The transforms count epochs as ``update_count // steps_per_epoch``: call this at the
+  start of each epoch of an own loop to catch one that makes more (or fewer) updates per
+  epoch than ``steps_per_epoch`` (e.g. a ragged last batch) before it shifts selections.
+  Works with any optimizer state that holds an amplification transform or a
+  :func:`~gradamp_jax.directionality_monitor`. Not jit-able (reads the count).
+
+  Raises:
+    ValueError: the update count is not ``(epoch - 1) * steps_per_epoch``.
+  """
+  counters = [x.count for x in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, (AmplificationState,
+                                                   directionality_lib.DirectionalityState)))
+              if isinstance(x, (AmplificationState, directionality_lib.DirectionalityState))]
+  if not counters:
+    raise ValueError("the optimizer state holds no amplification transform or "
+                     "directionality monitor")
+  count, expected = int(counters[0]), (int(epoch) - 1) * int(steps_per_epoch)
+  if count != expected:
+    raise ValueError(
+        f"epoch {epoch} starts after {count} updates, but with steps_per_epoch="
+        f"{steps_per_epoch} the transforms expect {expected}: the loop makes "
+        f"{count / max(int(epoch) - 1, 1):g} updates per epoch; drop the ragged last batch "
+        "(ga.steps_per_epoch) or pass the number of updates it really makes")
+
+
 def selection_report(opt_state, params) -> list[dict]:
   """The latest layer selection, one row per layer, ready for ``pandas.DataFrame``.
 
   Args:
     opt_state: an optimizer state containing one :class:`AmplificationState`.
-    params: the parameters (gives the layer names, SPEC §2).
+    params: the parameters (gives the layer names, docs/method.md §2).
 
   Returns:
     Rows with ``layer``, ``eligible``, ``measure`` (G or G′, eqs. 4, 7), ``normalized``

@@ -175,7 +175,7 @@ def directionality_report(opt_state, params) -> list[dict]:
   Args:
     opt_state: an optimizer state containing a :class:`DirectionalityState` (from
       :func:`directionality_monitor`, or an amplification transform that tracks).
-    params: the parameters (give the layer names, SPEC §2).
+    params: the parameters (give the layer names, docs/method.md §2).
 
   Returns:
     Rows with ``layer``, ``index`` (position in network order), ``epoch`` (1-based,

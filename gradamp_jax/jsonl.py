@@ -50,12 +50,29 @@ class JsonlWriter:
       os.close(fd)
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """The complete rows of a JSON-lines file; an unterminated last line is ignored."""
+def read_jsonl(path: str, *, missing_ok: bool = False) -> list[dict]:
+  """The complete rows of a JSON-lines file.
+
+  An unterminated last line (a write cut short) is ignored; a line that does not parse
+  anywhere else raises ``ValueError`` naming the file and line.
+
+  Args:
+    path: the file.
+    missing_ok: return ``[]`` for a missing file instead of raising ``FileNotFoundError``.
+  """
+  if missing_ok and not os.path.exists(path):
+    return []
   with open(path, "rb") as f:
     data = f.read()
-  complete = data[:data.rfind(b"\n") + 1]
-  return [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+  complete = data[:data.rfind(b"\n") + 1].decode()
+  rows = []
+  for number, line in enumerate(complete.splitlines(), 1):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{number}: not a JSON row ({e})") from None
+  return rows
 
 
 def _replace(path: str, text: str) -> None:

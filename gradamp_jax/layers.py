@@ -1,4 +1,4 @@
-"""What a "layer" is: the one place that groups parameters into layers (SPEC §2).
+"""What a "layer" is: the one place that groups parameters into layers (docs/method.md §2).
 
 A layer is a module that directly owns parameters, found from the parameter tree's
 paths: a parameter's layer is its path without the last key. ``conv1/kernel`` and
@@ -101,7 +101,7 @@ def layer_index(params: PyTree) -> LayerIndex:
 
 
 def layer_names(params: PyTree) -> tuple[str, ...]:
-  """Names of the layers of a parameter tree (SPEC §2): each path without its last key.
+  """Names of the layers of a parameter tree (docs/method.md §2): each path without its last key.
 
   Args:
     params: Linen parameter dict or NNX parameter ``State``.
@@ -117,7 +117,7 @@ def layer_names(params: PyTree) -> tuple[str, ...]:
 
 
 def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
-  """Which layers may be amplified and take part in the normalisation (SPEC §2).
+  """Which layers may be amplified and take part in the normalisation (docs/method.md §2).
 
   Args:
     index: the model's :class:`LayerIndex`.

@@ -24,7 +24,7 @@ def _safe_ratio(numerator, denominator):
 def directionality_g(signed_sum, abs_sum):
   """Layer gradient directionality ratio G (eq. 4).
 
-  ``G_l = |Σ_i Σ_j g_lij| / Σ_i Σ_j |g_lij|``, 0 where the denominator is 0 (SPEC §3).
+  ``G_l = |Σ_i Σ_j g_lij| / Σ_i Σ_j |g_lij|``, 0 where the denominator is 0 (docs/method.md §3).
 
   Args:
     signed_sum: per layer, ``Σ_i Σ_j g_lij`` over its weights i and the window's steps j.
@@ -67,7 +67,7 @@ def normalize(values, eligible):
 
   Where the std is below 1e-6 or not finite (one eligible layer, all layers equal)
   every normalized value is 0, so nothing is selected for a positive threshold and
-  nothing becomes NaN (SPEC §4). Ineligible layers get 0. An eligible layer whose
+  nothing becomes NaN (docs/method.md §4). Ineligible layers get 0. An eligible layer whose
   measure is not finite (it saw a non-finite gradient) is left out of the mean and std
   and gets NaN, which no threshold rule selects.
 
@@ -110,7 +110,7 @@ def select_layers(normalized, eligible, *, case: int, threshold: float):
 
 
 def random_subset(key, eligible, count):
-  """``count`` of the eligible layers, uniformly without replacement (SPEC §6).
+  """``count`` of the eligible layers, uniformly without replacement (docs/method.md §6).
 
   ``count`` may be a traced integer (the matched-random control).
   """

@@ -46,7 +46,7 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
 
   Args:
     phases: a non-empty sequence of :class:`Phase` or plain 4-tuples
-      ``(end_epoch, learning_rate, is_amp, amp_factor)`` (SPEC §5).
+      ``(end_epoch, learning_rate, is_amp, amp_factor)`` (docs/method.md §5).
 
   Returns:
     The phases as a tuple of :class:`Phase`; ``is_amp`` becomes a bool and a
@@ -93,6 +93,29 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
 def num_epochs(phases: Iterable[PhaseLike]) -> int:
   """Total number of epochs of a strategy (the last phase's ``end_epoch``)."""
   return parse_phases(phases)[-1].end_epoch
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Updates per epoch as the schedule counts them: full batches only.
+
+  The transforms and :func:`learning_rate_schedule` place epoch ``e`` at updates
+  ``(e - 1) * steps_per_epoch ..``; a loop that also trains on a ragged last batch makes one
+  update more per epoch, and every later phase change and selection drifts a step earlier
+  per epoch, silently. Drop the remainder (e.g. ``drop_remainder=True`` in tf.data or
+  grain), or check with :func:`~gradamp_jax.check_epoch_start`.
+
+  Example: 50,000 CIFAR images in batches of 128 give 390 steps (the last 80 images of each
+  epoch's shuffle are left out).
+
+  Raises:
+    ValueError: ``batch_size`` is not a positive integer or exceeds ``num_examples``.
+  """
+  if not is_positive_integer(batch_size):
+    raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+  if num_examples < batch_size:
+    raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training "
+                     "examples: an epoch would hold no full batch")
+  return int(num_examples) // int(batch_size)
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> int:

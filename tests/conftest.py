@@ -4,10 +4,14 @@ import os
 # Must be set before jax is imported.
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 
+import tempfile  # noqa: E402
+
+# conv=auto measures once per session into its own cache, not the user's.
+os.environ.setdefault("GRADAMP_JAX_CACHE", tempfile.mkdtemp(prefix="gradamp_cache-"))
+
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 

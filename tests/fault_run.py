@@ -29,7 +29,8 @@ if os.environ.get("FAULT_RUN_CACHE"):
 import orbax.checkpoint as ocp  # noqa: E402
 from absl import app  # noqa: E402
 
-from gradamp_jax import input_pipeline, main, train  # noqa: E402
+from gradamp_jax import input_pipeline  # noqa: E402
+from gradamp_jax.training import main, train  # noqa: E402
 from tests.test_train import mock_cifar  # noqa: E402
 
 # The configuration of tests/test_train.py's tiny_config, as overrides.

@@ -62,7 +62,7 @@ def main(argv=None):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   import tensorflow_datasets as tfds
-  from gradamp_jax import train
+  from gradamp_jax.training import train
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.root, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

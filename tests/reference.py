@@ -1,4 +1,4 @@
-"""A plain NumPy reading of the method (SPEC §3–5), written apart from the JAX code.
+"""A plain NumPy reading of the method (docs/method.md §3–5), written apart from the JAX code.
 
 It does not simulate a state machine: for every step it finds, from the strategy alone,
 which analysis window governs the step and recomputes the selection from that window's

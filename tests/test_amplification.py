@@ -179,7 +179,7 @@ def test_measures_by_hand():
   # G' = mean(|1|/3, 6/6) = 2/3.
   gp = ga.directionality_g_prime([jnp.array([1.0, 6.0])], [jnp.array([3.0, 6.0])], (0,), 1)
   np.testing.assert_allclose(gp, [2 / 3], rtol=1e-6)
-  # All moves negative: G is 1, not -1 (SPEC §3).
+  # All moves negative: G is 1, not -1 (docs/method.md §3).
   np.testing.assert_allclose(ga.directionality_g(jnp.array([-5.0]), jnp.array([5.0])), [1.0])
 
 
@@ -592,3 +592,38 @@ def test_eligible_leaving_no_layer_or_unknown():
     ga.intelligent_amplification(PHASES, 2, eligible="kernels").init(params)
   with pytest.raises(ValueError, match="eligible"):
     ga.random_amplification(PHASES, 2, ratio=0.5, eligible="convs").init(params)
+
+
+# ----------------------------------------------------------------------------- own loops
+
+
+def test_steps_per_epoch_drops_the_ragged_batch():
+  assert ga.steps_per_epoch(50_000, 128) == 390  # 50,000 = 390 * 128 + 80
+  assert ga.steps_per_epoch(256, 128) == 2
+  with pytest.raises(ValueError, match="exceeds the 5 training examples"):
+    ga.steps_per_epoch(5, 128)
+  with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+    ga.steps_per_epoch(100, 0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda spe: ga.intelligent_amplification(PHASES, spe, measure="G", case=1, threshold=0.5),
+    lambda spe: ga.directionality_monitor(spe),
+])
+def test_check_epoch_start_catches_a_loop_with_a_ragged_batch(make):
+  params = make_params([[(3,)], [(2, 2)]])
+  tx = optax.chain(make(4), optax.sgd(0.1))
+  grads = random_grads(params, np.random.default_rng(0), 1)[0]
+  update = jax.jit(tx.update)
+  for updates_per_epoch, fails in ((4, False), (5, True)):  # 4 full batches, or one more
+    state = tx.init(params)
+    ga.check_epoch_start(state, 1, 4)
+    for _ in range(updates_per_epoch):
+      _, state = update(grads, state, params)
+    if fails:
+      with pytest.raises(ValueError, match="epoch 2 starts after 5 updates.*expect 4"):
+        ga.check_epoch_start(state, 2, 4)
+    else:
+      ga.check_epoch_start(state, 2, 4)
+  with pytest.raises(ValueError, match="holds no amplification"):
+    ga.check_epoch_start(optax.sgd(0.1).init(params), 1, 4)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from gradamp_jax import analysis
+from gradamp_jax import analysis, jsonl
 
 # t_{0.975} quantiles of Student's t with 1, 2 and 3 degrees of freedom (printed tables).
 T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631}
@@ -48,12 +48,14 @@ def epochs(test, val=None, seconds=(9.0, 2.0, 4.0)):
 def test_read_jsonl_drops_a_half_written_last_line_only(tmp_path):
   path = str(tmp_path / "m.jsonl")
   write_jsonl(path, [dict(a=1), dict(a=2)], tail='{"a": 3, "b"')
-  assert analysis.read_jsonl(path) == [dict(a=1), dict(a=2)]
-  assert analysis.read_jsonl(str(tmp_path / "missing.jsonl")) == []
+  assert jsonl.read_jsonl(path) == [dict(a=1), dict(a=2)]
+  assert jsonl.read_jsonl(str(tmp_path / "missing.jsonl"), missing_ok=True) == []
+  with pytest.raises(FileNotFoundError):
+    jsonl.read_jsonl(str(tmp_path / "missing.jsonl"))
   with open(path, "w") as f:
     f.write('{"a": 1}\n{"a": \n{"a": 3}\n')
   with pytest.raises(ValueError, match=r"m\.jsonl:2: not a JSON row"):
-    analysis.read_jsonl(path)
+    jsonl.read_jsonl(path)
 
 
 def test_find_runs_at_any_depth(tmp_path):
@@ -141,7 +143,7 @@ def runs_frame(rows):
     out.append(dict(workdir=f"{method}-{threshold}-{seed}", **keys, finished=True, epochs=3,
                     final_test_accuracy=test, final_val_accuracy=val,
                     best_test_accuracy=test, mean_epoch_seconds=10.0))
-  return analysis._typed(pd.DataFrame(out, columns=list(analysis.RUN_COLUMNS)))
+  return analysis.typed_frame(pd.DataFrame(out, columns=list(analysis.RUN_COLUMNS)))
 
 
 def test_summarize_groups_over_seeds():
@@ -341,7 +343,7 @@ def test_threshold_figure_draws_the_summary():
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from gradamp_jax import figures
+  from gradamp_jax.analysis import figures
   runs = runs_frame([("none", 0, 0, 90.0, None), ("none", 0, 1, 92.0, None)]
                     + [("intelligent", t, s, 90 + t + s, None) for t in (1.0, 1.5)
                        for s in (0, 1)]

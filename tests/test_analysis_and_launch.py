@@ -6,12 +6,11 @@ import sys
 
 import pytest
 
-from gradamp_jax.config_args import parse_arg
+from gradamp_jax.training.config_args import parse_arg
 from configs import paper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
-import sweep  # noqa: E402
+from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
 
 
 def test_parse_arg_types_and_errors():

@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from gradamp_jax import branching, train
+from gradamp_jax.sweeps import branching
+from gradamp_jax.training import train
 from gradamp_jax.jsonl import JsonlWriter
 from test_fork import outputs, without_timing
 from test_train import STEPS, mock_cifar, read, tiny_config

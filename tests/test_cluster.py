@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from gradamp_jax import cluster, jsonl
+from gradamp_jax import jsonl
+from gradamp_jax.sweeps import cluster
 from configs import paper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "launch"))
-import sweep  # noqa: E402
+from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Every bad config or override is a ValueError naming its field; every good one trains.
 
 Property-based: each field's allowed values are restated here, independently of
-``gradamp_jax.config_fields``; hypothesis draws configs and ``--config.field=value`` strings
+``gradamp_jax.training.config_fields``; hypothesis draws configs and ``--config.field=value`` strings
 mixing allowed and disallowed values and checks the verdict and the field named.
 """
 
@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gradamp_jax import config_fields, models, train
+from gradamp_jax import models
+from gradamp_jax.training import config_fields
+from gradamp_jax.training import optimizer
+from gradamp_jax.training import steps as steps_lib
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,10 +178,10 @@ def test_generated_configs(mutation, unknown):
       config[unknown] = 1
     bad = bad | {unknown}
   if not bad:
-    train.validate_config(config)  # no exception
+    config_fields.validate_config(config)  # no exception
     return
   with pytest.raises(ValueError) as info:
-    train.validate_config(config)
+    config_fields.validate_config(config)
   field = named_field(str(info.value))
   # The amplification transforms report under "config.amplification".
   assert field in bad or (field == "amplification" and any(
@@ -229,7 +232,7 @@ def test_generated_override_strings(case):
   config = tiny_config()
   try:
     config_fields.apply_overrides(config, [text])
-    train.validate_config(config)
+    config_fields.validate_config(config)
   except ValueError as e:
     assert bad is not None, f"{text} refused: {e}"
     named = named_field(str(e))
@@ -268,14 +271,14 @@ def valid_small_configs(draw):
           suppress_health_check=[HealthCheck.too_slow])
 @given(valid_small_configs())
 def test_valid_configs_build_and_run_a_step(config):
-  train.validate_config(config)
+  config_fields.validate_config(config)
   steps_per_epoch = 2
-  tx = train.create_optimizer(config, steps_per_epoch)
-  graphdef, state = train.create_train_state(config, 10, tx)
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(config.seed)
   batch = dict(image=jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
                label=jnp.asarray(rng.integers(0, 10, config.batch_size), jnp.int32))
-  state, metrics = jax.jit(train.make_train_step(graphdef, tx))(state, batch)
+  state, metrics = jax.jit(steps_lib.make_train_step(graphdef, tx))(state, batch)
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
 
 

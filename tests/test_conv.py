@@ -1,4 +1,7 @@
-"""The CPU convolution gives lax's values and gradients."""
+"""The CPU convolution gives lax's values and gradients; conv=auto picks and keeps one."""
+
+import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -45,3 +48,67 @@ def test_other_convolutions_fall_back_to_lax():
   want = lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=numbers,
                                   feature_group_count=2)
   np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- conv=auto
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+  from gradamp_jax.training import conv_choice
+  monkeypatch.setenv("GRADAMP_JAX_CACHE", str(tmp_path / "cache"))
+  conv_choice.fastest.cache_clear()
+  yield conv_choice
+  conv_choice.fastest.cache_clear()
+
+
+def auto_config():
+  from configs import quickstart
+  config = quickstart.get_config()
+  assert config.conv == "auto"
+  return config
+
+
+def test_auto_measures_once_and_keeps_the_faster(cache, monkeypatch):
+  monkeypatch.setattr(cache, "measure", lambda: {"lax": 0.3, "im2col": 0.1})
+  assert cache.resolve(auto_config()).conv == "im2col"
+  (record,) = os.listdir(cache.cache_dir())
+  with open(os.path.join(cache.cache_dir(), record)) as f:
+    assert json.load(f)["choice"] == "im2col"
+
+  def must_not_measure():
+    raise AssertionError("measured again")
+
+  cache.fastest.cache_clear()
+  monkeypatch.setattr(cache, "measure", must_not_measure)
+  assert cache.resolve(auto_config()).conv == "im2col"  # from the cache file
+
+
+def test_the_first_writer_of_a_key_wins(cache, monkeypatch):
+  monkeypatch.setattr(cache, "measure", lambda: {"lax": 0.1, "im2col": 0.3})
+  assert cache.fastest() == "lax"
+  cache.fastest.cache_clear()
+  (record,) = os.listdir(cache.cache_dir())
+  path = os.path.join(cache.cache_dir(), record)
+  cache._write_once(path, dict(choice="im2col"))  # a later writer: ignored
+  with open(path) as f:
+    assert json.load(f)["choice"] == "lax"
+
+
+def test_a_recorded_run_keeps_its_choice(cache, monkeypatch, tmp_path):
+  monkeypatch.setattr(cache, "measure", lambda: {"lax": 0.1, "im2col": 0.3})
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text('{"conv": "im2col"}')
+  assert cache.resolve(auto_config(), str(run)).conv == "im2col"  # resume, not lax
+  assert cache.resolve(auto_config(), str(tmp_path / "new"), str(run)).conv == "im2col"
+  assert cache.resolve(auto_config(), str(tmp_path / "new")).conv == "lax"
+  explicit = auto_config()
+  explicit.conv = "lax"
+  assert cache.resolve(explicit, str(run)).conv == "lax"  # a concrete choice is kept
+
+
+def test_auto_times_both_implementations():
+  from gradamp_jax.training import conv_choice
+  seconds = conv_choice.measure(repeats=1)
+  assert set(seconds) == {"lax", "im2col"} and all(0 < s < 60 for s in seconds.values())

@@ -20,8 +20,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gradamp_jax import checkpointing, jsonl, preemption
-from gradamp_jax.workdir_lock import WorkdirBusyError, WorkdirLock
+from gradamp_jax import jsonl
+from gradamp_jax.training import checkpointing
+from gradamp_jax.training import preemption
+from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6  # per epoch: 48 mock examples, batch 8
@@ -168,7 +170,7 @@ def _manager_with_two(tmp_path, n=1000):
   return manager, directory
 
 
-class State(NamedTuple):  # shaped like train.TrainState: a NamedTuple with a step
+class State(NamedTuple):  # shaped like steps.TrainState: a NamedTuple with a step
   step: np.ndarray
   w: np.ndarray
 
@@ -239,7 +241,7 @@ def test_no_restorable_checkpoint_over_results_is_refused(tmp_path):
 
 HOLD = """
 import sys, time
-from gradamp_jax.workdir_lock import WorkdirLock
+from gradamp_jax.training.workdir_lock import WorkdirLock
 WorkdirLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)

@@ -9,7 +9,10 @@ import jax
 import pytest
 
 import gradamp_jax as ga
-from gradamp_jax import fork, train
+from gradamp_jax.sweeps import fork
+from gradamp_jax.training import optimizer
+from gradamp_jax.training import steps as steps_lib
+from gradamp_jax.training import train
 from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (4, 0.02, 0, 1))
@@ -125,8 +128,8 @@ def test_tracked_runs_of_every_method_share_one_state_layout():
                dict(method="intelligent", measure="G_prime", case=2),
                dict(method="matched_random", measure="G", case=1)):
     config = config_of(**rule)
-    tx = train.create_optimizer(config, STEPS)
-    _, state = train.create_train_state(config, 10, tx)
+    tx = optimizer.create_optimizer(config, STEPS)
+    _, state = steps_lib.create_train_state(config, 10, tx)
     layouts.add(str(jax.tree.map(lambda x: (x.shape, str(x.dtype)), state)))
   assert len(layouts) == 1
 

@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 from PIL import Image
 
 from gradamp_jax import input_pipeline as ip
+from gradamp_jax.input_pipeline import tfds_source
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -122,14 +123,14 @@ def no_network(monkeypatch):
 
 
 def test_tfds_not_prepared_without_tensorflow(tmp_path, monkeypatch, no_network):
-  monkeypatch.setattr(ip, "_tensorflow_available", lambda: False)
+  monkeypatch.setattr(tfds_source, "_tensorflow_available", lambda: False)
   with pytest.raises(ImportError, match=r'pip install "gradamp_jax\[prepare\]"') as error:
     ip.load("cifar100", data_dir=str(tmp_path), download=True)
   assert str(tmp_path / "cifar100") in str(error.value)
 
 
 def test_tfds_not_prepared_host_unreachable(tmp_path, monkeypatch):
-  monkeypatch.setattr(ip, "_tensorflow_available", lambda: True)
+  monkeypatch.setattr(tfds_source, "_tensorflow_available", lambda: True)
   attempts = []
 
   def unreachable(address, timeout):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from gradamp_jax import analysis
-from gradamp_jax import report
+from gradamp_jax.analysis import report
 from mock_sweep import copy_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

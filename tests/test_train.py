@@ -18,7 +18,13 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import gradamp_jax as ga
-from gradamp_jax import input_pipeline, train
+from gradamp_jax import input_pipeline
+from gradamp_jax import jsonl
+from gradamp_jax.training import config_fields
+from gradamp_jax.training import optimizer
+from gradamp_jax.training import outputs
+from gradamp_jax.training import steps as steps_lib
+from gradamp_jax.training import train
 from configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +55,7 @@ def mock_cifar():
 
 
 def read(path):
-  return train.read_jsonl(path)
+  return jsonl.read_jsonl(path)
 
 
 def _strip_timing(rows):
@@ -134,7 +140,7 @@ def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, 
   run, the loop traced once for every phase, selection and call length; and the same run
   as one step per call without a loop (the finished run) up to rounding."""
   traces = []
-  make_train_chunk = train.make_train_chunk
+  make_train_chunk = steps_lib.make_train_chunk
 
   def counted(*args, **kwargs):
     chunk = make_train_chunk(*args, **kwargs)
@@ -145,7 +151,7 @@ def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, 
 
     return traced
 
-  monkeypatch.setattr(train, "make_train_chunk", counted)
+  monkeypatch.setattr(steps_lib, "make_train_chunk", counted)
   outputs = []
   for per_call in (4, STEPS):
     config = tiny_config()
@@ -174,16 +180,16 @@ def test_each_device_computes_its_half_of_the_batch():
   """The batch gathered from the replicated split is sharded before the model runs: on two
   devices the compiled step convolves 4 images per device, not the global 8."""
   config = tiny_config()
-  tx = train.create_optimizer(config, STEPS)
-  graphdef, state = train.create_train_state(config, 10, tx)
+  tx = optimizer.create_optimizer(config, STEPS)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   rng = np.random.default_rng(0)
   split = input_pipeline.Split(rng.integers(0, 256, (NUM_EXAMPLES, 32, 32, 3), dtype=np.uint8),
                                rng.integers(0, 10, NUM_EXAMPLES).astype(np.int32))
   plan = input_pipeline.epoch_plan(0, 1, num_examples=NUM_EXAMPLES, batch_size=BATCH)
-  history = {k: jnp.zeros(STEPS) for k in train.STEP_METRICS}
+  history = {k: jnp.zeros(STEPS) for k in steps_lib.STEP_METRICS}
   for loop in (False, True):
-    chunk = jax.jit(train.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3,
+    chunk = jax.jit(steps_lib.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3,
                                            NamedSharding(mesh, P("data")), loop=loop))
     text = chunk.lower(state, input_pipeline.to_device(split, mesh), plan, 0, 1,
                        history).compile().as_text()
@@ -200,14 +206,14 @@ def test_chunk_bounds():
 def test_evaluation_counts_every_example_once():
   """The on-device evaluation against a numpy sum over the examples one at a time."""
   config = tiny_config()
-  tx = train.create_optimizer(config, 1)
-  graphdef, state = train.create_train_state(config, 10, tx)
+  tx = optimizer.create_optimizer(config, 1)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(0)
   split = input_pipeline.Split(rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8),
                                rng.integers(0, 10, 37).astype(np.int32))
   mesh = Mesh(np.array(jax.devices()), ("data",))
   mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-  evaluate = jax.jit(train.make_evaluate(graphdef, mean, std,
+  evaluate = jax.jit(steps_lib.make_evaluate(graphdef, mean, std,
                                          NamedSharding(mesh, P("data"))))
   sums = jax.device_get(evaluate(state, input_pipeline.to_device_batches(split, 16, mesh)))
   model = nnx.merge(graphdef, state.params, state.batch_stats)
@@ -246,8 +252,8 @@ def test_unamplified_run_measures_directionality_too(tmp_path):
   assert not os.path.exists(tmp_path / "layer_stats.jsonl") or not read(
       tmp_path / "layer_stats.jsonl")
   config.track_directionality = False
-  tx = train.create_optimizer(config, STEPS)
-  _, state = train.create_train_state(config, 10, tx)
+  tx = optimizer.create_optimizer(config, STEPS)
+  _, state = steps_lib.create_train_state(config, 10, tx)
   with pytest.raises(ValueError, match="no DirectionalityState"):
     ga.directionality_report(state.opt_state, state.params)
 
@@ -255,11 +261,11 @@ def test_unamplified_run_measures_directionality_too(tmp_path):
 def test_matched_random_rows_keep_the_measures_choice():
   config = tiny_config(method="matched_random", measure="G", case=2, threshold=0.3)
   tx, graphdef, state, batch = _state_and_batch(config, steps_per_epoch=1)
-  step = jax.jit(train.make_train_step(graphdef, tx))
+  step = jax.jit(steps_lib.make_train_step(graphdef, tx))
   for _ in range(2):  # epoch 2 is analysed; its selection is made at the third update
     state, _ = step(state, batch)
   state, _ = step(state, dict(batch, image=batch["image"][::-1]))
-  rows = train.layer_stat_rows(config, state.opt_state, state.params)
+  rows = outputs.layer_stat_rows(config, state.opt_state, state.params)
   assert {r["epoch"] for r in rows} == {2}
   by_measure = [r["selected_by_measure"] for r in rows]
   assert by_measure == [abs(r["normalized"]) > 0.3 for r in rows]
@@ -285,10 +291,10 @@ def test_data_fingerprint_sees_one_pixel():
   data = input_pipeline.Dataset(name="x", class_names=tuple("abcd"), train=split(),
                                 test=split(), validation=None,
                                 num_classes=4, mean=(0, 0, 0), std=(1, 1, 1))
-  before = train.data_fingerprint(data)
-  assert train.data_fingerprint(data) == before
+  before = outputs.data_fingerprint(data)
+  assert outputs.data_fingerprint(data) == before
   data.train.images[1, 0, 0, 2] ^= 1
-  assert train.data_fingerprint(data) != before
+  assert outputs.data_fingerprint(data) != before
 
 
 def test_finished_run_is_not_rerun(finished_run):
@@ -304,10 +310,10 @@ def test_resuming_with_another_config_is_refused(finished_run):
   config = tiny_config(threshold=0.7)
   config.image_folder = "/elsewhere"  # data locations may change
   with pytest.raises(ValueError, match=r"different config \(fields: amplification\)"):
-    train.check_same_experiment(config, workdir)
+    outputs.check_same_experiment(config, workdir)
   config = tiny_config()
   config.image_folder, config.keep_checkpoints = "/elsewhere", 5
-  train.check_same_experiment(config, workdir)
+  outputs.check_same_experiment(config, workdir)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -321,8 +327,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def _state_and_batch(config, steps_per_epoch=1):
-  tx = train.create_optimizer(config, steps_per_epoch)
-  graphdef, state = train.create_train_state(config, 10, tx)
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(0)
   batch = dict(image=jnp.asarray(rng.normal(size=(BATCH, 32, 32, 3)), jnp.float32),
                label=jnp.asarray(rng.integers(0, 10, BATCH), jnp.int32))
@@ -335,15 +341,15 @@ def test_selected_layers_update_is_factor_times_plain_update():
   config.phases = ((3, 0.05, 1, 2.0),)  # 2 steps per epoch: epoch 1 analysed, 2 amplified
   tx, graphdef, state, batch = _state_and_batch(config, steps_per_epoch=2)
   other = dict(image=batch["image"][::-1] * 0.5, label=(batch["label"] + 3) % 10)
-  step = jax.jit(train.make_train_step(graphdef, tx))
+  step = jax.jit(steps_lib.make_train_step(graphdef, tx))
   state, _ = step(state, batch)
   state, _ = step(state, other)
   amplified, _ = step(state, batch)  # frozen batch, selection active
   plain_config = tiny_config(method="none")
   plain_config.momentum, plain_config.weight_decay, plain_config.phases = 0.0, 0.0, config.phases
-  plain_tx = train.create_optimizer(plain_config, 2)
+  plain_tx = optimizer.create_optimizer(plain_config, 2)
   plain_state = state._replace(opt_state=plain_tx.init(state.params))
-  plain, _ = jax.jit(train.make_train_step(graphdef, plain_tx))(plain_state, batch)
+  plain, _ = jax.jit(steps_lib.make_train_step(graphdef, plain_tx))(plain_state, batch)
 
   mask = np.asarray(ga.find_state(amplified.opt_state).mask)
   assert 0 < mask.sum() < len(mask)
@@ -365,7 +371,7 @@ def test_two_devices_match_one_device():
     mesh = Mesh(np.array(devices), ("data",))
     state = jax.device_put(state0, NamedSharding(mesh, P()))
     data = jax.device_put(batch, NamedSharding(mesh, P("data")))
-    step = jax.jit(train.make_train_step(graphdef, tx))
+    step = jax.jit(steps_lib.make_train_step(graphdef, tx))
     for _ in range(5):  # crosses the analysis epoch into amplification
       state, _ = step(state, data)
     results.append(jax.device_get(state))
@@ -383,7 +389,7 @@ def test_two_devices_match_one_device():
 @pytest.mark.parametrize("field, value, message", [
     ("model", "resnet7", "config.model: must be one of vgg11, .*, got 'resnet7'"),
     ("dataset", "mnist", "config.dataset: must be one of cifar10, cifar100, got 'mnist'"),
-    ("conv", "fft", "config.conv: must be one of lax, im2col, got 'fft'"),
+    ("conv", "fft", "config.conv: must be one of auto, lax, im2col, got 'fft'"),
     ("phases", ((2, 0.1, 0, 1), (1, 0.1, 1, 2)), r"config.phases: phases\[1\]"),
     ("batch_size", 7, "config.batch_size: must be a positive multiple of the device count"),
     ("amplification.method", "best", "config.amplification.method: must be one of none, "),
@@ -401,14 +407,14 @@ def test_bad_config_names_the_field(field, value, message):
   node, _, leaf = field.rpartition(".")
   (config[node] if node else config)[leaf] = value
   with pytest.raises(ValueError, match=message):
-    train.validate_config(config)
+    config_fields.validate_config(config)
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("")
   with pytest.raises(ValueError, match="workdir: .* is not a writable directory"):
-    train.check_workdir(str(blocker / "sub"))
+    outputs.check_workdir(str(blocker / "sub"))
 
 
 def test_main_exits_non_zero_with_the_field_named(tmp_path):

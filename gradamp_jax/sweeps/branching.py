@@ -20,8 +20,9 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 import gradamp_jax as ga
-from gradamp_jax import fork as fork_lib
-from gradamp_jax import train
+from gradamp_jax.sweeps import fork as fork_lib
+from gradamp_jax.training import optimizer
+from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.jsonl import read_jsonl
 
 
@@ -114,8 +115,8 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
     info = json.load(f)
   rows = [r for r in read_jsonl(os.path.join(trunk.workdir, "directionality.jsonl"))
           if r["epoch"] <= epoch]
-  tx = train.create_optimizer(trunk.config, info["steps_per_epoch"])
-  _, state = train.create_train_state(trunk.config, info["num_classes"], tx)
+  tx = optimizer.create_optimizer(trunk.config, info["steps_per_epoch"])
+  _, state = steps_lib.create_train_state(trunk.config, info["num_classes"], tx)
   groups: dict[tuple, list[Member]] = {}
   for m in members:
     selections = fork_lib.replay_selections(m.config, state.params, rows,

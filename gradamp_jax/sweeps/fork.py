@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +30,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import gradamp_jax as ga
-from gradamp_jax import checkpointing
-from gradamp_jax import train
-from gradamp_jax.jsonl import JsonlWriter, read_jsonl
-from gradamp_jax.workdir_lock import WorkdirLock
+from gradamp_jax.training import checkpointing
+from gradamp_jax.training import conv_choice
+from gradamp_jax.training import config_fields
+from gradamp_jax.training import optimizer
+from gradamp_jax.training import outputs
+from gradamp_jax.training import steps as steps_lib
+from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax.training.workdir_lock import WorkdirLock
 
 # Fields of ``config.amplification`` that only decide which layers a selection picks.
 RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio")
@@ -53,7 +56,7 @@ def flat_fields(tree: dict, prefix: str = "") -> dict:
 def computation_fields(config: dict) -> dict:
   """A config (as a ``config.json`` dict), flat, less its selection rule and data location:
   what must be equal for two runs to be one computation until their selections differ."""
-  ignored = set(train.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in RULE_FIELDS}
+  ignored = set(config_fields.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in RULE_FIELDS}
   return {k: v for k, v in sorted(flat_fields(config).items()) if k not in ignored}
 
 
@@ -79,7 +82,7 @@ def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
   Raises:
     ValueError: an epoch's statistics are not recorded for every layer.
   """
-  tx = train.create_amplification(config, steps_per_epoch)
+  tx = optimizer.create_amplification(config, steps_per_epoch)
   if tx is None or until_epoch < 1:
     return []
   names = ga.layer_index(params).names
@@ -148,8 +151,9 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
       lacks (the epoch's metrics, checkpoint or statistics).
   """
   epoch = int(epoch)
-  train.validate_config(config)
-  train.check_same_experiment(config, workdir)
+  config_fields.validate_config(config)
+  config = conv_choice.resolve(config, workdir, parent)
+  outputs.check_same_experiment(config, workdir)
   where = f"fork of {workdir!r} from {parent!r} at epoch {epoch}"
   try:
     parent_config, info = (_read_json(os.path.join(parent, name))
@@ -180,8 +184,8 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
     raise ValueError(f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
                      f"{epoch}); it has {sorted(parent_checkpoints.all_steps())}")
 
-  tx = train.create_optimizer(config, steps_per_epoch)
-  _, template = train.create_train_state(config, info["num_classes"], tx)
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  _, template = steps_lib.create_train_state(config, info["num_classes"], tx)
   directions = [r for r in read_jsonl(os.path.join(parent, "directionality.jsonl"))
                 if r["epoch"] <= epoch]
   # The selections in effect before the fork (made at the first step of epochs <= epoch).
@@ -217,34 +221,19 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
         lambda x: amp if isinstance(x, ga.AmplificationState) else x, state.opt_state,
         is_leaf=lambda x: isinstance(x, ga.AmplificationState)))
 
-  train.check_workdir(workdir)
+  outputs.check_workdir(workdir)
   lock = WorkdirLock(workdir).acquire()
   try:
     depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
     stats_rows = [] if config.amplification.method == "none" else [
-        row for s in mine for row in train.in_network_order(
-            train.layer_stat_rows(config, s, template.params), depth)]
+        row for s in mine for row in outputs.in_network_order(
+            outputs.layer_stat_rows(config, s, template.params), depth)]
     # Files first, the checkpoint last: a fork cut short is made again.
-    for name, rows in (("metrics.jsonl", metrics), ("directionality.jsonl", directions),
-                       ("layer_stats.jsonl", stats_rows)):
-      JsonlWriter(os.path.join(workdir, name)).write(rows)
-    for stale in ("partial_epoch.json",):
-      if os.path.exists(os.path.join(workdir, stale)):
-        os.remove(os.path.join(workdir, stale))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    shutil.copyfile(os.path.join(parent, "run.json"), os.path.join(workdir, "run.json"))
-    history_path = os.path.join(workdir, "fork.json")
-    history = _read_json(history_path) if os.path.exists(history_path) else []
-    history.append(dict(parent=os.path.abspath(parent), epoch=epoch, step=step))
-    with open(history_path, "w") as f:
-      json.dump(history, f, indent=2)
-    checkpoints = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
-    checkpoints.save(step, args=ocp.args.StandardSave(state))
-    checkpoints.wait_until_finished()
-    checkpoints.close()
+    outputs.write_fork(workdir, config, parent, epoch, step, metrics=metrics,
+                       directionality=directions, layer_stats=stats_rows)
+    with checkpointing.RunCheckpoints(workdir, keep=config.keep_checkpoints,
+                                      steps_per_epoch=steps_per_epoch) as checkpoints:
+      checkpoints.save(step, state)
   finally:
     lock.release()
   return True

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from gradamp_jax.jsonl import read_jsonl
 
 BAD_DIR = "bad_checkpoints"
+PARTIAL_EPOCH_FILE = "partial_epoch.json"
 
 
 class NoRestorableCheckpointError(ValueError):
@@ -106,7 +107,7 @@ class PartialEpoch:
   """
 
   def __init__(self, workdir: str, steps_per_epoch: int):
-    self.path = os.path.join(workdir, "partial_epoch.json")
+    self.path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
     self.steps_per_epoch = steps_per_epoch
     self.metrics: dict[str, np.ndarray] | None = None
 
@@ -138,6 +139,50 @@ class PartialEpoch:
     self.metrics = {k: np.asarray(v, np.float32) for k, v in record["metrics"].items()}
     if any(len(v) != step % self.steps_per_epoch for v in self.metrics.values()):
       raise ValueError(f"{self.path} does not hold {step % self.steps_per_epoch} steps")
+
+
+class RunCheckpoints:
+  """A run's checkpoints, indexed by update count: epoch ends, and steps where a signal
+  stopped the run (with their :class:`PartialEpoch` record).
+
+  Saving at an epoch's end is asynchronous: the state saved must not be donated to later
+  steps (give it a copy). Use as a context manager: leaving waits for the last save.
+  """
+
+  def __init__(self, workdir: str, *, keep: int, steps_per_epoch: int):
+    self.workdir = workdir
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.partial = PartialEpoch(workdir, steps_per_epoch)
+
+  def restore(self, state) -> tuple[int, Any, dict | None]:
+    """``(step, state, metrics)`` of the newest checkpoint that restores (:func:`restore_newest`),
+    ``metrics`` being the per-step metrics of its epoch's earlier steps (None at an
+    epoch's end); ``(0, state, None)`` when there is none."""
+    step, state = restore_newest(self.manager, state, self.workdir, check=self.partial.check)
+    return step, state, self.partial.metrics if step % self.partial.steps_per_epoch else None
+
+  def save(self, step: int, state) -> None:
+    self.manager.save(step, args=ocp.args.StandardSave(state))
+
+  def save_interrupted(self, step: int, state, metrics: dict) -> None:
+    """Saves a mid-epoch ``state`` with the epoch's per-step ``metrics`` so far, and waits."""
+    self.partial.save(step, metrics)
+    self.save(step, state)
+    self.manager.wait_until_finished()
+
+  def describe_kept(self) -> str:
+    if self.manager.all_steps():
+      return f"the last good checkpoint is kept in {self.directory}"
+    return "no checkpoint yet"
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.manager.wait_until_finished()
+    self.manager.close()
 
 
 def sync(name: str) -> None:

@@ -2,7 +2,7 @@
 
 :class:`TrainingJob` runs a training command in a child process. When SLURM preempts the
 job or its time limit nears, the child stops at a step boundary after saving a checkpoint
-(``gradamp_jax.preemption``) and the job is requeued; the requeued job runs the same
+(``gradamp_jax.training.preemption``) and the job is requeued; the requeued job runs the same
 command, which resumes. ``launch/sweep.py --mode slurm`` submits a sweep this way.
 """
 
@@ -17,7 +17,7 @@ import time
 
 import submitit
 
-from gradamp_jax.preemption import EXIT_PREEMPTED
+from gradamp_jax.training.preemption import EXIT_PREEMPTED
 
 
 class TrainingJob(submitit.helpers.Checkpointable):

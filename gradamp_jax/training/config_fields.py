@@ -5,21 +5,24 @@ config (unknown and missing fields included) and :func:`apply_overrides` applies
 overrides; both raise ``ValueError("config.<field>: <what is allowed>, got <value>")`` and
 nothing else, before any data is read or anything is compiled. Checks that involve several
 fields or the machine (device count, the amplification transforms) are in
-``train.validate_config``, which calls :func:`check_fields` first.
+``config_fields.validate_config``, which calls :func:`check_fields` first.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import os
 import re
 from typing import Any, Callable
 
+import jax
 import ml_collections
 
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import models
 from gradamp_jax.phases import parse_phases
+from gradamp_jax.training.optimizer import create_amplification
 
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 DATASETS = ("cifar10", "cifar100")
@@ -76,7 +79,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
     "seed": _int_range(0, MAX_SEED),
     "half_precision": _BOOL,
-    "conv": _choice(tuple(models.CONV_IMPLEMENTATIONS)),
+    "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
     "steps_per_dispatch": _int_range(0),
     "keep_checkpoints": _int_range(1),
     "track_directionality": _BOOL,
@@ -191,3 +194,33 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
     with target.ignore_type():
       target[leaf] = value
     known[field] = value
+
+
+# Fields that may change between a run and its resumption: where data lives and how the
+# work is cut into calls, not what is computed.
+RESUMABLE_CHANGES = ("data_dir", "image_folder", "download", "eval_batch_size",
+                     "steps_per_dispatch", "keep_checkpoints")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the config before any data is read or anything is compiled.
+
+  Every field is checked against :data:`RULES`; then what involves several
+  fields or this machine.
+
+  Raises:
+    ValueError: naming the bad field and what is allowed.
+  """
+  check_fields(config)
+  if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
+    raise ValueError(
+        f"config.image_folder: folder {config.image_folder!r} does not exist; it must hold "
+        "train/<class>/* and test/<class>/* images")
+  for field in ("batch_size", "eval_batch_size"):
+    if config[field] % jax.device_count():
+      raise ValueError(f"config.{field}: must be a positive multiple of the device count "
+                       f"({jax.device_count()}), got {config[field]!r}")
+  try:  # the transforms check measure, case, threshold and ratio themselves
+    create_amplification(config, steps_per_epoch=1)
+  except ValueError as e:
+    raise ValueError(f"config.amplification: {e}") from None

@@ -1,25 +1,7 @@
-"""Reading run folders and the statistics of the report; the notebooks call only these.
+"""Statistics of the report over run tables: group summaries, threshold choice, paired
+differences to ``none``, epoch times, and per-layer selection and directionality tables.
 
-A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.json``,
-``layer_stats.jsonl`` (one row per layer at each selection) and ``directionality.jsonl``
-(G and G′ of every layer at every epoch), all written by :mod:`gradamp_jax.train`. Runs may
-lie at any depth under a sweep's root; no index file is needed.
-
-Accuracies are fractions in the run files and percent in everything returned here. How
-results are compared (SPEC §8):
-
-* the final accuracy of a run is its last epoch's test accuracy, defined only for finished
-  runs (every epoch of its phases done); unfinished runs are listed and left out of every
-  statistic;
-* a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
-  sample standard deviation (ddof=1, undefined for one run);
-* a family (:data:`FAMILY_KEYS`) is a group without its threshold: its threshold is chosen on
-  the validation split when every run of the family has one (highest mean validation
-  accuracy, ties to the smaller threshold), else on test (the paper's protocol, optimistic);
-  ``matched_random`` takes the threshold chosen for ``intelligent`` with its measure and case
-  (and ``random`` run at several ratios has its ratio chosen the same way);
-* a family's difference to ``none`` pairs runs by seed: mean difference and a 95 % Student-t
-  interval.
+How results are compared is defined in :mod:`gradamp_jax.analysis.runs`.
 """
 
 from __future__ import annotations
@@ -27,172 +9,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Optional
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-RUN_COLUMNS = (
-    "workdir", "model", "dataset", "method", "measure", "case", "threshold",
-    "reselect_every", "ratio", "seed", "finished", "epochs", "final_test_accuracy",
-    "final_val_accuracy", "best_test_accuracy", "mean_epoch_seconds")
-GROUP_KEYS = ("model", "dataset", "method", "measure", "case", "threshold", "reselect_every",
-              "ratio")
-SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
-FAMILY_KEYS = ("model", "dataset", "reselect_every", "method", "measure", "case")
-COMPARISON_COLUMNS = FAMILY_KEYS + (
-    "chosen_threshold", "chosen_by", "n", "test_mean", "test_std", "diff_mean", "diff_ci_low",
-    "diff_ci_high", "paper_best")
-EPOCH_TIME_COLUMNS = ("model", "dataset", "method", "measure", "case", "n", "seconds_mean",
-                      "seconds_std", "overhead_percent")
-
-# The amplification keys that mean something for each method; the others are left empty.
-APPLIES = {
-    "none": (),
-    "intelligent": ("measure", "case", "threshold", "reselect_every"),
-    "matched_random": ("measure", "case", "threshold", "reselect_every"),
-    "random": ("ratio", "reselect_every"),
-    "all": ("reselect_every",),
-}
-_INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "n")
-METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """Rows of a JSON-lines file; ``[]`` when it is missing.
-
-  A last line that does not parse (a run killed while writing it) is dropped; a bad line
-  anywhere else raises ``ValueError`` naming the file and line.
-  """
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = [(number, line) for number, line in enumerate(f, 1) if line.strip()]
-  rows = []
-  for i, (number, line) in enumerate(lines):
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      if i == len(lines) - 1:
-        break
-      raise ValueError(f"{path}:{number}: not a JSON row ({e})") from e
-  return rows
-
-
-def read_frame(path: str) -> pd.DataFrame:
-  """A JSON-lines file as a DataFrame (see :func:`read_jsonl`); empty when missing."""
-  return pd.DataFrame(read_jsonl(path))
-
-
-def find_runs(root: str) -> list[str]:
-  """Run folders under ``root`` at any depth (holding ``config.json`` and
-  ``metrics.jsonl``), sorted; hidden folders, ``checkpoints`` and ``tensorboard`` are not
-  searched."""
-  if not os.path.isdir(root):
-    raise ValueError(f"ROOT {root!r} is not a directory")
-  found = []
-  for folder, subfolders, files in os.walk(root):
-    if "config.json" in files and "metrics.jsonl" in files:
-      found.append(folder)
-    subfolders[:] = sorted(s for s in subfolders
-                           if s not in ("checkpoints", "tensorboard") and not s.startswith("."))
-  return sorted(found)
-
-
-def load_run(workdir: str) -> dict:
-  """One run: ``config`` and ``info`` (``run.json``; ``{}`` when missing or unreadable)
-  dicts, and ``metrics``, ``layer_stats``, ``directionality`` DataFrames."""
-  return dict(config=_read_json(os.path.join(workdir, "config.json")),
-              info=_read_json(os.path.join(workdir, "run.json")),
-              metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
-              layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")),
-              directionality=read_frame(os.path.join(workdir, "directionality.jsonl")))
-
-
-def _read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):  # missing, or half-written by a killed run
-    return {}
-
-
-def run_keys(config: dict) -> dict:
-  """The grouping keys and seed of a run, with the keys its method does not use empty."""
-  amp = config.get("amplification", {})
-  method = amp.get("method")
-  applies = APPLIES.get(method, ())
-  keys = dict(model=config.get("model"), dataset=config.get("dataset"), method=method)
-  for key in ("measure", "case", "threshold", "reselect_every", "ratio"):
-    keys[key] = amp.get(key) if key in applies else None
-  keys["seed"] = config.get("seed")
-  return keys
-
-
-def num_epochs(config: dict) -> Optional[int]:
-  """The last phase's end epoch, or None when the config has no phases."""
-  phases = config.get("phases") or []
-  return int(phases[-1][0]) if phases else None
-
-
-def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
-  """One row of ``runs.csv`` (accuracies in percent).
-
-  ``mean_epoch_seconds`` leaves out the first epoch, which includes compilation (all epochs
-  of a one-epoch run); the first epoch after a resume compiles too and is kept.
-  """
-  row = dict(workdir=workdir, **run_keys(config))
-  epochs = int(metrics["epoch"].max()) if len(metrics) else 0
-  row["finished"] = bool(epochs and epochs == num_epochs(config))
-  row["epochs"] = epochs
-  row["final_test_accuracy"] = row["final_val_accuracy"] = np.nan
-  row["best_test_accuracy"] = row["mean_epoch_seconds"] = np.nan
-  if epochs:
-    last = metrics.sort_values("epoch").iloc[-1]
-    if row["finished"]:
-      row["final_test_accuracy"] = 100 * float(last["test_accuracy"])
-      if "val_accuracy" in metrics and pd.notna(last["val_accuracy"]):
-        row["final_val_accuracy"] = 100 * float(last["val_accuracy"])
-    row["best_test_accuracy"] = 100 * float(metrics["test_accuracy"].max())
-    seconds = metrics.loc[metrics["epoch"] > 1, "epoch_seconds"] if epochs > 1 \
-        else metrics["epoch_seconds"]
-    row["mean_epoch_seconds"] = float(seconds.mean())
-  return row
-
-
-def load_runs(root: str) -> pd.DataFrame:
-  """One row per run folder under ``root`` (:data:`RUN_COLUMNS`), sorted by workdir."""
-  rows = []
-  for workdir in find_runs(root):
-    config = _read_json(os.path.join(workdir, "config.json"))
-    rows.append(run_row(workdir, config, read_frame(os.path.join(workdir, "metrics.jsonl"))))
-  return _typed(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
-
-
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-  """Integer columns as nullable integers (empty, not ``1.0``, in CSV files)."""
-  for column in _INT_COLUMNS:
-    if column in frame:
-      frame[column] = pd.array(
-          [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64")
-  for column in ("model", "dataset", "method", "measure"):
-    if column in frame:
-      frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-  if "threshold" in frame:
-    frame["threshold"] = frame["threshold"].astype(float)
-  return frame
-
-
-def is_missing(value) -> bool:
-  """None, pandas' NA or a float NaN."""
-  return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-# ----------------------------------------------------------------------------- statistics
+from gradamp_jax.analysis.runs import (APPLIES, COMPARISON_COLUMNS, EPOCH_TIME_COLUMNS,
+                                       FAMILY_KEYS, GROUP_KEYS, METHOD_ORDER,
+                                       SUMMARY_COLUMNS, is_missing, read_frame, read_json,
+                                       typed_frame)
 
 
 def sample_std(values) -> float:
@@ -226,7 +51,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     rows.append(dict(zip(GROUP_KEYS, keys), n=len(group), test_mean=test.mean(),
                      test_std=sample_std(test), test_best=test.max(),
                      val_mean=val.mean() if val.notna().all() else np.nan))
-  return _sorted(_typed(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))))
+  return _sorted(typed_frame(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))))
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -322,7 +147,7 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
                test_std=sample_std(test), diff_mean=diff, diff_ci_low=low,
                diff_ci_high=high)
     rows.append(row)
-  return _sorted(_typed(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
+  return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
 
 
 def _matches(frame: pd.DataFrame, key: dict) -> pd.Series:
@@ -366,7 +191,7 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
     if len(none):
       table.loc[i, "overhead_percent"] = 100 * (row["seconds_mean"]
                                                 / none["seconds_mean"].iloc[0] - 1)
-  return _sorted(_typed(table))
+  return _sorted(typed_frame(table))
 
 
 # Config fields that may differ between runs of one group: the seed, where data lives and
@@ -387,7 +212,7 @@ def group_conflicts(runs: pd.DataFrame) -> list[str]:
     repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
     if repeated:
       problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
-    flat = [_flatten(_read_json(os.path.join(w, "config.json"))) for w in group["workdir"]]
+    flat = [_flatten(read_json(os.path.join(w, "config.json"))) for w in group["workdir"]]
     ignored = set(_FREE_FIELDS) | {f"amplification.{k}" for k in GROUP_KEYS + ("method",)}
     if keys[GROUP_KEYS.index("method")] == "none":
       ignored |= {k for f in flat for k in f if k.startswith("amplification.")}
@@ -442,7 +267,7 @@ def family_label(row) -> str:
 
 
 def normalize(values) -> np.ndarray:
-  """z-scores over layers (SPEC §4): ``(v - mean) / std`` with the population std; all
+  """z-scores over layers (docs/method.md §4): ``(v - mean) / std`` with the population std; all
   zeros when the std is below 1e-6 or not finite."""
   values = np.asarray(values, float)
   std = values.std() if len(values) else np.nan
@@ -551,4 +376,4 @@ def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
                        selected_mean=float(np.mean(per_run)),
                        selected_std=sample_std(per_run), eligible=eligible))
   columns = list(GROUP_KEYS) + ["n", "selected_mean", "selected_std", "eligible"]
-  return _sorted(_typed(pd.DataFrame(rows, columns=columns)))
+  return _sorted(typed_frame(pd.DataFrame(rows, columns=columns)))

@@ -1,0 +1,268 @@
+"""Tables and figures of every run under a folder.
+
+    python -m gradamp_jax.report ROOT --out DIR
+
+Reads every run folder under ROOT at any depth (a folder holding ``config.json`` and
+``metrics.jsonl``) and writes into DIR:
+
+* ``runs.csv``: one row per run, finished or not;
+* ``summary.csv``: one row per group of finished runs that differ only in seed;
+* ``comparison.csv``: per model, dataset, re-selection and amplified family, the test
+  accuracy at the chosen threshold, the paired difference to ``none`` with its 95 % t
+  interval, and the paper's best-of;
+* ``epoch_times.csv``: seconds per epoch and overhead against ``none`` (Tables 1–2);
+* ``report.md``: these tables shaped like the paper's Tables 1–4, with how thresholds were
+  chosen and how many seeds each number has;
+* PNG figures: accuracy vs threshold (Figs. 2–10), training curves of the chosen
+  configurations (Fig. 11), how often each layer was selected, G and G′ of every layer over
+  depth and epochs, layers selected vs threshold.
+
+Accuracies are in percent everywhere. The statistics are :mod:`gradamp_jax.analysis`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pandas as pd
+
+from gradamp_jax import analysis
+from gradamp_jax.analysis import figures
+
+
+def _fmt(value, digits: int = 2) -> str:
+  return "" if analysis.is_missing(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+  """A DataFrame as a GitHub markdown table (cells as given, NaN/None blank)."""
+  if frame.empty:
+    return "(nothing to show)"
+  cells = frame.astype(object).where(frame.notna(), "")
+  lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+           "|" + "---|" * len(frame.columns)]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells.to_numpy()]
+  return "\n".join(lines)
+
+
+def _mean_std(mean, std, n) -> str:
+  if analysis.is_missing(mean):
+    return ""
+  spread = f" ± {std:.2f}" if not analysis.is_missing(std) else ""
+  return f"{mean:.2f}{spread} (n={int(n)})"
+
+
+def _cell(row) -> str:
+  """``mean ± std (n), t=…`` for the paper-shaped tables."""
+  text = _mean_std(row["test_mean"], row["test_std"], row["n"])
+  if not analysis.is_missing(row["chosen_threshold"]):
+    text += f", t={row['chosen_threshold']:g}"
+  return text
+
+
+def _diff(row) -> str:
+  if analysis.is_missing(row["diff_mean"]):
+    return ""
+  text = f"{row['diff_mean']:+.2f}"
+  if not analysis.is_missing(row["diff_ci_low"]):
+    text += f" [{row['diff_ci_low']:+.2f}, {row['diff_ci_high']:+.2f}]"
+  return text
+
+
+def _none_row(comparison, model, dataset):
+  rows = comparison[(comparison["method"] == "none") & (comparison["model"] == model)
+                    & (comparison["dataset"] == dataset)]
+  return rows.iloc[0] if len(rows) else None
+
+
+def paper_tables(comparison: pd.DataFrame) -> str:
+  """Markdown shaped like the paper's Tables 3–4: per dataset, models as rows and
+  families as columns, at the chosen thresholds; then the paper's best-of."""
+  parts = []
+  amplified = comparison[comparison["method"] != "none"]
+  for dataset, table in amplified.groupby("dataset", sort=True):
+    labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
+    chosen, best = [], []
+    for (model, reselect), rows in table.groupby(["model", "reselect_every"], sort=True):
+      none = _none_row(comparison, model, dataset)
+      base = dict(model=model, reselection=analysis.reselection_label(reselect),
+                  none=_mean_std(none["test_mean"], none["test_std"], none["n"])
+                  if none is not None else "")
+      cells = {analysis.family_label(r): r for _, r in rows.iterrows()}
+      chosen.append(dict(base, **{l: _cell(cells[l]) if l in cells else "" for l in labels}))
+      best.append(dict(base, **{l: _fmt(cells[l]["paper_best"]) if l in cells else ""
+                                for l in labels}))
+    parts.append(f"### {dataset}: mean ± std over seeds at the chosen threshold\n\n"
+                 + markdown_table(pd.DataFrame(chosen)))
+    parts.append(f"### {dataset}: best single run over all thresholds and seeds (the "
+                 "paper's protocol; optimistic, chosen on test)\n\n"
+                 + markdown_table(pd.DataFrame(best)))
+  return "\n\n".join(parts)
+
+
+def difference_table(comparison: pd.DataFrame) -> str:
+  """Markdown: every family's chosen threshold, test accuracy and paired difference."""
+  rows = []
+  for _, r in comparison[comparison["method"] != "none"].iterrows():
+    rows.append({"model": r["model"], "dataset": r["dataset"],
+                 "reselection": analysis.reselection_label(r["reselect_every"]),
+                 "family": analysis.family_label(r),
+                 "threshold (chosen by)": "" if analysis.is_missing(r["chosen_threshold"])
+                 else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
+                 "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
+                 "Δ vs none [95 % CI]": _diff(r), "best run %": _fmt(r["paper_best"])})
+  return markdown_table(pd.DataFrame(rows))
+
+
+def time_tables(times: pd.DataFrame) -> str:
+  """Markdown shaped like the paper's Tables 1–2: seconds per epoch (mean ± std over runs)
+  and overhead against ``none``."""
+  parts = []
+  for dataset, table in times.groupby("dataset", sort=True):
+    labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
+    rows = []
+    for model, group in table.groupby("model", sort=True):
+      cells = {analysis.family_label(r): r for _, r in group.iterrows()}
+      row = dict(model=model)
+      for label in labels:
+        r = cells.get(label)
+        if r is None:
+          row[label] = ""
+          continue
+        text = f"{r['seconds_mean']:.2f}"
+        text += f" ± {r['seconds_std']:.2f}" if not analysis.is_missing(r["seconds_std"]) else ""
+        if label != "none" and not analysis.is_missing(r["overhead_percent"]):
+          text += f" ({r['overhead_percent']:+.1f} %)"
+        row[label] = text + f" (n={int(r['n'])})"
+      rows.append(row)
+    parts.append(f"### {dataset}: seconds per epoch (overhead against none)\n\n"
+                 + markdown_table(pd.DataFrame(rows)))
+  return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def iter_figures(runs, summary, comparison):
+  """Yields ``(file name, matplotlib figure)`` for every figure of the report."""
+  for model, dataset, reselect in figures.settings(comparison):
+    tag = f"{model}_{dataset}_reselect{reselect}"
+    yield f"threshold_{tag}.png", figures.threshold_figure(summary, model, dataset, reselect)
+    yield f"selected_layers_{tag}.png", figures.selection_sizes_figure(runs, model, dataset,
+                                                                       reselect)
+    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, model, dataset,
+                                                     reselect)
+    yield f"selection_{tag}.png", figures.selection_figure(runs, comparison, model, dataset,
+                                                           reselect)
+  for model, dataset in sorted(set(zip(comparison["model"], comparison["dataset"]))):
+    yield (f"directionality_{model}_{dataset}.png",
+           figures.original_directionality_figure(runs, comparison, model, dataset))
+
+
+def draw_figures(runs, summary, comparison, out: str) -> list[str]:
+  """Writes the figures of :func:`iter_figures` as PNG into ``out``; returns their names."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  written = []
+  for name, fig in iter_figures(runs, summary, comparison):
+    if fig is not None:
+      fig.tight_layout()
+      fig.savefig(os.path.join(out, name), dpi=110)
+      plt.close(fig)
+      written.append(name)
+  return written
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def write_report(root: str, out: str, log=print) -> dict:
+  """Reads the runs under ``root`` and writes every table, figure and ``report.md`` into
+  ``out``; returns the tables (``runs``, ``summary``, ``comparison``, ``epoch_times``).
+
+  Raises:
+    ValueError: ``root`` is not a folder or holds no run folder.
+  """
+  runs = analysis.load_runs(root)
+  if runs.empty:
+    raise ValueError(f"ROOT {root!r}: no run folder (one holding config.json and "
+                     "metrics.jsonl) at any depth")
+  finished = int(runs["finished"].sum())
+  log(f"read {len(runs)} runs under {root}: {finished} finished, "
+      f"{len(runs) - finished} unfinished")
+  os.makedirs(out, exist_ok=True)
+  tables = dict(runs=runs, summary=analysis.summarize(runs),
+                comparison=analysis.compare(runs), epoch_times=analysis.epoch_times(runs))
+  for name, table in tables.items():
+    path = os.path.join(out, f"{name}.csv")
+    table.to_csv(path, index=False, float_format="%.6g")
+    log(f"wrote {path} ({len(table)} rows)")
+  pngs = draw_figures(runs, tables["summary"], tables["comparison"], out)
+  log(f"wrote {len(pngs)} figures into {out}")
+  with open(os.path.join(out, "report.md"), "w") as f:
+    f.write(report_markdown(root, tables, pngs))
+  log(f"wrote {os.path.join(out, 'report.md')}")
+  return tables
+
+
+def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
+  runs, comparison = tables["runs"], tables["comparison"]
+  unfinished = runs[~runs["finished"]]
+  by = comparison["chosen_by"].dropna().unique().tolist()
+  lines = [
+      f"# Results of the runs under `{root}`", "",
+      f"{len(runs)} runs, {int(runs['finished'].sum())} finished, {len(unfinished)} "
+      "unfinished (listed below and in `runs.csv`, left out of every statistic).", "",
+      "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
+      "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
+      "for one run), with the number of seeds n. Each amplified family (method, measure, "
+      "case, re-selection) is reported at one threshold: with a validation split in every "
+      "run of the family, the threshold with the highest mean validation accuracy (ties to "
+      "the smaller threshold, `chosen_by = validation`); otherwise the one with the highest "
+      "mean test accuracy (`chosen_by = test`, the paper's protocol: optimistic). "
+      "`matched_random` (as many random layers as the measure chose) is reported at the "
+      "threshold chosen for the intelligent family with the same measure and case. Δ is the "
+      "mean difference to `none` over the seeds both have (same seed: same initialisation "
+      "and data order), with a 95 % Student-t interval for at least two pairs.", ""]
+  if by:
+    lines += [f"Thresholds here were chosen on: {', '.join(sorted(by))}.", ""]
+  problems = analysis.group_conflicts(runs)
+  if problems:
+    lines += ["**Check these groups** (their runs are pooled as seeds of one configuration):",
+              ""] + [f"- {p}" for p in problems] + [""]
+  lines += ["## Test accuracy (Tables 3–4)", "", paper_tables(comparison), "",
+            "## Differences to the original model, paired by seed", "",
+            difference_table(comparison), "",
+            "## Time per epoch (Tables 1–2)", "",
+            "Mean seconds per epoch of each run (training and evaluation, first epoch left "
+            "out as it includes compilation), mean ± std over runs of all thresholds; "
+            "overhead in percent against `none` on the same model and dataset.", "",
+            time_tables(tables["epoch_times"]), ""]
+  if len(unfinished):
+    lines += ["## Unfinished runs", "",
+              markdown_table(unfinished[["workdir", "method", "seed", "epochs"]]), ""]
+  lines += ["## Figures", ""]
+  lines += [f"![{name}]({name})" for name in pngs]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m gradamp_jax.report",
+      description="Tables (CSV, markdown) and figures of every run folder under ROOT.")
+  parser.add_argument("root", metavar="ROOT", help="folder holding run folders, any depth")
+  parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+  args = parser.parse_args(argv)
+  try:
+    write_report(args.root, args.out)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

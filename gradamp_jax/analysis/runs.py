@@ -1,0 +1,181 @@
+"""Reading run folders and the statistics of the report; the notebooks call only these.
+
+A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.json``,
+``layer_stats.jsonl`` (one row per layer at each selection) and ``directionality.jsonl``
+(G and G′ of every layer at every epoch), all written by :mod:`gradamp_jax.training.train`. Runs may
+lie at any depth under a sweep's root; no index file is needed.
+
+Accuracies are fractions in the run files and percent in everything returned here. How
+results are compared (docs/method.md §8):
+
+* the final accuracy of a run is its last epoch's test accuracy, defined only for finished
+  runs (every epoch of its phases done); unfinished runs are listed and left out of every
+  statistic;
+* a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
+  sample standard deviation (ddof=1, undefined for one run);
+* a family (:data:`FAMILY_KEYS`) is a group without its threshold: its threshold is chosen on
+  the validation split when every run of the family has one (highest mean validation
+  accuracy, ties to the smaller threshold), else on test (the paper's protocol, optimistic);
+  ``matched_random`` takes the threshold chosen for ``intelligent`` with its measure and case
+  (and ``random`` run at several ratios has its ratio chosen the same way);
+* a family's difference to ``none`` pairs runs by seed: mean difference and a 95 % Student-t
+  interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from gradamp_jax.jsonl import read_jsonl
+
+RUN_COLUMNS = (
+    "workdir", "model", "dataset", "method", "measure", "case", "threshold",
+    "reselect_every", "ratio", "seed", "finished", "epochs", "final_test_accuracy",
+    "final_val_accuracy", "best_test_accuracy", "mean_epoch_seconds")
+GROUP_KEYS = ("model", "dataset", "method", "measure", "case", "threshold", "reselect_every",
+              "ratio")
+SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
+FAMILY_KEYS = ("model", "dataset", "reselect_every", "method", "measure", "case")
+COMPARISON_COLUMNS = FAMILY_KEYS + (
+    "chosen_threshold", "chosen_by", "n", "test_mean", "test_std", "diff_mean", "diff_ci_low",
+    "diff_ci_high", "paper_best")
+EPOCH_TIME_COLUMNS = ("model", "dataset", "method", "measure", "case", "n", "seconds_mean",
+                      "seconds_std", "overhead_percent")
+
+# The amplification keys that mean something for each method; the others are left empty.
+APPLIES = {
+    "none": (),
+    "intelligent": ("measure", "case", "threshold", "reselect_every"),
+    "matched_random": ("measure", "case", "threshold", "reselect_every"),
+    "random": ("ratio", "reselect_every"),
+    "all": ("reselect_every",),
+}
+_INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "n")
+METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_frame(path: str) -> pd.DataFrame:
+  """A JSON-lines file as a DataFrame (see :func:`~gradamp_jax.jsonl.read_jsonl`); empty
+  when missing."""
+  return pd.DataFrame(read_jsonl(path, missing_ok=True))
+
+
+def find_runs(root: str) -> list[str]:
+  """Run folders under ``root`` at any depth (holding ``config.json`` and
+  ``metrics.jsonl``), sorted; hidden folders, ``checkpoints`` and ``tensorboard`` are not
+  searched."""
+  if not os.path.isdir(root):
+    raise ValueError(f"ROOT {root!r} is not a directory")
+  found = []
+  for folder, subfolders, files in os.walk(root):
+    if "config.json" in files and "metrics.jsonl" in files:
+      found.append(folder)
+    subfolders[:] = sorted(s for s in subfolders
+                           if s not in ("checkpoints", "tensorboard") and not s.startswith("."))
+  return sorted(found)
+
+
+def load_run(workdir: str) -> dict:
+  """One run: ``config`` and ``info`` (``run.json``; ``{}`` when missing or unreadable)
+  dicts, and ``metrics``, ``layer_stats``, ``directionality`` DataFrames.
+
+  Raises:
+    ValueError: ``workdir`` is not a run folder (no ``config.json`` in it).
+  """
+  if not os.path.isfile(os.path.join(workdir, "config.json")):
+    where = os.path.abspath(workdir)
+    reason = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
+    raise ValueError(f"run folder {workdir!r} ({where}) {reason}")
+  return dict(config=read_json(os.path.join(workdir, "config.json")),
+              info=read_json(os.path.join(workdir, "run.json")),
+              metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
+              layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")),
+              directionality=read_frame(os.path.join(workdir, "directionality.jsonl")))
+
+
+def read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):  # missing, or half-written by a killed run
+    return {}
+
+
+def run_keys(config: dict) -> dict:
+  """The grouping keys and seed of a run, with the keys its method does not use empty."""
+  amp = config.get("amplification", {})
+  method = amp.get("method")
+  applies = APPLIES.get(method, ())
+  keys = dict(model=config.get("model"), dataset=config.get("dataset"), method=method)
+  for key in ("measure", "case", "threshold", "reselect_every", "ratio"):
+    keys[key] = amp.get(key) if key in applies else None
+  keys["seed"] = config.get("seed")
+  return keys
+
+
+def num_epochs(config: dict) -> Optional[int]:
+  """The last phase's end epoch, or None when the config has no phases."""
+  phases = config.get("phases") or []
+  return int(phases[-1][0]) if phases else None
+
+
+def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
+  """One row of ``runs.csv`` (accuracies in percent).
+
+  ``mean_epoch_seconds`` leaves out the first epoch, which includes compilation (all epochs
+  of a one-epoch run); the first epoch after a resume compiles too and is kept.
+  """
+  row = dict(workdir=workdir, **run_keys(config))
+  epochs = int(metrics["epoch"].max()) if len(metrics) else 0
+  row["finished"] = bool(epochs and epochs == num_epochs(config))
+  row["epochs"] = epochs
+  row["final_test_accuracy"] = row["final_val_accuracy"] = np.nan
+  row["best_test_accuracy"] = row["mean_epoch_seconds"] = np.nan
+  if epochs:
+    last = metrics.sort_values("epoch").iloc[-1]
+    if row["finished"]:
+      row["final_test_accuracy"] = 100 * float(last["test_accuracy"])
+      if "val_accuracy" in metrics and pd.notna(last["val_accuracy"]):
+        row["final_val_accuracy"] = 100 * float(last["val_accuracy"])
+    row["best_test_accuracy"] = 100 * float(metrics["test_accuracy"].max())
+    seconds = metrics.loc[metrics["epoch"] > 1, "epoch_seconds"] if epochs > 1 \
+        else metrics["epoch_seconds"]
+    row["mean_epoch_seconds"] = float(seconds.mean())
+  return row
+
+
+def load_runs(root: str) -> pd.DataFrame:
+  """One row per run folder under ``root`` (:data:`RUN_COLUMNS`), sorted by workdir."""
+  rows = []
+  for workdir in find_runs(root):
+    config = read_json(os.path.join(workdir, "config.json"))
+    rows.append(run_row(workdir, config, read_frame(os.path.join(workdir, "metrics.jsonl"))))
+  return typed_frame(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
+
+
+def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
+  """Integer columns as nullable integers (empty, not ``1.0``, in CSV files)."""
+  for column in _INT_COLUMNS:
+    if column in frame:
+      frame[column] = pd.array(
+          [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64")
+  for column in ("model", "dataset", "method", "measure"):
+    if column in frame:
+      frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+  if "threshold" in frame:
+    frame["threshold"] = frame["threshold"].astype(float)
+  return frame
+
+
+def is_missing(value) -> bool:
+  """None, pandas' NA or a float NaN."""
+  return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))

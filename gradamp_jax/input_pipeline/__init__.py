@@ -1,0 +1,52 @@
+"""CIFAR input pipeline: whole splits read once into numpy, then held on the device as uint8.
+
+CIFAR is small (the 50,000 training images are 150 MB as uint8), so each split is read once
+into numpy and copied once to every device (:func:`to_device`). Each epoch's shuffle,
+random crops (zero padding 4) and horizontal flips are drawn on the device from
+``fold_in(key(seed), epoch)`` (:func:`epoch_plan`), so an epoch is a pure function of
+(seed, epoch), and each batch is gathered, augmented and normalised inside the jitted
+training step (:func:`train_batch`): nothing crosses from the host during training.
+Evaluation splits sit on the device in padded batches (:func:`to_device_batches`).
+TensorFlow is never imported here (TFDS reads its prepared array_record files without it),
+so the pipeline cannot reserve accelerator memory.
+
+Two sources:
+
+* TFDS ``cifar10`` / ``cifar100`` (fine labels), prepared once with TensorFlow installed
+  (``pip install "gradamp_jax[prepare]"``) on a machine with internet;
+* a local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}`` (the layout
+  ``tfds.ImageFolder`` reads), decoded with PIL; class ids follow the sorted class names.
+
+Example::
+
+  data = input_pipeline.load("cifar10")
+  train = input_pipeline.to_device(data.train)
+  plan = input_pipeline.epoch_plan(0, 1, num_examples=len(data.train), batch_size=128)
+  batch = input_pipeline.train_batch(train, plan, 0, data.mean, data.std)
+  # batch["image"]: float32 (128, 32, 32, 3), batch["label"]: int32 (128,)
+"""
+
+from gradamp_jax.input_pipeline.dataset import CIFAR10_CLASS_NAMES
+from gradamp_jax.input_pipeline.dataset import CIFAR10_MEAN
+from gradamp_jax.input_pipeline.dataset import CIFAR10_STD
+from gradamp_jax.input_pipeline.dataset import CIFAR100_MEAN
+from gradamp_jax.input_pipeline.dataset import CIFAR100_STD
+from gradamp_jax.input_pipeline.dataset import channel_stats
+from gradamp_jax.input_pipeline.dataset import load
+from gradamp_jax.input_pipeline.dataset import steps_per_epoch
+from gradamp_jax.input_pipeline.device import CROP_PADDING
+from gradamp_jax.input_pipeline.device import DeviceSplit
+from gradamp_jax.input_pipeline.device import EpochPlan
+from gradamp_jax.input_pipeline.device import EvalSplit
+from gradamp_jax.input_pipeline.device import epoch_plan
+from gradamp_jax.input_pipeline.device import normalize
+from gradamp_jax.input_pipeline.device import place
+from gradamp_jax.input_pipeline.device import random_crop_flip
+from gradamp_jax.input_pipeline.device import to_device
+from gradamp_jax.input_pipeline.device import to_device_batches
+from gradamp_jax.input_pipeline.device import train_batch
+from gradamp_jax.input_pipeline.image_folder import IMAGE_SUFFIXES
+from gradamp_jax.input_pipeline.image_folder import split_bounds
+from gradamp_jax.input_pipeline.split import Dataset
+from gradamp_jax.input_pipeline.split import Split
+from gradamp_jax.input_pipeline.tfds_source import DATASETS

@@ -1,0 +1,141 @@
+"""Loading a dataset into memory: the source (TFDS or an image folder), the validation
+hold-out and the normalisation statistics."""
+
+import numpy as np
+
+from gradamp_jax.input_pipeline import image_folder as image_folder_lib
+from gradamp_jax.input_pipeline import tfds_source
+from gradamp_jax.input_pipeline.split import Dataset, Split
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+_STATS = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
+
+CIFAR10_CLASS_NAMES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)
+
+
+def load(
+  dataset: str = "cifar10",
+  *,
+  data_dir: str | None = None,
+  image_folder: str | None = None,
+  train_split: str = "train",
+  validation_fraction: float = 0.0,
+  seed: int = 0,
+  download: bool = True,
+) -> Dataset:
+  """Reads a dataset into memory.
+
+  Args:
+    dataset: ``"cifar10"`` or ``"cifar100"`` (fine labels), read with TFDS; not used when
+      ``image_folder`` is given.
+    data_dir: TFDS data directory (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    image_folder: read ``<image_folder>/{train,test}/<class>/*.{jpg,jpeg,png}`` instead of
+      TFDS. Class ids follow the sorted class folder names. ``Dataset.name`` is the folder's
+      base name.
+    train_split: the training split. For TFDS any split string passes through (e.g.
+      ``"train[:20%]"``). For an image folder it is ``train``, ``train[:N]``, ``train[:P%]``,
+      ``train[A:B]`` (bounds may be percentages); the training files are ordered round-robin
+      over the sorted classes, each class in sorted file-name order, and the slice is taken
+      from that order, so a prefix keeps the classes balanced.
+    validation_fraction: fraction in [0, 1) of the training split held out as validation:
+      the last ``round(fraction * N)`` examples of a permutation drawn with ``seed``. Both
+      parts keep their original order.
+    seed: seed of the validation hold-out.
+    download: for TFDS, download and prepare the dataset if ``data_dir`` does not hold it
+      (needs TensorFlow and internet, checked first).
+
+  Returns:
+    The ``Dataset``. Its ``mean``/``std`` are the published CIFAR constants for TFDS data and
+    for an image folder with exactly the CIFAR-10 class names, otherwise the statistics of
+    the (post hold-out) training images.
+
+  Raises:
+    ValueError: unknown ``dataset``, bad ``train_split`` or ``validation_fraction``, or an
+      image folder whose train/ and test/ classes differ.
+    FileNotFoundError: missing image folder or train/ / test/ inside it; TFDS data not
+      prepared and ``download=False``.
+    ImportError: TFDS data not prepared and TensorFlow (needed to prepare it) not installed.
+    ConnectionError: TFDS data not prepared and the download host unreachable.
+  """
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+  if image_folder is not None:
+    name, class_names, train, test = image_folder_lib.read(image_folder, train_split)
+    stats = _STATS["cifar10"] if class_names == CIFAR10_CLASS_NAMES else None
+  else:
+    name, class_names, train, test = tfds_source.read(dataset, data_dir, train_split, download)
+    stats = _STATS[dataset]
+  train, validation = _hold_out(train, validation_fraction, seed)
+  mean, std = stats if stats is not None else channel_stats(train.images)
+  return Dataset(
+    name=name,
+    num_classes=len(class_names),
+    class_names=class_names,
+    train=train,
+    test=test,
+    validation=validation,
+    mean=mean,
+    std=std,
+  )
+
+
+def channel_stats(
+  images: np.ndarray, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean and standard deviation of uint8 ``images``, in [0, 1] pixel units."""
+  total = np.zeros(3)
+  total_sq = np.zeros(3)
+  for start in range(0, len(images), chunk):
+    x = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
+    total += x.sum(axis=0)
+    total_sq += np.square(x).sum(axis=0)
+  count = images.size // 3
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+  """Splits off the last ``round(fraction * N)`` examples of a seeded permutation."""
+  if fraction == 0.0:
+    return train, None
+  n = len(train)
+  num_validation = round(fraction * n)
+  if not 0 < num_validation < n:
+    raise ValueError(
+      f"validation_fraction {fraction} of {n} training examples leaves "
+      f"{num_validation} validation and {n - num_validation} training examples; "
+      "both must be > 0"
+    )
+  permutation = np.random.default_rng(seed).permutation(n)
+  keep = np.sort(permutation[: n - num_validation])
+  held_out = np.sort(permutation[n - num_validation :])
+  return _take(train, keep), _take(train, held_out)
+
+
+def _take(split: Split, indices: np.ndarray) -> Split:
+  return Split(images=split.images[indices], labels=split.labels[indices])
+
+
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Number of full batches in an epoch (the remainder is dropped)."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  return num_examples // batch_size
+

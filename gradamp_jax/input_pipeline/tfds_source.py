@@ -1,0 +1,102 @@
+"""TFDS ``cifar10`` / ``cifar100`` read from prepared array_record files, without TensorFlow.
+
+Preparing (downloading) a dataset needs TensorFlow once (``pip install
+"gradamp_jax[prepare]"``) and internet; both are checked before anything starts.
+"""
+
+import importlib.util
+import socket
+import threading
+import urllib.parse
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gradamp_jax.input_pipeline.image_folder import LAYOUT
+from gradamp_jax.input_pipeline.split import Split, read_in_threads
+
+DATASETS = ("cifar10", "cifar100")
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
+  """Returns (name, class_names, train, test) read from TFDS array_record files."""
+  if dataset not in DATASETS:
+    raise ValueError(
+      f"dataset must be one of {', '.join(DATASETS)} (or pass image_folder=), got {dataset!r}"
+    )
+  # tfds.data_source needs random access, i.e. the array_record format.
+  builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    _prepare(builder, download)
+  sources = builder.as_data_source(split=[train_split, "test"])
+  class_names = tuple(builder.info.features["label"].names)
+  return dataset, class_names, _read_source(sources[0]), _read_source(sources[1])
+
+
+def _prepare(builder, download: bool) -> None:
+  """Downloads and prepares ``builder``'s data after checking that this can work."""
+  name, where = builder.name, builder.data_dir
+  how = (
+    f"either run once with download=True on a machine with internet and TensorFlow "
+    f'(pip install "gradamp_jax[prepare]"), or point data_dir at a folder holding a prepared '
+    f"{name} (array_record), or pass image_folder= (a folder with {LAYOUT})"
+  )
+  if not download:
+    raise FileNotFoundError(
+      f"TFDS {name} is not prepared: looked for it in {where}. To provide it, {how}."
+    )
+  if not _tensorflow_available():
+    raise ImportError(
+      f"TFDS {name} is not prepared (looked in {where}) and preparing it needs TensorFlow, "
+      f'which is not installed: pip install "gradamp_jax[prepare]". Or pass image_folder= '
+      f"(a folder with {LAYOUT})."
+    )
+  # For both CIFAR builders the archive is served from the homepage's host.
+  host = urllib.parse.urlparse(builder.info.homepage).hostname
+  _check_reachable(host, 443, _CONNECT_TIMEOUT_S, purpose=f"to download {name} into {where}; {how}")
+  builder.download_and_prepare()
+
+
+def _tensorflow_available() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
+def _check_reachable(host: str, port: int, timeout: float, *, purpose: str) -> None:
+  """Raises ConnectionError unless a TCP connection to host:port opens within ``timeout``.
+
+  The connection runs in a daemon thread so that a hanging DNS lookup cannot block either.
+  """
+  outcome: list[BaseException | None] = []
+
+  def connect():
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+      outcome.append(None)
+    except OSError as error:
+      outcome.append(error)
+
+  thread = threading.Thread(target=connect, name="gradamp_jax-connect-check", daemon=True)
+  thread.start()
+  thread.join(timeout + 0.5)
+  if not outcome or outcome[0] is not None:
+    reason = outcome[0] if outcome else f"no answer within {timeout:.0f} s"
+    raise ConnectionError(f"Cannot reach {host}:{port} ({reason}), needed {purpose}.")
+
+
+def _read_source(source) -> Split:
+  """Reads every record of a TFDS data source into numpy, several threads at a time."""
+  n = len(source)
+  first = source[0]
+  images = np.empty((n, *first["image"].shape), np.uint8)
+  labels = np.empty(n, np.int32)
+
+  def read(indices: range):
+    for i in indices:
+      example = source[i]
+      images[i] = example["image"]
+      labels[i] = example["label"]
+
+  read_in_threads(read, n)
+  return Split(images=images, labels=labels)
+

@@ -1,0 +1,270 @@
+"""Expands a config's sweep into runs and launches them.
+
+    # list the commands (one per line: pipe into GNU parallel, xargs, your scheduler)
+    python launch/sweep.py --config configs/paper.py --sweep model=resnet18,dataset=cifar10,seeds=3 \
+        --root runs/r18-c10 --mode print
+    # run them one after another here (finished runs are skipped, interrupted ones resume)
+    python launch/sweep.py ... --mode local
+    # submit to SLURM with submitit: one job per run (a job array), requeued on preemption
+    python launch/sweep.py ... --mode slurm --partition=gpu --time_min=720 --gpus=1
+    # any --config.FIELD=VALUE is applied to every run (e.g. where the data lives)
+    python launch/sweep.py ... --config.image_folder=~/data/cifar10-jpg
+
+    # branched: train what the runs share once, fork where their selections differ
+    python launch/sweep.py ... --mode local --branch
+    # N runs (or, with --branch, trees) at once on each visible GPU, logs in ROOT/logs/
+    python launch/sweep.py ... --mode local --runs_per_device 4
+
+``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
+``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
+in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
+requeued; the requeued job resumes (``gradamp_jax.sweeps.cluster``).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+# How a launcher runs itself (a tree in its own process, or as a SLURM job).
+_THIS_COMMAND = (sys.executable, "-m", "gradamp_jax.sweeps.launcher")
+
+
+def load_config_module(path):
+  sys.path.insert(0, os.getcwd())  # config files import their siblings as ``configs.*``
+  spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise SystemExit(f"--config {path}: the file defines no get_sweep(arg)")
+  return module
+
+
+def run_name(args: dict) -> str:
+  return "-".join(f"{k}={v}" for k, v in args.items())
+
+
+def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[dict]:
+  """The sweep's runs: name, args, workdir and the command that runs each alone.
+
+  ``overrides`` (``--config.FIELD=VALUE`` strings) are appended to every command.
+  """
+  runs = load_config_module(config_path).get_sweep(sweep_arg)
+  out = []
+  for args in runs:
+    arg = ",".join(f"{k}={v}" for k, v in args.items())
+    workdir = os.path.join(root, run_name(args))
+    command = [sys.executable, "-m", "gradamp_jax.main", "--config", f"{config_path}:{arg}",
+               "--workdir", workdir, *overrides]
+    out.append(dict(name=run_name(args), args=args, workdir=workdir,
+                    command=shlex.join(command)))
+  return out
+
+
+def visible_gpus() -> list[str]:
+  """The GPU ids to hand out: ``$CUDA_VISIBLE_DEVICES`` if set, else those ``nvidia-smi -L``
+  lists; empty on a machine without GPUs."""
+  if "CUDA_VISIBLE_DEVICES" in os.environ:
+    return [d.strip() for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+            if d.strip() and d.strip() != "-1"]
+  try:
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                             timeout=60).stdout
+  except (OSError, subprocess.TimeoutExpired):
+    return []
+  return [str(i) for i, _ in enumerate(l for l in listing.splitlines() if l.startswith("GPU "))]
+
+
+def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
+  """Runs ``commands`` (``(name, argv)`` pairs), ``per_device`` at a time on each of
+  ``devices`` (GPU ids; empty: this machine as it is), in order as slots free up.
+
+  Each process sees only its GPU (``CUDA_VISIBLE_DEVICES``) and may take 0.9/``per_device``
+  of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``); its output goes to
+  ``log_dir/NAME.log``. Returns the names of the commands that failed.
+  """
+  os.makedirs(log_dir, exist_ok=True)
+  free = [(device, k) for device in (devices or [None]) for k in range(per_device)]
+  pending, running, failed = list(commands), {}, []
+  while pending or running:
+    while pending and free:
+      (name, argv), slot = pending.pop(0), free.pop(0)
+      env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / per_device:.3f}")
+      if slot[0] is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot[0]
+      log = open(os.path.join(log_dir, f"{name}.log"), "a")
+      where = f"GPU {slot[0]}" if slot[0] is not None else "this machine"
+      print(f"started {name} on {where} (log: {log.name})", flush=True)
+      process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+      running[process] = name, slot, log
+    time.sleep(0.2)
+    for process in [p for p in running if p.poll() is not None]:
+      name, slot, log = running.pop(process)
+      log.close()
+      free.append(slot)
+      if process.returncode:
+        failed.append(name)
+      print(f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} "
+            f"{name}", flush=True)
+  return failed
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
+  parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
+  parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
+  parser.add_argument("--mode", choices=("print", "local", "slurm"), default="print")
+  parser.add_argument("--partition", default=None, help="slurm: partition")
+  parser.add_argument("--time_min", type=int, default=24 * 60, help="slurm: minutes per job")
+  parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
+  parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
+  parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
+  parser.add_argument("--cluster", default="slurm", choices=("slurm", "local"),
+                      help="slurm: submitit's executor (local: run the jobs on this machine)")
+  parser.add_argument("--branch", action="store_true",
+                      help="train runs that are the same computation once and fork them where "
+                           "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
+                           "one job per tree")
+  parser.add_argument("--tree", type=int, default=None,
+                      help="with --branch: run only this tree (0-based; what a slurm job runs)")
+  parser.add_argument("--runs_per_device", type=int, default=None,
+                      help="local: run this many runs (with --branch: trees) at once on each "
+                           "visible GPU (on a machine without GPUs: at once here); logs in "
+                           "ROOT/logs/")
+  args, overrides = parser.parse_known_args(argv)
+  if args.runs_per_device is not None and (args.mode != "local" or args.runs_per_device < 1
+                                           or args.tree is not None):
+    parser.error(f"--runs_per_device {args.runs_per_device}: a positive number, with --mode "
+                 "local and without --tree")
+  bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
+  if bad:
+    parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
+                 "are written --config.FIELD=VALUE)")
+
+  runs = expand(args.config, args.sweep, args.root, overrides)
+  os.makedirs(args.root, exist_ok=True)
+  if args.tree is None:
+    with open(os.path.join(args.root, "sweep.json"), "w") as f:
+      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+  if args.branch and args.mode != "print":
+    return run_branched(args, runs, overrides)
+  if args.mode == "print":
+    print("\n".join(r["command"] for r in runs))
+  elif args.mode == "slurm":
+    from gradamp_jax.sweeps import cluster
+    jobs = cluster.submit([r["command"] for r in runs], os.path.join(args.root, "slurm", "%j"),
+                          cluster=args.cluster, partition=args.partition,
+                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
+                          mem_gb=args.mem_gb)
+    for run, job in zip(runs, jobs):
+      run["job_id"] = job.job_id
+    with open(os.path.join(args.root, "sweep.json"), "w") as f:
+      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
+          f"{os.path.join(args.root, 'slurm')}")
+    return jobs
+  elif args.runs_per_device:
+    failed = run_concurrently([(r["name"], shlex.split(r["command"])) for r in runs],
+                              args.runs_per_device, visible_gpus(),
+                              os.path.join(args.root, "logs"))
+    if failed:
+      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+  else:
+    failed = []
+    for i, run in enumerate(runs, 1):
+      print(f"[{i}/{len(runs)}] {run['name']}", flush=True)
+      if subprocess.call(shlex.split(run["command"])) != 0:
+        failed.append(run["name"])
+    if failed:
+      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def run_branched(args, runs, overrides):
+  """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
+  submits one job per tree, each running this command with ``--mode local --tree K``."""
+  import jax
+  jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
+  from gradamp_jax.sweeps import branching
+  from gradamp_jax.training import config_fields
+
+  module = load_config_module(args.config)
+  members = []
+  for run in runs:
+    config = module.get_config(",".join(f"{k}={v}" for k, v in run["args"].items()))
+    config_fields.apply_overrides(config, overrides)
+    members.append(branching.Member(run["name"], config, run["workdir"]))
+  trees = branching.roots(members)
+  if args.mode == "slurm":
+    from gradamp_jax.sweeps import cluster
+    commands = [shlex.join([*_THIS_COMMAND, "--config", args.config,
+                            "--sweep", args.sweep, "--root", args.root, "--mode", "local",
+                            "--branch", "--tree", str(k), *overrides])
+                for k in range(len(trees))]
+    jobs = cluster.submit(commands, os.path.join(args.root, "slurm", "%j"),
+                          cluster=args.cluster, partition=args.partition,
+                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
+                          mem_gb=args.mem_gb)
+    print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(j.job_id for j in jobs)}")
+    return jobs
+  if args.runs_per_device:
+    return run_trees_concurrently(args, runs, overrides, len(trees))
+  command = {r["name"]: shlex.split(r["command"]) for r in runs}
+
+  def train_segment(member, until_epoch):
+    if subprocess.call([*command[member.name], "--until_epoch", str(until_epoch)]) != 0:
+      raise SystemExit(f"{member.name}: training to epoch {until_epoch} failed; run the same "
+                       "command again to resume")
+
+  chosen = range(len(trees)) if args.tree is None else [args.tree]
+  started, tree = time.time(), []
+  for k in chosen:
+    print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
+    tree += branching.run_tree(trees[k], train_segment,
+                               log=lambda line: print(f"  {line}", flush=True))
+  counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
+  name = "sweep.json" if args.tree is None else f"sweep-tree{args.tree}.json"
+  return write_branch_record(args, runs, name, len(chosen),
+                             dict(tree=tree, **counts,
+                                  seconds=round(time.time() - started, 1)))
+
+
+def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
+  """Writes ``ROOT/NAME``: the sweep's runs and ``branch`` (the tree and epoch counts)."""
+  record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
+  with open(os.path.join(args.root, name), "w") as f:
+    json.dump(record, f, indent=2)
+  print(f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
+        f"total {branch['epochs_members']} epochs", flush=True)
+  return record
+
+
+def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
+  """``--branch --runs_per_device N``: each tree is this command with ``--tree K`` in a
+  slot of :func:`run_concurrently`; their records are merged into ``ROOT/sweep.json``."""
+  started = time.time()
+  me = [*_THIS_COMMAND, "--config", args.config, "--sweep",
+        args.sweep, "--root", args.root, "--mode", "local", "--branch"]
+  failed = run_concurrently([(f"tree{k}", me + ["--tree", str(k), *overrides])
+                             for k in range(num_trees)], args.runs_per_device,
+                            visible_gpus(), os.path.join(args.root, "logs"))
+  if failed:
+    raise SystemExit(f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same "
+                     "command again to resume")
+  parts = []
+  for k in range(num_trees):
+    with open(os.path.join(args.root, f"sweep-tree{k}.json")) as f:
+      parts.append(json.load(f)["branch"])
+  branch = dict(tree=[node for part in parts for node in part["tree"]],
+                epochs_trained=sum(p["epochs_trained"] for p in parts),
+                epochs_members=sum(p["epochs_members"] for p in parts),
+                seconds=round(time.time() - started, 1))
+  return write_branch_record(args, runs, "sweep.json", num_trees, branch)
+
+
+if __name__ == "__main__":
+  main()

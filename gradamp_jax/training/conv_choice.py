@@ -1,0 +1,155 @@
+"""``config.conv = "auto"``: the faster convolution of this machine, measured once and kept.
+
+On a GPU (any backend but the CPU) ``auto`` is ``lax``. On a CPU, which of XLA's own
+convolution (``lax``) and the im2col kernel gradient (``im2col``,
+:mod:`gradamp_jax.models.conv`) is faster depends on the CPU (BENCHMARKS.md: 1.5x either
+way), so the first run on a machine times the kernel gradient of a 3x3, 16->16-channel
+convolution on a 128x32x32 batch both ways (a few seconds) and records the winner in a cache
+file keyed by the CPU model and the JAX version (``$GRADAMP_JAX_CACHE``, default
+``~/.cache/gradamp_jax``). The first writer of a key wins, so runs started together agree.
+
+A run records its resolved choice in ``config.json``: resuming it, forking from it and every
+member of a branched sweep use that choice, whatever the cache says now, so that resumption
+stays bitwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradamp_jax import models
+
+AUTO = "auto"
+CHOICES = (AUTO, *models.CONV_IMPLEMENTATIONS)
+
+
+def cache_dir() -> str:
+  return os.environ.get("GRADAMP_JAX_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "gradamp_jax")
+
+
+def machine_key() -> dict:
+  """What decides the choice: the CPU model and the JAX/jaxlib versions."""
+  return dict(cpu=_cpu_model(), jax=jax.__version__, jaxlib=jax.lib.__version__)
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def measure(repeats: int = 3) -> dict[str, float]:
+  """Seconds per kernel gradient of a 3x3, 16->16 convolution (batch 128, 32x32), best of
+  ``repeats``, for each implementation."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(128, 32, 32, 16)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 16, 16)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  seconds = {}
+  for name, conv in models.CONV_IMPLEMENTATIONS.items():
+    loss = lambda w, conv=conv: jnp.sum(
+        conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=numbers) ** 2)
+    grad = jax.jit(jax.grad(loss))
+    jax.block_until_ready(grad(w))
+    best = float("inf")
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(grad(w))
+      best = min(best, time.perf_counter() - start)
+    seconds[name] = best
+  return seconds
+
+
+@functools.cache
+def fastest(*, log=lambda line: print(line, file=sys.stderr, flush=True)) -> str:
+  """This machine's faster implementation: ``lax`` off the CPU; else from the cache, or
+  measured and cached (the first writer of the key wins). Once per process."""
+  if jax.default_backend() != "cpu":
+    return "lax"
+  key = machine_key()
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+  path = os.path.join(cache_dir(), f"conv-{digest}.json")
+  recorded = _read_choice(path)
+  if recorded is None:
+    seconds = measure()
+    choice = min(seconds, key=seconds.get)
+    _write_once(path, dict(key, choice=choice, seconds=seconds))
+    recorded = _read_choice(path) or choice
+    times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in seconds.items())
+    log(f"conv=auto: {recorded} on this CPU (kernel gradient: {times}; kept in {path})")
+  else:
+    log(f"conv=auto: {recorded} on this CPU (measured before, kept in {path})")
+  return recorded
+
+
+def _read_choice(path: str) -> str | None:
+  try:
+    with open(path) as f:
+      choice = json.load(f).get("choice")
+  except (OSError, ValueError):
+    return None
+  return choice if choice in models.CONV_IMPLEMENTATIONS else None
+
+
+def _write_once(path: str, record: dict) -> None:
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(record, f, indent=2)
+    try:
+      os.link(tmp, path)  # fails if another process wrote the key first
+    except FileExistsError:
+      pass
+    finally:
+      os.remove(tmp)
+  except OSError as e:  # a read-only home: measure again next time
+    print(f"warning: conv=auto could not keep its choice in {path} ({e})", file=sys.stderr)
+
+
+def recorded_choice(workdir: str | None) -> str | None:
+  """The concrete ``conv`` a run folder's ``config.json`` recorded, if any."""
+  if not workdir:
+    return None
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      choice = json.load(f).get("conv")
+  except (OSError, ValueError):
+    return None
+  return choice if choice in models.CONV_IMPLEMENTATIONS else None
+
+
+def resolve(config, *workdirs: str | None):
+  """``config`` with ``conv`` concrete: as given, or for ``auto`` the choice the first of
+  ``workdirs`` that recorded one made (a run being resumed, a fork's parent), else
+  :func:`fastest`. With several processes, every process takes the lead's choice."""
+  if config.conv != AUTO:
+    return config
+  choice = next(filter(None, map(recorded_choice, workdirs)), None)
+  if choice is None:
+    choice = fastest()
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      index = list(models.CONV_IMPLEMENTATIONS).index(choice)
+      index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
+      choice = list(models.CONV_IMPLEMENTATIONS)[index]
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.conv = choice
+  return config

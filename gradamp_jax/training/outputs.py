@@ -1,0 +1,269 @@
+"""Every file a run writes into its workdir, but the checkpoints.
+
+* ``config.json``: the resolved config;
+* ``run.json``: devices, versions, the data's size and fingerprint, the layers in network
+  order (:func:`run_info`);
+* ``metrics.jsonl``: one row per epoch;
+* ``layer_stats.jsonl``: one row per layer at every selection (:func:`layer_stat_rows`);
+* ``directionality.jsonl``: G and G′ of every layer at every epoch, when tracked;
+* ``tensorboard/``: the metrics as TensorBoard scalars;
+* ``fork.json``: where a forked run came from (:func:`write_fork`).
+
+:class:`RunOutputs` owns them for a run that trains; :func:`write_fork` writes them for a run
+that starts from another's checkpoint. The JSON-lines files survive a crash whole
+(:mod:`gradamp_jax.jsonl`); ``checkpoints/`` and ``partial_epoch.json`` belong to
+:mod:`gradamp_jax.training.checkpointing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import gradamp_jax as ga
+from gradamp_jax import layers as layers_lib
+from gradamp_jax.directionality import finite_or_none
+from gradamp_jax.jsonl import JsonlWriter, read_jsonl
+from gradamp_jax.training import checkpointing
+from gradamp_jax.training import conv_choice
+from gradamp_jax.training.config_fields import RESUMABLE_CHANGES
+from gradamp_jax.training.optimizer import MEASURED_METHODS
+
+METRICS, LAYER_STATS, DIRECTIONALITY = "metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"
+
+
+def check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_probe")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"workdir: {workdir!r} is not a writable directory ({e})") from e
+
+
+def check_same_experiment(config, workdir: str) -> None:
+  """Refuses to resume a workdir whose run used another config (but for data locations;
+  ``conv="auto"`` stands for the choice the run recorded)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  now = json.loads(conv_choice.resolve(config, workdir).to_json_best_effort())
+  changed = sorted(k for k in set(before) | set(now)
+                   if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k))
+  if changed:
+    raise ValueError(
+        f"workdir: {workdir!r} holds a run with a different config (fields: "
+        f"{', '.join(changed)}); use a new workdir, or the same config to resume")
+
+
+def data_fingerprint(dataset) -> str:
+  """A hash of every split's images and labels: what the run was trained on."""
+  digest = hashlib.blake2b(digest_size=16)
+  for split in (dataset.train, dataset.validation, dataset.test):
+    if split is not None:
+      digest.update(np.ascontiguousarray(split.images).data)
+      digest.update(np.ascontiguousarray(split.labels).data)
+  return digest.hexdigest()
+
+
+# run.json fields that must not change when a run resumes: the data it trains on.
+DATA_IDENTITY = ("dataset", "num_train", "num_validation", "num_test", "num_classes",
+                 "steps_per_epoch", "data_fingerprint")
+
+
+def check_same_data(workdir: str, info: dict) -> None:
+  """Refuses to resume on other data than the run started with (compares ``run.json``)."""
+  path = os.path.join(workdir, "run.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  changed = [f"{k} {before[k]!r} -> {info[k]!r}" for k in DATA_IDENTITY
+             if k in before and k in info and before[k] != info[k]]
+  if changed:
+    raise ValueError(
+        f"workdir: {workdir!r} holds a run trained on other data ({'; '.join(changed)}); "
+        "point data_dir/image_folder at the data it started with, or use a new workdir")
+
+
+def network_depth(graphdef, state, image_shape) -> dict[str, int]:
+  """Each layer's position in the forward pass (0: the stem), from a trace of the model."""
+  image = jnp.zeros((1, *image_shape), jnp.float32)
+  forward = lambda params: nnx.merge(graphdef, params, state.batch_stats)(image, train=False)
+  order = layers_lib.network_order(forward, state.params)
+  return {name: depth for depth, name in enumerate(order)}
+
+
+def in_network_order(rows: list[dict], depth: dict[str, int]) -> list[dict]:
+  """Per-layer rows sorted by depth, with ``index`` = the layer's depth."""
+  return sorted((dict(r, index=depth[r["layer"]]) for r in rows), key=lambda r: r["index"])
+
+
+def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) -> dict:
+  index = layers_lib.layer_index(params)
+  eligible = layers_lib.eligible_mask(index, config.amplification.eligible)
+  layers = [dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
+      index.names, index.param_names, index.layer_sizes(), eligible)]
+  return dict(
+      jax_version=jax.__version__, devices=[str(d) for d in jax.devices()],
+      process_count=jax.process_count(), dataset=dataset.name,
+      num_train=len(dataset.train),
+      num_validation=0 if dataset.validation is None else len(dataset.validation),
+      num_test=len(dataset.test), data_fingerprint=data_fingerprint(dataset),
+      num_classes=dataset.num_classes, steps_per_epoch=steps_per_epoch,
+      layers=in_network_order(layers, depth),
+      layer_rule="a layer is a parameter path without its last key; layers are listed "
+                 "in network order (index: position in the forward pass)",
+      eligible_rule=config.amplification.eligible)
+
+
+def layer_stat_rows(config, opt_state, params) -> list[dict]:
+  """``layer_stats.jsonl`` rows of the latest selection; matched random also keeps the
+  measure's own choice (``selected_by_measure``), so the overlap can be reported."""
+  amp = config.amplification
+  measured = amp.method in MEASURED_METHODS
+  rows = []
+  for r in ga.selection_report(opt_state, params):
+    row = dict(epoch=r["epoch"], step=r["step"], layer=r["layer"],
+               measure=amp.measure if measured else None,
+               value=finite_or_none(r["measure"]) if measured else None,
+               normalized=finite_or_none(r["normalized"]) if measured else None,
+               selected=r["selected"], factor=r["factor"], eligible=r["eligible"],
+               method=amp.method)
+    if amp.method == "matched_random":
+      row["selected_by_measure"] = r["selected_by_measure"]
+    rows.append(row)
+  return rows
+
+
+def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[dict]:
+  """``directionality.jsonl`` rows: G and G′ of every layer for the last finished epoch."""
+  return [dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]],
+               G=finite_or_none(r["G"]), G_prime=finite_or_none(r["G_prime"]))
+          for r in ga.directionality_report(opt_state, params)]
+
+
+def amplified_layers(config, opt_state) -> int:
+  """How many layers the selection in effect amplifies (0 outside amplified phases)."""
+  if config.amplification.method == "none":
+    return 0
+  amp = jax.device_get(ga.find_state(opt_state))
+  return int(np.sum(amp.mask)) if amp.active else 0
+
+
+def num_selections(config, opt_state) -> int:
+  if config.amplification.method == "none":
+    return 0
+  return int(ga.find_state(opt_state).num_selections)
+
+
+class RunOutputs:
+  """The files of a run that trains (see the module's docstring).
+
+  Opening them writes ``config.json`` and ``run.json``; a run resumed at update
+  ``start_step`` keeps the JSON-lines rows before it and appends after them. Only the lead
+  process writes (``write``); on the others the methods only keep count.
+
+  Args:
+    workdir: the run's folder.
+    config: its config.
+    info: :func:`run_info`.
+    state: the state the run starts from (its selections so far are already recorded).
+    start_step: the update the run starts from (0, or a restored checkpoint's).
+    write: whether this process writes the files.
+  """
+
+  def __init__(self, workdir: str, config, info: dict, state, *, start_step: int,
+               write: bool):
+    self.config, self.write_files = config, write
+    self.depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
+    self.eligible = {layer["layer"]: layer["eligible"] for layer in info["layers"]}
+    self.selections = num_selections(config, state.opt_state)
+    if not write:
+      return
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+      json.dump(info, f, indent=2)
+    epochs_done = start_step // info["steps_per_epoch"]
+    before_epoch = (lambda r: r["epoch"] <= epochs_done) if start_step else None
+    before_step = (lambda r: r["step"] < start_step) if start_step else None
+    self.metrics = JsonlWriter(os.path.join(workdir, METRICS), keep=before_epoch)
+    self.layer_stats = JsonlWriter(os.path.join(workdir, LAYER_STATS), keep=before_step)
+    self.directionality = JsonlWriter(os.path.join(workdir, DIRECTIONALITY), keep=before_epoch)
+    from tensorboardX import SummaryWriter
+    self.summary = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def record_selections(self, state) -> None:
+    """Writes the per-layer statistics of a selection made since the last call."""
+    selections = num_selections(self.config, state.opt_state)
+    if selections > self.selections:
+      self.selections = selections
+      if self.write_files:
+        self.layer_stats.write(in_network_order(
+            layer_stat_rows(self.config, state.opt_state, state.params), self.depth))
+
+  def record_epoch(self, row: dict, state) -> None:
+    """Writes an epoch's metrics ``row``, its selection and directionality, and prints it."""
+    self.record_selections(state)
+    if not self.write_files:
+      return
+    self.metrics.write([row])
+    if self.config.track_directionality:
+      self.directionality.write(in_network_order(
+          directionality_rows(state.opt_state, state.params, self.eligible), self.depth))
+    for key, value in row.items():
+      if key not in ("epoch", "step"):
+        self.summary.add_scalar(key, value, row["epoch"])
+    self.summary.flush()
+    num_epochs = ga.num_epochs(self.config.phases)
+    print(f"epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
+          f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
+          f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
+          f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
+          f"({row['images_per_second']:.0f} img/s)", flush=True)
+
+  def close(self) -> None:
+    if self.write_files:
+      self.summary.close()
+
+
+def last_metrics(workdir: str) -> dict:
+  """The last epoch's row of a run's ``metrics.jsonl``."""
+  return read_jsonl(os.path.join(workdir, METRICS))[-1]
+
+
+def write_fork(workdir: str, config, parent: str, epoch: int, step: int, *,
+               metrics: list[dict], directionality: list[dict],
+               layer_stats: list[dict]) -> None:
+  """A forked run's files: the parent's metrics and directionality up to the fork, the
+  run's own selections, its config, the parent's ``run.json``, and ``fork.json`` (every
+  fork the run was made from, in order). A stale ``partial_epoch.json`` is removed."""
+  for name, rows in ((METRICS, metrics), (DIRECTIONALITY, directionality),
+                     (LAYER_STATS, layer_stats)):
+    JsonlWriter(os.path.join(workdir, name)).write(rows)
+  partial = os.path.join(workdir, checkpointing.PARTIAL_EPOCH_FILE)
+  if os.path.exists(partial):
+    os.remove(partial)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  shutil.copyfile(os.path.join(parent, "run.json"), os.path.join(workdir, "run.json"))
+  history_path = os.path.join(workdir, "fork.json")
+  history = []
+  if os.path.exists(history_path):
+    with open(history_path) as f:
+      history = json.load(f)
+  history.append(dict(parent=os.path.abspath(parent), epoch=epoch, step=step))
+  with open(history_path, "w") as f:
+    json.dump(history, f, indent=2)
