@@ -2,7 +2,8 @@
 
     python benchmarks/amplification_overhead.py --model resnet20 --batch_size 128
 
-Times the training program's compiled chunk of steps (``gradamp_jax.training.steps.make_train_chunk``: data on the
+Times the training program's compiled chunk of steps
+(``gradamp_jax.training.steps.make_train_chunk``: data on the
 device, augmentation in the step) on the same model and random CIFAR-shaped data, ``--steps``
 steps per call, with every amplification method (none, G, G′, random), each without and with
 ``track_directionality`` (the per-epoch G/G′ monitor), in an epoch outside any analysis
@@ -25,13 +26,13 @@ from configs import default  # noqa: E402
 from gradamp_jax import input_pipeline  # noqa: E402
 
 VARIANTS = {  # name: (amplification fields, track_directionality)
-    "none": (dict(method="none"), False),
-    "none + monitor": (dict(method="none"), True),
-    "G": (dict(method="intelligent", measure="G"), False),
-    "G, tracking": (dict(method="intelligent", measure="G"), True),
-    "G_prime": (dict(method="intelligent", measure="G_prime"), False),
-    "G_prime, tracking": (dict(method="intelligent", measure="G_prime"), True),
-    "random": (dict(method="random"), False),
+  "none": (dict(method="none"), False),
+  "none + monitor": (dict(method="none"), True),
+  "G": (dict(method="intelligent", measure="G"), False),
+  "G, tracking": (dict(method="intelligent", measure="G"), True),
+  "G_prime": (dict(method="intelligent", measure="G_prime"), False),
+  "G_prime, tracking": (dict(method="intelligent", measure="G_prime"), True),
+  "random": (dict(method="random"), False),
 }
 EPOCHS = ("outside", "analysis", "amplified")  # phases ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
 
@@ -76,8 +77,10 @@ def main():
   parser.add_argument("--repeats", type=int, default=5, help="turns per variant and phase")
   args = parser.parse_args()
   data = input_pipeline.to_device(synthetic_split(args.steps * args.batch_size))
-  print(f"{args.model}, batch {args.batch_size}, {jax.devices()[0].device_kind} "
-        f"x{jax.device_count()}, JAX {jax.__version__}")
+  print(
+    f"{args.model}, batch {args.batch_size}, {jax.devices()[0].device_kind} "
+    f"x{jax.device_count()}, JAX {jax.__version__}"
+  )
   configs = {}
   for name, (amp, track) in VARIANTS.items():
     config = default.get_config()
@@ -88,8 +91,11 @@ def main():
     configs[name] = config
   results, megabytes = time_all(configs, data, args.steps, args.repeats)
   base = results["none"]
-  print("| method | " + " | ".join(f"{e}, ms/step | ratio" for e in EPOCHS)
-        + " | optimizer state, MiB |")
+  print(
+    "| method | "
+    + " | ".join(f"{e}, ms/step | ratio" for e in EPOCHS)
+    + " | optimizer state, MiB |"
+  )
   print("|---|" + "---:|---:|" * len(EPOCHS) + "---:|")
   for name, t in results.items():
     cells = " | ".join(f"{1e3 * t[e]:.1f} | {t[e] / base[e]:.3f}" for e in EPOCHS)

@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import quickstart  # noqa: E402
+from gradamp_jax import models  # noqa: E402
 from gradamp_jax.training import optimizer  # noqa: E402
 from gradamp_jax.training import steps as steps_lib  # noqa: E402
-from gradamp_jax import models  # noqa: E402
 
 
 def build(config, conv, batch):
@@ -45,8 +45,10 @@ def main():
   config = quickstart.get_config()
   config.model = args.model
   rng = np.random.default_rng(0)
-  batch = dict(image=jnp.asarray(rng.normal(size=(args.batch_size, 32, 32, 3)), jnp.float32),
-               label=jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32))
+  batch = dict(
+    image=jnp.asarray(rng.normal(size=(args.batch_size, 32, 32, 3)), jnp.float32),
+    label=jnp.asarray(rng.integers(0, 10, args.batch_size), jnp.int32),
+  )
   built = {name: build(config, name, batch) for name in models.CONV_IMPLEMENTATIONS}
   times = {name: [] for name in built}
   for _ in range(args.turns):

@@ -34,16 +34,25 @@ def main(argv=None):
     config = json.load(f)
   with open(os.path.join(args.run_dir, "run.json")) as f:
     layers = json.load(f)["layers"]
-  epoch = ga.selection_epochs(config["phases"],
-                              config["amplification"]["reselect_every"] or None)[0]
-  rows = {r["layer"]: r for r in read_jsonl(os.path.join(args.run_dir, "directionality.jsonl"))
-          if r["epoch"] == epoch}
+  epoch = ga.selection_epochs(config["phases"], config["amplification"]["reselect_every"] or None)[
+    0
+  ]
+  rows = {
+    r["layer"]: r
+    for r in read_jsonl(os.path.join(args.run_dir, "directionality.jsonl"))
+    if r["epoch"] == epoch
+  }
   eligible = jnp.asarray([layer["eligible"] for layer in layers])
   thresholds = paper.THRESHOLDS[args.grid]
   masks = {}
   for measure in ("G", "G_prime"):
-    values = jnp.asarray([np.nan if rows[l["layer"]][measure] is None
-                          else rows[l["layer"]][measure] for l in layers], jnp.float32)
+    values = jnp.asarray(
+      [
+        np.nan if rows[entry["layer"]][measure] is None else rows[entry["layer"]][measure]
+        for entry in layers
+      ],
+      jnp.float32,
+    )
     normalized = ga.normalize(values, eligible)  # eqs. 6, 8
     for case in (1, 2):
       for threshold in thresholds:
@@ -51,10 +60,14 @@ def main(argv=None):
         masks[(measure, case, threshold)] = np.asarray(chosen).tobytes()
   distinct = len(set(masks.values()))
   per_measure = {m: len({v for k, v in masks.items() if k[0] == m}) for m in ("G", "G_prime")}
-  print(f"{args.run_dir}: {config['model']}, {len(layers)} layers, statistics of epoch "
-        f"{epoch}, thresholds {thresholds[0]}-{thresholds[-1]} ({len(thresholds)})")
-  print(f"{len(masks)} rules make {distinct} distinct selections (G: {per_measure['G']}, "
-        f"G': {per_measure['G_prime']}; the empty selection counts as one)")
+  print(
+    f"{args.run_dir}: {config['model']}, {len(layers)} layers, statistics of epoch "
+    f"{epoch}, thresholds {thresholds[0]}-{thresholds[-1]} ({len(thresholds)})"
+  )
+  print(
+    f"{len(masks)} rules make {distinct} distinct selections (G: {per_measure['G']}, "
+    f"G': {per_measure['G_prime']}; the empty selection counts as one)"
+  )
   return dict(rules=len(masks), distinct=distinct, **per_measure)
 
 

@@ -40,20 +40,37 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-FULL = dict(step=[("resnet18", "float32", 128), ("resnet18", "bfloat16", 128),
-                  ("resnet18", "float32", 512), ("resnet18", "bfloat16", 512),
-                  ("resnet20", "bfloat16", 128), ("vgg19", "bfloat16", 128),
-                  ("resnet50", "bfloat16", 128)],
-            main=("resnet18", "bfloat16", 128), steps=50, repeats=3,
-            train_images=50_000, test_images=10_000, processes=(1, 2, 4))
-TINY = dict(step=[("resnet8", "float32", 8), ("resnet8", "bfloat16", 8),
-                  ("resnet8", "float32", 16)],
-            main=("resnet8", "float32", 8), steps=3, repeats=2,
-            train_images=128, test_images=64, processes=(1, 2))
+FULL = dict(
+  step=[
+    ("resnet18", "float32", 128),
+    ("resnet18", "bfloat16", 128),
+    ("resnet18", "float32", 512),
+    ("resnet18", "bfloat16", 512),
+    ("resnet20", "bfloat16", 128),
+    ("vgg19", "bfloat16", 128),
+    ("resnet50", "bfloat16", 128),
+  ],
+  main=("resnet18", "bfloat16", 128),
+  steps=50,
+  repeats=3,
+  train_images=50_000,
+  test_images=10_000,
+  processes=(1, 2, 4),
+)
+TINY = dict(
+  step=[("resnet8", "float32", 8), ("resnet8", "bfloat16", 8), ("resnet8", "float32", 16)],
+  main=("resnet8", "float32", 8),
+  steps=3,
+  repeats=2,
+  train_images=128,
+  test_images=64,
+  processes=(1, 2),
+)
 
 
 def base_config(model, dtype, batch_size):
   from configs import default
+
   config = default.get_config()
   config.model, config.batch_size = model, batch_size
   config.half_precision = dtype == "bfloat16"
@@ -68,9 +85,11 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, rea
   ``ready + '.go'`` after compiling (concurrent runs)."""
   from benchmarks.harness import Trainer, synthetic_split
   from gradamp_jax import input_pipeline
+
   data = input_pipeline.to_device(synthetic_split(steps * batch_size))
-  trainer = Trainer(base_config(model, dtype, batch_size), data, steps_per_epoch=10_000,
-                    per_call=per_call or steps)
+  trainer = Trainer(
+    base_config(model, dtype, batch_size), data, steps_per_epoch=10_000, per_call=per_call or steps
+  )
   start = time.perf_counter()
   trainer.run(0, 1)
   trainer.wait()
@@ -91,8 +110,9 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, rea
 def epoch_time(model, dtype, batch_size, sizes, image_folder):
   """Two epochs of the training program; the second epoch's row, and the first's extra."""
   from benchmarks.harness import synthetic_dataset
-  from gradamp_jax.training import train
   from gradamp_jax.jsonl import read_jsonl
+  from gradamp_jax.training import train
+
   config = base_config(model, dtype, batch_size)
   config.phases = ((2, 0.1, 0, 1),)
   load_dataset = train.load_dataset
@@ -114,6 +134,7 @@ def amplification_overhead(model, dtype, batch_size, steps, repeats):
   from benchmarks import amplification_overhead as overhead
   from benchmarks.harness import synthetic_split
   from gradamp_jax import input_pipeline
+
   configs = {}
   for name in ("none", "G", "G_prime"):
     amp, _ = overhead.VARIANTS[name]
@@ -133,10 +154,30 @@ def concurrent(n, model, dtype, batch_size, steps, repeats, out):
   workers = []
   for i in range(n):
     ready = os.path.join(folder, f"w{i}")
-    workers.append(subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--worker", ready, "--model", model,
-         "--dtype", dtype, "--batch_size", str(batch_size), "--steps", str(steps),
-         "--repeats", str(repeats)], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT))
+    workers.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          os.path.abspath(__file__),
+          "--worker",
+          ready,
+          "--model",
+          model,
+          "--dtype",
+          dtype,
+          "--batch_size",
+          str(batch_size),
+          "--steps",
+          str(steps),
+          "--repeats",
+          str(repeats),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+      )
+    )
   while not all(os.path.exists(os.path.join(folder, f"w{i}")) for i in range(n)):
     if any(w.poll() not in (None, 0) for w in workers):
       raise SystemExit("a concurrent worker failed")
@@ -156,12 +197,15 @@ def concurrent(n, model, dtype, batch_size, steps, repeats, out):
 def markdown(records):
   lines = ["| name | model | dtype | batch | images/s | more |", "|---|---|---|---:|---:|---|"]
   for r in records:
-    more = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in r.items()
-                     if k not in ("name", "model", "dtype", "batch_size", "images_per_second",
-                                  "device"))
-    lines.append(f"| {r['name']} | {r['model']} | {r['dtype']} | {r['batch_size']} | "
-                 f"{r['images_per_second']:,.0f} | {more} |")
+    more = ", ".join(
+      f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+      for k, v in r.items()
+      if k not in ("name", "model", "dtype", "batch_size", "images_per_second", "device")
+    )
+    lines.append(
+      f"| {r['name']} | {r['model']} | {r['dtype']} | {r['batch_size']} | "
+      f"{r['images_per_second']:,.0f} | {more} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -171,13 +215,19 @@ def main():
   parser.add_argument("--tiny", action="store_true", help="small sizes (CPU, CI)")
   parser.add_argument("--image_folder", help="data for the epoch measurement")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
-  for flag, kind in (("--model", str), ("--dtype", str), ("--batch_size", int),
-                     ("--steps", int), ("--repeats", int)):
+  for flag, kind in (
+    ("--model", str),
+    ("--dtype", str),
+    ("--batch_size", int),
+    ("--steps", int),
+    ("--repeats", int),
+  ):
     parser.add_argument(flag, type=kind, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:  # one of the concurrent processes
-    _, rate = step_throughput(args.model, args.dtype, args.batch_size, args.steps,
-                              args.repeats, ready=args.worker)
+    _, rate = step_throughput(
+      args.model, args.dtype, args.batch_size, args.steps, args.repeats, ready=args.worker
+    )
     print(json.dumps(dict(images_per_second=rate)))
     return
   if not args.out:
@@ -185,6 +235,7 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.out, "xla_cache"))
   import jax
+
   sizes = TINY if args.tiny else FULL
   device = jax.devices()[0].device_kind
   print(f"{device} x{jax.device_count()}, JAX {jax.__version__}", flush=True)
@@ -198,32 +249,62 @@ def main():
       json.dump(records, f, indent=2)
 
   for model, dtype, batch_size in sizes["step"]:
-    compile_seconds, rate = step_throughput(model, dtype, batch_size, sizes["steps"],
-                                            sizes["repeats"])
-    add(name="step", model=model, dtype=dtype, batch_size=batch_size,
-        images_per_second=rate, compile_seconds=compile_seconds,
-        steps_per_call=sizes["steps"])
+    compile_seconds, rate = step_throughput(
+      model, dtype, batch_size, sizes["steps"], sizes["repeats"]
+    )
+    add(
+      name="step",
+      model=model,
+      dtype=dtype,
+      batch_size=batch_size,
+      images_per_second=rate,
+      compile_seconds=compile_seconds,
+      steps_per_call=sizes["steps"],
+    )
   model, dtype, batch_size = sizes["main"]
-  _, rate = step_throughput(model, dtype, batch_size, sizes["steps"], sizes["repeats"],
-                            per_call=1)
-  add(name="step, 1 per call", model=model, dtype=dtype, batch_size=batch_size,
-      images_per_second=rate, steps_per_call=1)
-  row, extra = epoch_time(model, dtype, batch_size,
-                          (sizes["train_images"], sizes["test_images"]), args.image_folder)
-  add(name="epoch", model=model, dtype=dtype, batch_size=batch_size,
-      images_per_second=row["images_per_second"], epoch_seconds=row["epoch_seconds"],
-      compile_seconds=extra, data=args.image_folder or "synthetic")
+  _, rate = step_throughput(model, dtype, batch_size, sizes["steps"], sizes["repeats"], per_call=1)
+  add(
+    name="step, 1 per call",
+    model=model,
+    dtype=dtype,
+    batch_size=batch_size,
+    images_per_second=rate,
+    steps_per_call=1,
+  )
+  row, extra = epoch_time(
+    model, dtype, batch_size, (sizes["train_images"], sizes["test_images"]), args.image_folder
+  )
+  add(
+    name="epoch",
+    model=model,
+    dtype=dtype,
+    batch_size=batch_size,
+    images_per_second=row["images_per_second"],
+    epoch_seconds=row["epoch_seconds"],
+    compile_seconds=extra,
+    data=args.image_folder or "synthetic",
+  )
   best = amplification_overhead(model, dtype, batch_size, sizes["steps"], sizes["repeats"])
   for name, times in best.items():
     for epoch in ("analysis", "amplified"):
-      add(name=f"amplification {name}, {epoch}", model=model, dtype=dtype,
-          batch_size=batch_size, images_per_second=batch_size / times[epoch],
-          time_ratio=times[epoch] / best["none"][epoch])
+      add(
+        name=f"amplification {name}, {epoch}",
+        model=model,
+        dtype=dtype,
+        batch_size=batch_size,
+        images_per_second=batch_size / times[epoch],
+        time_ratio=times[epoch] / best["none"][epoch],
+      )
   for n in sizes["processes"]:
-    rates = concurrent(n, model, dtype, batch_size, sizes["steps"], sizes["repeats"],
-                       args.out)
-    add(name=f"concurrent x{n}", model=model, dtype=dtype, batch_size=batch_size,
-        images_per_second=sum(rates), processes=n)
+    rates = concurrent(n, model, dtype, batch_size, sizes["steps"], sizes["repeats"], args.out)
+    add(
+      name=f"concurrent x{n}",
+      model=model,
+      dtype=dtype,
+      batch_size=batch_size,
+      images_per_second=sum(rates),
+      processes=n,
+    )
   table = markdown(records)
   with open(os.path.join(args.out, "gpu_suite.md"), "w") as f:
     f.write(f"{device} x{jax.device_count()}, JAX {jax.__version__}\n\n{table}")

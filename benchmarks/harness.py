@@ -11,22 +11,32 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gradamp_jax import input_pipeline  # noqa: E402
-from gradamp_jax.training import optimizer  # noqa: E402
+from gradamp_jax.training import (
+  optimizer,  # noqa: E402
+  train,  # noqa: E402
+)
 from gradamp_jax.training import steps as steps_lib  # noqa: E402
-from gradamp_jax.training import train  # noqa: E402
 
 
 def synthetic_split(n: int, seed: int = 0) -> input_pipeline.Split:
   """``n`` random uint8 images of CIFAR's size with random labels of 10 classes."""
   rng = np.random.default_rng(seed)
-  return input_pipeline.Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                              rng.integers(0, 10, n).astype(np.int32))
+  return input_pipeline.Split(
+    rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
+  )
 
 
 def synthetic_dataset(train_images: int, test_images: int) -> input_pipeline.Dataset:
-  return input_pipeline.Dataset("synthetic", 10, tuple(str(i) for i in range(10)),
-                                synthetic_split(train_images), synthetic_split(test_images, 1),
-                                None, input_pipeline.CIFAR10_MEAN, input_pipeline.CIFAR10_STD)
+  return input_pipeline.Dataset(
+    "synthetic",
+    10,
+    tuple(str(i) for i in range(10)),
+    synthetic_split(train_images),
+    synthetic_split(test_images, 1),
+    None,
+    input_pipeline.CIFAR10_MEAN,
+    input_pipeline.CIFAR10_STD,
+  )
 
 
 class Trainer:
@@ -40,25 +50,37 @@ class Trainer:
   so successive calls move through its epochs (``steps_per_epoch`` updates each).
   """
 
-  def __init__(self, config, data: input_pipeline.DeviceSplit, steps_per_epoch: int,
-               per_call: int | None = None):
+  def __init__(
+    self,
+    config,
+    data: input_pipeline.DeviceSplit,
+    steps_per_epoch: int,
+    per_call: int | None = None,
+  ):
     tx = optimizer.create_optimizer(config, steps_per_epoch)
     graphdef, self.state = steps_lib.create_train_state(config, 10, tx)
     self.data = data
     self.per_call = per_call or steps_lib.steps_per_call(config)
-    self.chunk = jax.jit(steps_lib.make_train_chunk(
-        graphdef, tx, input_pipeline.CIFAR10_MEAN, input_pipeline.CIFAR10_STD,
-        loop=self.per_call > 1), donate_argnums=(0, 5))
+    self.chunk = jax.jit(
+      steps_lib.make_train_chunk(
+        graphdef,
+        tx,
+        input_pipeline.CIFAR10_MEAN,
+        input_pipeline.CIFAR10_STD,
+        loop=self.per_call > 1,
+      ),
+      donate_argnums=(0, 5),
+    )
     num_examples = len(data.labels)
-    self.plan = input_pipeline.epoch_plan(config.seed, 1, num_examples=num_examples,
-                                          batch_size=config.batch_size)
+    self.plan = input_pipeline.epoch_plan(
+      config.seed, 1, num_examples=num_examples, batch_size=config.batch_size
+    )
     steps = input_pipeline.steps_per_epoch(num_examples, config.batch_size)
     self.history = {k: jnp.zeros(steps, jnp.float32) for k in steps_lib.STEP_METRICS}
 
   def run(self, start: int, stop: int) -> None:
     for a, b in train.chunk_bounds(start, stop, self.per_call):
-      self.state, self.history, _ = self.chunk(self.state, self.data, self.plan, a, b,
-                                               self.history)
+      self.state, self.history, _ = self.chunk(self.state, self.data, self.plan, a, b, self.history)
 
   def wait(self):
     return jax.block_until_ready(self.state)

@@ -54,8 +54,10 @@ def training_split(image_folder: str | None) -> input_pipeline.Split:
     return synthetic_split(50_000)
   start = time.perf_counter()
   data = input_pipeline.load(image_folder=image_folder)
-  print(f"load {image_folder}: {len(data.train) + len(data.test)} images in "
-        f"{time.perf_counter() - start:.1f} s")
+  print(
+    f"load {image_folder}: {len(data.train) + len(data.test)} images in "
+    f"{time.perf_counter() - start:.1f} s"
+  )
   return data.train
 
 
@@ -79,8 +81,10 @@ def timed(fn) -> float:
 
 def report(label: str, rates: list[float]) -> float:
   median = float(np.median(rates))
-  print(f"{label:<52} {median:8.0f} images/s (median of {len(rates)}: "
-        f"{min(rates):.0f}-{max(rates):.0f})")
+  print(
+    f"{label:<52} {median:8.0f} images/s (median of {len(rates)}: "
+    f"{min(rates):.0f}-{max(rates):.0f})"
+  )
   return median
 
 
@@ -111,8 +115,9 @@ def main():
       state, _ = bare_step(state, batch)
     jax.block_until_ready(state)
 
-  trainers = {n: Trainer(config, data, steps_per_epoch, per_call=n)
-              for n in (1, args.steps_per_call)}
+  trainers = {
+    n: Trainer(config, data, steps_per_epoch, per_call=n) for n in (1, args.steps_per_call)
+  }
   for trainer in trainers.values():
     trainer.run(0, 1)
     trainer.wait()
@@ -123,19 +128,21 @@ def main():
 
   rates = {k: [] for k in ("pipeline", "bare", "one", "many")}
   for _ in range(args.repeats):
-    rates["pipeline"].append(num_epoch / timed(lambda: jax.block_until_ready(
-        augment(data, plan))))
+    rates["pipeline"].append(num_epoch / timed(lambda: jax.block_until_ready(augment(data, plan))))
     rates["bare"].append(steps * b / timed(bare))
     rates["one"].append(steps * b / timed(lambda: chunked(trainers[1])))
     rates["many"].append(steps * b / timed(lambda: chunked(trainers[args.steps_per_call])))
   pipeline = report(f"1. pipeline alone ({num_epoch} images per call):", rates["pipeline"])
   bare_rate = report(f"2. resnet8 step, fixed batch {b} on the device:", rates["bare"])
   one = report("3. resnet8 step, augmented in the step, 1 per call:", rates["one"])
-  many = report(f"4. resnet8 steps, augmented, {args.steps_per_call} per call (loop):",
-                rates["many"])
-  print(f"pipeline / bare step: {pipeline / bare_rate:.0f}x; 3 / 2: {one / bare_rate:.3f}; "
-        f"4 / 3: {many / one:.3f} (automatic steps per call here: "
-        f"{steps_lib.steps_per_call(config)})")
+  many = report(
+    f"4. resnet8 steps, augmented, {args.steps_per_call} per call (loop):", rates["many"]
+  )
+  print(
+    f"pipeline / bare step: {pipeline / bare_rate:.0f}x; 3 / 2: {one / bare_rate:.3f}; "
+    f"4 / 3: {many / one:.3f} (automatic steps per call here: "
+    f"{steps_lib.steps_per_call(config)})"
+  )
 
 
 if __name__ == "__main__":

@@ -19,32 +19,32 @@ PARAMS_2 = ((10, 0.1, 0, 1), (100, 0.1, 1, 2), (145, 0.01, 1, 2), (150, 0.01, 0,
 def get_config():
   config = ml_collections.ConfigDict()
   config.model = "resnet18"
-  config.dataset = "cifar10"           # cifar10 | cifar100
-  config.data_dir = config_dict.placeholder(str)      # TFDS data_dir (None: TFDS default)
-  config.download = True               # let TFDS download and prepare when missing
+  config.dataset = "cifar10"  # cifar10 | cifar100
+  config.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: TFDS default)
+  config.download = True  # let TFDS download and prepare when missing
   config.image_folder = config_dict.placeholder(str)  # read train/<class>/*, test/<class>/*
-  config.train_split = "train"         # TFDS slicing allowed, e.g. "train[:20%]"
-  config.validation_fraction = 0.0     # carve a validation split from train
-  config.batch_size = 128              # global, over all devices
+  config.train_split = "train"  # TFDS slicing allowed, e.g. "train[:20%]"
+  config.validation_fraction = 0.0  # carve a validation split from train
+  config.batch_size = 128  # global, over all devices
   config.eval_batch_size = 500
-  config.phases = PARAMS_1             # (end_epoch, learning_rate, is_amp, amp_factor)
+  config.phases = PARAMS_1  # (end_epoch, learning_rate, is_amp, amp_factor)
   config.momentum = 0.9
   config.weight_decay = 5e-4
   config.seed = 0
-  config.half_precision = False        # bfloat16 compute, float32 params
-  config.conv = "auto"                 # auto | lax | im2col: auto measures once per CPU
-                                       # which is faster (training/conv_choice.py); GPUs: lax
-  config.steps_per_dispatch = 0        # training steps per jitted call; 0: automatic (1 on
-                                       # CPU, 50 elsewhere); a signal stops within two calls
+  config.half_precision = False  # bfloat16 compute, float32 params
+  config.conv = "auto"  # auto | lax | im2col: auto measures once per CPU
+  # which is faster (training/conv_choice.py); GPUs: lax
+  config.steps_per_dispatch = 0  # training steps per jitted call; 0: automatic (1 on
+  # CPU, 50 elsewhere); a signal stops within two calls
   config.keep_checkpoints = 2
   config.track_directionality = True  # G, G′ of every layer, every epoch -> directionality.jsonl
 
   config.amplification = amp = ml_collections.ConfigDict()
-  amp.method = "intelligent"           # none | intelligent | random | matched_random | all
-  amp.measure = "G_prime"              # G | G_prime
-  amp.case = 1                         # 1: Ĝ > t; 2: |Ĝ| > t
+  amp.method = "intelligent"  # none | intelligent | random | matched_random | all
+  amp.measure = "G_prime"  # G | G_prime
+  amp.case = 1  # 1: Ĝ > t; 2: |Ĝ| > t
   amp.threshold = 1.0
-  amp.reselect_every = 0               # epochs; 0: once per amplified phase
-  amp.ratio = 0.3                      # fraction of layers for method=random
-  amp.eligible = "all"                 # all | kernels (Conv/Dense only)
+  amp.reselect_every = 0  # epochs; 0: once per amplified phase
+  amp.ratio = 0.3  # fraction of layers for method=random
+  amp.eligible = "all"  # all | kernels (Conv/Dense only)
   return config

@@ -1,7 +1,7 @@
 """The paper's experiments (Basodi et al. 2023, §4; docs/method.md §7), selected by arguments.
 
     python -m gradamp_jax.main --workdir runs/r18-c10-gp1-t1.0 \
-        --config configs/paper.py:model=resnet18,dataset=cifar10,method=intelligent,measure=G_prime,case=1,threshold=1.0
+        --config configs/paper.py:model=resnet18,measure=G_prime,case=1,threshold=1.0
 
 Arguments (defaults in brackets): model [resnet18] (vgg19 | resnet18 | resnet34 use the
 paper's params_1 strategy, resnet50 | resnet101 params_2), dataset [cifar10 | cifar100],
@@ -26,23 +26,38 @@ import numpy as np
 from configs import default
 from gradamp_jax.training.config_args import parse_arg
 
-STRATEGY = {"vgg19": default.PARAMS_1, "resnet18": default.PARAMS_1,
-            "resnet34": default.PARAMS_1, "resnet50": default.PARAMS_2,
-            "resnet101": default.PARAMS_2}
+STRATEGY = {
+  "vgg19": default.PARAMS_1,
+  "resnet18": default.PARAMS_1,
+  "resnet34": default.PARAMS_1,
+  "resnet50": default.PARAMS_2,
+  "resnet101": default.PARAMS_2,
+}
 # Thresholds of the paper: 0.7–2.5 step 0.1 (params_1 models); 1.0–3.0 step 0.25 (deeper).
 THRESHOLDS = {
-    "params_1": tuple(float(round(t, 2)) for t in np.arange(0.7, 2.5 + 1e-9, 0.1)),
-    "params_2": tuple(float(round(t, 2)) for t in np.arange(1.0, 3.0 + 1e-9, 0.25)),
+  "params_1": tuple(float(round(t, 2)) for t in np.arange(0.7, 2.5 + 1e-9, 0.1)),
+  "params_2": tuple(float(round(t, 2)) for t in np.arange(1.0, 3.0 + 1e-9, 0.25)),
 }
-ARGS = dict(model="resnet18", dataset="cifar10", method="intelligent", measure="G_prime",
-            case=1, threshold=1.0, reselect=0, ratio=0.3, seed=0, validation_fraction=0.0)
+ARGS = dict(
+  model="resnet18",
+  dataset="cifar10",
+  method="intelligent",
+  measure="G_prime",
+  case=1,
+  threshold=1.0,
+  reselect=0,
+  ratio=0.3,
+  seed=0,
+  validation_fraction=0.0,
+)
 
 
 def get_config(arg=None):
   args = parse_arg(arg, **ARGS)
   if args["model"] not in STRATEGY:
-    raise ValueError(f"config argument model={args['model']!r}: the paper's models are "
-                     f"{', '.join(STRATEGY)}")
+    raise ValueError(
+      f"config argument model={args['model']!r}: the paper's models are {', '.join(STRATEGY)}"
+    )
   config = default.get_config()
   config.model = args["model"]
   config.dataset = args["dataset"]
@@ -72,15 +87,28 @@ def get_sweep(arg=None):
   validation_fraction [0.0], controls [true].
   Returns a list of ``get_config`` argument dicts.
   """
-  args = parse_arg(arg, model="resnet18", dataset="cifar10", seeds=3, reselect=0, ratio=0.3,
-                   validation_fraction=0.0, controls=True)
+  args = parse_arg(
+    arg,
+    model="resnet18",
+    dataset="cifar10",
+    seeds=3,
+    reselect=0,
+    ratio=0.3,
+    validation_fraction=0.0,
+    controls=True,
+  )
   if args["model"] not in STRATEGY:
-    raise ValueError(f"sweep argument model={args['model']!r}: the paper's models are "
-                     f"{', '.join(STRATEGY)}")
+    raise ValueError(
+      f"sweep argument model={args['model']!r}: the paper's models are {', '.join(STRATEGY)}"
+    )
   if args["seeds"] < 1:
     raise ValueError(f"sweep argument seeds={args['seeds']}: must be at least 1")
-  base = dict(model=args["model"], dataset=args["dataset"], reselect=args["reselect"],
-              validation_fraction=args["validation_fraction"])
+  base = dict(
+    model=args["model"],
+    dataset=args["dataset"],
+    reselect=args["reselect"],
+    validation_fraction=args["validation_fraction"],
+  )
   family = "params_1" if STRATEGY[args["model"]] == default.PARAMS_1 else "params_2"
   measured = ("intelligent", "matched_random") if args["controls"] else ("intelligent",)
   runs = []
@@ -93,6 +121,7 @@ def get_sweep(arg=None):
       for case in (1, 2):
         for threshold in THRESHOLDS[family]:
           for method in measured:
-            runs.append(dict(base, method=method, measure=measure, case=case,
-                             threshold=threshold, seed=seed))
+            runs.append(
+              dict(base, method=method, measure=measure, case=case, threshold=threshold, seed=seed)
+            )
   return runs

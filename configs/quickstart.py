@@ -22,8 +22,15 @@ every control, on paired seeds, for ``launch/sweep.py``:
 from configs import default
 from gradamp_jax.training.config_args import parse_arg
 
-ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,
-            seed=0, validation_fraction=0.0)
+ARGS = dict(
+  method="intelligent",
+  measure="G_prime",
+  case=1,
+  threshold=1.0,
+  ratio=0.3,
+  seed=0,
+  validation_fraction=0.0,
+)
 
 
 def get_config(arg=None):
@@ -53,8 +60,10 @@ def get_sweep(arg=None):
   try:
     thresholds = [float(t) for t in args["thresholds"].split("+")]
   except ValueError:
-    raise ValueError(f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
-                     "separated by '+', e.g. 0.5+1.0") from None
+    raise ValueError(
+      f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
+      "separated by '+', e.g. 0.5+1.0"
+    ) from None
   base = dict(validation_fraction=args["validation_fraction"])
   runs = []
   for seed in range(args["seeds"]):
@@ -64,6 +73,7 @@ def get_sweep(arg=None):
       for case in (1, 2):
         for threshold in thresholds:
           for method in ("intelligent", "matched_random"):
-            runs.append(dict(base, method=method, measure=measure, case=case,
-                             threshold=threshold, seed=seed))
+            runs.append(
+              dict(base, method=method, measure=measure, case=case, threshold=threshold, seed=seed)
+            )
   return runs

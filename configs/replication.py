@@ -22,8 +22,7 @@ from configs import default
 from gradamp_jax.training.config_args import parse_arg
 
 PHASES = ((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2), (6, 0.01, 0, 1))
-ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3,
-            seed=0)
+ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3, seed=0)
 GRIDS = ("study", "full")
 
 
@@ -62,20 +61,31 @@ def get_sweep(arg=None):
   try:
     thresholds = [float(t) for t in args["thresholds"].split("+")]
   except ValueError:
-    raise ValueError(f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
-                     "separated by '+', e.g. 0.5+1.0") from None
+    raise ValueError(
+      f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
+      "separated by '+', e.g. 0.5+1.0"
+    ) from None
   last = thresholds[-1]
   if args["grid"] == "full":
-    measured = [dict(method=method, measure=measure, case=case, threshold=t)
-                for measure in ("G", "G_prime") for case in (1, 2) for t in thresholds
-                for method in ("intelligent", "matched_random")]
+    measured = [
+      dict(method=method, measure=measure, case=case, threshold=t)
+      for measure in ("G", "G_prime")
+      for case in (1, 2)
+      for t in thresholds
+      for method in ("intelligent", "matched_random")
+    ]
   else:
-    measured = [dict(method="intelligent", measure="G_prime", case=1, threshold=t)
-                for t in thresholds]
-    measured += [dict(method="intelligent", measure=measure, case=case, threshold=last)
-                 for measure, case in (("G_prime", 2), ("G", 1), ("G", 2))]
-    measured += [dict(method="matched_random", measure=measure, case=1, threshold=last)
-                 for measure in ("G_prime", "G")]
+    measured = [
+      dict(method="intelligent", measure="G_prime", case=1, threshold=t) for t in thresholds
+    ]
+    measured += [
+      dict(method="intelligent", measure=measure, case=case, threshold=last)
+      for measure, case in (("G_prime", 2), ("G", 1), ("G", 2))
+    ]
+    measured += [
+      dict(method="matched_random", measure=measure, case=1, threshold=last)
+      for measure in ("G_prime", "G")
+    ]
   runs = []
   for seed in range(args["seeds"]):
     runs += [dict(method=method, seed=seed) for method in ("none", "all", "random")]

@@ -5,36 +5,52 @@ networks" (arXiv:2305.18445), and the random-layer amplification of Basodi, Ji, 
 Pan (2020) it builds on.
 """
 
-from gradamp_jax.amplification import AmplificationState
-from gradamp_jax.amplification import check_epoch_start
-from gradamp_jax.amplification import find_state
-from gradamp_jax.amplification import intelligent_amplification
-from gradamp_jax.amplification import random_amplification
-from gradamp_jax.amplification import selection_epochs
-from gradamp_jax.amplification import selection_report
-from gradamp_jax.directionality import DirectionalityState
-from gradamp_jax.directionality import directionality_monitor
-from gradamp_jax.directionality import directionality_report
-from gradamp_jax.layers import layer_index
-from gradamp_jax.layers import layer_names
-from gradamp_jax.measures import directionality_g
-from gradamp_jax.measures import directionality_g_prime
-from gradamp_jax.measures import normalize
-from gradamp_jax.measures import select_layers
-from gradamp_jax.phases import Phase
-from gradamp_jax.phases import learning_rate_schedule
-from gradamp_jax.phases import num_epochs
-from gradamp_jax.phases import parse_phases
-from gradamp_jax.phases import steps_per_epoch
+from gradamp_jax.amplification import (
+  AmplificationState,
+  check_epoch_start,
+  find_state,
+  intelligent_amplification,
+  random_amplification,
+  selection_epochs,
+  selection_report,
+)
+from gradamp_jax.directionality import (
+  DirectionalityState,
+  directionality_monitor,
+  directionality_report,
+)
+from gradamp_jax.layers import layer_index, layer_names
+from gradamp_jax.measures import directionality_g, directionality_g_prime, normalize, select_layers
+from gradamp_jax.phases import (
+  Phase,
+  learning_rate_schedule,
+  num_epochs,
+  parse_phases,
+  steps_per_epoch,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AmplificationState", "DirectionalityState", "Phase", "check_epoch_start",
-    "directionality_g",
-    "directionality_g_prime", "directionality_monitor", "directionality_report",
-    "find_state", "intelligent_amplification", "layer_index", "layer_names",
-    "learning_rate_schedule", "normalize", "num_epochs", "parse_phases",
-    "random_amplification", "select_layers", "selection_epochs", "selection_report",
-    "steps_per_epoch",
+  "AmplificationState",
+  "DirectionalityState",
+  "Phase",
+  "check_epoch_start",
+  "directionality_g",
+  "directionality_g_prime",
+  "directionality_monitor",
+  "directionality_report",
+  "find_state",
+  "intelligent_amplification",
+  "layer_index",
+  "layer_names",
+  "learning_rate_schedule",
+  "normalize",
+  "num_epochs",
+  "parse_phases",
+  "random_amplification",
+  "select_layers",
+  "selection_epochs",
+  "selection_report",
+  "steps_per_epoch",
 ]

@@ -77,14 +77,13 @@ class AmplificationState(NamedTuple):
 class _Tables(NamedTuple):
   """Per-epoch schedule, indexed by 0-based epoch; the last entry stands for 'after'."""
 
-  phase: np.ndarray            # phase index, -1 past the end
-  factor: np.ndarray           # factor of amplified phases, 1 elsewhere
-  window: np.ndarray           # gradients of this epoch are analysed
+  phase: np.ndarray  # phase index, -1 past the end
+  factor: np.ndarray  # factor of amplified phases, 1 elsewhere
+  window: np.ndarray  # gradients of this epoch are analysed
   select_at_start: np.ndarray  # a new selection takes effect at this epoch's first step
 
 
-def _schedule_tables(phases, reselect_every: Optional[int],
-                     wait_first_epoch: bool) -> _Tables:
+def _schedule_tables(phases, reselect_every: Optional[int], wait_first_epoch: bool) -> _Tables:
   total = phases[-1].end_epoch
   phase = np.full(total + 1, -1, np.int32)
   factor = np.ones(total + 1, np.float32)
@@ -111,13 +110,15 @@ def _check_reselect_every(reselect_every) -> Optional[int]:
     return None
   if not phases_lib.is_positive_integer(reselect_every):
     raise ValueError(
-        f"reselect_every must be None (once per amplified phase) or a positive number "
-        f"of epochs, got {reselect_every!r}")
+      f"reselect_every must be None (once per amplified phase) or a positive number "
+      f"of epochs, got {reselect_every!r}"
+    )
   return int(reselect_every)
 
 
-def selection_epochs(phases: Sequence[phases_lib.PhaseLike],
-                     reselect_every: Optional[int] = None) -> list[int]:
+def selection_epochs(
+  phases: Sequence[phases_lib.PhaseLike], reselect_every: Optional[int] = None
+) -> list[int]:
   """The 1-based epochs whose statistics a selection analyses, in order.
 
   A selection analysing epoch ``e`` takes effect at the first step of epoch ``e + 1``;
@@ -128,8 +129,9 @@ def selection_epochs(phases: Sequence[phases_lib.PhaseLike],
     >>> selection_epochs([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)])
     [51, 101]
   """
-  tables = _schedule_tables(phases_lib.parse_phases(phases),
-                            _check_reselect_every(reselect_every), wait_first_epoch=True)
+  tables = _schedule_tables(
+    phases_lib.parse_phases(phases), _check_reselect_every(reselect_every), wait_first_epoch=True
+  )
   return [int(e) for e in np.flatnonzero(tables.select_at_start)]
 
 
@@ -138,9 +140,18 @@ def selection_epochs(phases: Sequence[phases_lib.PhaseLike],
 Chooser = Callable[[AmplificationState, jax.Array], tuple]
 
 
-def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Optional[str],
-                   track_directionality: bool, reselect_every, wait_first_epoch: bool,
-                   seed: int, eligible) -> optax.GradientTransformation:
+def _amplification(
+  phases,
+  steps_per_epoch,
+  *,
+  chooser: Chooser,
+  statistic: Optional[str],
+  track_directionality: bool,
+  reselect_every,
+  wait_first_epoch: bool,
+  seed: int,
+  eligible,
+) -> optax.GradientTransformation:
   phases = phases_lib.parse_phases(phases)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
   tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
@@ -156,21 +167,22 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
       per_weight = statistic == "G_prime" or track_directionality
       stats = directionality_lib.init_state(params, index, per_weight=per_weight)
     return AmplificationState(
-        count=jnp.zeros([], jnp.int32),
-        eligible=jnp.asarray(elig, bool),
-        mask=zeros(),
-        measure_mask=zeros(),
-        selection_phase=jnp.full([], -1, jnp.int32),
-        selection_step=jnp.full([], -1, jnp.int32),
-        selection_epoch=jnp.zeros([], jnp.int32),
-        selection_factor=jnp.ones([], jnp.float32),
-        num_selections=jnp.zeros([], jnp.int32),
-        active=jnp.zeros([], bool),
-        measure=zeros(),
-        normalized=zeros(),
-        directionality=stats,
-        key=jax.random.PRNGKey(seed),
-        layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32))
+      count=jnp.zeros([], jnp.int32),
+      eligible=jnp.asarray(elig, bool),
+      mask=zeros(),
+      measure_mask=zeros(),
+      selection_phase=jnp.full([], -1, jnp.int32),
+      selection_step=jnp.full([], -1, jnp.int32),
+      selection_epoch=jnp.zeros([], jnp.int32),
+      selection_factor=jnp.ones([], jnp.float32),
+      num_selections=jnp.zeros([], jnp.int32),
+      active=jnp.zeros([], bool),
+      measure=zeros(),
+      normalized=zeros(),
+      directionality=stats,
+      key=jax.random.PRNGKey(seed),
+      layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
+    )
 
   def update_fn(updates, state, params=None):
     del params
@@ -185,11 +197,17 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
       key, subkey = jax.random.split(s.key)
       mask, measure_mask, values, normalized = chooser(s, subkey)
       return s._replace(
-          mask=mask.astype(jnp.float32), measure_mask=measure_mask.astype(jnp.float32),
-          measure=values, normalized=normalized,
-          selection_phase=phase, selection_step=s.count, selection_epoch=epoch,
-          selection_factor=jnp.asarray(tables.factor)[epoch],
-          num_selections=s.num_selections + 1, key=key)
+        mask=mask.astype(jnp.float32),
+        measure_mask=measure_mask.astype(jnp.float32),
+        measure=values,
+        normalized=normalized,
+        selection_phase=phase,
+        selection_step=s.count,
+        selection_epoch=epoch,
+        selection_factor=jnp.asarray(tables.factor)[epoch],
+        num_selections=s.num_selections + 1,
+        key=key,
+      )
 
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
     state = jax.lax.cond(do_select, select, lambda s: s, state)
@@ -198,15 +216,18 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
     # in float32 so that low-precision gradients do not round the factor.
     active = (state.selection_phase >= 0) & (state.selection_phase == phase)
     scale = jnp.where(active & (state.mask > 0), jnp.asarray(tables.factor)[epoch], 1.0)
-    scaled = [(g * scale[layer].astype(jnp.promote_types(g.dtype, jnp.float32))
-               ).astype(g.dtype) for g, layer in zip(leaves, index.leaf_layer)]
+    scaled = [
+      (g * scale[layer].astype(jnp.promote_types(g.dtype, jnp.float32))).astype(g.dtype)
+      for g, layer in zip(leaves, index.leaf_layer)
+    ]
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
     if statistic is not None or track_directionality:
       gate = True if track_directionality else jnp.asarray(tables.window)[epoch]
-      stats = directionality_lib.update_state(stats, leaves, index,
-                                              steps_per_epoch=steps_per_epoch, gate=gate)
+      stats = directionality_lib.update_state(
+        stats, leaves, index, steps_per_epoch=steps_per_epoch, gate=gate
+      )
 
     state = state._replace(count=state.count + 1, active=active, directionality=stats)
     return treedef.unflatten(scaled), state
@@ -215,17 +236,17 @@ def _amplification(phases, steps_per_epoch, *, chooser: Chooser, statistic: Opti
 
 
 def intelligent_amplification(
-    phases: Sequence[phases_lib.PhaseLike],
-    steps_per_epoch: int,
-    *,
-    measure: str = "G_prime",
-    case: int = 1,
-    threshold: float = 1.0,
-    reselect_every: Optional[int] = None,
-    control: Optional[str] = None,
-    seed: int = 0,
-    eligible: layers_lib.Eligible = None,
-    track_directionality: bool = False,
+  phases: Sequence[phases_lib.PhaseLike],
+  steps_per_epoch: int,
+  *,
+  measure: str = "G_prime",
+  case: int = 1,
+  threshold: float = 1.0,
+  reselect_every: Optional[int] = None,
+  control: Optional[str] = None,
+  seed: int = 0,
+  eligible: layers_lib.Eligible = None,
+  track_directionality: bool = False,
 ) -> optax.GradientTransformation:
   """Intelligent gradient amplification (Basodi et al. 2023, §3, Algorithm 1).
 
@@ -289,29 +310,39 @@ def intelligent_amplification(
   def chooser(state, key):
     values = getattr(state.directionality, measure)  # the analysed epoch's
     normalized = measures.normalize(values, state.eligible)
-    chosen = measures.select_layers(normalized, state.eligible, case=case,
-                                    threshold=threshold)
+    chosen = measures.select_layers(normalized, state.eligible, case=case, threshold=threshold)
     if control == "matched_random":
-      return (measures.random_subset(key, state.eligible, jnp.sum(chosen)), chosen, values,
-              normalized)
+      return (
+        measures.random_subset(key, state.eligible, jnp.sum(chosen)),
+        chosen,
+        values,
+        normalized,
+      )
     return chosen, chosen, values, normalized
 
   return _amplification(
-      phases, steps_per_epoch, chooser=chooser, statistic=measure,
-      track_directionality=bool(track_directionality), reselect_every=reselect_every,
-      wait_first_epoch=True, seed=seed, eligible=eligible)
+    phases,
+    steps_per_epoch,
+    chooser=chooser,
+    statistic=measure,
+    track_directionality=bool(track_directionality),
+    reselect_every=reselect_every,
+    wait_first_epoch=True,
+    seed=seed,
+    eligible=eligible,
+  )
 
 
 def random_amplification(
-    phases: Sequence[phases_lib.PhaseLike],
-    steps_per_epoch: int,
-    *,
-    ratio: float,
-    seed: int = 0,
-    reselect_every: Optional[int] = None,
-    eligible: layers_lib.Eligible = None,
-    wait_first_epoch: bool = True,
-    track_directionality: bool = False,
+  phases: Sequence[phases_lib.PhaseLike],
+  steps_per_epoch: int,
+  *,
+  ratio: float,
+  seed: int = 0,
+  reselect_every: Optional[int] = None,
+  eligible: layers_lib.Eligible = None,
+  wait_first_epoch: bool = True,
+  track_directionality: bool = False,
 ) -> optax.GradientTransformation:
   """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
@@ -335,7 +366,8 @@ def random_amplification(
       :func:`~gradamp_jax.directionality_report`). The state then has the layout of
       :func:`intelligent_amplification`'s with tracking, whatever the ratio, so runs that
       differ only in their selection rule can start from one another's checkpoints
-      (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0`` amplifies nothing: a tracked, un-amplified run.
+      (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0`` amplifies nothing: a tracked,
+      un-amplified run.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -357,20 +389,29 @@ def random_amplification(
     return chosen, zeros, zeros, zeros
 
   return _amplification(
-      phases, steps_per_epoch, chooser=chooser, statistic=None,
-      track_directionality=bool(track_directionality),
-      reselect_every=reselect_every, wait_first_epoch=wait_first_epoch, seed=seed,
-      eligible=eligible)
+    phases,
+    steps_per_epoch,
+    chooser=chooser,
+    statistic=None,
+    track_directionality=bool(track_directionality),
+    reselect_every=reselect_every,
+    wait_first_epoch=wait_first_epoch,
+    seed=seed,
+    eligible=eligible,
+  )
 
 
 def find_state(opt_state) -> AmplificationState:
   """The (single) :class:`AmplificationState` inside an optimizer state, e.g. a chain's."""
-  found = [x for x in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, AmplificationState))
-           if isinstance(x, AmplificationState)]
+  found = [
+    x
+    for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AmplificationState))
+    if isinstance(x, AmplificationState)
+  ]
   if len(found) != 1:
     raise ValueError(
-        f"expected exactly one AmplificationState in the optimizer state, found {len(found)}")
+      f"expected exactly one AmplificationState in the optimizer state, found {len(found)}"
+    )
   return found[0]
 
 
@@ -386,20 +427,26 @@ def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
   Raises:
     ValueError: the update count is not ``(epoch - 1) * steps_per_epoch``.
   """
-  counters = [x.count for x in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, (AmplificationState,
-                                                   directionality_lib.DirectionalityState)))
-              if isinstance(x, (AmplificationState, directionality_lib.DirectionalityState))]
+  counters = [
+    x.count
+    for x in jax.tree.leaves(
+      opt_state,
+      is_leaf=lambda x: isinstance(x, (AmplificationState, directionality_lib.DirectionalityState)),
+    )
+    if isinstance(x, (AmplificationState, directionality_lib.DirectionalityState))
+  ]
   if not counters:
-    raise ValueError("the optimizer state holds no amplification transform or "
-                     "directionality monitor")
+    raise ValueError(
+      "the optimizer state holds no amplification transform or directionality monitor"
+    )
   count, expected = int(counters[0]), (int(epoch) - 1) * int(steps_per_epoch)
   if count != expected:
     raise ValueError(
-        f"epoch {epoch} starts after {count} updates, but with steps_per_epoch="
-        f"{steps_per_epoch} the transforms expect {expected}: the loop makes "
-        f"{count / max(int(epoch) - 1, 1):g} updates per epoch; drop the ragged last batch "
-        "(ga.steps_per_epoch) or pass the number of updates it really makes")
+      f"epoch {epoch} starts after {count} updates, but with steps_per_epoch="
+      f"{steps_per_epoch} the transforms expect {expected}: the loop makes "
+      f"{count / max(int(epoch) - 1, 1):g} updates per epoch; drop the ragged last batch "
+      "(ga.steps_per_epoch) or pass the number of updates it really makes"
+    )
 
 
 def selection_report(opt_state, params) -> list[dict]:
@@ -428,12 +475,19 @@ def selection_report(opt_state, params) -> list[dict]:
     return []
   names = layers_lib.check_names(params, int(state.layers_id), len(state.mask))
   return [
-      dict(layer=name, eligible=bool(state.eligible[i]),
-           measure=float(state.measure[i]), normalized=float(state.normalized[i]),
-           selected=bool(state.mask[i] > 0), selected_by_measure=bool(state.measure_mask[i] > 0),
-           factor=float(state.selection_factor),
-           step=int(state.selection_step), epoch=int(state.selection_epoch))
-      for i, name in enumerate(names)]
+    dict(
+      layer=name,
+      eligible=bool(state.eligible[i]),
+      measure=float(state.measure[i]),
+      normalized=float(state.normalized[i]),
+      selected=bool(state.mask[i] > 0),
+      selected_by_measure=bool(state.measure_mask[i] > 0),
+      factor=float(state.selection_factor),
+      step=int(state.selection_step),
+      epoch=int(state.selection_epoch),
+    )
+    for i, name in enumerate(names)
+  ]
 
 
 def _is_finite_number(x) -> bool:

@@ -53,11 +53,14 @@ def init_state(params, index: layers_lib.LayerIndex, *, per_weight: bool) -> Dir
   else:
     zeros = lambda: jnp.zeros((num_layers,), jnp.float32)
   return DirectionalityState(
-      count=jnp.zeros([], jnp.int32), epoch=jnp.zeros([], jnp.int32),
-      G=jnp.zeros((num_layers,), jnp.float32),
-      G_prime=jnp.full((num_layers,), jnp.nan, jnp.float32),
-      signed_sum=zeros(), abs_sum=zeros(),
-      layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32))
+    count=jnp.zeros([], jnp.int32),
+    epoch=jnp.zeros([], jnp.int32),
+    G=jnp.zeros((num_layers,), jnp.float32),
+    G_prime=jnp.full((num_layers,), jnp.nan, jnp.float32),
+    signed_sum=zeros(),
+    abs_sum=zeros(),
+    layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
+  )
 
 
 def _layer_totals(leaves, index, fn):
@@ -67,8 +70,14 @@ def _layer_totals(leaves, index, fn):
   return totals
 
 
-def update_state(state: DirectionalityState, leaves, index: layers_lib.LayerIndex, *,
-                 steps_per_epoch: int, gate=True) -> DirectionalityState:
+def update_state(
+  state: DirectionalityState,
+  leaves,
+  index: layers_lib.LayerIndex,
+  *,
+  steps_per_epoch: int,
+  gate=True,
+) -> DirectionalityState:
   """Adds one update's raw gradients; the update that completes an epoch computes its
   measures and resets the accumulators.
 
@@ -90,26 +99,34 @@ def update_state(state: DirectionalityState, leaves, index: layers_lib.LayerInde
     if per_weight:
       acc_def = jax.tree.structure(s.signed_sum)
       signed = [a + g.astype(jnp.float32) for a, g in zip(jax.tree.leaves(s.signed_sum), leaves)]
-      absolute = [a + jnp.abs(g.astype(jnp.float32))
-                  for a, g in zip(jax.tree.leaves(s.abs_sum), leaves)]
-      return s._replace(signed_sum=acc_def.unflatten(signed),
-                        abs_sum=acc_def.unflatten(absolute))
-    return s._replace(signed_sum=s.signed_sum + _layer_totals(leaves, index, lambda g: g),
-                      abs_sum=s.abs_sum + _layer_totals(leaves, index, jnp.abs))
+      absolute = [
+        a + jnp.abs(g.astype(jnp.float32)) for a, g in zip(jax.tree.leaves(s.abs_sum), leaves)
+      ]
+      return s._replace(signed_sum=acc_def.unflatten(signed), abs_sum=acc_def.unflatten(absolute))
+    return s._replace(
+      signed_sum=s.signed_sum + _layer_totals(leaves, index, lambda g: g),
+      abs_sum=s.abs_sum + _layer_totals(leaves, index, jnp.abs),
+    )
 
   def finish(s):
     if per_weight:
       signed, absolute = jax.tree.leaves(s.signed_sum), jax.tree.leaves(s.abs_sum)
-      g = measures.directionality_g(_layer_totals(signed, index, lambda x: x),
-                                    _layer_totals(absolute, index, lambda x: x))
-      g_prime = measures.directionality_g_prime(signed, absolute, index.leaf_layer,
-                                                index.num_layers)
+      g = measures.directionality_g(
+        _layer_totals(signed, index, lambda x: x), _layer_totals(absolute, index, lambda x: x)
+      )
+      g_prime = measures.directionality_g_prime(
+        signed, absolute, index.leaf_layer, index.num_layers
+      )
     else:
       g = measures.directionality_g(s.signed_sum, s.abs_sum)
       g_prime = s.G_prime
-    return s._replace(epoch=s.count // steps_per_epoch + 1, G=g, G_prime=g_prime,
-                      signed_sum=jax.tree.map(jnp.zeros_like, s.signed_sum),
-                      abs_sum=jax.tree.map(jnp.zeros_like, s.abs_sum))
+    return s._replace(
+      epoch=s.count // steps_per_epoch + 1,
+      G=g,
+      G_prime=g_prime,
+      signed_sum=jax.tree.map(jnp.zeros_like, s.signed_sum),
+      abs_sum=jax.tree.map(jnp.zeros_like, s.abs_sum),
+    )
 
   gate = jnp.asarray(gate, bool)
   state = jax.lax.cond(gate, add, lambda s: s, state)
@@ -160,12 +177,16 @@ def find_directionality(opt_state) -> DirectionalityState:
   A monitor's state, or the one inside an amplification transform's state; where
   there are several, the one with the latest finished epoch (the first on ties).
   """
-  found = [x for x in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, DirectionalityState))
-           if isinstance(x, DirectionalityState)]
+  found = [
+    x
+    for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, DirectionalityState))
+    if isinstance(x, DirectionalityState)
+  ]
   if not found:
-    raise ValueError("the optimizer state holds no DirectionalityState; chain "
-                     "directionality_monitor(steps_per_epoch) into the optimizer")
+    raise ValueError(
+      "the optimizer state holds no DirectionalityState; chain "
+      "directionality_monitor(steps_per_epoch) into the optimizer"
+    )
   return max(found, key=lambda s: int(s.epoch))
 
 
@@ -194,11 +215,12 @@ def directionality_report(opt_state, params) -> list[dict]:
   epoch = int(state.epoch)
   if epoch == 0:
     return []
-  return [dict(layer=name, index=i, epoch=epoch, G=float(state.G[i]),
-               G_prime=float(state.G_prime[i])) for i, name in enumerate(names)]
+  return [
+    dict(layer=name, index=i, epoch=epoch, G=float(state.G[i]), G_prime=float(state.G_prime[i]))
+    for i, name in enumerate(names)
+  ]
 
 
 def finite_or_none(x):
   """For JSON output: NaN and infinities become ``None``."""
   return x if not isinstance(x, float) or math.isfinite(x) else None
-

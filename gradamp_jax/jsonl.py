@@ -64,7 +64,7 @@ def read_jsonl(path: str, *, missing_ok: bool = False) -> list[dict]:
     return []
   with open(path, "rb") as f:
     data = f.read()
-  complete = data[:data.rfind(b"\n") + 1].decode()
+  complete = data[: data.rfind(b"\n") + 1].decode()
   rows = []
   for number, line in enumerate(complete.splitlines(), 1):
     if line.strip():

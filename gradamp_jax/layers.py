@@ -86,8 +86,9 @@ def layer_index(params: PyTree) -> LayerIndex:
     keys = [_key_str(k) for k in _strip_variable_keys(tuple(path))]
     if len(keys) < 2:
       raise ValueError(
-          f"params: leaf at path {'/'.join(keys) or '<root>'!r} is not inside a module; "
-          "a layer is a parameter path without its last key")
+        f"params: leaf at path {'/'.join(keys) or '<root>'!r} is not inside a module; "
+        "a layer is a parameter path without its last key"
+      )
     name = "/".join(keys[:-1])
     if name not in lookup:
       lookup[name] = len(names)
@@ -96,8 +97,9 @@ def layer_index(params: PyTree) -> LayerIndex:
     leaf_layer.append(lookup[name])
     leaf_sizes.append(int(getattr(leaf, "size", 1)))
     owned[lookup[name]].append(keys[-1])
-  return LayerIndex(tuple(names), tuple(leaf_layer), tuple(leaf_sizes),
-                    tuple(tuple(p) for p in owned))
+  return LayerIndex(
+    tuple(names), tuple(leaf_layer), tuple(leaf_sizes), tuple(tuple(p) for p in owned)
+  )
 
 
 def layer_names(params: PyTree) -> tuple[str, ...]:
@@ -139,12 +141,14 @@ def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
     mask = tuple(bool(eligible(name)) for name in index.names)
   else:
     raise ValueError(
-        f"eligible: expected None, one of {ELIGIBLE_CHOICES} or a callable on the layer "
-        f"name, got {eligible!r}")
+      f"eligible: expected None, one of {ELIGIBLE_CHOICES} or a callable on the layer "
+      f"name, got {eligible!r}"
+    )
   if not any(mask):
     raise ValueError(
-        f"eligible={eligible!r} leaves no layer among {len(index.names)} layers "
-        f"(first: {list(index.names[:3])})")
+      f"eligible={eligible!r} leaves no layer among {len(index.names)} layers "
+      f"(first: {list(index.names[:3])})"
+    )
   return mask
 
 
@@ -160,8 +164,9 @@ def describe_eligible(eligible: Eligible) -> str:
 def check_leaves_match(index: LayerIndex, leaves: Sequence) -> None:
   if len(leaves) != len(index.leaf_layer):
     raise ValueError(
-        f"the gradient tree has {len(leaves)} leaves but the parameters had "
-        f"{len(index.leaf_layer)}; pass updates shaped like the params given to init")
+      f"the gradient tree has {len(leaves)} leaves but the parameters had "
+      f"{len(index.leaf_layer)}; pass updates shaped like the params given to init"
+    )
 
 
 def names_id(names: Sequence[str]) -> int:
@@ -178,12 +183,14 @@ def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> t
   names = layer_names(params)
   if len(names) != state_num_layers:
     raise ValueError(
-        f"params have {len(names)} layers but the optimizer state has {state_num_layers}")
+      f"params have {len(names)} layers but the optimizer state has {state_num_layers}"
+    )
   if names_id(names) != state_names_id:
     raise ValueError(
-        f"params' layer names (first: {list(names[:3])}) are not the ones the optimizer "
-        "state was built for; pass the parameters of the model the optimizer was "
-        "initialised with")
+      f"params' layer names (first: {list(names[:3])}) are not the ones the optimizer "
+      "state was built for; pass the parameters of the model the optimizer was "
+      "initialised with"
+    )
   return names
 
 
@@ -209,7 +216,10 @@ def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...
     for v in eqn.invars:
       if id(v) in position:
         first_use[position[id(v)]] = step
-  layer_first = [min(s for s, l in zip(first_use, index.leaf_layer) if l == layer)
-                 for layer in range(index.num_layers)]
-  return tuple(index.names[i] for i in sorted(range(index.num_layers),
-                                               key=lambda i: (layer_first[i], i)))
+  layer_first = [
+    min(s for s, owner in zip(first_use, index.leaf_layer) if owner == layer)
+    for layer in range(index.num_layers)
+  ]
+  return tuple(
+    index.names[i] for i in sorted(range(index.num_layers), key=lambda i: (layer_first[i], i))
+  )

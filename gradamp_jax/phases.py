@@ -68,20 +68,23 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
     where = f"phases[{i}]={tuple(entry) if _is_seq(entry) else entry!r}"
     if not _is_seq(entry) or len(entry) != 4:
       raise ValueError(
-          f"{where}: each phase must be (end_epoch, learning_rate, is_amp, amp_factor)")
+        f"{where}: each phase must be (end_epoch, learning_rate, is_amp, amp_factor)"
+      )
     end, lr, is_amp, factor = entry
     if not is_positive_integer(end):
       raise ValueError(f"{where}: end_epoch must be a positive integer, got {end!r}")
     end = int(end)
     if parsed and end <= parsed[-1].end_epoch:
       raise ValueError(
-          f"{where}: end_epoch must be greater than the previous phase's "
-          f"({parsed[-1].end_epoch}); end epochs must strictly increase")
+        f"{where}: end_epoch must be greater than the previous phase's "
+        f"({parsed[-1].end_epoch}); end epochs must strictly increase"
+      )
     if not _positive_finite(lr):
       raise ValueError(f"{where}: learning_rate must be positive and finite, got {lr!r}")
     if not (isinstance(is_amp, (bool, np.bool_)) or (is_real(is_amp) and math.isfinite(is_amp))):
-      raise ValueError(f"{where}: is_amp must be 0/1 or a bool (non-zero: amplified), "
-                       f"got {is_amp!r}")
+      raise ValueError(
+        f"{where}: is_amp must be 0/1 or a bool (non-zero: amplified), got {is_amp!r}"
+      )
     if not _positive_finite(factor):
       raise ValueError(f"{where}: amp_factor must be positive and finite, got {factor!r}")
     parsed.append(Phase(end, float(lr), bool(is_amp), float(factor)))
@@ -113,20 +116,20 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   if not is_positive_integer(batch_size):
     raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
   if num_examples < batch_size:
-    raise ValueError(f"batch_size {batch_size} exceeds the {num_examples} training "
-                     "examples: an epoch would hold no full batch")
+    raise ValueError(
+      f"batch_size {batch_size} exceeds the {num_examples} training "
+      "examples: an epoch would hold no full batch"
+    )
   return int(num_examples) // int(batch_size)
 
 
 def check_steps_per_epoch(steps_per_epoch: int) -> int:
   if not is_positive_integer(steps_per_epoch):
-    raise ValueError(
-        f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
+    raise ValueError(f"steps_per_epoch must be an integer >= 1, got {steps_per_epoch!r}")
   return int(steps_per_epoch)
 
 
-def learning_rate_schedule(phases: Iterable[PhaseLike],
-                           steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(phases: Iterable[PhaseLike], steps_per_epoch: int) -> optax.Schedule:
   """Piecewise-constant learning rate of a strategy, as an optax schedule.
 
   Update ``t`` (0-based, as counted by optax) belongs to epoch ``t // steps_per_epoch + 1``

@@ -28,15 +28,28 @@ def _start_mock_sweep():
   if _SWEEP:
     return
   root = tempfile.mkdtemp(prefix="gradamp_mock_sweep-")
-  env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0",
-             JAX_DISABLE_MOST_OPTIMIZATIONS="1", PYTHONPATH=ROOT)
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_backend_optimization_level=0",
+    JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    PYTHONPATH=ROOT,
+  )
   script = os.path.join(ROOT, "tests", "mock_sweep.py")
   parts = []
   for i in range(2):
     log = open(os.path.join(root, f"part{i}.log"), "w")
-    parts.append((subprocess.Popen(
-        [sys.executable, script, root, "--part", str(i), "--parts", "2"], env=env, cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT), log))
+    parts.append(
+      (
+        subprocess.Popen(
+          [sys.executable, script, root, "--part", str(i), "--parts", "2"],
+          env=env,
+          cwd=ROOT,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        ),
+        log,
+      )
+    )
   _SWEEP.update(root=root, parts=parts)
 
 

@@ -34,10 +34,17 @@ from gradamp_jax.training import main, train  # noqa: E402
 from tests.test_train import mock_cifar  # noqa: E402
 
 # The configuration of tests/test_train.py's tiny_config, as overrides.
-TINY = ["--config.model=resnet8", "--config.train_split=train", "--config.batch_size=8",
-        "--config.eval_batch_size=16", "--config.phases=((1, 0.05, 0, 1), (3, 0.05, 1, 2))",
-        "--config.amplification.measure=G", "--config.amplification.case=2",
-        "--config.amplification.threshold=0.5", "--config.steps_per_dispatch=2"]
+TINY = [
+  "--config.model=resnet8",
+  "--config.train_split=train",
+  "--config.batch_size=8",
+  "--config.eval_batch_size=16",
+  "--config.phases=((1, 0.05, 0, 1), (3, 0.05, 1, 2))",
+  "--config.amplification.measure=G",
+  "--config.amplification.case=2",
+  "--config.amplification.threshold=0.5",
+  "--config.steps_per_dispatch=2",
+]
 
 
 def fire(signum):
@@ -54,7 +61,7 @@ def inject(fault: str) -> None:
   name, _, where = fault.partition("@")
   signum = getattr(signal, f"SIG{name}")
   if where.startswith("save="):
-    step = int(where[len("save="):])
+    step = int(where[len("save=") :])
     save = ocp.CheckpointManager.save
 
     def save_then_die(self, index, *args, **kwargs):
@@ -102,7 +109,14 @@ if __name__ == "__main__":
     log_loads(os.environ["FAULT_LOAD_LOG"])
   if rest and not rest[0].startswith("--"):
     inject(rest.pop(0))
-  sys.argv = [sys.argv[0], "--config", os.path.join(ROOT, "configs/quickstart.py"),
-              "--workdir", workdir, *TINY, *rest]
+  sys.argv = [
+    sys.argv[0],
+    "--config",
+    os.path.join(ROOT, "configs/quickstart.py"),
+    "--workdir",
+    workdir,
+    *TINY,
+    *rest,
+  ]
   with mock_cifar():
     app.run(main.main, flags_parser=main.parse_flags)

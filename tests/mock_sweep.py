@@ -16,9 +16,14 @@ from unittest import mock
 
 NUM_EXAMPLES = 48
 SEEDS = (0, 1)
-RUNS = (dict(method="none"), dict(method="all"), dict(method="random", ratio=0.3),
-        dict(method="intelligent", threshold=0.5), dict(method="intelligent", threshold=1.0),
-        dict(method="matched_random", threshold=0.5))
+RUNS = (
+  dict(method="none"),
+  dict(method="all"),
+  dict(method="random", ratio=0.3),
+  dict(method="intelligent", threshold=0.5),
+  dict(method="intelligent", threshold=1.0),
+  dict(method="matched_random", threshold=0.5),
+)
 
 
 def run_dirs(root):
@@ -33,6 +38,7 @@ def run_dirs(root):
 
 def config_for(amp, seed):
   from configs import default
+
   config = default.get_config()
   config.model = "resnet8"
   config.batch_size = 8
@@ -48,8 +54,9 @@ def config_for(amp, seed):
 
 def copy_sweep(root, dest):
   """Copies a sweep's run files (no checkpoints) to ``dest``; returns it as a string."""
-  shutil.copytree(root, dest, ignore=shutil.ignore_patterns(
-      "checkpoints", "tensorboard", ".jax_cache"))
+  shutil.copytree(
+    root, dest, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", ".jax_cache")
+  )
   return str(dest)
 
 
@@ -62,12 +69,16 @@ def main(argv=None):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax
   import tensorflow_datasets as tfds
+
   from gradamp_jax.training import train
+
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.root, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  with mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True), \
-      tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with (
+    mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True),
+    tfds.testing.mock_data(num_examples=NUM_EXAMPLES),
+  ):
     for workdir, amp, seed in run_dirs(args.root):
       if RUNS.index(amp) % args.parts == args.part:  # a method's seeds share compilations
         train.train_and_evaluate(config_for(amp, seed), workdir)

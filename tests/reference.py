@@ -47,8 +47,19 @@ def windows_of_phase(start, end, reselect_every):
   return [w for w in range(start, end + 1, period) if w < end]
 
 
-def expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *,
-                    measure, case, threshold, reselect_every=None, eligible=None):
+def expected_scales(
+  phases,
+  steps_per_epoch,
+  grads,
+  layer_of_leaf,
+  num_layers,
+  *,
+  measure,
+  case,
+  threshold,
+  reselect_every=None,
+  eligible=None,
+):
   """Per step, the factor applied to each layer. ``grads``: list over steps of leaf lists."""
   eligible = np.ones(num_layers, bool) if eligible is None else np.asarray(eligible)
   fn = measure_g if measure == "G" else measure_g_prime
@@ -62,9 +73,11 @@ def expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *
         governing = [w for w in windows_of_phase(start, end, reselect_every) if w < epoch]
         if governing:
           w = governing[-1]
-          steps = grads[(w - 1) * steps_per_epoch: w * steps_per_epoch]
-          values = [fn([[g for g, l in zip(step, layer_of_leaf) if l == layer]
-                        for step in steps]) for layer in range(num_layers)]
+          steps = grads[(w - 1) * steps_per_epoch : w * steps_per_epoch]
+          values = [
+            fn([[g for g, owner in zip(step, layer_of_leaf) if owner == layer] for step in steps])
+            for layer in range(num_layers)
+          ]
           chosen = decide(zscore(values, eligible), eligible, case, threshold)
           scales = np.where(chosen, factor, 1.0)
       start = end + 1
@@ -76,18 +89,44 @@ def epoch_measures(grads, steps_per_epoch, layer_of_leaf, num_layers):
   """G and G′ of every layer for every complete epoch: a list of (G, G′) arrays."""
   out = []
   for e in range(len(grads) // steps_per_epoch):
-    steps = grads[e * steps_per_epoch:(e + 1) * steps_per_epoch]
-    per_layer = [[[g for g, l in zip(step, layer_of_leaf) if l == layer] for step in steps]
-                 for layer in range(num_layers)]
-    out.append((np.array([measure_g(w) for w in per_layer]),
-                np.array([measure_g_prime(w) for w in per_layer])))
+    steps = grads[e * steps_per_epoch : (e + 1) * steps_per_epoch]
+    per_layer = [
+      [[g for g, owner in zip(step, layer_of_leaf) if owner == layer] for step in steps]
+      for layer in range(num_layers)
+    ]
+    out.append(
+      (
+        np.array([measure_g(w) for w in per_layer]),
+        np.array([measure_g_prime(w) for w in per_layer]),
+      )
+    )
   return out
 
 
-def expected_counts(phases, steps_per_epoch, grads, layer_of_leaf, num_layers, *,
-                    measure, case, threshold, reselect_every=None, eligible=None):
+def expected_counts(
+  phases,
+  steps_per_epoch,
+  grads,
+  layer_of_leaf,
+  num_layers,
+  *,
+  measure,
+  case,
+  threshold,
+  reselect_every=None,
+  eligible=None,
+):
   """Per step, how many layers the measure's rule amplifies (what matched random copies)."""
-  scales = expected_scales(phases, steps_per_epoch, grads, layer_of_leaf, num_layers,
-                           measure=measure, case=case, threshold=threshold,
-                           reselect_every=reselect_every, eligible=eligible)
+  scales = expected_scales(
+    phases,
+    steps_per_epoch,
+    grads,
+    layer_of_leaf,
+    num_layers,
+    measure=measure,
+    case=case,
+    threshold=threshold,
+    reselect_every=reselect_every,
+    eligible=eligible,
+  )
   return [int(np.sum(s != 1.0)) for s in scales]

@@ -7,18 +7,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference
 from flax import nnx
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradamp_jax as ga
-import reference
 
 PHASES = [(1, 0.1, 0, 1), (3, 0.1, 1, 2), (4, 0.01, 1, 3), (5, 0.01, 0, 1)]
 
 
 def make_params(shapes, dtype=jnp.float32):
-  return {f"layer{i}": {f"w{j}": jnp.zeros(s, dtype) for j, s in enumerate(layer)}
-          for i, layer in enumerate(shapes)}
+  return {
+    f"layer{i}": {f"w{j}": jnp.zeros(s, dtype) for j, s in enumerate(layer)}
+    for i, layer in enumerate(shapes)
+  }
 
 
 def random_grads(params, rng, steps, bias=None):
@@ -28,8 +31,9 @@ def random_grads(params, rng, steps, bias=None):
     tree = {}
     for i, (name, leaves) in enumerate(sorted(params.items())):
       drift = 0.0 if bias is None else bias[i]
-      tree[name] = {k: jnp.asarray(rng.normal(size=v.shape) + drift, v.dtype)
-                    for k, v in leaves.items()}
+      tree[name] = {
+        k: jnp.asarray(rng.normal(size=v.shape) + drift, v.dtype) for k, v in leaves.items()
+      }
     out.append(tree)
   return out
 
@@ -75,15 +79,18 @@ def observed_scales(grads, outs, num_layers):
 
 
 def test_parse_phases_accepts_paper_strategy():
-  parsed = ga.parse_phases([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2),
-                            (150, 0.01, 0, 1)])
+  parsed = ga.parse_phases(
+    [(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)]
+  )
   assert parsed[1] == ga.Phase(100, 0.1, True, 2.0)
   assert [p.factor for p in parsed] == [1.0, 2.0, 2.0, 1.0]
   assert ga.num_epochs(parsed) == 150
   assert ga.parse_phases(parsed) == parsed
 
 
-@pytest.mark.parametrize("phases, message", [
+@pytest.mark.parametrize(
+  "phases, message",
+  [
     ([], "at least one phase"),
     ([(2, 0.1, 0, 1), (2, 0.1, 1, 2)], r"phases\[1\].*strictly increase"),
     ([(3, 0.1, 0, 1), (2, 0.1, 1, 2)], r"phases\[1\].*strictly increase"),
@@ -95,7 +102,8 @@ def test_parse_phases_accepts_paper_strategy():
     ([(1, 0.1, 1, -2)], r"phases\[0\].*amp_factor"),
     ([(1, 0.1, 1)], r"phases\[0\].*end_epoch, learning_rate, is_amp, amp_factor"),
     ("(1, 0.1, 0, 1)", "sequence of 4-tuples"),
-])
+  ],
+)
 def test_parse_phases_rejects_bad_input(phases, message):
   with pytest.raises(ValueError, match=message):
     ga.parse_phases(phases)
@@ -120,8 +128,13 @@ def test_steps_per_epoch_must_be_positive():
 
 
 def test_layer_names_linen_dict():
-  params = {"params": {"Conv_0": {"kernel": 1, "bias": 1}, "BatchNorm_0": {"scale": 1, "bias": 1},
-                       "Dense_0": {"kernel": 1}}}
+  params = {
+    "params": {
+      "Conv_0": {"kernel": 1, "bias": 1},
+      "BatchNorm_0": {"scale": 1, "bias": 1},
+      "Dense_0": {"kernel": 1},
+    }
+  }
   assert ga.layer_names(params["params"]) == ("BatchNorm_0", "Conv_0", "Dense_0")
   assert ga.layer_names(params) == ("params/BatchNorm_0", "params/Conv_0", "params/Dense_0")
   index = ga.layer_index(params["params"])
@@ -130,7 +143,6 @@ def test_layer_names_linen_dict():
 
 
 class Tiny(nnx.Module):
-
   def __init__(self, rngs):
     self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
     self.bn = nnx.BatchNorm(4, rngs=rngs)
@@ -192,16 +204,20 @@ def test_zero_gradients_give_zero_not_nan():
 def test_normalize_matches_numpy_population_zscore():
   values = np.array([0.2, 0.5, 0.9, 0.4, 0.7])
   eligible = np.array([True, True, False, True, True])
-  np.testing.assert_allclose(ga.normalize(values, eligible),
-                             reference.zscore(values, eligible), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    ga.normalize(values, eligible), reference.zscore(values, eligible), rtol=1e-5, atol=1e-6
+  )
 
 
-@pytest.mark.parametrize("values, eligible", [
-    ([0.3], [True]),                    # one eligible layer
-    ([0.4, 0.4, 0.4], [True] * 3),      # all equal
+@pytest.mark.parametrize(
+  "values, eligible",
+  [
+    ([0.3], [True]),  # one eligible layer
+    ([0.4, 0.4, 0.4], [True] * 3),  # all equal
     ([0.4, 0.9, 0.4], [True, False, True]),  # eligible ones equal
-    ([0.5, 0.5 + 1e-8, 0.5], [True] * 3),    # std below tolerance
-])
+    ([0.5, 0.5 + 1e-8, 0.5], [True] * 3),  # std below tolerance
+  ],
+)
 def test_degenerate_normalization_is_zero(values, eligible):
   z = ga.normalize(jnp.asarray(values), jnp.asarray(eligible))
   np.testing.assert_array_equal(z, np.zeros(len(values)))
@@ -211,17 +227,21 @@ def test_degenerate_normalization_is_zero(values, eligible):
 def test_case_rules():
   z = jnp.array([2.0, -2.0, 0.5, 1.2])
   elig = jnp.array([True, True, True, False])
-  np.testing.assert_array_equal(ga.select_layers(z, elig, case=1, threshold=1.0),
-                                [True, False, False, False])
-  np.testing.assert_array_equal(ga.select_layers(z, elig, case=2, threshold=1.0),
-                                [True, True, False, False])
+  np.testing.assert_array_equal(
+    ga.select_layers(z, elig, case=1, threshold=1.0), [True, False, False, False]
+  )
+  np.testing.assert_array_equal(
+    ga.select_layers(z, elig, case=2, threshold=1.0), [True, True, False, False]
+  )
 
 
 # ----------------------------------------------------------------------------- the transforms
 
 layer_shapes = st.lists(
-    st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4)), min_size=1, max_size=2),
-    min_size=2, max_size=5)
+  st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4)), min_size=1, max_size=2),
+  min_size=2,
+  max_size=5,
+)
 
 
 # An amplified phase of 6 epochs, so that re-selection every 1 or 2 epochs and once per
@@ -230,13 +250,21 @@ LONG_PHASES = [(1, 0.1, 0, 1), (7, 0.1, 1, 2), (9, 0.01, 1, 3), (10, 0.01, 0, 1)
 
 
 @settings(max_examples=15, deadline=None)
-@given(shapes=layer_shapes, seed=st.integers(0, 2**16), spe=st.integers(1, 3),
-       measure=st.sampled_from(["G", "G_prime"]), case=st.sampled_from([1, 2]),
-       threshold=st.floats(0.0, 1.5), reselect=st.sampled_from([None, 1, 2]),
-       eligible_bits=st.lists(st.booleans(), min_size=5, max_size=5),
-       control=st.sampled_from([None, "matched_random"]), track=st.booleans())
-def test_schedule_matches_numpy_reference(shapes, seed, spe, measure, case, threshold, reselect,
-                                          eligible_bits, control, track):
+@given(
+  shapes=layer_shapes,
+  seed=st.integers(0, 2**16),
+  spe=st.integers(1, 3),
+  measure=st.sampled_from(["G", "G_prime"]),
+  case=st.sampled_from([1, 2]),
+  threshold=st.floats(0.0, 1.5),
+  reselect=st.sampled_from([None, 1, 2]),
+  eligible_bits=st.lists(st.booleans(), min_size=5, max_size=5),
+  control=st.sampled_from([None, "matched_random"]),
+  track=st.booleans(),
+)
+def test_schedule_matches_numpy_reference(
+  shapes, seed, spe, measure, case, threshold, reselect, eligible_bits, control, track
+):
   params = make_params(shapes)
   num_layers = len(shapes)
   eligible = eligible_bits[:num_layers]
@@ -247,16 +275,26 @@ def test_schedule_matches_numpy_reference(shapes, seed, spe, measure, case, thre
   steps = 10 * spe + 2  # runs past the end of the strategy
   grads = random_grads(params, rng, steps, bias)
   tx = ga.intelligent_amplification(
-      LONG_PHASES, spe, measure=measure, case=case, threshold=threshold,
-      reselect_every=reselect, control=control, seed=seed, track_directionality=track,
-      eligible=lambda name: eligible[int(name.removeprefix("layer"))])
+    LONG_PHASES,
+    spe,
+    measure=measure,
+    case=case,
+    threshold=threshold,
+    reselect_every=reselect,
+    control=control,
+    seed=seed,
+    track_directionality=track,
+    eligible=lambda name: eligible[int(name.removeprefix("layer"))],
+  )
   outs, state = run(tx, params, grads)
   index = ga.layer_index(params)
-  kwargs = dict(measure=measure, case=case, threshold=threshold, reselect_every=reselect,
-                eligible=eligible)
+  kwargs = dict(
+    measure=measure, case=case, threshold=threshold, reselect_every=reselect, eligible=eligible
+  )
   leaves = [jax.tree.leaves(g) for g in grads]
-  expected = reference.expected_scales(LONG_PHASES, spe, leaves, index.leaf_layer,
-                                       num_layers, **kwargs)
+  expected = reference.expected_scales(
+    LONG_PHASES, spe, leaves, index.leaf_layer, num_layers, **kwargs
+  )
   observed = observed_scales(grads, outs, num_layers)
   if control is None:
     np.testing.assert_allclose(observed, expected, rtol=1e-6)
@@ -267,8 +305,8 @@ def test_schedule_matches_numpy_reference(shapes, seed, spe, measure, case, thre
       assert np.all(np.asarray(eligible)[amplified])
       np.testing.assert_allclose(got[amplified], np.max(want), rtol=1e-6)
   assert int(state.num_selections) == sum(
-      len(reference.windows_of_phase(start, end, reselect))
-      for start, end in ((2, 7), (8, 9)))
+    len(reference.windows_of_phase(start, end, reselect)) for start, end in ((2, 7), (8, 9))
+  )
 
 
 @settings(max_examples=10, deadline=None)
@@ -278,8 +316,9 @@ def test_monitor_matches_numpy_reference_every_epoch(shapes, seed, spe):
   rng = np.random.default_rng(seed)
   grads = random_grads(params, rng, 3 * spe + 1, rng.uniform(-1.5, 1.5, size=len(shapes)))
   index = ga.layer_index(params)
-  expected = reference.epoch_measures([jax.tree.leaves(g) for g in grads], spe,
-                                      index.leaf_layer, index.num_layers)
+  expected = reference.epoch_measures(
+    [jax.tree.leaves(g) for g in grads], spe, index.leaf_layer, index.num_layers
+  )
   tx = ga.directionality_monitor(spe)
   state = tx.init(params)
   update = jax.jit(tx.update)
@@ -324,11 +363,11 @@ def test_exactly_selected_layers_scaled_and_nothing_before_first_selection():
   tx = ga.intelligent_amplification(PHASES, spe, measure="G", case=1, threshold=1.0)
   outs, state = run(tx, params, grads)
   scales = observed_scales(grads, outs, 4)
-  np.testing.assert_allclose(scales[:2 * spe], 1.0, rtol=1e-6)  # no-amp phase + analysis
-  np.testing.assert_allclose(scales[2 * spe:3 * spe], [[2, 1, 1, 1]] * spe, rtol=1e-6)
+  np.testing.assert_allclose(scales[: 2 * spe], 1.0, rtol=1e-6)  # no-amp phase + analysis
+  np.testing.assert_allclose(scales[2 * spe : 3 * spe], [[2, 1, 1, 1]] * spe, rtol=1e-6)
   # Epoch 4 is a one-epoch amplified phase: analysis only, the old selection is dropped.
-  np.testing.assert_allclose(scales[3 * spe:4 * spe], 1.0, rtol=1e-6)
-  np.testing.assert_allclose(scales[4 * spe:], 1.0, rtol=1e-6)  # last phase: no amp
+  np.testing.assert_allclose(scales[3 * spe : 4 * spe], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(scales[4 * spe :], 1.0, rtol=1e-6)  # last phase: no amp
   report = ga.selection_report(state, params)
   assert [r["selected"] for r in report] == [True, False, False, False]
   assert {r["epoch"] for r in report} == {2} and {r["step"] for r in report} == {2 * spe}
@@ -340,8 +379,9 @@ def test_reselection_steps():
   params = make_params([[(3,)], [(3,)], [(3,)]])
   grads = random_grads(params, np.random.default_rng(0), 12, bias=[1.0, 0.0, 0.0])
   steps = []
-  tx = ga.intelligent_amplification([(1, 0.1, 0, 1), (12, 0.1, 1, 2)], 1, measure="G",
-                                    threshold=0.5, reselect_every=3)
+  tx = ga.intelligent_amplification(
+    [(1, 0.1, 0, 1), (12, 0.1, 1, 2)], 1, measure="G", threshold=0.5, reselect_every=3
+  )
   state = tx.init(params)
   update = jax.jit(tx.update)
   for g in grads:
@@ -355,9 +395,12 @@ def test_reselection_steps():
 def test_jit_and_no_jit_agree():
   params = make_params([[(3, 2)], [(4,)], [(2,)]])
   grads = random_grads(params, np.random.default_rng(3), 10, bias=[1.0, 0.2, -0.5])
-  for tx in (ga.intelligent_amplification(PHASES, 2, measure="G_prime", case=2, threshold=0.5,
-                                          control="matched_random"),
-             ga.random_amplification(PHASES, 2, ratio=0.5, reselect_every=1)):
+  for tx in (
+    ga.intelligent_amplification(
+      PHASES, 2, measure="G_prime", case=2, threshold=0.5, control="matched_random"
+    ),
+    ga.random_amplification(PHASES, 2, ratio=0.5, reselect_every=1),
+  ):
     jit_outs, jit_state = run(tx, params, grads, jit=True)
     outs, state = run(tx, params, grads, jit=False)
     for a, b in zip(jax.tree.leaves((jit_outs, jit_state)), jax.tree.leaves((outs, state))):
@@ -369,9 +412,9 @@ def test_no_recompilation_across_phases_and_reselections():
   grads = random_grads(params, np.random.default_rng(0), 16, bias=[1.0, 0.0, -1.0])
   phases = [(1, 0.1, 0, 1), (4, 0.1, 1, 2), (6, 0.01, 1, 3), (8, 0.01, 0, 1)]
   tx = optax.chain(
-      ga.intelligent_amplification(phases, 2, measure="G", case=2, threshold=0.5,
-                                   reselect_every=1),
-      optax.sgd(ga.learning_rate_schedule(phases, 2), momentum=0.9))
+    ga.intelligent_amplification(phases, 2, measure="G", case=2, threshold=0.5, reselect_every=1),
+    optax.sgd(ga.learning_rate_schedule(phases, 2), momentum=0.9),
+  )
   step, traces = traced_step(tx)
   state = tx.init(params)
   for g in grads:
@@ -383,9 +426,11 @@ def test_no_recompilation_across_phases_and_reselections():
 def test_state_buffers_can_be_donated():
   params = make_params([[(3, 2)], [(4,)]])
   grads = random_grads(params, np.random.default_rng(0), 3)
-  for tx in (ga.intelligent_amplification(PHASES, 1, measure="G"),
-             ga.intelligent_amplification(PHASES, 1, measure="G_prime"),
-             ga.random_amplification(PHASES, 1, ratio=0.5)):
+  for tx in (
+    ga.intelligent_amplification(PHASES, 1, measure="G"),
+    ga.intelligent_amplification(PHASES, 1, measure="G_prime"),
+    ga.random_amplification(PHASES, 1, ratio=0.5),
+  ):
     update = jax.jit(tx.update, donate_argnums=1)
     state = tx.init(params)
     for g in grads:
@@ -397,8 +442,9 @@ def test_equation_3_amplification_equals_scaled_learning_rate():
   params = make_params([[(3, 2)], [(4,)]])
   grads = random_grads(params, np.random.default_rng(5), 4, bias=[3.0, 0.0])
   phases = [(2, 0.1, 1, 2.5)]
-  tx = optax.chain(ga.intelligent_amplification(phases, 2, measure="G", threshold=0.5),
-                   optax.sgd(0.1))
+  tx = optax.chain(
+    ga.intelligent_amplification(phases, 2, measure="G", threshold=0.5), optax.sgd(0.1)
+  )
   state = tx.init(params)
   p = params
   for g in grads:
@@ -407,18 +453,22 @@ def test_equation_3_amplification_equals_scaled_learning_rate():
     p = optax.apply_updates(p, updates)
   assert bool(ga.find_state(state).mask[0]) and not bool(ga.find_state(state).mask[1])
   # Last step: layer0 moved by -(2.5 * 0.1) g, layer1 by -0.1 g.
-  np.testing.assert_allclose(p["layer0"]["w0"] - before["layer0"]["w0"],
-                             -0.25 * grads[-1]["layer0"]["w0"], rtol=1e-5)
-  np.testing.assert_allclose(p["layer1"]["w0"] - before["layer1"]["w0"],
-                             -0.1 * grads[-1]["layer1"]["w0"], rtol=1e-5)
+  np.testing.assert_allclose(
+    p["layer0"]["w0"] - before["layer0"]["w0"], -0.25 * grads[-1]["layer0"]["w0"], rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    p["layer1"]["w0"] - before["layer1"]["w0"], -0.1 * grads[-1]["layer1"]["w0"], rtol=1e-5
+  )
 
 
 def test_orbax_restore_mid_phase_continues_identically(tmp_path):
   import orbax.checkpoint as ocp
+
   params = make_params([[(3, 2)], [(4,)], [(2,)]])
   grads = random_grads(params, np.random.default_rng(7), 10, bias=[1.0, 0.0, -1.0])
-  tx = ga.intelligent_amplification(PHASES, 2, measure="G_prime", threshold=0.5,
-                                    control="matched_random", reselect_every=1)
+  tx = ga.intelligent_amplification(
+    PHASES, 2, measure="G_prime", threshold=0.5, control="matched_random", reselect_every=1
+  )
   update = jax.jit(tx.update)
   state = tx.init(params)
   for g in grads[:5]:  # stop inside the first amplified phase
@@ -444,7 +494,8 @@ def test_state_memory():
   gp_state = ga.intelligent_amplification(PHASES, 2, measure="G_prime").init(params)
   for acc in (gp_state.directionality.signed_sum, gp_state.directionality.abs_sum):
     assert jax.tree.map(lambda x: (x.shape, x.dtype), acc) == jax.tree.map(
-        lambda x: (x.shape, jnp.dtype("float32")), params)
+      lambda x: (x.shape, jnp.dtype("float32")), params
+    )
   # Beyond the two accumulators, only O(layers) scalars.
   total = sum(x.size for x in jax.tree.leaves(gp_state))
   assert 2 * (6 + 2 + 4) < total <= 2 * (6 + 2 + 4) + 7 * 2 + 15
@@ -456,19 +507,21 @@ def test_always_zero_gradient_layer_and_bfloat16():
   grads = random_grads(params, rng, 6, bias=[1.0, 0.0, 0.0])
   grads = [{**g, "layer2": {"w0": jnp.zeros(3, jnp.bfloat16)}} for g in grads]
   for measure in ("G", "G_prime"):
-    tx = ga.intelligent_amplification([(3, 0.1, 1, 2)], 2, measure=measure,
-                                      case=2, threshold=0.1)
+    tx = ga.intelligent_amplification([(3, 0.1, 1, 2)], 2, measure=measure, case=2, threshold=0.1)
     outs, state = run(tx, params, grads)
     assert np.all(np.isfinite(state.normalized)) and float(state.measure[2]) == 0.0
     assert all(o["layer0"]["w0"].dtype == jnp.bfloat16 for o in outs)
 
 
 def test_one_eligible_layer_selects_nothing():
-  params = {"conv": {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)},
-            "bn": {"scale": jnp.zeros(2), "bias": jnp.zeros(2)}}
+  params = {
+    "conv": {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)},
+    "bn": {"scale": jnp.zeros(2), "bias": jnp.zeros(2)},
+  }
   grads = [jax.tree.map(lambda p: jnp.ones_like(p), params)] * 4
-  tx = ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, measure="G",
-                                    case=2, threshold=-1.0, eligible="kernels")
+  tx = ga.intelligent_amplification(
+    [(2, 0.1, 1, 2)], 2, measure="G", case=2, threshold=-1.0, eligible="kernels"
+  )
   _, state = run(tx, params, grads)
   report = {r["layer"]: r for r in ga.selection_report(state, params)}
   assert report["conv"]["eligible"] and not report["bn"]["eligible"]
@@ -479,27 +532,38 @@ def test_one_eligible_layer_selects_nothing():
 
 def test_eligible_kernels_excludes_batchnorm_from_normalization():
   params = make_params([[(3,)], [(3,)], [(3,)]])
-  params = {"a": {"kernel": params["layer0"]["w0"]}, "b": {"kernel": params["layer1"]["w0"]},
-            "c": {"scale": params["layer2"]["w0"]}}
+  params = {
+    "a": {"kernel": params["layer0"]["w0"]},
+    "b": {"kernel": params["layer1"]["w0"]},
+    "c": {"scale": params["layer2"]["w0"]},
+  }
   rng = np.random.default_rng(2)
-  grads = [{"a": {"kernel": jnp.asarray(rng.normal(size=3) + 1, jnp.float32)},
-            "b": {"kernel": jnp.asarray(rng.normal(size=3), jnp.float32)},
-            "c": {"scale": jnp.asarray(rng.normal(size=3) + 5, jnp.float32)}} for _ in range(3)]
-  tx = ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, measure="G",
-                                    threshold=-10.0, eligible="kernels")
+  grads = [
+    {
+      "a": {"kernel": jnp.asarray(rng.normal(size=3) + 1, jnp.float32)},
+      "b": {"kernel": jnp.asarray(rng.normal(size=3), jnp.float32)},
+      "c": {"scale": jnp.asarray(rng.normal(size=3) + 5, jnp.float32)},
+    }
+    for _ in range(3)
+  ]
+  tx = ga.intelligent_amplification(
+    [(2, 0.1, 1, 2)], 2, measure="G", threshold=-10.0, eligible="kernels"
+  )
   _, state = run(tx, params, grads)
   values = np.asarray(state.measure)
-  np.testing.assert_allclose(state.normalized, reference.zscore(values, [True, True, False]),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    state.normalized, reference.zscore(values, [True, True, False]), rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_array_equal(state.mask, [1.0, 1.0, 0.0])
 
 
 def test_transform_accepts_nnx_state():
   model = Tiny(nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
-  tx = optax.chain(ga.intelligent_amplification([(2, 0.1, 1, 2)], 2,
-                                                measure="G_prime", case=2, threshold=0.5),
-                   optax.sgd(0.1))
+  tx = optax.chain(
+    ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, measure="G_prime", case=2, threshold=0.5),
+    optax.sgd(0.1),
+  )
   state = tx.init(params)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 5, 3)), jnp.float32)
 
@@ -541,8 +605,9 @@ def test_random_timing_with_and_without_wait():
   phases = [(1, 0.1, 0, 1), (3, 0.1, 1, 2)]
   outs, _ = run(ga.random_amplification(phases, 2, ratio=1.0), params, grads)
   np.testing.assert_allclose(observed_scales(grads, outs, 3)[:, 0], [1, 1, 1, 1, 2, 2])
-  outs, _ = run(ga.random_amplification(phases, 2, ratio=1.0, wait_first_epoch=False),
-                params, grads)
+  outs, _ = run(
+    ga.random_amplification(phases, 2, ratio=1.0, wait_first_epoch=False), params, grads
+  )
   np.testing.assert_allclose(observed_scales(grads, outs, 3)[:, 0], [1, 1, 2, 2, 2, 2])
 
 
@@ -555,8 +620,11 @@ def test_matched_random_uses_measure_count():
   _, base = run(ga.intelligent_amplification(phases, 2, **kwargs), params, grads)
   counts, masks = set(), set()
   for seed in range(6):
-    _, state = run(ga.intelligent_amplification(phases, 2, control="matched_random",
-                                                seed=seed, **kwargs), params, grads)
+    _, state = run(
+      ga.intelligent_amplification(phases, 2, control="matched_random", seed=seed, **kwargs),
+      params,
+      grads,
+    )
     np.testing.assert_allclose(state.normalized, base.normalized)
     counts.add(int(np.sum(state.mask)))
     masks.add(tuple(np.asarray(state.mask)))
@@ -567,14 +635,17 @@ def test_matched_random_uses_measure_count():
 # ----------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     (dict(measure="H"), "measure must be one of"),
     (dict(case=3), "case must be one of"),
     (dict(threshold=float("nan")), "threshold must be a finite number"),
     (dict(threshold="high"), "threshold must be a finite number"),
     (dict(control="random"), "control must be one of"),
     (dict(reselect_every=0), "reselect_every"),
-])
+  ],
+)
 def test_intelligent_rejects_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     ga.intelligent_amplification(PHASES, 2, **kwargs)
@@ -606,10 +677,13 @@ def test_steps_per_epoch_drops_the_ragged_batch():
     ga.steps_per_epoch(100, 0)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda spe: ga.intelligent_amplification(PHASES, spe, measure="G", case=1, threshold=0.5),
     lambda spe: ga.directionality_monitor(spe),
-])
+  ],
+)
 def test_check_epoch_start_catches_a_loop_with_a_ragged_batch(make):
   params = make_params([[(3,)], [(2, 2)]])
   tx = optax.chain(make(4), optax.sgd(0.1))

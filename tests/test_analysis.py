@@ -22,20 +22,33 @@ def write_jsonl(path, rows, tail=""):
     f.write(tail)
 
 
-def config(method="intelligent", seed=0, threshold=1.0, phases=((1, 0.1, 0, 1), (3, 0.1, 1, 2)),
-           **amp):
-  base = dict(method=method, measure="G_prime", case=1, threshold=threshold,
-              reselect_every=0, ratio=0.3, eligible="all")
+def config(
+  method="intelligent", seed=0, threshold=1.0, phases=((1, 0.1, 0, 1), (3, 0.1, 1, 2)), **amp
+):
+  base = dict(
+    method=method,
+    measure="G_prime",
+    case=1,
+    threshold=threshold,
+    reselect_every=0,
+    ratio=0.3,
+    eligible="all",
+  )
   base.update(amp)
-  return dict(model="resnet8", dataset="cifar10", phases=[list(p) for p in phases], seed=seed,
-              validation_fraction=0.1, amplification=base)
+  return dict(
+    model="resnet8",
+    dataset="cifar10",
+    phases=[list(p) for p in phases],
+    seed=seed,
+    validation_fraction=0.1,
+    amplification=base,
+  )
 
 
 def epochs(test, val=None, seconds=(9.0, 2.0, 4.0)):
   rows = []
   for i, acc in enumerate(test):
-    row = dict(epoch=i + 1, test_accuracy=acc, train_accuracy=acc / 2,
-               epoch_seconds=seconds[i])
+    row = dict(epoch=i + 1, test_accuracy=acc, train_accuracy=acc / 2, epoch_seconds=seconds[i])
     if val is not None:
       row["val_accuracy"] = val[i]
     rows.append(row)
@@ -87,15 +100,27 @@ def test_run_row_percent_finished_and_seconds():
 
 def test_keys_that_do_not_apply_are_empty():
   keys = {m: analysis.run_keys(config(m)) for m in analysis.APPLIES}
-  assert keys["none"] == dict(model="resnet8", dataset="cifar10", method="none", measure=None,
-                              case=None, threshold=None, reselect_every=None, ratio=None,
-                              seed=0)
+  assert keys["none"] == dict(
+    model="resnet8",
+    dataset="cifar10",
+    method="none",
+    measure=None,
+    case=None,
+    threshold=None,
+    reselect_every=None,
+    ratio=None,
+    seed=0,
+  )
   assert (keys["random"]["ratio"], keys["random"]["threshold"]) == (0.3, None)
   assert keys["random"]["measure"] is None and keys["all"]["ratio"] is None
   assert keys["all"]["reselect_every"] == 0
   for method in ("intelligent", "matched_random"):
-    assert (keys[method]["measure"], keys[method]["case"], keys[method]["threshold"],
-            keys[method]["ratio"]) == ("G_prime", 1, 1.0, None)
+    assert (
+      keys[method]["measure"],
+      keys[method]["case"],
+      keys[method]["threshold"],
+      keys[method]["ratio"],
+    ) == ("G_prime", 1, 1.0, None)
 
 
 def test_load_runs_tolerates_unfinished_and_half_written_runs(tmp_path):
@@ -140,22 +165,41 @@ def runs_frame(rows):
   out = []
   for method, threshold, seed, test, val, *extra in rows:
     keys = analysis.run_keys(config(method, seed, threshold, **(extra[0] if extra else {})))
-    out.append(dict(workdir=f"{method}-{threshold}-{seed}", **keys, finished=True, epochs=3,
-                    final_test_accuracy=test, final_val_accuracy=val,
-                    best_test_accuracy=test, mean_epoch_seconds=10.0))
+    out.append(
+      dict(
+        workdir=f"{method}-{threshold}-{seed}",
+        **keys,
+        finished=True,
+        epochs=3,
+        final_test_accuracy=test,
+        final_val_accuracy=val,
+        best_test_accuracy=test,
+        mean_epoch_seconds=10.0,
+      )
+    )
   return analysis.typed_frame(pd.DataFrame(out, columns=list(analysis.RUN_COLUMNS)))
 
 
 def test_summarize_groups_over_seeds():
-  runs = runs_frame([("none", 0, 0, 90.0, 80.0), ("none", 0, 1, 92.0, 82.0),
-                     ("intelligent", 1.0, 0, 93.0, 81.0), ("intelligent", 1.0, 1, 96.0, None),
-                     ("intelligent", 1.5, 0, 91.0, 85.0)])
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, 80.0),
+      ("none", 0, 1, 92.0, 82.0),
+      ("intelligent", 1.0, 0, 93.0, 81.0),
+      ("intelligent", 1.0, 1, 96.0, None),
+      ("intelligent", 1.5, 0, 91.0, 85.0),
+    ]
+  )
   summary = analysis.summarize(runs)
   assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS)
   none, t10, t15 = (summary.iloc[i] for i in range(3))
   assert none["method"] == "none" and pd.isna(none["threshold"]) and pd.isna(none["measure"])
   assert (none["n"], none["test_mean"], none["test_best"], none["val_mean"]) == (
-      2, 91.0, 92.0, 81.0)
+    2,
+    91.0,
+    92.0,
+    81.0,
+  )
   assert none["test_std"] == pytest.approx(np.std([90, 92], ddof=1))
   assert t10["threshold"] == 1.0 and t10["test_mean"] == 94.5
   assert pd.isna(t10["val_mean"])  # one run without validation accuracy
@@ -163,8 +207,9 @@ def test_summarize_groups_over_seeds():
 
 
 def test_choose_threshold_ties_to_the_smaller_and_falls_back_to_test():
-  groups = pd.DataFrame(dict(threshold=[1.5, 1.0, 2.0], val_mean=[80.0, 80.0, 79.0],
-                             test_mean=[90.0, 91.0, 95.0]))
+  groups = pd.DataFrame(
+    dict(threshold=[1.5, 1.0, 2.0], val_mean=[80.0, 80.0, 79.0], test_mean=[90.0, 91.0, 95.0])
+  )
   assert analysis.choose_threshold(groups) == (1.0, "validation")
   groups.loc[2, "val_mean"] = np.nan
   assert analysis.choose_threshold(groups) == (2.0, "test")
@@ -174,15 +219,19 @@ def test_choose_threshold_ties_to_the_smaller_and_falls_back_to_test():
 
 def test_compare_pairs_by_seed_at_the_chosen_threshold():
   runs = runs_frame(
-      [("none", 0, s, t, v) for s, t, v in ((0, 90.0, 80.0), (1, 92.0, 81.0), (2, 91.0, 80.0))]
-      # threshold 1.0 wins on validation (mean 82), 1.5 on test (mean 96)
-      + [("intelligent", 1.0, s, t, 82.0) for s, t in ((0, 91.0), (1, 95.0), (2, 93.0))]
-      + [("intelligent", 1.5, s, t, 81.0) for s, t in ((0, 97.0), (1, 95.0))]
-      # its own best validation threshold is 1.5, but it follows intelligent's choice
-      + [("matched_random", 1.0, 0, 89.0, 70.0), ("matched_random", 1.0, 1, 90.0, 70.0),
-         ("matched_random", 1.5, 0, 99.0, 90.0)]
-      + [("random", None, 0, 88.0, None), ("random", None, 5, 80.0, None)]
-      + [("all", None, 1, 93.5, 83.0)])
+    [("none", 0, s, t, v) for s, t, v in ((0, 90.0, 80.0), (1, 92.0, 81.0), (2, 91.0, 80.0))]
+    # threshold 1.0 wins on validation (mean 82), 1.5 on test (mean 96)
+    + [("intelligent", 1.0, s, t, 82.0) for s, t in ((0, 91.0), (1, 95.0), (2, 93.0))]
+    + [("intelligent", 1.5, s, t, 81.0) for s, t in ((0, 97.0), (1, 95.0))]
+    # its own best validation threshold is 1.5, but it follows intelligent's choice
+    + [
+      ("matched_random", 1.0, 0, 89.0, 70.0),
+      ("matched_random", 1.0, 1, 90.0, 70.0),
+      ("matched_random", 1.5, 0, 99.0, 90.0),
+    ]
+    + [("random", None, 0, 88.0, None), ("random", None, 5, 80.0, None)]
+    + [("all", None, 1, 93.5, 83.0)]
+  )
   table = analysis.compare(runs)
   assert list(table.columns) == list(analysis.COMPARISON_COLUMNS)
   assert table["method"].tolist() == ["none", "all", "random", "intelligent", "matched_random"]
@@ -197,14 +246,16 @@ def test_compare_pairs_by_seed_at_the_chosen_threshold():
   diffs = np.array([91 - 90, 95 - 92, 93 - 91], float)  # 1, 3, 2
   half = T975[2] * np.std(diffs, ddof=1) / math.sqrt(3)
   assert (smart["diff_mean"], smart["diff_ci_low"], smart["diff_ci_high"]) == pytest.approx(
-      (2.0, 2.0 - half, 2.0 + half))
+    (2.0, 2.0 - half, 2.0 + half)
+  )
 
   matched = rows.loc["matched_random"]
   assert (matched["chosen_threshold"], matched["chosen_by"]) == (1.0, "validation")
   assert matched["test_mean"] == 89.5 and matched["paper_best"] == 99.0
   assert matched["diff_mean"] == pytest.approx(-1.5)  # seeds 0, 1: -1 and -2
-  assert matched["diff_ci_low"] == pytest.approx(-1.5 - T975[1] * np.std([-1, -2], ddof=1)
-                                                 / math.sqrt(2))
+  assert matched["diff_ci_low"] == pytest.approx(
+    -1.5 - T975[1] * np.std([-1, -2], ddof=1) / math.sqrt(2)
+  )
 
   random = rows.loc["random"]  # seed 5 has no partner: one pair, no interval
   assert pd.isna(random["chosen_threshold"]) and pd.isna(random["measure"])
@@ -215,10 +266,11 @@ def test_compare_pairs_by_seed_at_the_chosen_threshold():
 
 def test_matched_random_not_run_at_the_intelligent_choice_chooses_its_own():
   runs = runs_frame(
-      [("none", 0, s, 90.0, 80.0) for s in (0, 1)]
-      + [("intelligent", 0.5, s, 92.0, 85.0) for s in (0, 1)]   # chosen: 0.5
-      + [("intelligent", 1.0, s, 91.0, 84.0) for s in (0, 1)]
-      + [("matched_random", 1.0, 0, 89.0, 70.0), ("matched_random", 1.0, 1, 93.0, 70.0)])
+    [("none", 0, s, 90.0, 80.0) for s in (0, 1)]
+    + [("intelligent", 0.5, s, 92.0, 85.0) for s in (0, 1)]  # chosen: 0.5
+    + [("intelligent", 1.0, s, 91.0, 84.0) for s in (0, 1)]
+    + [("matched_random", 1.0, 0, 89.0, 70.0), ("matched_random", 1.0, 1, 93.0, 70.0)]
+  )
   rows = analysis.compare(runs).set_index("method")
   assert rows.loc["intelligent", "chosen_threshold"] == 0.5
   matched = rows.loc["matched_random"]
@@ -227,16 +279,26 @@ def test_matched_random_not_run_at_the_intelligent_choice_chooses_its_own():
 
 
 def test_compare_chooses_on_test_when_a_run_lacks_validation():
-  runs = runs_frame([("none", 0, 0, 90.0, None), ("intelligent", 1.0, 0, 91.0, 85.0),
-                     ("intelligent", 2.0, 0, 94.0, None)])
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, None),
+      ("intelligent", 1.0, 0, 91.0, 85.0),
+      ("intelligent", 2.0, 0, 94.0, None),
+    ]
+  )
   row = analysis.compare(runs).set_index("method").loc["intelligent"]
   assert (row["chosen_threshold"], row["chosen_by"], row["test_mean"]) == (2.0, "test", 94.0)
 
 
 def test_compare_leaves_out_unfinished_runs_and_keeps_settings_apart():
-  runs = runs_frame([("none", 0, 0, 90.0, None), ("intelligent", 1.0, 0, 91.0, None),
-                     ("intelligent", 1.0, 0, 70.0, None, dict(reselect_every=2)),
-                     ("intelligent", 2.0, 0, 99.0, None)])
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, None),
+      ("intelligent", 1.0, 0, 91.0, None),
+      ("intelligent", 1.0, 0, 70.0, None, dict(reselect_every=2)),
+      ("intelligent", 2.0, 0, 99.0, None),
+    ]
+  )
   runs.loc[3, "finished"] = False
   table = analysis.compare(runs)
   smart = table[table["method"] == "intelligent"].set_index("reselect_every")
@@ -245,8 +307,14 @@ def test_compare_leaves_out_unfinished_runs_and_keeps_settings_apart():
 
 
 def test_epoch_times_overhead_percent():
-  runs = runs_frame([("none", 0, 0, 90.0, None), ("none", 0, 1, 90.0, None),
-                     ("intelligent", 1.0, 0, 90.0, None), ("intelligent", 2.0, 0, 90.0, None)])
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, None),
+      ("none", 0, 1, 90.0, None),
+      ("intelligent", 1.0, 0, 90.0, None),
+      ("intelligent", 2.0, 0, 90.0, None),
+    ]
+  )
   runs["mean_epoch_seconds"] = [10.0, 12.0, 11.0, 12.1]
   table = analysis.epoch_times(runs)
   assert list(table.columns) == list(analysis.EPOCH_TIME_COLUMNS)
@@ -262,8 +330,9 @@ def test_epoch_times_overhead_percent():
 
 def test_normalize_matches_numpy_and_guards_equal_values():
   values = np.array([0.2, 0.5, 0.9, 0.4])
-  np.testing.assert_allclose(analysis.normalize(values),
-                             (values - values.mean()) / values.std(ddof=0))
+  np.testing.assert_allclose(
+    analysis.normalize(values), (values - values.mean()) / values.std(ddof=0)
+  )
   np.testing.assert_array_equal(analysis.normalize([0.3, 0.3, 0.3 + 1e-8]), [0, 0, 0])
 
 
@@ -272,8 +341,7 @@ def test_selection_tables_and_overlap():
     rows = []
     for epoch, picks in selected.items():
       for i, layer in enumerate(("conv", "bn", "fc")):
-        row = dict(epoch=epoch, layer=layer, selected=bool(picks[i]), eligible=i < 2 or
-                   epoch == 2)
+        row = dict(epoch=epoch, layer=layer, selected=bool(picks[i]), eligible=i < 2 or epoch == 2)
         if by_measure is not None:
           row["selected_by_measure"] = bool(by_measure[epoch][i])
         rows.append(row)
@@ -286,20 +354,32 @@ def test_selection_tables_and_overlap():
   assert list(frequency.index) == ["conv", "bn", "fc"]
   np.testing.assert_array_equal(frequency.to_numpy(), [[1, 0], [0.5, 0.5], [0.5, 0]])
   counts = analysis.selected_counts(a)
-  assert counts.to_dict("list") == dict(epoch=[2, 5], selected=[2, 1], eligible=[3, 2],
-                                        by_measure=[2, 1], overlap=[1, 1])
+  assert counts.to_dict("list") == dict(
+    epoch=[2, 5], selected=[2, 1], eligible=[3, 2], by_measure=[2, 1], overlap=[1, 1]
+  )
   assert "overlap" not in analysis.selected_counts(b)
 
 
 def directionality_rows(epoch, g, g_prime, eligible=None):
   names = ["conv1", "bn1", "layer1/conv", "fc"]
-  return [dict(epoch=epoch, layer=names[i], index=i, G=g[i], G_prime=g_prime[i],
-               eligible=True if eligible is None else eligible[i]) for i in range(len(g))]
+  return [
+    dict(
+      epoch=epoch,
+      layer=names[i],
+      index=i,
+      G=g[i],
+      G_prime=g_prime[i],
+      eligible=True if eligible is None else eligible[i],
+    )
+    for i in range(len(g))
+  ]
 
 
 def test_directionality_table_in_network_order_mean_over_runs():
-  a = pd.DataFrame(directionality_rows(1, [0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8])
-                   + directionality_rows(2, [0.2, 0.2, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]))
+  a = pd.DataFrame(
+    directionality_rows(1, [0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8])
+    + directionality_rows(2, [0.2, 0.2, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1])
+  )
   b = a.assign(G=a["G"] + 0.1)
   table = analysis.directionality_table([a.iloc[::-1], b], "G")  # row order does not matter
   assert list(table.index) == ["conv1", "bn1", "layer1/conv", "fc"]
@@ -311,9 +391,11 @@ def test_directionality_table_in_network_order_mean_over_runs():
 
 def test_measure_agreement_by_hand():
   frame = pd.DataFrame(
-      directionality_rows(1, [0.1, 0.2, 0.3, 0.9], [0.2, 0.3, 0.4, 0.8])
-      + directionality_rows(2, [0.1, 0.2, 0.3, 0.9], [0.9, 0.3, 0.2, 0.1],
-                            eligible=[True, True, True, False]))
+    directionality_rows(1, [0.1, 0.2, 0.3, 0.9], [0.2, 0.3, 0.4, 0.8])
+    + directionality_rows(
+      2, [0.1, 0.2, 0.3, 0.9], [0.9, 0.3, 0.2, 0.1], eligible=[True, True, True, False]
+    )
+  )
   table = analysis.measure_agreement(frame, case=1, threshold=1.0)
   # Epoch 1: same ranks; z of [0.1, 0.2, 0.3, 0.9] = [-0.85, -0.51, -0.17, 1.53]: only fc.
   first = table.iloc[0]
@@ -341,14 +423,17 @@ def test_mean_curves_over_runs(tmp_path):
 
 def test_threshold_figure_draws_the_summary():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   from gradamp_jax.analysis import figures
-  runs = runs_frame([("none", 0, 0, 90.0, None), ("none", 0, 1, 92.0, None)]
-                    + [("intelligent", t, s, 90 + t + s, None) for t in (1.0, 1.5)
-                       for s in (0, 1)]
-                    + [("matched_random", 1.0, 0, 89.0, None),
-                       ("random", None, 0, 88.0, None)])
+
+  runs = runs_frame(
+    [("none", 0, 0, 90.0, None), ("none", 0, 1, 92.0, None)]
+    + [("intelligent", t, s, 90 + t + s, None) for t in (1.0, 1.5) for s in (0, 1)]
+    + [("matched_random", 1.0, 0, 89.0, None), ("random", None, 0, 88.0, None)]
+  )
   ax = figures.plot_threshold_curves(analysis.summarize(runs))
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
   assert labels == ["none (91.00, n=2)", "random (88.00, n=1)", "G′ c1", "matched G′ c1"]
@@ -371,17 +456,27 @@ def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
   run("n1", dict(config("none", seed=1), image_folder="/data/a"))  # data location may differ
   problems = analysis.group_conflicts(analysis.load_runs(str(tmp_path)))
   assert problems == [
-      "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
-      "threshold=1.0, reselect_every=0: seed 1 occurs more than once",
-      "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
-      "threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
-      "amplification.eligible, phases"]
+    "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
+    "threshold=1.0, reselect_every=0: seed 1 occurs more than once",
+    "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
+    "threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
+    "amplification.eligible, phases",
+  ]
 
 
 def test_random_at_several_ratios_is_chosen_like_a_threshold():
-  runs = runs_frame([("none", 0, 0, 90.0, 80.0), ("random", None, 0, 91.0, 82.0, dict(ratio=0.3)),
-                     ("random", None, 0, 95.0, 81.0, dict(ratio=0.5))])
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, 80.0),
+      ("random", None, 0, 91.0, 82.0, dict(ratio=0.3)),
+      ("random", None, 0, 95.0, 81.0, dict(ratio=0.5)),
+    ]
+  )
   row = analysis.compare(runs).set_index("method").loc["random"]
   assert (row["chosen_by"], row["n"], row["test_mean"], row["paper_best"]) == (
-      "validation", 1, 91.0, 95.0)
+    "validation",
+    1,
+    91.0,
+    95.0,
+  )
   assert pd.isna(row["chosen_threshold"]) and row["diff_mean"] == 1.0

@@ -6,16 +6,17 @@ import sys
 
 import pytest
 
-from gradamp_jax.training.config_args import parse_arg
 from configs import paper
+from gradamp_jax.training.config_args import parse_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
 
 
 def test_parse_arg_types_and_errors():
-  assert parse_arg("threshold=1.5,case=2,fast=false", threshold=1.0, case=1, fast=True,
-                   name="x") == dict(threshold=1.5, case=2, fast=False, name="x")
+  assert parse_arg(
+    "threshold=1.5,case=2,fast=false", threshold=1.0, case=1, fast=True, name="x"
+  ) == dict(threshold=1.5, case=2, fast=False, name="x")
   assert parse_arg(None, a=1) == {"a": 1}
   with pytest.raises(ValueError, match="unknown; allowed: a"):
     parse_arg("b=1", a=1)
@@ -35,7 +36,16 @@ def test_paper_config_strategy_and_sweep_size():
   runs = paper.get_sweep("model=resnet50,seeds=2,controls=false")
   assert len(runs) == 2 * (9 * 4 + 2)
   assert sorted({r["threshold"] for r in runs if "threshold" in r}) == [
-      1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0]
+    1.0,
+    1.25,
+    1.5,
+    1.75,
+    2.0,
+    2.25,
+    2.5,
+    2.75,
+    3.0,
+  ]
 
 
 def test_paper_sweep_has_the_controls_on_paired_seeds():
@@ -43,10 +53,16 @@ def test_paper_sweep_has_the_controls_on_paired_seeds():
   methods = [r["method"] for r in runs]
   assert len(runs) == 3 * (3 + 2 * 4 * 19)  # default: 3 seeds, with the controls
   assert methods.count("all") == methods.count("none") == methods.count("random") == 3
-  intelligent = {(r["measure"], r["case"], r["threshold"], r["seed"])
-                 for r in runs if r["method"] == "intelligent"}
-  matched = {(r["measure"], r["case"], r["threshold"], r["seed"])
-             for r in runs if r["method"] == "matched_random"}
+  intelligent = {
+    (r["measure"], r["case"], r["threshold"], r["seed"])
+    for r in runs
+    if r["method"] == "intelligent"
+  }
+  matched = {
+    (r["measure"], r["case"], r["threshold"], r["seed"])
+    for r in runs
+    if r["method"] == "matched_random"
+  }
   assert intelligent == matched and len(intelligent) == 3 * 4 * 19
   for method in set(methods):  # every method on the same seeds
     assert {r["seed"] for r in runs if r["method"] == method} == {0, 1, 2}
@@ -57,8 +73,18 @@ def test_paper_sweep_has_the_controls_on_paired_seeds():
 
 def test_sweep_expands_to_commands_that_parse(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(ROOT)
-  sweep.main(["--config", "configs/paper.py", "--sweep", "model=vgg19,dataset=cifar100,seeds=1,controls=false",
-              "--root", str(tmp_path), "--mode", "print"])
+  sweep.main(
+    [
+      "--config",
+      "configs/paper.py",
+      "--sweep",
+      "model=vgg19,dataset=cifar100,seeds=1,controls=false",
+      "--root",
+      str(tmp_path),
+      "--mode",
+      "print",
+    ]
+  )
   recorded = json.load(open(tmp_path / "sweep.json"))["runs"]
   assert len(recorded) == 78
   commands = capsys.readouterr().out.splitlines()
@@ -78,8 +104,9 @@ json.dump(dict(gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
 
 
 def test_run_concurrently_gives_each_run_a_gpu_slot_and_reports_failures(tmp_path):
-  commands = [(f"run{i}", [sys.executable, "-c", RECORD, str(tmp_path / f"run{i}.json")])
-              for i in range(5)]
+  commands = [
+    (f"run{i}", [sys.executable, "-c", RECORD, str(tmp_path / f"run{i}.json")]) for i in range(5)
+  ]
   commands.insert(2, ("bad", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]))
   failed = sweep.run_concurrently(commands, 2, ["3", "5"], str(tmp_path / "logs"))
   assert failed == ["bad"]
@@ -92,8 +119,7 @@ def test_run_concurrently_gives_each_run_a_gpu_slot_and_reports_failures(tmp_pat
     alive = [o for o in records if o["start"] <= r["start"] < o["end"]]
     assert len(alive) <= 4
     assert sum(o["gpu"] == r["gpu"] for o in alive) <= 2
-  assert max(len([o for o in records if o["start"] <= r["start"] < o["end"]])
-             for r in records) >= 2
+  assert max(len([o for o in records if o["start"] <= r["start"] < o["end"]]) for r in records) >= 2
 
 
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
@@ -103,10 +129,20 @@ def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
   assert sweep.visible_gpus() == []
 
 
-@pytest.mark.parametrize("extra", [["--mode", "slurm"], ["--mode", "print"],
-                                   ["--mode", "local", "--tree", "0"]])
+@pytest.mark.parametrize(
+  "extra", [["--mode", "slurm"], ["--mode", "print"], ["--mode", "local", "--tree", "0"]]
+)
 def test_runs_per_device_needs_local_mode(tmp_path, extra):
   with pytest.raises(SystemExit) as exit_info:
-    sweep.main(["--config", "configs/quickstart.py", "--root", str(tmp_path),
-                "--runs_per_device", "2", *extra])
+    sweep.main(
+      [
+        "--config",
+        "configs/quickstart.py",
+        "--root",
+        str(tmp_path),
+        "--runs_per_device",
+        "2",
+        *extra,
+      ]
+    )
   assert exit_info.value.code == 2

@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "gradamp_jax")
+PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gradamp_jax")
 METHOD = ("amplification", "directionality", "layers", "measures", "phases")
 
 
@@ -43,15 +42,15 @@ def part(module: str) -> str:
 
 # The parts each part may import (besides itself).
 ALLOWED = {
-    "method": {"method"},
-    "jsonl": set(),
-    "models": set(),
-    "input_pipeline": set(),
-    "analysis": {"jsonl"},
-    "training": {"method", "models", "input_pipeline", "jsonl"},
-    "sweeps": {"method", "training", "jsonl", "models", "input_pipeline"},
-    "main": {"training"},
-    "report": {"analysis"},
+  "method": {"method"},
+  "jsonl": set(),
+  "models": set(),
+  "input_pipeline": set(),
+  "analysis": {"jsonl"},
+  "training": {"method", "models", "input_pipeline", "jsonl"},
+  "sweeps": {"method", "training", "jsonl", "models", "input_pipeline"},
+  "main": {"training"},
+  "report": {"analysis"},
 }
 # The command line composes the program with forks (--fork_from).
 EXCEPTIONS = {("gradamp_jax.training.main", "sweeps")}

@@ -4,21 +4,21 @@ import os
 import shutil
 
 import pytest
-
-from gradamp_jax.sweeps import branching
-from gradamp_jax.training import train
-from gradamp_jax.jsonl import JsonlWriter
 from test_fork import outputs, without_timing
 from test_train import STEPS, mock_cifar, read, tiny_config
+
+from gradamp_jax.jsonl import JsonlWriter
+from gradamp_jax.sweeps import branching
+from gradamp_jax.training import train
 
 # Two selection points: epoch 2 is analysed (amplified in 3), epoch 4 (amplified in 5).
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (5, 0.02, 1, 2))
 RULES = {  # G case 2 at 0.5 and 0.5001 pick the same layers on this data (checked below)
-    "none": dict(method="none"),
-    "g-0.5": dict(method="intelligent", measure="G", case=2, threshold=0.5),
-    "all": dict(method="all"),
-    "g-0.5001": dict(method="intelligent", measure="G", case=2, threshold=0.5001),
-    "matched": dict(method="matched_random", measure="G_prime", case=1, threshold=0.3),
+  "none": dict(method="none"),
+  "g-0.5": dict(method="intelligent", measure="G", case=2, threshold=0.5),
+  "all": dict(method="all"),
+  "g-0.5001": dict(method="intelligent", measure="G", case=2, threshold=0.5001),
+  "matched": dict(method="matched_random", measure="G_prime", case=1, threshold=0.3),
 }
 
 
@@ -29,8 +29,10 @@ def config_of(rule):
 
 
 def members(root):
-  return [branching.Member(name, config_of(rule), os.path.join(root, name))
-          for name, rule in RULES.items()]
+  return [
+    branching.Member(name, config_of(rule), os.path.join(root, name))
+    for name, rule in RULES.items()
+  ]
 
 
 def train_in_process(trained):
@@ -39,6 +41,7 @@ def train_in_process(trained):
     before = len(read(metrics)) if os.path.exists(metrics) else 0
     train.train_and_evaluate(member.config, member.workdir, until_epoch=until_epoch)
     trained.append((member.name, until_epoch, len(read(metrics)) - before))
+
   return train_segment
 
 
@@ -82,7 +85,8 @@ def test_members_with_the_same_selections_have_the_same_results(branched):
   root, _, _, _ = branched
   a, b = (outputs(os.path.join(root, n)) for n in ("g-0.5", "g-0.5001"))
   assert [r["selected"] for r in a["layer_stats.jsonl"]] == [
-      r["selected"] for r in b["layer_stats.jsonl"]]
+    r["selected"] for r in b["layer_stats.jsonl"]
+  ]
   assert without_timing(a["metrics.jsonl"]) == without_timing(b["metrics.jsonl"])
 
 

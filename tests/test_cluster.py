@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from configs import paper
 from gradamp_jax import jsonl
 from gradamp_jax.sweeps import cluster
-from configs import paper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
@@ -25,8 +25,9 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path, tmp_path_factory, monke
   # The cluster's preemption signal (SIGTERM) reaches the training process once, in epoch 2.
   monkeypatch.setenv("FAULT_ONCE", str(tmp_path / "preempted-once"))
   command = f"{sys.executable} {ROOT}/tests/fault_run.py {workdir} TERM@2.3"
-  jobs = cluster.submit([command], str(tmp_path / "slurm" / "%j"), cluster="local",
-                        time_min=60, gpus=0)
+  jobs = cluster.submit(
+    [command], str(tmp_path / "slurm" / "%j"), cluster="local", time_min=60, gpus=0
+  )
   assert len(jobs) == 1
   jobs[0].result()  # raises if the job failed
   log = jobs[0].stderr() + jobs[0].stdout()
@@ -37,14 +38,34 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path, tmp_path_factory, monke
 
 def test_sweep_submits_one_job_per_run(tmp_path, monkeypatch):
   submitted = []
-  monkeypatch.setattr(cluster, "submit", lambda commands, folder, **kw: submitted.append(
-      (commands, folder, kw)) or [type("Job", (), {"job_id": str(i)})() for i in
-                                  range(len(commands))])
+  monkeypatch.setattr(
+    cluster,
+    "submit",
+    lambda commands, folder, **kw: (
+      submitted.append((commands, folder, kw))
+      or [type("Job", (), {"job_id": str(i)})() for i in range(len(commands))]
+    ),
+  )
   monkeypatch.chdir(ROOT)
-  sweep.main(["--config", "configs/paper.py", "--sweep", "model=resnet50,seeds=2", "--root",
-              str(tmp_path), "--mode", "slurm", "--partition", "gpu", "--time_min", "600",
-              "--gpus", "2"])
-  (commands, folder, options), = submitted
+  sweep.main(
+    [
+      "--config",
+      "configs/paper.py",
+      "--sweep",
+      "model=resnet50,seeds=2",
+      "--root",
+      str(tmp_path),
+      "--mode",
+      "slurm",
+      "--partition",
+      "gpu",
+      "--time_min",
+      "600",
+      "--gpus",
+      "2",
+    ]
+  )
+  ((commands, folder, options),) = submitted
   assert len(commands) == len(paper.get_sweep("model=resnet50,seeds=2"))  # one job per run
   assert folder == str(tmp_path / "slurm" / "%j")
   assert options["partition"] == "gpu" and options["time_min"] == 600 and options["gpus"] == 2
@@ -53,11 +74,29 @@ def test_sweep_submits_one_job_per_run(tmp_path, monkeypatch):
 
 def test_branched_sweep_submits_one_job_per_tree_with_the_overrides(tmp_path, monkeypatch):
   submitted = []
-  monkeypatch.setattr(cluster, "submit", lambda commands, folder, **kw: submitted.append(
-      commands) or [type("Job", (), {"job_id": str(i)})() for i in range(len(commands))])
+  monkeypatch.setattr(
+    cluster,
+    "submit",
+    lambda commands, folder, **kw: (
+      submitted.append(commands)
+      or [type("Job", (), {"job_id": str(i)})() for i in range(len(commands))]
+    ),
+  )
   monkeypatch.chdir(ROOT)
-  sweep.main(["--config", "configs/quickstart.py", "--sweep", "seeds=2", "--root",
-              str(tmp_path), "--mode", "slurm", "--branch", "--config.batch_size=64"])
+  sweep.main(
+    [
+      "--config",
+      "configs/quickstart.py",
+      "--sweep",
+      "seeds=2",
+      "--root",
+      str(tmp_path),
+      "--mode",
+      "slurm",
+      "--branch",
+      "--config.batch_size=64",
+    ]
+  )
   (commands,) = submitted
   assert len(commands) == 2  # one tree per seed: the runs of a seed differ only in their rule
   for k, command in enumerate(commands):

@@ -1,8 +1,8 @@
 """Every bad config or override is a ValueError naming its field; every good one trains.
 
 Property-based: each field's allowed values are restated here, independently of
-``gradamp_jax.training.config_fields``; hypothesis draws configs and ``--config.field=value`` strings
-mixing allowed and disallowed values and checks the verdict and the field named.
+``gradamp_jax.training.config_fields``; hypothesis draws configs and ``--config.field=value``
+strings mixing allowed and disallowed values and checks the verdict and the field named.
 """
 
 import math
@@ -15,13 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from gradamp_jax import models
-from gradamp_jax.training import config_fields
-from gradamp_jax.training import optimizer
-from gradamp_jax.training import steps as steps_lib
 from configs import default
+from gradamp_jax import models
+from gradamp_jax.training import config_fields, optimizer
+from gradamp_jax.training import steps as steps_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = jax.device_count()  # 2 (tests/conftest.py)
@@ -38,89 +38,120 @@ def phases_strategy():
   def phases(draw):
     n = draw(st.integers(1, 4))
     ends = sorted(draw(st.sets(st.integers(1, 200), min_size=n, max_size=n)))
-    return tuple((e, draw(st.floats(1e-4, 1.0)), draw(st.sampled_from([0, 1, True, False])),
-                  draw(st.floats(0.5, 4.0))) for e in ends)
+    return tuple(
+      (
+        e,
+        draw(st.floats(1e-4, 1.0)),
+        draw(st.sampled_from([0, 1, True, False])),
+        draw(st.floats(0.5, 4.0)),
+      )
+      for e in ends
+    )
 
   bad = st.one_of(
-      st.just(()),
-      st.just(((3, 0.1, 0, 1), (2, 0.1, 1, 2))),                 # end epochs decrease
-      st.tuples(st.tuples(st.integers(-5, 0), st.just(0.1), st.just(0), st.just(1))),
-      st.tuples(st.tuples(st.just(2), st.floats(-1, 0), st.just(0), st.just(1))),
-      st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1), non_finite)),
-      st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1))),  # three entries
-      st.tuples(st.tuples(st.just(2), st.just(0.1), st.sampled_from(["x", None, math.nan]),
-                          st.just(2))),                         # is_amp not 0/1/bool
-      words)
+    st.just(()),
+    st.just(((3, 0.1, 0, 1), (2, 0.1, 1, 2))),  # end epochs decrease
+    st.tuples(st.tuples(st.integers(-5, 0), st.just(0.1), st.just(0), st.just(1))),
+    st.tuples(st.tuples(st.just(2), st.floats(-1, 0), st.just(0), st.just(1))),
+    st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1), non_finite)),
+    st.tuples(st.tuples(st.just(2), st.just(0.1), st.just(1))),  # three entries
+    st.tuples(
+      st.tuples(st.just(2), st.just(0.1), st.sampled_from(["x", None, math.nan]), st.just(2))
+    ),  # is_amp not 0/1/bool
+    words,
+  )
   return phases(), bad
 
 
 def int_field(low, high=None):
   good = st.integers(low, high if high is not None else low + 10_000)
-  bad = st.one_of(st.integers(max_value=low - 1),
-                  st.integers(min_value=high + 1) if high is not None else st.nothing(),
-                  st.integers(-1000, 1000).map(lambda i: i + 0.5), non_finite,
-                  words, st.booleans())
+  bad = st.one_of(
+    st.integers(max_value=low - 1),
+    st.integers(min_value=high + 1) if high is not None else st.nothing(),
+    st.integers(-1000, 1000).map(lambda i: i + 0.5),
+    non_finite,
+    words,
+    st.booleans(),
+  )
   return good, bad
 
 
 def number_field(low, high, high_open):
   good = st.floats(low, high, exclude_max=high_open)
-  bad = st.one_of(st.floats(max_value=low, exclude_max=True, allow_infinity=False),
-                  st.floats(min_value=high, exclude_min=not high_open, allow_infinity=False),
-                  non_finite, not_numbers)
+  bad = st.one_of(
+    st.floats(max_value=low, exclude_max=True, allow_infinity=False),
+    st.floats(min_value=high, exclude_min=not high_open, allow_infinity=False),
+    non_finite,
+    not_numbers,
+  )
   return good, bad
 
 
 def choice_field(options):
-  return st.sampled_from(options), st.one_of(words.filter(lambda w: w not in options),
-                                             st.integers(), st.none())
+  return st.sampled_from(options), st.one_of(
+    words.filter(lambda w: w not in options), st.integers(), st.none()
+  )
 
 
 def even_batch():
   good = st.integers(1, 64).map(lambda k: k * DEVICES)
-  bad = st.one_of(st.integers(max_value=0), st.integers(1, 64).map(lambda k: k * DEVICES + 1),
-                  st.floats(1, 64), words, st.booleans())
+  bad = st.one_of(
+    st.integers(max_value=0),
+    st.integers(1, 64).map(lambda k: k * DEVICES + 1),
+    st.floats(1, 64),
+    words,
+    st.booleans(),
+  )
   return good, bad
 
 
 # field: (allowed values, disallowed values), as the README and configs/default.py describe.
 DOMAINS = {
-    "model": choice_field(models.MODEL_NAMES),
-    "dataset": choice_field(("cifar10", "cifar100")),
-    "data_dir": (st.one_of(st.none(), words), st.one_of(st.just(""), st.just("  "),
-                                                        st.integers(), st.booleans())),
-    "download": (st.booleans(), st.one_of(st.integers(), words)),
-    "image_folder": (st.none(), st.one_of(st.just("/no/such/folder"), st.just(""),
-                                          st.integers())),
-    "train_split": (st.sampled_from(["train", "train[:20%]", "train[10:40]", "train[:48]",
-                                     "train[-10%:]", "train+test[:50%]"]),
-                    st.one_of(st.sampled_from(["", "train[", "train]", "train[::]", "[:5]",
-                                               "validation", "None"]),
-                              st.integers(), st.none())),
-    "validation_fraction": number_field(0, 1, high_open=True),
-    "batch_size": even_batch(),
-    "eval_batch_size": even_batch(),
-    "phases": phases_strategy(),
-    "momentum": number_field(0, 1, high_open=True),
-    "weight_decay": (st.floats(min_value=0, allow_infinity=False),
-                     st.one_of(st.floats(max_value=0, exclude_max=True, allow_infinity=False),
-                               non_finite, not_numbers)),
-    "seed": int_field(0, 2**31 - 1),
-    "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
-    "conv": choice_field(("lax", "im2col")),
-    "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
-    "keep_checkpoints": int_field(1),
-    "steps_per_dispatch": int_field(0),
-    "amplification.method": choice_field(
-        ("none", "intelligent", "random", "matched_random", "all")),
-    "amplification.measure": choice_field(("G", "G_prime")),
-    "amplification.case": (st.sampled_from([1, 2]),
-                           st.one_of(st.integers().filter(lambda x: x not in (1, 2)),
-                                     st.sampled_from([True, 1.0, "1"]))),
-    "amplification.threshold": (finite, st.one_of(non_finite, not_numbers)),
-    "amplification.reselect_every": int_field(0),
-    "amplification.ratio": number_field(0, 1, high_open=False),
-    "amplification.eligible": choice_field(("all", "kernels")),
+  "model": choice_field(models.MODEL_NAMES),
+  "dataset": choice_field(("cifar10", "cifar100")),
+  "data_dir": (
+    st.one_of(st.none(), words),
+    st.one_of(st.just(""), st.just("  "), st.integers(), st.booleans()),
+  ),
+  "download": (st.booleans(), st.one_of(st.integers(), words)),
+  "image_folder": (st.none(), st.one_of(st.just("/no/such/folder"), st.just(""), st.integers())),
+  "train_split": (
+    st.sampled_from(
+      ["train", "train[:20%]", "train[10:40]", "train[:48]", "train[-10%:]", "train+test[:50%]"]
+    ),
+    st.one_of(
+      st.sampled_from(["", "train[", "train]", "train[::]", "[:5]", "validation", "None"]),
+      st.integers(),
+      st.none(),
+    ),
+  ),
+  "validation_fraction": number_field(0, 1, high_open=True),
+  "batch_size": even_batch(),
+  "eval_batch_size": even_batch(),
+  "phases": phases_strategy(),
+  "momentum": number_field(0, 1, high_open=True),
+  "weight_decay": (
+    st.floats(min_value=0, allow_infinity=False),
+    st.one_of(
+      st.floats(max_value=0, exclude_max=True, allow_infinity=False), non_finite, not_numbers
+    ),
+  ),
+  "seed": int_field(0, 2**31 - 1),
+  "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
+  "conv": choice_field(("lax", "im2col")),
+  "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
+  "keep_checkpoints": int_field(1),
+  "steps_per_dispatch": int_field(0),
+  "amplification.method": choice_field(("none", "intelligent", "random", "matched_random", "all")),
+  "amplification.measure": choice_field(("G", "G_prime")),
+  "amplification.case": (
+    st.sampled_from([1, 2]),
+    st.one_of(st.integers().filter(lambda x: x not in (1, 2)), st.sampled_from([True, 1.0, "1"])),
+  ),
+  "amplification.threshold": (finite, st.one_of(non_finite, not_numbers)),
+  "amplification.reselect_every": int_field(0),
+  "amplification.ratio": number_field(0, 1, high_open=False),
+  "amplification.eligible": choice_field(("all", "kernels")),
 }
 FIELDS = sorted(DOMAINS)
 
@@ -164,10 +195,15 @@ def named_field(message):
   return match.group(1)
 
 
-@settings(max_examples=EXAMPLES["configs"], deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(mutations(), st.one_of(st.none(), words.filter(
-    lambda w: w not in FIELDS and w != "amplification")))
+@settings(
+  max_examples=EXAMPLES["configs"],
+  deadline=None,
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+  mutations(),
+  st.one_of(st.none(), words.filter(lambda w: w not in FIELDS and w != "amplification")),
+)
 def test_generated_configs(mutation, unknown):
   changes, bad = mutation
   config = tiny_config()
@@ -184,8 +220,9 @@ def test_generated_configs(mutation, unknown):
     config_fields.validate_config(config)
   field = named_field(str(info.value))
   # The amplification transforms report under "config.amplification".
-  assert field in bad or (field == "amplification" and any(
-      f.startswith("amplification.") for f in bad)), (field, bad, str(info.value))
+  assert field in bad or (
+    field == "amplification" and any(f.startswith("amplification.") for f in bad)
+  ), (field, bad, str(info.value))
   assert "\n" not in str(info.value)
 
 
@@ -201,8 +238,13 @@ def overrides(draw):
   kind = draw(st.sampled_from(["good", "bad", "garbage", "unknown"]))
   field = draw(st.sampled_from(FIELDS))
   if kind == "unknown":
-    name = draw(st.one_of(words.filter(lambda w: w not in FIELDS and w != "amplification"),
-                          st.just("amplification.nosuchfield"), st.just("amplification")))
+    name = draw(
+      st.one_of(
+        words.filter(lambda w: w not in FIELDS and w != "amplification"),
+        st.just("amplification.nosuchfield"),
+        st.just("amplification"),
+      )
+    )
     return f"--config.{name}={draw(words)}", name
   if kind == "garbage":  # text that only a free-text field accepts
     text = f"#{draw(words)}"
@@ -224,8 +266,11 @@ def override_allowed(field, text, kind):
   return kind == "good"
 
 
-@settings(max_examples=EXAMPLES["overrides"], deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+  max_examples=EXAMPLES["overrides"],
+  deadline=None,
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(overrides())
 def test_generated_override_strings(case):
   text, bad = case
@@ -237,17 +282,27 @@ def test_generated_override_strings(case):
     assert bad is not None, f"{text} refused: {e}"
     named = named_field(str(e))
     assert named == bad or (named == "amplification" and bad.startswith("amplification.")), (
-        text, str(e))
+      text,
+      str(e),
+    )
   else:
     assert bad is None, f"{text} accepted"
 
 
 def test_override_converts_to_the_field_type():
   config = tiny_config()
-  config_fields.apply_overrides(config, [
-      "--config.seed=7", "--config.download=false", "--config.momentum=0",
-      "--config.phases=((2, 0.1, 0, 1), (4, 0.01, 1, 2))", "--config.data_dir=/tmp/x",
-      "amplification.threshold=1", "--config.image_folder=None"])
+  config_fields.apply_overrides(
+    config,
+    [
+      "--config.seed=7",
+      "--config.download=false",
+      "--config.momentum=0",
+      "--config.phases=((2, 0.1, 0, 1), (4, 0.01, 1, 2))",
+      "--config.data_dir=/tmp/x",
+      "amplification.threshold=1",
+      "--config.image_folder=None",
+    ],
+  )
   assert (config.seed, config.download, config.momentum) == (7, False, 0.0)
   assert isinstance(config.momentum, float) and isinstance(config.amplification.threshold, float)
   assert config.phases == ((2, 0.1, 0, 1), (4, 0.01, 1, 2))
@@ -258,8 +313,14 @@ def test_override_converts_to_the_field_type():
 def valid_small_configs(draw):
   config = tiny_config()
   for field in FIELDS:
-    if field in ("model", "phases", "batch_size", "eval_batch_size", "train_split",
-                 "image_folder") or not draw(st.booleans()):
+    if field in (
+      "model",
+      "phases",
+      "batch_size",
+      "eval_batch_size",
+      "train_split",
+      "image_folder",
+    ) or not draw(st.booleans()):
       continue
     set_field(config, field, draw(DOMAINS[field][0]))
   config.batch_size = draw(st.sampled_from([2, 4]))
@@ -267,8 +328,9 @@ def valid_small_configs(draw):
   return config
 
 
-@settings(max_examples=EXAMPLES["steps"], deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+  max_examples=EXAMPLES["steps"], deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(valid_small_configs())
 def test_valid_configs_build_and_run_a_step(config):
   config_fields.validate_config(config)
@@ -276,27 +338,45 @@ def test_valid_configs_build_and_run_a_step(config):
   tx = optimizer.create_optimizer(config, steps_per_epoch)
   graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(config.seed)
-  batch = dict(image=jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
-               label=jnp.asarray(rng.integers(0, 10, config.batch_size), jnp.int32))
+  batch = dict(
+    image=jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
+    label=jnp.asarray(rng.integers(0, 10, config.batch_size), jnp.int32),
+  )
   state, metrics = jax.jit(steps_lib.make_train_step(graphdef, tx))(state, batch)
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ("--config.nosuchfield=1", "config.nosuchfield: unknown field; known fields: "),
     ("--config.seed=-1", "config.seed: must be an integer in [0, 2147483647], got -1"),
     ("--config.seed=abc", "config.seed: must be an integer in [0, 2147483647], got 'abc'"),
     ("--config.phases=((2, 0.1, 0, 1), (1, 0.1, 1, 2))", "config.phases: phases[1]"),
     ('--config.phases=((2, 0.1, "x", 1),)', "config.phases: phases[0]=(2, 0.1, 'x', 1): is_amp"),
     ("--config.amplification=3", "config.amplification: is a group of fields"),
-])
+  ],
+)
 def test_command_line_explains_bad_input_in_one_line(tmp_path, override, message):
   # data_dir holds no data and download is off: reading data would fail differently.
   result = subprocess.run(
-      [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path / "run"), "--config.download=false",
-       f"--config.data_dir={tmp_path}", override],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "gradamp_jax.main",
+      "--config",
+      "configs/quickstart.py",
+      "--workdir",
+      str(tmp_path / "run"),
+      "--config.download=false",
+      f"--config.data_dir={tmp_path}",
+      override,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2, result.stderr
   assert result.stderr.startswith(f"error: {message}"), result.stderr
   assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

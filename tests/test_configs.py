@@ -10,8 +10,11 @@ def test_quickstart_sweep_pairs_every_method_on_the_same_seeds():
   assert len(runs) == 2 * (3 + 2 * 2 * 2 * 2)
   for method in ("none", "all", "random", "intelligent", "matched_random"):
     assert {r["seed"] for r in runs if r["method"] == method} == {0, 1}
-  measured = [(r["method"], r["measure"], r["case"], r["threshold"])
-              for r in runs if r["seed"] == 0 and "measure" in r]
+  measured = [
+    (r["method"], r["measure"], r["case"], r["threshold"])
+    for r in runs
+    if r["seed"] == 0 and "measure" in r
+  ]
   assert len(set(measured)) == 16
   assert {r["threshold"] for r in runs if "threshold" in r} == {0.5, 1.0}
   assert all(r["validation_fraction"] == 0.1 for r in runs)

@@ -12,8 +12,10 @@ from jax import lax
 from gradamp_jax.models import conv
 
 
-@pytest.mark.parametrize("window, stride, cin, cout, size", [
-    (3, 1, 4, 5, 8), (3, 2, 3, 6, 9), (1, 2, 4, 8, 8), (1, 1, 2, 3, 5)])
+@pytest.mark.parametrize(
+  "window, stride, cin, cout, size",
+  [(3, 1, 4, 5, 8), (3, 2, 3, 6, 9), (1, 2, 4, 8, 8), (1, 1, 2, 3, 5)],
+)
 def test_values_and_gradients_match_lax(window, stride, cin, cout, size):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(3, size, size, cin)), jnp.float32)
@@ -22,8 +24,9 @@ def test_values_and_gradients_match_lax(window, stride, cin, cout, size):
   numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
 
   def loss(fn):
-    return lambda x, k: jnp.sum(jnp.sin(fn(x, k, (stride, stride), padding,
-                                           dimension_numbers=numbers)))
+    return lambda x, k: jnp.sum(
+      jnp.sin(fn(x, k, (stride, stride), padding, dimension_numbers=numbers))
+    )
 
   want = jax.jit(jax.value_and_grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(x, kernel)
   got = jax.jit(jax.value_and_grad(loss(conv.conv_general_dilated), argnums=(0, 1)))(x, kernel)
@@ -43,10 +46,12 @@ def test_other_convolutions_fall_back_to_lax():
   x = jnp.ones((1, 6, 6, 4))
   kernel = jnp.ones((3, 3, 2, 4))
   numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
-  got = conv.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=numbers,
-                                  feature_group_count=2)
-  want = lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=numbers,
-                                  feature_group_count=2)
+  got = conv.conv_general_dilated(
+    x, kernel, (1, 1), "SAME", dimension_numbers=numbers, feature_group_count=2
+  )
+  want = lax.conv_general_dilated(
+    x, kernel, (1, 1), "SAME", dimension_numbers=numbers, feature_group_count=2
+  )
   np.testing.assert_array_equal(got, want)
 
 
@@ -56,6 +61,7 @@ def test_other_convolutions_fall_back_to_lax():
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
   from gradamp_jax.training import conv_choice
+
   monkeypatch.setenv("GRADAMP_JAX_CACHE", str(tmp_path / "cache"))
   conv_choice.fastest.cache_clear()
   yield conv_choice
@@ -64,6 +70,7 @@ def cache(tmp_path, monkeypatch):
 
 def auto_config():
   from configs import quickstart
+
   config = quickstart.get_config()
   assert config.conv == "auto"
   return config
@@ -110,5 +117,6 @@ def test_a_recorded_run_keeps_its_choice(cache, monkeypatch, tmp_path):
 
 def test_auto_times_both_implementations():
   from gradamp_jax.training import conv_choice
+
   seconds = conv_choice.measure(repeats=1)
   assert set(seconds) == {"lax", "im2col"} and all(0 < s < 60 for s in seconds.values())

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import gradamp_jax as ga
 import reference
 from test_amplification import make_params, observed_scales, random_grads, run, traced_step
+
+import gradamp_jax as ga
 
 
 def leaves_of(grads):
@@ -47,23 +47,28 @@ def test_non_finite_layer_is_not_selected_and_others_are(measure):
   grads = random_grads(params, rng, 4 * spe, bias=[2.0, 1.5, 0.0, 0.1, 0.0])
   grads[spe] = {**grads[spe], "layer0": {"w0": jnp.full(3, jnp.nan)}}  # window epoch 2
   phases = [(1, 0.1, 0, 1), (4, 0.1, 1, 2)]
-  tx = ga.intelligent_amplification(phases, spe, measure=measure, case=1, threshold=0.5,
-                                    reselect_every=1)
+  tx = ga.intelligent_amplification(
+    phases, spe, measure=measure, case=1, threshold=0.5, reselect_every=1
+  )
   outs, state = run(tx, params, grads)
   scales = observed_scales(grads, outs, 5)
   # Window 2 without the bad layer: the z-score over the four finite layers decides.
   index = ga.layer_index(params)
   fn = reference.measure_g if measure == "G" else reference.measure_g_prime
-  window = leaves_of(grads[spe:2 * spe])
-  values = [fn([[g for g, l in zip(step, index.leaf_layer) if l == layer] for step in window])
-            for layer in range(1, 5)]
+  window = leaves_of(grads[spe : 2 * spe])
+  values = [
+    fn([[g for g, owner in zip(step, index.leaf_layer) if owner == layer] for step in window])
+    for layer in range(1, 5)
+  ]
   chosen = reference.decide(reference.zscore(values, [True] * 4), [True] * 4, 1, 0.5)
   np.testing.assert_allclose(scales[2 * spe], [1.0] + list(np.where(chosen, 2.0, 1.0)))
   assert chosen.any()
   # Window 3 is finite again: all five layers take part in the selection for epoch 4.
-  window = leaves_of(grads[2 * spe:3 * spe])
-  values = [fn([[g for g, l in zip(step, index.leaf_layer) if l == layer] for step in window])
-            for layer in range(5)]
+  window = leaves_of(grads[2 * spe : 3 * spe])
+  values = [
+    fn([[g for g, owner in zip(step, index.leaf_layer) if owner == layer] for step in window])
+    for layer in range(5)
+  ]
   chosen = reference.decide(reference.zscore(values, [True] * 5), [True] * 5, 1, 0.5)
   np.testing.assert_allclose(scales[3 * spe], np.where(chosen, 2.0, 1.0))
   assert np.isfinite(np.asarray(state.normalized)).all()
@@ -73,10 +78,11 @@ def test_tracking_amplification_reports_every_epoch_like_the_monitor():
   params = make_params([[(3, 2)], [(4,)], [(2,)], [(5,)]])
   grads = random_grads(params, np.random.default_rng(2), 12, bias=[1.0, 0.2, -0.5, 0.0])
   phases = [(2, 0.1, 0, 1), (5, 0.1, 1, 2), (6, 0.1, 0, 1)]
-  monitor, monitor_state = ga.directionality_monitor(2), None
+  monitor = ga.directionality_monitor(2)
   plain = ga.intelligent_amplification(phases, 2, measure="G", case=2, threshold=0.3)
-  tracking = ga.intelligent_amplification(phases, 2, measure="G", case=2, threshold=0.3,
-                                          track_directionality=True)
+  tracking = ga.intelligent_amplification(
+    phases, 2, measure="G", case=2, threshold=0.3, track_directionality=True
+  )
   states = [tx.init(params) for tx in (monitor, plain, tracking)]
   updates = [jax.jit(tx.update) for tx in (monitor, plain, tracking)]
   epochs_seen = []
@@ -108,8 +114,9 @@ def test_accumulators_stay_empty_outside_analysis_windows():
   sums = []
   for g in grads:
     _, state = update(g, state)
-    sums.append(sum(float(jnp.sum(jnp.abs(x)))
-                    for x in jax.tree.leaves(state.directionality.abs_sum)))
+    sums.append(
+      sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(state.directionality.abs_sum))
+    )
   # Steps 1-4 (epochs 1-2) add nothing; step 5 (inside window 3) does; its end resets.
   assert sums[:4] == [0.0] * 4 and sums[4] > 0 and sums[5:] == [0.0] * 3
   assert int(state.directionality.epoch) == 3
@@ -117,6 +124,7 @@ def test_accumulators_stay_empty_outside_analysis_windows():
 
 def test_monitor_in_a_chain_traces_once_and_restores_mid_epoch(tmp_path):
   import orbax.checkpoint as ocp
+
   params = make_params([[(3, 2)], [(4,)], [(2,)]])
   grads = random_grads(params, np.random.default_rng(4), 9, bias=[1.0, 0.0, -1.0])
   tx = optax.chain(ga.directionality_monitor(2), optax.sgd(0.1, momentum=0.9))
@@ -142,9 +150,13 @@ def test_reports_refuse_parameters_of_other_layers():
   params = make_params([[(3,)], [(3,)]])
   other = {"conv": {"w0": jnp.zeros(3)}, "dense": {"w0": jnp.zeros(3)}}
   grads = random_grads(params, np.random.default_rng(5), 4, bias=[1.0, 0.0])
-  _, state = run(ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, measure="G",
-                                              threshold=-5.0, track_directionality=True),
-                 params, grads + grads[:1])
+  _, state = run(
+    ga.intelligent_amplification(
+      [(2, 0.1, 1, 2)], 2, measure="G", threshold=-5.0, track_directionality=True
+    ),
+    params,
+    grads + grads[:1],
+  )
   assert ga.selection_report(state, params) and ga.directionality_report(state, params)
   with pytest.raises(ValueError, match="not the ones the optimizer state was built for"):
     ga.selection_report(state, other)
@@ -160,22 +172,24 @@ def test_matched_random_keeps_the_measures_choice():
   grads = random_grads(params, rng, 5, bias=rng.uniform(-2, 2, 8))
   kwargs = dict(measure="G_prime", case=2, threshold=0.8)
   _, base = run(ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, **kwargs), params, grads)
-  _, control = run(ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, seed=3,
-                                                control="matched_random", **kwargs),
-                   params, grads)
+  _, control = run(
+    ga.intelligent_amplification([(2, 0.1, 1, 2)], 2, seed=3, control="matched_random", **kwargs),
+    params,
+    grads,
+  )
   rows = ga.selection_report(control, params)
-  np.testing.assert_array_equal([r["selected_by_measure"] for r in rows],
-                                np.asarray(base.mask) > 0)
+  np.testing.assert_array_equal([r["selected_by_measure"] for r in rows], np.asarray(base.mask) > 0)
   assert sum(r["selected"] for r in rows) == sum(r["selected_by_measure"] for r in rows)
   assert [r["selected"] for r in rows] != [r["selected_by_measure"] for r in rows]
-  assert all(r["selected"] == r["selected_by_measure"]
-             for r in ga.selection_report(base, params))
+  assert all(r["selected"] == r["selected_by_measure"] for r in ga.selection_report(base, params))
 
 
 def test_bfloat16_gradients_get_the_factor_unrounded():
   params = make_params([[(64,)], [(64,)]], dtype=jnp.bfloat16)
-  g = {"layer0": {"w0": jnp.linspace(-3, 3, 64).astype(jnp.bfloat16)},
-       "layer1": {"w0": jnp.ones(64, jnp.bfloat16)}}
+  g = {
+    "layer0": {"w0": jnp.linspace(-3, 3, 64).astype(jnp.bfloat16)},
+    "layer1": {"w0": jnp.ones(64, jnp.bfloat16)},
+  }
   tx = ga.random_amplification([(2, 0.1, 1, 1.1)], 1, ratio=1.0)
   outs, _ = run(tx, params, [g, g])
   want = (np.asarray(g["layer0"]["w0"], np.float32) * np.float32(1.1)).astype(jnp.bfloat16)
@@ -185,14 +199,17 @@ def test_bfloat16_gradients_get_the_factor_unrounded():
   assert np.any(np.asarray(rounded) != want)
 
 
-@pytest.mark.parametrize("phases, message", [
+@pytest.mark.parametrize(
+  "phases, message",
+  [
     ([(1, 0.1, "0", 1)], r"phases\[0\].*is_amp"),
     ([(1, 0.1, float("nan"), 1)], r"phases\[0\].*is_amp"),
     ([(1, 0.1, None, 1)], r"phases\[0\].*is_amp"),
     ([("3", 0.1, 0, 1)], r"phases\[0\].*end_epoch"),
     ([(1, 0.1, 0, 1), (float("inf"), 0.1, 1, 2)], r"phases\[1\].*end_epoch"),
     ([(1, "0.1", 0, 1)], r"phases\[0\].*learning_rate"),
-])
+  ],
+)
 def test_parse_phases_rejects_non_numbers(phases, message):
   with pytest.raises(ValueError, match=message):
     ga.parse_phases(phases)

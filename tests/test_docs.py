@@ -10,13 +10,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Row labels of the results tables -> (method, measure, case) of comparison.csv.
 LABELS = {
-    "none": ("none", "", ""),
-    "all layers": ("all", "", ""),
-    "random": ("random", "", ""),
-    "intelligent G,": ("intelligent", "G", None),
-    "intelligent G′,": ("intelligent", "G_prime", None),
-    "matched random (G,": ("matched_random", "G", None),
-    "matched random (G′,": ("matched_random", "G_prime", None),
+  "none": ("none", "", ""),
+  "all layers": ("all", "", ""),
+  "random": ("random", "", ""),
+  "intelligent G,": ("intelligent", "G", None),
+  "intelligent G′,": ("intelligent", "G_prime", None),
+  "matched random (G,": ("matched_random", "G", None),
+  "matched random (G′,": ("matched_random", "G_prime", None),
 }
 
 
@@ -44,7 +44,7 @@ def table_rows(markdown: str, header: str):
   lines = markdown.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(header))
   rows = []
-  for line in lines[start + 2:]:
+  for line in lines[start + 2 :]:
     if not line.startswith("|"):
       break
     rows.append([cell.strip() for cell in line.strip("|").split("|")])
@@ -57,8 +57,9 @@ def numbers(cell: str) -> list[float]:
 
 def check_row(row, label: str, cells: dict[str, str]):
   mean_std = numbers(cells["accuracy"])
-  assert mean_std == pytest.approx([float(row["test_mean"]), float(row["test_std"])],
-                                   abs=0.006), label
+  assert mean_std == pytest.approx([float(row["test_mean"]), float(row["test_std"])], abs=0.006), (
+    label
+  )
   if cells.get("diff"):
     diff = numbers(cells["diff"])
     expected = [float(row[k]) for k in ("diff_mean", "diff_ci_low", "diff_ci_high")]
@@ -97,9 +98,11 @@ def test_the_table_check_catches_a_wrong_number():
 
 
 def test_docs_cite_only_what_ships():
-  for path in ("README.md", "BENCHMARKS.md", *(os.path.join("docs", f) for f in
-                                               os.listdir(os.path.join(ROOT, "docs"))
-                                               if f.endswith(".md"))):
+  for path in (
+    "README.md",
+    "BENCHMARKS.md",
+    *(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")),
+  ):
     text = read(path)
     assert "SPEC" not in text, path
     for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):

@@ -21,8 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gradamp_jax import jsonl
-from gradamp_jax.training import checkpointing
-from gradamp_jax.training import preemption
+from gradamp_jax.training import checkpointing, preemption
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,25 +32,37 @@ KILLED = -9
 def run(workdir, fault=None, *overrides, cache):
   command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
   command += ([fault] if fault else []) + list(overrides)
-  result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env=dict(os.environ, FAULT_RUN_CACHE=str(cache)))
+  result = subprocess.run(
+    command,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=ROOT,
+    env=dict(os.environ, FAULT_RUN_CACHE=str(cache)),
+  )
   return result
 
 
 def outputs(workdir):
   """Metrics and layer statistics without timings, and the final state's leaves."""
   timing = ("epoch_seconds", "images_per_second")
-  rows = {name: [{k: v for k, v in r.items() if k not in timing}
-                 for r in jsonl.read_jsonl(os.path.join(workdir, name))]
-          for name in ("metrics.jsonl", "layer_stats.jsonl")}
+  rows = {
+    name: [
+      {k: v for k, v in r.items() if k not in timing}
+      for r in jsonl.read_jsonl(os.path.join(workdir, name))
+    ]
+    for name in ("metrics.jsonl", "layer_stats.jsonl")
+  }
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
     assert manager.latest_step() == 3 * STEPS
   # Restored onto one device here, whatever devices and processes saved it.
   path = os.path.join(workdir, "checkpoints", str(3 * STEPS), "default")
   with ocp.StandardCheckpointer() as checkpointer:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          checkpointer.metadata(path).item_metadata)
+    target = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      checkpointer.metadata(path).item_metadata,
+    )
     state = checkpointer.restore(path, target)
   return rows, jax.tree.leaves(state)
 
@@ -77,15 +88,21 @@ def test_compilation_cache_serves_a_second_seed(tmp_path):
   """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
   nothing new: every program it needs is already in the persistent cache."""
   cache = tmp_path / "cache"
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env = dict(
+    os.environ,
+    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+  )
   entries = []
   for seed in (0, 1):
-    command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"),
-               str(tmp_path / f"seed{seed}"), f"--config.seed={seed}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env=env)
+    command = [
+      sys.executable,
+      os.path.join(ROOT, "tests", "fault_run.py"),
+      str(tmp_path / f"seed{seed}"),
+      f"--config.seed={seed}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
     entries.append(sorted(os.listdir(cache)))
   assert entries[0] and entries[1] == entries[0]
@@ -101,11 +118,11 @@ def reference(tmp_path_factory, cache):
 
 # Kill points of the chain, each run resuming where the previous one was killed.
 KILL_POINTS = [
-    "KILL@1.3",      # first epoch, before any checkpoint
-    "KILL@2.2",      # during the analysis epoch
-    "KILL@save=12",  # while the checkpoint after the analysis epoch is being written
-    "KILL@3.0",      # after the analysis epoch, before the first amplified step
-    "KILL@3.4",      # during the amplified epoch, after the selection
+  "KILL@1.3",  # first epoch, before any checkpoint
+  "KILL@2.2",  # during the analysis epoch
+  "KILL@save=12",  # while the checkpoint after the analysis epoch is being written
+  "KILL@3.0",  # after the analysis epoch, before the first amplified step
+  "KILL@3.4",  # during the amplified epoch, after the selection
 ]
 
 
@@ -124,8 +141,12 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, 
   assert_same(workdir, reference)
   # Damage the final checkpoint: the run names it, falls back to the one before and redoes
   # the last epoch, ending the same.
-  array = max(glob.glob(str(workdir / "checkpoints" / str(3 * STEPS) / "default" /
-                            "ocdbt.process_0" / "d" / "*")), key=os.path.getsize)
+  array = max(
+    glob.glob(
+      str(workdir / "checkpoints" / str(3 * STEPS) / "default" / "ocdbt.process_0" / "d" / "*")
+    ),
+    key=os.path.getsize,
+  )
   os.truncate(array, os.path.getsize(array) // 2)
   result = run(workdir, cache=cache)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -140,15 +161,16 @@ SIGNAL_POINTS = [("TERM@1.2", 4), ("INT@2.2", STEPS + 4), ("USR1@3.1", 2 * STEPS
 
 
 @pytest.mark.slow
-def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, cache,
-                                                                    reference):
+def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, cache, reference):
   workdir = tmp_path / "run"
   for fault, step in SIGNAL_POINTS:
     result = run(workdir, fault, cache=cache)
     assert result.returncode == preemption.EXIT_PREEMPTED, (fault, result.stderr[-2000:])
     assert f"received SIG{fault.split('@')[0]}" in result.stderr
-    assert f"saving a checkpoint at update {step}" in result.stderr or \
-        f"checkpoint at update {step} in" in result.stderr, result.stderr[-2000:]
+    assert (
+      f"saving a checkpoint at update {step}" in result.stderr
+      or f"checkpoint at update {step} in" in result.stderr
+    ), result.stderr[-2000:]
     assert str(step) in os.listdir(workdir / "checkpoints")
     assert json.load(open(workdir / "partial_epoch.json"))["step"] == step
   result = run(workdir, cache=cache)
@@ -162,8 +184,7 @@ def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, ca
 
 def _manager_with_two(tmp_path, n=1000):
   directory = tmp_path / "checkpoints"
-  manager = ocp.CheckpointManager(str(directory),
-                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager = ocp.CheckpointManager(str(directory), options=ocp.CheckpointManagerOptions(create=True))
   for step in (6, 12):
     manager.save(step, args=ocp.args.StandardSave(_state(step, n)))
   manager.wait_until_finished()
@@ -180,8 +201,10 @@ def _state(step, n=1000):
 
 
 def _truncate(directory):
-  array = max(glob.glob(str(directory / "12" / "default" / "ocdbt.process_0" / "d" / "*")),
-              key=os.path.getsize)
+  array = max(
+    glob.glob(str(directory / "12" / "default" / "ocdbt.process_0" / "d" / "*")),
+    key=os.path.getsize,
+  )
   os.truncate(array, os.path.getsize(array) // 2)
 
 
@@ -197,18 +220,23 @@ def _other_model(directory):
   shutil.copytree(other / "12", directory / "12")
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (_truncate, "Error reading \"w/0\""),
+@pytest.mark.parametrize(
+  "damage, reason",
+  [
+    (_truncate, 'Error reading "w/0"'),
     (_remove_metadata, "pytree structure"),
     (_other_model, ".w is float32[77], this run's is float32[1000]"),
-])
+  ],
+)
 def test_damaged_newest_checkpoint_is_named_and_the_older_one_restores(
-    tmp_path, capsys, damage, reason):
+  tmp_path, capsys, damage, reason
+):
   manager, directory = _manager_with_two(tmp_path)
   damage(directory)
   manager.reload()
-  step, state = checkpointing.restore_newest(manager, _state(0), str(tmp_path),
-                                             step_of=lambda s: int(s.step))
+  step, state = checkpointing.restore_newest(
+    manager, _state(0), str(tmp_path), step_of=lambda s: int(s.step)
+  )
   assert step == 6
   np.testing.assert_array_equal(state.w, _state(6).w)
   message = capsys.readouterr().err
@@ -222,15 +250,18 @@ def test_no_restorable_checkpoint_over_results_is_refused(tmp_path):
   for step in ("6", "12"):
     os.remove(directory / step / "default" / "_METADATA")
   manager.reload()
-  with pytest.raises(checkpointing.NoRestorableCheckpointError,
-                     match=r"no checkpoint restores \(tried 12 .*6 .*refusing to start over"):
-    checkpointing.restore_newest(manager, _state(0), str(tmp_path),
-                                 step_of=lambda s: int(s.step))
+  with pytest.raises(
+    checkpointing.NoRestorableCheckpointError,
+    match=r"no checkpoint restores \(tried 12 .*6 .*refusing to start over",
+  ):
+    checkpointing.restore_newest(manager, _state(0), str(tmp_path), step_of=lambda s: int(s.step))
   # Results without any checkpoint are refused too; one epoch's row is not worth keeping.
   shutil.rmtree(tmp_path / checkpointing.BAD_DIR)
   jsonl.JsonlWriter(str(tmp_path / "metrics.jsonl")).write([dict(epoch=1), dict(epoch=2)])
   manager.reload()
-  with pytest.raises(checkpointing.NoRestorableCheckpointError, match="holds metrics of 2 epochs and no checkpoint"):
+  with pytest.raises(
+    checkpointing.NoRestorableCheckpointError, match="holds metrics of 2 epochs and no checkpoint"
+  ):
     checkpointing.restore_newest(manager, _state(0), str(tmp_path))
   jsonl.JsonlWriter(str(tmp_path / "metrics.jsonl")).write([dict(epoch=1)])
   assert checkpointing.restore_newest(manager, "fresh", str(tmp_path)) == (0, "fresh")
@@ -249,20 +280,36 @@ time.sleep(600)
 
 
 def test_second_run_on_a_busy_workdir_exits_naming_the_holder(tmp_path, capsys):
-  holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+  )
   try:
     assert holder.stdout.readline() == "held\n"
-    with pytest.raises(WorkdirBusyError, match=rf"in use by pid {holder.pid} on host "
-                       rf"{os.uname().nodename} since"):
+    with pytest.raises(
+      WorkdirBusyError,
+      match=rf"in use by pid {holder.pid} on host "
+      rf"{os.uname().nodename} since",
+    ):
       WorkdirLock(str(tmp_path)).acquire()
     # The command line: exit status 1 and the holder named, before any data is read
     # (data_dir is empty and download is off: reading would fail with another message).
     result = subprocess.run(
-        [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
-         "--workdir", str(tmp_path), "--config.download=false",
-         f"--config.data_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-        timeout=120)
+      [
+        sys.executable,
+        "-m",
+        "gradamp_jax.main",
+        "--config",
+        "configs/quickstart.py",
+        "--workdir",
+        str(tmp_path),
+        "--config.download=false",
+        f"--config.data_dir={tmp_path}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
     assert result.returncode == 1
     assert f"is in use by pid {holder.pid} on host" in result.stderr, result.stderr
   finally:
@@ -289,6 +336,7 @@ def test_jsonl_never_shows_a_broken_line(tmp_path):
     f.write('{"epoch": 3, "lo')  # what a cut-off write would leave
   assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2]
   from gradamp_jax import analysis
+
   assert list(analysis.read_frame(path)["epoch"]) == [1, 2]
   jsonl.JsonlWriter(path, keep=lambda r: True).write([dict(epoch=3, loss=0.125)])
   assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2, 3]
@@ -322,8 +370,9 @@ while True:
 def test_jsonl_killed_writer_leaves_whole_rows(tmp_path):
   path = str(tmp_path / "rows.jsonl")
   for delay in (0.05, 0.2, 0.4):
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, path], cwd=ROOT,
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+      [sys.executable, "-c", WRITER, path], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout.readline() == "go\n"
     time.sleep(delay)
     writer.kill()
@@ -341,16 +390,26 @@ def run_two_processes(workdir, cache, faults=(None, None)):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, FAULT_RUN_CACHE=str(cache), FAULT_LOAD_LOG=str(workdir) + ".loads",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(
+    os.environ,
+    FAULT_RUN_CACHE=str(cache),
+    FAULT_LOAD_LOG=str(workdir) + ".loads",
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  )
   processes = []
   for i, fault in enumerate(faults):
     command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
     command += ([fault] if fault else []) + [
-        "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-        f"--process_id={i}"]
-    processes.append(subprocess.Popen(command, cwd=ROOT, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+      "--distributed",
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    ]
+    processes.append(
+      subprocess.Popen(
+        command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+      )
+    )
   results = []
   for p in processes:
     out, err = p.communicate(timeout=600)
@@ -359,8 +418,7 @@ def run_two_processes(workdir, cache, faults=(None, None)):
 
 
 @pytest.mark.slow
-def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, cache,
-                                                                        reference):
+def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, cache, reference):
   workdir = tmp_path / "run"
   (rc0, out0, err0), (rc1, out1, err1) = run_two_processes(workdir, cache)
   assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
@@ -382,8 +440,9 @@ def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path
 
 @pytest.mark.slow
 def test_a_process_that_dies_ends_the_other_with_a_clear_message(tmp_path, cache):
-  (rc0, _, err0), (rc1, _, _) = run_two_processes(tmp_path / "run", cache,
-                                                  faults=(None, "KILL@2.2"))
+  (rc0, _, err0), (rc1, _, _) = run_two_processes(
+    tmp_path / "run", cache, faults=(None, "KILL@2.2")
+  )
   assert rc1 == KILLED
   assert rc0 == 1, err0[-3000:]
   assert "error: process 0: another process of this run ended, so this one stops too" in err0

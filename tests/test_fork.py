@@ -7,13 +7,12 @@ import sys
 
 import jax
 import pytest
+from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
 import gradamp_jax as ga
 from gradamp_jax.sweeps import fork
-from gradamp_jax.training import optimizer
+from gradamp_jax.training import optimizer, train
 from gradamp_jax.training import steps as steps_lib
-from gradamp_jax.training import train
-from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (4, 0.02, 0, 1))
 TIMING = ("epoch_seconds", "images_per_second")
@@ -30,9 +29,11 @@ def without_timing(rows):
 
 
 def outputs(workdir):
-  return {name: read(os.path.join(workdir, name)) for name in
-          ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")
-          if os.path.exists(os.path.join(workdir, name))}
+  return {
+    name: read(os.path.join(workdir, name))
+    for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")
+    if os.path.exists(os.path.join(workdir, name))
+  }
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +49,10 @@ def parent(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("rule", [dict(method="none"),
-                                  dict(method="matched_random", measure="G_prime", case=1,
-                                       threshold=0.3)])
+@pytest.mark.parametrize(
+  "rule",
+  [dict(method="none"), dict(method="matched_random", measure="G_prime", case=1, threshold=0.3)],
+)
 def test_forked_run_equals_the_run_trained_alone(parent, tmp_path, rule):
   config = config_of(**rule)
   alone, forked = str(tmp_path / "alone"), str(tmp_path / "forked")
@@ -87,12 +89,15 @@ def test_run_with_the_same_selection_forks_after_it_and_matches(parent, tmp_path
   assert got["directionality.jsonl"] == want["directionality.jsonl"]
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (lambda c: setattr(c, "seed", 1), "differ in seed"),
     (lambda c: setattr(c, "phases", ((1, 0.05, 0, 1), (4, 0.05, 1, 2))), "differ in phases"),
     (lambda c: setattr(c, "track_directionality", False), "track_directionality must be"),
     (lambda c: c.amplification.update(method="all"), "selections differ at epoch 3"),
-])
+  ],
+)
 def test_fork_refuses_another_computation(parent, tmp_path, change, message):
   config = config_of()
   change(config)
@@ -106,15 +111,30 @@ def test_fork_needs_the_parents_checkpoint(parent, tmp_path):
     fork.fork(config_of(method="none"), str(tmp_path), parent, 1)
 
 
-@pytest.mark.parametrize("flags, message", [
+@pytest.mark.parametrize(
+  "flags, message",
+  [
     (["--fork_from", "elsewhere"], "--fork_from and --fork_epoch go together"),
     (["--fork_from", "elsewhere", "--fork_epoch", "0"], "--fork_epoch: must be a positive"),
     (["--until_epoch", "-1"], "--until_epoch: must be a positive"),
-])
+  ],
+)
 def test_bad_fork_flags_are_one_line_and_status_2(tmp_path, flags, message):
   result = subprocess.run(
-      [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path), *flags], capture_output=True, text=True, cwd=ROOT)
+    [
+      sys.executable,
+      "-m",
+      "gradamp_jax.main",
+      "--config",
+      "configs/quickstart.py",
+      "--workdir",
+      str(tmp_path),
+      *flags,
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  )
   assert result.returncode == 2
   assert message in result.stderr.strip().splitlines()[-1]
   assert not os.listdir(tmp_path)
@@ -123,10 +143,14 @@ def test_bad_fork_flags_are_one_line_and_status_2(tmp_path, flags, message):
 def test_tracked_runs_of_every_method_share_one_state_layout():
   """What makes forking possible: only the selection rule differs, not the state."""
   layouts = set()
-  for rule in (dict(method="none"), dict(method="all"), dict(method="random", ratio=0.3),
-               dict(method="intelligent", measure="G", case=1),
-               dict(method="intelligent", measure="G_prime", case=2),
-               dict(method="matched_random", measure="G", case=1)):
+  for rule in (
+    dict(method="none"),
+    dict(method="all"),
+    dict(method="random", ratio=0.3),
+    dict(method="intelligent", measure="G", case=1),
+    dict(method="intelligent", measure="G_prime", case=2),
+    dict(method="matched_random", measure="G", case=1),
+  ):
     config = config_of(**rule)
     tx = optimizer.create_optimizer(config, STEPS)
     _, state = steps_lib.create_train_state(config, 10, tx)

@@ -151,10 +151,11 @@ def test_conv_choice_gives_lax_gradients():
     model = models.create("resnet8", 10, seed=0, conv=conv)
     convs = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Conv)]
     assert len(convs) == 9 and {c.conv_general_dilated for c in convs} == {
-        jax.lax.conv_general_dilated if conv == "lax" else models.conv.conv_general_dilated}
+      jax.lax.conv_general_dilated if conv == "lax" else models.conv.conv_general_dilated
+    }
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def loss(params):
+    def loss(params, graphdef=graphdef, rest=rest):
       logits = nnx.merge(graphdef, params, rest)(x, train=False)
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 

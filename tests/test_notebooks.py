@@ -4,9 +4,8 @@ import os
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from mock_sweep import copy_sweep
+from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("results.ipynb", "layer_statistics.ipynb")
@@ -31,8 +30,9 @@ def execute(name, **parameters):
   at = next(i for i, c in enumerate(book.cells) if "parameters" in c.metadata.get("tags", []))
   source = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
   book.cells.insert(at + 1, nbformat.v4.new_code_cell(source))
-  NotebookClient(book, timeout=300, kernel_name="python3",
-                 resources={"metadata": {"path": ROOT}}).execute()
+  NotebookClient(
+    book, timeout=300, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+  ).execute()
   return book
 
 
@@ -58,8 +58,13 @@ def test_results_notebook(sweep):
   printed = "".join(outputs(book, "stream"))
   assert "12 runs, 12 finished" in printed
   tag = "resnet8_cifar10_reselect0"
-  for name in (f"threshold_{tag}.png", f"curves_{tag}.png", f"selection_{tag}.png",
-               f"selected_layers_{tag}.png", "directionality_resnet8_cifar10.png"):
+  for name in (
+    f"threshold_{tag}.png",
+    f"curves_{tag}.png",
+    f"selection_{tag}.png",
+    f"selected_layers_{tag}.png",
+    "directionality_resnet8_cifar10.png",
+  ):
     assert name in printed
   assert len(outputs(book, "image/png")) == 5
   markdown = "".join(outputs(book, "text/markdown"))

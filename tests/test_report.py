@@ -9,10 +9,10 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 import pytest
+from mock_sweep import copy_sweep
 
 from gradamp_jax import analysis
 from gradamp_jax.analysis import report
-from mock_sweep import copy_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,10 +34,20 @@ def reported(mock_sweep, tmp_path_factory):
 def test_report_writes_every_file(reported):
   _, out = reported
   tag = "resnet8_cifar10_reselect0"
-  assert sorted(os.listdir(out)) == sorted([
-      "runs.csv", "summary.csv", "comparison.csv", "epoch_times.csv", "report.md",
-      f"threshold_{tag}.png", f"selected_layers_{tag}.png", f"curves_{tag}.png",
-      f"selection_{tag}.png", "directionality_resnet8_cifar10.png"])
+  assert sorted(os.listdir(out)) == sorted(
+    [
+      "runs.csv",
+      "summary.csv",
+      "comparison.csv",
+      "epoch_times.csv",
+      "report.md",
+      f"threshold_{tag}.png",
+      f"selected_layers_{tag}.png",
+      f"curves_{tag}.png",
+      f"selection_{tag}.png",
+      "directionality_resnet8_cifar10.png",
+    ]
+  )
   for name in os.listdir(out):
     if name.endswith(".png"):
       assert open(os.path.join(out, name), "rb").read(8) == PNG_MAGIC
@@ -62,8 +72,9 @@ def test_runs_csv_against_the_run_files(reported):
     config = json.load(open(os.path.join(run["workdir"], "config.json")))
     assert run["seed"] == config["seed"] and run["method"] == config["amplification"]["method"]
   by_method = runs.groupby("method")
-  assert by_method[["measure", "case", "threshold", "ratio", "reselect_every"]].count() \
-      .loc["none"].tolist() == [0, 0, 0, 0, 0]
+  assert by_method[["measure", "case", "threshold", "ratio", "reselect_every"]].count().loc[
+    "none"
+  ].tolist() == [0, 0, 0, 0, 0]
   assert by_method[["measure", "threshold", "ratio"]].count().loc["random"].tolist() == [0, 0, 2]
   assert by_method[["measure", "threshold", "ratio"]].count().loc["all"].tolist() == [0, 0, 0]
   smart = runs[runs["method"] == "intelligent"]
@@ -74,9 +85,12 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
   root, _ = reported
   runs = analysis.load_runs(root)
   none = runs[runs["method"] == "none"]["workdir"]
-  layers = [l["layer"] for l in json.load(open(os.path.join(none.iloc[0], "run.json")))["layers"]]
+  layers = [
+    entry["layer"] for entry in json.load(open(os.path.join(none.iloc[0], "run.json")))["layers"]
+  ]
   table = analysis.directionality_table(
-      [analysis.read_frame(os.path.join(w, "directionality.jsonl")) for w in none], "G_prime")
+    [analysis.read_frame(os.path.join(w, "directionality.jsonl")) for w in none], "G_prime"
+  )
   assert list(table.index) == layers and list(table.columns) == [1, 2, 3]
   want = defaultdict(list)
   for workdir in none:
@@ -87,8 +101,9 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
     assert len(values) == 2 and table.loc[layer, epoch] == pytest.approx(np.mean(values))
   assert ((table.to_numpy() >= 0) & (table.to_numpy() <= 1)).all()
   for workdir in runs[runs["method"] == "matched_random"]["workdir"]:
-    counts = analysis.selected_counts(analysis.read_frame(
-        os.path.join(workdir, "layer_stats.jsonl")))
+    counts = analysis.selected_counts(
+      analysis.read_frame(os.path.join(workdir, "layer_stats.jsonl"))
+    )
     assert counts["epoch"].tolist() == [2]
     assert (counts["selected"] == counts["by_measure"]).all()  # matched in number
     assert (counts["overlap"] <= counts["selected"]).all()
@@ -101,8 +116,10 @@ def finals_by_hand(root):
     config = json.load(open(os.path.join(workdir, "config.json")))
     amp, last = config["amplification"], last_row(workdir)
     threshold = amp["threshold"] if amp["method"] in ("intelligent", "matched_random") else None
-    out[amp["method"], threshold][config["seed"]] = (100 * last["test_accuracy"],
-                                                     100 * last["val_accuracy"])
+    out[amp["method"], threshold][config["seed"]] = (
+      100 * last["test_accuracy"],
+      100 * last["val_accuracy"],
+    )
   return out
 
 
@@ -120,8 +137,7 @@ def test_summary_and_comparison_by_hand(reported):
 
   comparison = pd.read_csv(os.path.join(out, "comparison.csv"))
   assert list(comparison.columns) == list(analysis.COMPARISON_COLUMNS)
-  assert comparison["method"].tolist() == ["none", "all", "random", "intelligent",
-                                           "matched_random"]
+  assert comparison["method"].tolist() == ["none", "all", "random", "intelligent", "matched_random"]
   rows = comparison.set_index("method")
   val = {t: np.mean([v for _, v in finals["intelligent", t].values()]) for t in (0.5, 1.0)}
   want = 0.5 if val[0.5] >= val[1.0] else 1.0  # ties to the smaller threshold
@@ -158,8 +174,12 @@ def test_report_tolerates_killed_and_unfinished_runs(mock_sweep, tmp_path):
 
 
 def test_report_command_line(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "gradamp_jax.report", str(tmp_path), "--out",
-                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, "-m", "gradamp_jax.report", str(tmp_path), "--out", str(tmp_path / "out")],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 2
   assert "no run folder (one holding config.json and metrics.jsonl)" in result.stderr
 
@@ -167,11 +187,20 @@ def test_report_command_line(tmp_path):
 def test_report_with_no_finished_run(tmp_path):
   run = tmp_path / "runs" / "a"
   run.mkdir(parents=True)
-  (run / "config.json").write_text(json.dumps(dict(
-      model="resnet8", dataset="cifar10", seed=0, phases=[[2, 0.1, 0, 1]],
-      amplification=dict(method="none"))))
-  (run / "metrics.jsonl").write_text(json.dumps(dict(epoch=1, test_accuracy=0.5,
-                                                     epoch_seconds=3.0)) + "\n")
+  (run / "config.json").write_text(
+    json.dumps(
+      dict(
+        model="resnet8",
+        dataset="cifar10",
+        seed=0,
+        phases=[[2, 0.1, 0, 1]],
+        amplification=dict(method="none"),
+      )
+    )
+  )
+  (run / "metrics.jsonl").write_text(
+    json.dumps(dict(epoch=1, test_accuracy=0.5, epoch_seconds=3.0)) + "\n"
+  )
   out = tmp_path / "out"
   assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
   assert pd.read_csv(out / "comparison.csv").empty

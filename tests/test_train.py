@@ -15,17 +15,14 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import gradamp_jax as ga
-from gradamp_jax import input_pipeline
-from gradamp_jax import jsonl
-from gradamp_jax.training import config_fields
-from gradamp_jax.training import optimizer
-from gradamp_jax.training import outputs
-from gradamp_jax.training import steps as steps_lib
-from gradamp_jax.training import train
 from configs import default
+from gradamp_jax import input_pipeline, jsonl
+from gradamp_jax.training import config_fields, optimizer, outputs, train
+from gradamp_jax.training import steps as steps_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_EXAMPLES = 48
@@ -49,8 +46,10 @@ def tiny_config(**amplification):
 @contextlib.contextmanager
 def mock_cifar():
   """Random CIFAR-shaped TFDS data; mock_data does not cover is_prepared (a disk look-up)."""
-  with mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True), \
-      tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+  with (
+    mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True),
+    tfds.testing.mock_data(num_examples=NUM_EXAMPLES),
+  ):
     yield
 
 
@@ -59,8 +58,9 @@ def read(path):
 
 
 def _strip_timing(rows):
-  return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}
-          for r in rows]
+  return [
+    {k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")} for r in rows
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -74,36 +74,52 @@ def finished_run(tmp_path_factory):
 def test_run_writes_every_output(finished_run):
   workdir, last = finished_run
   assert sorted(os.listdir(workdir)) == [
-      ".lock", "checkpoints", "config.json", "directionality.jsonl", "layer_stats.jsonl",
-      "metrics.jsonl", "run.json", "tensorboard"]
+    ".lock",
+    "checkpoints",
+    "config.json",
+    "directionality.jsonl",
+    "layer_stats.jsonl",
+    "metrics.jsonl",
+    "run.json",
+    "tensorboard",
+  ]
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["model"] == "resnet8" and config["amplification"]["measure"] == "G"
   metrics = read(os.path.join(workdir, "metrics.jsonl"))
   assert [m["epoch"] for m in metrics] == [1, 2, 3]
-  for key in ("lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-              "epoch_seconds", "amplified_layers"):
+  for key in (
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "epoch_seconds",
+    "amplified_layers",
+  ):
     assert all(np.isfinite(m[key]) for m in metrics), key
   assert all(0 <= m["test_accuracy"] <= 1 for m in metrics)
   assert metrics[-1] == last
   run = json.load(open(os.path.join(workdir, "run.json")))
   assert run["steps_per_epoch"] == STEPS and run["num_test"] == NUM_EXAMPLES
   # resnet8: 9 convs (7 + 2 projection shortcuts), 9 BatchNorms, 1 Dense.
-  assert len(run["layers"]) == 19 and all(l["eligible"] for l in run["layers"])
+  assert len(run["layers"]) == 19 and all(entry["eligible"] for entry in run["layers"])
   # Network order: stem first, classifier last (the tree's order would put "fc" third).
-  assert [l["index"] for l in run["layers"]] == list(range(19))
-  assert [l["layer"] for l in run["layers"]][:3] == ["conv1", "bn1", "layer1/0/conv1"]
+  assert [entry["index"] for entry in run["layers"]] == list(range(19))
+  assert [entry["layer"] for entry in run["layers"]][:3] == ["conv1", "bn1", "layer1/0/conv1"]
   assert run["layers"][-1]["layer"] == "fc"
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   # Checkpoints are indexed by update count; the last two epochs' are kept.
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == [
-      str(2 * STEPS), str(3 * STEPS)]
+    str(2 * STEPS),
+    str(3 * STEPS),
+  ]
 
 
 def test_selection_happens_at_the_end_of_the_analysis_epoch(finished_run):
   workdir, _ = finished_run
   stats = read(os.path.join(workdir, "layer_stats.jsonl"))
   run = json.load(open(os.path.join(workdir, "run.json")))
-  assert [s["layer"] for s in stats] == [l["layer"] for l in run["layers"]]
+  assert [s["layer"] for s in stats] == [entry["layer"] for entry in run["layers"]]
   # Epoch 2 (the amplified phase's first) is analysed; selection takes effect at step 2*STEPS.
   assert {s["epoch"] for s in stats} == {2} and {s["step"] for s in stats} == {2 * STEPS}
   values = np.array([s["value"] for s in stats])
@@ -124,18 +140,22 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
   shutil.rmtree(os.path.join(resumed, "checkpoints", str(3 * STEPS)))
   with mock_cifar():
     train.train_and_evaluate(tiny_config(), resumed)
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a, \
-      ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b:
+  with (
+    ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a,
+    ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b,
+  ):
     want, got = a.restore(3 * STEPS), b.restore(3 * STEPS)
   for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_array_equal(x, y)
   for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
     assert _strip_timing(read(os.path.join(resumed, name))) == _strip_timing(
-        read(os.path.join(workdir, name)))
+      read(os.path.join(workdir, name))
+    )
 
 
-def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, monkeypatch,
-                                                        capsys):
+def test_steps_per_call_change_nothing_and_compile_once(
+  finished_run, tmp_path, monkeypatch, capsys
+):
   """4 steps per call (calls of 4 and 2 steps) against one call per epoch: bitwise the same
   run, the loop traced once for every phase, selection and call length; and the same run
   as one step per call without a loop (the finished run) up to rounding."""
@@ -161,8 +181,10 @@ def test_steps_per_call_change_nothing_and_compile_once(finished_run, tmp_path, 
       train.train_and_evaluate(config, str(workdir))
     with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
       leaves = jax.tree.leaves(manager.restore(3 * STEPS))
-    rows = {name: _strip_timing(read(workdir / name))
-            for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")}
+    rows = {
+      name: _strip_timing(read(workdir / name))
+      for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl")
+    }
     outputs.append((leaves, rows))
   assert traces == [True, True]  # one trace per run
   assert "warning: steps_per_dispatch=4 runs the steps in a loop" in capsys.readouterr().err
@@ -184,15 +206,23 @@ def test_each_device_computes_its_half_of_the_batch():
   graphdef, state = steps_lib.create_train_state(config, 10, tx)
   mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
   rng = np.random.default_rng(0)
-  split = input_pipeline.Split(rng.integers(0, 256, (NUM_EXAMPLES, 32, 32, 3), dtype=np.uint8),
-                               rng.integers(0, 10, NUM_EXAMPLES).astype(np.int32))
+  split = input_pipeline.Split(
+    rng.integers(0, 256, (NUM_EXAMPLES, 32, 32, 3), dtype=np.uint8),
+    rng.integers(0, 10, NUM_EXAMPLES).astype(np.int32),
+  )
   plan = input_pipeline.epoch_plan(0, 1, num_examples=NUM_EXAMPLES, batch_size=BATCH)
   history = {k: jnp.zeros(STEPS) for k in steps_lib.STEP_METRICS}
   for loop in (False, True):
-    chunk = jax.jit(steps_lib.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3,
-                                           NamedSharding(mesh, P("data")), loop=loop))
-    text = chunk.lower(state, input_pipeline.to_device(split, mesh), plan, 0, 1,
-                       history).compile().as_text()
+    chunk = jax.jit(
+      steps_lib.make_train_chunk(
+        graphdef, tx, (0.5,) * 3, (0.25,) * 3, NamedSharding(mesh, P("data")), loop=loop
+      )
+    )
+    text = (
+      chunk.lower(state, input_pipeline.to_device(split, mesh), plan, 0, 1, history)
+      .compile()
+      .as_text()
+    )
     assert "f32[4,32,32,16]" in text and "f32[8,32,32,16]" not in text
 
 
@@ -209,31 +239,39 @@ def test_evaluation_counts_every_example_once():
   tx = optimizer.create_optimizer(config, 1)
   graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(0)
-  split = input_pipeline.Split(rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8),
-                               rng.integers(0, 10, 37).astype(np.int32))
+  split = input_pipeline.Split(
+    rng.integers(0, 256, (37, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 37).astype(np.int32)
+  )
   mesh = Mesh(np.array(jax.devices()), ("data",))
   mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-  evaluate = jax.jit(steps_lib.make_evaluate(graphdef, mean, std,
-                                         NamedSharding(mesh, P("data"))))
+  evaluate = jax.jit(steps_lib.make_evaluate(graphdef, mean, std, NamedSharding(mesh, P("data"))))
   sums = jax.device_get(evaluate(state, input_pipeline.to_device_batches(split, 16, mesh)))
   model = nnx.merge(graphdef, state.params, state.batch_stats)
   images = (split.images / 255.0 - np.asarray(mean)) / np.asarray(std)
-  logits = np.asarray(jax.jit(lambda x: model(x, train=False))(jnp.asarray(images, jnp.float32)),
-                      np.float64)
-  log_p = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
-                                 keepdims=True)) - logits.max(-1, keepdims=True)
+  logits = np.asarray(
+    jax.jit(lambda x: model(x, train=False))(jnp.asarray(images, jnp.float32)), np.float64
+  )
+  log_p = (
+    logits
+    - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True))
+    - logits.max(-1, keepdims=True)
+  )
   assert float(sums["count"]) == 37
   assert float(sums["correct"]) == np.sum(logits.argmax(-1) == split.labels)
-  np.testing.assert_allclose(float(sums["loss"]), -np.sum(log_p[np.arange(37), split.labels]),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    float(sums["loss"]), -np.sum(log_p[np.arange(37), split.labels]), rtol=1e-4
+  )
 
 
 def test_directionality_of_every_layer_every_epoch(finished_run):
   workdir, _ = finished_run
   rows = read(os.path.join(workdir, "directionality.jsonl"))
-  layers = [l["layer"] for l in json.load(open(os.path.join(workdir, "run.json")))["layers"]]
+  layers = [
+    entry["layer"] for entry in json.load(open(os.path.join(workdir, "run.json")))["layers"]
+  ]
   assert [(r["epoch"], r["layer"], r["index"]) for r in rows] == [
-      (e, name, i) for e in (1, 2, 3) for i, name in enumerate(layers)]
+    (e, name, i) for e in (1, 2, 3) for i, name in enumerate(layers)
+  ]
   for key in ("G", "G_prime"):
     assert all(0 <= r[key] <= 1 for r in rows), key
   # The selection analysed epoch 2 with the same accumulators: the same G values.
@@ -250,7 +288,8 @@ def test_unamplified_run_measures_directionality_too(tmp_path):
   assert sorted({r["epoch"] for r in rows}) == [1, 2] and len(rows) == 2 * 19
   assert all(0 <= r["G"] <= 1 and 0 <= r["G_prime"] <= 1 for r in rows)
   assert not os.path.exists(tmp_path / "layer_stats.jsonl") or not read(
-      tmp_path / "layer_stats.jsonl")
+    tmp_path / "layer_stats.jsonl"
+  )
   config.track_directionality = False
   tx = optimizer.create_optimizer(config, STEPS)
   _, state = steps_lib.create_train_state(config, 10, tx)
@@ -286,11 +325,19 @@ def test_resuming_on_other_data_is_refused(finished_run, tmp_path):
 
 def test_data_fingerprint_sees_one_pixel():
   rng = np.random.default_rng(0)
-  split = lambda: input_pipeline.Split(rng.integers(0, 255, (4, 2, 2, 3), dtype=np.uint8),
-                                       np.arange(4, dtype=np.int32))
-  data = input_pipeline.Dataset(name="x", class_names=tuple("abcd"), train=split(),
-                                test=split(), validation=None,
-                                num_classes=4, mean=(0, 0, 0), std=(1, 1, 1))
+  split = lambda: input_pipeline.Split(
+    rng.integers(0, 255, (4, 2, 2, 3), dtype=np.uint8), np.arange(4, dtype=np.int32)
+  )
+  data = input_pipeline.Dataset(
+    name="x",
+    class_names=tuple("abcd"),
+    train=split(),
+    test=split(),
+    validation=None,
+    num_classes=4,
+    mean=(0, 0, 0),
+    std=(1, 1, 1),
+  )
   before = outputs.data_fingerprint(data)
   assert outputs.data_fingerprint(data) == before
   data.train.images[1, 0, 0, 2] ^= 1
@@ -330,8 +377,10 @@ def _state_and_batch(config, steps_per_epoch=1):
   tx = optimizer.create_optimizer(config, steps_per_epoch)
   graphdef, state = steps_lib.create_train_state(config, 10, tx)
   rng = np.random.default_rng(0)
-  batch = dict(image=jnp.asarray(rng.normal(size=(BATCH, 32, 32, 3)), jnp.float32),
-               label=jnp.asarray(rng.integers(0, 10, BATCH), jnp.int32))
+  batch = dict(
+    image=jnp.asarray(rng.normal(size=(BATCH, 32, 32, 3)), jnp.float32),
+    label=jnp.asarray(rng.integers(0, 10, BATCH), jnp.int32),
+  )
   return tx, graphdef, state, batch
 
 
@@ -355,8 +404,9 @@ def test_selected_layers_update_is_factor_times_plain_update():
   assert 0 < mask.sum() < len(mask)
   index = ga.layer_index(state.params)
   before = jax.tree.leaves(state.params)
-  for leaf, b, a, p in zip(index.leaf_layer, before, jax.tree.leaves(amplified.params),
-                           jax.tree.leaves(plain.params)):
+  for leaf, b, a, p in zip(
+    index.leaf_layer, before, jax.tree.leaves(amplified.params), jax.tree.leaves(plain.params)
+  ):
     factor = 2.0 if mask[leaf] else 1.0
     # atol: float32 spacing of parameters near 1 (BatchNorm scales) is 1.2e-7 per subtraction.
     np.testing.assert_allclose(a - b, factor * (p - b), rtol=1e-4, atol=5e-7)
@@ -377,8 +427,9 @@ def test_two_devices_match_one_device():
     results.append(jax.device_get(state))
   one, two = results
   assert int(ga.find_state(two.opt_state).num_selections) == 1
-  np.testing.assert_array_equal(ga.find_state(one.opt_state).mask,
-                                ga.find_state(two.opt_state).mask)
+  np.testing.assert_array_equal(
+    ga.find_state(one.opt_state).mask, ga.find_state(two.opt_state).mask
+  )
   # Same global batch and BatchNorm statistics; only the reduction order differs. Rounding
   # grows over these steps (batch of 8): on one device, lax's and the im2col convolution
   # gradients, equal up to rounding, end up to 2.1e-4 apart after the same 5 steps.
@@ -386,7 +437,9 @@ def test_two_devices_match_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=5e-4)
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("model", "resnet7", "config.model: must be one of vgg11, .*, got 'resnet7'"),
     ("dataset", "mnist", "config.dataset: must be one of cifar10, cifar100, got 'mnist'"),
     ("conv", "fft", "config.conv: must be one of auto, lax, im2col, got 'fft'"),
@@ -399,7 +452,8 @@ def test_two_devices_match_one_device():
     ("amplification.eligible", "convs", "config.amplification.eligible: must be one of"),
     ("amplification.reselect_every", -1, "config.amplification.reselect_every"),
     ("image_folder", "/no/such/folder", "config.image_folder: folder '/no/such/folder'"),
-])
+  ],
+)
 def test_bad_config_names_the_field(field, value, message):
   config = tiny_config()
   if field == "amplification.ratio":
@@ -419,8 +473,20 @@ def test_unwritable_workdir(tmp_path):
 
 def test_main_exits_non_zero_with_the_field_named(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py",
-       "--workdir", str(tmp_path), "--config.amplification.method=best"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "gradamp_jax.main",
+      "--config",
+      "configs/quickstart.py",
+      "--workdir",
+      str(tmp_path),
+      "--config.amplification.method=best",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2
   assert "config.amplification.method: must be one of none, " in result.stderr

@@ -19,6 +19,7 @@ _MEASURE_NAMES = {"G": "G", "G_prime": "G′"}
 
 def _axes(ax):
   import matplotlib.pyplot as plt
+
   return ax or plt.gca()
 
 
@@ -45,13 +46,24 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
       group = group.sort_values("threshold")
       label = analysis.family_label(group.iloc[0])
       color = colors.setdefault((measure, case), f"C{len(colors)}")
-      ax.errorbar(group["threshold"], group["test_mean"],
-                  yerr=group["test_std"].astype(float).fillna(0), fmt="o" + style,
-                  color=color, capsize=2, label=label, alpha=1.0 if style == "-" else 0.6)
+      ax.errorbar(
+        group["threshold"],
+        group["test_mean"],
+        yerr=group["test_std"].astype(float).fillna(0),
+        fmt="o" + style,
+        color=color,
+        capsize=2,
+        label=label,
+        alpha=1.0 if style == "-" else 0.6,
+      )
   for i, method in enumerate(("random", "all")):
     for _, row in summary[summary["method"] == method].iterrows():
-      ax.axhline(row["test_mean"], color=f"C{6 + i}", linestyle=":",
-                 label=f"{method} ({row['test_mean']:.2f}, n={int(row['n'])})")
+      ax.axhline(
+        row["test_mean"],
+        color=f"C{6 + i}",
+        linestyle=":",
+        label=f"{method} ({row['test_mean']:.2f}, n={int(row['n'])})",
+      )
   ax.set_xlabel("threshold on the normalized measure")
   ax.set_ylabel("final test accuracy (%)")
   ax.legend(fontsize="small")
@@ -65,23 +77,27 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
   ax = _axes(ax)
   for label, curve in curves.items():
     n = int(curve["n"].min()) if len(curve) else 0
-    line, = ax.plot(curve["epoch"], curve["test_accuracy"], label=f"{label} test (n={n})")
-    ax.plot(curve["epoch"], curve["train_accuracy"], "--", color=line.get_color(),
-            label=f"{label} train")
+    (line,) = ax.plot(curve["epoch"], curve["test_accuracy"], label=f"{label} test (n={n})")
+    ax.plot(
+      curve["epoch"], curve["train_accuracy"], "--", color=line.get_color(), label=f"{label} train"
+    )
   ax.set_xlabel("epoch")
   ax.set_ylabel("accuracy (%)")
   ax.legend(fontsize="x-small", ncol=2)
   return ax
 
 
-def plot_layer_heatmap(table: pd.DataFrame, ax=None, label: str = "", vmin=None, vmax=None,
-                       cmap="viridis"):
+def plot_layer_heatmap(
+  table: pd.DataFrame, ax=None, label: str = "", vmin=None, vmax=None, cmap="viridis"
+):
   """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
   :func:`analysis.selection_frequency` or :func:`analysis.directionality_table`."""
   import matplotlib.pyplot as plt
+
   ax = _axes(ax)
-  image = ax.imshow(table.to_numpy(float), aspect="auto", interpolation="nearest",
-                    vmin=vmin, vmax=vmax, cmap=cmap)
+  image = ax.imshow(
+    table.to_numpy(float), aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax, cmap=cmap
+  )
   epochs = list(table.columns)
   step = max(1, len(epochs) // 12)
   ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
@@ -99,9 +115,14 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   ax = _axes(ax)
   for (measure, case), group in sizes.groupby(["measure", "case"], sort=True):
     group = group.sort_values("threshold")
-    ax.errorbar(group["threshold"], group["selected_mean"],
-                yerr=group["selected_std"].astype(float).fillna(0), marker="o", capsize=2,
-                label=f"{_MEASURE_NAMES.get(measure, measure)} c{int(case)}")
+    ax.errorbar(
+      group["threshold"],
+      group["selected_mean"],
+      yerr=group["selected_std"].astype(float).fillna(0),
+      marker="o",
+      capsize=2,
+      label=f"{_MEASURE_NAMES.get(measure, measure)} c{int(case)}",
+    )
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
   ax.set_xlabel("threshold on the normalized measure")
@@ -110,8 +131,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   return ax
 
 
-def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: int,
-                 ax=None):
+def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: int, ax=None):
   """The normalized measure of every layer at one selection (bars; selected layers
   highlighted) with the threshold line(s): ``z > t`` for case 1, ``|z| > t`` for case 2."""
   ax = _axes(ax)
@@ -130,9 +150,11 @@ def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: 
 def plot_measure_scatter(directionality: pd.DataFrame, epoch: int, ax=None):
   """G against G′ of every eligible layer at one epoch, coloured by depth."""
   import matplotlib.pyplot as plt
+
   ax = _axes(ax)
-  rows = directionality[(directionality["epoch"] == epoch)
-                        & directionality["eligible"].astype(bool)]
+  rows = directionality[
+    (directionality["epoch"] == epoch) & directionality["eligible"].astype(bool)
+  ]
   points = ax.scatter(rows["G"], rows["G_prime"], c=rows["index"], cmap="viridis", s=18)
   ax.set_xlabel("G (eq. 4)")
   ax.set_ylabel("G′ (eq. 7)")
@@ -148,8 +170,9 @@ def settings(comparison: pd.DataFrame) -> list[tuple]:
   """The (model, dataset, reselect_every) of the amplified rows of
   :func:`analysis.compare`: one set of figures each."""
   amplified = comparison[comparison["method"] != "none"]
-  return sorted({(r["model"], r["dataset"], int(r["reselect_every"]))
-                 for _, r in amplified.iterrows()})
+  return sorted(
+    {(r["model"], r["dataset"], int(r["reselect_every"])) for _, r in amplified.iterrows()}
+  )
 
 
 def _title(model, dataset, reselect) -> str:
@@ -172,6 +195,7 @@ def _label(row) -> str:
 def threshold_figure(summary, model, dataset, reselect):
   """Figs. 2–10 for one setting, or None without ``intelligent`` runs."""
   import matplotlib.pyplot as plt
+
   subset = _in_setting(summary, model, dataset, reselect)
   if not (subset["method"] == "intelligent").any():
     return None
@@ -184,6 +208,7 @@ def threshold_figure(summary, model, dataset, reselect):
 def selection_sizes_figure(runs, model, dataset, reselect):
   """Layers selected vs threshold for one setting, or None without selections."""
   import matplotlib.pyplot as plt
+
   sizes = analysis.selection_sizes(_in_setting(runs, model, dataset, reselect, False))
   if sizes.empty:
     return None
@@ -196,12 +221,16 @@ def selection_sizes_figure(runs, model, dataset, reselect):
 def curves_figure(runs, comparison, model, dataset, reselect):
   """Fig. 11: the chosen configuration of every family and ``none``, mean over seeds."""
   import matplotlib.pyplot as plt
-  curves = {_label(row): analysis.mean_curves(analysis.chosen_runs(runs, row)["workdir"])
-            for _, row in _in_setting(comparison, model, dataset, reselect).iterrows()}
+
+  curves = {
+    _label(row): analysis.mean_curves(analysis.chosen_runs(runs, row)["workdir"])
+    for _, row in _in_setting(comparison, model, dataset, reselect).iterrows()
+  }
   fig, ax = plt.subplots(figsize=(8, 5))
   plot_training_curves(curves, ax=ax)
-  ax.set_title(f"{_title(model, dataset, reselect)}: chosen configurations, mean over seeds",
-               fontsize="small")
+  ax.set_title(
+    f"{_title(model, dataset, reselect)}: chosen configurations, mean over seeds", fontsize="small"
+  )
   return fig
 
 
@@ -209,25 +238,27 @@ def selection_figure(runs, comparison, model, dataset, reselect):
   """How often each layer was selected at each selection event, over the seeds of each
   family's chosen configuration; None without layer statistics."""
   import matplotlib.pyplot as plt
+
   rows = _in_setting(comparison, model, dataset, reselect, False)
   panels = []
-  for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])] \
-      .iterrows():
-    stats = [analysis.read_frame(os.path.join(w, "layer_stats.jsonl"))
-             for w in analysis.chosen_runs(runs, row)["workdir"]]
+  for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
+    stats = [
+      analysis.read_frame(os.path.join(w, "layer_stats.jsonl"))
+      for w in analysis.chosen_runs(runs, row)["workdir"]
+    ]
     stats = [s for s in stats if len(s)]
     if stats:
       panels.append((_label(row), analysis.selection_frequency(stats), len(stats)))
   if not panels:
     return None
   height = max(3.0, 0.12 * max(len(t) for _, t, _ in panels) + 1.5)
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, height),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, height), squeeze=False)
   for ax, (label, table, n) in zip(axes[0], panels):
     plot_layer_heatmap(table, ax=ax, label="fraction of runs", vmin=0, vmax=1)
     ax.set_title(f"{label} (n={n})", fontsize="small")
-  fig.suptitle(f"{_title(model, dataset, reselect)}: layers selected at each selection",
-               fontsize="small")
+  fig.suptitle(
+    f"{_title(model, dataset, reselect)}: layers selected at each selection", fontsize="small"
+  )
   return fig
 
 
@@ -235,6 +266,7 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   """G and G′ of every layer (network order) over epochs, mean over the given runs'
   ``directionality.jsonl`` frames; None when there are none."""
   import matplotlib.pyplot as plt
+
   frames = [f for f in frames if len(f)]
   if not frames:
     return None
@@ -251,12 +283,17 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
 
 def original_directionality_figure(runs, comparison, model, dataset):
   """:func:`directionality_figure` of the ``none`` runs of one model and dataset."""
-  none = comparison[(comparison["model"] == model) & (comparison["dataset"] == dataset)
-                    & (comparison["method"] == "none")]
+  none = comparison[
+    (comparison["model"] == model)
+    & (comparison["dataset"] == dataset)
+    & (comparison["method"] == "none")
+  ]
   if none.empty:
     return None
-  frames = [analysis.read_frame(os.path.join(w, "directionality.jsonl"))
-            for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]]
+  frames = [
+    analysis.read_frame(os.path.join(w, "directionality.jsonl"))
+    for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]
+  ]
   return directionality_figure(frames, f"{model}, {dataset}, none")
 
 
@@ -264,6 +301,7 @@ def zscore_figures(layer_stats: pd.DataFrame, threshold: float, case: int) -> li
   """One :func:`plot_zscores` figure per selection of a run with a measure (none for
   runs without normalized values, e.g. ``random``)."""
   import matplotlib.pyplot as plt
+
   if layer_stats.empty or layer_stats["normalized"].isna().any():
     return []
   out = []

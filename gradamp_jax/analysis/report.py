@@ -41,8 +41,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
   if frame.empty:
     return "(nothing to show)"
   cells = frame.astype(object).where(frame.notna(), "")
-  lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
-           "|" + "---|" * len(frame.columns)]
+  lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
   lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in cells.to_numpy()]
   return "\n".join(lines)
 
@@ -72,8 +71,11 @@ def _diff(row) -> str:
 
 
 def _none_row(comparison, model, dataset):
-  rows = comparison[(comparison["method"] == "none") & (comparison["model"] == model)
-                    & (comparison["dataset"] == dataset)]
+  rows = comparison[
+    (comparison["method"] == "none")
+    & (comparison["model"] == model)
+    & (comparison["dataset"] == dataset)
+  ]
   return rows.iloc[0] if len(rows) else None
 
 
@@ -87,18 +89,29 @@ def paper_tables(comparison: pd.DataFrame) -> str:
     chosen, best = [], []
     for (model, reselect), rows in table.groupby(["model", "reselect_every"], sort=True):
       none = _none_row(comparison, model, dataset)
-      base = dict(model=model, reselection=analysis.reselection_label(reselect),
-                  none=_mean_std(none["test_mean"], none["test_std"], none["n"])
-                  if none is not None else "")
+      base = dict(
+        model=model,
+        reselection=analysis.reselection_label(reselect),
+        none=_mean_std(none["test_mean"], none["test_std"], none["n"]) if none is not None else "",
+      )
       cells = {analysis.family_label(r): r for _, r in rows.iterrows()}
-      chosen.append(dict(base, **{l: _cell(cells[l]) if l in cells else "" for l in labels}))
-      best.append(dict(base, **{l: _fmt(cells[l]["paper_best"]) if l in cells else ""
-                                for l in labels}))
-    parts.append(f"### {dataset}: mean ± std over seeds at the chosen threshold\n\n"
-                 + markdown_table(pd.DataFrame(chosen)))
-    parts.append(f"### {dataset}: best single run over all thresholds and seeds (the "
-                 "paper's protocol; optimistic, chosen on test)\n\n"
-                 + markdown_table(pd.DataFrame(best)))
+      chosen.append(
+        dict(base, **{label: _cell(cells[label]) if label in cells else "" for label in labels})
+      )
+      best.append(
+        dict(
+          base,
+          **{label: _fmt(cells[label]["paper_best"]) if label in cells else "" for label in labels},
+        )
+      )
+    parts.append(
+      f"### {dataset}: mean ± std over seeds at the chosen threshold\n\n"
+      + markdown_table(pd.DataFrame(chosen))
+    )
+    parts.append(
+      f"### {dataset}: best single run over all thresholds and seeds (the "
+      "paper's protocol; optimistic, chosen on test)\n\n" + markdown_table(pd.DataFrame(best))
+    )
   return "\n\n".join(parts)
 
 
@@ -106,13 +119,20 @@ def difference_table(comparison: pd.DataFrame) -> str:
   """Markdown: every family's chosen threshold, test accuracy and paired difference."""
   rows = []
   for _, r in comparison[comparison["method"] != "none"].iterrows():
-    rows.append({"model": r["model"], "dataset": r["dataset"],
-                 "reselection": analysis.reselection_label(r["reselect_every"]),
-                 "family": analysis.family_label(r),
-                 "threshold (chosen by)": "" if analysis.is_missing(r["chosen_threshold"])
-                 else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
-                 "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
-                 "Δ vs none [95 % CI]": _diff(r), "best run %": _fmt(r["paper_best"])})
+    rows.append(
+      {
+        "model": r["model"],
+        "dataset": r["dataset"],
+        "reselection": analysis.reselection_label(r["reselect_every"]),
+        "family": analysis.family_label(r),
+        "threshold (chosen by)": ""
+        if analysis.is_missing(r["chosen_threshold"])
+        else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
+        "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
+        "Δ vs none [95 % CI]": _diff(r),
+        "best run %": _fmt(r["paper_best"]),
+      }
+    )
   return markdown_table(pd.DataFrame(rows))
 
 
@@ -137,8 +157,10 @@ def time_tables(times: pd.DataFrame) -> str:
           text += f" ({r['overhead_percent']:+.1f} %)"
         row[label] = text + f" (n={int(r['n'])})"
       rows.append(row)
-    parts.append(f"### {dataset}: seconds per epoch (overhead against none)\n\n"
-                 + markdown_table(pd.DataFrame(rows)))
+    parts.append(
+      f"### {dataset}: seconds per epoch (overhead against none)\n\n"
+      + markdown_table(pd.DataFrame(rows))
+    )
   return "\n\n".join(parts)
 
 
@@ -150,22 +172,29 @@ def iter_figures(runs, summary, comparison):
   for model, dataset, reselect in figures.settings(comparison):
     tag = f"{model}_{dataset}_reselect{reselect}"
     yield f"threshold_{tag}.png", figures.threshold_figure(summary, model, dataset, reselect)
-    yield f"selected_layers_{tag}.png", figures.selection_sizes_figure(runs, model, dataset,
-                                                                       reselect)
-    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, model, dataset,
-                                                     reselect)
-    yield f"selection_{tag}.png", figures.selection_figure(runs, comparison, model, dataset,
-                                                           reselect)
+    yield (
+      f"selected_layers_{tag}.png",
+      figures.selection_sizes_figure(runs, model, dataset, reselect),
+    )
+    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, model, dataset, reselect)
+    yield (
+      f"selection_{tag}.png",
+      figures.selection_figure(runs, comparison, model, dataset, reselect),
+    )
   for model, dataset in sorted(set(zip(comparison["model"], comparison["dataset"]))):
-    yield (f"directionality_{model}_{dataset}.png",
-           figures.original_directionality_figure(runs, comparison, model, dataset))
+    yield (
+      f"directionality_{model}_{dataset}.png",
+      figures.original_directionality_figure(runs, comparison, model, dataset),
+    )
 
 
 def draw_figures(runs, summary, comparison, out: str) -> list[str]:
   """Writes the figures of :func:`iter_figures` as PNG into ``out``; returns their names."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   written = []
   for name, fig in iter_figures(runs, summary, comparison):
     if fig is not None:
@@ -188,14 +217,18 @@ def write_report(root: str, out: str, log=print) -> dict:
   """
   runs = analysis.load_runs(root)
   if runs.empty:
-    raise ValueError(f"ROOT {root!r}: no run folder (one holding config.json and "
-                     "metrics.jsonl) at any depth")
+    raise ValueError(
+      f"ROOT {root!r}: no run folder (one holding config.json and metrics.jsonl) at any depth"
+    )
   finished = int(runs["finished"].sum())
-  log(f"read {len(runs)} runs under {root}: {finished} finished, "
-      f"{len(runs) - finished} unfinished")
+  log(f"read {len(runs)} runs under {root}: {finished} finished, {len(runs) - finished} unfinished")
   os.makedirs(out, exist_ok=True)
-  tables = dict(runs=runs, summary=analysis.summarize(runs),
-                comparison=analysis.compare(runs), epoch_times=analysis.epoch_times(runs))
+  tables = dict(
+    runs=runs,
+    summary=analysis.summarize(runs),
+    comparison=analysis.compare(runs),
+    epoch_times=analysis.epoch_times(runs),
+  )
   for name, table in tables.items():
     path = os.path.join(out, f"{name}.csv")
     table.to_csv(path, index=False, float_format="%.6g")
@@ -213,37 +246,58 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
   unfinished = runs[~runs["finished"]]
   by = comparison["chosen_by"].dropna().unique().tolist()
   lines = [
-      f"# Results of the runs under `{root}`", "",
-      f"{len(runs)} runs, {int(runs['finished'].sum())} finished, {len(unfinished)} "
-      "unfinished (listed below and in `runs.csv`, left out of every statistic).", "",
-      "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
-      "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
-      "for one run), with the number of seeds n. Each amplified family (method, measure, "
-      "case, re-selection) is reported at one threshold: with a validation split in every "
-      "run of the family, the threshold with the highest mean validation accuracy (ties to "
-      "the smaller threshold, `chosen_by = validation`); otherwise the one with the highest "
-      "mean test accuracy (`chosen_by = test`, the paper's protocol: optimistic). "
-      "`matched_random` (as many random layers as the measure chose) is reported at the "
-      "threshold chosen for the intelligent family with the same measure and case. Δ is the "
-      "mean difference to `none` over the seeds both have (same seed: same initialisation "
-      "and data order), with a 95 % Student-t interval for at least two pairs.", ""]
+    f"# Results of the runs under `{root}`",
+    "",
+    f"{len(runs)} runs, {int(runs['finished'].sum())} finished, {len(unfinished)} "
+    "unfinished (listed below and in `runs.csv`, left out of every statistic).",
+    "",
+    "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
+    "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
+    "for one run), with the number of seeds n. Each amplified family (method, measure, "
+    "case, re-selection) is reported at one threshold: with a validation split in every "
+    "run of the family, the threshold with the highest mean validation accuracy (ties to "
+    "the smaller threshold, `chosen_by = validation`); otherwise the one with the highest "
+    "mean test accuracy (`chosen_by = test`, the paper's protocol: optimistic). "
+    "`matched_random` (as many random layers as the measure chose) is reported at the "
+    "threshold chosen for the intelligent family with the same measure and case. Δ is the "
+    "mean difference to `none` over the seeds both have (same seed: same initialisation "
+    "and data order), with a 95 % Student-t interval for at least two pairs.",
+    "",
+  ]
   if by:
     lines += [f"Thresholds here were chosen on: {', '.join(sorted(by))}.", ""]
   problems = analysis.group_conflicts(runs)
   if problems:
-    lines += ["**Check these groups** (their runs are pooled as seeds of one configuration):",
-              ""] + [f"- {p}" for p in problems] + [""]
-  lines += ["## Test accuracy (Tables 3–4)", "", paper_tables(comparison), "",
-            "## Differences to the original model, paired by seed", "",
-            difference_table(comparison), "",
-            "## Time per epoch (Tables 1–2)", "",
-            "Mean seconds per epoch of each run (training and evaluation, first epoch left "
-            "out as it includes compilation), mean ± std over runs of all thresholds; "
-            "overhead in percent against `none` on the same model and dataset.", "",
-            time_tables(tables["epoch_times"]), ""]
+    lines += (
+      ["**Check these groups** (their runs are pooled as seeds of one configuration):", ""]
+      + [f"- {p}" for p in problems]
+      + [""]
+    )
+  lines += [
+    "## Test accuracy (Tables 3–4)",
+    "",
+    paper_tables(comparison),
+    "",
+    "## Differences to the original model, paired by seed",
+    "",
+    difference_table(comparison),
+    "",
+    "## Time per epoch (Tables 1–2)",
+    "",
+    "Mean seconds per epoch of each run (training and evaluation, first epoch left "
+    "out as it includes compilation), mean ± std over runs of all thresholds; "
+    "overhead in percent against `none` on the same model and dataset.",
+    "",
+    time_tables(tables["epoch_times"]),
+    "",
+  ]
   if len(unfinished):
-    lines += ["## Unfinished runs", "",
-              markdown_table(unfinished[["workdir", "method", "seed", "epochs"]]), ""]
+    lines += [
+      "## Unfinished runs",
+      "",
+      markdown_table(unfinished[["workdir", "method", "seed", "epochs"]]),
+      "",
+    ]
   lines += ["## Figures", ""]
   lines += [f"![{name}]({name})" for name in pngs]
   return "\n".join(lines) + "\n"
@@ -251,8 +305,9 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m gradamp_jax.report",
-      description="Tables (CSV, markdown) and figures of every run folder under ROOT.")
+    prog="python -m gradamp_jax.report",
+    description="Tables (CSV, markdown) and figures of every run folder under ROOT.",
+  )
   parser.add_argument("root", metavar="ROOT", help="folder holding run folders, any depth")
   parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
   args = parser.parse_args(argv)

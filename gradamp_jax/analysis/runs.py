@@ -35,26 +35,65 @@ import pandas as pd
 from gradamp_jax.jsonl import read_jsonl
 
 RUN_COLUMNS = (
-    "workdir", "model", "dataset", "method", "measure", "case", "threshold",
-    "reselect_every", "ratio", "seed", "finished", "epochs", "final_test_accuracy",
-    "final_val_accuracy", "best_test_accuracy", "mean_epoch_seconds")
-GROUP_KEYS = ("model", "dataset", "method", "measure", "case", "threshold", "reselect_every",
-              "ratio")
+  "workdir",
+  "model",
+  "dataset",
+  "method",
+  "measure",
+  "case",
+  "threshold",
+  "reselect_every",
+  "ratio",
+  "seed",
+  "finished",
+  "epochs",
+  "final_test_accuracy",
+  "final_val_accuracy",
+  "best_test_accuracy",
+  "mean_epoch_seconds",
+)
+GROUP_KEYS = (
+  "model",
+  "dataset",
+  "method",
+  "measure",
+  "case",
+  "threshold",
+  "reselect_every",
+  "ratio",
+)
 SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
 FAMILY_KEYS = ("model", "dataset", "reselect_every", "method", "measure", "case")
 COMPARISON_COLUMNS = FAMILY_KEYS + (
-    "chosen_threshold", "chosen_by", "n", "test_mean", "test_std", "diff_mean", "diff_ci_low",
-    "diff_ci_high", "paper_best")
-EPOCH_TIME_COLUMNS = ("model", "dataset", "method", "measure", "case", "n", "seconds_mean",
-                      "seconds_std", "overhead_percent")
+  "chosen_threshold",
+  "chosen_by",
+  "n",
+  "test_mean",
+  "test_std",
+  "diff_mean",
+  "diff_ci_low",
+  "diff_ci_high",
+  "paper_best",
+)
+EPOCH_TIME_COLUMNS = (
+  "model",
+  "dataset",
+  "method",
+  "measure",
+  "case",
+  "n",
+  "seconds_mean",
+  "seconds_std",
+  "overhead_percent",
+)
 
 # The amplification keys that mean something for each method; the others are left empty.
 APPLIES = {
-    "none": (),
-    "intelligent": ("measure", "case", "threshold", "reselect_every"),
-    "matched_random": ("measure", "case", "threshold", "reselect_every"),
-    "random": ("ratio", "reselect_every"),
-    "all": ("reselect_every",),
+  "none": (),
+  "intelligent": ("measure", "case", "threshold", "reselect_every"),
+  "matched_random": ("measure", "case", "threshold", "reselect_every"),
+  "random": ("ratio", "reselect_every"),
+  "all": ("reselect_every",),
 }
 _INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "n")
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
@@ -79,8 +118,9 @@ def find_runs(root: str) -> list[str]:
   for folder, subfolders, files in os.walk(root):
     if "config.json" in files and "metrics.jsonl" in files:
       found.append(folder)
-    subfolders[:] = sorted(s for s in subfolders
-                           if s not in ("checkpoints", "tensorboard") and not s.startswith("."))
+    subfolders[:] = sorted(
+      s for s in subfolders if s not in ("checkpoints", "tensorboard") and not s.startswith(".")
+    )
   return sorted(found)
 
 
@@ -95,11 +135,13 @@ def load_run(workdir: str) -> dict:
     where = os.path.abspath(workdir)
     reason = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
     raise ValueError(f"run folder {workdir!r} ({where}) {reason}")
-  return dict(config=read_json(os.path.join(workdir, "config.json")),
-              info=read_json(os.path.join(workdir, "run.json")),
-              metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
-              layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")),
-              directionality=read_frame(os.path.join(workdir, "directionality.jsonl")))
+  return dict(
+    config=read_json(os.path.join(workdir, "config.json")),
+    info=read_json(os.path.join(workdir, "run.json")),
+    metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
+    layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")),
+    directionality=read_frame(os.path.join(workdir, "directionality.jsonl")),
+  )
 
 
 def read_json(path: str) -> dict:
@@ -147,8 +189,9 @@ def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
       if "val_accuracy" in metrics and pd.notna(last["val_accuracy"]):
         row["final_val_accuracy"] = 100 * float(last["val_accuracy"])
     row["best_test_accuracy"] = 100 * float(metrics["test_accuracy"].max())
-    seconds = metrics.loc[metrics["epoch"] > 1, "epoch_seconds"] if epochs > 1 \
-        else metrics["epoch_seconds"]
+    seconds = (
+      metrics.loc[metrics["epoch"] > 1, "epoch_seconds"] if epochs > 1 else metrics["epoch_seconds"]
+    )
     row["mean_epoch_seconds"] = float(seconds.mean())
   return row
 
@@ -167,7 +210,8 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
   for column in _INT_COLUMNS:
     if column in frame:
       frame[column] = pd.array(
-          [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64")
+        [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64"
+      )
   for column in ("model", "dataset", "method", "measure"):
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)

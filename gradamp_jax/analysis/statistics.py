@@ -14,10 +14,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from gradamp_jax.analysis.runs import (APPLIES, COMPARISON_COLUMNS, EPOCH_TIME_COLUMNS,
-                                       FAMILY_KEYS, GROUP_KEYS, METHOD_ORDER,
-                                       SUMMARY_COLUMNS, is_missing, read_frame, read_json,
-                                       typed_frame)
+from gradamp_jax.analysis.runs import (
+  APPLIES,
+  COMPARISON_COLUMNS,
+  EPOCH_TIME_COLUMNS,
+  FAMILY_KEYS,
+  GROUP_KEYS,
+  METHOD_ORDER,
+  SUMMARY_COLUMNS,
+  is_missing,
+  read_frame,
+  read_json,
+  typed_frame,
+)
 
 
 def sample_std(values) -> float:
@@ -48,9 +57,16 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     test, val = group["final_test_accuracy"], group["final_val_accuracy"]
-    rows.append(dict(zip(GROUP_KEYS, keys), n=len(group), test_mean=test.mean(),
-                     test_std=sample_std(test), test_best=test.max(),
-                     val_mean=val.mean() if val.notna().all() else np.nan))
+    rows.append(
+      dict(
+        zip(GROUP_KEYS, keys),
+        n=len(group),
+        test_mean=test.mean(),
+        test_std=sample_std(test),
+        test_best=test.max(),
+        val_mean=val.mean() if val.notna().all() else np.nan,
+      )
+    )
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))))
 
 
@@ -61,11 +77,17 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
   order = {m: i for i, m in enumerate(METHOD_ORDER)}
   rank = frame["method"].map(lambda m: order.get(m, len(order)))
-  keys = ([k for k in ("model", "dataset", "reselect_every") if k in frame] + ["_rank"]
-          + [k for k in ("measure", "case", "threshold", "chosen_threshold", "ratio")
-             if k in frame])
-  return (frame.assign(_rank=rank).sort_values(keys, na_position="first", kind="stable")
-          .drop(columns="_rank").reset_index(drop=True))
+  keys = (
+    [k for k in ("model", "dataset", "reselect_every") if k in frame]
+    + ["_rank"]
+    + [k for k in ("measure", "case", "threshold", "chosen_threshold", "ratio") if k in frame]
+  )
+  return (
+    frame.assign(_rank=rank)
+    .sort_values(keys, na_position="first", kind="stable")
+    .drop(columns="_rank")
+    .reset_index(drop=True)
+  )
 
 
 def choose_threshold(groups: pd.DataFrame) -> tuple[float, str]:
@@ -81,8 +103,7 @@ def choose_threshold(groups: pd.DataFrame) -> tuple[float, str]:
   """
   by = "validation" if groups["val_mean"].notna().all() else "test"
   score = groups["val_mean" if by == "validation" else "test_mean"]
-  best = groups.assign(_score=score).sort_values(["_score", "threshold"],
-                                                 ascending=[False, True])
+  best = groups.assign(_score=score).sort_values(["_score", "threshold"], ascending=[False, True])
   return float(best["threshold"].iloc[0]), by
 
 
@@ -115,19 +136,31 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   for keys, family in families:
     key = dict(zip(FAMILY_KEYS, keys))
     method = key["method"]
-    baseline = done[(done["method"] == "none") & (done["model"] == key["model"])
-                    & (done["dataset"] == key["dataset"])]
+    baseline = done[
+      (done["method"] == "none")
+      & (done["model"] == key["model"])
+      & (done["dataset"] == key["dataset"])
+    ]
     if method == "none":
-      rows.append(dict(key, n=len(family), test_mean=family["final_test_accuracy"].mean(),
-                       test_std=sample_std(family["final_test_accuracy"])))
+      rows.append(
+        dict(
+          key,
+          n=len(family),
+          test_mean=family["final_test_accuracy"].mean(),
+          test_std=sample_std(family["final_test_accuracy"]),
+        )
+      )
       continue
     row = dict(key, paper_best=family["final_test_accuracy"].max())
     selected = family
     if "threshold" in APPLIES.get(method, ()):
       groups = summary[_matches(summary, key)]
       pair = (key["model"], key["dataset"], key["reselect_every"], key["measure"], key["case"])
-      if method == "matched_random" and pair in chosen and np.isclose(
-          family["threshold"], chosen[pair][0]).any():
+      if (
+        method == "matched_random"
+        and pair in chosen
+        and np.isclose(family["threshold"], chosen[pair][0]).any()
+      ):
         threshold, by = chosen[pair]
       else:
         threshold, by = choose_threshold(groups)
@@ -136,16 +169,22 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
       row.update(chosen_threshold=threshold, chosen_by=by)
       selected = family[np.isclose(family["threshold"], threshold)]
     elif family["ratio"].nunique() > 1:  # random at several ratios: chosen like a threshold
-      groups = summary[_matches(summary, key)].rename(columns={"threshold": "_t",
-                                                               "ratio": "threshold"})
+      groups = summary[_matches(summary, key)].rename(
+        columns={"threshold": "_t", "ratio": "threshold"}
+      )
       ratio, by = choose_threshold(groups)
       row.update(chosen_by=by)
       selected = family[np.isclose(family["ratio"], ratio)]
     test = selected["final_test_accuracy"]
     diff, low, high = paired_difference(selected, baseline) if len(selected) else (np.nan,) * 3
-    row.update(n=len(selected), test_mean=test.mean() if len(test) else np.nan,
-               test_std=sample_std(test), diff_mean=diff, diff_ci_low=low,
-               diff_ci_high=high)
+    row.update(
+      n=len(selected),
+      test_mean=test.mean() if len(test) else np.nan,
+      test_std=sample_std(test),
+      diff_mean=diff,
+      diff_ci_low=low,
+      diff_ci_high=high,
+    )
     rows.append(row)
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
 
@@ -182,22 +221,39 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   rows = []
   for values, group in done.groupby(keys, dropna=False, sort=False):
     seconds = group["mean_epoch_seconds"]
-    rows.append(dict(zip(keys, values), n=len(group), seconds_mean=seconds.mean(),
-                     seconds_std=sample_std(seconds)))
+    rows.append(
+      dict(
+        zip(keys, values),
+        n=len(group),
+        seconds_mean=seconds.mean(),
+        seconds_std=sample_std(seconds),
+      )
+    )
   table = pd.DataFrame(rows, columns=list(EPOCH_TIME_COLUMNS))
   for i, row in table.iterrows():
-    none = table[(table["method"] == "none") & (table["model"] == row["model"])
-                 & (table["dataset"] == row["dataset"])]
+    none = table[
+      (table["method"] == "none")
+      & (table["model"] == row["model"])
+      & (table["dataset"] == row["dataset"])
+    ]
     if len(none):
-      table.loc[i, "overhead_percent"] = 100 * (row["seconds_mean"]
-                                                / none["seconds_mean"].iloc[0] - 1)
+      table.loc[i, "overhead_percent"] = 100 * (
+        row["seconds_mean"] / none["seconds_mean"].iloc[0] - 1
+      )
   return _sorted(typed_frame(table))
 
 
 # Config fields that may differ between runs of one group: the seed, where data lives and
 # how the work is cut into calls.
-_FREE_FIELDS = ("seed", "data_dir", "image_folder", "download", "eval_batch_size",
-                "steps_per_dispatch", "keep_checkpoints")
+_FREE_FIELDS = (
+  "seed",
+  "data_dir",
+  "image_folder",
+  "download",
+  "eval_batch_size",
+  "steps_per_dispatch",
+  "keep_checkpoints",
+)
 
 
 def group_conflicts(runs: pd.DataFrame) -> list[str]:
@@ -216,8 +272,11 @@ def group_conflicts(runs: pd.DataFrame) -> list[str]:
     ignored = set(_FREE_FIELDS) | {f"amplification.{k}" for k in GROUP_KEYS + ("method",)}
     if keys[GROUP_KEYS.index("method")] == "none":
       ignored |= {k for f in flat for k in f if k.startswith("amplification.")}
-    fields = sorted(k for k in {k for f in flat for k in f} - ignored
-                    if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1)
+    fields = sorted(
+      k
+      for k in {k for f in flat for k in f} - ignored
+      if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1
+    )
     if fields:
       problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
   return problems
@@ -281,8 +340,9 @@ def selection_table(layer_stats: pd.DataFrame) -> pd.DataFrame:
   that analysis."""
   if layer_stats.empty:
     return pd.DataFrame()
-  return layer_stats.pivot_table(index="layer", columns="epoch", values="selected",
-                                 aggfunc="max", sort=False).astype(int)
+  return layer_stats.pivot_table(
+    index="layer", columns="epoch", values="selected", aggfunc="max", sort=False
+  ).astype(int)
 
 
 def selection_frequency(layer_stats: list[pd.DataFrame]) -> pd.DataFrame:
@@ -293,8 +353,7 @@ def selection_frequency(layer_stats: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame()
   order = list(dict.fromkeys(frames[0]["layer"]))
   stacked = pd.concat(frames)
-  table = stacked.pivot_table(index="layer", columns="epoch", values="selected",
-                              aggfunc="mean")
+  table = stacked.pivot_table(index="layer", columns="epoch", values="selected", aggfunc="mean")
   return table.reindex(order)
 
 
@@ -306,8 +365,7 @@ def selected_counts(layer_stats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns=["epoch", "selected", "eligible"])
   stats = layer_stats.assign(selected=layer_stats["selected"].astype(bool))
   grouped = stats.groupby("epoch", sort=True)
-  table = pd.DataFrame(dict(selected=grouped["selected"].sum(),
-                            eligible=grouped["eligible"].sum()))
+  table = pd.DataFrame(dict(selected=grouped["selected"].sum(), eligible=grouped["eligible"].sum()))
   if "selected_by_measure" in stats:
     by = stats["selected_by_measure"].fillna(False).astype(bool)
     stats = stats.assign(by_measure=by, overlap=by & stats["selected"])
@@ -326,13 +384,15 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
   if not frames:
     return pd.DataFrame()
   stacked = pd.concat(frames)
-  table = stacked.pivot_table(index=["index", "layer"], columns="epoch", values=measure,
-                              aggfunc="mean").sort_index(level="index")
+  table = stacked.pivot_table(
+    index=["index", "layer"], columns="epoch", values=measure, aggfunc="mean"
+  ).sort_index(level="index")
   return table.droplevel("index")
 
 
-def measure_agreement(directionality: pd.DataFrame, case: int = 1,
-                      threshold: float = 1.0) -> pd.DataFrame:
+def measure_agreement(
+  directionality: pd.DataFrame, case: int = 1, threshold: float = 1.0
+) -> pd.DataFrame:
   """Per epoch of one run, how far G and G′ agree over the eligible layers: Spearman's
   rank correlation ``spearman``, the layers each would select at ``threshold``
   (``selected_G``, ``selected_G_prime``; case 1: ``z > t``, case 2: ``|z| > t``) and how
@@ -348,14 +408,22 @@ def measure_agreement(directionality: pd.DataFrame, case: int = 1,
     for measure in ("G", "G_prime"):
       z = normalize(frame[measure])
       picks[measure] = (z if case == 1 else np.abs(z)) > threshold
-    rho = (scipy_stats.spearmanr(frame["G"], frame["G_prime"]).statistic
-           if len(frame) > 1 else np.nan)
-    rows.append(dict(epoch=epoch, layers=len(frame), spearman=float(rho),
-                     selected_G=int(picks["G"].sum()),
-                     selected_G_prime=int(picks["G_prime"].sum()),
-                     both=int((picks["G"] & picks["G_prime"]).sum())))
-  return pd.DataFrame(rows, columns=["epoch", "layers", "spearman", "selected_G",
-                                     "selected_G_prime", "both"])
+    rho = (
+      scipy_stats.spearmanr(frame["G"], frame["G_prime"]).statistic if len(frame) > 1 else np.nan
+    )
+    rows.append(
+      dict(
+        epoch=epoch,
+        layers=len(frame),
+        spearman=float(rho),
+        selected_G=int(picks["G"].sum()),
+        selected_G_prime=int(picks["G_prime"].sum()),
+        both=int((picks["G"] & picks["G_prime"]).sum()),
+      )
+    )
+  return pd.DataFrame(
+    rows, columns=["epoch", "layers", "spearman", "selected_G", "selected_G_prime", "both"]
+  )
 
 
 def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
@@ -372,8 +440,14 @@ def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
         per_run.append(counts["selected"].mean())
         eligible = max(eligible, int(counts["eligible"].max()))
     if per_run:
-      rows.append(dict(zip(GROUP_KEYS, keys), n=len(per_run),
-                       selected_mean=float(np.mean(per_run)),
-                       selected_std=sample_std(per_run), eligible=eligible))
+      rows.append(
+        dict(
+          zip(GROUP_KEYS, keys),
+          n=len(per_run),
+          selected_mean=float(np.mean(per_run)),
+          selected_std=sample_std(per_run),
+          eligible=eligible,
+        )
+      )
   columns = list(GROUP_KEYS) + ["n", "selected_mean", "selected_std", "eligible"]
   return _sorted(typed_frame(pd.DataFrame(rows, columns=columns)))

@@ -26,27 +26,29 @@ Example::
   # batch["image"]: float32 (128, 32, 32, 3), batch["label"]: int32 (128,)
 """
 
-from gradamp_jax.input_pipeline.dataset import CIFAR10_CLASS_NAMES
-from gradamp_jax.input_pipeline.dataset import CIFAR10_MEAN
-from gradamp_jax.input_pipeline.dataset import CIFAR10_STD
-from gradamp_jax.input_pipeline.dataset import CIFAR100_MEAN
-from gradamp_jax.input_pipeline.dataset import CIFAR100_STD
-from gradamp_jax.input_pipeline.dataset import channel_stats
-from gradamp_jax.input_pipeline.dataset import load
-from gradamp_jax.input_pipeline.dataset import steps_per_epoch
-from gradamp_jax.input_pipeline.device import CROP_PADDING
-from gradamp_jax.input_pipeline.device import DeviceSplit
-from gradamp_jax.input_pipeline.device import EpochPlan
-from gradamp_jax.input_pipeline.device import EvalSplit
-from gradamp_jax.input_pipeline.device import epoch_plan
-from gradamp_jax.input_pipeline.device import normalize
-from gradamp_jax.input_pipeline.device import place
-from gradamp_jax.input_pipeline.device import random_crop_flip
-from gradamp_jax.input_pipeline.device import to_device
-from gradamp_jax.input_pipeline.device import to_device_batches
-from gradamp_jax.input_pipeline.device import train_batch
-from gradamp_jax.input_pipeline.image_folder import IMAGE_SUFFIXES
-from gradamp_jax.input_pipeline.image_folder import split_bounds
-from gradamp_jax.input_pipeline.split import Dataset
-from gradamp_jax.input_pipeline.split import Split
+from gradamp_jax.input_pipeline.dataset import (
+  CIFAR10_CLASS_NAMES,
+  CIFAR10_MEAN,
+  CIFAR10_STD,
+  CIFAR100_MEAN,
+  CIFAR100_STD,
+  channel_stats,
+  load,
+  steps_per_epoch,
+)
+from gradamp_jax.input_pipeline.device import (
+  CROP_PADDING,
+  DeviceSplit,
+  EpochPlan,
+  EvalSplit,
+  epoch_plan,
+  normalize,
+  place,
+  random_crop_flip,
+  to_device,
+  to_device_batches,
+  train_batch,
+)
+from gradamp_jax.input_pipeline.image_folder import IMAGE_SUFFIXES, split_bounds
+from gradamp_jax.input_pipeline.split import Dataset, Split
 from gradamp_jax.input_pipeline.tfds_source import DATASETS

@@ -131,11 +131,8 @@ def _take(split: Split, indices: np.ndarray) -> Split:
   return Split(images=split.images[indices], labels=split.labels[indices])
 
 
-
-
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Number of full batches in an epoch (the remainder is dropped)."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   return num_examples // batch_size
-

@@ -77,8 +77,10 @@ def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -
   if mesh is None:
     sharding = _replicated(None)
   elif batch_size % mesh.shape["data"]:
-    raise ValueError(f"batch_size {batch_size} does not split evenly over the "
-                     f"{mesh.shape['data']} devices of the mesh")
+    raise ValueError(
+      f"batch_size {batch_size} does not split evenly over the "
+      f"{mesh.shape['data']} devices of the mesh"
+    )
   else:
     sharding = NamedSharding(mesh, PartitionSpec(None, "data"))
   return EvalSplit(*(place(batched(x), sharding) for x in (images, labels, mask)))

@@ -138,4 +138,3 @@ def _decode(paths: Sequence[str], labels: np.ndarray) -> Split:
 def _read_image(path: str) -> np.ndarray:
   with Image.open(path) as image:
     return np.asarray(image.convert("RGB"))
-

@@ -99,4 +99,3 @@ def _read_source(source) -> Split:
 
   read_in_threads(read, n)
   return Split(images=images, labels=labels)
-

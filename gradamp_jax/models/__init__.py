@@ -44,8 +44,9 @@ CONV_IMPLEMENTATIONS: dict[str, Callable] = {
 }
 
 
-def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32,
-           conv: str = "lax") -> nnx.Module:
+def create(
+  name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32, conv: str = "lax"
+) -> nnx.Module:
   """Builds a freshly initialised model.
 
   Args:
@@ -82,5 +83,13 @@ def create(name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32,
   return model
 
 
-__all__ = ["MODEL_NAMES", "CONV_IMPLEMENTATIONS", "create", "ResNet", "BasicBlock", "Bottleneck",
-           "VGG", "resnet_cifar"]
+__all__ = [
+  "MODEL_NAMES",
+  "CONV_IMPLEMENTATIONS",
+  "create",
+  "ResNet",
+  "BasicBlock",
+  "Bottleneck",
+  "VGG",
+  "resnet_cifar",
+]

@@ -20,10 +20,10 @@ from typing import Callable, NamedTuple
 import ml_collections
 
 import gradamp_jax as ga
+from gradamp_jax.jsonl import read_jsonl
 from gradamp_jax.sweeps import fork as fork_lib
 from gradamp_jax.training import optimizer
 from gradamp_jax.training import steps as steps_lib
-from gradamp_jax.jsonl import read_jsonl
 
 
 class Member(NamedTuple):
@@ -57,8 +57,11 @@ def epochs_done(workdir: str) -> int:
   return fork_lib.newest_step(os.path.join(workdir, "checkpoints")) // steps_per_epoch
 
 
-def run_tree(members: list[Member], train_segment: Callable[[Member, int], None],
-             log: Callable[[str], None] = print) -> list[dict]:
+def run_tree(
+  members: list[Member],
+  train_segment: Callable[[Member, int], None],
+  log: Callable[[str], None] = print,
+) -> list[dict]:
   """Trains one tree (members of one computation key) to the end.
 
   Args:
@@ -79,13 +82,23 @@ def run_tree(members: list[Member], train_segment: Callable[[Member, int], None]
 def _grow(members, start, train_segment, log, rows):
   rep = members[0]
   num_epochs = ga.num_epochs(rep.config.phases)
-  points = [e for e in ga.selection_epochs(rep.config.phases,
-                                           rep.config.amplification.reselect_every or None)
-            if e > start] if len(members) > 1 else []
+  points = (
+    [
+      e
+      for e in ga.selection_epochs(
+        rep.config.phases, rep.config.amplification.reselect_every or None
+      )
+      if e > start
+    ]
+    if len(members) > 1
+    else []
+  )
   until = points[0] if points else num_epochs
   if epochs_done(rep.workdir) < until:
-    log(f"{rep.name}: epochs {start + 1}-{until}"
-        + (f" (shared by {len(members)} runs)" if len(members) > 1 else ""))
+    log(
+      f"{rep.name}: epochs {start + 1}-{until}"
+      + (f" (shared by {len(members)} runs)" if len(members) > 1 else "")
+    )
     train_segment(rep, until)
   rows.append(dict(member=rep.name, trained=[start + 1, until]))
   if not points:
@@ -113,14 +126,18 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
   the end of ``epoch`` (in order of first appearance)."""
   with open(os.path.join(trunk.workdir, "run.json")) as f:
     info = json.load(f)
-  rows = [r for r in read_jsonl(os.path.join(trunk.workdir, "directionality.jsonl"))
-          if r["epoch"] <= epoch]
+  rows = [
+    r
+    for r in read_jsonl(os.path.join(trunk.workdir, "directionality.jsonl"))
+    if r["epoch"] <= epoch
+  ]
   tx = optimizer.create_optimizer(trunk.config, info["steps_per_epoch"])
   _, state = steps_lib.create_train_state(trunk.config, info["num_classes"], tx)
   groups: dict[tuple, list[Member]] = {}
   for m in members:
-    selections = fork_lib.replay_selections(m.config, state.params, rows,
-                                            info["steps_per_epoch"], epoch)
+    selections = fork_lib.replay_selections(
+      m.config, state.params, rows, info["steps_per_epoch"], epoch
+    )
     key = tuple(fork_lib.selection_key(s) for s in selections)
     groups.setdefault(key, []).append(m)
   return list(groups.values())
@@ -130,5 +147,6 @@ def count_epochs(tree: list[dict], members: list[Member]) -> dict:
   """``epochs_trained`` (the tree's trained segments) against ``epochs_members`` (the sum
   over members of their schedules' epochs)."""
   trained = sum(r["trained"][1] - r["trained"][0] + 1 for r in tree if "trained" in r)
-  return dict(epochs_trained=trained,
-              epochs_members=sum(ga.num_epochs(m.config.phases) for m in members))
+  return dict(
+    epochs_trained=trained, epochs_members=sum(ga.num_epochs(m.config.phases) for m in members)
+  )

@@ -55,18 +55,26 @@ class TrainingJob(submitit.helpers.Checkpointable):
         os.waitpid(child.pid, 0)  # Popen.wait could deadlock on the lock poll() holds
       except (ProcessLookupError, ChildProcessError):
         pass
-    print("requeueing: the next job resumes from the checkpoint", file=sys.stderr,
-          flush=True)
+    print("requeueing: the next job resumes from the checkpoint", file=sys.stderr, flush=True)
     return submitit.helpers.DelayedSubmission(TrainingJob(self.command, self.poll_s))
 
   def __getstate__(self):
     return dict(command=self.command, poll_s=self.poll_s, _child=None)
 
 
-def submit(commands: list[str], folder: str, *, cluster: str | None = None,
-           partition: str | None = None, time_min: int = 24 * 60, gpus: int = 1,
-           cpus: int | None = None, mem_gb: float | None = None, name: str = "gradamp",
-           signal_delay_s: int = 120) -> list:
+def submit(
+  commands: list[str],
+  folder: str,
+  *,
+  cluster: str | None = None,
+  partition: str | None = None,
+  time_min: int = 24 * 60,
+  gpus: int = 1,
+  cpus: int | None = None,
+  mem_gb: float | None = None,
+  name: str = "gradamp",
+  signal_delay_s: int = 120,
+) -> list:
   """Submits one job per command (a job array on SLURM); returns the submitit jobs.
 
   Args:
@@ -80,15 +88,15 @@ def submit(commands: list[str], folder: str, *, cluster: str | None = None,
     signal_delay_s: the pre-timeout signal comes this many seconds before the limit.
   """
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-  params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=1,
-                name=name)
+  params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=1, name=name)
   if cpus:
     params["cpus_per_task"] = cpus
   if mem_gb:
     params["mem_gb"] = mem_gb
   if executor.cluster == "slurm":
-    params.update(slurm_signal_delay_s=signal_delay_s,
-                  slurm_additional_parameters={"requeue": True})
+    params.update(
+      slurm_signal_delay_s=signal_delay_s, slurm_additional_parameters={"requeue": True}
+    )
     if partition:
       params["slurm_partition"] = partition
   executor.update_parameters(**params)

@@ -30,13 +30,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import gradamp_jax as ga
-from gradamp_jax.training import checkpointing
-from gradamp_jax.training import conv_choice
-from gradamp_jax.training import config_fields
-from gradamp_jax.training import optimizer
-from gradamp_jax.training import outputs
-from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax.training import checkpointing, config_fields, conv_choice, optimizer, outputs
+from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.workdir_lock import WorkdirLock
 
 # Fields of ``config.amplification`` that only decide which layers a selection picks.
@@ -66,8 +62,9 @@ def differing_fields(parent: dict, child: dict) -> list[str]:
   return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
-                      until_epoch: int) -> list:
+def replay_selections(
+  config, params, rows: list[dict], steps_per_epoch: int, until_epoch: int
+) -> list:
   """The selections ``config``'s own rule makes from recorded statistics.
 
   A run selects at the first step of epoch ``e + 1`` from epoch ``e``'s G and G′ (eqs. 4,
@@ -97,14 +94,17 @@ def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
     recorded = by_epoch.get(epoch, {})
     missing = [n for n in names if n not in recorded]
     if missing:
-      raise ValueError(f"directionality of epoch {epoch} is not recorded for layer(s) "
-                       f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+      raise ValueError(
+        f"directionality of epoch {epoch} is not recorded for layer(s) "
+        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+      )
     count = jnp.asarray(epoch * steps_per_epoch, jnp.int32)
     stats = state.directionality._replace(
-        count=count, epoch=jnp.asarray(epoch, jnp.int32),
-        G=jnp.asarray([nan_for_none(recorded[n]["G"]) for n in names], jnp.float32),
-        G_prime=jnp.asarray([nan_for_none(recorded[n]["G_prime"]) for n in names],
-                            jnp.float32))
+      count=count,
+      epoch=jnp.asarray(epoch, jnp.int32),
+      G=jnp.asarray([nan_for_none(recorded[n]["G"]) for n in names], jnp.float32),
+      G_prime=jnp.asarray([nan_for_none(recorded[n]["G_prime"]) for n in names], jnp.float32),
+    )
     before = state._replace(count=count, directionality=stats)
     _, after = update(zeros, before)
     if int(after.num_selections) > int(before.num_selections):
@@ -116,8 +116,11 @@ def replay_selections(config, params, rows: list[dict], steps_per_epoch: int,
 def selection_key(selection) -> tuple:
   """What makes later training differ: when a selection takes effect, its layers, its
   factor."""
-  return (int(selection.selection_step), np.asarray(selection.mask).tobytes(),
-          float(selection.selection_factor))
+  return (
+    int(selection.selection_step),
+    np.asarray(selection.mask).tobytes(),
+    float(selection.selection_factor),
+  )
 
 
 def _read_json(path: str) -> dict:
@@ -156,18 +159,23 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   outputs.check_same_experiment(config, workdir)
   where = f"fork of {workdir!r} from {parent!r} at epoch {epoch}"
   try:
-    parent_config, info = (_read_json(os.path.join(parent, name))
-                           for name in ("config.json", "run.json"))
+    parent_config, info = (
+      _read_json(os.path.join(parent, name)) for name in ("config.json", "run.json")
+    )
   except OSError as e:
     raise ValueError(f"{where}: the parent is not a run folder ({e})") from None
   child_config = json.loads(config.to_json_best_effort())
   if not (child_config["track_directionality"] and parent_config.get("track_directionality")):
-    raise ValueError(f"{where}: track_directionality must be true in both runs (their "
-                     "optimizer states then have one layout)")
+    raise ValueError(
+      f"{where}: track_directionality must be true in both runs (their "
+      "optimizer states then have one layout)"
+    )
   changed = differing_fields(parent_config, child_config)
   if changed:
-    raise ValueError(f"{where}: the configs differ in {', '.join(changed)}; only the "
-                     f"selection rule (amplification.{', '.join(RULE_FIELDS)}) may")
+    raise ValueError(
+      f"{where}: the configs differ in {', '.join(changed)}; only the "
+      f"selection rule (amplification.{', '.join(RULE_FIELDS)}) may"
+    )
   num_epochs = ga.parse_phases(config.phases)[-1].end_epoch
   if not 1 <= epoch <= num_epochs:
     raise ValueError(f"{where}: fork_epoch must be in 1..{num_epochs}")
@@ -175,64 +183,99 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   step = epoch * steps_per_epoch
   if newest_step(os.path.join(workdir, "checkpoints")) >= step:
     return False
-  metrics = [r for r in read_jsonl(os.path.join(parent, "metrics.jsonl"))
-             if r["epoch"] <= epoch]
+  metrics = [r for r in read_jsonl(os.path.join(parent, "metrics.jsonl")) if r["epoch"] <= epoch]
   if [r["epoch"] for r in metrics] != list(range(1, epoch + 1)):
     raise ValueError(f"{where}: the parent has not finished epoch {epoch}")
   parent_checkpoints = ocp.CheckpointManager(os.path.abspath(os.path.join(parent, "checkpoints")))
   if step not in parent_checkpoints.all_steps():
-    raise ValueError(f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
-                     f"{epoch}); it has {sorted(parent_checkpoints.all_steps())}")
+    raise ValueError(
+      f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
+      f"{epoch}); it has {sorted(parent_checkpoints.all_steps())}"
+    )
 
   tx = optimizer.create_optimizer(config, steps_per_epoch)
   _, template = steps_lib.create_train_state(config, info["num_classes"], tx)
-  directions = [r for r in read_jsonl(os.path.join(parent, "directionality.jsonl"))
-                if r["epoch"] <= epoch]
+  directions = [
+    r for r in read_jsonl(os.path.join(parent, "directionality.jsonl")) if r["epoch"] <= epoch
+  ]
   # The selections in effect before the fork (made at the first step of epochs <= epoch).
   try:
     mine = replay_selections(config, template.params, directions, steps_per_epoch, epoch - 1)
-    theirs = replay_selections(ml_collections.ConfigDict(parent_config), template.params,
-                               directions, steps_per_epoch, epoch - 1)
+    theirs = replay_selections(
+      ml_collections.ConfigDict(parent_config),
+      template.params,
+      directions,
+      steps_per_epoch,
+      epoch - 1,
+    )
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from None
   for a, b in zip(mine, theirs):
     if selection_key(a) != selection_key(b):
-      raise ValueError(f"{where}: the runs' selections differ at epoch "
-                       f"{int(a.selection_epoch) + 1} (this run amplifies "
-                       f"{int(np.sum(a.mask))} layers, the parent {int(np.sum(b.mask))}); "
-                       "they are not the same computation")
+      raise ValueError(
+        f"{where}: the runs' selections differ at epoch "
+        f"{int(a.selection_epoch) + 1} (this run amplifies "
+        f"{int(np.sum(a.mask))} layers, the parent {int(np.sum(b.mask))}); "
+        "they are not the same computation"
+      )
   try:
     state = parent_checkpoints.restore(step, args=ocp.args.StandardRestore(template))
     checkpointing.check_matches(state, template)
   except Exception as e:  # orbax raises many types for a state of another layout
-    raise ValueError(f"{where}: the parent's checkpoint does not fit this run's state "
-                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    raise ValueError(
+      f"{where}: the parent's checkpoint does not fit this run's state "
+      f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    ) from None
   finally:
     parent_checkpoints.close()
   if mine:  # the parent's state records its rule's view of the selection; put this run's
     own = mine[-1]
     restored = ga.find_state(state.opt_state)
     if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
-      raise ValueError(f"{where}: replaying the parent's statistics does not reproduce its "
-                       "selection; its directionality.jsonl does not belong to its checkpoint")
-    amp = restored._replace(measure_mask=own.measure_mask, measure=own.measure,
-                            normalized=own.normalized)
-    state = state._replace(opt_state=jax.tree.map(
-        lambda x: amp if isinstance(x, ga.AmplificationState) else x, state.opt_state,
-        is_leaf=lambda x: isinstance(x, ga.AmplificationState)))
+      raise ValueError(
+        f"{where}: replaying the parent's statistics does not reproduce its "
+        "selection; its directionality.jsonl does not belong to its checkpoint"
+      )
+    amp = restored._replace(
+      measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized
+    )
+    state = state._replace(
+      opt_state=jax.tree.map(
+        lambda x: amp if isinstance(x, ga.AmplificationState) else x,
+        state.opt_state,
+        is_leaf=lambda x: isinstance(x, ga.AmplificationState),
+      )
+    )
 
   outputs.check_workdir(workdir)
   lock = WorkdirLock(workdir).acquire()
   try:
     depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
-    stats_rows = [] if config.amplification.method == "none" else [
-        row for s in mine for row in outputs.in_network_order(
-            outputs.layer_stat_rows(config, s, template.params), depth)]
+    stats_rows = (
+      []
+      if config.amplification.method == "none"
+      else [
+        row
+        for s in mine
+        for row in outputs.in_network_order(
+          outputs.layer_stat_rows(config, s, template.params), depth
+        )
+      ]
+    )
     # Files first, the checkpoint last: a fork cut short is made again.
-    outputs.write_fork(workdir, config, parent, epoch, step, metrics=metrics,
-                       directionality=directions, layer_stats=stats_rows)
-    with checkpointing.RunCheckpoints(workdir, keep=config.keep_checkpoints,
-                                      steps_per_epoch=steps_per_epoch) as checkpoints:
+    outputs.write_fork(
+      workdir,
+      config,
+      parent,
+      epoch,
+      step,
+      metrics=metrics,
+      directionality=directions,
+      layer_stats=stats_rows,
+    )
+    with checkpointing.RunCheckpoints(
+      workdir, keep=config.keep_checkpoints, steps_per_epoch=steps_per_epoch
+    ) as checkpoints:
       checkpoints.save(step, state)
   finally:
     lock.release()

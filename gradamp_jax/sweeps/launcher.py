@@ -1,7 +1,8 @@
 """Expands a config's sweep into runs and launches them.
 
     # list the commands (one per line: pipe into GNU parallel, xargs, your scheduler)
-    python launch/sweep.py --config configs/paper.py --sweep model=resnet18,dataset=cifar10,seeds=3 \
+    python launch/sweep.py --config configs/paper.py \
+        --sweep model=resnet18,dataset=cifar10,seeds=3 \
         --root runs/r18-c10 --mode print
     # run them one after another here (finished runs are skipped, interrupted ones resume)
     python launch/sweep.py ... --mode local
@@ -58,10 +59,17 @@ def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[di
   for args in runs:
     arg = ",".join(f"{k}={v}" for k, v in args.items())
     workdir = os.path.join(root, run_name(args))
-    command = [sys.executable, "-m", "gradamp_jax.main", "--config", f"{config_path}:{arg}",
-               "--workdir", workdir, *overrides]
-    out.append(dict(name=run_name(args), args=args, workdir=workdir,
-                    command=shlex.join(command)))
+    command = [
+      sys.executable,
+      "-m",
+      "gradamp_jax.main",
+      "--config",
+      f"{config_path}:{arg}",
+      "--workdir",
+      workdir,
+      *overrides,
+    ]
+    out.append(dict(name=run_name(args), args=args, workdir=workdir, command=shlex.join(command)))
   return out
 
 
@@ -69,14 +77,20 @@ def visible_gpus() -> list[str]:
   """The GPU ids to hand out: ``$CUDA_VISIBLE_DEVICES`` if set, else those ``nvidia-smi -L``
   lists; empty on a machine without GPUs."""
   if "CUDA_VISIBLE_DEVICES" in os.environ:
-    return [d.strip() for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
-            if d.strip() and d.strip() != "-1"]
+    return [
+      d.strip()
+      for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+      if d.strip() and d.strip() != "-1"
+    ]
   try:
-    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
-                             timeout=60).stdout
+    listing = subprocess.run(
+      ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60
+    ).stdout
   except (OSError, subprocess.TimeoutExpired):
     return []
-  return [str(i) for i, _ in enumerate(l for l in listing.splitlines() if l.startswith("GPU "))]
+  return [
+    str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))
+  ]
 
 
 def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
@@ -108,8 +122,10 @@ def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str
       free.append(slot)
       if process.returncode:
         failed.append(name)
-      print(f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} "
-            f"{name}", flush=True)
+      print(
+        f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} {name}",
+        flush=True,
+      )
   return failed
 
 
@@ -124,27 +140,47 @@ def main(argv=None):
   parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
   parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
   parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
-  parser.add_argument("--cluster", default="slurm", choices=("slurm", "local"),
-                      help="slurm: submitit's executor (local: run the jobs on this machine)")
-  parser.add_argument("--branch", action="store_true",
-                      help="train runs that are the same computation once and fork them where "
-                           "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
-                           "one job per tree")
-  parser.add_argument("--tree", type=int, default=None,
-                      help="with --branch: run only this tree (0-based; what a slurm job runs)")
-  parser.add_argument("--runs_per_device", type=int, default=None,
-                      help="local: run this many runs (with --branch: trees) at once on each "
-                           "visible GPU (on a machine without GPUs: at once here); logs in "
-                           "ROOT/logs/")
+  parser.add_argument(
+    "--cluster",
+    default="slurm",
+    choices=("slurm", "local"),
+    help="slurm: submitit's executor (local: run the jobs on this machine)",
+  )
+  parser.add_argument(
+    "--branch",
+    action="store_true",
+    help="train runs that are the same computation once and fork them where "
+    "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
+    "one job per tree",
+  )
+  parser.add_argument(
+    "--tree",
+    type=int,
+    default=None,
+    help="with --branch: run only this tree (0-based; what a slurm job runs)",
+  )
+  parser.add_argument(
+    "--runs_per_device",
+    type=int,
+    default=None,
+    help="local: run this many runs (with --branch: trees) at once on each "
+    "visible GPU (on a machine without GPUs: at once here); logs in "
+    "ROOT/logs/",
+  )
   args, overrides = parser.parse_known_args(argv)
-  if args.runs_per_device is not None and (args.mode != "local" or args.runs_per_device < 1
-                                           or args.tree is not None):
-    parser.error(f"--runs_per_device {args.runs_per_device}: a positive number, with --mode "
-                 "local and without --tree")
+  if args.runs_per_device is not None and (
+    args.mode != "local" or args.runs_per_device < 1 or args.tree is not None
+  ):
+    parser.error(
+      f"--runs_per_device {args.runs_per_device}: a positive number, with --mode "
+      "local and without --tree"
+    )
   bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
   if bad:
-    parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
-                 "are written --config.FIELD=VALUE)")
+    parser.error(
+      f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
+      "are written --config.FIELD=VALUE)"
+    )
 
   runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
@@ -157,21 +193,33 @@ def main(argv=None):
     print("\n".join(r["command"] for r in runs))
   elif args.mode == "slurm":
     from gradamp_jax.sweeps import cluster
-    jobs = cluster.submit([r["command"] for r in runs], os.path.join(args.root, "slurm", "%j"),
-                          cluster=args.cluster, partition=args.partition,
-                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
-                          mem_gb=args.mem_gb)
+
+    jobs = cluster.submit(
+      [r["command"] for r in runs],
+      os.path.join(args.root, "slurm", "%j"),
+      cluster=args.cluster,
+      partition=args.partition,
+      time_min=args.time_min,
+      gpus=args.gpus,
+      cpus=args.cpus,
+      mem_gb=args.mem_gb,
+    )
     for run, job in zip(runs, jobs):
       run["job_id"] = job.job_id
     with open(os.path.join(args.root, "sweep.json"), "w") as f:
       json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
-    print(f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
-          f"{os.path.join(args.root, 'slurm')}")
+    print(
+      f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
+      f"{os.path.join(args.root, 'slurm')}"
+    )
     return jobs
   elif args.runs_per_device:
-    failed = run_concurrently([(r["name"], shlex.split(r["command"])) for r in runs],
-                              args.runs_per_device, visible_gpus(),
-                              os.path.join(args.root, "logs"))
+    failed = run_concurrently(
+      [(r["name"], shlex.split(r["command"])) for r in runs],
+      args.runs_per_device,
+      visible_gpus(),
+      os.path.join(args.root, "logs"),
+    )
     if failed:
       raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
   else:
@@ -188,6 +236,7 @@ def run_branched(args, runs, overrides):
   """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
   submits one job per tree, each running this command with ``--mode local --tree K``."""
   import jax
+
   jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
   from gradamp_jax.sweeps import branching
   from gradamp_jax.training import config_fields
@@ -201,14 +250,37 @@ def run_branched(args, runs, overrides):
   trees = branching.roots(members)
   if args.mode == "slurm":
     from gradamp_jax.sweeps import cluster
-    commands = [shlex.join([*_THIS_COMMAND, "--config", args.config,
-                            "--sweep", args.sweep, "--root", args.root, "--mode", "local",
-                            "--branch", "--tree", str(k), *overrides])
-                for k in range(len(trees))]
-    jobs = cluster.submit(commands, os.path.join(args.root, "slurm", "%j"),
-                          cluster=args.cluster, partition=args.partition,
-                          time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
-                          mem_gb=args.mem_gb)
+
+    commands = [
+      shlex.join(
+        [
+          *_THIS_COMMAND,
+          "--config",
+          args.config,
+          "--sweep",
+          args.sweep,
+          "--root",
+          args.root,
+          "--mode",
+          "local",
+          "--branch",
+          "--tree",
+          str(k),
+          *overrides,
+        ]
+      )
+      for k in range(len(trees))
+    ]
+    jobs = cluster.submit(
+      commands,
+      os.path.join(args.root, "slurm", "%j"),
+      cluster=args.cluster,
+      partition=args.partition,
+      time_min=args.time_min,
+      gpus=args.gpus,
+      cpus=args.cpus,
+      mem_gb=args.mem_gb,
+    )
     print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(j.job_id for j in jobs)}")
     return jobs
   if args.runs_per_device:
@@ -217,20 +289,27 @@ def run_branched(args, runs, overrides):
 
   def train_segment(member, until_epoch):
     if subprocess.call([*command[member.name], "--until_epoch", str(until_epoch)]) != 0:
-      raise SystemExit(f"{member.name}: training to epoch {until_epoch} failed; run the same "
-                       "command again to resume")
+      raise SystemExit(
+        f"{member.name}: training to epoch {until_epoch} failed; run the same "
+        "command again to resume"
+      )
 
   chosen = range(len(trees)) if args.tree is None else [args.tree]
   started, tree = time.time(), []
   for k in chosen:
     print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
-    tree += branching.run_tree(trees[k], train_segment,
-                               log=lambda line: print(f"  {line}", flush=True))
+    tree += branching.run_tree(
+      trees[k], train_segment, log=lambda line: print(f"  {line}", flush=True)
+    )
   counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
   name = "sweep.json" if args.tree is None else f"sweep-tree{args.tree}.json"
-  return write_branch_record(args, runs, name, len(chosen),
-                             dict(tree=tree, **counts,
-                                  seconds=round(time.time() - started, 1)))
+  return write_branch_record(
+    args,
+    runs,
+    name,
+    len(chosen),
+    dict(tree=tree, **counts, seconds=round(time.time() - started, 1)),
+  )
 
 
 def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
@@ -238,8 +317,11 @@ def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> 
   record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
   with open(os.path.join(args.root, name), "w") as f:
     json.dump(record, f, indent=2)
-  print(f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
-        f"total {branch['epochs_members']} epochs", flush=True)
+  print(
+    f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
+    f"total {branch['epochs_members']} epochs",
+    flush=True,
+  )
   return record
 
 
@@ -247,22 +329,38 @@ def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
   """``--branch --runs_per_device N``: each tree is this command with ``--tree K`` in a
   slot of :func:`run_concurrently`; their records are merged into ``ROOT/sweep.json``."""
   started = time.time()
-  me = [*_THIS_COMMAND, "--config", args.config, "--sweep",
-        args.sweep, "--root", args.root, "--mode", "local", "--branch"]
-  failed = run_concurrently([(f"tree{k}", me + ["--tree", str(k), *overrides])
-                             for k in range(num_trees)], args.runs_per_device,
-                            visible_gpus(), os.path.join(args.root, "logs"))
+  me = [
+    *_THIS_COMMAND,
+    "--config",
+    args.config,
+    "--sweep",
+    args.sweep,
+    "--root",
+    args.root,
+    "--mode",
+    "local",
+    "--branch",
+  ]
+  failed = run_concurrently(
+    [(f"tree{k}", me + ["--tree", str(k), *overrides]) for k in range(num_trees)],
+    args.runs_per_device,
+    visible_gpus(),
+    os.path.join(args.root, "logs"),
+  )
   if failed:
-    raise SystemExit(f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same "
-                     "command again to resume")
+    raise SystemExit(
+      f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same command again to resume"
+    )
   parts = []
   for k in range(num_trees):
     with open(os.path.join(args.root, f"sweep-tree{k}.json")) as f:
       parts.append(json.load(f)["branch"])
-  branch = dict(tree=[node for part in parts for node in part["tree"]],
-                epochs_trained=sum(p["epochs_trained"] for p in parts),
-                epochs_members=sum(p["epochs_members"] for p in parts),
-                seconds=round(time.time() - started, 1))
+  branch = dict(
+    tree=[node for part in parts for node in part["tree"]],
+    epochs_trained=sum(p["epochs_trained"] for p in parts),
+    epochs_members=sum(p["epochs_members"] for p in parts),
+    seconds=round(time.time() - started, 1),
+  )
   return write_branch_record(args, runs, "sweep.json", num_trees, branch)
 
 

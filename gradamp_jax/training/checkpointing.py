@@ -29,8 +29,14 @@ class NoRestorableCheckpointError(ValueError):
   """Checkpoints exist, or results do, but no checkpoint restores."""
 
 
-def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
-                   step_of=lambda state: int(state.step), check=None) -> tuple[int, Any]:
+def restore_newest(
+  manager: ocp.CheckpointManager,
+  target: Any,
+  workdir: str,
+  *,
+  step_of=lambda state: int(state.step),
+  check=None,
+) -> tuple[int, Any]:
   """Restores the newest checkpoint of ``manager`` that matches ``target``.
 
   Args:
@@ -61,17 +67,25 @@ def restore_newest(manager: ocp.CheckpointManager, target: Any, workdir: str, *,
     except Exception as e:  # orbax and tensorstore raise many types for unreadable files
       reason = " ".join(f"{type(e).__name__}: {e}".split()).split(" See full TensorStore")[0]
       where = _set_aside(manager, step, workdir)
-      print(f"warning: checkpoint {step} cannot be restored ({reason}); moved to {where}, "
-            "trying an older one", file=sys.stderr, flush=True)
+      print(
+        f"warning: checkpoint {step} cannot be restored ({reason}); moved to {where}, "
+        "trying an older one",
+        file=sys.stderr,
+        flush=True,
+      )
       failures.append(f"{step} ({reason})")
   metrics = os.path.join(workdir, "metrics.jsonl")
   epochs = [r.get("epoch", 0) for r in read_jsonl(metrics)] if os.path.exists(metrics) else []
   if failures or max(epochs, default=0) > 1:
-    what = (f"no checkpoint restores (tried {', '.join(failures)})" if failures
-            else f"it holds metrics of {max(epochs)} epochs and no checkpoint")
+    what = (
+      f"no checkpoint restores (tried {', '.join(failures)})"
+      if failures
+      else f"it holds metrics of {max(epochs)} epochs and no checkpoint"
+    )
     raise NoRestorableCheckpointError(
-        f"workdir: {workdir!r}: {what}; refusing to start over on its results: move them "
-        "away or use a new workdir")
+      f"workdir: {workdir!r}: {what}; refusing to start over on its results: move them "
+      "away or use a new workdir"
+    )
   return 0, target
 
 
@@ -79,12 +93,15 @@ def check_matches(state, target) -> None:
   """A checkpoint of another model or config differs in structure, shape or dtype."""
   if jax.tree.structure(state) != jax.tree.structure(target):
     raise ValueError("its tree structure differs from this run's state")
-  for path, a, b in zip(jax.tree_util.tree_flatten_with_path(state)[0],
-                        jax.tree.leaves(state), jax.tree.leaves(target)):
+  for path, a, b in zip(
+    jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(state), jax.tree.leaves(target)
+  ):
     if np.shape(a) != np.shape(b) or np.result_type(a) != np.result_type(b):
-      raise ValueError(f"{jax.tree_util.keystr(path[0])} is {np.result_type(a)}"
-                       f"{list(np.shape(a))}, this run's is {np.result_type(b)}"
-                       f"{list(np.shape(b))}")
+      raise ValueError(
+        f"{jax.tree_util.keystr(path[0])} is {np.result_type(a)}"
+        f"{list(np.shape(a))}, this run's is {np.result_type(b)}"
+        f"{list(np.shape(b))}"
+      )
 
 
 def _set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> str:
@@ -114,8 +131,9 @@ class PartialEpoch:
   def save(self, step: int, metrics: dict) -> None:
     """Records ``metrics`` (arrays over the epoch's steps so far) for checkpoint ``step``."""
     if jax.process_index() == 0:
-      record = dict(step=step, metrics={k: [float(x) for x in np.asarray(v)]
-                                        for k, v in metrics.items()})
+      record = dict(
+        step=step, metrics={k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+      )
       tmp = f"{self.path}.tmp"
       with open(tmp, "w") as f:
         json.dump(record, f)
@@ -153,7 +171,8 @@ class RunCheckpoints:
     self.workdir = workdir
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    )
     self.partial = PartialEpoch(workdir, steps_per_epoch)
 
   def restore(self, state) -> tuple[int, Any, dict | None]:
@@ -189,4 +208,5 @@ def sync(name: str) -> None:
   """Waits for every process (a no-op in a single-process run)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)

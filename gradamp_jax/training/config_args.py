@@ -45,5 +45,4 @@ def _convert(key, text, default):
   try:
     return type(default)(text)
   except ValueError:
-    raise ValueError(
-        f"config argument {key}={text!r}: expected {type(default).__name__}") from None
+    raise ValueError(f"config argument {key}={text!r}: expected {type(default).__name__}") from None

@@ -63,33 +63,38 @@ _BOOL = (lambda x: isinstance(x, bool)), "true or false"
 
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "model": _choice(models.MODEL_NAMES),
-    "dataset": _choice(DATASETS),
-    "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
-    "download": _BOOL,
-    "image_folder": (_optional_text, "a folder path or None (use TFDS)"),
-    "train_split": (lambda x: isinstance(x, str) and bool(_SPLIT.match(x.replace(" ", ""))),
-                    "train or test, optionally sliced: train, train[:20%], train[1000:5000]"),
-    "validation_fraction": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
-    "batch_size": _int_range(1),
-    "eval_batch_size": _int_range(1),
-    "phases": (_phases_ok, "a non-empty tuple of (end_epoch, learning_rate, is_amp, "
-               "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))"),
-    "momentum": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
-    "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
-    "seed": _int_range(0, MAX_SEED),
-    "half_precision": _BOOL,
-    "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
-    "steps_per_dispatch": _int_range(0),
-    "keep_checkpoints": _int_range(1),
-    "track_directionality": _BOOL,
-    "amplification.method": _choice(METHODS),
-    "amplification.measure": _choice(MEASURES),
-    "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
-    "amplification.threshold": (_is_number, "a finite number"),
-    "amplification.reselect_every": _int_range(0),
-    "amplification.ratio": ((lambda x: _is_number(x) and 0 <= x <= 1), "a number in [0, 1]"),
-    "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
+  "model": _choice(models.MODEL_NAMES),
+  "dataset": _choice(DATASETS),
+  "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
+  "download": _BOOL,
+  "image_folder": (_optional_text, "a folder path or None (use TFDS)"),
+  "train_split": (
+    lambda x: isinstance(x, str) and bool(_SPLIT.match(x.replace(" ", ""))),
+    "train or test, optionally sliced: train, train[:20%], train[1000:5000]",
+  ),
+  "validation_fraction": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "batch_size": _int_range(1),
+  "eval_batch_size": _int_range(1),
+  "phases": (
+    _phases_ok,
+    "a non-empty tuple of (end_epoch, learning_rate, is_amp, "
+    "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))",
+  ),
+  "momentum": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
+  "seed": _int_range(0, MAX_SEED),
+  "half_precision": _BOOL,
+  "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
+  "steps_per_dispatch": _int_range(0),
+  "keep_checkpoints": _int_range(1),
+  "track_directionality": _BOOL,
+  "amplification.method": _choice(METHODS),
+  "amplification.measure": _choice(MEASURES),
+  "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
+  "amplification.threshold": (_is_number, "a finite number"),
+  "amplification.reselect_every": _int_range(0),
+  "amplification.ratio": ((lambda x: _is_number(x) and 0 <= x <= 1), "a number in [0, 1]"),
+  "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
 }
 
 
@@ -129,8 +134,9 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     check_field(field, value)
   missing = [f for f in RULES if f not in values]
   if missing:
-    raise ValueError(f"config.{missing[0]}: missing; start from configs/default.py, which "
-                     "sets every field")
+    raise ValueError(
+      f"config.{missing[0]}: missing; start from configs/default.py, which sets every field"
+    )
 
 
 def parse_value(field: str, text: str, current: Any) -> Any:
@@ -178,15 +184,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
   """
   known = flatten(config)
   for item in overrides:
-    body = item[len("--config."):] if item.startswith("--config.") else item
+    body = item[len("--config.") :] if item.startswith("--config.") else item
     field, sep, text = body.partition("=")
     if not sep:
       raise ValueError(f"config override {item!r}: expected --config.field=value")
     if field not in known:
       groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
       if field in groups:
-        raise ValueError(f"config.{field}: is a group of fields; set one of them, e.g. "
-                         f"--config.{next(f for f in known if f.startswith(field + '.'))}=...")
+        raise ValueError(
+          f"config.{field}: is a group of fields; set one of them, e.g. "
+          f"--config.{next(f for f in known if f.startswith(field + '.'))}=..."
+        )
       raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(known)}")
     value = parse_value(field, text, known[field])
     node, _, leaf = field.rpartition(".")
@@ -198,8 +206,14 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 # Fields that may change between a run and its resumption: where data lives and how the
 # work is cut into calls, not what is computed.
-RESUMABLE_CHANGES = ("data_dir", "image_folder", "download", "eval_batch_size",
-                     "steps_per_dispatch", "keep_checkpoints")
+RESUMABLE_CHANGES = (
+  "data_dir",
+  "image_folder",
+  "download",
+  "eval_batch_size",
+  "steps_per_dispatch",
+  "keep_checkpoints",
+)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -214,12 +228,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   check_fields(config)
   if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
     raise ValueError(
-        f"config.image_folder: folder {config.image_folder!r} does not exist; it must hold "
-        "train/<class>/* and test/<class>/* images")
+      f"config.image_folder: folder {config.image_folder!r} does not exist; it must hold "
+      "train/<class>/* and test/<class>/* images"
+    )
   for field in ("batch_size", "eval_batch_size"):
     if config[field] % jax.device_count():
-      raise ValueError(f"config.{field}: must be a positive multiple of the device count "
-                       f"({jax.device_count()}), got {config[field]!r}")
+      raise ValueError(
+        f"config.{field}: must be a positive multiple of the device count "
+        f"({jax.device_count()}), got {config[field]!r}"
+      )
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:

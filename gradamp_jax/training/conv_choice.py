@@ -35,7 +35,8 @@ CHOICES = (AUTO, *models.CONV_IMPLEMENTATIONS)
 
 def cache_dir() -> str:
   return os.environ.get("GRADAMP_JAX_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "gradamp_jax")
+    os.path.expanduser("~"), ".cache", "gradamp_jax"
+  )
 
 
 def machine_key() -> dict:
@@ -64,7 +65,8 @@ def measure(repeats: int = 3) -> dict[str, float]:
   seconds = {}
   for name, conv in models.CONV_IMPLEMENTATIONS.items():
     loss = lambda w, conv=conv: jnp.sum(
-        conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=numbers) ** 2)
+      conv(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=numbers) ** 2
+    )
     grad = jax.jit(jax.grad(loss))
     jax.block_until_ready(grad(w))
     best = float("inf")
@@ -146,6 +148,7 @@ def resolve(config, *workdirs: str | None):
     choice = fastest()
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       index = list(models.CONV_IMPLEMENTATIONS).index(choice)
       index = int(multihost_utils.broadcast_one_to_all(np.int32(index)))
       choice = list(models.CONV_IMPLEMENTATIONS)[index]

@@ -17,27 +17,34 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gradamp_jax.training import config_fields
-from gradamp_jax.training import preemption
-from gradamp_jax.training import train
+from gradamp_jax.training import config_fields, preemption, train
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Training configuration file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (multi-process runs).")
+  "distributed", False, "Call jax.distributed.initialize() first (multi-process runs)."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "With --distributed: host:port of process 0 (clusters that "
-    "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).")
+  "coordinator_address",
+  None,
+  "With --distributed: host:port of process 0 (clusters that "
+  "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
 _FORK_FROM = flags.DEFINE_string(
-    "fork_from", None, "Start from this run's checkpoint at the end of --fork_epoch "
-    "(gradamp_jax.sweeps.fork): the runs may differ only in their selection rule.")
+  "fork_from",
+  None,
+  "Start from this run's checkpoint at the end of --fork_epoch "
+  "(gradamp_jax.sweeps.fork): the runs may differ only in their selection rule.",
+)
 _FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
 _UNTIL_EPOCH = flags.DEFINE_integer(
-    "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on).")
+  "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 _OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
 
@@ -63,8 +70,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = FLAGS(rest)
     FLAGS.config.keys()  # a config file that failed to load raises here
     return argv
-  except (flags.Error, ValueError, OSError, ImportError, SyntaxError, AttributeError,
-          KeyError, TypeError) as e:
+  except (
+    flags.Error,
+    ValueError,
+    OSError,
+    ImportError,
+    SyntaxError,
+    AttributeError,
+    KeyError,
+    TypeError,
+  ) as e:
     _usage_error(_last_line(e))
 
 
@@ -110,13 +125,13 @@ def main(argv):
   try:
     if _FORK_FROM.value is not None:
       from gradamp_jax.sweeps import fork
+
       if fork.fork(config, _WORKDIR.value, _FORK_FROM.value, _FORK_EPOCH.value):
         print(f"Forked from {_FORK_FROM.value} at epoch {_FORK_EPOCH.value}", flush=True)
     train.train_and_evaluate(config, _WORKDIR.value, until_epoch=_UNTIL_EPOCH.value)
   except preemption.Preempted as e:
     _exit(f"{e}", preemption.EXIT_PREEMPTED, prefix="")
-  except (ValueError, OSError, ImportError, train.NonFiniteError,
-          train.WorkdirBusyError) as e:
+  except (ValueError, OSError, ImportError, train.NonFiniteError, train.WorkdirBusyError) as e:
     _exit(f"{e}", 1)
   except Exception as e:  # with several processes, say which one and end it now
     if jax.process_count() == 1:
@@ -129,9 +144,12 @@ def main(argv):
 def start_distributed():
   """``jax.distributed.initialize`` with CPU collectives over gloo (for CPU-only runs)."""
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                             num_processes=_NUM_PROCESSES.value,
-                             process_id=_PROCESS_ID.value, heartbeat_timeout_seconds=30)
+  jax.distributed.initialize(
+    coordinator_address=_COORDINATOR.value,
+    num_processes=_NUM_PROCESSES.value,
+    process_id=_PROCESS_ID.value,
+    heartbeat_timeout_seconds=30,
+  )
 
 
 def _exit(message: str, status: int, prefix: str = "error: "):
@@ -141,8 +159,7 @@ def _exit(message: str, status: int, prefix: str = "error: "):
     if jax.process_count() > 1:
       first = message.splitlines()[0]
       if "Gloo" in message or "heartbeat" in message or "coordination" in message.lower():
-        message = ("another process of this run ended, so this one stops too "
-                   f"({first[:200]})")
+        message = f"another process of this run ended, so this one stops too ({first[:200]})"
       prefix = f"{prefix}process {jax.process_index()}: "
     print(f"{prefix}{message}", file=sys.stderr, flush=True)
   if jax.process_count() > 1:

@@ -20,18 +20,24 @@ def create_amplification(config, steps_per_epoch: int):
   """
   amp = config.amplification
   track = bool(config.track_directionality)
-  common = dict(reselect_every=amp.reselect_every or None, seed=config.seed,
-                eligible=amp.eligible)
+  common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, eligible=amp.eligible)
   if amp.method == "none" and not track:
     return None
   if amp.method in MEASURED_METHODS:  # tracking shares the selection's accumulators
     return ga.intelligent_amplification(
-        config.phases, steps_per_epoch, measure=amp.measure, case=amp.case,
-        threshold=amp.threshold, track_directionality=track,
-        control="matched_random" if amp.method == "matched_random" else None, **common)
+      config.phases,
+      steps_per_epoch,
+      measure=amp.measure,
+      case=amp.case,
+      threshold=amp.threshold,
+      track_directionality=track,
+      control="matched_random" if amp.method == "matched_random" else None,
+      **common,
+    )
   ratio = {"none": 0.0, "all": 1.0}.get(amp.method, amp.ratio)
-  return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio,
-                                 track_directionality=track, **common)
+  return ga.random_amplification(
+    config.phases, steps_per_epoch, ratio=ratio, track_directionality=track, **common
+  )
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -31,8 +31,7 @@ import gradamp_jax as ga
 from gradamp_jax import layers as layers_lib
 from gradamp_jax.directionality import finite_or_none
 from gradamp_jax.jsonl import JsonlWriter, read_jsonl
-from gradamp_jax.training import checkpointing
-from gradamp_jax.training import conv_choice
+from gradamp_jax.training import checkpointing, conv_choice
 from gradamp_jax.training.config_fields import RESUMABLE_CHANGES
 from gradamp_jax.training.optimizer import MEASURED_METHODS
 
@@ -59,12 +58,14 @@ def check_same_experiment(config, workdir: str) -> None:
   with open(path) as f:
     before = json.load(f)
   now = json.loads(conv_choice.resolve(config, workdir).to_json_best_effort())
-  changed = sorted(k for k in set(before) | set(now)
-                   if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k))
+  changed = sorted(
+    k for k in set(before) | set(now) if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
+  )
   if changed:
     raise ValueError(
-        f"workdir: {workdir!r} holds a run with a different config (fields: "
-        f"{', '.join(changed)}); use a new workdir, or the same config to resume")
+      f"workdir: {workdir!r} holds a run with a different config (fields: "
+      f"{', '.join(changed)}); use a new workdir, or the same config to resume"
+    )
 
 
 def data_fingerprint(dataset) -> str:
@@ -78,8 +79,15 @@ def data_fingerprint(dataset) -> str:
 
 
 # run.json fields that must not change when a run resumes: the data it trains on.
-DATA_IDENTITY = ("dataset", "num_train", "num_validation", "num_test", "num_classes",
-                 "steps_per_epoch", "data_fingerprint")
+DATA_IDENTITY = (
+  "dataset",
+  "num_train",
+  "num_validation",
+  "num_test",
+  "num_classes",
+  "steps_per_epoch",
+  "data_fingerprint",
+)
 
 
 def check_same_data(workdir: str, info: dict) -> None:
@@ -89,12 +97,16 @@ def check_same_data(workdir: str, info: dict) -> None:
     return
   with open(path) as f:
     before = json.load(f)
-  changed = [f"{k} {before[k]!r} -> {info[k]!r}" for k in DATA_IDENTITY
-             if k in before and k in info and before[k] != info[k]]
+  changed = [
+    f"{k} {before[k]!r} -> {info[k]!r}"
+    for k in DATA_IDENTITY
+    if k in before and k in info and before[k] != info[k]
+  ]
   if changed:
     raise ValueError(
-        f"workdir: {workdir!r} holds a run trained on other data ({'; '.join(changed)}); "
-        "point data_dir/image_folder at the data it started with, or use a new workdir")
+      f"workdir: {workdir!r} holds a run trained on other data ({'; '.join(changed)}); "
+      "point data_dir/image_folder at the data it started with, or use a new workdir"
+    )
 
 
 def network_depth(graphdef, state, image_shape) -> dict[str, int]:
@@ -113,19 +125,26 @@ def in_network_order(rows: list[dict], depth: dict[str, int]) -> list[dict]:
 def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) -> dict:
   index = layers_lib.layer_index(params)
   eligible = layers_lib.eligible_mask(index, config.amplification.eligible)
-  layers = [dict(layer=n, params=list(p), size=s, eligible=e) for n, p, s, e in zip(
-      index.names, index.param_names, index.layer_sizes(), eligible)]
+  layers = [
+    dict(layer=n, params=list(p), size=s, eligible=e)
+    for n, p, s, e in zip(index.names, index.param_names, index.layer_sizes(), eligible)
+  ]
   return dict(
-      jax_version=jax.__version__, devices=[str(d) for d in jax.devices()],
-      process_count=jax.process_count(), dataset=dataset.name,
-      num_train=len(dataset.train),
-      num_validation=0 if dataset.validation is None else len(dataset.validation),
-      num_test=len(dataset.test), data_fingerprint=data_fingerprint(dataset),
-      num_classes=dataset.num_classes, steps_per_epoch=steps_per_epoch,
-      layers=in_network_order(layers, depth),
-      layer_rule="a layer is a parameter path without its last key; layers are listed "
-                 "in network order (index: position in the forward pass)",
-      eligible_rule=config.amplification.eligible)
+    jax_version=jax.__version__,
+    devices=[str(d) for d in jax.devices()],
+    process_count=jax.process_count(),
+    dataset=dataset.name,
+    num_train=len(dataset.train),
+    num_validation=0 if dataset.validation is None else len(dataset.validation),
+    num_test=len(dataset.test),
+    data_fingerprint=data_fingerprint(dataset),
+    num_classes=dataset.num_classes,
+    steps_per_epoch=steps_per_epoch,
+    layers=in_network_order(layers, depth),
+    layer_rule="a layer is a parameter path without its last key; layers are listed "
+    "in network order (index: position in the forward pass)",
+    eligible_rule=config.amplification.eligible,
+  )
 
 
 def layer_stat_rows(config, opt_state, params) -> list[dict]:
@@ -135,12 +154,18 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
   measured = amp.method in MEASURED_METHODS
   rows = []
   for r in ga.selection_report(opt_state, params):
-    row = dict(epoch=r["epoch"], step=r["step"], layer=r["layer"],
-               measure=amp.measure if measured else None,
-               value=finite_or_none(r["measure"]) if measured else None,
-               normalized=finite_or_none(r["normalized"]) if measured else None,
-               selected=r["selected"], factor=r["factor"], eligible=r["eligible"],
-               method=amp.method)
+    row = dict(
+      epoch=r["epoch"],
+      step=r["step"],
+      layer=r["layer"],
+      measure=amp.measure if measured else None,
+      value=finite_or_none(r["measure"]) if measured else None,
+      normalized=finite_or_none(r["normalized"]) if measured else None,
+      selected=r["selected"],
+      factor=r["factor"],
+      eligible=r["eligible"],
+      method=amp.method,
+    )
     if amp.method == "matched_random":
       row["selected_by_measure"] = r["selected_by_measure"]
     rows.append(row)
@@ -149,9 +174,16 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
 
 def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[dict]:
   """``directionality.jsonl`` rows: G and G′ of every layer for the last finished epoch."""
-  return [dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]],
-               G=finite_or_none(r["G"]), G_prime=finite_or_none(r["G_prime"]))
-          for r in ga.directionality_report(opt_state, params)]
+  return [
+    dict(
+      epoch=r["epoch"],
+      layer=r["layer"],
+      eligible=eligible[r["layer"]],
+      G=finite_or_none(r["G"]),
+      G_prime=finite_or_none(r["G_prime"]),
+    )
+    for r in ga.directionality_report(opt_state, params)
+  ]
 
 
 def amplified_layers(config, opt_state) -> int:
@@ -184,8 +216,7 @@ class RunOutputs:
     write: whether this process writes the files.
   """
 
-  def __init__(self, workdir: str, config, info: dict, state, *, start_step: int,
-               write: bool):
+  def __init__(self, workdir: str, config, info: dict, state, *, start_step: int, write: bool):
     self.config, self.write_files = config, write
     self.depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
     self.eligible = {layer["layer"]: layer["eligible"] for layer in info["layers"]}
@@ -203,6 +234,7 @@ class RunOutputs:
     self.layer_stats = JsonlWriter(os.path.join(workdir, LAYER_STATS), keep=before_step)
     self.directionality = JsonlWriter(os.path.join(workdir, DIRECTIONALITY), keep=before_epoch)
     from tensorboardX import SummaryWriter
+
     self.summary = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def record_selections(self, state) -> None:
@@ -211,8 +243,9 @@ class RunOutputs:
     if selections > self.selections:
       self.selections = selections
       if self.write_files:
-        self.layer_stats.write(in_network_order(
-            layer_stat_rows(self.config, state.opt_state, state.params), self.depth))
+        self.layer_stats.write(
+          in_network_order(layer_stat_rows(self.config, state.opt_state, state.params), self.depth)
+        )
 
   def record_epoch(self, row: dict, state) -> None:
     """Writes an epoch's metrics ``row``, its selection and directionality, and prints it."""
@@ -221,18 +254,24 @@ class RunOutputs:
       return
     self.metrics.write([row])
     if self.config.track_directionality:
-      self.directionality.write(in_network_order(
-          directionality_rows(state.opt_state, state.params, self.eligible), self.depth))
+      self.directionality.write(
+        in_network_order(
+          directionality_rows(state.opt_state, state.params, self.eligible), self.depth
+        )
+      )
     for key, value in row.items():
       if key not in ("epoch", "step"):
         self.summary.add_scalar(key, value, row["epoch"])
     self.summary.flush()
     num_epochs = ga.num_epochs(self.config.phases)
-    print(f"epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
-          f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
-          f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
-          f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
-          f"({row['images_per_second']:.0f} img/s)", flush=True)
+    print(
+      f"epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
+      f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
+      f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
+      f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
+      f"({row['images_per_second']:.0f} img/s)",
+      flush=True,
+    )
 
   def close(self) -> None:
     if self.write_files:
@@ -244,14 +283,25 @@ def last_metrics(workdir: str) -> dict:
   return read_jsonl(os.path.join(workdir, METRICS))[-1]
 
 
-def write_fork(workdir: str, config, parent: str, epoch: int, step: int, *,
-               metrics: list[dict], directionality: list[dict],
-               layer_stats: list[dict]) -> None:
+def write_fork(
+  workdir: str,
+  config,
+  parent: str,
+  epoch: int,
+  step: int,
+  *,
+  metrics: list[dict],
+  directionality: list[dict],
+  layer_stats: list[dict],
+) -> None:
   """A forked run's files: the parent's metrics and directionality up to the fork, the
   run's own selections, its config, the parent's ``run.json``, and ``fork.json`` (every
   fork the run was made from, in order). A stale ``partial_epoch.json`` is removed."""
-  for name, rows in ((METRICS, metrics), (DIRECTIONALITY, directionality),
-                     (LAYER_STATS, layer_stats)):
+  for name, rows in (
+    (METRICS, metrics),
+    (DIRECTIONALITY, directionality),
+    (LAYER_STATS, layer_stats),
+  ):
     JsonlWriter(os.path.join(workdir, name)).write(rows)
   partial = os.path.join(workdir, checkpointing.PARTIAL_EPOCH_FILE)
   if os.path.exists(partial):

@@ -24,8 +24,10 @@ class Preempted(Exception):
   """The run stopped on a signal after saving a checkpoint at update ``step``."""
 
   def __init__(self, signame: str, step: int, checkpoint_dir: str):
-    super().__init__(f"stopped on {signame} after saving a checkpoint at update {step} in "
-                     f"{checkpoint_dir}; run the same command again to resume")
+    super().__init__(
+      f"stopped on {signame} after saving a checkpoint at update {step} in "
+      f"{checkpoint_dir}; run the same command again to resume"
+    )
     self.signame, self.step = signame, step
 
 
@@ -50,17 +52,22 @@ class StopRequest:
   def _handle(self, signum, frame):
     del frame
     self.signame = signal.Signals(signum).name
-    print(f"received {self.signame}: saving a checkpoint at the next step boundary, then "
-          f"exiting with status {EXIT_PREEMPTED}; send it again to stop at once",
-          file=sys.stderr, flush=True)
+    print(
+      f"received {self.signame}: saving a checkpoint at the next step boundary, then "
+      f"exiting with status {EXIT_PREEMPTED}; send it again to stop at once",
+      file=sys.stderr,
+      flush=True,
+    )
     signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
   def requested(self) -> bool:
     import jax
+
     if jax.process_count() == 1:
       return self.signame is not None
-    from jax.experimental import multihost_utils
     import numpy as np
+    from jax.experimental import multihost_utils
+
     flags = multihost_utils.process_allgather(np.int32(self.signame is not None))
     if self.signame is None and np.any(flags):
       self.signame = "a signal to another process"

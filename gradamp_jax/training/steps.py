@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from gradamp_jax import input_pipeline
-from gradamp_jax import models
+from gradamp_jax import input_pipeline, models
 from gradamp_jax.training import conv_choice
 
 
@@ -44,15 +43,15 @@ def make_train_step(graphdef, tx):
       loss = jnp.mean(cross_entropy(logits, batch["label"]))
       return loss, (logits, batch_stats.to_pure_dict())
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
-    metrics = dict(loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-                   grad_norm=grad_norm)
+    metrics = dict(
+      loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]), grad_norm=grad_norm
+    )
     return TrainState(state.step + 1, params, batch_stats, opt_state, bad_step), metrics
 
   return train_step
@@ -66,8 +65,11 @@ def make_eval_step(graphdef):
     logits = model(batch["image"], train=False)
     mask = batch["mask"]
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return dict(loss=jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-                correct=jnp.sum(correct * mask), count=jnp.sum(mask))
+    return dict(
+      loss=jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+      correct=jnp.sum(correct * mask),
+      count=jnp.sum(mask),
+    )
 
   return eval_step
 
@@ -140,11 +142,16 @@ def make_evaluate(graphdef, mean, std, batch_sharding=None):
 def create_train_state(config, num_classes: int, tx):
   """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  model = models.create(config.model, num_classes, seed=config.seed, dtype=dtype,
-                        conv=conv_choice.resolve(config).conv)
+  model = models.create(
+    config.model, num_classes, seed=config.seed, dtype=dtype, conv=conv_choice.resolve(config).conv
+  )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params = params.to_pure_dict()
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                     batch_stats=batch_stats.to_pure_dict(), opt_state=tx.init(params),
-                     bad_step=jnp.full([], -1, jnp.int32))
+  state = TrainState(
+    step=jnp.zeros([], jnp.int32),
+    params=params,
+    batch_stats=batch_stats.to_pure_dict(),
+    opt_state=tx.init(params),
+    bad_step=jnp.full([], -1, jnp.int32),
+  )
   return graphdef, state

@@ -23,11 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradamp_jax as ga
 from gradamp_jax import input_pipeline
-from gradamp_jax.training import checkpointing
-from gradamp_jax.training import conv_choice
-from gradamp_jax.training import optimizer
-from gradamp_jax.training import outputs
-from gradamp_jax.training import preemption
+from gradamp_jax.training import checkpointing, conv_choice, optimizer, outputs, preemption
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.config_fields import validate_config
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
@@ -39,8 +35,9 @@ class NonFiniteError(RuntimeError):
   """The loss or the gradients became NaN or infinite."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       until_epoch: int | None = None) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, until_epoch: int | None = None
+) -> dict:
   """Trains ``config.model`` on ``config.dataset`` with the configured amplification.
 
   Resumes from the newest checkpoint in ``workdir`` that restores (one a fork wrote,
@@ -75,15 +72,22 @@ def _train(config, workdir: str, until_epoch: int | None) -> dict:
   run = Run.create(config)
   spe = run.steps_per_epoch
   last_epoch = run.num_epochs if until_epoch is None else min(int(until_epoch), run.num_epochs)
-  with checkpointing.RunCheckpoints(workdir, keep=config.keep_checkpoints,
-                                    steps_per_epoch=spe) as checkpoints:
+  with checkpointing.RunCheckpoints(
+    workdir, keep=config.keep_checkpoints, steps_per_epoch=spe
+  ) as checkpoints:
     start_step, state, carried = checkpoints.restore(run.initial_state)
     if start_step:
-      print(f"Resumed from the checkpoint at update {start_step} (epoch "
-            f"{start_step / spe:.4g}) in {workdir}", flush=True)
+      print(
+        f"Resumed from the checkpoint at update {start_step} (epoch "
+        f"{start_step / spe:.4g}) in {workdir}",
+        flush=True,
+      )
     if start_step >= last_epoch * spe:
-      print(f"Run in {workdir} already trained {start_step // spe} of {run.num_epochs} "
-            f"epochs (asked for {last_epoch}); nothing to do.", flush=True)
+      print(
+        f"Run in {workdir} already trained {start_step // spe} of {run.num_epochs} "
+        f"epochs (asked for {last_epoch}); nothing to do.",
+        flush=True,
+      )
       return outputs.last_metrics(workdir)
     records = run.open_outputs(workdir, state, start_step)
     row = None
@@ -129,8 +133,10 @@ def _workdir_lock(workdir: str):
 def _check_finite(state, epoch: int, checkpoints: checkpointing.RunCheckpoints) -> None:
   bad_step = int(state.bad_step)
   if bad_step >= 0:
-    raise NonFiniteError(f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
-                         f"(0-based update count); {checkpoints.describe_kept()}")
+    raise NonFiniteError(
+      f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
+      f"(0-based update count); {checkpoints.describe_kept()}"
+    )
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -158,32 +164,42 @@ def compile_programs(config, dataset, graphdef, tx, state, mesh: Mesh) -> Progra
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state_sharding = jax.tree.map(lambda _: replicated, state)
   per_call = steps_lib.steps_per_call(config)
-  chunk = steps_lib.make_train_chunk(graphdef, tx, dataset.mean, dataset.std, batch_sharding,
-                                     loop=per_call > 1)
-  plan = functools.partial(input_pipeline.epoch_plan, num_examples=len(dataset.train),
-                           batch_size=config.batch_size)
+  chunk = steps_lib.make_train_chunk(
+    graphdef, tx, dataset.mean, dataset.std, batch_sharding, loop=per_call > 1
+  )
+  plan = functools.partial(
+    input_pipeline.epoch_plan, num_examples=len(dataset.train), batch_size=config.batch_size
+  )
   evaluate = steps_lib.make_evaluate(graphdef, dataset.mean, dataset.std, batch_sharding)
   return Programs(
-      train_chunk=jax.jit(
-          chunk, donate_argnums=(0, 5),
-          in_shardings=(state_sharding, replicated, replicated, None, None, replicated),
-          out_shardings=(state_sharding, replicated, replicated)),
-      evaluate=jax.jit(evaluate, in_shardings=(state_sharding, None),
-                       out_shardings=replicated),
-      epoch_plan=jax.jit(plan, out_shardings=replicated),
-      copy_state=jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding),
-      replicate=lambda tree: jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree),
-      steps_per_call=per_call)
+    train_chunk=jax.jit(
+      chunk,
+      donate_argnums=(0, 5),
+      in_shardings=(state_sharding, replicated, replicated, None, None, replicated),
+      out_shardings=(state_sharding, replicated, replicated),
+    ),
+    evaluate=jax.jit(evaluate, in_shardings=(state_sharding, None), out_shardings=replicated),
+    epoch_plan=jax.jit(plan, out_shardings=replicated),
+    copy_state=jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding),
+    replicate=lambda tree: jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree),
+    steps_per_call=per_call,
+  )
 
 
 def load_dataset(config) -> input_pipeline.Dataset:
   """Reads the data; with several processes the lead first (it may download and prepare
   it), then the others read what it prepared."""
+
   def load(download):
     return input_pipeline.load(
-        config.dataset, data_dir=config.data_dir, image_folder=config.image_folder,
-        train_split=config.train_split, validation_fraction=config.validation_fraction,
-        seed=config.seed, download=download)
+      config.dataset,
+      data_dir=config.data_dir,
+      image_folder=config.image_folder,
+      train_split=config.train_split,
+      validation_fraction=config.validation_fraction,
+      seed=config.seed,
+      download=download,
+    )
 
   if jax.process_count() == 1:
     return load(config.download)
@@ -194,20 +210,28 @@ def load_dataset(config) -> input_pipeline.Dataset:
 
 def _steps_per_epoch(config, num_train: int) -> int:
   if num_train < config.batch_size:
-    held_out = (f" after holding out validation_fraction={config.validation_fraction}"
-                if config.validation_fraction else "")
+    held_out = (
+      f" after holding out validation_fraction={config.validation_fraction}"
+      if config.validation_fraction
+      else ""
+    )
     raise ValueError(
-        f"config.batch_size: {config.batch_size} exceeds the {num_train} training examples "
-        f"of train_split={config.train_split!r}{held_out}, so an epoch holds no full batch; "
-        "use a smaller batch_size or a larger train_split")
+      f"config.batch_size: {config.batch_size} exceeds the {num_train} training examples "
+      f"of train_split={config.train_split!r}{held_out}, so an epoch holds no full batch; "
+      "use a smaller batch_size or a larger train_split"
+    )
   return ga.steps_per_epoch(num_train, config.batch_size)
 
 
 def _warn_if_looping_on_cpu(per_call: int) -> None:
   if per_call > 1 and jax.default_backend() == "cpu" and jax.process_index() == 0:
-    print(f"warning: steps_per_dispatch={per_call} runs the steps in a loop, which XLA:CPU "
-          "compiles to much slower convolution gradients (30x for resnet8 in BENCHMARKS.md); "
-          "0 (automatic) runs one step per call on a CPU", file=sys.stderr, flush=True)
+    print(
+      f"warning: steps_per_dispatch={per_call} runs the steps in a loop, which XLA:CPU "
+      "compiles to much slower convolution gradients (30x for resnet8 in BENCHMARKS.md); "
+      "0 (automatic) runs one step per call on a CPU",
+      file=sys.stderr,
+      flush=True,
+    )
 
 
 class Run(NamedTuple):
@@ -232,34 +256,52 @@ class Run(NamedTuple):
     mesh = Mesh(np.array(jax.devices()), ("data",))
     programs = compile_programs(config, dataset, graphdef, tx, state, mesh)
     _warn_if_looping_on_cpu(programs.steps_per_call)
-    eval_data = {name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
-                 for name, split in (("test", dataset.test), ("val", dataset.validation))
-                 if split is not None}
-    return cls(config, dataset, spe, ga.num_epochs(config.phases), graphdef,
-               programs.replicate(state), programs,
-               input_pipeline.to_device(dataset.train, mesh), eval_data)
+    eval_data = {
+      name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
+      for name, split in (("test", dataset.test), ("val", dataset.validation))
+      if split is not None
+    }
+    return cls(
+      config,
+      dataset,
+      spe,
+      ga.num_epochs(config.phases),
+      graphdef,
+      programs.replicate(state),
+      programs,
+      input_pipeline.to_device(dataset.train, mesh),
+      eval_data,
+    )
 
   def open_outputs(self, workdir: str, state, start_step: int) -> outputs.RunOutputs:
     """The run's files, after checking that a resumed run trains on the data it started on."""
     depth = outputs.network_depth(self.graphdef, state, self.dataset.train.images.shape[1:])
-    info = outputs.run_info(self.config, self.dataset, self.steps_per_epoch, state.params,
-                            depth)
+    info = outputs.run_info(self.config, self.dataset, self.steps_per_epoch, state.params, depth)
     if start_step:
       outputs.check_same_data(workdir, info)
-    return outputs.RunOutputs(workdir, self.config, info, state, start_step=start_step,
-                              write=jax.process_index() == 0)
+    return outputs.RunOutputs(
+      workdir, self.config, info, state, start_step=start_step, write=jax.process_index() == 0
+    )
 
   def train_epoch(self, state, epoch: int, start: int, carried: dict | None, stop):
     """Steps ``start ..`` of ``epoch``; returns the state and the per-step metrics of the
     epoch's steps done (``carried``: those of steps run before a restart)."""
     history = {k: np.zeros(self.steps_per_epoch, np.float32) for k in steps_lib.STEP_METRICS}
     for k, v in (carried or {}).items():
-      history[k][:len(v)] = v
+      history[k][: len(v)] = v
     state, history, done = train_epoch(
-        self.programs.train_chunk, state, self.train_data,
-        self.programs.epoch_plan(self.config.seed, epoch), self.programs.replicate(history),
-        epoch=epoch, start=start, steps=self.steps_per_epoch,
-        chunk=self.programs.steps_per_call, batch_size=self.config.batch_size, stop=stop)
+      self.programs.train_chunk,
+      state,
+      self.train_data,
+      self.programs.epoch_plan(self.config.seed, epoch),
+      self.programs.replicate(history),
+      epoch=epoch,
+      start=start,
+      steps=self.steps_per_epoch,
+      chunk=self.programs.steps_per_call,
+      batch_size=self.config.batch_size,
+      stop=stop,
+    )
     return state, {k: v[:done] for k, v in jax.device_get(history).items()}
 
   def epoch_row(self, epoch: int, state, metrics: dict, start: int, started: float) -> dict:
@@ -267,18 +309,23 @@ class Run(NamedTuple):
     train_seconds = time.perf_counter() - started
     mean = {k: float(np.mean(v)) for k, v in metrics.items()}
     lr_schedule = ga.learning_rate_schedule(self.config.phases, self.steps_per_epoch)
-    row = dict(epoch=epoch, step=epoch * self.steps_per_epoch,
-               lr=float(lr_schedule((epoch - 1) * self.steps_per_epoch)),
-               train_loss=mean["loss"], train_accuracy=mean["accuracy"],
-               grad_norm=mean["grad_norm"])
+    row = dict(
+      epoch=epoch,
+      step=epoch * self.steps_per_epoch,
+      lr=float(lr_schedule((epoch - 1) * self.steps_per_epoch)),
+      train_loss=mean["loss"],
+      train_accuracy=mean["accuracy"],
+      grad_norm=mean["grad_norm"],
+    )
     for name, split in self.eval_data.items():
       sums = jax.device_get(self.programs.evaluate(state, split))
       row[f"{name}_loss"] = float(sums["loss"]) / float(sums["count"])
       row[f"{name}_accuracy"] = float(sums["correct"]) / float(sums["count"])
     row["amplified_layers"] = outputs.amplified_layers(self.config, state.opt_state)
     row["epoch_seconds"] = time.perf_counter() - started
-    row["images_per_second"] = ((len(metrics["loss"]) - start) * self.config.batch_size
-                                / train_seconds)
+    row["images_per_second"] = (
+      (len(metrics["loss"]) - start) * self.config.batch_size / train_seconds
+    )
     return row
 
 
@@ -292,8 +339,8 @@ class _Progress:
     self.bar = None
     if sys.stderr.isatty():
       from tqdm import tqdm
-      self.bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False,
-                      unit="step")
+
+      self.bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False, unit="step")
     self.batch_size, self.begin, self.done = batch_size, time.perf_counter(), 0
 
   def update(self, steps: int, loss) -> None:
@@ -314,8 +361,20 @@ def chunk_bounds(start: int, stop: int, size: int) -> list[tuple[int, int]]:
   return [(a, min(a + size, stop)) for a in range(start, stop, size)]
 
 
-def train_epoch(train_chunk, state, data, plan, history, *, epoch: int, start: int,
-                steps: int, chunk: int, batch_size: int, stop=None):
+def train_epoch(
+  train_chunk,
+  state,
+  data,
+  plan,
+  history,
+  *,
+  epoch: int,
+  start: int,
+  steps: int,
+  chunk: int,
+  batch_size: int,
+  stop=None,
+):
   """Runs steps ``start, ..., steps - 1`` of an epoch, ``chunk`` steps per call.
 
   While a chunk runs, the host waits for the one before it (its last loss shows on the

@@ -43,12 +43,17 @@ class WorkdirLock:
       holder = _describe(_read(fd))
       os.close(fd)
       raise WorkdirBusyError(
-          f"workdir: {os.path.dirname(self.path)!r} is in use by {holder}; wait for it to "
-          f"end or use another workdir (lock: {self.path})") from None
+        f"workdir: {os.path.dirname(self.path)!r} is in use by {holder}; wait for it to "
+        f"end or use another workdir (lock: {self.path})"
+      ) from None
     previous = _read(fd)
     if previous:
-      print(f"warning: taking over the lock of {_describe(previous)}, which is no longer "
-            f"running ({self.path})", file=sys.stderr, flush=True)
+      print(
+        f"warning: taking over the lock of {_describe(previous)}, which is no longer "
+        f"running ({self.path})",
+        file=sys.stderr,
+        flush=True,
+      )
     me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time())
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
@@ -86,6 +91,9 @@ def _describe(holder: dict | None) -> str:
   if not holder:
     return "another run (lock file empty)"
   started = holder.get("started")
-  when = (time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
-          if isinstance(started, (int, float)) else "")
+  when = (
+    time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
+    if isinstance(started, (int, float))
+    else ""
+  )
   return f"pid {holder.get('pid')} on host {holder.get('host')}{when}"
