@@ -37,7 +37,9 @@ def get_config():
   config.steps_per_dispatch = 0  # training steps per jitted call; 0: automatic (1 on
   # CPU, 50 elsewhere); a signal stops within two calls
   config.keep_checkpoints = 2
-  config.track_directionality = True  # G, G′ of every layer, every epoch -> directionality.jsonl
+  config.track_directionality = True  # the tracked measures of every layer, every epoch
+  # -> directionality.jsonl
+  config.tracked_measures = ("G", "G_prime")  # any of gradamp_jax.measures.MEASURES
 
   config.amplification = amp = ml_collections.ConfigDict()
   amp.method = "intelligent"  # none | intelligent | random | matched_random | all

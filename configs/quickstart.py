@@ -22,6 +22,10 @@ every control, on paired seeds, for ``launch/sweep.py``:
 from configs import default
 from gradamp_jax.training.config_args import parse_arg
 
+# A plain epoch at LR 0.1, then the amplified phase at 0.02: its analysis epoch (2) and its
+# amplified epoch (3) end at a lower learning rate than the first, so the final accuracy
+# depends less on where the last noisy steps leave it.
+PHASES = ((1, 0.1, 0, 1), (3, 0.02, 1, 2))
 ARGS = dict(
   method="intelligent",
   measure="G_prime",
@@ -40,7 +44,7 @@ def get_config(arg=None):
   config.train_split = "train[:20%]"
   config.validation_fraction = args["validation_fraction"]
   config.seed = args["seed"]
-  config.phases = ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
+  config.phases = PHASES
   amp = config.amplification
   amp.method = args["method"]
   amp.measure = args["measure"]

@@ -140,13 +140,30 @@ def selection_epochs(
 Chooser = Callable[[AmplificationState, jax.Array], tuple]
 
 
+def _tracked(track_directionality, measure: Optional[str]) -> tuple[str, ...]:
+  """The measures a transform's state keeps: those tracked every epoch (``True``: G and
+  G′) plus the selection's own; empty for an untracked random selection."""
+  if isinstance(track_directionality, str):
+    raise ValueError(
+      "track_directionality must be a bool or a sequence of measure names, "
+      f"got {track_directionality!r}"
+    )
+  if track_directionality is True:
+    names = list(measures.DEFAULT_TRACKED)
+  else:
+    names = list(track_directionality or ())
+  if measure is not None and measure not in names:
+    names.append(measure)
+  return measures.tracked_set(names) if names else ()
+
+
 def _amplification(
   phases,
   steps_per_epoch,
   *,
   chooser: Chooser,
-  statistic: Optional[str],
-  track_directionality: bool,
+  tracked: tuple[str, ...],
+  every_epoch: bool,
   reselect_every,
   wait_first_epoch: bool,
   seed: int,
@@ -161,11 +178,7 @@ def _amplification(
     index = layers_lib.layer_index(params)
     elig = layers_lib.eligible_mask(index, eligible)
     zeros = lambda: jnp.zeros((index.num_layers,), jnp.float32)  # distinct buffers: donatable
-    if statistic is None and not track_directionality:
-      stats = ()
-    else:
-      per_weight = statistic == "G_prime" or track_directionality
-      stats = directionality_lib.init_state(params, index, per_weight=per_weight)
+    stats = directionality_lib.init_state(params, index, tracked) if tracked else ()
     return AmplificationState(
       count=jnp.zeros([], jnp.int32),
       eligible=jnp.asarray(elig, bool),
@@ -223,8 +236,8 @@ def _amplification(
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
-    if statistic is not None or track_directionality:
-      gate = True if track_directionality else jnp.asarray(tables.window)[epoch]
+    if tracked:
+      gate = True if every_epoch else jnp.asarray(tables.window)[epoch]
       stats = directionality_lib.update_state(
         stats, leaves, index, steps_per_epoch=steps_per_epoch, gate=gate
       )
@@ -262,8 +275,9 @@ def intelligent_amplification(
     phases: the training strategy, :class:`~gradamp_jax.Phase` or 4-tuples
       ``(end_epoch, learning_rate, is_amp, amp_factor)``.
     steps_per_epoch: optimizer updates per epoch (>= 1).
-    measure: ``"G"`` (eq. 4; two scalars of state per layer) or ``"G_prime"`` (eq. 7;
-      two float32 arrays the size of the parameters).
+    measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two
+      scalars of state per layer), ``"G_prime"`` (eq. 7; two float32 arrays the size of
+      the parameters) or ``"GSNR"`` (gradient signal-to-noise ratio; two arrays).
     case: 1 (amplify ``Ĝ > threshold``) or 2 (amplify ``|Ĝ| > threshold``).
     threshold: the threshold on the normalized measure (finite).
     reselect_every: re-selection period in epochs; ``None`` selects once per phase.
@@ -272,10 +286,12 @@ def intelligent_amplification(
     seed: seed of the PRNG key kept in the state (used by ``matched_random``).
     eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate
       on layer names; only eligible layers are normalized and may be amplified.
-    track_directionality: measure G and G′ of every layer over every epoch, not only
-      the analysis windows, as :func:`~gradamp_jax.directionality_monitor` does (read
-      with :func:`~gradamp_jax.directionality_report`), sharing the accumulators the
-      selection uses: two float32 parameter-sized arrays, also for ``measure="G"``.
+    track_directionality: measure every layer over every epoch, not only the analysis
+      windows, as :func:`~gradamp_jax.directionality_monitor` does (read with
+      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′ (two float32
+      parameter-sized arrays, also for ``measure="G"``), a sequence of measure names
+      tracks those; ``measure`` is always among them. The accumulators are shared with
+      the selection; one set of tracked measures gives one state layout.
 
   A layer that sees a non-finite gradient in an analysis window gets a NaN measure: it
   is left out of the normalisation and not selected; the other layers are selected as
@@ -308,7 +324,7 @@ def intelligent_amplification(
   threshold = float(threshold)
 
   def chooser(state, key):
-    values = getattr(state.directionality, measure)  # the analysed epoch's
+    values = state.directionality.values[measure]  # the analysed epoch's
     normalized = measures.normalize(values, state.eligible)
     chosen = measures.select_layers(normalized, state.eligible, case=case, threshold=threshold)
     if control == "matched_random":
@@ -324,8 +340,8 @@ def intelligent_amplification(
     phases,
     steps_per_epoch,
     chooser=chooser,
-    statistic=measure,
-    track_directionality=bool(track_directionality),
+    tracked=_tracked(track_directionality, measure),
+    every_epoch=bool(track_directionality),
     reselect_every=reselect_every,
     wait_first_epoch=True,
     seed=seed,
@@ -362,7 +378,8 @@ def random_amplification(
     wait_first_epoch: keep the phase's first epoch un-amplified, the timing of the
       intelligent selector (the default, for a fair comparison); ``False`` draws at the
       phase's first step.
-    track_directionality: measure G and G′ of every layer over every epoch (read with
+    track_directionality: measure G and G′ (``True``) or the named measures of every
+      layer over every epoch (read with
       :func:`~gradamp_jax.directionality_report`). The state then has the layout of
       :func:`intelligent_amplification`'s with tracking, whatever the ratio, so runs that
       differ only in their selection rule can start from one another's checkpoints
@@ -392,8 +409,8 @@ def random_amplification(
     phases,
     steps_per_epoch,
     chooser=chooser,
-    statistic=None,
-    track_directionality=bool(track_directionality),
+    tracked=_tracked(track_directionality, None),
+    every_epoch=bool(track_directionality),
     reselect_every=reselect_every,
     wait_first_epoch=wait_first_epoch,
     seed=seed,

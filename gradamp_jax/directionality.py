@@ -1,52 +1,104 @@
-"""Per-epoch gradient directionality of every layer (eqs. 4 and 7) as optax state.
+"""Per-epoch selection measures of every layer (G, eq. 4; G′, eq. 7; any of
+:data:`~gradamp_jax.measures_lib.MEASURES`) as optax state.
 
 One implementation of the accumulation serves both :func:`directionality_monitor` (every
 epoch, nothing amplified) and the amplification transforms (their analysis windows, or
-every epoch when they also track). The state is arrays only, so it runs inside ``jit``
-without recompiling and is checkpointed with the rest of the optimizer state.
+every epoch when they also track). It keeps only the sums the tracked measures need
+(:func:`~gradamp_jax.measures_lib.needed_sums`). The state is arrays only, so it runs inside
+``jit`` without recompiling and is checkpointed with the rest of the optimizer state.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.tree_util import GetAttrKey
 
 from gradamp_jax import layers as layers_lib
-from gradamp_jax import measures
+from gradamp_jax import measures as measures_lib
 from gradamp_jax import phases as phases_lib
 
 
-class DirectionalityState(NamedTuple):
+@jax.tree_util.register_pytree_with_keys_class
+class DirectionalityState:
   """Accumulators of the epoch in progress and the measures of the last finished one.
+
+  A pytree whose children are, by name: ``count`` (updates seen), ``epoch`` (1-based epoch
+  whose measures the state holds; 0: none finished), one ``(L,)`` float32 array per tracked
+  measure (its value over that epoch; NaN for a layer that saw a non-finite gradient), one
+  accumulator per needed sum (per weight, float32 and parameter-shaped, or per layer
+  ``(L,)``), and ``layers_id`` (CRC-32 of the layer names, to check reports against the
+  parameters). Tracking G and G′ gives the children ``count, epoch, G, G_prime,
+  signed_sum, abs_sum, layers_id``: the layout of checkpoints written before measures
+  became definitions, which therefore still restore.
 
   Attributes:
     count: updates seen.
-    epoch: 1-based epoch whose measures ``G`` and ``G_prime`` hold (0: none finished).
-    G: per layer, G of that epoch (eq. 4); NaN for a layer that saw a non-finite
-      gradient in it.
-    G_prime: per layer, G′ of that epoch (eq. 7), NaN where not computed (per-layer
-      accumulation) or where a non-finite gradient was seen.
-    signed_sum: ``Σ_j g`` of the epoch in progress: per weight (float32,
-      parameter-shaped) or, when only G is needed, per layer ``(L,)``.
-    abs_sum: ``Σ_j |g|``, shaped like ``signed_sum``.
-    layers_id: CRC-32 of the layer names, to check reports against the parameters.
+    epoch: the epoch the values belong to.
+    values: measure name -> per-layer values.
+    sums: sum name -> accumulator.
+    layers_id: CRC-32 of the layer names.
   """
 
-  count: jax.Array
-  epoch: jax.Array
-  G: jax.Array
-  G_prime: jax.Array
-  signed_sum: Any
-  abs_sum: Any
-  layers_id: jax.Array
+  def __init__(self, count, epoch, values: dict, sums: dict, layers_id):
+    self.count, self.epoch, self.layers_id = count, epoch, layers_id
+    # Canonical order (definitions, then sums), whatever order a caller or jax.tree.map
+    # (which sorts dict keys) gives: one tree structure per tracked set.
+    order = list(measures_lib.MEASURES)
+    self.values = {
+      k: values[k]
+      for k in sorted(
+        values, key=lambda k: (k not in order, order.index(k) if k in order else 0, k)
+      )
+    }
+    self.sums = {k: sums[k] for k in measures_lib.SUMS if k in sums}
+
+  @property
+  def measures(self) -> tuple[str, ...]:
+    return tuple(self.values)
+
+  def replace(self, **changes) -> DirectionalityState:
+    fields = dict(
+      count=self.count,
+      epoch=self.epoch,
+      values=self.values,
+      sums=self.sums,
+      layers_id=self.layers_id,
+    )
+    fields.update(changes)
+    return DirectionalityState(**fields)
+
+  def tree_flatten_with_keys(self):
+    children = [(GetAttrKey("count"), self.count), (GetAttrKey("epoch"), self.epoch)]
+    children += [(GetAttrKey(k), v) for k, v in self.values.items()]
+    children += [(GetAttrKey(k), v) for k, v in self.sums.items()]
+    children.append((GetAttrKey("layers_id"), self.layers_id))
+    return children, (tuple(self.values), tuple(self.sums))
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    names, sums = aux
+    count, epoch, *rest = children
+    values = dict(zip(names, rest[: len(names)]))
+    accumulators = dict(zip(sums, rest[len(names) : len(names) + len(sums)]))
+    return cls(count, epoch, values, accumulators, rest[-1])
+
+  def __repr__(self):
+    return (
+      f"DirectionalityState(count={self.count!r}, epoch={self.epoch!r}, "
+      f"measures={self.measures}, sums={tuple(self.sums)})"
+    )
 
 
-def init_state(params, index: layers_lib.LayerIndex, *, per_weight: bool) -> DirectionalityState:
-  """Zero accumulators; per-weight ones (for G′) are float32 whatever the parameter dtype."""
+def init_state(params, index: layers_lib.LayerIndex, tracked: Sequence[str]) -> DirectionalityState:
+  """Zero accumulators for the measures ``tracked``; per-weight ones are float32 whatever
+  the parameter dtype."""
+  tracked = measures_lib.tracked_set(tracked)
+  names, per_weight = measures_lib.needed_sums(tracked)
   num_layers = index.num_layers
   if per_weight:
     zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
@@ -55,12 +107,14 @@ def init_state(params, index: layers_lib.LayerIndex, *, per_weight: bool) -> Dir
   return DirectionalityState(
     count=jnp.zeros([], jnp.int32),
     epoch=jnp.zeros([], jnp.int32),
-    G=jnp.zeros((num_layers,), jnp.float32),
-    G_prime=jnp.full((num_layers,), jnp.nan, jnp.float32),
-    signed_sum=zeros(),
-    abs_sum=zeros(),
+    values={m: jnp.zeros((num_layers,), jnp.float32) for m in tracked},
+    sums={name: zeros() for name in names},
     layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
   )
+
+
+def _per_weight(state: DirectionalityState) -> bool:
+  return not isinstance(next(iter(state.sums.values())), jax.Array)
 
 
 def _layer_totals(leaves, index, fn):
@@ -68,6 +122,29 @@ def _layer_totals(leaves, index, fn):
   for leaf, layer in zip(leaves, index.leaf_layer):
     totals = totals.at[layer].add(jnp.sum(fn(leaf.astype(jnp.float32))))
   return totals
+
+
+def _added(state: DirectionalityState, leaves, index) -> dict:
+  """Each sum plus this update's contribution (:data:`~gradamp_jax.measures_lib.SUMS`)."""
+  out = {}
+  for name, acc in state.sums.items():
+    fn = measures_lib.SUMS[name]
+    if _per_weight(state):
+      structure = jax.tree.structure(acc)
+      out[name] = structure.unflatten(
+        [a + fn(g.astype(jnp.float32)) for a, g in zip(jax.tree.leaves(acc), leaves)]
+      )
+    else:
+      out[name] = acc + _layer_totals(leaves, index, fn)
+  return out
+
+
+def measure_window(state: DirectionalityState, index, steps: int) -> dict:
+  """The tracked measures' per-layer values from the sums of a window of ``steps``."""
+  per_weight = _per_weight(state)
+  sums = {k: jax.tree.leaves(v) if per_weight else v for k, v in state.sums.items()}
+  window = measures_lib.Window(sums, per_weight, steps, index.leaf_layer, index.num_layers)
+  return {m: measures_lib.MEASURES[m].value(window).astype(jnp.float32) for m in state.values}
 
 
 def update_state(
@@ -92,62 +169,43 @@ def update_state(
   Returns:
     The new state (``count`` + 1).
   """
-  per_weight = not isinstance(state.signed_sum, jax.Array)
   completes_epoch = (state.count + 1) % steps_per_epoch == 0
 
   def add(s):
-    if per_weight:
-      acc_def = jax.tree.structure(s.signed_sum)
-      signed = [a + g.astype(jnp.float32) for a, g in zip(jax.tree.leaves(s.signed_sum), leaves)]
-      absolute = [
-        a + jnp.abs(g.astype(jnp.float32)) for a, g in zip(jax.tree.leaves(s.abs_sum), leaves)
-      ]
-      return s._replace(signed_sum=acc_def.unflatten(signed), abs_sum=acc_def.unflatten(absolute))
-    return s._replace(
-      signed_sum=s.signed_sum + _layer_totals(leaves, index, lambda g: g),
-      abs_sum=s.abs_sum + _layer_totals(leaves, index, jnp.abs),
-    )
+    return s.replace(sums=_added(s, leaves, index))
 
   def finish(s):
-    if per_weight:
-      signed, absolute = jax.tree.leaves(s.signed_sum), jax.tree.leaves(s.abs_sum)
-      g = measures.directionality_g(
-        _layer_totals(signed, index, lambda x: x), _layer_totals(absolute, index, lambda x: x)
-      )
-      g_prime = measures.directionality_g_prime(
-        signed, absolute, index.leaf_layer, index.num_layers
-      )
-    else:
-      g = measures.directionality_g(s.signed_sum, s.abs_sum)
-      g_prime = s.G_prime
-    return s._replace(
+    return s.replace(
       epoch=s.count // steps_per_epoch + 1,
-      G=g,
-      G_prime=g_prime,
-      signed_sum=jax.tree.map(jnp.zeros_like, s.signed_sum),
-      abs_sum=jax.tree.map(jnp.zeros_like, s.abs_sum),
+      values=measure_window(s, index, steps_per_epoch),
+      sums=jax.tree.map(jnp.zeros_like, s.sums),
     )
 
   gate = jnp.asarray(gate, bool)
   state = jax.lax.cond(gate, add, lambda s: s, state)
   state = jax.lax.cond(gate & completes_epoch, finish, lambda s: s, state)
-  return state._replace(count=state.count + 1)
+  return state.replace(count=state.count + 1)
 
 
-def directionality_monitor(steps_per_epoch: int) -> optax.GradientTransformation:
-  """Measures G (eq. 4) and G′ (eq. 7) of every layer over every epoch; amplifies nothing.
+def directionality_monitor(
+  steps_per_epoch: int, measures: Sequence[str] = measures_lib.DEFAULT_TRACKED
+) -> optax.GradientTransformation:
+  """Measures G (eq. 4) and G′ (eq. 7) — or any defined measures — of every layer over
+  every epoch; amplifies nothing.
 
-  The gradients pass through unchanged. Each update adds its gradients to two float32
-  parameter-sized accumulators (``Σ_j g`` and ``Σ_j |g|`` per weight, from which both
-  measures follow); the update that completes epoch ``e`` computes epoch ``e``'s
-  measures, keeps them in the state and resets the accumulators. Read them with
-  :func:`directionality_report`. Chain it first to measure the raw gradients.
+  The gradients pass through unchanged. Each update adds its gradients to the sums the
+  measures need (for G and G′: ``Σ_j g`` and ``Σ_j |g|`` per weight, two float32
+  parameter-sized accumulators; GSNR adds ``Σ_j g²``); the update that completes epoch
+  ``e`` computes epoch ``e``'s measures, keeps them in the state and resets the
+  accumulators. Read them with :func:`directionality_report`. Chain it first to measure
+  the raw gradients.
 
   A layer that receives a non-finite gradient during an epoch reports NaN for that
   epoch; the next epoch starts from clean accumulators.
 
   Args:
     steps_per_epoch: optimizer updates per epoch (>= 1).
+    measures_tracked: names of :data:`~gradamp_jax.measures_lib.MEASURES` to track.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`DirectionalityState`.
@@ -157,9 +215,10 @@ def directionality_monitor(steps_per_epoch: int) -> optax.GradientTransformation
     >>> tx = optax.chain(ga.directionality_monitor(steps_per_epoch=390), optax.sgd(0.1))
   """
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
+  tracked = measures_lib.tracked_set(measures)
 
   def init_fn(params):
-    return init_state(params, layers_lib.layer_index(params), per_weight=True)
+    return init_state(params, layers_lib.layer_index(params), tracked)
 
   def update_fn(updates, state, params=None):
     del params
@@ -191,7 +250,7 @@ def find_directionality(opt_state) -> DirectionalityState:
 
 
 def directionality_report(opt_state, params) -> list[dict]:
-  """G and G′ of every layer for the last finished epoch, one row per layer.
+  """The tracked measures of every layer for the last finished epoch, one row per layer.
 
   Args:
     opt_state: an optimizer state containing a :class:`DirectionalityState` (from
@@ -200,8 +259,8 @@ def directionality_report(opt_state, params) -> list[dict]:
 
   Returns:
     Rows with ``layer``, ``index`` (position in network order), ``epoch`` (1-based,
-    the last finished epoch), ``G`` (eq. 4) and ``G_prime`` (eq. 7; NaN where not
-    measured). Empty before the first epoch completes.
+    the last finished epoch) and one column per tracked measure, e.g. ``G`` (eq. 4) and
+    ``G_prime`` (eq. 7). Empty before the first epoch completes.
 
   Raises:
     ValueError: when the optimizer state holds none, or was built for other layers.
@@ -211,12 +270,13 @@ def directionality_report(opt_state, params) -> list[dict]:
     >>> df = pd.DataFrame(ga.directionality_report(opt_state, params))  # doctest: +SKIP
   """
   state = jax.device_get(find_directionality(opt_state))
-  names = layers_lib.check_names(params, int(state.layers_id), len(state.G))
+  num_layers = len(next(iter(state.values.values())))
+  names = layers_lib.check_names(params, int(state.layers_id), num_layers)
   epoch = int(state.epoch)
   if epoch == 0:
     return []
   return [
-    dict(layer=name, index=i, epoch=epoch, G=float(state.G[i]), G_prime=float(state.G_prime[i]))
+    dict(layer=name, index=i, epoch=epoch, **{m: float(v[i]) for m, v in state.values.items()})
     for i, name in enumerate(names)
   ]
 

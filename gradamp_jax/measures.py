@@ -1,16 +1,30 @@
-"""Layer gradient directionality measures and the threshold rules (paper §3.2–3.6).
+"""Per-layer selection measures and the threshold rules (paper §3.2–3.6).
+
+A measure is one :class:`Measure` definition in :data:`MEASURES`: its name and label, the
+per-parameter sums it needs over a window of steps (:data:`SUMS`: Σg, Σ|g|, Σg²), and how
+those sums become one value per layer. Everything else — the accumulators the monitor and
+the transforms keep, selection, the reports, the run files, forks and the analysis — reads
+the definitions, so adding a measure is one definition here (docs/method.md §3 shows how).
 
 All functions are pure ``jax.numpy`` and run inside ``jit``.
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple, Sequence
+
 import jax
 import jax.numpy as jnp
 
-MEASURES = ("G", "G_prime")
 CASES = (1, 2)
 STD_TOLERANCE = 1e-6
+
+# The per-parameter sums a measure may need over a window: what each step adds.
+SUMS: dict[str, Callable[[jax.Array], jax.Array]] = {
+  "signed_sum": lambda g: g,  # Σ_j g
+  "abs_sum": jnp.abs,  # Σ_j |g|
+  "square_sum": jnp.square,  # Σ_j g²
+}
 
 
 def _safe_ratio(numerator, denominator):
@@ -60,6 +74,152 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
     totals = totals.at[layer].add(jnp.sum(weight_directionality(s, a)))
     counts[layer] += s.size
   return totals / jnp.asarray([max(c, 1) for c in counts], jnp.float32)
+
+
+def gradient_snr(signed_sums, square_sums, steps: int, leaf_layer, num_layers):
+  """Gradient signal-to-noise ratio (Liu et al., ICLR 2020), averaged over each layer's
+  weights: per weight, the squared mean of its gradient over the window's ``steps`` divided
+  by their variance, ``r_i = μ_i² / σ_i²`` with ``μ_i = Σ_j g / m`` and
+  ``σ_i² = Σ_j g² / m − μ_i²`` (population variance over the m steps).
+
+  A weight whose gradient was 0 at every step gets 0 (no signal). The variance is floored
+  at float32's resolution of the second moment, ``eps · Σ_j g² / m`` with ``eps = 2⁻²³``:
+  below it, ``Σ g²/m − μ²`` is rounding noise, so a weight with a constant non-zero
+  gradient (no measurable variance: one step, or identical steps) gets ``1/eps ≈ 8.4e6``,
+  the largest ratio float32 sums can resolve, and never inf or NaN.
+
+  Args:
+    signed_sums: list of per-weight ``Σ_j g`` arrays, one per parameter leaf.
+    square_sums: list of per-weight ``Σ_j g²`` arrays, same shapes.
+    steps: the number m of steps summed.
+    leaf_layer: layer index of each leaf.
+    num_layers: number of layers.
+
+  Returns:
+    GSNR per layer, >= 0; NaN for a layer with a non-finite sum.
+  """
+  eps = jnp.finfo(jnp.float32).eps
+  totals = jnp.zeros((num_layers,), jnp.float32)
+  counts = [0] * num_layers
+  for s, q, layer in zip(signed_sums, square_sums, leaf_layer):
+    mean, second = s / steps, q / steps
+    variance = jnp.maximum(second - mean**2, eps * second)
+    ratio = jnp.where(second > 0, mean**2 / jnp.where(second > 0, variance, 1.0), 0.0)
+    ratio = jnp.where(jnp.isfinite(s) & jnp.isfinite(q), ratio, jnp.nan)
+    totals = totals.at[layer].add(jnp.sum(ratio))
+    counts[layer] += s.size
+  return totals / jnp.asarray([max(c, 1) for c in counts], jnp.float32)
+
+
+class Window(NamedTuple):
+  """The sums of one window of steps, as a :class:`Measure` reads them.
+
+  Attributes:
+    sums: accumulator name (:data:`SUMS`) -> per-weight leaves (a list, in the layer
+      index's leaf order) or, without ``per_weight``, per-layer totals ``(L,)``.
+    per_weight: whether ``sums`` are per weight.
+    steps: number of steps summed.
+    leaf_layer: layer index of each leaf.
+    num_layers: number of layers.
+  """
+
+  sums: dict
+  per_weight: bool
+  steps: int
+  leaf_layer: Sequence[int]
+  num_layers: int
+
+  def layer_totals(self, name: str) -> jax.Array:
+    """Per-layer total ``(L,)`` of sum ``name`` over the layer's weights."""
+    if not self.per_weight:
+      return self.sums[name]
+    totals = jnp.zeros((self.num_layers,), jnp.float32)
+    for leaf, layer in zip(self.sums[name], self.leaf_layer):
+      totals = totals.at[layer].add(jnp.sum(leaf))
+    return totals
+
+  def weights(self, name: str) -> list:
+    """Per-weight leaves of sum ``name`` (only when ``per_weight``)."""
+    if not self.per_weight:
+      raise ValueError(f"sum {name!r} is kept per layer; this measure needs it per weight")
+    return self.sums[name]
+
+
+class Measure(NamedTuple):
+  """A per-layer statistic of a window's raw gradients that selection can threshold.
+
+  Attributes:
+    name: its key in configs, optimizer state and output columns.
+    label: how figures and reports print it.
+    sums: the :data:`SUMS` it needs over a window.
+    per_weight: whether it needs those sums per weight; ``False`` if per-layer totals
+      suffice (then a transform that tracks it alone keeps two scalars per layer).
+    value: ``value(window) -> (L,)`` float32 per-layer values (NaN for a layer whose sums
+      are not finite).
+    reference: where it is defined.
+  """
+
+  name: str
+  label: str
+  sums: tuple[str, ...]
+  per_weight: bool
+  value: Callable[[Window], jax.Array]
+  reference: str
+
+
+MEASURES: dict[str, Measure] = {
+  m.name: m
+  for m in (
+    Measure(
+      "G",
+      "G",
+      ("signed_sum", "abs_sum"),
+      False,
+      lambda w: directionality_g(w.layer_totals("signed_sum"), w.layer_totals("abs_sum")),
+      "Basodi et al. 2023, eq. 4",
+    ),
+    Measure(
+      "G_prime",
+      "G′",
+      ("signed_sum", "abs_sum"),
+      True,
+      lambda w: directionality_g_prime(
+        w.weights("signed_sum"), w.weights("abs_sum"), w.leaf_layer, w.num_layers
+      ),
+      "Basodi et al. 2023, eq. 7",
+    ),
+    Measure(
+      "GSNR",
+      "GSNR",
+      ("signed_sum", "square_sum"),
+      True,
+      lambda w: gradient_snr(
+        w.weights("signed_sum"), w.weights("square_sum"), w.steps, w.leaf_layer, w.num_layers
+      ),
+      "Liu et al., ICLR 2020 (gradient signal-to-noise ratio)",
+    ),
+  )
+}
+DEFAULT_TRACKED = ("G", "G_prime")
+
+
+def label(name: str) -> str:
+  """A measure's label (its name for an unknown one)."""
+  return MEASURES[name].label if name in MEASURES else name
+
+
+def tracked_set(names: Sequence[str]) -> tuple[str, ...]:
+  """Measure names, checked and in :data:`MEASURES` order (one state layout per set)."""
+  names = [check_measure(n) for n in names]
+  if not names:
+    raise ValueError("at least one measure must be tracked")
+  return tuple(n for n in MEASURES if n in names)
+
+
+def needed_sums(names: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+  """The sums a set of measures needs (in :data:`SUMS` order) and whether per weight."""
+  needed = {s for n in names for s in MEASURES[n].sums}
+  return (tuple(s for s in SUMS if s in needed), any(MEASURES[n].per_weight for n in names))
 
 
 def normalize(values, eligible):
@@ -123,7 +283,7 @@ def random_subset(key, eligible, count):
 
 def check_measure(measure: str) -> str:
   if measure not in MEASURES:
-    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    raise ValueError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
   return measure
 
 

@@ -1,4 +1,5 @@
-"""A plain NumPy reading of the method (docs/method.md §3–5), written apart from the JAX code.
+"""A plain NumPy reading of the method and its measures (docs/method.md §3–5), written apart
+from the JAX code.
 
 It does not simulate a state machine: for every step it finds, from the strategy alone,
 which analysis window governs the step and recomputes the selection from that window's
@@ -24,6 +25,21 @@ def measure_g_prime(window):
   denominator = np.abs(steps).sum(axis=0)
   ratios = [0.0 if d == 0 else n / d for n, d in zip(numerator, denominator)]
   return float(np.mean(ratios))
+
+
+def measure_gsnr(window):
+  """Gradient SNR (Liu et al. 2020): mean over weights of mean² / variance over the steps,
+  the variance floored at float32's eps times the second moment (0 for a weight that never
+  moved)."""
+  steps = np.stack([np.concatenate([np.ravel(a) for a in step]) for step in window])
+  steps = steps.astype(np.float64)
+  mean, second = steps.mean(axis=0), np.square(steps).mean(axis=0)
+  variance = np.maximum(second - mean**2, np.finfo(np.float32).eps * second)
+  ratios = [0.0 if q == 0 else m**2 / v for m, q, v in zip(mean, second, variance)]
+  return float(np.mean(ratios))
+
+
+MEASURES = {"G": measure_g, "G_prime": measure_g_prime, "GSNR": measure_gsnr}
 
 
 def zscore(values, eligible):
@@ -62,7 +78,7 @@ def expected_scales(
 ):
   """Per step, the factor applied to each layer. ``grads``: list over steps of leaf lists."""
   eligible = np.ones(num_layers, bool) if eligible is None else np.asarray(eligible)
-  fn = measure_g if measure == "G" else measure_g_prime
+  fn = MEASURES[measure]
   out = []
   for t in range(len(grads)):
     epoch = t // steps_per_epoch + 1

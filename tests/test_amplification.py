@@ -489,10 +489,10 @@ def test_orbax_restore_mid_phase_continues_identically(tmp_path):
 def test_state_memory():
   params = make_params([[(3, 2), (2,)], [(4,)]], dtype=jnp.bfloat16)
   g_state = ga.intelligent_amplification(PHASES, 2, measure="G").init(params)
-  assert g_state.directionality.signed_sum.shape == (2,)
-  assert g_state.directionality.abs_sum.shape == (2,)
+  assert g_state.directionality.sums["signed_sum"].shape == (2,)
+  assert g_state.directionality.sums["abs_sum"].shape == (2,)
   gp_state = ga.intelligent_amplification(PHASES, 2, measure="G_prime").init(params)
-  for acc in (gp_state.directionality.signed_sum, gp_state.directionality.abs_sum):
+  for acc in (gp_state.directionality.sums["signed_sum"], gp_state.directionality.sums["abs_sum"]):
     assert jax.tree.map(lambda x: (x.shape, x.dtype), acc) == jax.tree.map(
       lambda x: (x.shape, jnp.dtype("float32")), params
     )

@@ -138,12 +138,20 @@ DOMAINS = {
   ),
   "seed": int_field(0, 2**31 - 1),
   "half_precision": (st.booleans(), st.one_of(st.integers(), words, st.none())),
-  "conv": choice_field(("lax", "im2col")),
+  "conv": choice_field(("auto", "lax", "im2col")),
   "track_directionality": (st.booleans(), st.one_of(st.integers(), words, st.none())),
+  "tracked_measures": (
+    st.lists(st.sampled_from(["G", "G_prime", "GSNR"]), min_size=1, max_size=3, unique=True).map(
+      tuple
+    ),
+    st.one_of(
+      st.sampled_from([(), ("G", "G"), ("nope",), ("G", "g"), "G"]), st.none(), st.integers()
+    ),
+  ),
   "keep_checkpoints": int_field(1),
   "steps_per_dispatch": int_field(0),
   "amplification.method": choice_field(("none", "intelligent", "random", "matched_random", "all")),
-  "amplification.measure": choice_field(("G", "G_prime")),
+  "amplification.measure": choice_field(("G", "G_prime", "GSNR")),
   "amplification.case": (
     st.sampled_from([1, 2]),
     st.one_of(st.integers().filter(lambda x: x not in (1, 2)), st.sampled_from([True, 1.0, "1"])),
@@ -195,6 +203,16 @@ def named_field(message):
   return match.group(1)
 
 
+def untracked_measure(config) -> bool:
+  """The rule across fields: a tracking run selects by a measure it tracks."""
+  amp = config.amplification
+  return (
+    config.track_directionality is True
+    and amp.method in ("intelligent", "matched_random")
+    and amp.measure not in config.tracked_measures
+  )
+
+
 @settings(
   max_examples=EXAMPLES["configs"],
   deadline=None,
@@ -213,6 +231,8 @@ def test_generated_configs(mutation, unknown):
     with config.unlocked():
       config[unknown] = 1
     bad = bad | {unknown}
+  if not bad and untracked_measure(config):
+    bad = {"amplification.measure"}
   if not bad:
     config_fields.validate_config(config)  # no exception
     return
@@ -277,6 +297,8 @@ def test_generated_override_strings(case):
   config = tiny_config()
   try:
     config_fields.apply_overrides(config, [text])
+    if bad is None and untracked_measure(config):
+      bad = "amplification.measure"
     config_fields.validate_config(config)
   except ValueError as e:
     assert bad is not None, f"{text} refused: {e}"
@@ -323,6 +345,9 @@ def valid_small_configs(draw):
     ) or not draw(st.booleans()):
       continue
     set_field(config, field, draw(DOMAINS[field][0]))
+  amp = config.amplification
+  if amp.measure not in config.tracked_measures:  # validate_config refuses it (tested apart)
+    config.tracked_measures = (*config.tracked_measures, amp.measure)
   config.batch_size = draw(st.sampled_from([2, 4]))
   config.phases = draw(DOMAINS["phases"][0])
   return config

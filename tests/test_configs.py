@@ -26,6 +26,6 @@ def test_quickstart_sweep_pairs_every_method_on_the_same_seeds():
 def test_quickstart_defaults_and_bad_thresholds():
   config = quickstart.get_config()
   assert config.amplification.method == "intelligent" and config.validation_fraction == 0.0
-  assert config.phases == ((1, 0.1, 0, 1), (3, 0.1, 1, 2))
+  assert config.phases == ((1, 0.1, 0, 1), (3, 0.02, 1, 2))
   with pytest.raises(ValueError, match="thresholds='a\\+1': expected numbers"):
     quickstart.get_sweep("thresholds=a+1")

@@ -115,7 +115,7 @@ def test_accumulators_stay_empty_outside_analysis_windows():
   for g in grads:
     _, state = update(g, state)
     sums.append(
-      sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(state.directionality.abs_sum))
+      sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(state.directionality.sums["abs_sum"]))
     )
   # Steps 1-4 (epochs 1-2) add nothing; step 5 (inside window 3) does; its end resets.
   assert sums[:4] == [0.0] * 4 and sums[4] > 0 and sums[5:] == [0.0] * 3

@@ -163,3 +163,34 @@ def test_selection_epochs_are_the_analysed_epochs():
   assert ga.selection_epochs(((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2))) == [2, 4]
   assert ga.selection_epochs(((6, 0.1, 1, 2),), reselect_every=2) == [1, 3, 5]
   assert ga.selection_epochs(((2, 0.1, 0, 1),)) == []
+
+
+def test_a_third_measure_tracks_selects_and_forks_like_the_others(tmp_path):
+  tracked = ("G", "G_prime", "GSNR")
+  configs = {
+    "parent": config_of(measure="GSNR", case=2, threshold=0.5),
+    "alone": config_of(measure="GSNR", case=1, threshold=0.3),
+  }
+  for config in configs.values():
+    config.tracked_measures = tracked
+  configs["parent"].keep_checkpoints = 3  # the fork needs epoch 2's
+  dirs = {name: str(tmp_path / name) for name in ("parent", "alone", "forked")}
+  with mock_cifar():
+    train.train_and_evaluate(configs["parent"], dirs["parent"])
+    train.train_and_evaluate(configs["alone"], dirs["alone"])
+    assert fork.fork(configs["alone"], dirs["forked"], dirs["parent"], 2)
+    train.train_and_evaluate(configs["alone"], dirs["forked"])
+  rows = read(os.path.join(dirs["parent"], "directionality.jsonl"))
+  assert set(rows[0]) == {"epoch", "layer", "index", "eligible", "G", "G_prime", "GSNR"}
+  assert all(r["GSNR"] is not None and r["GSNR"] >= 0 for r in rows)
+  stats = read(os.path.join(dirs["parent"], "layer_stats.jsonl"))
+  assert stats and {r["measure"] for r in stats} == {"GSNR"}
+  want, got = outputs(dirs["alone"]), outputs(dirs["forked"])
+  assert without_timing(got["metrics.jsonl"]) == without_timing(want["metrics.jsonl"])
+  assert got["layer_stats.jsonl"] == want["layer_stats.jsonl"]
+
+
+def test_selecting_by_an_untracked_measure_is_refused():
+  config = config_of(measure="GSNR")
+  with pytest.raises(ValueError, match=r"config.amplification.measure: 'GSNR' is not in"):
+    train.train_and_evaluate(config, "/nonexistent-workdir")

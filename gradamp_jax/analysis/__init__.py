@@ -40,6 +40,7 @@ from gradamp_jax.analysis.statistics import (
   group_conflicts,
   mean_curves,
   measure_agreement,
+  measure_columns,
   normalize,
   paired_difference,
   reselection_label,

@@ -12,9 +12,16 @@ import os
 import numpy as np
 import pandas as pd
 
-from gradamp_jax import analysis
+from gradamp_jax import analysis, measures
 
-_MEASURE_NAMES = {"G": "G", "G_prime": "G′"}
+
+def _axis_label(measure: str) -> str:
+  """A measure's label with its reference's equation, e.g. ``G′ (eq. 7)``."""
+  if measure not in measures.MEASURES:
+    return measure
+  reference = measures.MEASURES[measure].reference
+  equation = reference.split(", ")[-1] if "eq." in reference else ""
+  return f"{measures.label(measure)} ({equation})" if equation else measures.label(measure)
 
 
 def _axes(ax):
@@ -121,7 +128,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
       yerr=group["selected_std"].astype(float).fillna(0),
       marker="o",
       capsize=2,
-      label=f"{_MEASURE_NAMES.get(measure, measure)} c{int(case)}",
+      label=f"{measures.label(measure)} c{int(case)}",
     )
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
@@ -147,17 +154,20 @@ def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: 
   return ax
 
 
-def plot_measure_scatter(directionality: pd.DataFrame, epoch: int, ax=None):
-  """G against G′ of every eligible layer at one epoch, coloured by depth."""
+def plot_measure_scatter(
+  directionality: pd.DataFrame, epoch: int, ax=None, x: str = "G", y: str = "G_prime"
+):
+  """Measure ``y`` against ``x`` (G′ against G by default) of every eligible layer at one
+  epoch, coloured by depth."""
   import matplotlib.pyplot as plt
 
   ax = _axes(ax)
   rows = directionality[
     (directionality["epoch"] == epoch) & directionality["eligible"].astype(bool)
   ]
-  points = ax.scatter(rows["G"], rows["G_prime"], c=rows["index"], cmap="viridis", s=18)
-  ax.set_xlabel("G (eq. 4)")
-  ax.set_ylabel("G′ (eq. 7)")
+  points = ax.scatter(rows[x], rows[y], c=rows["index"], cmap="viridis", s=18)
+  ax.set_xlabel(_axis_label(x))
+  ax.set_ylabel(_axis_label(y))
   ax.set_title(f"epoch {epoch}")
   plt.colorbar(points, ax=ax, label="layer index (network order)")
   return ax
@@ -263,19 +273,24 @@ def selection_figure(runs, comparison, model, dataset, reselect):
 
 
 def directionality_figure(frames: list[pd.DataFrame], title: str):
-  """G and G′ of every layer (network order) over epochs, mean over the given runs'
-  ``directionality.jsonl`` frames; None when there are none."""
+  """Every recorded measure (G and G′ by default) of every layer (network order) over
+  epochs, mean over the given runs' ``directionality.jsonl`` frames; None when there are
+  none. G and G′ share the colour scale [0, 1]; other measures get their own."""
   import matplotlib.pyplot as plt
 
   frames = [f for f in frames if len(f)]
   if not frames:
     return None
-  tables = {m: analysis.directionality_table(frames, m) for m in ("G", "G_prime")}
-  height = max(3.0, 0.12 * len(tables["G"]) + 1.5)
-  fig, axes = plt.subplots(1, 2, figsize=(11, height))
-  for ax, (measure, table) in zip(axes, tables.items()):
-    name = "G′ (eq. 7)" if measure == "G_prime" else "G (eq. 4)"
-    plot_layer_heatmap(table, ax=ax, label=name, vmin=0, vmax=1)
+  names = [m for m in analysis.measure_columns(frames[0]) if all(m in f for f in frames)]
+  tables = {m: analysis.directionality_table(frames, m) for m in names}
+  height = max(3.0, 0.12 * len(tables[names[0]]) + 1.5)
+  fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), height), squeeze=False)
+  for ax, (measure, table) in zip(axes[0], tables.items()):
+    bounded = measure in ("G", "G_prime")
+    name = _axis_label(measure)
+    plot_layer_heatmap(
+      table, ax=ax, label=name, vmin=0 if bounded else None, vmax=1 if bounded else None
+    )
     ax.set_title(name, fontsize="small")
   fig.suptitle(f"{title} (mean over {len(frames)} runs)", fontsize="small")
   return fig

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from gradamp_jax import measures
 from gradamp_jax.analysis.runs import (
   APPLIES,
   COMPARISON_COLUMNS,
@@ -317,7 +318,7 @@ def family_label(row) -> str:
   ``matched G′ c1``."""
   method = row["method"]
   if method in ("intelligent", "matched_random"):
-    name = f"{'G′' if row['measure'] == 'G_prime' else 'G'} c{int(row['case'])}"
+    name = f"{measures.label(row['measure'])} c{int(row['case'])}"
     return name if method == "intelligent" else f"matched {name}"
   return str(method)
 
@@ -376,11 +377,15 @@ def selected_counts(layer_stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd.DataFrame:
-  """Layers (network order) × epochs of ``measure`` (``G`` or ``G_prime``), mean over the
-  given runs' ``directionality.jsonl`` frames."""
-  if measure not in ("G", "G_prime"):
-    raise ValueError(f"measure={measure!r}: allowed are 'G' and 'G_prime'")
+  """Layers (network order) × epochs of ``measure`` (a column of ``directionality.jsonl``:
+  ``G``, ``G_prime``, or any tracked measure), mean over the given runs' frames."""
   frames = [d for d in directionality if len(d)]
+  missing = [i for i, d in enumerate(frames) if measure not in d]
+  if missing:
+    raise ValueError(
+      f"measure={measure!r} is not recorded in frame(s) {missing}; recorded: "
+      f"{', '.join(measure_columns(frames[missing[0]]))}"
+    )
   if not frames:
     return pd.DataFrame()
   stacked = pd.concat(frames)
@@ -390,40 +395,46 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
   return table.droplevel("index")
 
 
+def measure_columns(directionality: pd.DataFrame) -> list[str]:
+  """The measures a ``directionality.jsonl`` frame records, in definition order."""
+  return [m for m in measures.MEASURES if m in directionality]
+
+
 def measure_agreement(
-  directionality: pd.DataFrame, case: int = 1, threshold: float = 1.0
+  directionality: pd.DataFrame,
+  case: int = 1,
+  threshold: float = 1.0,
+  first: str = "G",
+  second: str = "G_prime",
 ) -> pd.DataFrame:
-  """Per epoch of one run, how far G and G′ agree over the eligible layers: Spearman's
-  rank correlation ``spearman``, the layers each would select at ``threshold``
-  (``selected_G``, ``selected_G_prime``; case 1: ``z > t``, case 2: ``|z| > t``) and how
-  many both select (``both``)."""
+  """Per epoch of one run, how far two measures (G and G′ by default) agree over the
+  eligible layers: Spearman's rank correlation ``spearman``, the layers each would select
+  at ``threshold`` (``selected_<first>``, ``selected_<second>``; case 1: ``z > t``, case 2:
+  ``|z| > t``) and how many both select (``both``)."""
   if case not in (1, 2):
     raise ValueError(f"case={case!r}: allowed are 1 and 2")
-  rows = []
+  columns = ["epoch", "layers", "spearman", f"selected_{first}", f"selected_{second}", "both"]
   if directionality.empty:
-    directionality = pd.DataFrame(columns=["epoch", "eligible", "G", "G_prime"])
+    directionality = pd.DataFrame(columns=["epoch", "eligible", first, second])
   eligible = directionality[directionality["eligible"].astype(bool)]
+  rows = []
   for epoch, frame in eligible.groupby("epoch", sort=True):
     picks = {}
-    for measure in ("G", "G_prime"):
+    for measure in (first, second):
       z = normalize(frame[measure])
       picks[measure] = (z if case == 1 else np.abs(z)) > threshold
-    rho = (
-      scipy_stats.spearmanr(frame["G"], frame["G_prime"]).statistic if len(frame) > 1 else np.nan
+    rho = scipy_stats.spearmanr(frame[first], frame[second]).statistic if len(frame) > 1 else np.nan
+    both = int((picks[first] & picks[second]).sum())
+    values = (
+      epoch,
+      len(frame),
+      float(rho),
+      int(picks[first].sum()),
+      int(picks[second].sum()),
+      both,
     )
-    rows.append(
-      dict(
-        epoch=epoch,
-        layers=len(frame),
-        spearman=float(rho),
-        selected_G=int(picks["G"].sum()),
-        selected_G_prime=int(picks["G_prime"].sum()),
-        both=int((picks["G"] & picks["G_prime"]).sum()),
-      )
-    )
-  return pd.DataFrame(
-    rows, columns=["epoch", "layers", "spearman", "selected_G", "selected_G_prime", "both"]
-  )
+    rows.append(dict(zip(columns, values)))
+  return pd.DataFrame(rows, columns=columns)
 
 
 def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:

@@ -67,9 +67,9 @@ def replay_selections(
 ) -> list:
   """The selections ``config``'s own rule makes from recorded statistics.
 
-  A run selects at the first step of epoch ``e + 1`` from epoch ``e``'s G and G′ (eqs. 4,
-  7); this runs the config's amplification transform on the G and G′ that
-  ``directionality.jsonl`` ``rows`` recorded (float32 values, exact in JSON) for epochs
+  A run selects at the first step of epoch ``e + 1`` from epoch ``e``'s measures (G, eq. 4;
+  G′, eq. 7; every tracked one); this runs the config's amplification transform on the
+  values that ``directionality.jsonl`` ``rows`` recorded (float32 values, exact in JSON) for epochs
   ``1 .. until_epoch``, with zero gradients, so the rule, the z-scores (eqs. 6, 8) and the
   random draws (from the key in the state) are those of the run itself.
 
@@ -99,11 +99,17 @@ def replay_selections(
         f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
       )
     count = jnp.asarray(epoch * steps_per_epoch, jnp.int32)
-    stats = state.directionality._replace(
-      count=count,
-      epoch=jnp.asarray(epoch, jnp.int32),
-      G=jnp.asarray([nan_for_none(recorded[n]["G"]) for n in names], jnp.float32),
-      G_prime=jnp.asarray([nan_for_none(recorded[n]["G_prime"]) for n in names], jnp.float32),
+    unrecorded = [m for m in state.directionality.measures if m not in recorded[names[0]]]
+    if unrecorded:
+      raise ValueError(
+        f"directionality of epoch {epoch} does not record measure(s) {', '.join(unrecorded)}"
+      )
+    values = {
+      m: jnp.asarray([nan_for_none(recorded[n][m]) for n in names], jnp.float32)
+      for m in state.directionality.measures
+    }
+    stats = state.directionality.replace(
+      count=count, epoch=jnp.asarray(epoch, jnp.int32), values=values
     )
     before = state._replace(count=count, directionality=stats)
     _, after = update(zeros, before)

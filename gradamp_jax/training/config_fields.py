@@ -20,13 +20,14 @@ import jax
 import ml_collections
 
 from gradamp_jax import layers as layers_lib
+from gradamp_jax import measures as ga_measures
 from gradamp_jax import models
 from gradamp_jax.phases import parse_phases
 from gradamp_jax.training.optimizer import create_amplification
 
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 DATASETS = ("cifar10", "cifar100")
-MEASURES = ("G", "G_prime")
+MEASURES = tuple(ga_measures.MEASURES)
 MAX_SEED = 2**31 - 1
 # A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
 _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
@@ -61,6 +62,16 @@ def _phases_ok(x) -> bool:
 
 _BOOL = (lambda x: isinstance(x, bool)), "true or false"
 
+
+def _measure_set(x) -> bool:
+  return (
+    isinstance(x, (list, tuple))
+    and len(x) > 0
+    and len(set(x)) == len(x)
+    and all(isinstance(m, str) and m in ga_measures.MEASURES for m in x)
+  )
+
+
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "model": _choice(models.MODEL_NAMES),
@@ -88,6 +99,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "steps_per_dispatch": _int_range(0),
   "keep_checkpoints": _int_range(1),
   "track_directionality": _BOOL,
+  "tracked_measures": (_measure_set, f"a non-empty list of distinct measures from {MEASURES}"),
   "amplification.method": _choice(METHODS),
   "amplification.measure": _choice(MEASURES),
   "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
@@ -237,6 +249,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"config.{field}: must be a positive multiple of the device count "
         f"({jax.device_count()}), got {config[field]!r}"
       )
+  amp = config.amplification
+  if (
+    config.track_directionality
+    and amp.method in ("intelligent", "matched_random")
+    and amp.measure not in config.tracked_measures
+  ):
+    raise ValueError(
+      f"config.amplification.measure: {amp.measure!r} is not in "
+      f"config.tracked_measures {tuple(config.tracked_measures)}; track it "
+      "(one state layout for every run of a sweep) or select by a tracked one"
+    )
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:

@@ -13,13 +13,14 @@ def create_amplification(config, steps_per_epoch: int):
   """The amplification transform the config asks for.
 
   With ``track_directionality`` every method, ``none`` included (a random selection of
-  no layer), gets a transform with one state layout that measures G and G′ every epoch:
+  no layer), gets a transform with one state layout that measures
+  ``config.tracked_measures`` (G and G′ by default) every epoch:
   runs that differ only in their selection rule are then the same computation until
   their selections differ, and one can start from another's checkpoint
   (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets no transform (None).
   """
   amp = config.amplification
-  track = bool(config.track_directionality)
+  track = tuple(config.tracked_measures) if config.track_directionality else False
   common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, eligible=amp.eligible)
   if amp.method == "none" and not track:
     return None

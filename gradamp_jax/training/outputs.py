@@ -5,7 +5,8 @@
   order (:func:`run_info`);
 * ``metrics.jsonl``: one row per epoch;
 * ``layer_stats.jsonl``: one row per layer at every selection (:func:`layer_stat_rows`);
-* ``directionality.jsonl``: G and G′ of every layer at every epoch, when tracked;
+* ``directionality.jsonl``: every tracked measure (``config.tracked_measures``, G and G′
+  by default) of every layer at every epoch, when tracked;
 * ``tensorboard/``: the metrics as TensorBoard scalars;
 * ``fork.json``: where a forked run came from (:func:`write_fork`).
 
@@ -173,17 +174,13 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
 
 
 def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[dict]:
-  """``directionality.jsonl`` rows: G and G′ of every layer for the last finished epoch."""
-  return [
-    dict(
-      epoch=r["epoch"],
-      layer=r["layer"],
-      eligible=eligible[r["layer"]],
-      G=finite_or_none(r["G"]),
-      G_prime=finite_or_none(r["G_prime"]),
-    )
-    for r in ga.directionality_report(opt_state, params)
-  ]
+  """``directionality.jsonl`` rows: every tracked measure (a column each) of every layer for
+  the last finished epoch."""
+  rows = []
+  for r in ga.directionality_report(opt_state, params):
+    values = {k: finite_or_none(v) for k, v in r.items() if k not in ("layer", "index", "epoch")}
+    rows.append(dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]], **values))
+  return rows
 
 
 def amplified_layers(config, opt_state) -> int:
