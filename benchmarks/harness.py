@@ -11,10 +11,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gradamp_jax import input_pipeline  # noqa: E402
-from gradamp_jax.training import (
-  optimizer,  # noqa: E402
-  train,  # noqa: E402
-)
+from gradamp_jax.training import optimizer, train  # noqa: E402
 from gradamp_jax.training import steps as steps_lib  # noqa: E402
 
 

@@ -480,3 +480,10 @@ def test_random_at_several_ratios_is_chosen_like_a_threshold():
     95.0,
   )
   assert pd.isna(row["chosen_threshold"]) and row["diff_mean"] == 1.0
+
+
+def test_load_run_names_a_folder_that_is_not_a_run(tmp_path):
+  with pytest.raises(ValueError, match=r"'.*nope' \(.*\) does not exist"):
+    analysis.load_run(str(tmp_path / "nope"))
+  with pytest.raises(ValueError, match="holds no config.json"):
+    analysis.load_run(str(tmp_path))

@@ -406,3 +406,24 @@ def test_command_line_explains_bad_input_in_one_line(tmp_path, override, message
   assert result.stderr.startswith(f"error: {message}"), result.stderr
   assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "run")  # nothing written either
+
+
+def test_a_bad_config_argument_is_one_line_without_the_exception_class(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "gradamp_jax.main",
+      "--config",
+      "configs/quickstart.py:methd=none",
+      "--workdir",
+      str(tmp_path / "run"),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.startswith("error: ") and "methd" in result.stderr, result.stderr
+  assert "Error:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

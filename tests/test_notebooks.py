@@ -16,12 +16,28 @@ def read(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_is_committed_without_outputs(name):
+def test_notebook_is_committed_executed(name):
+  """A reader sees the figures without running anything: every code cell has run, in order."""
   book = read(name)
   nbformat.validate(book)
   code = [c for c in book.cells if c.cell_type == "code"]
-  assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+  assert code and [c.execution_count for c in code] == list(range(1, len(code) + 1))
+  assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+  assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
   assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_opens_on_the_shipped_results_from_its_folder(name):
+  """Run where Jupyter starts it (notebooks/), with its own defaults."""
+  book = read(name)
+  NotebookClient(
+    book,
+    timeout=300,
+    kernel_name="python3",
+    resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}},
+  ).execute()
+  assert len(outputs(book, "image/png")) >= 3
 
 
 def execute(name, **parameters):

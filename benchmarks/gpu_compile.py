@@ -1,0 +1,257 @@
+"""The training program's GPU programs, compiled for an H100 or H200 without a GPU.
+
+    python -m venv --system-site-packages .venv-cuda
+    .venv-cuda/bin/pip install "jax[cuda12]==0.10.2"
+    .venv-cuda/bin/python benchmarks/gpu_compile.py --out runs/gpu-compile
+
+JAX compiles for a CUDA target on a machine with no GPU and no driver ("deviceless AOT"):
+``JAX_PLATFORMS=cpu`` (set here before jax is imported, so the CUDA plugin never calls the
+driver), a topology from a ``GpuTargetConfigProto`` (``benchmarks/gpu_targets/*.txtpb``: the
+card's SM count, clocks, memory and bandwidth), inputs as ``ShapeDtypeStruct`` on a mesh of
+that topology, ``jit(f).lower(...).compile()``. Per program this prints the kernels of the
+optimised HLO by kind, the memory XLA plans (arguments, outputs, temporaries), flops and
+bytes (XLA's cost analysis of the optimised module, with cuDNN convolutions, which it cannot
+see, counted from their shapes) and the card's roofline time (flops over peak, bytes over
+bandwidth, the larger). Beside the training program's chunk it compiles a minimal reference
+step written here (same model, augmentation, weight decay, SGD momentum, nothing else).
+
+A static model of the program, not a timing: cuDNN picks its algorithms at run time, and
+launch overheads are unseen. ``--tiny`` compiles resnet8 at batch 8 for the H100 only (what
+CI runs: a change that breaks the GPU program fails on a CPU machine).
+"""
+
+import os
+
+os.environ["JAX_PLATFORMS"] = "cpu"  # before jax: no driver is asked for anything
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.experimental import topologies  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import quickstart  # noqa: E402
+from gradamp_jax import input_pipeline  # noqa: E402
+from gradamp_jax.training import optimizer, steps  # noqa: E402
+
+TARGETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_targets")
+# Dense peak flops (bf16 tensor cores; float32 without them) and memory bandwidth, per card.
+CARDS = {
+  "h100": dict(bf16=989e12, f32=67e12, bandwidth=3.35e12, memory=80e9),
+  "h200": dict(bf16=989e12, f32=67e12, bandwidth=4.8e12, memory=141e9),
+}
+VARIANTS = {  # name: (method, measure, track_directionality)
+  "reference": None,
+  "none, untracked": ("none", "G_prime", False),
+  "none, tracked": ("none", "G_prime", True),
+  "intelligent G′, tracked": ("intelligent", "G_prime", True),
+  "intelligent G, tracked": ("intelligent", "G", True),
+}
+
+
+def config_for(model, dtype, batch, variant):
+  config = quickstart.get_config()
+  config.model, config.batch_size, config.conv = model, batch, "lax"
+  config.half_precision = dtype == "bfloat16"
+  method, measure, track = VARIANTS[variant]
+  config.amplification.method, config.amplification.measure = method, measure
+  config.track_directionality = track
+  return config
+
+
+def reference_step(config, num_classes=10):
+  """The minimal step: gather, crop, flip, normalise, cross-entropy, weight decay, SGD."""
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                   optax.sgd(0.1, momentum=config.momentum))
+  graphdef, state = steps.create_train_state(config, num_classes, tx)
+
+  def step(state, data, plan, index):
+    batch = input_pipeline.train_batch(data, plan, index, (0.5,) * 3, (0.25,) * 3)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params, state.batch_stats)
+      logits = model(batch["image"], train=True)
+      _, _, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                             batch["label"]).mean()
+      return loss, stats.to_pure_dict()
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state._replace(step=state.step + 1, params=params, batch_stats=stats,
+                          opt_state=opt_state), loss
+
+  return step, state, (0,)
+
+
+def program_chunk(config, num_classes=10, steps_per_epoch=100):
+  """The training program's chunk at one step per call (``loop=False``)."""
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  graphdef, state = steps.create_train_state(config, num_classes, tx)
+  chunk = steps.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3, loop=False)
+  history = {k: jnp.zeros(steps_per_epoch, jnp.float32) for k in steps.STEP_METRICS}
+  return chunk, state, (0, 0 + 1, history)
+
+
+def compile_for(card, fn, state, extra, batch, num_examples):
+  """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``."""
+  with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
+    topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(),
+                                            topology="1x1x1")
+  mesh = topologies.make_mesh(topology, (1,), ("data",))
+  sharding = NamedSharding(mesh, PartitionSpec())
+
+  def spec(x):
+    return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding)
+
+  data = input_pipeline.DeviceSplit(
+    jax.ShapeDtypeStruct((num_examples, 32, 32, 3), jnp.uint8, sharding=sharding),
+    jax.ShapeDtypeStruct((num_examples,), jnp.int32, sharding=sharding))
+  plan = jax.eval_shape(lambda: input_pipeline.epoch_plan(0, 1, num_examples=num_examples,
+                                                          batch_size=batch))
+  args = (jax.tree.map(spec, state), data, jax.tree.map(spec, plan),
+          *[jax.tree.map(spec, e) for e in extra])
+  start = time.perf_counter()
+  compiled = jax.jit(fn, donate_argnums=(0,)).lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+_SHAPE = re.compile(r"(bf16|f16|f32|s32|u32|s8|u8|pred|f64|s64)\[([\d,]*)\]")
+_BYTES = dict(bf16=2, f16=2, f32=4, s32=4, u32=4, s8=1, u8=1, pred=1, f64=8, s64=8)
+
+
+def _shapes(text):
+  return [(t, [int(d) for d in dims.split(",") if d]) for t, dims in _SHAPE.findall(text)]
+
+
+def _conv_flops(line, result, operands):
+  """2 · (result elements) · (window size) · (contracted features), from the HLO line."""
+  window = re.search(r"window=\{size=([\dx]+)", line)
+  size = int(np.prod([int(k) for k in window.group(1).split("x")])) if window else 1
+  labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
+  if not labels or len(operands) < 2:
+    return 0
+  lhs, rhs, out = labels.groups()
+  rhs_shape = operands[1][1]
+  contracted = rhs_shape[rhs.index("i")] if "i" in rhs else 1
+  return 2 * int(np.prod(result[1])) * size * contracted
+
+
+def kernels_and_convs(hlo_text):
+  """Kernels of the entry computation by kind, and the cuDNN convolutions' flops and bytes."""
+  kinds, flops, nbytes = collections.Counter(), 0, 0
+  entry = hlo_text[hlo_text.index("ENTRY"):]
+  entry = entry[:entry.index("\n}\n")]
+  for line in entry.splitlines()[1:]:
+    m = re.search(r"= (\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^=]*?\)) (\w[\w-]*)\(", line)
+    if not m:
+      continue
+    op = m.group(2)
+    if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
+      continue
+    if op == "custom-call":
+      target = re.search(r'custom_call_target="([^"]+)"', line).group(1)
+      if "conv" in target.lower():
+        kinds["convolution"] += 1
+        shapes = _shapes(line)
+        result, operands = shapes[0], shapes[1:]
+        flops += _conv_flops(line, result, operands)
+        nbytes += sum(_BYTES[t] * int(np.prod(d)) for t, d in shapes if d)
+      elif "gemm" in target.lower() or "matmul" in target.lower():
+        kinds["gemm"] += 1
+      else:
+        kinds[f"custom-call {target}"] += 1
+    elif op in ("fusion", "copy", "conditional", "while", "all-reduce"):
+      kinds[{"while": "loop"}.get(op, op)] += 1
+    else:
+      kinds["other"] += 1
+  return kinds, flops, nbytes
+
+
+def measure(compiled, card, dtype):
+  text = compiled.as_text()
+  kinds, conv_flops, conv_bytes = kernels_and_convs(text)
+  flops, nbytes = conv_flops, conv_bytes
+  try:  # XLA's generic cost analysis of the optimised module, through the CPU client
+    from jax._src.lib import _jax
+    module = compiled._executable.xla_extension_executable().hlo_modules()[0]
+    cost = _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
+    flops += max(float(cost.get("flops", 0)), 0)
+    nbytes += max(float(cost.get("bytes accessed", 0)), 0)
+  except Exception as e:  # a private API: say so rather than guess
+    print(f"  (cost analysis unavailable: {type(e).__name__}: {e})", file=sys.stderr)
+  memory = compiled.memory_analysis()
+  peak = CARDS[card]["bf16" if dtype == "bfloat16" else "f32"]
+  roofline = max(flops / peak, nbytes / CARDS[card]["bandwidth"])
+  return dict(kernels=sum(kinds.values()), kinds=dict(kinds),
+              temp_bytes=memory.temp_size_in_bytes,
+              argument_bytes=memory.argument_size_in_bytes,
+              output_bytes=memory.output_size_in_bytes, flops=flops, bytes=nbytes,
+              roofline_seconds=roofline)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--tiny", action="store_true", help="resnet8, batch 8, H100 only (CI)")
+  parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+  args = parser.parse_args()
+  if args.tiny:
+    settings, cards = [("resnet8", "float32", 8)], ["h100"]
+  else:
+    settings, cards = [("resnet18", "bfloat16", 128)], ["h100", "h200"]
+  rows = []
+  for model, dtype, batch in settings:
+    for variant in VARIANTS:
+      config = config_for(model, dtype, batch, variant if variant != "reference" else
+                          "none, untracked")
+      fn, state, extra = (reference_step(config) if variant == "reference"
+                          else program_chunk(config))
+      for card in cards:
+        compiled, seconds = compile_for(card, fn, state, extra, batch, num_examples=4 * batch)
+        row = dict(model=model, dtype=dtype, batch=batch, variant=variant, card=card,
+                   compile_seconds=round(seconds, 1), **measure(compiled, card, dtype))
+        rows.append(row)
+        print(f"{card} {model} {dtype} b{batch} {variant}: {row['kernels']} kernels "
+              f"{row['kinds']}, {row['bytes'] / 1e9:.3f} GB, {row['flops'] / 1e12:.3f} TFLOP, "
+              f"temp {row['temp_bytes'] / 2**20:.0f} MiB, compiled in {seconds:.1f} s",
+              flush=True)
+  print(markdown(rows))
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+      json.dump(rows, f, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+      f.write(markdown(rows))
+
+
+def markdown(rows):
+  lines = ["| card | program | kernels (fusions, convs, copies, cond.) | GB per step | "
+           "temp MiB | roofline images/s | vs reference (kernels, bytes) | compile s |",
+           "|---|---|---|---:|---:|---:|---|---:|"]
+  reference = {(r["card"], r["model"], r["dtype"], r["batch"]): r for r in rows
+               if r["variant"] == "reference"}
+  for r in rows:
+    ref = reference[(r["card"], r["model"], r["dtype"], r["batch"])]
+    k = r["kinds"]
+    lines.append(
+      f"| {r['card']} | {r['model']} {r['dtype']} b{r['batch']}, {r['variant']} | {r['kernels']} "
+      f"({k.get('fusion', 0)}, {k.get('convolution', 0)}, {k.get('copy', 0)}, "
+      f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['temp_bytes'] / 2**20:.0f} | "
+      f"{r['batch'] / r['roofline_seconds']:,.0f} | {r['kernels'] / ref['kernels']:.2f}x, "
+      f"{r['bytes'] / ref['bytes']:.2f}x | {r['compile_seconds']} |")
+  return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+  main()
