@@ -71,8 +71,9 @@ def config_for(model, dtype, batch, variant):
 
 def reference_step(config, num_classes=10):
   """The minimal step: gather, crop, flip, normalise, cross-entropy, weight decay, SGD."""
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                   optax.sgd(0.1, momentum=config.momentum))
+  tx = optax.chain(
+    optax.add_decayed_weights(config.weight_decay), optax.sgd(0.1, momentum=config.momentum)
+  )
   graphdef, state = steps.create_train_state(config, num_classes, tx)
 
   def step(state, data, plan, index):
@@ -82,15 +83,17 @@ def reference_step(config, num_classes=10):
       model = nnx.merge(graphdef, params, state.batch_stats)
       logits = model(batch["image"], train=True)
       _, _, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                             batch["label"]).mean()
+      loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["label"]
+      ).mean()
       return loss, stats.to_pure_dict()
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state._replace(step=state.step + 1, params=params, batch_stats=stats,
-                          opt_state=opt_state), loss
+    return state._replace(
+      step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state
+    ), loss
 
   return step, state, (0,)
 
@@ -107,8 +110,9 @@ def program_chunk(config, num_classes=10, steps_per_epoch=100):
 def compile_for(card, fn, state, extra, batch, num_examples):
   """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``."""
   with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
-    topology = topologies.get_topology_desc(platform="cuda", target_config=f.read(),
-                                            topology="1x1x1")
+    topology = topologies.get_topology_desc(
+      platform="cuda", target_config=f.read(), topology="1x1x1"
+    )
   mesh = topologies.make_mesh(topology, (1,), ("data",))
   sharding = NamedSharding(mesh, PartitionSpec())
 
@@ -117,11 +121,17 @@ def compile_for(card, fn, state, extra, batch, num_examples):
 
   data = input_pipeline.DeviceSplit(
     jax.ShapeDtypeStruct((num_examples, 32, 32, 3), jnp.uint8, sharding=sharding),
-    jax.ShapeDtypeStruct((num_examples,), jnp.int32, sharding=sharding))
-  plan = jax.eval_shape(lambda: input_pipeline.epoch_plan(0, 1, num_examples=num_examples,
-                                                          batch_size=batch))
-  args = (jax.tree.map(spec, state), data, jax.tree.map(spec, plan),
-          *[jax.tree.map(spec, e) for e in extra])
+    jax.ShapeDtypeStruct((num_examples,), jnp.int32, sharding=sharding),
+  )
+  plan = jax.eval_shape(
+    lambda: input_pipeline.epoch_plan(0, 1, num_examples=num_examples, batch_size=batch)
+  )
+  args = (
+    jax.tree.map(spec, state),
+    data,
+    jax.tree.map(spec, plan),
+    *[jax.tree.map(spec, e) for e in extra],
+  )
   start = time.perf_counter()
   compiled = jax.jit(fn, donate_argnums=(0,)).lower(*args).compile()
   return compiled, time.perf_counter() - start
@@ -131,43 +141,59 @@ _SHAPE = re.compile(r"(bf16|f16|f32|s32|u32|s8|u8|pred|f64|s64)\[([\d,]*)\]")
 _BYTES = dict(bf16=2, f16=2, f32=4, s32=4, u32=4, s8=1, u8=1, pred=1, f64=8, s64=8)
 
 
-def _shapes(text):
-  return [(t, [int(d) for d in dims.split(",") if d]) for t, dims in _SHAPE.findall(text)]
+def _definitions(hlo_text):
+  """Instruction name -> its (first) array shape, over every computation of the module."""
+  shapes = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%([\w.-]+) = \(?(\w+)\[([\d,]*)\]", hlo_text, re.M):
+    shapes[m.group(1)] = (m.group(2), [int(d) for d in m.group(3).split(",") if d])
+  return shapes
 
 
-def _conv_flops(line, result, operands):
-  """2 · (result elements) · (window size) · (contracted features), from the HLO line."""
+def _conv_cost(line, shapes):
+  """Flops and bytes of one cuDNN convolution call, from its operands' and result's shapes.
+
+  Every kind (forward, backward input, backward filter) does the forward convolution's
+  work: 2 · (elements of the forward output) · (window) · (input features), its labels
+  being the forward's (``lhs_rhs->out``).
+  """
+  name = re.match(r"\s*(?:ROOT )?%([\w.-]+) =", line).group(1)
+  operands = re.search(r"custom-call\(([^)]*)\)", line).group(1)
+  operands = [shapes.get(o.strip().lstrip("%")) for o in operands.split(",")]
+  result = shapes[name]
   window = re.search(r"window=\{size=([\dx]+)", line)
   size = int(np.prod([int(k) for k in window.group(1).split("x")])) if window else 1
-  labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line)
-  if not labels or len(operands) < 2:
-    return 0
-  lhs, rhs, out = labels.groups()
-  rhs_shape = operands[1][1]
-  contracted = rhs_shape[rhs.index("i")] if "i" in rhs else 1
-  return 2 * int(np.prod(result[1])) * size * contracted
+  _, rhs, _ = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", line).groups()
+  target = re.search(r'custom_call_target="([^"]+)"', line).group(1)
+  if "BackwardFilter" in target:
+    kernel, forward_out = result, operands[1]
+  elif "BackwardInput" in target:
+    kernel, forward_out = operands[1], operands[0]
+  else:
+    kernel, forward_out = operands[1], result
+  flops = 2 * int(np.prod(forward_out[1])) * size * kernel[1][rhs.index("i")]
+  nbytes = sum(_BYTES[t] * int(np.prod(d)) for t, d in [result, *operands] if t in _BYTES)
+  return flops, nbytes
 
 
 def kernels_and_convs(hlo_text):
   """Kernels of the entry computation by kind, and the cuDNN convolutions' flops and bytes."""
+  shapes = _definitions(hlo_text)
   kinds, flops, nbytes = collections.Counter(), 0, 0
-  entry = hlo_text[hlo_text.index("ENTRY"):]
-  entry = entry[:entry.index("\n}\n")]
+  entry = hlo_text[hlo_text.index("ENTRY") :]
+  entry = entry[: entry.index("\n}\n")]
   for line in entry.splitlines()[1:]:
-    m = re.search(r"= (\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^=]*?\)) (\w[\w-]*)\(", line)
+    m = re.search(r" = .*?\s([a-z][\w-]*)\(", line)  # the op follows the result's type
     if not m:
       continue
-    op = m.group(2)
+    op = m.group(1)
     if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
       continue
     if op == "custom-call":
       target = re.search(r'custom_call_target="([^"]+)"', line).group(1)
       if "conv" in target.lower():
         kinds["convolution"] += 1
-        shapes = _shapes(line)
-        result, operands = shapes[0], shapes[1:]
-        flops += _conv_flops(line, result, operands)
-        nbytes += sum(_BYTES[t] * int(np.prod(d)) for t, d in shapes if d)
+        conv_flops, conv_bytes = _conv_cost(line, shapes)
+        flops, nbytes = flops + conv_flops, nbytes + conv_bytes
       elif "gemm" in target.lower() or "matmul" in target.lower():
         kinds["gemm"] += 1
       else:
@@ -185,6 +211,7 @@ def measure(compiled, card, dtype):
   flops, nbytes = conv_flops, conv_bytes
   try:  # XLA's generic cost analysis of the optimised module, through the CPU client
     from jax._src.lib import _jax
+
     module = compiled._executable.xla_extension_executable().hlo_modules()[0]
     cost = _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
     flops += max(float(cost.get("flops", 0)), 0)
@@ -194,11 +221,16 @@ def measure(compiled, card, dtype):
   memory = compiled.memory_analysis()
   peak = CARDS[card]["bf16" if dtype == "bfloat16" else "f32"]
   roofline = max(flops / peak, nbytes / CARDS[card]["bandwidth"])
-  return dict(kernels=sum(kinds.values()), kinds=dict(kinds),
-              temp_bytes=memory.temp_size_in_bytes,
-              argument_bytes=memory.argument_size_in_bytes,
-              output_bytes=memory.output_size_in_bytes, flops=flops, bytes=nbytes,
-              roofline_seconds=roofline)
+  return dict(
+    kernels=sum(kinds.values()),
+    kinds=dict(kinds),
+    temp_bytes=memory.temp_size_in_bytes,
+    argument_bytes=memory.argument_size_in_bytes,
+    output_bytes=memory.output_size_in_bytes,
+    flops=flops,
+    bytes=nbytes,
+    roofline_seconds=roofline,
+  )
 
 
 def main():
@@ -213,19 +245,28 @@ def main():
   rows = []
   for model, dtype, batch in settings:
     for variant in VARIANTS:
-      config = config_for(model, dtype, batch, variant if variant != "reference" else
-                          "none, untracked")
-      fn, state, extra = (reference_step(config) if variant == "reference"
-                          else program_chunk(config))
+      config = config_for(
+        model, dtype, batch, variant if variant != "reference" else "none, untracked"
+      )
+      fn, state, extra = reference_step(config) if variant == "reference" else program_chunk(config)
       for card in cards:
         compiled, seconds = compile_for(card, fn, state, extra, batch, num_examples=4 * batch)
-        row = dict(model=model, dtype=dtype, batch=batch, variant=variant, card=card,
-                   compile_seconds=round(seconds, 1), **measure(compiled, card, dtype))
+        row = dict(
+          model=model,
+          dtype=dtype,
+          batch=batch,
+          variant=variant,
+          card=card,
+          compile_seconds=round(seconds, 1),
+          **measure(compiled, card, dtype),
+        )
         rows.append(row)
-        print(f"{card} {model} {dtype} b{batch} {variant}: {row['kernels']} kernels "
-              f"{row['kinds']}, {row['bytes'] / 1e9:.3f} GB, {row['flops'] / 1e12:.3f} TFLOP, "
-              f"temp {row['temp_bytes'] / 2**20:.0f} MiB, compiled in {seconds:.1f} s",
-              flush=True)
+        print(
+          f"{card} {model} {dtype} b{batch} {variant}: {row['kernels']} kernels "
+          f"{row['kinds']}, {row['bytes'] / 1e9:.3f} GB, {row['flops'] / 1e12:.3f} TFLOP, "
+          f"temp {row['temp_bytes'] / 2**20:.0f} MiB, compiled in {seconds:.1f} s",
+          flush=True,
+        )
   print(markdown(rows))
   if args.out:
     os.makedirs(args.out, exist_ok=True)
@@ -236,11 +277,14 @@ def main():
 
 
 def markdown(rows):
-  lines = ["| card | program | kernels (fusions, convs, copies, cond.) | GB per step | "
-           "temp MiB | roofline images/s | vs reference (kernels, bytes) | compile s |",
-           "|---|---|---|---:|---:|---:|---|---:|"]
-  reference = {(r["card"], r["model"], r["dtype"], r["batch"]): r for r in rows
-               if r["variant"] == "reference"}
+  lines = [
+    "| card | program | kernels (fusions, convs, copies, cond.) | GB per step | "
+    "temp MiB | roofline images/s | vs reference (kernels, bytes) | compile s |",
+    "|---|---|---|---:|---:|---:|---|---:|",
+  ]
+  reference = {
+    (r["card"], r["model"], r["dtype"], r["batch"]): r for r in rows if r["variant"] == "reference"
+  }
   for r in rows:
     ref = reference[(r["card"], r["model"], r["dtype"], r["batch"])]
     k = r["kinds"]
@@ -249,7 +293,8 @@ def markdown(rows):
       f"({k.get('fusion', 0)}, {k.get('convolution', 0)}, {k.get('copy', 0)}, "
       f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['temp_bytes'] / 2**20:.0f} | "
       f"{r['batch'] / r['roofline_seconds']:,.0f} | {r['kernels'] / ref['kernels']:.2f}x, "
-      f"{r['bytes'] / ref['bytes']:.2f}x | {r['compile_seconds']} |")
+      f"{r['bytes'] / ref['bytes']:.2f}x | {r['compile_seconds']} |"
+    )
   return "\n".join(lines) + "\n"
 
 

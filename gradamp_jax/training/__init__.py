@@ -5,6 +5,7 @@
   evaluation);
 * :mod:`~gradamp_jax.training.optimizer`: the optax chain a config asks for;
 * :mod:`~gradamp_jax.training.outputs`: every file a run writes into its workdir;
+* :mod:`~gradamp_jax.training.conv_choice`: ``conv="auto"``, the faster CPU convolution;
 * :mod:`~gradamp_jax.training.checkpointing`, :mod:`~gradamp_jax.training.preemption`,
   :mod:`~gradamp_jax.training.workdir_lock`: surviving crashes, signals and a second run;
 * :mod:`~gradamp_jax.training.config_fields`, :mod:`~gradamp_jax.training.config_args`:
