@@ -46,7 +46,7 @@ ALLOWED = {
   "jsonl": set(),
   "models": set(),
   "input_pipeline": set(),
-  "analysis": {"jsonl"},
+  "analysis": {"jsonl", "method"},  # the measures' definitions (names, labels)
   "training": {"method", "models", "input_pipeline", "jsonl"},
   "sweeps": {"method", "training", "jsonl", "models", "input_pipeline"},
   "main": {"training"},

@@ -1,7 +1,8 @@
 """Reading run folders, the report's statistics, its figures and the report itself.
 
-The analysis reads files only: it never imports the training program, so it runs wherever
-the run folders are (a laptop, a notebook), without accelerators.
+The analysis reads files only: it never imports the training program (only the method's
+measure definitions, for their labels), so it runs wherever the run folders are (a laptop,
+a notebook), without accelerators.
 
 * :mod:`~gradamp_jax.analysis.runs`: run folders into DataFrames (one row per run);
 * :mod:`~gradamp_jax.analysis.statistics`: groups, threshold choice, paired differences,
