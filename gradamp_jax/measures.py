@@ -68,11 +68,18 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
     ``G′`` per layer, in [0, 1]; every weight of a layer counts equally. NaN for a
     layer with a non-finite sum.
   """
+  ratios = [weight_directionality(s, a) for s, a in zip(signed_sums, abs_sums)]
+  return layer_mean(ratios, leaf_layer, num_layers)
+
+
+def layer_mean(per_weight, leaf_layer, num_layers):
+  """Per layer, the mean of per-weight values over all the layer's weights (every weight
+  counts equally, whichever leaf holds it)."""
   totals = jnp.zeros((num_layers,), jnp.float32)
   counts = [0] * num_layers
-  for s, a, layer in zip(signed_sums, abs_sums, leaf_layer):
-    totals = totals.at[layer].add(jnp.sum(weight_directionality(s, a)))
-    counts[layer] += s.size
+  for values, layer in zip(per_weight, leaf_layer):
+    totals = totals.at[layer].add(jnp.sum(values))
+    counts[layer] += values.size
   return totals / jnp.asarray([max(c, 1) for c in counts], jnp.float32)
 
 
@@ -99,16 +106,13 @@ def gradient_snr(signed_sums, square_sums, steps: int, leaf_layer, num_layers):
     GSNR per layer, >= 0; NaN for a layer with a non-finite sum.
   """
   eps = jnp.finfo(jnp.float32).eps
-  totals = jnp.zeros((num_layers,), jnp.float32)
-  counts = [0] * num_layers
-  for s, q, layer in zip(signed_sums, square_sums, leaf_layer):
+  ratios = []
+  for s, q in zip(signed_sums, square_sums):
     mean, second = s / steps, q / steps
     variance = jnp.maximum(second - mean**2, eps * second)
     ratio = jnp.where(second > 0, mean**2 / jnp.where(second > 0, variance, 1.0), 0.0)
-    ratio = jnp.where(jnp.isfinite(s) & jnp.isfinite(q), ratio, jnp.nan)
-    totals = totals.at[layer].add(jnp.sum(ratio))
-    counts[layer] += s.size
-  return totals / jnp.asarray([max(c, 1) for c in counts], jnp.float32)
+    ratios.append(jnp.where(jnp.isfinite(s) & jnp.isfinite(q), ratio, jnp.nan))
+  return layer_mean(ratios, leaf_layer, num_layers)
 
 
 class Window(NamedTuple):
