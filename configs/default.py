@@ -28,8 +28,13 @@ def get_config():
   config.batch_size = 128  # global, over all devices
   config.eval_batch_size = 500
   config.phases = PARAMS_1  # (end_epoch, learning_rate, is_amp, amp_factor)
-  config.momentum = 0.9
-  config.weight_decay = 5e-4
+  config.optimizer = "sgd"  # sgd | adamw | lamb | lars (optax); learning rates: the phases'
+  config.momentum = 0.9  # sgd and lars
+  config.weight_decay = 5e-4  # sgd: coupled (added to the gradient); others: decoupled
+  config.adam_b1 = 0.9  # adamw and lamb
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  config.lars_trust_coefficient = 0.001
   config.seed = 0
   config.half_precision = False  # bfloat16 compute, float32 params
   config.conv = "auto"  # auto | lax | im2col: auto measures once per CPU
@@ -49,4 +54,6 @@ def get_config():
   amp.reselect_every = 0  # epochs; 0: once per amplified phase
   amp.ratio = 0.3  # fraction of layers for method=random
   amp.eligible = "all"  # all | kernels (Conv/Dense only)
+  amp.where = "gradients"  # gradients (the paper: before the optimizer) | updates (after
+  # it: a per-layer learning-rate multiplier, the same under every optimizer)
   return config

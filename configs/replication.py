@@ -10,7 +10,9 @@ training images less a seeded 10 % validation split (10,000 train, 1,111 validat
 full 10,000-image test set. ``docs/replication.md`` has the protocol and the results.
 
 Arguments (defaults in brackets): method [intelligent | none | random | matched_random |
-all], measure [G_prime | G], case [1 | 2], threshold [1.0], ratio [0.3], seed [0].
+all], measure [G_prime | G], case [1 | 2], threshold [1.0], ratio [0.3], seed [0],
+optimizer [sgd | adamw | lamb | lars], lr [0.1: the first phases' learning rate, the last
+two phases get a tenth], where [gradients | updates], weight_decay [5e-4].
 
 ``get_sweep(arg)`` lists the study for ``launch/sweep.py``:
 
@@ -22,8 +24,19 @@ from configs import default
 from gradamp_jax.training.config_args import parse_arg
 
 PHASES = ((1, 0.1, 0, 1), (3, 0.1, 1, 2), (5, 0.01, 1, 2), (6, 0.01, 0, 1))
-ARGS = dict(method="intelligent", measure="G_prime", case=1, threshold=1.0, ratio=0.3, seed=0)
-GRIDS = ("study", "full")
+ARGS = dict(
+  method="intelligent",
+  measure="G_prime",
+  case=1,
+  threshold=1.0,
+  ratio=0.3,
+  seed=0,
+  optimizer="sgd",
+  lr=0.1,
+  where="gradients",
+  weight_decay=5e-4,
+)
+GRIDS = ("study", "full", "placement", "lr")
 
 
 def get_config(arg=None):
@@ -32,7 +45,10 @@ def get_config(arg=None):
   config.model = "resnet8"
   config.train_split = "train[:11111]"
   config.validation_fraction = 0.1
-  config.phases = PHASES
+  lr = args["lr"]  # the learning rate of the first two phases; the last two get a tenth
+  config.phases = tuple((end, lr if rate == 0.1 else lr / 10, a, f) for end, rate, a, f in PHASES)
+  config.optimizer = args["optimizer"]
+  config.weight_decay = float(args["weight_decay"])
   config.seed = args["seed"]
   amp = config.amplification
   amp.method = args["method"]
@@ -40,6 +56,7 @@ def get_config(arg=None):
   amp.case = args["case"]
   amp.threshold = args["threshold"]
   amp.ratio = args["ratio"]
+  amp.where = args["where"]
   return config
 
 
@@ -50,44 +67,81 @@ def get_sweep(arg=None):
   G′ case 1 at each of ``thresholds``, G′ case 2 and G cases 1 and 2 at the last one;
   matched random for G′ case 1 and G case 1 at the last threshold (10 runs). ``grid=full``: G and G′
   × cases 1 and 2 × ``thresholds``, each with its matched random control.
+  ``grid=placement`` (docs/adamw.md, with ``optimizer=adamw``), per seed: none; all
+  (updates ×2); G′ case 1 at each of ``thresholds`` amplifying gradients, the same amplifying
+  updates; matched random (updates) at the last threshold. ``grid=lr``: ``none`` at each
+  of ``lrs`` (a learning-rate sweep on validation accuracy).
 
-  Arguments: seeds [3], thresholds [0.5+1.0] (``+``-separated), grid [study | full].
+  Arguments: seeds [3], thresholds [0.5+1.0] and lrs [3e-4+1e-3+3e-3] (``+``-separated),
+  grid [study | full | placement | lr], optimizer [sgd], lr [0.1], weight_decay [5e-4];
+  the last three are given to every run (and name it) when not their defaults.
   """
-  args = parse_arg(arg, seeds=3, thresholds="0.5+1.0", grid="study")
+  args = parse_arg(
+    arg,
+    seeds=3,
+    thresholds="0.5+1.0",
+    lrs="3e-4+1e-3+3e-3",
+    grid="study",
+    optimizer="sgd",
+    lr=0.1,
+    weight_decay=5e-4,
+  )
   if args["grid"] not in GRIDS:
     raise ValueError(f"sweep argument grid={args['grid']!r}: expected one of {GRIDS}")
   if args["seeds"] < 1:
     raise ValueError(f"sweep argument seeds={args['seeds']}: must be at least 1")
+  thresholds, lrs = _numbers(args, "thresholds"), _numbers(args, "lrs")
+  shared = {k: args[k] for k in ("optimizer", "lr", "weight_decay") if args[k] != ARGS[k]}
+  if args["grid"] == "lr":
+    shared.pop("lr", None)
+    per_seed = [dict(method="none", lr=lr) for lr in lrs]
+  else:
+    per_seed = _per_seed(args["grid"], thresholds)
+  return [dict(shared, **rule, seed=seed) for seed in range(args["seeds"]) for rule in per_seed]
+
+
+def _numbers(args, key) -> list[float]:
   try:
-    thresholds = [float(t) for t in args["thresholds"].split("+")]
+    return [float(t) for t in args[key].split("+")]
   except ValueError:
     raise ValueError(
-      f"sweep argument thresholds={args['thresholds']!r}: expected numbers "
-      "separated by '+', e.g. 0.5+1.0"
+      f"sweep argument {key}={args[key]!r}: expected numbers separated by '+', e.g. 0.5+1.0"
     ) from None
+
+
+def _per_seed(grid, thresholds) -> list[dict]:
   last = thresholds[-1]
-  if args["grid"] == "full":
-    measured = [
+  g_prime_1 = dict(measure="G_prime", case=1)
+  if grid == "placement":
+    return [
+      dict(method="none"),
+      dict(method="all", where="updates"),
+      *(
+        dict(method="intelligent", **g_prime_1, threshold=t, where=where)
+        for where in ("gradients", "updates")
+        for t in thresholds
+      ),
+      dict(method="matched_random", **g_prime_1, threshold=last, where="updates"),
+    ]
+  if grid == "full":
+    return [
       dict(method=method, measure=measure, case=case, threshold=t)
       for measure in ("G", "G_prime")
       for case in (1, 2)
       for t in thresholds
       for method in ("intelligent", "matched_random")
     ]
-  else:
-    measured = [
-      dict(method="intelligent", measure="G_prime", case=1, threshold=t) for t in thresholds
-    ]
-    measured += [
+  return [
+    dict(method="none"),
+    dict(method="all"),
+    dict(method="random"),
+    *(dict(method="intelligent", **g_prime_1, threshold=t) for t in thresholds),
+    *(
       dict(method="intelligent", measure=measure, case=case, threshold=last)
       for measure, case in (("G_prime", 2), ("G", 1), ("G", 2))
-    ]
-    measured += [
+    ),
+    *(
       dict(method="matched_random", measure=measure, case=1, threshold=last)
       for measure in ("G_prime", "G")
-    ]
-  runs = []
-  for seed in range(args["seeds"]):
-    runs += [dict(method=method, seed=seed) for method in ("none", "all", "random")]
-    runs += [dict(rule, seed=seed) for rule in measured]
-  return runs
+    ),
+  ]

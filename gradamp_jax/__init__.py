@@ -7,6 +7,8 @@ Pan (2020) it builds on.
 
 from gradamp_jax.amplification import (
   AmplificationState,
+  AmplifiedState,
+  amplify,
   check_epoch_start,
   find_state,
   intelligent_amplification,
@@ -33,8 +35,10 @@ __version__ = "0.1.0"
 
 __all__ = [
   "AmplificationState",
+  "AmplifiedState",
   "DirectionalityState",
   "Phase",
+  "amplify",
   "check_epoch_start",
   "directionality_g",
   "directionality_g_prime",

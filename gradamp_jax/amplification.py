@@ -1,11 +1,14 @@
 """Gradient amplification as optax transforms (Basodi et al. 2023; Basodi et al. 2020).
 
-Chain one of these *before* any optax optimizer::
+Chain one of these before an optimizer (the paper's placement: gradients are amplified),
+or wrap an optimizer with :func:`amplify` to choose where the factor applies::
 
     tx = optax.chain(
         ga.intelligent_amplification(phases, steps_per_epoch, measure="G_prime",
                                      case=1, threshold=1.0),
         optax.sgd(ga.learning_rate_schedule(phases, steps_per_epoch), momentum=0.9))
+    tx = ga.amplify(optax.adamw(schedule), ga.intelligent_amplification(...),
+                    where="updates")  # a per-layer learning-rate multiplier
 
 The whole schedule (phases, analysis windows, selections, random draws) runs inside
 ``jit`` from arrays in the optimizer state: no host round-trip and no recompilation at
@@ -225,14 +228,10 @@ def _amplification(
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
     state = jax.lax.cond(do_select, select, lambda s: s, state)
 
-    # Amplify (eq. 2): the selected layers' gradients times the phase's factor, computed
-    # in float32 so that low-precision gradients do not round the factor.
+    # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
     active = (state.selection_phase >= 0) & (state.selection_phase == phase)
-    scale = jnp.where(active & (state.mask > 0), jnp.asarray(tables.factor)[epoch], 1.0)
-    scaled = [
-      (g * scale[layer].astype(jnp.promote_types(g.dtype, jnp.float32))).astype(g.dtype)
-      for g, layer in zip(leaves, index.leaf_layer)
-    ]
+    state = state._replace(active=active)
+    scaled = _scale_leaves(leaves, index, layer_scale(state))
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
@@ -242,10 +241,91 @@ def _amplification(
         stats, leaves, index, steps_per_epoch=steps_per_epoch, gate=gate
       )
 
-    state = state._replace(count=state.count + 1, active=active, directionality=stats)
+    state = state._replace(count=state.count + 1, directionality=stats)
     return treedef.unflatten(scaled), state
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def layer_scale(state: AmplificationState) -> jax.Array:
+  """The factor each layer's gradients (or updates) receive at the update that produced
+  ``state``: the phase's factor for the layers of an active selection, 1 elsewhere."""
+  return jnp.where(state.active & (state.mask > 0), state.selection_factor, 1.0)
+
+
+def _scale_leaves(leaves, index, scale) -> list:
+  # In float32, so that low-precision leaves do not round the factor.
+  return [
+    (x * scale[layer].astype(jnp.promote_types(x.dtype, jnp.float32))).astype(x.dtype)
+    for x, layer in zip(leaves, index.leaf_layer)
+  ]
+
+
+PLACEMENTS = ("gradients", "updates")
+
+
+class AmplifiedState(NamedTuple):
+  """State of :func:`amplify`: the amplification transform's and the optimizer's."""
+
+  amplification: AmplificationState
+  optimizer: Any
+
+
+def amplify(
+  optimizer: optax.GradientTransformation,
+  amplification: optax.GradientTransformation,
+  *,
+  where: str = "gradients",
+) -> optax.GradientTransformation:
+  """An optimizer whose selected layers are amplified before or after it.
+
+  ``amplification`` (:func:`intelligent_amplification` or :func:`random_amplification`)
+  always sees the raw gradients: it measures them and makes its selections from them.
+
+  * ``where="gradients"`` (the paper's eqs. 2–3): the selected layers' gradients are
+    multiplied by the factor before ``optimizer`` sees them; the same as
+    ``optax.chain(amplification, optimizer)``. Under SGD this multiplies those layers'
+    step; under Adam the factor cancels once the second moment has caught up (after
+    about ``1 / (1 - b2)`` steps), and LAMB's and LARS's per-layer trust ratios cancel it
+    at once (docs/method.md §9).
+  * ``where="updates"``: ``optimizer`` sees the raw gradients and the selected layers'
+    updates are multiplied by the factor — a per-layer learning-rate multiplier, the same
+    for every optimizer.
+
+  Both placements have one state layout (:class:`AmplifiedState`), so a checkpoint of one
+  restores into the other, and :func:`selection_report` and
+  :func:`~gradamp_jax.directionality_report` read either.
+
+  Args:
+    optimizer: any optax transformation producing updates (e.g. ``optax.adamw(...)``).
+    amplification: an amplification transform of this module.
+    where: ``"gradients"`` or ``"updates"``.
+
+  Example:
+    >>> import optax, gradamp_jax as ga
+    >>> phases = [(1, 1e-3, 0, 1), (3, 1e-3, 1, 2)]
+    >>> tx = ga.amplify(
+    ...     optax.adamw(ga.learning_rate_schedule(phases, 100)),
+    ...     ga.intelligent_amplification(phases, 100, measure="G_prime"),
+    ...     where="updates")
+  """
+  if where not in PLACEMENTS:
+    raise ValueError(f"where must be one of {PLACEMENTS}, got {where!r}")
+
+  def init_fn(params):
+    return AmplifiedState(amplification.init(params), optimizer.init(params))
+
+  def update_fn(grads, state, params=None, **extra_args):
+    scaled, amp_state = amplification.update(grads, state.amplification, params)
+    inputs = scaled if where == "gradients" else grads
+    updates, opt_state = optimizer.update(inputs, state.optimizer, params, **extra_args)
+    if where == "updates":
+      index = layers_lib.layer_index(updates)
+      leaves, treedef = jax.tree.flatten(updates)
+      updates = treedef.unflatten(_scale_leaves(leaves, index, layer_scale(amp_state)))
+    return updates, AmplifiedState(amp_state, opt_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def intelligent_amplification(

@@ -103,7 +103,9 @@ def test_keys_that_do_not_apply_are_empty():
   assert keys["none"] == dict(
     model="resnet8",
     dataset="cifar10",
+    optimizer="sgd",  # a config older than the field
     method="none",
+    where=None,
     measure=None,
     case=None,
     threshold=None,
@@ -290,6 +292,25 @@ def test_compare_chooses_on_test_when_a_run_lacks_validation():
   assert (row["chosen_threshold"], row["chosen_by"], row["test_mean"]) == (2.0, "test", 94.0)
 
 
+def test_optimizers_have_their_own_baseline_and_placements_their_own_families():
+  runs = runs_frame(
+    [("none", 0, s, t, None) for s, t in ((0, 90.0), (1, 92.0))]
+    + [("none", 0, s, t, None) for s, t in ((0, 80.0), (1, 82.0))]
+    + [("intelligent", 1.0, s, t, None, dict(where="gradients")) for s, t in ((0, 81.0), (1, 83.0))]
+    + [("intelligent", 1.0, s, t, None, dict(where="updates")) for s, t in ((0, 84.0), (1, 87.0))]
+  )
+  runs.loc[2:, "optimizer"] = "adamw"
+  table = analysis.compare(runs)
+  none = table[table["method"] == "none"].set_index("optimizer")
+  assert none.loc["sgd", "test_mean"] == 91.0 and none.loc["adamw", "test_mean"] == 81.0
+  smart = table[table["method"] == "intelligent"].set_index("where")
+  assert (smart["optimizer"] == "adamw").all()
+  assert smart.loc["gradients", "diff_mean"] == pytest.approx(1.0)  # against adamw's none
+  assert smart.loc["updates", "diff_mean"] == pytest.approx(4.5)
+  labels = [analysis.family_label(r) for _, r in table.iterrows()]
+  assert "G′ c1" in labels and "G′ c1 (updates)" in labels
+
+
 def test_compare_leaves_out_unfinished_runs_and_keeps_settings_apart():
   runs = runs_frame(
     [
@@ -456,10 +477,10 @@ def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
   run("n1", dict(config("none", seed=1), image_folder="/data/a"))  # data location may differ
   problems = analysis.group_conflicts(analysis.load_runs(str(tmp_path)))
   assert problems == [
-    "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
-    "threshold=1.0, reselect_every=0: seed 1 occurs more than once",
-    "model=resnet8, dataset=cifar10, method=intelligent, measure=G_prime, case=1, "
-    "threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
+    "model=resnet8, dataset=cifar10, optimizer=sgd, method=intelligent, where=gradients, "
+    "measure=G_prime, case=1, threshold=1.0, reselect_every=0: seed 1 occurs more than once",
+    "model=resnet8, dataset=cifar10, optimizer=sgd, method=intelligent, where=gradients, "
+    "measure=G_prime, case=1, threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
     "amplification.eligible, phases",
   ]
 

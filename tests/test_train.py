@@ -452,6 +452,11 @@ def test_two_devices_match_one_device():
     ("amplification.eligible", "convs", "config.amplification.eligible: must be one of"),
     ("amplification.reselect_every", -1, "config.amplification.reselect_every"),
     ("image_folder", "/no/such/folder", "config.image_folder: folder '/no/such/folder'"),
+    ("optimizer", "adam", "config.optimizer: must be one of sgd, adamw, lamb, lars, got 'adam'"),
+    ("adam_b2", 1.0, r"config.adam_b2: must be a number in \[0, 1\), got 1.0"),
+    ("adam_eps", 0.0, "config.adam_eps: must be a finite number > 0, got 0.0"),
+    ("lars_trust_coefficient", -1.0, "config.lars_trust_coefficient: must be a finite number"),
+    ("amplification.where", "params", "config.amplification.where: must be one of gradients, "),
   ],
 )
 def test_bad_config_names_the_field(field, value, message):

@@ -49,10 +49,10 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   colors = {}
   for method, style in (("intelligent", "-"), ("matched_random", "--")):
     rows = summary[summary["method"] == method]
-    for (measure, case), group in rows.groupby(["measure", "case"], sort=True):
+    for key, group in rows.groupby(["measure", "case", "where"], sort=True):
       group = group.sort_values("threshold")
       label = analysis.family_label(group.iloc[0])
-      color = colors.setdefault((measure, case), f"C{len(colors)}")
+      color = colors.setdefault(key, f"C{len(colors)}")
       ax.errorbar(
         group["threshold"],
         group["test_mean"],
@@ -69,7 +69,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
         row["test_mean"],
         color=f"C{6 + i}",
         linestyle=":",
-        label=f"{method} ({row['test_mean']:.2f}, n={int(row['n'])})",
+        label=f"{analysis.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})",
       )
   ax.set_xlabel("threshold on the normalized measure")
   ax.set_ylabel("final test accuracy (%)")
@@ -120,7 +120,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   """Mean number of selected layers per selection event vs threshold, per measure and
   case, error bars over seeds; ``sizes`` from :func:`analysis.selection_sizes`."""
   ax = _axes(ax)
-  for (measure, case), group in sizes.groupby(["measure", "case"], sort=True):
+  for (measure, case, where), group in sizes.groupby(["measure", "case", "where"], sort=True):
     group = group.sort_values("threshold")
     ax.errorbar(
       group["threshold"],
@@ -128,7 +128,9 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
       yerr=group["selected_std"].astype(float).fillna(0),
       marker="o",
       capsize=2,
-      label=f"{measures.label(measure)} c{int(case)}",
+      label=analysis.family_label(
+        dict(method="intelligent", measure=measure, case=case, where=where)
+      ),
     )
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
@@ -177,20 +179,26 @@ def plot_measure_scatter(
 
 
 def settings(comparison: pd.DataFrame) -> list[tuple]:
-  """The (model, dataset, reselect_every) of the amplified rows of
+  """The (model, dataset, reselect_every, optimizer) of the amplified rows of
   :func:`analysis.compare`: one set of figures each."""
   amplified = comparison[comparison["method"] != "none"]
   return sorted(
-    {(r["model"], r["dataset"], int(r["reselect_every"])) for _, r in amplified.iterrows()}
+    {
+      (r["model"], r["dataset"], int(r["reselect_every"]), r["optimizer"])
+      for _, r in amplified.iterrows()
+    }
   )
 
 
-def _title(model, dataset, reselect) -> str:
-  return f"{model}, {dataset}, re-selection {analysis.reselection_label(reselect)}"
+def _title(model, dataset, reselect, optimizer) -> str:
+  setting = f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+  return f"{setting}, re-selection {analysis.reselection_label(reselect)}"
 
 
-def _in_setting(frame, model, dataset, reselect, with_none=True):
-  keep = (frame["model"] == model) & (frame["dataset"] == dataset)
+def _in_setting(frame, model, dataset, reselect, optimizer, with_none=True):
+  keep = (
+    (frame["model"] == model) & (frame["dataset"] == dataset) & (frame["optimizer"] == optimizer)
+  )
   same = frame["reselect_every"].eq(reselect).fillna(False).astype(bool)
   return frame[keep & (same | ((frame["method"] == "none") & with_none))]
 
@@ -202,54 +210,55 @@ def _label(row) -> str:
   return label
 
 
-def threshold_figure(summary, model, dataset, reselect):
+def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):
   """Figs. 2–10 for one setting, or None without ``intelligent`` runs."""
   import matplotlib.pyplot as plt
 
-  subset = _in_setting(summary, model, dataset, reselect)
+  subset = _in_setting(summary, model, dataset, reselect, optimizer)
   if not (subset["method"] == "intelligent").any():
     return None
   fig, ax = plt.subplots(figsize=(7, 4.5))
   plot_threshold_curves(subset, ax=ax)
-  ax.set_title(_title(model, dataset, reselect))
+  ax.set_title(_title(model, dataset, reselect, optimizer))
   return fig
 
 
-def selection_sizes_figure(runs, model, dataset, reselect):
+def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
   """Layers selected vs threshold for one setting, or None without selections."""
   import matplotlib.pyplot as plt
 
-  sizes = analysis.selection_sizes(_in_setting(runs, model, dataset, reselect, False))
+  sizes = analysis.selection_sizes(_in_setting(runs, model, dataset, reselect, optimizer, False))
   if sizes.empty:
     return None
   fig, ax = plt.subplots(figsize=(7, 4))
   plot_selection_sizes(sizes, ax=ax)
-  ax.set_title(_title(model, dataset, reselect))
+  ax.set_title(_title(model, dataset, reselect, optimizer))
   return fig
 
 
-def curves_figure(runs, comparison, model, dataset, reselect):
+def curves_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   """Fig. 11: the chosen configuration of every family and ``none``, mean over seeds."""
   import matplotlib.pyplot as plt
 
   curves = {
     _label(row): analysis.mean_curves(analysis.chosen_runs(runs, row)["workdir"])
-    for _, row in _in_setting(comparison, model, dataset, reselect).iterrows()
+    for _, row in _in_setting(comparison, model, dataset, reselect, optimizer).iterrows()
   }
   fig, ax = plt.subplots(figsize=(8, 5))
   plot_training_curves(curves, ax=ax)
   ax.set_title(
-    f"{_title(model, dataset, reselect)}: chosen configurations, mean over seeds", fontsize="small"
+    f"{_title(model, dataset, reselect, optimizer)}: chosen configurations, mean over seeds",
+    fontsize="small",
   )
   return fig
 
 
-def selection_figure(runs, comparison, model, dataset, reselect):
+def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   """How often each layer was selected at each selection event, over the seeds of each
   family's chosen configuration; None without layer statistics."""
   import matplotlib.pyplot as plt
 
-  rows = _in_setting(comparison, model, dataset, reselect, False)
+  rows = _in_setting(comparison, model, dataset, reselect, optimizer, False)
   panels = []
   for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
     stats = [
@@ -267,7 +276,8 @@ def selection_figure(runs, comparison, model, dataset, reselect):
     plot_layer_heatmap(table, ax=ax, label="fraction of runs", vmin=0, vmax=1)
     ax.set_title(f"{label} (n={n})", fontsize="small")
   fig.suptitle(
-    f"{_title(model, dataset, reselect)}: layers selected at each selection", fontsize="small"
+    f"{_title(model, dataset, reselect, optimizer)}: layers selected at each selection",
+    fontsize="small",
   )
   return fig
 
@@ -296,12 +306,12 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   return fig
 
 
-def original_directionality_figure(runs, comparison, model, dataset):
-  """:func:`directionality_figure` of the ``none`` runs of one model and dataset."""
+def original_directionality_figure(runs, comparison, model, dataset, optimizer="sgd"):
+  """:func:`directionality_figure` of the ``none`` runs of one model, dataset and optimizer."""
   none = comparison[
-    (comparison["model"] == model)
-    & (comparison["dataset"] == dataset)
-    & (comparison["method"] == "none")
+    analysis.matches(
+      comparison, analysis.none_key(dict(model=model, dataset=dataset, optimizer=optimizer))
+    )
   ]
   if none.empty:
     return None
@@ -309,7 +319,8 @@ def original_directionality_figure(runs, comparison, model, dataset):
     analysis.read_frame(os.path.join(w, "directionality.jsonl"))
     for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]
   ]
-  return directionality_figure(frames, f"{model}, {dataset}, none")
+  setting = f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+  return directionality_figure(frames, f"{setting}, none")
 
 
 def zscore_figures(layer_stats: pd.DataFrame, threshold: float, case: int) -> list:

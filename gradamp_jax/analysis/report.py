@@ -70,12 +70,9 @@ def _diff(row) -> str:
   return text
 
 
-def _none_row(comparison, model, dataset):
-  rows = comparison[
-    (comparison["method"] == "none")
-    & (comparison["model"] == model)
-    & (comparison["dataset"] == dataset)
-  ]
+def _none_row(comparison, model, dataset, optimizer):
+  key = analysis.none_key(dict(model=model, dataset=dataset, optimizer=optimizer))
+  rows = comparison[analysis.matches(comparison, key)]
   return rows.iloc[0] if len(rows) else None
 
 
@@ -87,10 +84,13 @@ def paper_tables(comparison: pd.DataFrame) -> str:
   for dataset, table in amplified.groupby("dataset", sort=True):
     labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
     chosen, best = [], []
-    for (model, reselect), rows in table.groupby(["model", "reselect_every"], sort=True):
-      none = _none_row(comparison, model, dataset)
+    for (model, optimizer, reselect), rows in table.groupby(
+      ["model", "optimizer", "reselect_every"], sort=True
+    ):
+      none = _none_row(comparison, model, dataset, optimizer)
       base = dict(
         model=model,
+        optimizer=optimizer,
         reselection=analysis.reselection_label(reselect),
         none=_mean_std(none["test_mean"], none["test_std"], none["n"]) if none is not None else "",
       )
@@ -123,6 +123,7 @@ def difference_table(comparison: pd.DataFrame) -> str:
       {
         "model": r["model"],
         "dataset": r["dataset"],
+        "optimizer": r["optimizer"],
         "reselection": analysis.reselection_label(r["reselect_every"]),
         "family": analysis.family_label(r),
         "threshold (chosen by)": ""
@@ -143,9 +144,9 @@ def time_tables(times: pd.DataFrame) -> str:
   for dataset, table in times.groupby("dataset", sort=True):
     labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
     rows = []
-    for model, group in table.groupby("model", sort=True):
+    for (model, optimizer), group in table.groupby(["model", "optimizer"], sort=True):
       cells = {analysis.family_label(r): r for _, r in group.iterrows()}
-      row = dict(model=model)
+      row = dict(model=model, optimizer=optimizer)
       for label in labels:
         r = cells.get(label)
         if r is None:
@@ -169,23 +170,23 @@ def time_tables(times: pd.DataFrame) -> str:
 
 def iter_figures(runs, summary, comparison):
   """Yields ``(file name, matplotlib figure)`` for every figure of the report."""
-  for model, dataset, reselect in figures.settings(comparison):
-    tag = f"{model}_{dataset}_reselect{reselect}"
-    yield f"threshold_{tag}.png", figures.threshold_figure(summary, model, dataset, reselect)
+  for model, dataset, reselect, optimizer in figures.settings(comparison):
+    tag = f"{model}_{dataset}_reselect{reselect}" + _optimizer_tag(optimizer)
+    setting = (model, dataset, reselect, optimizer)
+    yield f"threshold_{tag}.png", figures.threshold_figure(summary, *setting)
+    yield f"selected_layers_{tag}.png", figures.selection_sizes_figure(runs, *setting)
+    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, *setting)
+    yield f"selection_{tag}.png", figures.selection_figure(runs, comparison, *setting)
+  origins = zip(comparison["model"], comparison["dataset"], comparison["optimizer"])
+  for model, dataset, optimizer in sorted(set(origins)):
     yield (
-      f"selected_layers_{tag}.png",
-      figures.selection_sizes_figure(runs, model, dataset, reselect),
+      f"directionality_{model}_{dataset}{_optimizer_tag(optimizer)}.png",
+      figures.original_directionality_figure(runs, comparison, model, dataset, optimizer),
     )
-    yield f"curves_{tag}.png", figures.curves_figure(runs, comparison, model, dataset, reselect)
-    yield (
-      f"selection_{tag}.png",
-      figures.selection_figure(runs, comparison, model, dataset, reselect),
-    )
-  for model, dataset in sorted(set(zip(comparison["model"], comparison["dataset"]))):
-    yield (
-      f"directionality_{model}_{dataset}.png",
-      figures.original_directionality_figure(runs, comparison, model, dataset),
-    )
+
+
+def _optimizer_tag(optimizer) -> str:
+  return "" if optimizer == "sgd" else f"_{optimizer}"
 
 
 def draw_figures(runs, summary, comparison, out: str) -> list[str]:

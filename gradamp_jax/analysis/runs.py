@@ -11,6 +11,8 @@ results are compared (docs/method.md §8):
 * the final accuracy of a run is its last epoch's test accuracy, defined only for finished
   runs (every epoch of its phases done); unfinished runs are listed and left out of every
   statistic;
+* runs of configs older than ``optimizer`` and ``amplification.where`` count as SGD
+  amplifying gradients;
 * a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
   sample standard deviation (ddof=1, undefined for one run);
 * a family (:data:`FAMILY_KEYS`) is a group without its threshold: its threshold is chosen on
@@ -38,7 +40,9 @@ RUN_COLUMNS = (
   "workdir",
   "model",
   "dataset",
+  "optimizer",
   "method",
+  "where",
   "measure",
   "case",
   "threshold",
@@ -55,7 +59,9 @@ RUN_COLUMNS = (
 GROUP_KEYS = (
   "model",
   "dataset",
+  "optimizer",
   "method",
+  "where",
   "measure",
   "case",
   "threshold",
@@ -63,7 +69,16 @@ GROUP_KEYS = (
   "ratio",
 )
 SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
-FAMILY_KEYS = ("model", "dataset", "reselect_every", "method", "measure", "case")
+FAMILY_KEYS = (
+  "model",
+  "dataset",
+  "optimizer",
+  "reselect_every",
+  "method",
+  "where",
+  "measure",
+  "case",
+)
 COMPARISON_COLUMNS = FAMILY_KEYS + (
   "chosen_threshold",
   "chosen_by",
@@ -78,7 +93,9 @@ COMPARISON_COLUMNS = FAMILY_KEYS + (
 EPOCH_TIME_COLUMNS = (
   "model",
   "dataset",
+  "optimizer",
   "method",
+  "where",
   "measure",
   "case",
   "n",
@@ -90,10 +107,10 @@ EPOCH_TIME_COLUMNS = (
 # The amplification keys that mean something for each method; the others are left empty.
 APPLIES = {
   "none": (),
-  "intelligent": ("measure", "case", "threshold", "reselect_every"),
-  "matched_random": ("measure", "case", "threshold", "reselect_every"),
-  "random": ("ratio", "reselect_every"),
-  "all": ("reselect_every",),
+  "intelligent": ("where", "measure", "case", "threshold", "reselect_every"),
+  "matched_random": ("where", "measure", "case", "threshold", "reselect_every"),
+  "random": ("where", "ratio", "reselect_every"),
+  "all": ("where", "reselect_every"),
 }
 _INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "n")
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
@@ -157,8 +174,14 @@ def run_keys(config: dict) -> dict:
   amp = config.get("amplification", {})
   method = amp.get("method")
   applies = APPLIES.get(method, ())
-  keys = dict(model=config.get("model"), dataset=config.get("dataset"), method=method)
-  for key in ("measure", "case", "threshold", "reselect_every", "ratio"):
+  keys = dict(
+    model=config.get("model"),
+    dataset=config.get("dataset"),
+    optimizer=config.get("optimizer", "sgd"),  # runs older than the field: SGD
+    method=method,
+  )
+  amp = dict(dict(where="gradients"), **amp)  # older runs amplified gradients
+  for key in ("where", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
   keys["seed"] = config.get("seed")
   return keys
@@ -212,7 +235,7 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
       frame[column] = pd.array(
         [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64"
       )
-  for column in ("model", "dataset", "method", "measure"):
+  for column in ("model", "dataset", "optimizer", "method", "where", "measure"):
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
   if "threshold" in frame:

@@ -131,17 +131,14 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   done = runs[runs["finished"]]
   summary = summarize(runs)
   rows = []
-  chosen = {}  # (model, dataset, reselect_every, measure, case) -> intelligent's choice
+  chosen = {}  # the family's keys but the method -> intelligent's choice
   families = list(done.groupby(list(FAMILY_KEYS), dropna=False, sort=False))
-  families.sort(key=lambda item: item[0][3] == "matched_random")  # intelligent first
+  method_at = FAMILY_KEYS.index("method")
+  families.sort(key=lambda item: item[0][method_at] == "matched_random")  # intelligent first
   for keys, family in families:
     key = dict(zip(FAMILY_KEYS, keys))
     method = key["method"]
-    baseline = done[
-      (done["method"] == "none")
-      & (done["model"] == key["model"])
-      & (done["dataset"] == key["dataset"])
-    ]
+    baseline = done[matches(done, none_key(key))]
     if method == "none":
       rows.append(
         dict(
@@ -155,8 +152,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     row = dict(key, paper_best=family["final_test_accuracy"].max())
     selected = family
     if "threshold" in APPLIES.get(method, ()):
-      groups = summary[_matches(summary, key)]
-      pair = (key["model"], key["dataset"], key["reselect_every"], key["measure"], key["case"])
+      groups = summary[matches(summary, key)]
+      pair = tuple(key[k] for k in FAMILY_KEYS if k != "method")
       if (
         method == "matched_random"
         and pair in chosen
@@ -170,7 +167,7 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
       row.update(chosen_threshold=threshold, chosen_by=by)
       selected = family[np.isclose(family["threshold"], threshold)]
     elif family["ratio"].nunique() > 1:  # random at several ratios: chosen like a threshold
-      groups = summary[_matches(summary, key)].rename(
+      groups = summary[matches(summary, key)].rename(
         columns={"threshold": "_t", "ratio": "threshold"}
       )
       ratio, by = choose_threshold(groups)
@@ -190,7 +187,12 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
 
 
-def _matches(frame: pd.DataFrame, key: dict) -> pd.Series:
+def none_key(row) -> dict:
+  """What a row's ``none`` baseline shares with it: model, dataset and optimizer."""
+  return dict(model=row["model"], dataset=row["dataset"], optimizer=row["optimizer"], method="none")
+
+
+def matches(frame: pd.DataFrame, key: dict) -> pd.Series:
   """Rows of ``frame`` equal to ``key`` on its columns, empty (missing) matching empty."""
   keep = pd.Series(True, index=frame.index)
   for column, value in key.items():
@@ -205,9 +207,9 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
   """The finished runs behind one row of :func:`compare`."""
   key = {k: row[k] for k in FAMILY_KEYS}
   if row["method"] == "none":
-    key = dict(model=row["model"], dataset=row["dataset"], method="none")
+    key = none_key(row)
   done = runs[runs["finished"]]
-  family = done[_matches(done, key)]
+  family = done[matches(done, key)]
   if not is_missing(row.get("chosen_threshold")):
     family = family[np.isclose(family["threshold"], row["chosen_threshold"])]
   return family
@@ -218,7 +220,7 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   measure, case) over finished runs, and the overhead in percent against ``none``
   (``100 · (mean / none's mean − 1)``)."""
   done = runs[runs["finished"]]
-  keys = ["model", "dataset", "method", "measure", "case"]
+  keys = ["model", "dataset", "optimizer", "method", "where", "measure", "case"]
   rows = []
   for values, group in done.groupby(keys, dropna=False, sort=False):
     seconds = group["mean_epoch_seconds"]
@@ -232,11 +234,7 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
     )
   table = pd.DataFrame(rows, columns=list(EPOCH_TIME_COLUMNS))
   for i, row in table.iterrows():
-    none = table[
-      (table["method"] == "none")
-      & (table["model"] == row["model"])
-      & (table["dataset"] == row["dataset"])
-    ]
+    none = table[matches(table, none_key(row))]
     if len(none):
       table.loc[i, "overhead_percent"] = 100 * (
         row["seconds_mean"] / none["seconds_mean"].iloc[0] - 1
@@ -315,12 +313,13 @@ def reselection_label(reselect_every) -> str:
 
 def family_label(row) -> str:
   """A short name of a family: ``none``, ``all``, ``random``, ``G′ c1``,
-  ``matched G′ c1``."""
+  ``matched G′ c1``; ``… (updates)`` when the factor multiplies the updates."""
   method = row["method"]
+  name = str(method)
   if method in ("intelligent", "matched_random"):
     name = f"{measures.label(row['measure'])} c{int(row['case'])}"
-    return name if method == "intelligent" else f"matched {name}"
-  return str(method)
+    name = name if method == "intelligent" else f"matched {name}"
+  return f"{name} (updates)" if row.get("where") == "updates" else name
 
 
 # ----------------------------------------------------------------------------- layers

@@ -138,7 +138,7 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
     selections = fork_lib.replay_selections(
       m.config, state.params, rows, info["steps_per_epoch"], epoch
     )
-    key = tuple(fork_lib.selection_key(s) for s in selections)
+    key = tuple(fork_lib.selection_key(s, fork_lib.placement(m.config)) for s in selections)
     groups.setdefault(key, []).append(m)
   return list(groups.values())
 

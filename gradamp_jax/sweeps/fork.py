@@ -1,7 +1,7 @@
 """Starting a run from another run's checkpoint: the primitive of branched sweeps.
 
 Two runs that track directionality and whose configs differ only in their selection rule
-(``amplification.method``, ``measure``, ``case``, ``threshold``, ``ratio``) have one
+(``amplification.method``, ``measure``, ``case``, ``threshold``, ``ratio``, ``where``) have one
 optimizer-state layout and are the same computation until their selections differ: the
 same initialisation, data order and updates. :func:`fork` starts a run from another's
 checkpoint at the end of an epoch, after checking that the two are that same computation
@@ -36,7 +36,8 @@ from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.workdir_lock import WorkdirLock
 
 # Fields of ``config.amplification`` that only decide which layers a selection picks.
-RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio")
+# ``where`` is among them: before a layer is selected, both placements are one computation.
+RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "where")
 
 
 def flat_fields(tree: dict, prefix: str = "") -> dict:
@@ -119,14 +120,22 @@ def replay_selections(
   return selections
 
 
-def selection_key(selection) -> tuple:
+def selection_key(selection, where: str = "gradients") -> tuple:
   """What makes later training differ: when a selection takes effect, its layers, its
-  factor."""
+  factor, and where the factor applies (when it applies to any layer)."""
+  mask = np.asarray(selection.mask)
   return (
     int(selection.selection_step),
-    np.asarray(selection.mask).tobytes(),
+    mask.tobytes(),
     float(selection.selection_factor),
+    where if mask.any() else None,
   )
+
+
+def placement(config) -> str:
+  """``amplification.where`` of a config or ``config.json`` dict (older runs: gradients)."""
+  amp = config["amplification"]
+  return amp.get("where", "gradients") if isinstance(amp, dict) else amp.where
 
 
 def _read_json(path: str) -> dict:
@@ -217,7 +226,7 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from None
   for a, b in zip(mine, theirs):
-    if selection_key(a) != selection_key(b):
+    if selection_key(a, placement(config)) != selection_key(b, placement(parent_config)):
       raise ValueError(
         f"{where}: the runs' selections differ at epoch "
         f"{int(a.selection_epoch) + 1} (this run amplifies "

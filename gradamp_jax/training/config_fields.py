@@ -19,11 +19,12 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
 from gradamp_jax import models
 from gradamp_jax.phases import parse_phases
-from gradamp_jax.training.optimizer import create_amplification
+from gradamp_jax.training.optimizer import OPTIMIZERS, create_amplification
 
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 DATASETS = ("cifar10", "cifar100")
@@ -91,8 +92,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "a non-empty tuple of (end_epoch, learning_rate, is_amp, "
     "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))",
   ),
+  "optimizer": _choice(OPTIMIZERS),
   "momentum": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
   "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
+  "adam_b1": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "adam_b2": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "adam_eps": ((lambda x: _is_number(x) and x > 0), "a finite number > 0"),
+  "lars_trust_coefficient": ((lambda x: _is_number(x) and x > 0), "a finite number > 0"),
   "seed": _int_range(0, MAX_SEED),
   "half_precision": _BOOL,
   "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
@@ -107,6 +113,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "amplification.reselect_every": _int_range(0),
   "amplification.ratio": ((lambda x: _is_number(x) and 0 <= x <= 1), "a number in [0, 1]"),
   "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
+  "amplification.where": _choice(ga_amplification.PLACEMENTS),
 }
 
 

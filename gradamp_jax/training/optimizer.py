@@ -1,12 +1,21 @@
-"""The optax chain a config asks for: amplification, weight decay, SGD with momentum."""
+"""The optimizer a config asks for: amplification around SGD, AdamW, LAMB or LARS."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import optax
 
 import gradamp_jax as ga
 
 MEASURED_METHODS = ("intelligent", "matched_random")  # select by G or G′
+OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
+# What a gradient factor becomes under each optimizer but SGD (docs/method.md §9).
+_GRADIENT_FACTOR_FATE = {
+  "adamw": "transient: Adam's second moment cancels it within about 1/(1 - adam_b2) steps",
+  "lamb": "cancelled: LAMB's per-layer trust ratio removes a per-layer factor",
+  "lars": "cancelled: LARS's per-layer trust ratio removes a per-layer factor",
+}
 
 
 def create_amplification(config, steps_per_epoch: int):
@@ -41,20 +50,53 @@ def create_amplification(config, steps_per_epoch: int):
   )
 
 
-def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Amplification → weight decay → SGD with momentum.
+def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """``config.optimizer`` with the phases' learning rates.
 
-  Weight decay is added after amplification, as PyTorch's ``SGD(weight_decay=...)`` adds
-  it inside the optimizer step: only the loss gradient is amplified. With
-  ``track_directionality`` the amplification transform measures the raw gradients' G and
-  G′ every epoch, with the accumulators its selections use.
+  ``sgd``: weight decay added to the gradient (coupled, as PyTorch's
+  ``SGD(weight_decay=...)``), then momentum. ``adamw`` and ``lamb``: decoupled weight decay
+  (optax multiplies it by the learning rate). ``lars``: optax's LARS with
+  ``config.momentum``.
   """
-  amplification = create_amplification(config, steps_per_epoch)
-  parts = []
-  if amplification is not None:
-    parts.append(amplification)
-  if config.weight_decay:
-    parts.append(optax.add_decayed_weights(config.weight_decay))
   learning_rate = ga.learning_rate_schedule(config.phases, steps_per_epoch)
-  parts.append(optax.sgd(learning_rate, momentum=config.momentum or None))
-  return optax.chain(*parts)
+  name, decay = config.optimizer, config.weight_decay
+  adam = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+  if name == "adamw":
+    return optax.adamw(learning_rate, weight_decay=decay, **adam)
+  if name == "lamb":
+    return optax.lamb(learning_rate, weight_decay=decay, **adam)
+  if name == "lars":
+    return optax.lars(
+      learning_rate,
+      weight_decay=decay,
+      trust_coefficient=config.lars_trust_coefficient,
+      momentum=config.momentum,
+    )
+  parts = [optax.add_decayed_weights(decay)] if decay else []
+  return optax.chain(*parts, optax.sgd(learning_rate, momentum=config.momentum or None))
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """The base optimizer wrapped by the amplification (:func:`gradamp_jax.amplify`) at
+  ``config.amplification.where``; the base optimizer alone for ``none`` without tracking.
+
+  Only the loss gradient is amplified: weight decay is part of the base optimizer. With
+  ``where="updates"`` the factor multiplies the base optimizer's update, decay included.
+  """
+  base = create_base_optimizer(config, steps_per_epoch)
+  amplification = create_amplification(config, steps_per_epoch)
+  if amplification is None:
+    return base
+  return ga.amplify(base, amplification, where=config.amplification.where)
+
+
+def placement_warning(config) -> Optional[str]:
+  """One line when the config amplifies gradients under an optimizer that undoes it."""
+  amp = config.amplification
+  fate = _GRADIENT_FACTOR_FATE.get(config.optimizer)
+  if amp.method == "none" or amp.where != "gradients" or fate is None:
+    return None
+  return (
+    f"warning: amplification.where='gradients' under optimizer={config.optimizer!r}: the "
+    f"factor is {fate}; amplification.where='updates' scales the layers' updates instead"
+  )
