@@ -50,12 +50,22 @@ CARDS = {
   "h100": dict(bf16=989e12, f32=67e12, bandwidth=3.35e12, memory=80e9),
   "h200": dict(bf16=989e12, f32=67e12, bandwidth=4.8e12, memory=141e9),
 }
-VARIANTS = {  # name: (method, measure, track_directionality)
+# name: (method, measure, track_directionality, optimizer, where, extra tracked measures)
+VARIANTS = {
   "reference": None,
-  "none, untracked": ("none", "G_prime", False),
-  "none, tracked": ("none", "G_prime", True),
-  "intelligent G′, tracked": ("intelligent", "G_prime", True),
-  "intelligent G, tracked": ("intelligent", "G", True),
+  "none, untracked": ("none", "G_prime", False, "sgd", "gradients", ()),
+  "none, tracked": ("none", "G_prime", True, "sgd", "gradients", ()),
+  "intelligent G′, tracked": ("intelligent", "G_prime", True, "sgd", "gradients", ()),
+  "intelligent G, tracked": ("intelligent", "G", True, "sgd", "gradients", ()),
+  "intelligent G′, tracked + GSNR": ("intelligent", "G_prime", True, "sgd", "gradients", ("GSNR",)),
+  "intelligent G′, tracked, adamw, updates": (
+    "intelligent",
+    "G_prime",
+    True,
+    "adamw",
+    "updates",
+    (),
+  ),
 }
 
 
@@ -63,9 +73,11 @@ def config_for(model, dtype, batch, variant):
   config = quickstart.get_config()
   config.model, config.batch_size, config.conv = model, batch, "lax"
   config.half_precision = dtype == "bfloat16"
-  method, measure, track = VARIANTS[variant]
+  method, measure, track, name, where, extra = VARIANTS[variant]
   config.amplification.method, config.amplification.measure = method, measure
   config.track_directionality = track
+  config.optimizer, config.amplification.where = name, where
+  config.tracked_measures = tuple(config.tracked_measures) + tuple(extra)
   return config
 
 
@@ -237,11 +249,16 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tiny", action="store_true", help="resnet8, batch 8, H100 only (CI)")
   parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+  parser.add_argument("--cards", default="h100,h200", help="comma-separated targets")
   args = parser.parse_args()
+  cards = args.cards.split(",")
+  unknown = [c for c in cards if c not in CARDS]
+  if unknown:
+    parser.error(f"--cards: unknown card(s) {', '.join(unknown)}; known: {', '.join(CARDS)}")
   if args.tiny:
     settings, cards = [("resnet8", "float32", 8)], ["h100"]
   else:
-    settings, cards = [("resnet18", "bfloat16", 128)], ["h100", "h200"]
+    settings = [("resnet18", "bfloat16", 128)]
   rows = []
   for model, dtype, batch in settings:
     for variant in VARIANTS:
