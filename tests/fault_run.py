@@ -8,7 +8,8 @@ the call that runs step K (0-based) of epoch E is about to start (2 steps per ca
 With ``$FAULT_ONCE`` set to a path, the fault fires only if that file does not exist yet (and
 creates it). Everything else is the real command line (``gradamp_jax.main``), so exit
 statuses are the program's own. Compilations are cached in ``$FAULT_RUN_CACHE`` so that
-repeated runs start quickly.
+repeated runs start quickly; ``$FAULT_CALL_SECONDS`` sleeps that long before every training
+call (a window for a scheduler's signal).
 """
 
 import os
@@ -86,6 +87,20 @@ def inject(fault: str) -> None:
   train.train_epoch = train_epoch_with_signal
 
 
+def slow_down(seconds: float) -> None:
+  """Sleeps ``seconds`` before every training call: a window for a scheduler's signal."""
+  train_epoch = train.train_epoch
+
+  def slow_train_epoch(train_chunk, *args, **kwargs):
+    def slow_chunk(*chunk_args):
+      time.sleep(seconds)
+      return train_chunk(*chunk_args)
+
+    return train_epoch(slow_chunk, *args, **kwargs)
+
+  train.train_epoch = slow_train_epoch
+
+
 def log_loads(path: str) -> None:
   """Appends "PROCESS start|end DOWNLOAD TIME" to ``path`` around each data load."""
   load = input_pipeline.load
@@ -107,6 +122,8 @@ if __name__ == "__main__":
   workdir, rest = sys.argv[1], sys.argv[2:]
   if os.environ.get("FAULT_LOAD_LOG"):
     log_loads(os.environ["FAULT_LOAD_LOG"])
+  if os.environ.get("FAULT_CALL_SECONDS"):
+    slow_down(float(os.environ["FAULT_CALL_SECONDS"]))
   if rest and not rest[0].startswith("--"):
     inject(rest.pop(0))
   sys.argv = [

@@ -192,18 +192,7 @@ def main(argv=None):
   if args.mode == "print":
     print("\n".join(r["command"] for r in runs))
   elif args.mode == "slurm":
-    from gradamp_jax.sweeps import cluster
-
-    jobs = cluster.submit(
-      [r["command"] for r in runs],
-      os.path.join(args.root, "slurm", "%j"),
-      cluster=args.cluster,
-      partition=args.partition,
-      time_min=args.time_min,
-      gpus=args.gpus,
-      cpus=args.cpus,
-      mem_gb=args.mem_gb,
-    )
+    jobs = submit_jobs(args, [r["command"] for r in runs])
     for run, job in zip(runs, jobs):
       run["job_id"] = job.job_id
     with open(os.path.join(args.root, "sweep.json"), "w") as f:
@@ -232,6 +221,49 @@ def main(argv=None):
       raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 
 
+# Words of sbatch's refusals and the option behind each.
+_REFUSED_OPTIONS = (
+  ("partition", "partition"),
+  ("generic resource", "gpus"),
+  ("gres", "gpus"),
+  ("memory", "mem_gb"),
+  ("time limit", "time_min"),
+  ("processor", "cpus"),
+  ("cpu", "cpus"),
+)
+
+
+def submit_jobs(args, commands: list[str]) -> list:
+  """Submits ``commands`` as SLURM jobs with the sweep's options; when sbatch refuses them,
+  exits with one line giving sbatch's reason and the option behind it."""
+  import submitit
+
+  from gradamp_jax.sweeps import cluster
+
+  try:
+    return cluster.submit(
+      commands,
+      os.path.join(args.root, "slurm", "%j"),
+      cluster=args.cluster,
+      partition=args.partition,
+      time_min=args.time_min,
+      gpus=args.gpus,
+      cpus=args.cpus,
+      mem_gb=args.mem_gb,
+    )
+  except submitit.core.utils.FailedJobError as e:
+    raise SystemExit(refusal(str(e), args)) from None
+
+
+def refusal(error: str, args) -> str:
+  """One line from sbatch's error output: its first reason, and the option it points at."""
+  lines = [line.removeprefix("sbatch: error: ").strip() for line in error.splitlines()]
+  reason = next((line for line in lines if line), "sbatch failed")
+  option = next((o for word, o in _REFUSED_OPTIONS if word in reason.lower()), None)
+  hint = f" (--{option} {getattr(args, option)})" if option else ""
+  return f"sweep: sbatch refused the jobs: {reason}{hint}"
+
+
 def run_branched(args, runs, overrides):
   """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
   submits one job per tree, each running this command with ``--mode local --tree K``."""
@@ -249,8 +281,6 @@ def run_branched(args, runs, overrides):
     members.append(branching.Member(run["name"], config, run["workdir"]))
   trees = branching.roots(members)
   if args.mode == "slurm":
-    from gradamp_jax.sweeps import cluster
-
     commands = [
       shlex.join(
         [
@@ -271,17 +301,12 @@ def run_branched(args, runs, overrides):
       )
       for k in range(len(trees))
     ]
-    jobs = cluster.submit(
-      commands,
-      os.path.join(args.root, "slurm", "%j"),
-      cluster=args.cluster,
-      partition=args.partition,
-      time_min=args.time_min,
-      gpus=args.gpus,
-      cpus=args.cpus,
-      mem_gb=args.mem_gb,
-    )
-    print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(j.job_id for j in jobs)}")
+    jobs = submit_jobs(args, commands)
+    tree_jobs = [j.job_id for j in jobs]
+    with open(os.path.join(args.root, "sweep.json"), "w") as f:
+      record = dict(config=args.config, sweep=args.sweep, runs=runs, tree_jobs=tree_jobs)
+      json.dump(record, f, indent=2)
+    print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(tree_jobs)}")
     return jobs
   if args.runs_per_device:
     return run_trees_concurrently(args, runs, overrides, len(trees))

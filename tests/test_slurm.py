@@ -1,0 +1,194 @@
+"""Sweeps through a real SLURM scheduler: a one-node cluster on this machine
+(tests/slurm_cluster.py, Debian's slurm-wlm), started by the tests and stopped after.
+
+Where no cluster can be started (not root, no apt) the tests are skipped with the reason;
+with ``$GRADAMP_REQUIRE_SLURM`` set (CI) they fail instead.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import slurm_cluster
+from test_input_pipeline import _write_folder
+
+from gradamp_jax import jsonl
+from gradamp_jax.sweeps import cluster
+from gradamp_jax.sweeps import launcher as sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+TIMING = ("epoch_seconds", "images_per_second")
+OPTIONS = ["--partition", slurm_cluster.PARTITION, "--gpus", "0", "--cpus", "1", "--time_min", "10"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp("slurm"))
+  try:
+    conf = slurm_cluster.start(folder)
+  except slurm_cluster.Unavailable as e:
+    if os.environ.get("GRADAMP_REQUIRE_SLURM"):
+      pytest.fail(f"no SLURM cluster: {e}")
+    pytest.skip(f"no SLURM cluster here: {e}")
+  before = os.environ.get("SLURM_CONF")
+  os.environ["SLURM_CONF"] = conf
+  version = subprocess.run(["sinfo", "--version"], capture_output=True, text=True).stdout
+  print(f"SLURM cluster up: {version.strip()}", file=sys.stderr)
+  yield conf
+  slurm_cluster.stop(folder)
+  if before is None:
+    os.environ.pop("SLURM_CONF", None)
+  else:
+    os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  root = tmp_path_factory.mktemp("images")
+  layout = {
+    "train": {"ant": 16, "bee": 16, "cat": 16},
+    "test": {"ant": 4, "bee": 4, "cat": 4},
+  }
+  _write_folder(root, layout)
+  return str(root)
+
+
+def wait_for(job_ids, timeout_s=600):
+  """Waits until SLURM lists none of ``job_ids`` (finished, requeued ones included)."""
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    listed = subprocess.run(
+      ["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True
+    ).stdout.split()
+    if not listed:
+      return
+    time.sleep(1)
+  raise AssertionError(f"jobs {job_ids} still queued after {timeout_s} s: {listed}")
+
+
+def run_sweep(root, mode, images, grid, *extra):
+  return sweep.main(
+    [
+      "--config",
+      "tests/slurm_sweep.py",
+      "--sweep",
+      f"grid={grid}",
+      "--root",
+      str(root),
+      "--mode",
+      mode,
+      *extra,
+      f"--config.image_folder={images}",
+    ]
+  )
+
+
+def rows(path):
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in jsonl.read_jsonl(path)]
+
+
+def newest_state(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    return manager.latest_step(), manager.restore(manager.latest_step())
+
+
+def assert_same_run(a, b):
+  for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
+    assert rows(os.path.join(a, name)) == rows(os.path.join(b, name)), name
+  (step_a, state_a), (step_b, state_b) = newest_state(a), newest_state(b)
+  assert step_a == step_b
+  for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("grid, branch", [("seeds", []), ("rules", ["--branch"])])
+def test_sweep_through_slurm_equals_the_local_sweep(
+  slurm, images, tmp_path, monkeypatch, grid, branch
+):
+  monkeypatch.chdir(ROOT)
+  jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *branch, *OPTIONS)
+  job_ids = [j.job_id for j in jobs]
+  assert len(job_ids) == (1 if branch else 2)  # a job per run; branched: per tree
+  with open(tmp_path / "slurm" / "sweep.json") as f:
+    record = json.load(f)
+  if branch:
+    assert record["tree_jobs"] == job_ids
+  else:
+    assert [r["job_id"] for r in record["runs"]] == job_ids
+  run_sweep(tmp_path / "local", "local", images, grid, *branch)
+  wait_for(job_ids)
+  assert [job.result() for job in jobs] == [0] * len(jobs)  # the jobs' training commands
+  for run in record["runs"]:
+    name = os.path.basename(run["workdir"])
+    assert_same_run(tmp_path / "slurm" / name, tmp_path / "local" / name)
+
+
+def fault_run(workdir, *extra):
+  return f"{sys.executable} {ROOT}/tests/fault_run.py {workdir} {' '.join(extra)}".strip()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted fault-run, here."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "run")
+  subprocess.run(fault_run(workdir).split(), check=True, capture_output=True)
+  return workdir
+
+
+def job_log(job):
+  return job.stdout() + job.stderr()
+
+
+@pytest.mark.parametrize(
+  "preempt",
+  [
+    ["scancel", "--signal=USR2"],  # what the pre-timeout signal does
+    ["scontrol", "requeue"],  # the scheduler preempts and requeues
+  ],
+  ids=["scancel-signal", "scontrol-requeue"],
+)
+def test_job_preempted_by_the_scheduler_is_requeued_and_ends_identical(
+  slurm, tmp_path, monkeypatch, reference, preempt
+):
+  monkeypatch.setenv("FAULT_CALL_SECONDS", "1.5")  # 9 calls: a window for the signal
+  workdir = tmp_path / "run"
+  (job,) = cluster.submit(
+    [fault_run(workdir)], str(tmp_path / "jobs" / "%j"), cluster="slurm", time_min=10, gpus=0
+  )
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.monotonic() + 300
+  while not (metrics.exists() and jsonl.read_jsonl(metrics)):  # epoch 1 done: in epoch 2
+    assert time.monotonic() < deadline, f"epoch 1 not done after 300 s: {job_log(job)}"
+    time.sleep(0.2)
+  subprocess.run([*preempt, job.job_id], check=True)
+  wait_for([job.job_id])
+  log = job_log(job)
+  assert "requeueing" in log or "received SIGTERM" in log, log
+  assert "Resumed from the checkpoint" in log, log
+  assert_same_run(str(workdir), reference)
+
+
+@pytest.mark.parametrize(
+  "option, value, words",
+  [
+    ("--partition", "nosuch", "invalid partition specified: nosuch (--partition nosuch)"),
+    ("--gpus", "4", "Invalid generic resource (gres) specification (--gpus 4)"),
+    ("--mem_gb", "100000", "Memory specification can not be satisfied (--mem_gb 100000.0)"),
+  ],
+)
+def test_a_request_sbatch_refuses_is_one_line_naming_the_option(
+  slurm, images, tmp_path, monkeypatch, option, value, words
+):
+  monkeypatch.chdir(ROOT)
+  options = dict(zip(OPTIONS[::2], OPTIONS[1::2]), **{option: value})
+  with pytest.raises(SystemExit) as raised:
+    run_sweep(tmp_path, "slurm", images, "seeds", *[x for kv in options.items() for x in kv])
+  message = str(raised.value)
+  assert message == f"sweep: sbatch refused the jobs: {words}"
