@@ -87,6 +87,12 @@ def number_field(low, high, high_open):
   return good, bad
 
 
+def positive_number():
+  good = st.floats(min_value=1e-12, max_value=1e3)
+  bad = st.one_of(st.floats(max_value=0, allow_infinity=False), non_finite, not_numbers)
+  return good, bad
+
+
 def choice_field(options):
   return st.sampled_from(options), st.one_of(
     words.filter(lambda w: w not in options), st.integers(), st.none()
@@ -129,7 +135,12 @@ DOMAINS = {
   "batch_size": even_batch(),
   "eval_batch_size": even_batch(),
   "phases": phases_strategy(),
+  "optimizer": choice_field(("sgd", "adamw", "lamb", "lars")),
   "momentum": number_field(0, 1, high_open=True),
+  "adam_b1": number_field(0, 1, high_open=True),
+  "adam_b2": number_field(0, 1, high_open=True),
+  "adam_eps": positive_number(),
+  "lars_trust_coefficient": positive_number(),
   "weight_decay": (
     st.floats(min_value=0, allow_infinity=False),
     st.one_of(
@@ -160,6 +171,7 @@ DOMAINS = {
   "amplification.reselect_every": int_field(0),
   "amplification.ratio": number_field(0, 1, high_open=False),
   "amplification.eligible": choice_field(("all", "kernels")),
+  "amplification.where": choice_field(("gradients", "updates")),
 }
 FIELDS = sorted(DOMAINS)
 
