@@ -132,14 +132,14 @@ def test_selection_happens_at_the_end_of_the_analysis_epoch(finished_run):
   assert sum(selected) > 0
 
 
-def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
-  workdir, _ = finished_run
-  resumed = str(tmp_path / "resumed")
+def assert_resuming_epoch_3_is_bitwise(config, workdir, resumed):
+  """A copy of the finished run ``workdir`` that lost its epoch-3 checkpoint resumes from
+  epoch 2 (mid-phase: the analysis accumulators are in the state) to the same state and
+  the same rows."""
   shutil.copytree(workdir, resumed)
-  # Lose epoch 3: the run must continue from epoch 2 (analysis accumulators in the state).
   shutil.rmtree(os.path.join(resumed, "checkpoints", str(3 * STEPS)))
   with mock_cifar():
-    train.train_and_evaluate(tiny_config(), resumed)
+    train.train_and_evaluate(config, resumed)
   with (
     ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a,
     ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b,
@@ -151,6 +151,11 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
     assert _strip_timing(read(os.path.join(resumed, name))) == _strip_timing(
       read(os.path.join(workdir, name))
     )
+
+
+def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
+  workdir, _ = finished_run
+  assert_resuming_epoch_3_is_bitwise(tiny_config(), workdir, str(tmp_path / "resumed"))
 
 
 def test_steps_per_call_change_nothing_and_compile_once(
