@@ -84,7 +84,7 @@ def test_results_notebook(sweep):
     assert name in printed
   assert len(outputs(book, "image/png")) == 5
   markdown = "".join(outputs(book, "text/markdown"))
-  assert "| resnet8 | once per phase |" in markdown and "G c1" in markdown
+  assert "| resnet8 | sgd | once per phase |" in markdown and "G c1" in markdown
   assert "Δ vs none [95 % CI]" in markdown and "seconds per epoch" in markdown
 
 
