@@ -190,8 +190,13 @@ def settings(comparison: pd.DataFrame) -> list[tuple]:
   )
 
 
+def _setting(model, dataset, optimizer) -> str:
+  """``model, dataset``, and the optimizer when it is not the paper's SGD."""
+  return f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+
+
 def _title(model, dataset, reselect, optimizer) -> str:
-  setting = f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+  setting = _setting(model, dataset, optimizer)
   return f"{setting}, re-selection {analysis.reselection_label(reselect)}"
 
 
@@ -319,7 +324,7 @@ def original_directionality_figure(runs, comparison, model, dataset, optimizer="
     analysis.read_frame(os.path.join(w, "directionality.jsonl"))
     for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]
   ]
-  setting = f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+  setting = _setting(model, dataset, optimizer)
   return directionality_figure(frames, f"{setting}, none")
 
 

@@ -180,7 +180,7 @@ def run_keys(config: dict) -> dict:
     optimizer=config.get("optimizer", "sgd"),  # runs older than the field: SGD
     method=method,
   )
-  amp = dict(dict(where="gradients"), **amp)  # older runs amplified gradients
+  amp = {"where": "gradients", **amp}  # older runs amplified gradients
   for key in ("where", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
   keys["seed"] = config.get("seed")
