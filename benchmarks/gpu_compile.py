@@ -26,6 +26,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"  # before jax: no driver is asked for anythi
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -44,6 +45,8 @@ from configs import quickstart  # noqa: E402
 from gradamp_jax import input_pipeline  # noqa: E402
 from gradamp_jax.training import optimizer, steps  # noqa: E402
 
+LOOP_STEPS = 50  # steps per call on a GPU (steps.steps_per_call)
+PROGRAMS = ("step", "loop")  # one step per call; the default loop, counted per step
 TARGETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_targets")
 # Dense peak flops (bf16 tensor cores; float32 without them) and memory bandwidth, per card.
 CARDS = {
@@ -81,8 +84,10 @@ def config_for(model, dtype, batch, variant):
   return config
 
 
-def reference_step(config, num_classes=10):
-  """The minimal step: gather, crop, flip, normalise, cross-entropy, weight decay, SGD."""
+def reference_step(config, loop, num_classes=10):
+  """The minimal step: gather, crop, flip, normalise, cross-entropy, weight decay, SGD; with
+  ``loop``, :data:`LOOP_STEPS` of them in a ``fori_loop``. Donates the state when it loops,
+  as the training program does."""
   tx = optax.chain(
     optax.add_decayed_weights(config.weight_decay), optax.sgd(0.1, momentum=config.momentum)
   )
@@ -107,20 +112,28 @@ def reference_step(config, num_classes=10):
       step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state
     ), loss
 
-  return step, state, (0,)
+  if not loop:
+    return step, state, (0,), ()  # what steps.chunk_donation donates of the state
+
+  def steps_loop(state, data, plan, start, stop):
+    return jax.lax.fori_loop(start, stop, lambda i, s: step(s, data, plan, i)[0], state)
+
+  return steps_loop, state, (0, LOOP_STEPS), (0,)
 
 
-def program_chunk(config, num_classes=10, steps_per_epoch=100):
-  """The training program's chunk at one step per call (``loop=False``)."""
+def program_chunk(config, loop, num_classes=10, steps_per_epoch=100):
+  """The training program's chunk (one step per call, or :data:`LOOP_STEPS` in its loop),
+  donating what the training program donates (the history; the state when it loops)."""
   tx = optimizer.create_optimizer(config, steps_per_epoch)
   graphdef, state = steps.create_train_state(config, num_classes, tx)
-  chunk = steps.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3, loop=False)
+  chunk = steps.make_train_chunk(graphdef, tx, (0.5,) * 3, (0.25,) * 3, loop=loop)
   history = {k: jnp.zeros(steps_per_epoch, jnp.float32) for k in steps.STEP_METRICS}
-  return chunk, state, (0, 0 + 1, history)
+  return chunk, state, (0, LOOP_STEPS if loop else 1, history), steps.chunk_donation(loop)
 
 
-def compile_for(card, fn, state, extra, batch, num_examples):
-  """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``."""
+def compile_for(card, fn, state, extra, donate, batch, num_examples):
+  """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``, donating the
+  arguments ``donate``."""
   with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
     topology = topologies.get_topology_desc(
       platform="cuda", target_config=f.read(), topology="1x1x1"
@@ -145,7 +158,7 @@ def compile_for(card, fn, state, extra, batch, num_examples):
     *[jax.tree.map(spec, e) for e in extra],
   )
   start = time.perf_counter()
-  compiled = jax.jit(fn, donate_argnums=(0,)).lower(*args).compile()
+  compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
   return compiled, time.perf_counter() - start
 
 
@@ -187,13 +200,22 @@ def _conv_cost(line, shapes):
   return flops, nbytes
 
 
-def kernels_and_convs(hlo_text):
-  """Kernels of the entry computation by kind, and the cuDNN convolutions' flops and bytes."""
+def _computation(hlo_text, loop):
+  """The entry computation's text, or with ``loop`` the body of its (one) while loop."""
+  start = hlo_text.index("ENTRY")
+  if loop:
+    body = re.search(r" while\(.*?body=%([\w.-]+)", hlo_text[start:]).group(1)
+    start = hlo_text.index(f"%{body} ")
+  text = hlo_text[start:]
+  return text[: text.index("\n}\n")]
+
+
+def kernels_and_convs(hlo_text, loop=False):
+  """Kernels by kind of the entry computation (with ``loop``, of the loop's body: one step),
+  the cuDNN convolutions' flops and bytes, and the elements of the largest copy."""
   shapes = _definitions(hlo_text)
-  kinds, flops, nbytes = collections.Counter(), 0, 0
-  entry = hlo_text[hlo_text.index("ENTRY") :]
-  entry = entry[: entry.index("\n}\n")]
-  for line in entry.splitlines()[1:]:
+  kinds, flops, nbytes, largest_copy = collections.Counter(), 0, 0, 0
+  for line in _computation(hlo_text, loop).splitlines()[1:]:
     m = re.search(r" = .*?\s([a-z][\w-]*)\(", line)  # the op follows the result's type
     if not m:
       continue
@@ -212,14 +234,19 @@ def kernels_and_convs(hlo_text):
         kinds[f"custom-call {target}"] += 1
     elif op in ("fusion", "copy", "conditional", "while", "all-reduce"):
       kinds[{"while": "loop"}.get(op, op)] += 1
+      if op == "copy":
+        dims = _SHAPE.search(line.split("=", 1)[1]).group(2)
+        largest_copy = max(largest_copy, int(np.prod([int(d) for d in dims.split(",") if d])))
     else:
       kinds["other"] += 1
-  return kinds, flops, nbytes
+  return kinds, flops, nbytes, largest_copy
 
 
-def measure(compiled, card, dtype):
+def measure(compiled, card, dtype, loop):
+  """Kernels, memory, flops, bytes and roofline; for a loop, of one pass of its body (XLA's
+  cost analysis counts a while loop's body once: its trip count is traced)."""
   text = compiled.as_text()
-  kinds, conv_flops, conv_bytes = kernels_and_convs(text)
+  kinds, conv_flops, conv_bytes, largest_copy = kernels_and_convs(text, loop)
   flops, nbytes = conv_flops, conv_bytes
   try:  # XLA's generic cost analysis of the optimised module, through the CPU client
     from jax._src.lib import _jax
@@ -236,6 +263,7 @@ def measure(compiled, card, dtype):
   return dict(
     kernels=sum(kinds.values()),
     kinds=dict(kinds),
+    largest_copy_elements=largest_copy,
     temp_bytes=memory.temp_size_in_bytes,
     argument_bytes=memory.argument_size_in_bytes,
     output_bytes=memory.output_size_in_bytes,
@@ -250,47 +278,87 @@ def main():
   parser.add_argument("--tiny", action="store_true", help="resnet8, batch 8, H100 only (CI)")
   parser.add_argument("--out", default=None, help="folder for results.json and results.md")
   parser.add_argument("--cards", default="h100,h200", help="comma-separated targets")
+  parser.add_argument(
+    "--check",
+    action="store_true",
+    help="fail if a program has more than one conditional or copies an array larger than a "
+    "per-layer vector (what CI asserts)",
+  )
+  parser.add_argument(
+    "--programs", default=",".join(PROGRAMS), help="comma-separated: step (one per call), loop"
+  )
   args = parser.parse_args()
-  cards = args.cards.split(",")
-  unknown = [c for c in cards if c not in CARDS]
-  if unknown:
-    parser.error(f"--cards: unknown card(s) {', '.join(unknown)}; known: {', '.join(CARDS)}")
+  cards, programs = args.cards.split(","), args.programs.split(",")
+  for name, given, known in [("cards", cards, CARDS), ("programs", programs, PROGRAMS)]:
+    unknown = [c for c in given if c not in known]
+    if unknown:
+      parser.error(f"--{name}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
   if args.tiny:
     settings, cards = [("resnet8", "float32", 8)], ["h100"]
   else:
     settings = [("resnet18", "bfloat16", 128)]
   rows = []
   for model, dtype, batch in settings:
-    for variant in VARIANTS:
+    for variant, loop in itertools.product(VARIANTS, [p == "loop" for p in programs]):
       config = config_for(
         model, dtype, batch, variant if variant != "reference" else "none, untracked"
       )
-      fn, state, extra = reference_step(config) if variant == "reference" else program_chunk(config)
+      fn, state, extra, donate = (
+        reference_step(config, loop) if variant == "reference" else program_chunk(config, loop)
+      )
       for card in cards:
-        compiled, seconds = compile_for(card, fn, state, extra, batch, num_examples=4 * batch)
+        compiled, seconds = compile_for(
+          card, fn, state, extra, donate, batch, num_examples=4 * batch
+        )
         row = dict(
           model=model,
           dtype=dtype,
           batch=batch,
           variant=variant,
+          program="loop" if loop else "step",
           card=card,
           compile_seconds=round(seconds, 1),
-          **measure(compiled, card, dtype),
+          **measure(compiled, card, dtype, loop),
         )
         rows.append(row)
         print(
-          f"{card} {model} {dtype} b{batch} {variant}: {row['kernels']} kernels "
-          f"{row['kinds']}, {row['bytes'] / 1e9:.3f} GB, {row['flops'] / 1e12:.3f} TFLOP, "
-          f"temp {row['temp_bytes'] / 2**20:.0f} MiB, compiled in {seconds:.1f} s",
+          f"{card} {model} {dtype} b{batch} {variant} ({row['program']}): {row['kernels']} "
+          f"kernels {row['kinds']}, {row['bytes'] / 1e9:.3f} GB, "
+          f"{row['flops'] / 1e12:.3f} TFLOP, temp {row['temp_bytes'] / 2**20:.0f} MiB, "
+          f"compiled in {seconds:.1f} s",
           flush=True,
         )
   print(markdown(rows))
+  problems = check(rows) if args.check else []
+  for problem in problems:
+    print(f"check failed: {problem}", file=sys.stderr)
   if args.out:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
       json.dump(rows, f, indent=2)
     with open(os.path.join(args.out, "results.md"), "w") as f:
       f.write(markdown(rows))
+  if problems:
+    sys.exit(1)
+
+
+MAX_SMALL_COPY = 4096  # elements: per-layer vectors and scalars, never a parameter's array
+
+
+def check(rows):
+  """What the tuned step guarantees: at most one conditional (the epoch-end measures) and no
+  copy of a parameter-sized array (the accumulators are updated in place)."""
+  problems = []
+  for r in rows:
+    name = f"{r['card']} {r['model']} {r['variant']} ({r['program']})"
+    if r["kinds"].get("conditional", 0) > 1:
+      problems.append(f"{name}: {r['kinds']['conditional']} conditionals, at most 1 expected")
+    if r["largest_copy_elements"] > MAX_SMALL_COPY:
+      problems.append(
+        f"{name}: copies an array of {r['largest_copy_elements']:,} elements "
+        f"(at most {MAX_SMALL_COPY:,} expected)"
+      )
+  return problems
 
 
 def markdown(rows):
@@ -300,13 +368,16 @@ def markdown(rows):
     "|---|---|---|---:|---:|---:|---|---:|",
   ]
   reference = {
-    (r["card"], r["model"], r["dtype"], r["batch"]): r for r in rows if r["variant"] == "reference"
+    (r["card"], r["model"], r["dtype"], r["batch"], r["program"]): r
+    for r in rows
+    if r["variant"] == "reference"
   }
   for r in rows:
-    ref = reference[(r["card"], r["model"], r["dtype"], r["batch"])]
+    ref = reference[(r["card"], r["model"], r["dtype"], r["batch"], r["program"])]
     k = r["kinds"]
     lines.append(
-      f"| {r['card']} | {r['model']} {r['dtype']} b{r['batch']}, {r['variant']} | {r['kernels']} "
+      f"| {r['card']} | {r['model']} {r['dtype']} b{r['batch']}, {r['variant']}, {r['program']} "
+      f"| {r['kernels']} "
       f"({k.get('fusion', 0)}, {k.get('convolution', 0)}, {k.get('copy', 0)}, "
       f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['temp_bytes'] / 2**20:.0f} | "
       f"{r['batch'] / r['roofline_seconds']:,.0f} | {r['kernels'] / ref['kernels']:.2f}x, "

@@ -1,6 +1,6 @@
 """What the speed benchmarks share: synthetic CIFAR-shaped data and the training program's
 own compiled chunk of steps (``steps_lib.make_train_chunk``: data on the device, augmentation
-in the step, donated state), set up outside any timing."""
+in the step, the training program's donation), set up outside any timing."""
 
 import os
 import sys
@@ -66,7 +66,7 @@ class Trainer:
         input_pipeline.CIFAR10_STD,
         loop=self.per_call > 1,
       ),
-      donate_argnums=(0, 5),
+      donate_argnums=steps_lib.chunk_donation(self.per_call > 1),
     )
     num_examples = len(data.labels)
     self.plan = input_pipeline.epoch_plan(

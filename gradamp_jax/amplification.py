@@ -226,7 +226,10 @@ def _amplification(
       )
 
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
-    state = jax.lax.cond(do_select, select, lambda s: s, state)
+    # Computed every update and kept by element-wise selects: a conditional would cost a
+    # copy of each of its outputs on a GPU, more than these per-layer vectors themselves.
+    chosen = select(state)
+    state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
 
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
     active = (state.selection_phase >= 0) & (state.selection_phase == phase)

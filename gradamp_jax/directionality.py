@@ -25,7 +25,8 @@ from gradamp_jax import phases as phases_lib
 
 @jax.tree_util.register_pytree_with_keys_class
 class DirectionalityState:
-  """Accumulators of the epoch in progress and the measures of the last finished one.
+  """Accumulators of the epoch in progress (or, from an epoch's last update to the next
+  measured epoch's first, of the finished one) and the measures of the last finished epoch.
 
   A pytree whose children are, by name: ``count`` (updates seen), ``epoch`` (1-based epoch
   whose measures the state holds; 0: none finished), one ``(L,)`` float32 array per tracked
@@ -156,7 +157,7 @@ def update_state(
   gate=True,
 ) -> DirectionalityState:
   """Adds one update's raw gradients; the update that completes an epoch computes its
-  measures and resets the accumulators.
+  measures, and the next epoch's first update starts the accumulators afresh.
 
   Args:
     state: the current state.
@@ -169,21 +170,24 @@ def update_state(
   Returns:
     The new state (``count`` + 1).
   """
-  completes_epoch = (state.count + 1) % steps_per_epoch == 0
-
-  def add(s):
-    return s.replace(sums=_added(s, leaves, index))
-
-  def finish(s):
-    return s.replace(
-      epoch=s.count // steps_per_epoch + 1,
-      values=measure_window(s, index, steps_per_epoch),
-      sums=jax.tree.map(jnp.zeros_like, s.sums),
-    )
-
   gate = jnp.asarray(gate, bool)
-  state = jax.lax.cond(gate, add, lambda s: s, state)
-  state = jax.lax.cond(gate & completes_epoch, finish, lambda s: s, state)
+  starts = state.count % steps_per_epoch == 0
+  # Element-wise selects, not a conditional: XLA fuses the accumulation into the other
+  # passes over the gradients and updates the accumulators in place. They are reset at an
+  # epoch's first update, so that the measures can read the finished sums afterwards.
+  kept = jax.tree.map(lambda acc: jnp.where(starts, jnp.zeros_like(acc), acc), state.sums)
+  added = _added(state.replace(sums=kept), leaves, index)
+  state = state.replace(
+    sums=jax.tree.map(lambda new, acc: jnp.where(gate, new, acc), added, state.sums)
+  )
+  finishes = gate & ((state.count + 1) % steps_per_epoch == 0)
+  # The measures only at the epoch's last update: a branch that reads the sums and returns
+  # per-layer values.
+  values = jax.lax.cond(
+    finishes, lambda s: measure_window(s, index, steps_per_epoch), lambda s: s.values, state
+  )
+  epoch = jnp.where(finishes, state.count // steps_per_epoch + 1, state.epoch)
+  state = state.replace(epoch=epoch, values=values)
   return state.replace(count=state.count + 1)
 
 
@@ -196,9 +200,9 @@ def directionality_monitor(
   The gradients pass through unchanged. Each update adds its gradients to the sums the
   measures need (for G and G′: ``Σ_j g`` and ``Σ_j |g|`` per weight, two float32
   parameter-sized accumulators; GSNR adds ``Σ_j g²``); the update that completes epoch
-  ``e`` computes epoch ``e``'s measures, keeps them in the state and resets the
-  accumulators. Read them with :func:`directionality_report`. Chain it first to measure
-  the raw gradients.
+  ``e`` computes epoch ``e``'s measures and keeps them in the state; the next epoch's first
+  update resets the accumulators. Read them with :func:`directionality_report`. Chain it
+  first to measure the raw gradients.
 
   A layer that receives a non-finite gradient during an epoch reports NaN for that
   epoch; the next epoch starts from clean accumulators.

@@ -701,3 +701,36 @@ def test_check_epoch_start_catches_a_loop_with_a_ragged_batch(make):
       ga.check_epoch_start(state, 2, 4)
   with pytest.raises(ValueError, match="holds no amplification"):
     ga.check_epoch_start(optax.sgd(0.1).init(params), 1, 4)
+
+
+def _conditionals(jaxpr):
+  """Every ``cond`` equation of a jaxpr and of the jaxprs nested in it."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "cond":
+      yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _conditionals(inner)
+
+
+@pytest.mark.parametrize(
+  "tx",
+  [
+    ga.intelligent_amplification(PHASES, 2, measure="G_prime", track_directionality=True),
+    ga.intelligent_amplification(PHASES, 2, measure="G", control="matched_random"),
+    ga.random_amplification(PHASES, 2, ratio=0.5, track_directionality=("G", "GSNR")),
+    ga.directionality_monitor(2),
+  ],
+)
+def test_no_parameter_sized_array_passes_through_a_conditional(tx):
+  # A conditional's results are copied on a GPU; the accumulators must be updated by
+  # element-wise selects, so only per-layer vectors and scalars may come out of one.
+  params = make_params([[(3, 3, 4, 8)], [(8,), (8,)], [(16, 10)]])  # 3 layers
+  state = tx.init(params)
+  jaxpr = jax.make_jaxpr(tx.update)(params, state).jaxpr
+  conds = list(_conditionals(jaxpr))
+  assert len(conds) <= 1  # the measures, at an epoch's last update
+  for eqn in conds:
+    assert all(math.prod(v.aval.shape) <= 3 for v in eqn.outvars), eqn.outvars

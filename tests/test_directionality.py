@@ -104,7 +104,7 @@ def test_tracking_amplification_reports_every_epoch_like_the_monitor():
   assert int(states[1].num_selections) == 1
 
 
-def test_accumulators_stay_empty_outside_analysis_windows():
+def test_accumulators_change_only_inside_analysis_windows():
   params = make_params([[(3, 2)], [(4,)]])
   grads = random_grads(params, np.random.default_rng(3), 8, bias=[1.0, 0.0])
   phases = [(2, 0.1, 0, 1), (4, 0.1, 1, 2)]  # the only window is epoch 3
@@ -117,8 +117,11 @@ def test_accumulators_stay_empty_outside_analysis_windows():
     sums.append(
       sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(state.directionality.sums["abs_sum"]))
     )
-  # Steps 1-4 (epochs 1-2) add nothing; step 5 (inside window 3) does; its end resets.
-  assert sums[:4] == [0.0] * 4 and sums[4] > 0 and sums[5:] == [0.0] * 3
+  # Steps 1-4 (epochs 1-2) add nothing; steps 5-6 (window 3) do; steps 7-8 leave the
+  # finished window's sums as they are (the next window's first update resets them).
+  assert sums[:4] == [0.0] * 4 and 0 < sums[4] < sums[5] and sums[6:] == [sums[5]] * 2
+  step_sums = [sum(float(jnp.sum(jnp.abs(x))) for x in jax.tree.leaves(g)) for g in grads[4:6]]
+  np.testing.assert_allclose(sums[5], sum(step_sums), rtol=1e-6)
   assert int(state.directionality.epoch) == 3
 
 

@@ -110,6 +110,15 @@ def make_train_chunk(graphdef, tx, mean, std, batch_sharding=None, *, loop: bool
   return train_chunk
 
 
+def chunk_donation(loop: bool) -> tuple[int, ...]:
+  """The arguments of ``train_chunk`` to donate: the history, updated in place, and the
+  state when the chunk loops. A one-step chunk writes the state to fresh buffers: on a GPU,
+  XLA would copy each transposed output (the convolution kernels', their momenta and
+  accumulators) back into its donated buffer (BENCHMARKS.md, "GPU program").
+  """
+  return (0, 5) if loop else (5,)
+
+
 def steps_per_call(config) -> int:
   """Training steps per jitted call: ``config.steps_per_dispatch``, or for 0 (automatic)
   1 on a CPU, where steps in a loop run many times slower (``make_train_chunk``;

@@ -145,9 +145,10 @@ def _check_finite(state, epoch: int, checkpoints: checkpointing.RunCheckpoints) 
 class Programs(NamedTuple):
   """A run's jitted functions, with the shardings of what they take.
 
-  ``train_chunk`` (:func:`~gradamp_jax.training.steps.make_train_chunk`) donates the state
-  and the history, which it updates in place; orbax's asynchronous save may still read a
-  saved state while later chunks run, so a saved state is ``copy_state`` of it.
+  ``train_chunk`` (:func:`~gradamp_jax.training.steps.make_train_chunk`) donates the
+  history and, when it loops, the state (:func:`~gradamp_jax.training.steps.chunk_donation`);
+  orbax's asynchronous save may still read a saved state while later chunks run, so a saved
+  state is ``copy_state`` of it.
   """
 
   train_chunk: Callable
@@ -174,7 +175,7 @@ def compile_programs(config, dataset, graphdef, tx, state, mesh: Mesh) -> Progra
   return Programs(
     train_chunk=jax.jit(
       chunk,
-      donate_argnums=(0, 5),
+      donate_argnums=steps_lib.chunk_donation(per_call > 1),
       in_shardings=(state_sharding, replicated, replicated, None, None, replicated),
       out_shardings=(state_sharding, replicated, replicated),
     ),

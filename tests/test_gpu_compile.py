@@ -1,0 +1,44 @@
+"""The GPU-program benchmark's reading of optimised HLO, on hand-written modules."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+import gpu_compile  # noqa: E402
+
+HLO = """HloModule m
+
+%body (p: (s32[], f32[64,3,3,32])) -> (s32[], f32[64,3,3,32]) {
+  %p = (s32[], f32[64,3,3,32]{3,2,1,0}) parameter(0)
+  %f = f32[64,3,3,32]{3,2,1,0} fusion(%p), kind=kLoop, calls=%fused
+  %c = f32[19]{0} copy(%f)
+  %k = f32[19]{0} conditional(%p, %c, %c), true_computation=%t, false_computation=%e
+  ROOT %r = (s32[], f32[64,3,3,32]) tuple(%p, %f)
+}
+
+ENTRY %main (a: f32[64,3,3,32]) -> f32[64,3,3,32] {
+  %a = f32[64,3,3,32]{3,2,1,0} parameter(0)
+  %x = f32[64,3,3,32]{3,2,1,0} copy(%a)
+  %y = f32[64,3,3,32]{3,2,1,0} fusion(%x), kind=kLoop, calls=%fused
+  %w = (s32[], f32[64,3,3,32]) while(%y), condition=%cond, body=%body
+  ROOT %z = f32[64,3,3,32]{3,2,1,0} copy(%y)
+}
+"""
+
+
+def test_kernels_of_the_entry_and_of_the_loop_body():
+  kinds, flops, nbytes, largest = gpu_compile.kernels_and_convs(HLO)
+  assert dict(kinds) == {"copy": 2, "fusion": 1, "loop": 1} and (flops, nbytes) == (0, 0)
+  assert largest == 64 * 3 * 3 * 32
+  kinds, _, _, largest = gpu_compile.kernels_and_convs(HLO, loop=True)
+  assert dict(kinds) == {"fusion": 1, "copy": 1, "conditional": 1} and largest == 19
+
+
+def test_check_names_a_second_conditional_and_a_large_copy():
+  row = dict(card="h100", model="resnet8", variant="v", program="loop")
+  ok = dict(row, kinds={"conditional": 1}, largest_copy_elements=19)
+  bad = dict(row, kinds={"conditional": 2}, largest_copy_elements=18432)
+  assert gpu_compile.check([ok]) == []
+  problems = gpu_compile.check([bad])
+  assert len(problems) == 2
+  assert "2 conditionals" in problems[0] and "18,432 elements" in problems[1]
