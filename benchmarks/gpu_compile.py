@@ -174,6 +174,19 @@ def _definitions(hlo_text):
   return shapes
 
 
+def _type_bytes(type_text):
+  return sum(
+    _BYTES[t] * int(np.prod([int(d) for d in dims.split(",") if d]))
+    for t, dims in _SHAPE.findall(type_text)
+  )
+
+
+def _sizes(hlo_text):
+  """Instruction name -> bytes of its whole result (every element of a tuple)."""
+  pattern = r"^\s*(?:ROOT )?%([\w.-]+) = (.*?) [a-z][\w-]*\("
+  return {m.group(1): _type_bytes(m.group(2)) for m in re.finditer(pattern, hlo_text, re.M)}
+
+
 def _conv_cost(line, shapes):
   """Flops and bytes of one cuDNN convolution call, from its operands' and result's shapes.
 
@@ -212,16 +225,21 @@ def _computation(hlo_text, loop):
 
 def kernels_and_convs(hlo_text, loop=False):
   """Kernels by kind of the entry computation (with ``loop``, of the loop's body: one step),
-  the cuDNN convolutions' flops and bytes, and the elements of the largest copy."""
-  shapes = _definitions(hlo_text)
+  the cuDNN convolutions' flops and bytes, the elements of the largest copy, and the bytes
+  the kernels read and write (every operand and result once, a conditional's included)."""
+  shapes, sizes = _definitions(hlo_text), _sizes(hlo_text)
   kinds, flops, nbytes, largest_copy = collections.Counter(), 0, 0, 0
+  kernel_bytes = 0
   for line in _computation(hlo_text, loop).splitlines()[1:]:
-    m = re.search(r" = .*?\s([a-z][\w-]*)\(", line)  # the op follows the result's type
+    m = re.search(r"%([\w.-]+) = .*?\s([a-z][\w-]*)\(([^)]*)\)", line)  # op after the type
     if not m:
       continue
-    op = m.group(1)
+    name, op, operands = m.groups()
     if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
       continue
+    kernel_bytes += sizes.get(name, 0) + sum(
+      sizes.get(o.strip().lstrip("%"), 0) for o in operands.split(",")
+    )
     if op == "custom-call":
       target = re.search(r'custom_call_target="([^"]+)"', line).group(1)
       if "conv" in target.lower():
@@ -239,14 +257,14 @@ def kernels_and_convs(hlo_text, loop=False):
         largest_copy = max(largest_copy, int(np.prod([int(d) for d in dims.split(",") if d])))
     else:
       kinds["other"] += 1
-  return kinds, flops, nbytes, largest_copy
+  return kinds, flops, nbytes, largest_copy, kernel_bytes
 
 
 def measure(compiled, card, dtype, loop):
   """Kernels, memory, flops, bytes and roofline; for a loop, of one pass of its body (XLA's
   cost analysis counts a while loop's body once: its trip count is traced)."""
   text = compiled.as_text()
-  kinds, conv_flops, conv_bytes, largest_copy = kernels_and_convs(text, loop)
+  kinds, conv_flops, conv_bytes, largest_copy, kernel_bytes = kernels_and_convs(text, loop)
   flops, nbytes = conv_flops, conv_bytes
   try:  # XLA's generic cost analysis of the optimised module, through the CPU client
     from jax._src.lib import _jax
@@ -264,6 +282,7 @@ def measure(compiled, card, dtype, loop):
     kernels=sum(kinds.values()),
     kinds=dict(kinds),
     largest_copy_elements=largest_copy,
+    kernel_io_bytes=kernel_bytes,
     temp_bytes=memory.temp_size_in_bytes,
     argument_bytes=memory.argument_size_in_bytes,
     output_bytes=memory.output_size_in_bytes,
@@ -363,9 +382,9 @@ def check(rows):
 
 def markdown(rows):
   lines = [
-    "| card | program | kernels (fusions, convs, copies, cond.) | GB per step | "
-    "temp MiB | roofline images/s | vs reference (kernels, bytes) | compile s |",
-    "|---|---|---|---:|---:|---:|---|---:|",
+    "| card | program | kernels (fusions, convs, copies, cond.) | GB per step | kernel I/O GB | "
+    "temp MiB | roofline images/s | vs reference (kernels, bytes, kernel I/O) | compile s |",
+    "|---|---|---|---:|---:|---:|---:|---|---:|",
   ]
   reference = {
     (r["card"], r["model"], r["dtype"], r["batch"], r["program"]): r
@@ -379,9 +398,10 @@ def markdown(rows):
       f"| {r['card']} | {r['model']} {r['dtype']} b{r['batch']}, {r['variant']}, {r['program']} "
       f"| {r['kernels']} "
       f"({k.get('fusion', 0)}, {k.get('convolution', 0)}, {k.get('copy', 0)}, "
-      f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['temp_bytes'] / 2**20:.0f} | "
-      f"{r['batch'] / r['roofline_seconds']:,.0f} | {r['kernels'] / ref['kernels']:.2f}x, "
-      f"{r['bytes'] / ref['bytes']:.2f}x | {r['compile_seconds']} |"
+      f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['kernel_io_bytes'] / 1e9:.2f} | "
+      f"{r['temp_bytes'] / 2**20:.0f} | {r['batch'] / r['roofline_seconds']:,.0f} | "
+      f"{r['kernels'] / ref['kernels']:.2f}x, {r['bytes'] / ref['bytes']:.2f}x, "
+      f"{r['kernel_io_bytes'] / ref['kernel_io_bytes']:.2f}x | {r['compile_seconds']} |"
     )
   return "\n".join(lines) + "\n"
 

@@ -27,11 +27,16 @@ ENTRY %main (a: f32[64,3,3,32]) -> f32[64,3,3,32] {
 
 
 def test_kernels_of_the_entry_and_of_the_loop_body():
-  kinds, flops, nbytes, largest = gpu_compile.kernels_and_convs(HLO)
+  array = 64 * 3 * 3 * 32 * 4  # bytes of one f32[64,3,3,32]
+  kinds, flops, nbytes, largest, io = gpu_compile.kernels_and_convs(HLO)
   assert dict(kinds) == {"copy": 2, "fusion": 1, "loop": 1} and (flops, nbytes) == (0, 0)
   assert largest == 64 * 3 * 3 * 32
-  kinds, _, _, largest = gpu_compile.kernels_and_convs(HLO, loop=True)
+  # copy a->x, fusion x->y, while y->(s32, array), copy y->z: each reads and writes
+  assert io == 2 * array + 2 * array + (array + 4 + array) + 2 * array
+  kinds, _, _, largest, io = gpu_compile.kernels_and_convs(HLO, loop=True)
   assert dict(kinds) == {"fusion": 1, "copy": 1, "conditional": 1} and largest == 19
+  # fusion p->f, copy f->c, conditional (p, c, c)->f32[19]
+  assert io == (4 + array) + array + (array + 76) + (4 + array + 76 + 76 + 76)
 
 
 def test_check_names_a_second_conditional_and_a_large_copy():
