@@ -118,13 +118,6 @@ def _per_weight(state: DirectionalityState) -> bool:
   return not isinstance(next(iter(state.sums.values())), jax.Array)
 
 
-def _layer_totals(leaves, index, fn):
-  totals = jnp.zeros((index.num_layers,), jnp.float32)
-  for leaf, layer in zip(leaves, index.leaf_layer):
-    totals = totals.at[layer].add(jnp.sum(fn(leaf.astype(jnp.float32))))
-  return totals
-
-
 def _added(state: DirectionalityState, leaves, index) -> dict:
   """Each sum plus this update's contribution (:data:`~gradamp_jax.measures_lib.SUMS`)."""
   out = {}
@@ -136,7 +129,10 @@ def _added(state: DirectionalityState, leaves, index) -> dict:
         [a + fn(g.astype(jnp.float32)) for a, g in zip(jax.tree.leaves(acc), leaves)]
       )
     else:
-      out[name] = acc + _layer_totals(leaves, index, fn)
+      totals = measures_lib.layer_sum(
+        [fn(g.astype(jnp.float32)) for g in leaves], index.leaf_layer, index.num_layers
+      )
+      out[name] = acc + totals
   return out
 
 

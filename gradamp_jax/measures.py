@@ -72,14 +72,20 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
   return layer_mean(ratios, leaf_layer, num_layers)
 
 
+def layer_sum(leaves, leaf_layer, num_layers):
+  """Per layer ``(L,)`` float32, the sum of all elements of the layer's leaves: one sum per
+  leaf, then one segment sum (a small program, whatever the number of leaves)."""
+  per_leaf = jnp.stack([jnp.sum(leaf.astype(jnp.float32)) for leaf in leaves])
+  return jax.ops.segment_sum(per_leaf, jnp.asarray(leaf_layer, jnp.int32), num_layers)
+
+
 def layer_mean(per_weight, leaf_layer, num_layers):
   """Per layer, the mean of per-weight values over all the layer's weights (every weight
   counts equally, whichever leaf holds it)."""
-  totals = jnp.zeros((num_layers,), jnp.float32)
   counts = [0] * num_layers
   for values, layer in zip(per_weight, leaf_layer):
-    totals = totals.at[layer].add(jnp.sum(values))
     counts[layer] += values.size
+  totals = layer_sum(per_weight, leaf_layer, num_layers)
   return totals / jnp.asarray([max(c, 1) for c in counts], jnp.float32)
 
 
@@ -137,10 +143,7 @@ class Window(NamedTuple):
     """Per-layer total ``(L,)`` of sum ``name`` over the layer's weights."""
     if not self.per_weight:
       return self.sums[name]
-    totals = jnp.zeros((self.num_layers,), jnp.float32)
-    for leaf, layer in zip(self.sums[name], self.leaf_layer):
-      totals = totals.at[layer].add(jnp.sum(leaf))
-    return totals
+    return layer_sum(self.sums[name], self.leaf_layer, self.num_layers)
 
   def weights(self, name: str) -> list:
     """Per-weight leaves of sum ``name`` (only when ``per_weight``)."""
