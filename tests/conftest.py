@@ -1,3 +1,10 @@
+"""Session-wide settings and the shared mock sweep.
+
+The suite runs in two pytest-xdist workers by default (``-n 2`` in pyproject.toml); every
+process it starts (workers, training subprocesses, SLURM jobs) inherits the environment set
+here before jax is imported, and so shares one session folder.
+"""
+
 import os
 
 # Two virtual CPU devices so that sharded code paths run in tests.
@@ -6,28 +13,48 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 
 import tempfile  # noqa: E402
 
-# conv=auto measures once per session into its own cache, not the user's.
-os.environ.setdefault("GRADAMP_JAX_CACHE", tempfile.mkdtemp(prefix="gradamp_cache-"))
+# The session folder: made by the first process (the xdist controller, or a plain pytest),
+# inherited by the others, removed by its maker at the end.
+OWNS_SESSION = "GRADAMP_TEST_SESSION" not in os.environ
+if OWNS_SESSION:
+  os.environ["GRADAMP_TEST_SESSION"] = tempfile.mkdtemp(prefix="gradamp_test-")
+SESSION = os.environ["GRADAMP_TEST_SESSION"]
+# conv=auto measures once per session into it, not into the user's cache.
+os.environ.setdefault("GRADAMP_JAX_CACHE", os.path.join(SESSION, "gradamp_cache"))
+# JAX's persistent compilation cache: a program compiled once in the session (by a test, a
+# training subprocess or a job) is loaded, not compiled, by every later run that builds the
+# same program. Its key holds the program, the XLA flags and the backend, so it serves only
+# identical compilations.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(SESSION, "jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SWEEP = {}
+SWEEP_ROOT = os.path.join(SESSION, "mock_sweep")
+SWEEP_PARTS = 2
+SWEEP_TIMEOUT_S = 1800
 
 
 def _start_mock_sweep():
-  """Starts tests/mock_sweep.py in two background processes (once per session).
+  """Starts tests/mock_sweep.py in two background processes, once per session: the first
+  process to create the sweep's folder starts it; each part writes its exit status to
+  ``part{i}.rc`` when it ends.
 
   The sweep's compilations use XLA's lowest optimisation level, which only changes compile
   time for programs this small.
   """
-  if _SWEEP:
-    return
-  root = tempfile.mkdtemp(prefix="gradamp_mock_sweep-")
+  try:
+    os.mkdir(SWEEP_ROOT)
+  except FileExistsError:
+    return  # started by another process of this session
   env = dict(
     os.environ,
     XLA_FLAGS="--xla_backend_optimization_level=0",
@@ -35,47 +62,82 @@ def _start_mock_sweep():
     PYTHONPATH=ROOT,
   )
   script = os.path.join(ROOT, "tests", "mock_sweep.py")
-  parts = []
-  for i in range(2):
-    log = open(os.path.join(root, f"part{i}.log"), "w")
-    parts.append(
-      (
-        subprocess.Popen(
-          [sys.executable, script, root, "--part", str(i), "--parts", "2"],
-          env=env,
-          cwd=ROOT,
-          stdout=log,
-          stderr=subprocess.STDOUT,
-        ),
-        log,
-      )
+  for i in range(SWEEP_PARTS):
+    part = os.path.join(SWEEP_ROOT, f"part{i}")
+    command = f'"{sys.executable}" "{script}" "{SWEEP_ROOT}" --part {i} --parts {SWEEP_PARTS}'
+    script_line = f'{command} > "{part}.log" 2>&1; echo $? > "{part}.rc.tmp"; '
+    script_line += f'mv "{part}.rc.tmp" "{part}.rc"'
+    process = subprocess.Popen(
+      ["sh", "-c", script_line],
+      env=env,
+      cwd=ROOT,
+      start_new_session=True,  # outlives the worker that started it; ended by the owner
     )
-  _SWEEP.update(root=root, parts=parts)
+    with open(f"{part}.pid", "w") as f:
+      f.write(str(process.pid))
+
+
+def _stop_mock_sweep():
+  for i in range(SWEEP_PARTS):
+    try:
+      with open(os.path.join(SWEEP_ROOT, f"part{i}.pid")) as f:
+        os.killpg(int(f.read()), signal.SIGKILL)
+    except (OSError, ValueError):
+      pass  # never started, or already ended
+
+
+# Modules whose tests share an expensive module fixture (a trained run, a cluster) run in one
+# xdist worker (``--dist loadgroup``): the fixture is built once. In this order, first: the
+# longest groups start while the short tests fill the other worker; the tests that read the
+# mock sweep come last, when it has finished beside the others.
+GROUPS = {
+  "test_slurm": "slurm",  # one cluster on fixed ports
+  "test_branching": "branching",
+  "test_faults": "faults",
+  "test_fork": "fork",
+  "test_train": "train",
+  "test_report": "mock_sweep",
+  "test_notebooks": "mock_sweep",
+}
+ORDER = ("slurm", "branching", "faults", "fork", "train", None, "mock_sweep")
+
+
+def _group(item):
+  module = getattr(item, "module", None)
+  return GROUPS.get(module.__name__.rpartition(".")[2]) if module else None
 
 
 def pytest_collection_modifyitems(config, items):
   # Start the sweep as soon as a collected test needs it: it runs beside the earlier tests.
   if any("mock_sweep" in getattr(item, "fixturenames", ()) for item in items):
     _start_mock_sweep()
+  for item in items:
+    if _group(item):
+      item.add_marker(pytest.mark.xdist_group(_group(item)))
+  items.sort(key=lambda item: ORDER.index(_group(item)))  # stable: order within a group kept
 
 
 def pytest_sessionfinish(session, exitstatus):
-  for process, log in _SWEEP.get("parts", []):
-    if process.poll() is None:
-      process.kill()
-      process.wait()
-    log.close()
-  if _SWEEP:
-    shutil.rmtree(_SWEEP["root"], ignore_errors=True)
+  if OWNS_SESSION:  # the last process of the session to finish
+    _stop_mock_sweep()
+    shutil.rmtree(SESSION, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def mock_sweep():
   """Root of a small real sweep made by tests/mock_sweep.py (started at collection)."""
   _start_mock_sweep()
-  for i, (process, log) in enumerate(_SWEEP["parts"]):
-    if process.wait():
-      log.flush()
-      tail = open(os.path.join(_SWEEP["root"], f"part{i}.log")).read()[-4000:]
-      raise RuntimeError(f"tests/mock_sweep.py --part {i} failed:\n{tail}")
-  return _SWEEP["root"]
+  deadline = time.monotonic() + SWEEP_TIMEOUT_S
+  for i in range(SWEEP_PARTS):
+    rc_path = os.path.join(SWEEP_ROOT, f"part{i}.rc")
+    while not os.path.exists(rc_path):
+      if time.monotonic() > deadline:
+        raise RuntimeError(f"tests/mock_sweep.py --part {i} not done after {SWEEP_TIMEOUT_S} s")
+      time.sleep(0.5)
+    with open(rc_path) as f:
+      status = f.read().strip()
+    if status != "0":
+      with open(os.path.join(SWEEP_ROOT, f"part{i}.log")) as f:
+        tail = f.read()[-4000:]
+      raise RuntimeError(f"tests/mock_sweep.py --part {i} failed (status {status}):\n{tail}")
+  return SWEEP_ROOT

@@ -7,8 +7,9 @@ the call that runs step K (0-based) of epoch E is about to start (2 steps per ca
 ``KILL@save=N``, SIGKILL right after the asynchronous save of checkpoint N has started.
 With ``$FAULT_ONCE`` set to a path, the fault fires only if that file does not exist yet (and
 creates it). Everything else is the real command line (``gradamp_jax.main``), so exit
-statuses are the program's own. Compilations are cached in ``$FAULT_RUN_CACHE`` so that
-repeated runs start quickly; ``$FAULT_CALL_SECONDS`` sleeps that long before every training
+statuses are the program's own. Under pytest, compilations come from the session's persistent
+cache (``$JAX_COMPILATION_CACHE_DIR``, tests/conftest.py), so repeated runs start quickly;
+``$FAULT_CALL_SECONDS`` sleeps that long before every training
 call (a window for a scheduler's signal).
 """
 
@@ -21,12 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
-
-if os.environ.get("FAULT_RUN_CACHE"):
-  jax.config.update("jax_compilation_cache_dir", os.environ["FAULT_RUN_CACHE"])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
 import orbax.checkpoint as ocp  # noqa: E402
 from absl import app  # noqa: E402
 

@@ -57,6 +57,8 @@ def config_text(folder: str) -> str:
       "SlurmUser=root",
       "SlurmdUser=root",
       "AuthType=auth/munge",
+      # A requeued job waits cred_expire seconds before it may start again (default 120).
+      "AuthInfo=cred_expire=10",
       f"StateSaveLocation={folder}/state",
       f"SlurmdSpoolDir={folder}/spool",
       f"SlurmctldPidFile={folder}/slurmctld.pid",

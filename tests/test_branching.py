@@ -11,6 +11,7 @@ from gradamp_jax.jsonl import JsonlWriter
 from gradamp_jax.sweeps import branching
 from gradamp_jax.training import train
 
+pytestmark = pytest.mark.slow  # trains runs end to end
 # Two selection points: epoch 2 is analysed (amplified in 3), epoch 4 (amplified in 5).
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (5, 0.02, 1, 2))
 RULES = {  # G case 2 at 0.5 and 0.5001 pick the same layers on this data (checked below)

@@ -17,11 +17,8 @@ from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
 
 
 @pytest.mark.slow
-def test_preempted_job_is_requeued_and_resumes(tmp_path, tmp_path_factory, monkeypatch):
+def test_preempted_job_is_requeued_and_resumes(tmp_path, monkeypatch):
   workdir = tmp_path / "run"
-  cache = tmp_path_factory.getbasetemp() / "compilation_cache"  # shared with test_faults.py
-  cache.mkdir(exist_ok=True)
-  monkeypatch.setenv("FAULT_RUN_CACHE", str(cache))
   # The cluster's preemption signal (SIGTERM) reaches the training process once, in epoch 2.
   monkeypatch.setenv("FAULT_ONCE", str(tmp_path / "preempted-once"))
   command = f"{sys.executable} {ROOT}/tests/fault_run.py {workdir} TERM@2.3"

@@ -24,12 +24,13 @@ from gradamp_jax import jsonl
 from gradamp_jax.training import checkpointing, preemption
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
 
+pytestmark = pytest.mark.slow  # real processes, killed and signalled
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6  # per epoch: 48 mock examples, batch 8
 KILLED = -9
 
 
-def run(workdir, fault=None, *overrides, cache):
+def run(workdir, fault=None, *overrides):
   command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir)]
   command += ([fault] if fault else []) + list(overrides)
   result = subprocess.run(
@@ -38,7 +39,6 @@ def run(workdir, fault=None, *overrides, cache):
     text=True,
     timeout=600,
     cwd=ROOT,
-    env=dict(os.environ, FAULT_RUN_CACHE=str(cache)),
   )
   return result
 
@@ -76,14 +76,6 @@ def assert_same(workdir, reference):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """Compiled programs shared by the subprocess runs of this test session."""
-  path = tmp_path_factory.getbasetemp() / "compilation_cache"
-  path.mkdir(exist_ok=True)
-  return path
-
-
 def test_compilation_cache_serves_a_second_seed(tmp_path):
   """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
   nothing new: every program it needs is already in the persistent cache."""
@@ -109,9 +101,9 @@ def test_compilation_cache_serves_a_second_seed(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache):
+def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  result = run(workdir, cache=cache)
+  result = run(workdir)
   assert result.returncode == 0, result.stderr
   return outputs(workdir)
 
@@ -126,17 +118,16 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.slow
-def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, reference):
+def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, reference):
   workdir = tmp_path / "run"
   for fault in KILL_POINTS:
-    result = run(workdir, fault, cache=cache)
+    result = run(workdir, fault)
     assert result.returncode == KILLED, (fault, result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
     for name in ("metrics.jsonl", "layer_stats.jsonl"):  # every line still parses
       if os.path.exists(workdir / name):
         jsonl.read_jsonl(workdir / name)
-  result = run(workdir, cache=cache)
+  result = run(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert_same(workdir, reference)
   # Damage the final checkpoint: the run names it, falls back to the one before and redoes
@@ -148,7 +139,7 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, 
     key=os.path.getsize,
   )
   os.truncate(array, os.path.getsize(array) // 2)
-  result = run(workdir, cache=cache)
+  result = run(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"warning: checkpoint {3 * STEPS} cannot be restored" in result.stderr
   assert f"Resumed from the checkpoint at update {2 * STEPS}" in result.stdout
@@ -160,11 +151,10 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, cache, 
 SIGNAL_POINTS = [("TERM@1.2", 4), ("INT@2.2", STEPS + 4), ("USR1@3.1", 2 * STEPS + 2)]
 
 
-@pytest.mark.slow
-def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, cache, reference):
+def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, reference):
   workdir = tmp_path / "run"
   for fault, step in SIGNAL_POINTS:
-    result = run(workdir, fault, cache=cache)
+    result = run(workdir, fault)
     assert result.returncode == preemption.EXIT_PREEMPTED, (fault, result.stderr[-2000:])
     assert f"received SIG{fault.split('@')[0]}" in result.stderr
     assert (
@@ -173,7 +163,7 @@ def test_preemption_signals_checkpoint_mid_epoch_and_resume_bitwise(tmp_path, ca
     ), result.stderr[-2000:]
     assert str(step) in os.listdir(workdir / "checkpoints")
     assert json.load(open(workdir / "partial_epoch.json"))["step"] == step
-  result = run(workdir, cache=cache)
+  result = run(workdir)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Resumed from the checkpoint at update {SIGNAL_POINTS[-1][1]}" in result.stdout
   assert_same(workdir, reference)
@@ -385,14 +375,13 @@ def test_jsonl_killed_writer_leaves_whole_rows(tmp_path):
 # ----------------------------------------------------------------------------- two processes
 
 
-def run_two_processes(workdir, cache, faults=(None, None)):
+def run_two_processes(workdir, faults=(None, None)):
   """Both processes of a run on this machine, one CPU device each, over gloo."""
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = dict(
     os.environ,
-    FAULT_RUN_CACHE=str(cache),
     FAULT_LOAD_LOG=str(workdir) + ".loads",
     XLA_FLAGS="--xla_force_host_platform_device_count=1",
   )
@@ -417,10 +406,9 @@ def run_two_processes(workdir, cache, faults=(None, None)):
   return results
 
 
-@pytest.mark.slow
-def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, cache, reference):
+def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path, reference):
   workdir = tmp_path / "run"
-  (rc0, out0, err0), (rc1, out1, err1) = run_two_processes(workdir, cache)
+  (rc0, out0, err0), (rc1, out1, err1) = run_two_processes(workdir)
   assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
   assert "devices: [CpuDevice(id=0), CpuDevice(id=2048)]" in out0  # one per process
   # Only the lead reports and writes: one row per epoch, no duplicates.
@@ -438,11 +426,8 @@ def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path
   assert lead_end <= other_start
 
 
-@pytest.mark.slow
-def test_a_process_that_dies_ends_the_other_with_a_clear_message(tmp_path, cache):
-  (rc0, _, err0), (rc1, _, _) = run_two_processes(
-    tmp_path / "run", cache, faults=(None, "KILL@2.2")
-  )
+def test_a_process_that_dies_ends_the_other_with_a_clear_message(tmp_path):
+  (rc0, _, err0), (rc1, _, _) = run_two_processes(tmp_path / "run", faults=(None, "KILL@2.2"))
   assert rc1 == KILLED
   assert rc0 == 1, err0[-3000:]
   assert "error: process 0: another process of this run ended, so this one stops too" in err0

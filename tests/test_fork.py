@@ -14,6 +14,7 @@ from gradamp_jax.sweeps import fork
 from gradamp_jax.training import optimizer, train
 from gradamp_jax.training import steps as steps_lib
 
+pytestmark = pytest.mark.slow  # trains runs end to end
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (4, 0.02, 0, 1))
 TIMING = ("epoch_seconds", "images_per_second")
 

@@ -7,6 +7,7 @@ import pytest
 from mock_sweep import copy_sweep
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow  # a Jupyter kernel per notebook
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("results.ipynb", "layer_statistics.ipynb")
 

@@ -270,6 +270,7 @@ def test_gradient_placement_under_adaptive_optimizers_warns_in_one_line(name, wh
   assert optimizer.placement_warning(config) is None
 
 
+@pytest.mark.slow
 def test_training_program_resumes_adamw_with_updates_placement_bitwise(tmp_path):
   config = tiny_config(where="updates")
   config.optimizer, config.weight_decay = "adamw", 0.05
