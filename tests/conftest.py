@@ -107,6 +107,7 @@ def _group(item):
   return GROUPS.get(module.__name__.rpartition(".")[2]) if module else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
 def pytest_collection_modifyitems(config, items):
   # Start the sweep as soon as a collected test needs it: it runs beside the earlier tests.
   if any("mock_sweep" in getattr(item, "fixturenames", ()) for item in items):
