@@ -37,12 +37,16 @@ class StopRequest:
   In a multi-process run every process must stop at the same step: ``requested()`` then
   asks all processes (a small all-gather) and is true if any of them got a signal.
 
-  Example:
+  Example (the training loop saves a checkpoint, then raises :class:`Preempted`):
+    >>> import os, signal
     >>> with StopRequest() as stop:
-    ...   for step in ...:
-    ...     ...
+    ...   for step in range(5):
+    ...     if step == 2:
+    ...       os.kill(os.getpid(), signal.SIGUSR1)  # as a scheduler would
     ...     if stop.requested():
-    ...       save(step); raise Preempted(stop.signame, step, where)
+    ...       break
+    >>> step, stop.signame
+    (2, 'SIGUSR1')
   """
 
   def __init__(self):

@@ -26,8 +26,13 @@ class WorkdirLock:
   """Holds ``workdir``'s lock from :meth:`acquire` until :meth:`release` or process exit.
 
   Example:
-    >>> with WorkdirLock("runs/x"):   # raises WorkdirBusyError if another run holds it
-    ...   train(...)
+    >>> import tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> with WorkdirLock(workdir):  # a second holder, here or in another process, is refused
+    ...   WorkdirLock(workdir).acquire()
+    Traceback (most recent call last):
+      ...
+    gradamp_jax.training.workdir_lock.WorkdirBusyError: ...
   """
 
   def __init__(self, workdir: str):
