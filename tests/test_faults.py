@@ -76,36 +76,33 @@ def assert_same(workdir, reference):
     np.testing.assert_array_equal(a, b)
 
 
-def test_compilation_cache_serves_a_second_seed(tmp_path):
-  """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
-  nothing new: every program it needs is already in the persistent cache."""
-  cache = tmp_path / "cache"
-  env = dict(
-    os.environ,
-    JAX_COMPILATION_CACHE_DIR=str(cache),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-  )
-  entries = []
-  for seed in (0, 1):
-    command = [
-      sys.executable,
-      os.path.join(ROOT, "tests", "fault_run.py"),
-      str(tmp_path / f"seed{seed}"),
-      f"--config.seed={seed}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr
-    entries.append(sorted(os.listdir(cache)))
-  assert entries[0] and entries[1] == entries[0]
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """This module's own persistent compilation cache, for its training subprocesses: they run
+  one at a time in one worker, so a test can see what a run adds to it."""
+  path = tmp_path_factory.mktemp("compilation_cache")
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
+    yield path
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+  """The uninterrupted run (seed 0), the first to fill the module's compilation cache."""
   workdir = tmp_path_factory.mktemp("uninterrupted")
   result = run(workdir)
   assert result.returncode == 0, result.stderr
   return outputs(workdir)
+
+
+def test_compilation_cache_serves_a_second_seed(tmp_path, compilation_cache, reference):
+  """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
+  nothing new: every program it needs is already in the persistent cache."""
+  del reference  # seed 0 has run
+  before = sorted(os.listdir(compilation_cache))
+  result = run(tmp_path / "seed1", None, "--config.seed=1")
+  assert result.returncode == 0, result.stderr
+  assert before and sorted(os.listdir(compilation_cache)) == before
 
 
 # Kill points of the chain, each run resuming where the previous one was killed.

@@ -113,6 +113,8 @@ def test_sweep_through_slurm_equals_the_local_sweep(
   slurm, images, tmp_path, monkeypatch, grid, branch
 ):
   monkeypatch.chdir(ROOT)
+  # Here first: the jobs then load its programs from the session's compilation cache.
+  run_sweep(tmp_path / "local", "local", images, grid, *branch)
   jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *branch, *OPTIONS)
   job_ids = [j.job_id for j in jobs]
   assert len(job_ids) == (1 if branch else 2)  # a job per run; branched: per tree
@@ -122,7 +124,6 @@ def test_sweep_through_slurm_equals_the_local_sweep(
     assert record["tree_jobs"] == job_ids
   else:
     assert [r["job_id"] for r in record["runs"]] == job_ids
-  run_sweep(tmp_path / "local", "local", images, grid, *branch)
   wait_for(job_ids)
   assert [job.result() for job in jobs] == [0] * len(jobs)  # the jobs' training commands
   for run in record["runs"]:
