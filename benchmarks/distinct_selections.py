@@ -11,7 +11,6 @@ default).
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -22,7 +21,7 @@ import numpy as np  # noqa: E402
 
 import gradamp_jax as ga  # noqa: E402
 from configs import paper  # noqa: E402
-from gradamp_jax.jsonl import read_jsonl  # noqa: E402
+from gradamp_jax import run_folder  # noqa: E402
 
 
 def main(argv=None):
@@ -30,16 +29,14 @@ def main(argv=None):
   parser.add_argument("run_dir")
   parser.add_argument("--grid", choices=sorted(paper.THRESHOLDS), default="params_1")
   args = parser.parse_args(argv)
-  with open(os.path.join(args.run_dir, "config.json")) as f:
-    config = json.load(f)
-  with open(os.path.join(args.run_dir, "run.json")) as f:
-    layers = json.load(f)["layers"]
+  config = run_folder.read_json(args.run_dir, run_folder.CONFIG)
+  layers = run_folder.read_json(args.run_dir, run_folder.RUN_INFO)["layers"]
   epoch = ga.selection_epochs(config["phases"], config["amplification"]["reselect_every"] or None)[
     0
   ]
   rows = {
     r["layer"]: r
-    for r in read_jsonl(os.path.join(args.run_dir, "directionality.jsonl"))
+    for r in run_folder.read_rows(args.run_dir, run_folder.DIRECTIONALITY)
     if r["epoch"] == epoch
   }
   eligible = jnp.asarray([layer["eligible"] for layer in layers])

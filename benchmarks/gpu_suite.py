@@ -110,7 +110,7 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, rea
 def epoch_time(model, dtype, batch_size, sizes, image_folder):
   """Two epochs of the training program; the second epoch's row, and the first's extra."""
   from benchmarks.harness import synthetic_dataset
-  from gradamp_jax.jsonl import read_jsonl
+  from gradamp_jax import run_folder
   from gradamp_jax.training import train
 
   config = base_config(model, dtype, batch_size)
@@ -124,7 +124,7 @@ def epoch_time(model, dtype, batch_size, sizes, image_folder):
   try:
     with tempfile.TemporaryDirectory() as workdir:
       train.train_and_evaluate(config, workdir)
-      first, second = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+      first, second = run_folder.read_rows(workdir, run_folder.METRICS)
   finally:
     train.load_dataset = load_dataset
   return second, first["epoch_seconds"] - second["epoch_seconds"]

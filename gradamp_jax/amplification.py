@@ -178,27 +178,7 @@ def _amplification(
   last_epoch = phases[-1].end_epoch
 
   def init_fn(params):
-    index = layers_lib.layer_index(params)
-    elig = layers_lib.eligible_mask(index, eligible)
-    zeros = lambda: jnp.zeros((index.num_layers,), jnp.float32)  # distinct buffers: donatable
-    stats = directionality_lib.init_state(params, index, tracked) if tracked else ()
-    return AmplificationState(
-      count=jnp.zeros([], jnp.int32),
-      eligible=jnp.asarray(elig, bool),
-      mask=zeros(),
-      measure_mask=zeros(),
-      selection_phase=jnp.full([], -1, jnp.int32),
-      selection_step=jnp.full([], -1, jnp.int32),
-      selection_epoch=jnp.zeros([], jnp.int32),
-      selection_factor=jnp.ones([], jnp.float32),
-      num_selections=jnp.zeros([], jnp.int32),
-      active=jnp.zeros([], bool),
-      measure=zeros(),
-      normalized=zeros(),
-      directionality=stats,
-      key=jax.random.PRNGKey(seed),
-      layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
-    )
+    return _init_state(params, tracked=tracked, eligible=eligible, seed=seed)
 
   def update_fn(updates, state, params=None):
     del params
@@ -209,26 +189,10 @@ def _amplification(
     first_step = state.count % steps_per_epoch == 0
     phase = jnp.asarray(tables.phase)[epoch]
 
-    def select(s):
-      key, subkey = jax.random.split(s.key)
-      mask, measure_mask, values, normalized = chooser(s, subkey)
-      return s._replace(
-        mask=mask.astype(jnp.float32),
-        measure_mask=measure_mask.astype(jnp.float32),
-        measure=values,
-        normalized=normalized,
-        selection_phase=phase,
-        selection_step=s.count,
-        selection_epoch=epoch,
-        selection_factor=jnp.asarray(tables.factor)[epoch],
-        num_selections=s.num_selections + 1,
-        key=key,
-      )
-
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
     # Computed every update and kept by element-wise selects: a conditional would cost a
     # copy of each of its outputs on a GPU, more than these per-layer vectors themselves.
-    chosen = select(state)
+    chosen = _select(state, chooser, phase, epoch, jnp.asarray(tables.factor)[epoch])
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
 
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
@@ -248,6 +212,48 @@ def _amplification(
     return treedef.unflatten(scaled), state
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _init_state(params, *, tracked, eligible, seed) -> AmplificationState:
+  index = layers_lib.layer_index(params)
+  elig = layers_lib.eligible_mask(index, eligible)
+  zeros = lambda: jnp.zeros((index.num_layers,), jnp.float32)  # distinct buffers: donatable
+  stats = directionality_lib.init_state(params, index, tracked) if tracked else ()
+  return AmplificationState(
+    count=jnp.zeros([], jnp.int32),
+    eligible=jnp.asarray(elig, bool),
+    mask=zeros(),
+    measure_mask=zeros(),
+    selection_phase=jnp.full([], -1, jnp.int32),
+    selection_step=jnp.full([], -1, jnp.int32),
+    selection_epoch=jnp.zeros([], jnp.int32),
+    selection_factor=jnp.ones([], jnp.float32),
+    num_selections=jnp.zeros([], jnp.int32),
+    active=jnp.zeros([], bool),
+    measure=zeros(),
+    normalized=zeros(),
+    directionality=stats,
+    key=jax.random.PRNGKey(seed),
+    layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
+  )
+
+
+def _select(state: AmplificationState, chooser: Chooser, phase, epoch, factor):
+  """``state`` after a selection by ``chooser`` in ``phase`` at 0-based ``epoch``."""
+  key, subkey = jax.random.split(state.key)
+  mask, measure_mask, values, normalized = chooser(state, subkey)
+  return state._replace(
+    mask=mask.astype(jnp.float32),
+    measure_mask=measure_mask.astype(jnp.float32),
+    measure=values,
+    normalized=normalized,
+    selection_phase=phase,
+    selection_step=state.count,
+    selection_epoch=epoch,
+    selection_factor=factor,
+    num_selections=state.num_selections + 1,
+    key=key,
+  )
 
 
 def layer_scale(state: AmplificationState) -> jax.Array:

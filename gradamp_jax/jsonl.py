@@ -27,7 +27,7 @@ class JsonlWriter:
     self.path = path
     if keep is not None and os.path.exists(path):
       rows = [r for r in read_jsonl(path) if keep(r)]
-      _replace(path, "".join(json.dumps(r) + "\n" for r in rows))
+      replace_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     elif keep is None and os.path.exists(path):
       os.remove(path)
 
@@ -75,8 +75,9 @@ def read_jsonl(path: str, *, missing_ok: bool = False) -> list[dict]:
   return rows
 
 
-def _replace(path: str, text: str) -> None:
-  tmp = f"{path}.tmp"
+def replace_text(path: str, text: str) -> None:
+  """Replaces file ``path`` with ``text`` whole: a crash leaves the old file or the new one."""
+  tmp = f"{path}.{os.getpid()}.tmp"
   with open(tmp, "w") as f:
     f.write(text)
     f.flush()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from configs import default
-from gradamp_jax import models
+from gradamp_jax import models, run_folder
 from gradamp_jax.training import config_fields, optimizer
 from gradamp_jax.training import steps as steps_lib
 
@@ -177,7 +177,7 @@ FIELDS = sorted(DOMAINS)
 
 
 def test_every_config_field_has_a_domain_here():
-  assert sorted(config_fields.flatten(default.get_config())) == FIELDS
+  assert sorted(run_folder.flat_config(default.get_config())) == FIELDS
 
 
 def tiny_config():

@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from gradamp_jax import jsonl
+from gradamp_jax import jsonl, run_folder
 from gradamp_jax.training import checkpointing, preemption
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
 
@@ -140,7 +140,7 @@ def test_kill_9_at_each_point_then_resume_is_bitwise_identical(tmp_path, referen
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"warning: checkpoint {3 * STEPS} cannot be restored" in result.stderr
   assert f"Resumed from the checkpoint at update {2 * STEPS}" in result.stdout
-  assert os.listdir(workdir / checkpointing.BAD_DIR)[0].startswith(f"{3 * STEPS}-")
+  assert os.listdir(workdir / run_folder.BAD_CHECKPOINTS)[0].startswith(f"{3 * STEPS}-")
   assert_same(workdir, reference)
 
 
@@ -229,7 +229,7 @@ def test_damaged_newest_checkpoint_is_named_and_the_older_one_restores(
   message = capsys.readouterr().err
   assert "warning: checkpoint 12 cannot be restored" in message and reason in message
   assert os.listdir(directory) == ["6"]  # the bad one was moved out of the way
-  assert os.listdir(tmp_path / checkpointing.BAD_DIR)[0].startswith("12-")
+  assert os.listdir(tmp_path / run_folder.BAD_CHECKPOINTS)[0].startswith("12-")
 
 
 def test_no_restorable_checkpoint_over_results_is_refused(tmp_path):
@@ -243,7 +243,7 @@ def test_no_restorable_checkpoint_over_results_is_refused(tmp_path):
   ):
     checkpointing.restore_newest(manager, _state(0), str(tmp_path), step_of=lambda s: int(s.step))
   # Results without any checkpoint are refused too; one epoch's row is not worth keeping.
-  shutil.rmtree(tmp_path / checkpointing.BAD_DIR)
+  shutil.rmtree(tmp_path / run_folder.BAD_CHECKPOINTS)
   jsonl.JsonlWriter(str(tmp_path / "metrics.jsonl")).write([dict(epoch=1), dict(epoch=2)])
   manager.reload()
   with pytest.raises(
@@ -324,7 +324,7 @@ def test_jsonl_never_shows_a_broken_line(tmp_path):
   assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2]
   from gradamp_jax import analysis
 
-  assert list(analysis.read_frame(path)["epoch"]) == [1, 2]
+  assert list(analysis.read_frame(str(tmp_path), "metrics.jsonl")["epoch"]) == [1, 2]
   jsonl.JsonlWriter(path, keep=lambda r: True).write([dict(epoch=3, loss=0.125)])
   assert [r["epoch"] for r in jsonl.read_jsonl(path)] == [1, 2, 3]
   assert open(path).read().endswith('"loss": 0.125}\n')

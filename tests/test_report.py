@@ -89,7 +89,7 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
     entry["layer"] for entry in json.load(open(os.path.join(none.iloc[0], "run.json")))["layers"]
   ]
   table = analysis.directionality_table(
-    [analysis.read_frame(os.path.join(w, "directionality.jsonl")) for w in none], "G_prime"
+    [analysis.read_frame(w, "directionality.jsonl") for w in none], "G_prime"
   )
   assert list(table.index) == layers and list(table.columns) == [1, 2, 3]
   want = defaultdict(list)
@@ -101,9 +101,7 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
     assert len(values) == 2 and table.loc[layer, epoch] == pytest.approx(np.mean(values))
   assert ((table.to_numpy() >= 0) & (table.to_numpy() <= 1)).all()
   for workdir in runs[runs["method"] == "matched_random"]["workdir"]:
-    counts = analysis.selected_counts(
-      analysis.read_frame(os.path.join(workdir, "layer_stats.jsonl"))
-    )
+    counts = analysis.selected_counts(analysis.read_frame(workdir, "layer_stats.jsonl"))
     assert counts["epoch"].tolist() == [2]
     assert (counts["selected"] == counts["by_measure"]).all()  # matched in number
     assert (counts["overlap"] <= counts["selected"]).all()

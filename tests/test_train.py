@@ -362,7 +362,7 @@ def test_resuming_with_another_config_is_refused(finished_run):
   workdir, _ = finished_run
   config = tiny_config(threshold=0.7)
   config.image_folder = "/elsewhere"  # data locations may change
-  with pytest.raises(ValueError, match=r"different config \(fields: amplification\)"):
+  with pytest.raises(ValueError, match=r"different config \(fields: amplification.threshold\)"):
     outputs.check_same_experiment(config, workdir)
   config = tiny_config()
   config.image_folder, config.keep_checkpoints = "/elsewhere", 5

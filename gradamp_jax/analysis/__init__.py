@@ -20,13 +20,11 @@ from gradamp_jax.analysis.runs import (
   METHOD_ORDER,
   RUN_COLUMNS,
   SUMMARY_COLUMNS,
-  find_runs,
   is_missing,
   load_run,
   load_runs,
   num_epochs,
   read_frame,
-  read_json,
   run_keys,
   run_row,
   typed_frame,
@@ -56,3 +54,4 @@ from gradamp_jax.analysis.statistics import (
   t_interval,
 )
 from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax.run_folder import find_runs

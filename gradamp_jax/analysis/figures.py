@@ -7,12 +7,10 @@ runs hold nothing to draw).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
-from gradamp_jax import analysis, measures
+from gradamp_jax import analysis, measures, run_folder
 
 
 def _axis_label(measure: str) -> str:
@@ -267,7 +265,7 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
   panels = []
   for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
     stats = [
-      analysis.read_frame(os.path.join(w, "layer_stats.jsonl"))
+      analysis.read_frame(w, run_folder.LAYER_STATS)
       for w in analysis.chosen_runs(runs, row)["workdir"]
     ]
     stats = [s for s in stats if len(s)]
@@ -321,7 +319,7 @@ def original_directionality_figure(runs, comparison, model, dataset, optimizer="
   if none.empty:
     return None
   frames = [
-    analysis.read_frame(os.path.join(w, "directionality.jsonl"))
+    analysis.read_frame(w, run_folder.DIRECTIONALITY)
     for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]
   ]
   setting = _setting(model, dataset, optimizer)

@@ -26,7 +26,6 @@ results are compared (docs/method.md §8):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Optional
@@ -34,7 +33,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax import run_folder
 
 RUN_COLUMNS = (
   "workdir",
@@ -119,26 +118,10 @@ METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
 # ----------------------------------------------------------------------------- reading
 
 
-def read_frame(path: str) -> pd.DataFrame:
-  """A JSON-lines file as a DataFrame (see :func:`~gradamp_jax.jsonl.read_jsonl`); empty
-  when missing."""
-  return pd.DataFrame(read_jsonl(path, missing_ok=True))
-
-
-def find_runs(root: str) -> list[str]:
-  """Run folders under ``root`` at any depth (holding ``config.json`` and
-  ``metrics.jsonl``), sorted; hidden folders, ``checkpoints`` and ``tensorboard`` are not
-  searched."""
-  if not os.path.isdir(root):
-    raise ValueError(f"ROOT {root!r} is not a directory")
-  found = []
-  for folder, subfolders, files in os.walk(root):
-    if "config.json" in files and "metrics.jsonl" in files:
-      found.append(folder)
-    subfolders[:] = sorted(
-      s for s in subfolders if s not in ("checkpoints", "tensorboard") and not s.startswith(".")
-    )
-  return sorted(found)
+def read_frame(workdir: str, name: str) -> pd.DataFrame:
+  """JSON-lines file ``name`` of a run (``run_folder.METRICS``, ...) as a DataFrame (see
+  :func:`~gradamp_jax.run_folder.read_rows`); empty when missing."""
+  return pd.DataFrame(run_folder.read_rows(workdir, name, missing_ok=True))
 
 
 def load_run(workdir: str) -> dict:
@@ -148,25 +131,17 @@ def load_run(workdir: str) -> dict:
   Raises:
     ValueError: ``workdir`` is not a run folder (no ``config.json`` in it).
   """
-  if not os.path.isfile(os.path.join(workdir, "config.json")):
+  if not os.path.isfile(run_folder.path(workdir, run_folder.CONFIG)):
     where = os.path.abspath(workdir)
     reason = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
     raise ValueError(f"run folder {workdir!r} ({where}) {reason}")
   return dict(
-    config=read_json(os.path.join(workdir, "config.json")),
-    info=read_json(os.path.join(workdir, "run.json")),
-    metrics=read_frame(os.path.join(workdir, "metrics.jsonl")),
-    layer_stats=read_frame(os.path.join(workdir, "layer_stats.jsonl")),
-    directionality=read_frame(os.path.join(workdir, "directionality.jsonl")),
+    config=run_folder.read_json(workdir, run_folder.CONFIG, default={}),
+    info=run_folder.read_json(workdir, run_folder.RUN_INFO, default={}),
+    metrics=read_frame(workdir, run_folder.METRICS),
+    layer_stats=read_frame(workdir, run_folder.LAYER_STATS),
+    directionality=read_frame(workdir, run_folder.DIRECTIONALITY),
   )
-
-
-def read_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):  # missing, or half-written by a killed run
-    return {}
 
 
 def run_keys(config: dict) -> dict:
@@ -222,9 +197,9 @@ def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
 def load_runs(root: str) -> pd.DataFrame:
   """One row per run folder under ``root`` (:data:`RUN_COLUMNS`), sorted by workdir."""
   rows = []
-  for workdir in find_runs(root):
-    config = read_json(os.path.join(workdir, "config.json"))
-    rows.append(run_row(workdir, config, read_frame(os.path.join(workdir, "metrics.jsonl"))))
+  for workdir in run_folder.find_runs(root):
+    config = run_folder.read_json(workdir, run_folder.CONFIG, default={})
+    rows.append(run_row(workdir, config, read_frame(workdir, run_folder.METRICS)))
   return typed_frame(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
 
 

@@ -6,15 +6,13 @@ How results are compared is defined in :mod:`gradamp_jax.analysis.runs`.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from gradamp_jax import measures
+from gradamp_jax import measures, run_folder
 from gradamp_jax.analysis.runs import (
   APPLIES,
   COMPARISON_COLUMNS,
@@ -25,7 +23,6 @@ from gradamp_jax.analysis.runs import (
   SUMMARY_COLUMNS,
   is_missing,
   read_frame,
-  read_json,
   typed_frame,
 )
 
@@ -242,19 +239,6 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   return _sorted(typed_frame(table))
 
 
-# Config fields that may differ between runs of one group: the seed, where data lives and
-# how the work is cut into calls.
-_FREE_FIELDS = (
-  "seed",
-  "data_dir",
-  "image_folder",
-  "download",
-  "eval_batch_size",
-  "steps_per_dispatch",
-  "keep_checkpoints",
-)
-
-
 def group_conflicts(runs: pd.DataFrame) -> list[str]:
   """Problems with the groups of :func:`summarize`, one sentence each: a seed that occurs
   more than once in a group, or config fields outside :data:`GROUP_KEYS` (and the seed
@@ -267,28 +251,16 @@ def group_conflicts(runs: pd.DataFrame) -> list[str]:
     repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
     if repeated:
       problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
-    flat = [_flatten(read_json(os.path.join(w, "config.json"))) for w in group["workdir"]]
-    ignored = set(_FREE_FIELDS) | {f"amplification.{k}" for k in GROUP_KEYS + ("method",)}
+    configs = [run_folder.read_json(w, run_folder.CONFIG, default={}) for w in group["workdir"]]
+    ignored = ["seed", *(f"amplification.{k}" for k in GROUP_KEYS + ("method",))]
     if keys[GROUP_KEYS.index("method")] == "none":
-      ignored |= {k for f in flat for k in f if k.startswith("amplification.")}
+      ignored.append("amplification.")
     fields = sorted(
-      k
-      for k in {k for f in flat for k in f} - ignored
-      if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1
+      {k for c in configs[1:] for k in run_folder.differing_fields(configs[0], c, ignored)}
     )
     if fields:
       problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
   return problems
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      out[prefix + key] = value
-  return out
 
 
 # ----------------------------------------------------------------------------- curves
@@ -296,7 +268,7 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 def mean_curves(workdirs, columns=("train_accuracy", "test_accuracy")) -> pd.DataFrame:
   """Per-epoch mean over runs of metrics ``columns`` (percent), with ``n`` runs per epoch."""
-  frames = [read_frame(os.path.join(w, "metrics.jsonl")) for w in workdirs]
+  frames = [read_frame(w, run_folder.METRICS) for w in workdirs]
   frames = [f for f in frames if len(f)]
   if not frames:
     return pd.DataFrame(columns=["epoch", "n", *columns])
@@ -445,7 +417,7 @@ def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     per_run, eligible = [], 0
     for workdir in group["workdir"]:
-      counts = selected_counts(read_frame(os.path.join(workdir, "layer_stats.jsonl")))
+      counts = selected_counts(read_frame(workdir, run_folder.LAYER_STATS))
       if len(counts):
         per_run.append(counts["selected"].mean())
         eligible = max(eligible, int(counts["eligible"].max()))

@@ -14,13 +14,12 @@ Every member ends with an ordinary run folder.
 from __future__ import annotations
 
 import json
-import os
 from typing import Callable, NamedTuple
 
 import ml_collections
 
 import gradamp_jax as ga
-from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax import run_folder
 from gradamp_jax.sweeps import fork as fork_lib
 from gradamp_jax.training import optimizer
 from gradamp_jax.training import steps as steps_lib
@@ -49,12 +48,10 @@ def roots(members: list[Member]) -> list[list[Member]]:
 
 def epochs_done(workdir: str) -> int:
   """Epochs a run folder has finished, by its checkpoints."""
-  info = os.path.join(workdir, "run.json")
-  if not os.path.exists(info):
+  info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
+  if info is None:
     return 0
-  with open(info) as f:
-    steps_per_epoch = json.load(f)["steps_per_epoch"]
-  return fork_lib.newest_step(os.path.join(workdir, "checkpoints")) // steps_per_epoch
+  return run_folder.newest_step(workdir) // info["steps_per_epoch"]
 
 
 def run_tree(
@@ -124,13 +121,8 @@ def _fork(member, parent, epoch, log, rows):
 def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list[list[Member]]:
   """Members grouped by the selections their rules make on ``trunk``'s statistics up to
   the end of ``epoch`` (in order of first appearance)."""
-  with open(os.path.join(trunk.workdir, "run.json")) as f:
-    info = json.load(f)
-  rows = [
-    r
-    for r in read_jsonl(os.path.join(trunk.workdir, "directionality.jsonl"))
-    if r["epoch"] <= epoch
-  ]
+  info = run_folder.read_json(trunk.workdir, run_folder.RUN_INFO)
+  rows = run_folder.read_rows(trunk.workdir, run_folder.DIRECTIONALITY, until_epoch=epoch)
   tx = optimizer.create_optimizer(trunk.config, info["steps_per_epoch"])
   _, state = steps_lib.create_train_state(trunk.config, info["num_classes"], tx)
   groups: dict[tuple, list[Member]] = {}

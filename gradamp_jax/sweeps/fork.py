@@ -21,16 +21,14 @@ Running it then continues from the fork; its TensorBoard files start there.
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 import gradamp_jax as ga
-from gradamp_jax.jsonl import read_jsonl
+from gradamp_jax import run_folder
 from gradamp_jax.training import checkpointing, config_fields, conv_choice, optimizer, outputs
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.workdir_lock import WorkdirLock
@@ -40,27 +38,17 @@ from gradamp_jax.training.workdir_lock import WorkdirLock
 RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "where")
 
 
-def flat_fields(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flat_fields(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def computation_fields(config: dict) -> dict:
   """A config (as a ``config.json`` dict), flat, less its selection rule and data location:
   what must be equal for two runs to be one computation until their selections differ."""
-  ignored = set(config_fields.RESUMABLE_CHANGES) | {f"amplification.{f}" for f in RULE_FIELDS}
-  return {k: v for k, v in sorted(flat_fields(config).items()) if k not in ignored}
+  ignored = set(run_folder.RESUMABLE_FIELDS) | {f"amplification.{f}" for f in RULE_FIELDS}
+  flat = run_folder.flat_config(config)
+  return {k: v for k, v in sorted(flat.items()) if k not in ignored}
 
 
 def differing_fields(parent: dict, child: dict) -> list[str]:
   """The :func:`computation_fields` in which two configs differ."""
-  a, b = computation_fields(parent), computation_fields(child)
-  return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+  return run_folder.differing_fields(parent, child, [f"amplification.{f}" for f in RULE_FIELDS])
 
 
 def replay_selections(
@@ -138,18 +126,6 @@ def placement(config) -> str:
   return amp.get("where", "gradients") if isinstance(amp, dict) else amp.where
 
 
-def _read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
-
-
-def newest_step(checkpoint_dir: str) -> int:
-  if not os.path.isdir(checkpoint_dir):
-    return 0
-  steps = [int(d) for d in os.listdir(checkpoint_dir) if d.isdigit()]
-  return max(steps, default=0)
-
-
 def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: int) -> bool:
   """Starts ``workdir``'s run (of ``config``) from ``parent``'s state at the end of ``epoch``.
 
@@ -173,11 +149,51 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   config = conv_choice.resolve(config, workdir, parent)
   outputs.check_same_experiment(config, workdir)
   where = f"fork of {workdir!r} from {parent!r} at epoch {epoch}"
+  parent_config, info = _check_parent(where, config, parent, epoch)
+  steps_per_epoch = info["steps_per_epoch"]
+  step = epoch * steps_per_epoch
+  if run_folder.newest_step(workdir) >= step:
+    return False
+  metrics = run_folder.read_rows(parent, run_folder.METRICS, until_epoch=epoch)
+  if [r["epoch"] for r in metrics] != list(range(1, epoch + 1)):
+    raise ValueError(f"{where}: the parent has not finished epoch {epoch}")
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  _, template = steps_lib.create_train_state(config, info["num_classes"], tx)
+  directions = run_folder.read_rows(parent, run_folder.DIRECTIONALITY, until_epoch=epoch)
+  mine = _same_selections(where, config, parent_config, template, directions, info, epoch)
+  state = _restore_parent(where, parent, step, template, steps_per_epoch)
+  if mine:
+    state = _with_own_selection(where, state, mine[-1])
+  outputs.check_workdir(workdir)
+  lock = WorkdirLock(workdir).acquire()
   try:
-    parent_config, info = (
-      _read_json(os.path.join(parent, name)) for name in ("config.json", "run.json")
+    # Files first, the checkpoint last: a fork cut short is made again.
+    outputs.write_fork(
+      workdir,
+      config,
+      parent,
+      epoch,
+      step,
+      metrics=metrics,
+      directionality=directions,
+      layer_stats=_selection_rows(config, mine, template.params, info),
     )
-  except OSError as e:
+    with checkpointing.RunCheckpoints(
+      workdir, keep=config.keep_checkpoints, steps_per_epoch=steps_per_epoch
+    ) as checkpoints:
+      checkpoints.save(step, state)
+  finally:
+    lock.release()
+  return True
+
+
+def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, dict]:
+  """The parent's ``config.json`` and ``run.json``, once it is known that ``config`` may
+  fork from it at ``epoch``."""
+  try:
+    parent_config = run_folder.read_json(parent, run_folder.CONFIG)
+    info = run_folder.read_json(parent, run_folder.RUN_INFO)
+  except (OSError, ValueError) as e:
     raise ValueError(f"{where}: the parent is not a run folder ({e})") from None
   child_config = json.loads(config.to_json_best_effort())
   if not (child_config["track_directionality"] and parent_config.get("track_directionality")):
@@ -191,29 +207,16 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
       f"{where}: the configs differ in {', '.join(changed)}; only the "
       f"selection rule (amplification.{', '.join(RULE_FIELDS)}) may"
     )
-  num_epochs = ga.parse_phases(config.phases)[-1].end_epoch
+  num_epochs = ga.num_epochs(config.phases)
   if not 1 <= epoch <= num_epochs:
     raise ValueError(f"{where}: fork_epoch must be in 1..{num_epochs}")
-  steps_per_epoch = info["steps_per_epoch"]
-  step = epoch * steps_per_epoch
-  if newest_step(os.path.join(workdir, "checkpoints")) >= step:
-    return False
-  metrics = [r for r in read_jsonl(os.path.join(parent, "metrics.jsonl")) if r["epoch"] <= epoch]
-  if [r["epoch"] for r in metrics] != list(range(1, epoch + 1)):
-    raise ValueError(f"{where}: the parent has not finished epoch {epoch}")
-  parent_checkpoints = ocp.CheckpointManager(os.path.abspath(os.path.join(parent, "checkpoints")))
-  if step not in parent_checkpoints.all_steps():
-    raise ValueError(
-      f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
-      f"{epoch}); it has {sorted(parent_checkpoints.all_steps())}"
-    )
+  return parent_config, info
 
-  tx = optimizer.create_optimizer(config, steps_per_epoch)
-  _, template = steps_lib.create_train_state(config, info["num_classes"], tx)
-  directions = [
-    r for r in read_jsonl(os.path.join(parent, "directionality.jsonl")) if r["epoch"] <= epoch
-  ]
-  # The selections in effect before the fork (made at the first step of epochs <= epoch).
+
+def _same_selections(where, config, parent_config, template, directions, info, epoch) -> list:
+  """This run's selections before the fork (made at the first step of epochs <= ``epoch``),
+  once it is known that the parent's rule made the same ones."""
+  steps_per_epoch = info["steps_per_epoch"]
   try:
     mine = replay_selections(config, template.params, directions, steps_per_epoch, epoch - 1)
     theirs = replay_selections(
@@ -233,65 +236,58 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
         f"{int(np.sum(a.mask))} layers, the parent {int(np.sum(b.mask))}); "
         "they are not the same computation"
       )
-  try:
-    state = parent_checkpoints.restore(step, args=ocp.args.StandardRestore(template))
-    checkpointing.check_matches(state, template)
-  except Exception as e:  # orbax raises many types for a state of another layout
-    raise ValueError(
-      f"{where}: the parent's checkpoint does not fit this run's state "
-      f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-    ) from None
-  finally:
-    parent_checkpoints.close()
-  if mine:  # the parent's state records its rule's view of the selection; put this run's
-    own = mine[-1]
-    restored = ga.find_state(state.opt_state)
-    if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
-      raise ValueError(
-        f"{where}: replaying the parent's statistics does not reproduce its "
-        "selection; its directionality.jsonl does not belong to its checkpoint"
-      )
-    amp = restored._replace(
-      measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized
-    )
-    state = state._replace(
-      opt_state=jax.tree.map(
-        lambda x: amp if isinstance(x, ga.AmplificationState) else x,
-        state.opt_state,
-        is_leaf=lambda x: isinstance(x, ga.AmplificationState),
-      )
-    )
+  return mine
 
-  outputs.check_workdir(workdir)
-  lock = WorkdirLock(workdir).acquire()
-  try:
-    depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
-    stats_rows = (
-      []
-      if config.amplification.method == "none"
-      else [
-        row
-        for s in mine
-        for row in outputs.in_network_order(
-          outputs.layer_stat_rows(config, s, template.params), depth
-        )
-      ]
+
+def _restore_parent(where: str, parent: str, step: int, template, steps_per_epoch: int):
+  """The parent's state at update ``step``, restored into ``template``'s layout."""
+  checkpoints = checkpointing.RunCheckpoints(
+    parent, keep=None, steps_per_epoch=steps_per_epoch, read_only=True
+  )
+  with checkpoints:
+    kept = checkpoints.steps()
+    if step not in kept:
+      raise ValueError(
+        f"{where}: the parent kept no checkpoint at update {step} (end of epoch "
+        f"{step // steps_per_epoch}); it has {kept}"
+      )
+    try:
+      return checkpoints.restore_at(step, template)
+    except Exception as e:  # orbax raises many types for a state of another layout
+      raise ValueError(
+        f"{where}: the parent's checkpoint does not fit this run's state "
+        f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+      ) from None
+
+
+def _with_own_selection(where: str, state, own):
+  """``state`` (the parent's) with this run's view of its selection ``own``: the parent's
+  records its own rule's measure and z-scores."""
+  restored = ga.find_state(state.opt_state)
+  if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
+    raise ValueError(
+      f"{where}: replaying the parent's statistics does not reproduce its "
+      "selection; its directionality.jsonl does not belong to its checkpoint"
     )
-    # Files first, the checkpoint last: a fork cut short is made again.
-    outputs.write_fork(
-      workdir,
-      config,
-      parent,
-      epoch,
-      step,
-      metrics=metrics,
-      directionality=directions,
-      layer_stats=stats_rows,
+  amp = restored._replace(
+    measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized
+  )
+  return state._replace(
+    opt_state=jax.tree.map(
+      lambda x: amp if isinstance(x, ga.AmplificationState) else x,
+      state.opt_state,
+      is_leaf=lambda x: isinstance(x, ga.AmplificationState),
     )
-    with checkpointing.RunCheckpoints(
-      workdir, keep=config.keep_checkpoints, steps_per_epoch=steps_per_epoch
-    ) as checkpoints:
-      checkpoints.save(step, state)
-  finally:
-    lock.release()
-  return True
+  )
+
+
+def _selection_rows(config, selections: list, params, info: dict) -> list[dict]:
+  """The ``layer_stats.jsonl`` rows of ``selections``, in network order."""
+  if config.amplification.method == "none":
+    return []
+  depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
+  return [
+    row
+    for s in selections
+    for row in outputs.in_network_order(outputs.layer_stat_rows(config, s, params), depth)
+  ]

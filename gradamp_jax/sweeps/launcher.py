@@ -24,12 +24,13 @@ requeued; the requeued job resumes (``gradamp_jax.sweeps.cluster``).
 
 import argparse
 import importlib.util
-import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+
+from gradamp_jax import run_folder
 
 # How a launcher runs itself (a tree in its own process, or as a SLURM job).
 _THIS_COMMAND = (sys.executable, "-m", "gradamp_jax.sweeps.launcher")
@@ -129,7 +130,8 @@ def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str
   return failed
 
 
-def main(argv=None):
+def parse_args(argv=None):
+  """The launcher's arguments and the ``--config.FIELD=VALUE`` overrides for every run."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
   parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
@@ -181,44 +183,52 @@ def main(argv=None):
       f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
       "are written --config.FIELD=VALUE)"
     )
+  return args, overrides
 
+
+def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -> dict:
+  """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs and ``more``."""
+  record = dict(config=args.config, sweep=args.sweep, runs=runs, **more)
+  run_folder.write_json(args.root, name, record)
+  return record
+
+
+def main(argv=None):
+  args, overrides = parse_args(argv)
   runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
   if args.tree is None:
-    with open(os.path.join(args.root, "sweep.json"), "w") as f:
-      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+    write_record(args, runs)
   if args.branch and args.mode != "print":
     return run_branched(args, runs, overrides)
   if args.mode == "print":
     print("\n".join(r["command"] for r in runs))
-  elif args.mode == "slurm":
+    return None
+  if args.mode == "slurm":
     jobs = submit_jobs(args, [r["command"] for r in runs])
     for run, job in zip(runs, jobs):
       run["job_id"] = job.job_id
-    with open(os.path.join(args.root, "sweep.json"), "w") as f:
-      json.dump(dict(config=args.config, sweep=args.sweep, runs=runs), f, indent=2)
+    write_record(args, runs)
     print(
       f"submitted {len(jobs)} jobs: {', '.join(j.job_id for j in jobs)}; logs in "
       f"{os.path.join(args.root, 'slurm')}"
     )
     return jobs
-  elif args.runs_per_device:
+  if args.runs_per_device:
     failed = run_concurrently(
       [(r["name"], shlex.split(r["command"])) for r in runs],
       args.runs_per_device,
       visible_gpus(),
       os.path.join(args.root, "logs"),
     )
-    if failed:
-      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
   else:
     failed = []
     for i, run in enumerate(runs, 1):
       print(f"[{i}/{len(runs)}] {run['name']}", flush=True)
       if subprocess.call(shlex.split(run["command"])) != 0:
         failed.append(run["name"])
-    if failed:
-      raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+  if failed:
+    raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
 
 
 # Words of sbatch's refusals and the option behind each.
@@ -264,6 +274,13 @@ def refusal(error: str, args) -> str:
   return f"sweep: sbatch refused the jobs: {reason}{hint}"
 
 
+def _tree_command(args, overrides, tree: int | None = None) -> list[str]:
+  """This launcher, training the trees here (or tree ``tree``): a job's or a slot's command."""
+  me = [*_THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
+  me += ["--mode", "local", "--branch"]
+  return me + ([] if tree is None else ["--tree", str(tree)]) + list(overrides)
+
+
 def run_branched(args, runs, overrides):
   """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
   submits one job per tree, each running this command with ``--mode local --tree K``."""
@@ -281,35 +298,21 @@ def run_branched(args, runs, overrides):
     members.append(branching.Member(run["name"], config, run["workdir"]))
   trees = branching.roots(members)
   if args.mode == "slurm":
-    commands = [
-      shlex.join(
-        [
-          *_THIS_COMMAND,
-          "--config",
-          args.config,
-          "--sweep",
-          args.sweep,
-          "--root",
-          args.root,
-          "--mode",
-          "local",
-          "--branch",
-          "--tree",
-          str(k),
-          *overrides,
-        ]
-      )
-      for k in range(len(trees))
-    ]
+    commands = [shlex.join(_tree_command(args, overrides, k)) for k in range(len(trees))]
     jobs = submit_jobs(args, commands)
     tree_jobs = [j.job_id for j in jobs]
-    with open(os.path.join(args.root, "sweep.json"), "w") as f:
-      record = dict(config=args.config, sweep=args.sweep, runs=runs, tree_jobs=tree_jobs)
-      json.dump(record, f, indent=2)
+    write_record(args, runs, tree_jobs=tree_jobs)
     print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(tree_jobs)}")
     return jobs
   if args.runs_per_device:
     return run_trees_concurrently(args, runs, overrides, len(trees))
+  return train_trees(args, runs, trees)
+
+
+def train_trees(args, runs, trees) -> dict:
+  """Trains the trees (or tree ``--tree``) here, one after another; writes their record."""
+  from gradamp_jax.sweeps import branching
+
   command = {r["name"]: shlex.split(r["command"]) for r in runs}
 
   def train_segment(member, until_epoch):
@@ -327,11 +330,10 @@ def run_branched(args, runs, overrides):
       trees[k], train_segment, log=lambda line: print(f"  {line}", flush=True)
     )
   counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
-  name = "sweep.json" if args.tree is None else f"sweep-tree{args.tree}.json"
   return write_branch_record(
     args,
     runs,
-    name,
+    run_folder.sweep_record(args.tree),
     len(chosen),
     dict(tree=tree, **counts, seconds=round(time.time() - started, 1)),
   )
@@ -339,9 +341,7 @@ def run_branched(args, runs, overrides):
 
 def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
   """Writes ``ROOT/NAME``: the sweep's runs and ``branch`` (the tree and epoch counts)."""
-  record = dict(config=args.config, sweep=args.sweep, runs=runs, branch=branch)
-  with open(os.path.join(args.root, name), "w") as f:
-    json.dump(record, f, indent=2)
+  record = write_record(args, runs, name, branch=branch)
   print(
     f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
     f"total {branch['epochs_members']} epochs",
@@ -354,20 +354,8 @@ def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
   """``--branch --runs_per_device N``: each tree is this command with ``--tree K`` in a
   slot of :func:`run_concurrently`; their records are merged into ``ROOT/sweep.json``."""
   started = time.time()
-  me = [
-    *_THIS_COMMAND,
-    "--config",
-    args.config,
-    "--sweep",
-    args.sweep,
-    "--root",
-    args.root,
-    "--mode",
-    "local",
-    "--branch",
-  ]
   failed = run_concurrently(
-    [(f"tree{k}", me + ["--tree", str(k), *overrides]) for k in range(num_trees)],
+    [(f"tree{k}", _tree_command(args, overrides, k)) for k in range(num_trees)],
     args.runs_per_device,
     visible_gpus(),
     os.path.join(args.root, "logs"),
@@ -376,17 +364,16 @@ def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
     raise SystemExit(
       f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same command again to resume"
     )
-  parts = []
-  for k in range(num_trees):
-    with open(os.path.join(args.root, f"sweep-tree{k}.json")) as f:
-      parts.append(json.load(f)["branch"])
+  parts = [
+    run_folder.read_json(args.root, run_folder.sweep_record(k))["branch"] for k in range(num_trees)
+  ]
   branch = dict(
     tree=[node for part in parts for node in part["tree"]],
     epochs_trained=sum(p["epochs_trained"] for p in parts),
     epochs_members=sum(p["epochs_members"] for p in parts),
     seconds=round(time.time() - started, 1),
   )
-  return write_branch_record(args, runs, "sweep.json", num_trees, branch)
+  return write_branch_record(args, runs, run_folder.SWEEP, num_trees, branch)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from gradamp_jax.jsonl import read_jsonl
-
-BAD_DIR = "bad_checkpoints"
-PARTIAL_EPOCH_FILE = "partial_epoch.json"
+from gradamp_jax import jsonl, run_folder
 
 
 class NoRestorableCheckpointError(ValueError):
@@ -74,8 +71,8 @@ def restore_newest(
         flush=True,
       )
       failures.append(f"{step} ({reason})")
-  metrics = os.path.join(workdir, "metrics.jsonl")
-  epochs = [r.get("epoch", 0) for r in read_jsonl(metrics)] if os.path.exists(metrics) else []
+  rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
+  epochs = [r.get("epoch", 0) for r in rows]
   if failures or max(epochs, default=0) > 1:
     what = (
       f"no checkpoint restores (tried {', '.join(failures)})"
@@ -106,7 +103,8 @@ def check_matches(state, target) -> None:
 
 def _set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> str:
   """Moves checkpoint ``step`` to ``workdir/bad_checkpoints/STEP-TIME`` (lead only)."""
-  where = os.path.join(workdir, BAD_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  where = os.path.join(workdir, run_folder.BAD_CHECKPOINTS, f"{step}-{stamp}")
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(where), exist_ok=True)
     shutil.move(os.path.join(str(manager.directory), str(step)), where)
@@ -124,7 +122,7 @@ class PartialEpoch:
   """
 
   def __init__(self, workdir: str, steps_per_epoch: int):
-    self.path = os.path.join(workdir, PARTIAL_EPOCH_FILE)
+    self.path = run_folder.path(workdir, run_folder.PARTIAL_EPOCH)
     self.steps_per_epoch = steps_per_epoch
     self.metrics: dict[str, np.ndarray] | None = None
 
@@ -134,12 +132,7 @@ class PartialEpoch:
       record = dict(
         step=step, metrics={k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
       )
-      tmp = f"{self.path}.tmp"
-      with open(tmp, "w") as f:
-        json.dump(record, f)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, self.path)
+      jsonl.replace_text(self.path, json.dumps(record))
     sync("partial epoch saved")
 
   def check(self, step: int, state) -> None:
@@ -167,13 +160,26 @@ class RunCheckpoints:
   steps (give it a copy). Use as a context manager: leaving waits for the last save.
   """
 
-  def __init__(self, workdir: str, *, keep: int, steps_per_epoch: int):
+  def __init__(
+    self, workdir: str, *, keep: int | None, steps_per_epoch: int, read_only: bool = False
+  ):
     self.workdir = workdir
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self.manager = ocp.CheckpointManager(
-      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.directory = os.path.abspath(run_folder.path(workdir, run_folder.CHECKPOINTS))
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=not read_only, read_only=read_only
     )
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.partial = PartialEpoch(workdir, steps_per_epoch)
+
+  def steps(self) -> list[int]:
+    """The updates at which checkpoints are kept, oldest first."""
+    return sorted(self.manager.all_steps())
+
+  def restore_at(self, step: int, target):
+    """The state of checkpoint ``step``, in ``target``'s layout (ValueError if it differs)."""
+    state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    check_matches(state, target)
+    return state
 
   def restore(self, state) -> tuple[int, Any, dict | None]:
     """``(step, state, metrics)`` of the newest checkpoint that restores (:func:`restore_newest`),

@@ -22,7 +22,7 @@ import ml_collections
 from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
-from gradamp_jax import models
+from gradamp_jax import models, run_folder
 from gradamp_jax.phases import parse_phases
 from gradamp_jax.training.optimizer import OPTIMIZERS, create_amplification
 
@@ -117,18 +117,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-  """``{"a.b": value}`` for every leaf field of ``config``."""
-  out = {}
-  for key in config.keys():
-    value = config[key]
-    if isinstance(value, ml_collections.ConfigDict):
-      out.update(flatten(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = value
-  return out
-
-
 def _fail(field: str, allowed: str, value: Any):
   raise ValueError(f"config.{field}: must be {allowed}, got {value!r}")
 
@@ -148,7 +136,7 @@ def check_field(field: str, value: Any) -> None:
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
   """Checks every field of ``config`` against :data:`RULES`; unknown or missing ones fail."""
-  values = flatten(config)
+  values = run_folder.flat_config(config)
   for field, value in values.items():
     check_field(field, value)
   missing = [f for f in RULES if f not in values]
@@ -201,7 +189,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
       value that cannot be converted to the field's type. Values are converted only;
       :func:`check_fields` checks them.
   """
-  known = flatten(config)
+  known = run_folder.flat_config(config)
   for item in overrides:
     body = item[len("--config.") :] if item.startswith("--config.") else item
     field, sep, text = body.partition("=")
@@ -221,18 +209,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
     with target.ignore_type():
       target[leaf] = value
     known[field] = value
-
-
-# Fields that may change between a run and its resumption: where data lives and how the
-# work is cut into calls, not what is computed.
-RESUMABLE_CHANGES = (
-  "data_dir",
-  "image_folder",
-  "download",
-  "eval_batch_size",
-  "steps_per_dispatch",
-  "keep_checkpoints",
-)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradamp_jax import models
+from gradamp_jax import models, run_folder
 
 AUTO = "auto"
 CHOICES = (AUTO, *models.CONV_IMPLEMENTATIONS)
@@ -129,11 +129,7 @@ def recorded_choice(workdir: str | None) -> str | None:
   """The concrete ``conv`` a run folder's ``config.json`` recorded, if any."""
   if not workdir:
     return None
-  try:
-    with open(os.path.join(workdir, "config.json")) as f:
-      choice = json.load(f).get("conv")
-  except (OSError, ValueError):
-    return None
+  choice = run_folder.read_json(workdir, run_folder.CONFIG, default={}).get("conv")
   return choice if choice in models.CONV_IMPLEMENTATIONS else None
 
 

@@ -1,19 +1,10 @@
-"""Every file a run writes into its workdir, but the checkpoints.
+"""Every file a run writes into its workdir, but the checkpoints (the names and formats:
+:mod:`gradamp_jax.run_folder`).
 
-* ``config.json``: the resolved config;
-* ``run.json``: devices, versions, the data's size and fingerprint, the layers in network
-  order (:func:`run_info`);
-* ``metrics.jsonl``: one row per epoch;
-* ``layer_stats.jsonl``: one row per layer at every selection (:func:`layer_stat_rows`);
-* ``directionality.jsonl``: every tracked measure (``config.tracked_measures``, G and G′
-  by default) of every layer at every epoch, when tracked;
-* ``tensorboard/``: the metrics as TensorBoard scalars;
-* ``fork.json``: where a forked run came from (:func:`write_fork`).
-
-:class:`RunOutputs` owns them for a run that trains; :func:`write_fork` writes them for a run
-that starts from another's checkpoint. The JSON-lines files survive a crash whole
-(:mod:`gradamp_jax.jsonl`); ``checkpoints/`` and ``partial_epoch.json`` belong to
-:mod:`gradamp_jax.training.checkpointing`.
+:class:`RunOutputs` owns them for a run that trains: ``config.json`` and ``run.json``
+(:func:`run_info`), the rows of ``metrics.jsonl``, ``layer_stats.jsonl``
+(:func:`layer_stat_rows`) and ``directionality.jsonl``, and the TensorBoard scalars.
+:func:`write_fork` writes them for a run that starts from another's checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -30,13 +20,11 @@ from flax import nnx
 
 import gradamp_jax as ga
 from gradamp_jax import layers as layers_lib
+from gradamp_jax import run_folder
 from gradamp_jax.directionality import finite_or_none
-from gradamp_jax.jsonl import JsonlWriter, read_jsonl
-from gradamp_jax.training import checkpointing, conv_choice
-from gradamp_jax.training.config_fields import RESUMABLE_CHANGES
+from gradamp_jax.run_folder import DIRECTIONALITY, LAYER_STATS, METRICS
+from gradamp_jax.training import conv_choice
 from gradamp_jax.training.optimizer import MEASURED_METHODS
-
-METRICS, LAYER_STATS, DIRECTIONALITY = "metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"
 
 
 def check_workdir(workdir: str) -> None:
@@ -53,15 +41,11 @@ def check_workdir(workdir: str) -> None:
 def check_same_experiment(config, workdir: str) -> None:
   """Refuses to resume a workdir whose run used another config (but for data locations;
   ``conv="auto"`` stands for the choice the run recorded)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  before = run_folder.read_json(workdir, run_folder.CONFIG, default=None)
+  if before is None:
     return
-  with open(path) as f:
-    before = json.load(f)
   now = json.loads(conv_choice.resolve(config, workdir).to_json_best_effort())
-  changed = sorted(
-    k for k in set(before) | set(now) if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k)
-  )
+  changed = run_folder.differing_fields(before, now)
   if changed:
     raise ValueError(
       f"workdir: {workdir!r} holds a run with a different config (fields: "
@@ -93,11 +77,9 @@ DATA_IDENTITY = (
 
 def check_same_data(workdir: str, info: dict) -> None:
   """Refuses to resume on other data than the run started with (compares ``run.json``)."""
-  path = os.path.join(workdir, "run.json")
-  if not os.path.exists(path):
+  before = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
+  if before is None:
     return
-  with open(path) as f:
-    before = json.load(f)
   changed = [
     f"{k} {before[k]!r} -> {info[k]!r}"
     for k in DATA_IDENTITY
@@ -220,19 +202,17 @@ class RunOutputs:
     self.selections = num_selections(config, state.opt_state)
     if not write:
       return
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-      json.dump(info, f, indent=2)
+    run_folder.write_config(workdir, config)
+    run_folder.write_json(workdir, run_folder.RUN_INFO, info)
     epochs_done = start_step // info["steps_per_epoch"]
     before_epoch = (lambda r: r["epoch"] <= epochs_done) if start_step else None
     before_step = (lambda r: r["step"] < start_step) if start_step else None
-    self.metrics = JsonlWriter(os.path.join(workdir, METRICS), keep=before_epoch)
-    self.layer_stats = JsonlWriter(os.path.join(workdir, LAYER_STATS), keep=before_step)
-    self.directionality = JsonlWriter(os.path.join(workdir, DIRECTIONALITY), keep=before_epoch)
+    self.metrics = run_folder.rows_writer(workdir, METRICS, keep=before_epoch)
+    self.layer_stats = run_folder.rows_writer(workdir, LAYER_STATS, keep=before_step)
+    self.directionality = run_folder.rows_writer(workdir, DIRECTIONALITY, keep=before_epoch)
     from tensorboardX import SummaryWriter
 
-    self.summary = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.summary = SummaryWriter(run_folder.path(workdir, run_folder.TENSORBOARD))
 
   def record_selections(self, state) -> None:
     """Writes the per-layer statistics of a selection made since the last call."""
@@ -277,7 +257,7 @@ class RunOutputs:
 
 def last_metrics(workdir: str) -> dict:
   """The last epoch's row of a run's ``metrics.jsonl``."""
-  return read_jsonl(os.path.join(workdir, METRICS))[-1]
+  return run_folder.read_rows(workdir, METRICS)[-1]
 
 
 def write_fork(
@@ -299,18 +279,11 @@ def write_fork(
     (DIRECTIONALITY, directionality),
     (LAYER_STATS, layer_stats),
   ):
-    JsonlWriter(os.path.join(workdir, name)).write(rows)
-  partial = os.path.join(workdir, checkpointing.PARTIAL_EPOCH_FILE)
+    run_folder.rows_writer(workdir, name).write(rows)
+  partial = run_folder.path(workdir, run_folder.PARTIAL_EPOCH)
   if os.path.exists(partial):
     os.remove(partial)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  shutil.copyfile(os.path.join(parent, "run.json"), os.path.join(workdir, "run.json"))
-  history_path = os.path.join(workdir, "fork.json")
-  history = []
-  if os.path.exists(history_path):
-    with open(history_path) as f:
-      history = json.load(f)
-  history.append(dict(parent=os.path.abspath(parent), epoch=epoch, step=step))
-  with open(history_path, "w") as f:
-    json.dump(history, f, indent=2)
+  run_folder.write_config(workdir, config)
+  info = run_folder.read_json(parent, run_folder.RUN_INFO)
+  run_folder.write_json(workdir, run_folder.RUN_INFO, info)
+  run_folder.append_fork(workdir, parent, epoch, step)

@@ -1,0 +1,207 @@
+"""The run folder: the name of every file a run keeps in its workdir, with their readers
+and writers. Training, sweeps, analysis and benchmarks open a run's files only through
+this module.
+
+A run's workdir holds
+
+* :data:`CONFIG` (``config.json``): the resolved config;
+* :data:`RUN_INFO` (``run.json``): devices, versions, the data's size and fingerprint, the
+  layers in network order;
+* :data:`METRICS` (``metrics.jsonl``): one row per epoch;
+* :data:`LAYER_STATS` (``layer_stats.jsonl``): one row per layer at every selection;
+* :data:`DIRECTIONALITY` (``directionality.jsonl``): every tracked measure of every layer at
+  every epoch, when tracked;
+* :data:`FORK` (``fork.json``): the forks a forked run was made from, in order;
+* :data:`CHECKPOINTS` (``checkpoints/``), :data:`PARTIAL_EPOCH` (``partial_epoch.json``) and
+  :data:`BAD_CHECKPOINTS` (``bad_checkpoints/``): :mod:`gradamp_jax.training.checkpointing`;
+* :data:`TENSORBOARD` (``tensorboard/``): the metrics as TensorBoard scalars.
+
+A sweep's root holds :data:`SWEEP` (``sweep.json``; ``sweep-tree{K}.json`` for tree ``K``
+of a branched sweep run as one job per tree) beside its runs' folders.
+
+JSON files are replaced whole (a crash leaves the old file or the new one); JSON-lines files
+are appended whole (:mod:`gradamp_jax.jsonl`).
+
+>>> import tempfile
+>>> workdir = tempfile.mkdtemp()
+>>> write_json(workdir, RUN_INFO, {"steps_per_epoch": 4})
+>>> read_json(workdir, RUN_INFO)["steps_per_epoch"]
+4
+>>> read_json(workdir, CONFIG, default={})
+{}
+>>> is_run(workdir)
+False
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable
+
+import ml_collections
+
+from gradamp_jax import jsonl
+
+CONFIG = "config.json"
+RUN_INFO = "run.json"
+FORK = "fork.json"
+METRICS = "metrics.jsonl"
+LAYER_STATS = "layer_stats.jsonl"
+DIRECTIONALITY = "directionality.jsonl"
+CHECKPOINTS = "checkpoints"
+PARTIAL_EPOCH = "partial_epoch.json"
+BAD_CHECKPOINTS = "bad_checkpoints"
+TENSORBOARD = "tensorboard"
+SWEEP = "sweep.json"
+# Folders of a run that hold no run folders (not searched by find_runs).
+NOT_RUNS = (CHECKPOINTS, BAD_CHECKPOINTS, TENSORBOARD)
+
+# Config fields that say where the data lives or how the run is kept, not what it computes:
+# a run resumes under other values of them.
+RESUMABLE_FIELDS = (
+  "data_dir",
+  "image_folder",
+  "download",
+  "eval_batch_size",
+  "steps_per_dispatch",
+  "keep_checkpoints",
+)
+
+_REQUIRED = object()
+
+
+def path(workdir: str, name: str) -> str:
+  """The path of file ``name`` (one of this module's names) of the run in ``workdir``."""
+  return os.path.join(workdir, name)
+
+
+def is_run(workdir: str) -> bool:
+  """Whether ``workdir`` holds a run: its config and at least the start of its metrics."""
+  return all(os.path.isfile(path(workdir, name)) for name in (CONFIG, METRICS))
+
+
+def read_json(workdir: str, name: str, *, default: Any = _REQUIRED) -> Any:
+  """The contents of JSON file ``name`` of ``workdir``.
+
+  Args:
+    workdir: the run's (or sweep's) folder.
+    name: :data:`CONFIG`, :data:`RUN_INFO`, :data:`FORK`, :data:`SWEEP`, ...
+    default: returned when the file is missing or does not parse; without it, those raise
+      ``OSError`` or ``ValueError``.
+  """
+  try:
+    with open(path(workdir, name)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    if default is _REQUIRED:
+      raise
+    return default
+
+
+def write_json(workdir: str, name: str, value: Any) -> None:
+  """Replaces JSON file ``name`` of ``workdir`` with ``value``, whole."""
+  jsonl.replace_text(path(workdir, name), json.dumps(value, indent=2))
+
+
+def write_config(workdir: str, config) -> None:
+  """Writes a run's resolved ``config`` (an ``ml_collections.ConfigDict``) as :data:`CONFIG`."""
+  jsonl.replace_text(path(workdir, CONFIG), config.to_json_best_effort(indent=2))
+
+
+def read_rows(
+  workdir: str, name: str, *, missing_ok: bool = False, until_epoch: int | None = None
+) -> list[dict]:
+  """The complete rows of JSON-lines file ``name`` of ``workdir``.
+
+  Args:
+    workdir: the run's folder.
+    name: :data:`METRICS`, :data:`LAYER_STATS` or :data:`DIRECTIONALITY`.
+    missing_ok: ``[]`` for a missing file instead of ``FileNotFoundError``.
+    until_epoch: only the rows of epochs up to this one (rows with an ``epoch`` field).
+  """
+  rows = jsonl.read_jsonl(path(workdir, name), missing_ok=missing_ok)
+  if until_epoch is not None:
+    rows = [r for r in rows if r["epoch"] <= until_epoch]
+  return rows
+
+
+def rows_writer(
+  workdir: str, name: str, keep: Callable[[dict], bool] | None = None
+) -> jsonl.JsonlWriter:
+  """A writer appending rows to JSON-lines file ``name`` of ``workdir``
+  (:class:`gradamp_jax.jsonl.JsonlWriter`; ``keep`` as there)."""
+  return jsonl.JsonlWriter(path(workdir, name), keep=keep)
+
+
+def append_fork(workdir: str, parent: str, epoch: int, step: int) -> None:
+  """Adds a fork from ``parent`` at the end of ``epoch`` (update ``step``) to :data:`FORK`."""
+  history = read_json(workdir, FORK, default=[])
+  history.append(dict(parent=os.path.abspath(parent), epoch=epoch, step=step))
+  write_json(workdir, FORK, history)
+
+
+def newest_step(workdir: str) -> int:
+  """The newest checkpointed update of the run in ``workdir`` (0 when none)."""
+  folder = path(workdir, CHECKPOINTS)
+  if not os.path.isdir(folder):
+    return 0
+  return max((int(d) for d in os.listdir(folder) if d.isdigit()), default=0)
+
+
+def sweep_record(tree: int | None = None) -> str:
+  """The name of a sweep's record: the whole sweep's, or tree ``tree``'s job's."""
+  return SWEEP if tree is None else f"sweep-tree{tree}.json"
+
+
+def flat_config(config, prefix: str = "") -> dict[str, Any]:
+  """``{"a.b": value}`` for every leaf field of a config: a :data:`CONFIG` dict or an
+  ``ml_collections.ConfigDict``.
+
+  >>> flat_config({"seed": 0, "amplification": {"method": "all", "factor": 2.0}})
+  {'seed': 0, 'amplification.method': 'all', 'amplification.factor': 2.0}
+  """
+  out = {}
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flat_config(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def differing_fields(a: dict, b: dict, ignore: Iterable[str] = ()) -> list[str]:
+  """The fields (dotted names, sorted) in which two :data:`CONFIG` dicts differ, less
+  :data:`RESUMABLE_FIELDS` and ``ignore`` (field names, or prefixes ending in ``.``).
+
+  >>> differing_fields({"seed": 0, "model": "vgg11"}, {"seed": 1, "model": "vgg11"})
+  ['seed']
+  >>> differing_fields({"seed": 0, "data_dir": "a"}, {"seed": 1, "data_dir": "b"}, ["seed"])
+  []
+  """
+  ignore = set(RESUMABLE_FIELDS) | set(ignore)
+  prefixes = tuple(i for i in ignore if i.endswith("."))
+  a, b = flat_config(a), flat_config(b)
+  return sorted(
+    k
+    for k in set(a) | set(b)
+    if k not in ignore and not k.startswith(prefixes) and a.get(k) != b.get(k)
+  )
+
+
+def find_runs(root: str) -> list[str]:
+  """Run folders under ``root`` at any depth (:func:`is_run`), sorted; hidden folders and
+  a run's own folders (:data:`NOT_RUNS`) are not searched.
+
+  Raises:
+    ValueError: ``root`` is not a directory.
+  """
+  if not os.path.isdir(root):
+    raise ValueError(f"ROOT {root!r} is not a directory")
+  found = []
+  for folder, subfolders, _ in os.walk(root):
+    if is_run(folder):
+      found.append(folder)
+    subfolders[:] = sorted(s for s in subfolders if s not in NOT_RUNS and not s.startswith("."))
+  return sorted(found)
