@@ -51,7 +51,8 @@ class AmplificationState(NamedTuple):
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
-    measure: G or G′ per layer at the latest selection (zeros for random selection).
+    measure: the selection measure per layer at the latest selection (G, eq. 4; G′, eq. 7;
+      any of ``MEASURES``; zeros for random selection).
     normalized: Ĝ or Ĝ′ per layer at the latest selection.
     directionality: the accumulators of the analysis windows (or of every epoch, with
       ``track_directionality``) and the last measured epoch's G and G′; empty for
@@ -563,11 +564,12 @@ def selection_report(opt_state, params) -> list[dict]:
     params: the parameters (gives the layer names, docs/method.md §2).
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``measure`` (G or G′, eqs. 4, 7), ``normalized``
-    (Ĝ, eqs. 6, 8), ``selected``, ``selected_by_measure`` (the threshold rule's own
-    choice; differs from ``selected`` only for the matched-random control), ``factor``,
-    ``step`` (update count at which the selection took effect) and ``epoch`` (the epoch
-    analysed). Empty before the first selection.
+    Rows with ``layer``, ``eligible``, ``measure`` (the selection measure's value: G,
+    eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized`` (Ĝ, eqs. 6, 8), ``selected``,
+    ``selected_by_measure`` (the threshold rule's own choice; differs from ``selected``
+    only for the matched-random control), ``factor``, ``step`` (update count at which the
+    selection took effect) and ``epoch`` (the epoch analysed). Empty before the first
+    selection.
 
   Raises:
     ValueError: when ``params`` are not the ones the state was built for.

@@ -23,7 +23,8 @@ class Phase(NamedTuple):
   Attributes:
     end_epoch: last epoch (1-based, inclusive) of the phase.
     learning_rate: constant learning rate within the phase.
-    is_amp: whether gradients are amplified in this phase.
+    is_amp: whether this phase amplifies (the gradients or the updates of the selected
+      layers, by ``amplification.where``).
     amp_factor: amplification factor ``a`` of eq. 2 (1 when ``is_amp`` is false).
   """
 

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -324,8 +325,7 @@ def test_monitor_matches_numpy_reference_every_epoch(shapes, seed, spe):
   update = jax.jit(tx.update)
   for t, g in enumerate(grads):
     out, state = update(g, state)
-    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(g)):
-      np.testing.assert_array_equal(a, b)  # passes the gradients through
+    chex.assert_trees_all_equal(out, g)  # passes the gradients through
     report = ga.directionality_report(state, params)
     finished = (t + 1) // spe
     if finished == 0:
@@ -403,8 +403,7 @@ def test_jit_and_no_jit_agree():
   ):
     jit_outs, jit_state = run(tx, params, grads, jit=True)
     outs, state = run(tx, params, grads, jit=False)
-    for a, b in zip(jax.tree.leaves((jit_outs, jit_state)), jax.tree.leaves((outs, state))):
-      np.testing.assert_allclose(a, b, rtol=1e-6)
+    chex.assert_trees_all_close((jit_outs, jit_state), (outs, state), rtol=1e-6)
 
 
 def test_no_recompilation_across_phases_and_reselections():
@@ -482,8 +481,7 @@ def test_orbax_restore_mid_phase_continues_identically(tmp_path):
   for g in grads[5:]:
     out_a, a = update(g, a)
     out_b, b = update(g, b)
-    for x, y in zip(jax.tree.leaves((out_a, a)), jax.tree.leaves((out_b, b))):
-      np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal((out_a, a), (out_b, b))
 
 
 def test_state_memory():

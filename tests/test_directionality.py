@@ -1,5 +1,6 @@
 """The directionality monitor, non-finite gradients, reports and input checks."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -143,8 +144,7 @@ def test_monitor_in_a_chain_traces_once_and_restores_mid_epoch(tmp_path):
   for g in grads[5:]:
     a = step(*a, g)
     b = step(*b, g)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(a, b)
   assert len(traces) == 1
   assert ga.directionality_report(a[1], params)[0]["epoch"] == 4
 

@@ -3,6 +3,7 @@ checkpoints, a measure added by one definition, and G of the output layer."""
 
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,8 +125,7 @@ def test_a_checkpoint_of_the_old_layout_restores(tmp_path):
     manager.save(4, args=ocp.args.StandardSave((old, state[1])))
     manager.wait_until_finished()
     restored = manager.restore(4, args=ocp.args.StandardRestore(tx.init(params)))
-  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal(restored, state)  # bit for bit, one tree
   assert ga.directionality_report(restored, params) == ga.directionality_report(state, params)
 
 

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
+import chex
 import orbax.checkpoint as ocp
 import pytest
 import slurm_cluster
@@ -104,8 +103,7 @@ def assert_same_run(a, b):
     assert rows(os.path.join(a, name)) == rows(os.path.join(b, name)), name
   (step_a, state_a), (step_b, state_b) = newest_state(a), newest_state(b)
   assert step_a == step_b
-  for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(state_a, state_b)  # one tree, every array bit for bit
 
 
 @pytest.mark.parametrize("grid, branch", [("seeds", []), ("rules", ["--branch"])])

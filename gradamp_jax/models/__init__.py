@@ -37,7 +37,8 @@ MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 # How convolutions compute: XLA's own, or with the kernel gradient as one im2col matrix
 # product (models/conv.py; the same values up to rounding). Which is faster depends on the
-# CPU, so it is a choice: benchmarks/conv_gradient.py measures both on the machine at hand.
+# CPU, so it is a choice: conv="auto" times both on the machine at hand and keeps the faster
+# (gradamp_jax/training/conv_choice.py).
 CONV_IMPLEMENTATIONS: dict[str, Callable] = {
   "lax": lax.conv_general_dilated,
   "im2col": conv_lib.conv_general_dilated,

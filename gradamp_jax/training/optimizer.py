@@ -8,7 +8,7 @@ import optax
 
 import gradamp_jax as ga
 
-MEASURED_METHODS = ("intelligent", "matched_random")  # select by G or G′
+MEASURED_METHODS = ("intelligent", "matched_random")  # select by a measure (MEASURES)
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 # What a gradient factor becomes under each optimizer but SGD (docs/method.md §9).
 _GRADIENT_FACTOR_FATE = {
