@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+import gradamp_jax as ga
 from gradamp_jax import models
 
 # Trainable parameters (conv/dense kernels and biases, BatchNorm scale and bias; running
@@ -346,3 +347,106 @@ def test_functional_training_step_under_jit(resnet8):
     params, batch_stats = new_params, new_stats
     losses.append(float(loss))
   assert losses[-1] < losses[0]
+
+
+class TinyCNN(nnx.Module):
+  """A model of a user's own: conv -> BN -> ReLU -> mean -> dense."""
+
+  def __init__(self, num_classes, *, dtype, rngs):
+    self.conv = nnx.Conv(3, 4, (3, 3), dtype=dtype, rngs=rngs)
+    self.bn = nnx.BatchNorm(4, dtype=dtype, rngs=rngs)
+    self.head = nnx.Linear(4, num_classes, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x, train):
+    x = nnx.relu(self.bn(self.conv(x), use_running_average=not train))
+    return self.head(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture
+def registry(monkeypatch):
+  """The model registry, restored after the test."""
+  monkeypatch.setattr(models, "_BUILDERS", dict(models._BUILDERS))
+  return models
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_keeps_the_contract(name):
+  assert models.contract_problem(_abstract_model(name, 7), 7) is None
+
+
+def test_a_registered_model_trains_a_step_from_the_config(registry):
+  from configs import default
+  from gradamp_jax.training import config_fields, optimizer
+  from gradamp_jax.training import steps as steps_lib
+
+  registry.register("tiny_cnn", TinyCNN)
+  assert registry.names()[-1] == "tiny_cnn" and "tiny_cnn" not in registry.MODEL_NAMES
+  config = default.get_config()
+  config.model, config.batch_size, config.conv = "tiny_cnn", 4, "im2col"
+  config.amplification.update(method="all", eligible="kernels")
+  config_fields.validate_config(config)
+  tx = optimizer.create_optimizer(config, 2)
+  graphdef, state = steps_lib.create_train_state(config, 10, tx)
+  model = nnx.merge(graphdef, state.params, state.batch_stats)
+  assert model.conv.conv_general_dilated is models.CONV_IMPLEMENTATIONS["im2col"]
+  rng = np.random.default_rng(0)
+  batch = dict(
+    image=jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32),
+    label=jnp.asarray([0, 1, 2, 3], jnp.int32),
+  )
+  after, metrics = jax.jit(steps_lib.make_train_step(graphdef, tx))(state, batch)
+  assert int(after.step) == 1 and np.isfinite(float(metrics["loss"]))
+  # BatchNorm's running statistics moved (train mode), and only the kernels are eligible.
+  assert not np.array_equal(after.batch_stats["bn"]["mean"], state.batch_stats["bn"]["mean"])
+  assert ga.layer_index(state.params).names == ("bn", "conv", "head")
+  assert list(ga.find_state(after.opt_state).eligible) == [False, True, True]
+
+
+def test_an_unregistered_model_name_is_refused_naming_the_registered(registry):
+  from configs import default
+  from gradamp_jax.training import config_fields
+
+  registry.register("tiny_cnn", TinyCNN)
+  config = default.get_config()
+  config.model = "tiny"
+  with pytest.raises(
+    ValueError, match=r"config.model: must be one of vgg11, .*, tiny_cnn, got 'tiny'"
+  ):
+    config_fields.validate_config(config)
+
+
+class _NoKernel(nnx.Module):
+  def __init__(self, num_classes, *, dtype, rngs):
+    self.w = nnx.Param(jnp.zeros((3, num_classes)))
+
+  def __call__(self, x, train):
+    return x.mean(axis=(1, 2)) @ self.w
+
+
+class _NotLogits(TinyCNN):
+  def __call__(self, x, train):
+    return super().__call__(x, train).repeat(2, axis=0)  # a batch twice the images
+
+
+class _OtherState(TinyCNN):
+  def __init__(self, num_classes, *, dtype, rngs):
+    super().__init__(num_classes, dtype=dtype, rngs=rngs)
+    self.calls = nnx.Variable(jnp.zeros(()))
+
+
+@pytest.mark.parametrize(
+  "name, builder, words",
+  [
+    ("tiny cnn", TinyCNN, "model name 'tiny cnn': letters, digits, '_', '-' or '.' only"),
+    ("resnet8", TinyCNN, "model 'resnet8' is registered already (replace=True to replace it)"),
+    ("x", 3, "model 'x': the builder must be callable, got 3"),
+    ("x", _NoKernel, "no parameter is named 'kernel'"),
+    ("x", _NotLogits, "model(x, train=True) gives float32[4, 10], not (2, 10) logits"),
+    ("x", _OtherState, "its state holds Variable besides nnx.Param and nnx.BatchStat"),
+  ],
+)
+def test_register_refuses_what_breaks_the_contract_saying_what(registry, name, builder, words):
+  with pytest.raises(ValueError) as raised:
+    registry.register(name, builder)
+  assert words in str(raised.value)
+  assert name not in registry.names() or name == "resnet8"

@@ -8,11 +8,16 @@ Example::
 
   model = models.create("resnet20", num_classes=10, seed=0)
   logits = model(images, train=True)
+
+A model of your own is one :func:`register` call away (its contract is written there); the
+config's ``model`` field and the training program then take its name in that process.
 """
 
 import functools
+import re
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax import lax
@@ -33,6 +38,7 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
   **{f"resnet{d}": functools.partial(resnet_cifar, d) for d in (8, 20, 32, 44, 56)},
 }
 
+# The built-in models; names() lists these and every registered one.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 # How convolutions compute: XLA's own, or with the kernel gradient as one im2col matrix
@@ -45,13 +51,103 @@ CONV_IMPLEMENTATIONS: dict[str, Callable] = {
 }
 
 
+def names() -> tuple[str, ...]:
+  """Every model name :func:`create` takes: the built-in ones, then those registered."""
+  return tuple(_BUILDERS)
+
+
+def register(name: str, builder: Callable[..., nnx.Module], *, replace: bool = False) -> None:
+  """Makes ``builder`` a model that :func:`create` (and ``config.model``) takes by ``name``.
+
+  The contract, checked here on an abstract instance (shapes only, nothing computed):
+
+  * ``builder(num_classes, *, dtype, rngs)`` returns an ``nnx.Module``: ``dtype`` is the
+    computation dtype (parameters stay float32), ``rngs`` an ``nnx.Rngs`` with a
+    ``params`` stream;
+  * ``model(x, train)`` maps float NHWC images ``(N, 32, 32, 3)`` to logits
+    ``(N, num_classes)`` of a floating dtype, in both modes;
+  * its state is ``nnx.Param`` and ``nnx.BatchStat`` only (BatchNorm running statistics
+    are ``nnx.BatchStat``; the training step splits the model into these two);
+  * at least one layer owns a parameter named ``kernel`` (what ``eligible="kernels"``
+    selects: convolutions and dense layers, not normalisation).
+
+  Convolutions built as ``nnx.Conv`` follow ``config.conv`` (``im2col`` or ``lax``); others
+  always compute as they are written. A layer is a parameter's path less its last key
+  (docs/method.md §2).
+
+  Args:
+    name: letters, digits, ``_``, ``-`` or ``.``.
+    builder: the model's constructor, as above.
+    replace: allow re-registering an existing name (a built-in one included).
+
+  Raises:
+    ValueError: a bad or taken ``name``, or a model that breaks the contract (says how).
+
+  >>> class Tiny(nnx.Module):
+  ...   def __init__(self, num_classes, *, dtype, rngs):
+  ...     self.conv = nnx.Conv(3, 8, (3, 3), dtype=dtype, rngs=rngs)
+  ...     self.bn = nnx.BatchNorm(8, dtype=dtype, rngs=rngs)
+  ...     self.head = nnx.Linear(8, num_classes, dtype=dtype, rngs=rngs)
+  ...   def __call__(self, x, train):
+  ...     x = nnx.relu(self.bn(self.conv(x), use_running_average=not train))
+  ...     return self.head(x.mean(axis=(1, 2)))
+  >>> register("tiny_cnn", Tiny)
+  >>> create("tiny_cnn", num_classes=10)(jnp.zeros((2, 32, 32, 3)), train=False).shape
+  (2, 10)
+  >>> register("tiny_cnn", Tiny)
+  Traceback (most recent call last):
+  ...
+  ValueError: model 'tiny_cnn' is registered already (replace=True to replace it)
+  """
+  if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+    raise ValueError(f"model name {name!r}: letters, digits, '_', '-' or '.' only")
+  if name in _BUILDERS and not replace:
+    raise ValueError(f"model {name!r} is registered already (replace=True to replace it)")
+  if not callable(builder):
+    raise ValueError(f"model {name!r}: the builder must be callable, got {builder!r}")
+  num_classes = 10
+  model = nnx.eval_shape(lambda: builder(num_classes, dtype=jnp.float32, rngs=nnx.Rngs(params=0)))
+  problem = contract_problem(model, num_classes)
+  if problem:
+    raise ValueError(f"model {name!r} breaks the model contract: {problem}")
+  _BUILDERS[name] = builder
+
+
+def contract_problem(model, num_classes: int) -> str | None:
+  """What ``model`` (real or abstract) breaks of :func:`register`'s contract; None if nothing."""
+  if not isinstance(model, nnx.Module):
+    return f"the builder returned a {type(model).__name__}, not an nnx.Module"
+  graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  if jax.tree.leaves(rest):
+    kinds = sorted({type(v).__name__ for _, v in nnx.to_flat_state(rest)})
+    return f"its state holds {', '.join(kinds)} besides nnx.Param and nnx.BatchStat"
+  if not any(path[-1] == "kernel" for path, _ in nnx.to_flat_state(params)):
+    return "no parameter is named 'kernel' (eligible='kernels' would select no layer)"
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  for train in (True, False):
+    forward = functools.partial(_logits, graphdef, rest, train=train)
+    try:
+      out = jax.eval_shape(forward, params, stats, x)
+    except Exception as e:  # whatever the model raises, said in one line
+      return f"model(x, train={train}) on {x.shape} images raises {type(e).__name__}: {e}"
+    if out.shape != (2, num_classes) or not jnp.issubdtype(out.dtype, jnp.floating):
+      return (
+        f"model(x, train={train}) gives {out.dtype}{list(out.shape)}, not (2, {num_classes}) logits"
+      )
+  return None
+
+
+def _logits(graphdef, rest, params, stats, x, *, train):
+  return nnx.merge(graphdef, params, stats, rest)(x, train=train)
+
+
 def create(
   name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32, conv: str = "lax"
 ) -> nnx.Module:
   """Builds a freshly initialised model.
 
   Args:
-    name: one of ``MODEL_NAMES``.
+    name: one of :func:`names` (built-in, or added by :func:`register`).
     num_classes: size of the classifier output.
     seed: seed of the parameter initialisation.
     dtype: computation dtype, e.g. ``jnp.bfloat16`` for mixed precision. Parameters and
@@ -68,7 +164,7 @@ def create(
       ``dtype``.
   """
   if name not in _BUILDERS:
-    raise ValueError(f"Unknown model name {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    raise ValueError(f"Unknown model name {name!r}; known models: {', '.join(names())}")
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
   if not jnp.issubdtype(dtype, jnp.floating):
@@ -88,6 +184,9 @@ __all__ = [
   "MODEL_NAMES",
   "CONV_IMPLEMENTATIONS",
   "create",
+  "names",
+  "register",
+  "contract_problem",
   "ResNet",
   "BasicBlock",
   "Bottleneck",

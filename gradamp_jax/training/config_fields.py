@@ -47,6 +47,21 @@ def _choice(options) -> tuple[Callable[[Any], bool], str]:
   return (lambda x: isinstance(x, str) and x in options), f"one of {', '.join(options)}"
 
 
+class _OneOf:
+  """ "one of ..." over a registry's names as they are when the text is read."""
+
+  def __init__(self, names: Callable[[], tuple[str, ...]]):
+    self.names = names
+
+  def __str__(self) -> str:
+    return f"one of {', '.join(self.names())}"
+
+
+def _registered(names: Callable[[], tuple[str, ...]]) -> tuple[Callable[[Any], bool], Any]:
+  """A choice among a registry's names, read when checked (registered ones included)."""
+  return (lambda x: isinstance(x, str) and x in names()), _OneOf(names)
+
+
 def _int_range(low, high=None) -> tuple[Callable[[Any], bool], str]:
   allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
   return (lambda x: _is_int(x) and x >= low and (high is None or x <= high)), allowed
@@ -75,7 +90,7 @@ def _measure_set(x) -> bool:
 
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-  "model": _choice(models.MODEL_NAMES),
+  "model": _registered(models.names),
   "dataset": _choice(DATASETS),
   "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
   "download": _BOOL,
