@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+import gradamp_jax as ga
 from gradamp_jax import analysis, jsonl
 
 # t_{0.975} quantiles of Student's t with 1, 2 and 3 degrees of freedom (printed tables).
@@ -349,12 +350,13 @@ def test_epoch_times_overhead_percent():
 # ----------------------------------------------------------------------------- layers
 
 
-def test_normalize_matches_numpy_and_guards_equal_values():
-  values = np.array([0.2, 0.5, 0.9, 0.4])
+def test_the_analysis_z_score_matches_numpy_and_guards_equal_values():
+  # measure_agreement selects with the method's own z-score (gradamp_jax.normalize).
+  values, everyone = np.array([0.2, 0.5, 0.9, 0.4]), np.ones(4, bool)
   np.testing.assert_allclose(
-    analysis.normalize(values), (values - values.mean()) / values.std(ddof=0)
+    ga.normalize(values, everyone), (values - values.mean()) / values.std(ddof=0), atol=1e-6
   )
-  np.testing.assert_array_equal(analysis.normalize([0.3, 0.3, 0.3 + 1e-8]), [0, 0, 0])
+  np.testing.assert_array_equal(ga.normalize([0.3, 0.3, 0.3 + 1e-8], everyone[:3]), [0, 0, 0])
 
 
 def test_selection_tables_and_overlap():
@@ -429,7 +431,7 @@ def test_measure_agreement_by_hand():
   assert (second["selected_G"], second["selected_G_prime"], second["both"]) == (1, 1, 0)
   case2 = analysis.measure_agreement(frame, case=2, threshold=1.0).iloc[1]
   assert (case2["selected_G"], case2["selected_G_prime"], case2["both"]) == (2, 1, 1)
-  with pytest.raises(ValueError, match="case=3"):
+  with pytest.raises(ValueError, match=r"case must be one of \(1, 2\), got 3"):
     analysis.measure_agreement(frame, case=3)
 
 

@@ -42,7 +42,6 @@ from gradamp_jax.analysis.statistics import (
   measure_agreement,
   measure_columns,
   none_key,
-  normalize,
   paired_difference,
   reselection_label,
   sample_std,

@@ -297,16 +297,6 @@ def family_label(row) -> str:
 # ----------------------------------------------------------------------------- layers
 
 
-def normalize(values) -> np.ndarray:
-  """z-scores over layers (docs/method.md §4): ``(v - mean) / std`` with the population std; all
-  zeros when the std is below 1e-6 or not finite."""
-  values = np.asarray(values, float)
-  std = values.std() if len(values) else np.nan
-  if not np.isfinite(std) or std < 1e-6:
-    return np.zeros_like(values)
-  return (values - values.mean()) / std
-
-
 def selection_table(layer_stats: pd.DataFrame) -> pd.DataFrame:
   """Layers (network order) × selection epochs: 1 where the layer was amplified after
   that analysis."""
@@ -382,8 +372,7 @@ def measure_agreement(
   eligible layers: Spearman's rank correlation ``spearman``, the layers each would select
   at ``threshold`` (``selected_<first>``, ``selected_<second>``; case 1: ``z > t``, case 2:
   ``|z| > t``) and how many both select (``both``)."""
-  if case not in (1, 2):
-    raise ValueError(f"case={case!r}: allowed are 1 and 2")
+  measures.check_case(case)
   columns = ["epoch", "layers", "spearman", f"selected_{first}", f"selected_{second}", "both"]
   if directionality.empty:
     directionality = pd.DataFrame(columns=["epoch", "eligible", first, second])
@@ -392,8 +381,12 @@ def measure_agreement(
   for epoch, frame in eligible.groupby("epoch", sort=True):
     picks = {}
     for measure in (first, second):
-      z = normalize(frame[measure])
-      picks[measure] = (z if case == 1 else np.abs(z)) > threshold
+      # The selection's own z-score (eqs. 6, 8) and threshold rule, in float32 as in training.
+      everyone = np.ones(len(frame), bool)
+      z = measures.normalize(frame[measure].to_numpy(), everyone)
+      picks[measure] = np.asarray(
+        measures.select_layers(z, everyone, case=case, threshold=threshold)
+      )
     rho = scipy_stats.spearmanr(frame[first], frame[second]).statistic if len(frame) > 1 else np.nan
     both = int((picks[first] & picks[second]).sum())
     values = (
