@@ -439,3 +439,17 @@ def test_a_bad_config_argument_is_one_line_without_the_exception_class(tmp_path)
   assert result.returncode == 2, result.stderr
   assert result.stderr.startswith("error: ") and "methd" in result.stderr, result.stderr
   assert "Error:" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_measure_added_after_import_is_accepted_and_listed(monkeypatch):
+  from gradamp_jax import measures
+
+  mine = measures.MEASURES["G"]._replace(name="mine", label="mine")
+  monkeypatch.setitem(measures.MEASURES, "mine", mine)
+  config = default.get_config()
+  config.tracked_measures = ("G", "mine")
+  config.amplification.measure = "mine"
+  config_fields.validate_config(config)
+  config.amplification.measure = "yours"
+  with pytest.raises(ValueError, match=r"amplification.measure: must be one of G, .*, mine, got"):
+    config_fields.validate_config(config)

@@ -28,7 +28,6 @@ from gradamp_jax.training.optimizer import OPTIMIZERS, create_amplification
 
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 DATASETS = ("cifar10", "cifar100")
-MEASURES = tuple(ga_measures.MEASURES)
 MAX_SEED = 2**31 - 1
 # A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
 _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
@@ -48,13 +47,17 @@ def _choice(options) -> tuple[Callable[[Any], bool], str]:
 
 
 class _OneOf:
-  """ "one of ..." over a registry's names as they are when the text is read."""
+  """What is allowed: a registry's names as they are when the text is read."""
 
-  def __init__(self, names: Callable[[], tuple[str, ...]]):
-    self.names = names
+  def __init__(self, names: Callable[[], tuple[str, ...]], words: str = "one of"):
+    self.names, self.words = names, words
 
   def __str__(self) -> str:
-    return f"one of {', '.join(self.names())}"
+    return f"{self.words} {', '.join(self.names())}"
+
+
+def _measure_names() -> tuple[str, ...]:
+  return tuple(ga_measures.MEASURES)
 
 
 def _registered(names: Callable[[], tuple[str, ...]]) -> tuple[Callable[[Any], bool], Any]:
@@ -120,9 +123,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "steps_per_dispatch": _int_range(0),
   "keep_checkpoints": _int_range(1),
   "track_directionality": _BOOL,
-  "tracked_measures": (_measure_set, f"a non-empty list of distinct measures from {MEASURES}"),
+  "tracked_measures": (
+    _measure_set,
+    _OneOf(_measure_names, "a non-empty list of distinct measures from"),
+  ),
   "amplification.method": _choice(METHODS),
-  "amplification.measure": _choice(MEASURES),
+  "amplification.measure": _registered(_measure_names),
   "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
   "amplification.threshold": (_is_number, "a finite number"),
   "amplification.reselect_every": _int_range(0),
