@@ -387,6 +387,10 @@ def test_valid_configs_build_and_run_a_step(config):
   "override, message",
   [
     ("--config.nosuchfield=1", "config.nosuchfield: unknown field; known fields: "),
+    (
+      "--config.amplification.treshold=1",
+      "config.amplification.treshold: unknown field; did you mean amplification.threshold?",
+    ),
     ("--config.seed=-1", "config.seed: must be an integer in [0, 2147483647], got -1"),
     ("--config.seed=abc", "config.seed: must be an integer in [0, 2147483647], got 'abc'"),
     ("--config.phases=((2, 0.1, 0, 1), (1, 0.1, 1, 2))", "config.phases: phases[1]"),

@@ -11,6 +11,7 @@ fields or the machine (device count, the amplification transforms) are in
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import os
 import re
@@ -142,10 +143,22 @@ def _fail(field: str, allowed: str, value: Any):
   raise ValueError(f"config.{field}: must be {allowed}, got {value!r}")
 
 
+def unknown_field(field: str, known) -> str:
+  """The message for an unknown ``field``: the nearest known one if one is near, else all.
+
+  >>> unknown_field("amplification.treshold", ["seed", "amplification.threshold"])
+  'config.amplification.treshold: unknown field; did you mean amplification.threshold?'
+  """
+  near = difflib.get_close_matches(field, list(known), n=1, cutoff=0.8)
+  if near:
+    return f"config.{field}: unknown field; did you mean {near[0]}?"
+  return f"config.{field}: unknown field; known fields: {', '.join(known)}"
+
+
 def check_field(field: str, value: Any) -> None:
   """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed for it."""
   if field not in RULES:
-    raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(RULES)}")
+    raise ValueError(unknown_field(field, RULES))
   ok, allowed = RULES[field]
   try:
     good = ok(value)
@@ -171,7 +184,7 @@ def parse_value(field: str, text: str, current: Any) -> Any:
   """Converts override ``text`` to the type of the field's ``current`` value."""
   rule = RULES.get(field)
   if rule is None:
-    raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(RULES)}")
+    raise ValueError(unknown_field(field, RULES))
   allowed = rule[1]
   stripped = text.strip()
   if isinstance(current, bool) or rule is _BOOL:
@@ -223,7 +236,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
           f"config.{field}: is a group of fields; set one of them, e.g. "
           f"--config.{next(f for f in known if f.startswith(field + '.'))}=..."
         )
-      raise ValueError(f"config.{field}: unknown field; known fields: {', '.join(known)}")
+      raise ValueError(unknown_field(field, known))
     value = parse_value(field, text, known[field])
     node, _, leaf = field.rpartition(".")
     target = config[node] if node else config
