@@ -14,7 +14,9 @@ A run's workdir holds
 * :data:`FORK` (``fork.json``): the forks a forked run was made from, in order;
 * :data:`CHECKPOINTS` (``checkpoints/``), :data:`PARTIAL_EPOCH` (``partial_epoch.json``) and
   :data:`BAD_CHECKPOINTS` (``bad_checkpoints/``): :mod:`gradamp_jax.training.checkpointing`;
-* :data:`TENSORBOARD` (``tensorboard/``): the metrics as TensorBoard scalars.
+* :data:`TENSORBOARD` (``tensorboard/``): the metrics as TensorBoard scalars;
+* :data:`LOCK` (``.lock``): the lock of the process writing the run
+  (:mod:`gradamp_jax.training.workdir_lock`).
 
 A sweep's root holds :data:`SWEEP` (``sweep.json``; ``sweep-tree{K}.json`` for tree ``K``
 of a branched sweep run as one job per tree) beside its runs' folders.
@@ -53,6 +55,7 @@ CHECKPOINTS = "checkpoints"
 PARTIAL_EPOCH = "partial_epoch.json"
 BAD_CHECKPOINTS = "bad_checkpoints"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
 SWEEP = "sweep.json"
 # Folders of a run that hold no run folders (not searched by find_runs).
 NOT_RUNS = (CHECKPOINTS, BAD_CHECKPOINTS, TENSORBOARD)

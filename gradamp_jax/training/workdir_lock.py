@@ -15,7 +15,9 @@ import socket
 import sys
 import time
 
-LOCK_NAME = ".lock"
+from gradamp_jax import run_folder
+
+LOCK_NAME = run_folder.LOCK
 
 
 class WorkdirBusyError(RuntimeError):
