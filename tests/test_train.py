@@ -358,6 +358,12 @@ def test_finished_run_is_not_rerun(finished_run):
   assert os.path.getmtime(os.path.join(workdir, "metrics.jsonl")) == before
 
 
+def test_an_unreadable_config_json_is_not_taken_for_a_fresh_workdir(tmp_path):
+  (tmp_path / "config.json").write_text('{"model": "resn')  # cut short
+  with pytest.raises(ValueError):
+    outputs.check_same_experiment(tiny_config(), str(tmp_path))
+
+
 def test_resuming_with_another_config_is_refused(finished_run):
   workdir, _ = finished_run
   config = tiny_config(threshold=0.7)

@@ -14,6 +14,7 @@ Every member ends with an ordinary run folder.
 from __future__ import annotations
 
 import json
+import os
 from typing import Callable, NamedTuple
 
 import ml_collections
@@ -48,9 +49,9 @@ def roots(members: list[Member]) -> list[list[Member]]:
 
 def epochs_done(workdir: str) -> int:
   """Epochs a run folder has finished, by its checkpoints."""
-  info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
-  if info is None:
+  if not os.path.exists(run_folder.path(workdir, run_folder.RUN_INFO)):
     return 0
+  info = run_folder.read_json(workdir, run_folder.RUN_INFO)  # unreadable: raises
   return run_folder.newest_step(workdir) // info["steps_per_epoch"]
 
 

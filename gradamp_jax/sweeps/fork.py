@@ -36,19 +36,20 @@ from gradamp_jax.training.workdir_lock import WorkdirLock
 # Fields of ``config.amplification`` that only decide which layers a selection picks.
 # ``where`` is among them: before a layer is selected, both placements are one computation.
 RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "where")
+_RULE_PATHS = tuple(f"amplification.{f}" for f in RULE_FIELDS)
 
 
 def computation_fields(config: dict) -> dict:
   """A config (as a ``config.json`` dict), flat, less its selection rule and data location:
   what must be equal for two runs to be one computation until their selections differ."""
-  ignored = set(run_folder.RESUMABLE_FIELDS) | {f"amplification.{f}" for f in RULE_FIELDS}
+  ignored = set(run_folder.RESUMABLE_FIELDS) | set(_RULE_PATHS)
   flat = run_folder.flat_config(config)
   return {k: v for k, v in sorted(flat.items()) if k not in ignored}
 
 
 def differing_fields(parent: dict, child: dict) -> list[str]:
   """The :func:`computation_fields` in which two configs differ."""
-  return run_folder.differing_fields(parent, child, [f"amplification.{f}" for f in RULE_FIELDS])
+  return run_folder.differing_fields(parent, child, _RULE_PATHS)
 
 
 def replay_selections(

@@ -54,8 +54,7 @@ def restore_newest(
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(target))
-      check_matches(state, target)
+      state = restore_step(manager, step, target)
       if step_of(state) != step:
         raise ValueError(f"it holds update {step_of(state)}")
       if check is not None:
@@ -84,6 +83,13 @@ def restore_newest(
       "away or use a new workdir"
     )
   return 0, target
+
+
+def restore_step(manager: ocp.CheckpointManager, step: int, target):
+  """Checkpoint ``step`` restored into ``target``'s layout (ValueError if it differs)."""
+  state = manager.restore(step, args=ocp.args.StandardRestore(target))
+  check_matches(state, target)
+  return state
 
 
 def check_matches(state, target) -> None:
@@ -177,9 +183,7 @@ class RunCheckpoints:
 
   def restore_at(self, step: int, target):
     """The state of checkpoint ``step``, in ``target``'s layout (ValueError if it differs)."""
-    state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
-    check_matches(state, target)
-    return state
+    return restore_step(self.manager, step, target)
 
   def restore(self, state) -> tuple[int, Any, dict | None]:
     """``(step, state, metrics)`` of the newest checkpoint that restores (:func:`restore_newest`),

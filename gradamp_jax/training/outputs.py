@@ -41,9 +41,9 @@ def check_workdir(workdir: str) -> None:
 def check_same_experiment(config, workdir: str) -> None:
   """Refuses to resume a workdir whose run used another config (but for data locations;
   ``conv="auto"`` stands for the choice the run recorded)."""
-  before = run_folder.read_json(workdir, run_folder.CONFIG, default=None)
-  if before is None:
+  if not os.path.exists(run_folder.path(workdir, run_folder.CONFIG)):
     return
+  before = run_folder.read_json(workdir, run_folder.CONFIG)  # unreadable: raises
   now = json.loads(conv_choice.resolve(config, workdir).to_json_best_effort())
   changed = run_folder.differing_fields(before, now)
   if changed:
@@ -77,9 +77,9 @@ DATA_IDENTITY = (
 
 def check_same_data(workdir: str, info: dict) -> None:
   """Refuses to resume on other data than the run started with (compares ``run.json``)."""
-  before = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
-  if before is None:
+  if not os.path.exists(run_folder.path(workdir, run_folder.RUN_INFO)):
     return
+  before = run_folder.read_json(workdir, run_folder.RUN_INFO)  # unreadable: raises
   changed = [
     f"{k} {before[k]!r} -> {info[k]!r}"
     for k in DATA_IDENTITY
