@@ -34,7 +34,7 @@ def ratios(b2: float, mean: float, seed: int = 0) -> tuple[np.ndarray, np.ndarra
   history = int(round(3 / (1 - b2)))
   after = int(round(10 / (1 - b2)))
   phases = [(1, 1e-3, 0, 1), (1 + -(-after // history), 1e-3, 1, FACTOR)]
-  steps = history * phases[-1][0]
+  steps = history * ga.num_epochs(phases)
   params = {"layer": {"w": jnp.zeros((SIZE,))}}
   adam = optax.adam(1e-3, b1=B1, b2=b2, eps=1e-8)
   amp = lambda: ga.random_amplification(phases, history, ratio=1.0, wait_first_epoch=False)

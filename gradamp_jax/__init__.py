@@ -7,6 +7,7 @@ Pan (2020) it builds on.
 
 from gradamp_jax.amplification import (
   AmplificationState,
+  AmplifiedOptimizerState,
   AmplifiedState,
   amplify,
   check_epoch_start,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
   "AmplificationState",
+  "AmplifiedOptimizerState",
   "AmplifiedState",
   "DirectionalityState",
   "Phase",

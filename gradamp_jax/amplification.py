@@ -31,6 +31,11 @@ from gradamp_jax import measures
 from gradamp_jax import phases as phases_lib
 
 CONTROLS = (None, "matched_random")
+# The selection methods a config names (``amplification.method``, docs/training.md): no
+# amplification, intelligent selection (and its matched-random control, which selects by a
+# measure too), random selection, and every eligible layer.
+METHODS = ("none", "intelligent", "random", "matched_random", "all")
+MEASURED_METHODS = ("intelligent", "matched_random")
 
 
 class AmplificationState(NamedTuple):
@@ -51,7 +56,7 @@ class AmplificationState(NamedTuple):
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
-    measure: the selection measure per layer at the latest selection (G, eq. 4; G′, eq. 7;
+    measure: the selection measure's value per layer at the latest selection (G, eq. 4; G′, eq. 7;
       any of ``MEASURES``; zeros for random selection).
     normalized: Ĝ or Ĝ′ per layer at the latest selection.
     directionality: the accumulators of the analysis windows (or of every epoch, with
@@ -88,7 +93,7 @@ class _Tables(NamedTuple):
 
 
 def _schedule_tables(phases, reselect_every: Optional[int], wait_first_epoch: bool) -> _Tables:
-  total = phases[-1].end_epoch
+  total = phases_lib.num_epochs(phases)
   phase = np.full(total + 1, -1, np.int32)
   factor = np.ones(total + 1, np.float32)
   window = np.zeros(total + 1, bool)
@@ -176,7 +181,7 @@ def _amplification(
   phases = phases_lib.parse_phases(phases)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
   tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
-  last_epoch = phases[-1].end_epoch
+  last_epoch = phases_lib.num_epochs(phases)
 
   def init_fn(params):
     return _init_state(params, tracked=tracked, eligible=eligible, seed=seed)
@@ -274,11 +279,14 @@ def _scale_leaves(leaves, index, scale) -> list:
 PLACEMENTS = ("gradients", "updates")
 
 
-class AmplifiedState(NamedTuple):
+class AmplifiedOptimizerState(NamedTuple):
   """State of :func:`amplify`: the amplification transform's and the optimizer's."""
 
   amplification: AmplificationState
   optimizer: Any
+
+
+AmplifiedState = AmplifiedOptimizerState  # the former name; checkpoints are unchanged
 
 
 def amplify(
@@ -302,7 +310,7 @@ def amplify(
     updates are multiplied by the factor — a per-layer learning-rate multiplier, the same
     for every optimizer.
 
-  Both placements have one state layout (:class:`AmplifiedState`), so a checkpoint of one
+  Both placements have one state layout (:class:`AmplifiedOptimizerState`), so a checkpoint of one
   restores into the other, and :func:`selection_report` and
   :func:`~gradamp_jax.directionality_report` read either.
 
@@ -323,7 +331,7 @@ def amplify(
     raise ValueError(f"where must be one of {PLACEMENTS}, got {where!r}")
 
   def init_fn(params):
-    return AmplifiedState(amplification.init(params), optimizer.init(params))
+    return AmplifiedOptimizerState(amplification.init(params), optimizer.init(params))
 
   def update_fn(grads, state, params=None, **extra_args):
     scaled, amp_state = amplification.update(grads, state.amplification, params)
@@ -333,7 +341,7 @@ def amplify(
       index = layers_lib.layer_index(updates)
       leaves, treedef = jax.tree.flatten(updates)
       updates = treedef.unflatten(_scale_leaves(leaves, index, layer_scale(amp_state)))
-    return updates, AmplifiedState(amp_state, opt_state)
+    return updates, AmplifiedOptimizerState(amp_state, opt_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -407,7 +415,7 @@ def intelligent_amplification(
   """
   measures.check_measure(measure)
   case = measures.check_case(case)
-  if not _is_finite_number(threshold):
+  if not phases_lib.is_finite_real(threshold):
     raise ValueError(f"threshold must be a finite number, got {threshold!r}")
   if control not in CONTROLS:
     raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
@@ -483,7 +491,7 @@ def random_amplification(
     >>> import gradamp_jax as ga
     >>> tx = ga.random_amplification([(1, 0.1, 0, 1), (3, 0.1, 1, 2)], 100, ratio=0.3)
   """
-  if not _is_finite_number(ratio) or not 0.0 <= float(ratio) <= 1.0:
+  if not phases_lib.is_finite_real(ratio) or not 0.0 <= float(ratio) <= 1.0:
     raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
   ratio = float(ratio)
 
@@ -510,11 +518,7 @@ def random_amplification(
 
 def find_state(opt_state) -> AmplificationState:
   """The (single) :class:`AmplificationState` inside an optimizer state, e.g. a chain's."""
-  found = [
-    x
-    for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AmplificationState))
-    if isinstance(x, AmplificationState)
-  ]
+  found = layers_lib.find_instances(opt_state, AmplificationState)
   if len(found) != 1:
     raise ValueError(
       f"expected exactly one AmplificationState in the optimizer state, found {len(found)}"
@@ -534,14 +538,8 @@ def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
   Raises:
     ValueError: the update count is not ``(epoch - 1) * steps_per_epoch``.
   """
-  counters = [
-    x.count
-    for x in jax.tree.leaves(
-      opt_state,
-      is_leaf=lambda x: isinstance(x, (AmplificationState, directionality_lib.DirectionalityState)),
-    )
-    if isinstance(x, (AmplificationState, directionality_lib.DirectionalityState))
-  ]
+  classes = (AmplificationState, directionality_lib.DirectionalityState)
+  counters = [x.count for x in layers_lib.find_instances(opt_state, classes)]
   if not counters:
     raise ValueError(
       "the optimizer state holds no amplification transform or directionality monitor"
@@ -564,8 +562,9 @@ def selection_report(opt_state, params) -> list[dict]:
     params: the parameters (gives the layer names, docs/method.md §2).
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``measure`` (the selection measure's value: G,
-    eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized`` (Ĝ, eqs. 6, 8), ``selected``,
+    Rows with ``layer``, ``eligible``, ``value`` (the selection measure's value, as in
+    ``layer_stats.jsonl``: G, eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized``
+    (Ĝ, eqs. 6, 8), ``selected``,
     ``selected_by_measure`` (the threshold rule's own choice; differs from ``selected``
     only for the matched-random control), ``factor``, ``step`` (update count at which the
     selection took effect) and ``epoch`` (the epoch analysed). Empty before the first
@@ -586,7 +585,7 @@ def selection_report(opt_state, params) -> list[dict]:
     dict(
       layer=name,
       eligible=bool(state.eligible[i]),
-      measure=float(state.measure[i]),
+      value=float(state.measure[i]),
       normalized=float(state.normalized[i]),
       selected=bool(state.mask[i] > 0),
       selected_by_measure=bool(state.measure_mask[i] > 0),
@@ -596,10 +595,3 @@ def selection_report(opt_state, params) -> list[dict]:
     )
     for i, name in enumerate(names)
   ]
-
-
-def _is_finite_number(x) -> bool:
-  try:
-    return not isinstance(x, bool) and math.isfinite(float(x))
-  except (TypeError, ValueError):
-    return False

@@ -236,11 +236,7 @@ def find_directionality(opt_state) -> DirectionalityState:
   A monitor's state, or the one inside an amplification transform's state; where
   there are several, the one with the latest finished epoch (the first on ties).
   """
-  found = [
-    x
-    for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, DirectionalityState))
-    if isinstance(x, DirectionalityState)
-  ]
+  found = layers_lib.find_instances(opt_state, DirectionalityState)
   if not found:
     raise ValueError(
       "the optimizer state holds no DirectionalityState; chain "

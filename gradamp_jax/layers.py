@@ -223,3 +223,10 @@ def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...
   return tuple(
     index.names[i] for i in sorted(range(index.num_layers), key=lambda i: (layer_first[i], i))
   )
+
+
+def find_instances(tree: PyTree, classes) -> list:
+  """The nodes of ``tree`` that are instances of ``classes`` (a class or a tuple), in tree
+  order: how the transforms' states are found inside a chain's or a wrapper's state."""
+  is_match = lambda x: isinstance(x, classes)
+  return [x for x in jax.tree.leaves(tree, is_leaf=is_match) if is_match(x)]

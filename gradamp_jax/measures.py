@@ -296,5 +296,5 @@ def check_measure(measure: str) -> str:
 
 def check_case(case: int) -> int:
   if isinstance(case, bool) or case not in CASES:
-    raise ValueError(f"case must be one of {CASES}, got {case!r}")
+    raise ValueError(f"case must be 1 (one-sided: Ĝ > t) or 2 (two-sided: |Ĝ| > t), got {case!r}")
   return int(case)

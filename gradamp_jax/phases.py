@@ -82,7 +82,7 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
       )
     if not _positive_finite(lr):
       raise ValueError(f"{where}: learning_rate must be positive and finite, got {lr!r}")
-    if not (isinstance(is_amp, (bool, np.bool_)) or (is_real(is_amp) and math.isfinite(is_amp))):
+    if not (isinstance(is_amp, (bool, np.bool_)) or (is_real(is_amp) and is_finite_real(is_amp))):
       raise ValueError(
         f"{where}: is_amp must be 0/1 or a bool (non-zero: amplified), got {is_amp!r}"
       )
@@ -168,6 +168,21 @@ def _is_seq(x) -> bool:
 def is_real(x) -> bool:
   """A number (not a bool, not a string)."""
   return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def is_finite_real(x) -> bool:
+  """A finite number: a Python or NumPy one, or a 0-d array (not a bool, not a string)."""
+  if isinstance(x, (bool, np.bool_, str, bytes)):
+    return False
+  try:
+    return math.isfinite(float(x))
+  except (TypeError, ValueError):
+    return False
+
+
+def is_int(x) -> bool:
+  """A Python or NumPy integer (not a bool; ``3.0`` is not one)."""
+  return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def is_positive_integer(x) -> bool:

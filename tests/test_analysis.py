@@ -431,7 +431,8 @@ def test_measure_agreement_by_hand():
   assert (second["selected_G"], second["selected_G_prime"], second["both"]) == (1, 1, 0)
   case2 = analysis.measure_agreement(frame, case=2, threshold=1.0).iloc[1]
   assert (case2["selected_G"], case2["selected_G_prime"], case2["both"]) == (2, 1, 1)
-  with pytest.raises(ValueError, match=r"case must be one of \(1, 2\), got 3"):
+  message = r"case must be 1 \(one-sided: Ĝ > t\) or 2 \(two-sided: \|Ĝ\| > t\), got 3"
+  with pytest.raises(ValueError, match=message):
     analysis.measure_agreement(frame, case=3)
 
 

@@ -373,7 +373,7 @@ def test_eval_batches_cover_each_example_once():
   np.testing.assert_array_equal(labels.ravel()[:50], np.arange(50))
   np.testing.assert_array_equal(images.reshape(-1, 32, 32, 3)[:50], split.images)
   assert not images.reshape(-1, 32, 32, 3)[50:].any()
-  normalized = np.asarray(ip.normalize(split.images, MEAN, STD))
+  normalized = np.asarray(ip.normalize_images(split.images, MEAN, STD))
   np.testing.assert_allclose(normalized, _normalize(split.images), atol=1e-5)
 
 
@@ -401,4 +401,4 @@ def test_bad_batch_arguments():
   with pytest.raises(ValueError, match="batch_size must be >= 1"):
     ip.to_device_batches(split, 0)
   with pytest.raises(ValueError, match="mean and std"):
-    ip.normalize(split.images, (0.5, 0.5), STD)
+    ip.normalize_images(split.images, (0.5, 0.5), STD)

@@ -2,8 +2,9 @@
 
 A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.json``,
 ``layer_stats.jsonl`` (one row per layer at each selection) and ``directionality.jsonl``
-(G and G′ of every layer at every epoch), all written by :mod:`gradamp_jax.training.train`. Runs may
-lie at any depth under a sweep's root; no index file is needed.
+(the tracked measures of every layer at every epoch), all written by
+:mod:`gradamp_jax.training.train`. Runs may lie at any depth under a sweep's root; no index
+file is needed.
 
 Accuracies are fractions in the run files and percent in everything returned here. How
 results are compared (docs/method.md §8):
@@ -33,6 +34,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from gradamp_jax import phases as ga_phases
 from gradamp_jax import run_folder
 
 RUN_COLUMNS = (
@@ -164,8 +166,8 @@ def run_keys(config: dict) -> dict:
 
 def num_epochs(config: dict) -> Optional[int]:
   """The last phase's end epoch, or None when the config has no phases."""
-  phases = config.get("phases") or []
-  return int(phases[-1][0]) if phases else None
+  phases = config.get("phases")
+  return ga_phases.num_epochs(phases) if phases else None
 
 
 def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:

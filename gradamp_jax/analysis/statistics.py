@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import measures, run_folder
 from gradamp_jax.analysis.runs import (
   APPLIES,
@@ -288,7 +289,7 @@ def family_label(row) -> str:
   ``matched G′ c1``; ``… (updates)`` when the factor multiplies the updates."""
   method = row["method"]
   name = str(method)
-  if method in ("intelligent", "matched_random"):
+  if method in ga_amplification.MEASURED_METHODS:
     name = f"{measures.label(row['measure'])} c{int(row['case'])}"
     name = name if method == "intelligent" else f"matched {name}"
   return f"{name} (updates)" if row.get("where") == "updates" else name

@@ -42,7 +42,7 @@ from gradamp_jax.input_pipeline.device import (
   EpochPlan,
   EvalSplit,
   epoch_plan,
-  normalize,
+  normalize_images,
   place,
   random_crop_flip,
   to_device,

@@ -128,7 +128,7 @@ def random_crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array) ->
   return padded[jnp.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+def normalize_images(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
   """uint8 images -> float32 ``(x / 255 - mean) / std`` (per channel, [0, 1] pixel units)."""
   mean = np.asarray(mean, np.float32)
   std = np.asarray(std, np.float32)
@@ -144,4 +144,4 @@ def train_batch(data: DeviceSplit, plan: EpochPlan, step, mean, std) -> dict:
   normalised on the device (jit-able; ``step`` may be traced)."""
   indices = plan.order[step]
   images = random_crop_flip(data.images[indices], plan.offsets[step], plan.flips[step])
-  return {"image": normalize(images, mean, std), "label": data.labels[indices]}
+  return {"image": normalize_images(images, mean, std), "label": data.labels[indices]}

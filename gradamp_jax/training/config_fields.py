@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import math
 import os
 import re
 from typing import Any, Callable
@@ -24,23 +23,14 @@ from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
 from gradamp_jax import models, run_folder
-from gradamp_jax.phases import parse_phases
+from gradamp_jax.phases import is_finite_real, is_int, parse_phases
 from gradamp_jax.training.optimizer import OPTIMIZERS, create_amplification
 
-METHODS = ("none", "intelligent", "random", "matched_random", "all")
 DATASETS = ("cifar10", "cifar100")
 MAX_SEED = 2**31 - 1
 # A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
 _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
 _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
-
-
-def _is_int(x) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _choice(options) -> tuple[Callable[[Any], bool], str]:
@@ -68,7 +58,7 @@ def _registered(names: Callable[[], tuple[str, ...]]) -> tuple[Callable[[Any], b
 
 def _int_range(low, high=None) -> tuple[Callable[[Any], bool], str]:
   allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-  return (lambda x: _is_int(x) and x >= low and (high is None or x <= high)), allowed
+  return (lambda x: is_int(x) and x >= low and (high is None or x <= high)), allowed
 
 
 def _optional_text(x) -> bool:
@@ -103,7 +93,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     lambda x: isinstance(x, str) and bool(_SPLIT.match(x.replace(" ", ""))),
     "train or test, optionally sliced: train, train[:20%], train[1000:5000]",
   ),
-  "validation_fraction": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "validation_fraction": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
   "batch_size": _int_range(1),
   "eval_batch_size": _int_range(1),
   "phases": (
@@ -112,12 +102,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))",
   ),
   "optimizer": _choice(OPTIMIZERS),
-  "momentum": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "weight_decay": ((lambda x: _is_number(x) and x >= 0), "a finite number >= 0"),
-  "adam_b1": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "adam_b2": ((lambda x: _is_number(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "adam_eps": ((lambda x: _is_number(x) and x > 0), "a finite number > 0"),
-  "lars_trust_coefficient": ((lambda x: _is_number(x) and x > 0), "a finite number > 0"),
+  "momentum": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "weight_decay": ((lambda x: is_finite_real(x) and x >= 0), "a finite number >= 0"),
+  "adam_b1": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "adam_b2": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "adam_eps": ((lambda x: is_finite_real(x) and x > 0), "a finite number > 0"),
+  "lars_trust_coefficient": ((lambda x: is_finite_real(x) and x > 0), "a finite number > 0"),
   "seed": _int_range(0, MAX_SEED),
   "half_precision": _BOOL,
   "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
@@ -128,12 +118,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     _measure_set,
     _OneOf(_measure_names, "a non-empty list of distinct measures from"),
   ),
-  "amplification.method": _choice(METHODS),
+  "amplification.method": _choice(ga_amplification.METHODS),
   "amplification.measure": _registered(_measure_names),
-  "amplification.case": ((lambda x: _is_int(x) and x in (1, 2)), "1 or 2"),
-  "amplification.threshold": (_is_number, "a finite number"),
+  "amplification.case": ((lambda x: is_int(x) and x in (1, 2)), "1 or 2"),
+  "amplification.threshold": (is_finite_real, "a finite number"),
   "amplification.reselect_every": _int_range(0),
-  "amplification.ratio": ((lambda x: _is_number(x) and 0 <= x <= 1), "a number in [0, 1]"),
+  "amplification.ratio": ((lambda x: is_finite_real(x) and 0 <= x <= 1), "a number in [0, 1]"),
   "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
   "amplification.where": _choice(ga_amplification.PLACEMENTS),
 }
@@ -269,7 +259,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   amp = config.amplification
   if (
     config.track_directionality
-    and amp.method in ("intelligent", "matched_random")
+    and amp.method in ga_amplification.MEASURED_METHODS
     and amp.measure not in config.tracked_measures
   ):
     raise ValueError(

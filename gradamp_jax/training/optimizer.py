@@ -8,7 +8,6 @@ import optax
 
 import gradamp_jax as ga
 
-MEASURED_METHODS = ("intelligent", "matched_random")  # select by a measure (MEASURES)
 OPTIMIZERS = ("sgd", "adamw", "lamb", "lars")
 # What a gradient factor becomes under each optimizer but SGD (docs/method.md §9).
 _GRADIENT_FACTOR_FATE = {
@@ -33,7 +32,8 @@ def create_amplification(config, steps_per_epoch: int):
   common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, eligible=amp.eligible)
   if amp.method == "none" and not track:
     return None
-  if amp.method in MEASURED_METHODS:  # tracking shares the selection's accumulators
+  # Tracking shares the selection's accumulators.
+  if amp.method in ga.amplification.MEASURED_METHODS:
     return ga.intelligent_amplification(
       config.phases,
       steps_per_epoch,

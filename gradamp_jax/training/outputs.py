@@ -24,7 +24,6 @@ from gradamp_jax import run_folder
 from gradamp_jax.directionality import finite_or_none
 from gradamp_jax.run_folder import DIRECTIONALITY, LAYER_STATS, METRICS
 from gradamp_jax.training import conv_choice
-from gradamp_jax.training.optimizer import MEASURED_METHODS
 
 
 def check_workdir(workdir: str) -> None:
@@ -134,7 +133,7 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
   """``layer_stats.jsonl`` rows of the latest selection; matched random also keeps the
   measure's own choice (``selected_by_measure``), so the overlap can be reported."""
   amp = config.amplification
-  measured = amp.method in MEASURED_METHODS
+  measured = amp.method in ga.amplification.MEASURED_METHODS
   rows = []
   for r in ga.selection_report(opt_state, params):
     row = dict(
@@ -142,7 +141,7 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
       step=r["step"],
       layer=r["layer"],
       measure=amp.measure if measured else None,
-      value=finite_or_none(r["measure"]) if measured else None,
+      value=finite_or_none(r["value"]) if measured else None,
       normalized=finite_or_none(r["normalized"]) if measured else None,
       selected=r["selected"],
       factor=r["factor"],

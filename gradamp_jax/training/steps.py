@@ -136,7 +136,8 @@ def make_evaluate(graphdef, mean, std, batch_sharding=None):
   def evaluate(state: TrainState, split):
     def body(totals, batch):
       images, labels, mask = batch
-      batch = dict(image=input_pipeline.normalize(images, mean, std), label=labels, mask=mask)
+      image = input_pipeline.normalize_images(images, mean, std)
+      batch = dict(image=image, label=labels, mask=mask)
       if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
