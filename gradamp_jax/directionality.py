@@ -1,5 +1,5 @@
 """Per-epoch selection measures of every layer (G, eq. 4; G′, eq. 7; any of
-:data:`~gradamp_jax.measures_lib.MEASURES`) as optax state.
+:data:`~gradamp_jax.measures.MEASURES`) as optax state.
 
 One implementation of the accumulation serves both :func:`directionality_monitor` (every
 epoch, nothing amplified) and the amplification transforms (their analysis windows, or
@@ -205,7 +205,7 @@ def directionality_monitor(
 
   Args:
     steps_per_epoch: optimizer updates per epoch (>= 1).
-    measures_tracked: names of :data:`~gradamp_jax.measures_lib.MEASURES` to track.
+    measures_tracked: names of :data:`~gradamp_jax.measures.MEASURES` to track.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`DirectionalityState`.

@@ -4,14 +4,16 @@ A measure is one :class:`Measure` definition in :data:`MEASURES`: its name and l
 per-parameter sums it needs over a window of steps (:data:`SUMS`: Σg, Σ|g|, Σg²), and how
 those sums become one value per layer. Everything else — the accumulators the monitor and
 the transforms keep, selection, the reports, the run files, forks and the analysis — reads
-the definitions, so adding a measure is one definition here (docs/method.md §3 shows how).
+the definitions, so a measure of one's own is one definition passed to :func:`register`,
+from one's own code or config file (docs/method.md §3 shows how).
 
 All functions are pure ``jax.numpy`` and run inside ``jit``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+import math
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -151,6 +153,11 @@ class Window(NamedTuple):
       raise ValueError(f"sum {name!r} is kept per layer; this measure needs it per weight")
     return self.sums[name]
 
+  def layer_means(self, name: str) -> jax.Array:
+    """Per-layer mean ``(L,)`` of sum ``name`` over the layer's weights (only when
+    ``per_weight``; every weight counts equally)."""
+    return layer_mean(self.weights(name), self.leaf_layer, self.num_layers)
+
 
 class Measure(NamedTuple):
   """A per-layer statistic of a window's raw gradients that selection can threshold.
@@ -163,7 +170,10 @@ class Measure(NamedTuple):
       suffice (then a transform that tracks it alone keeps two scalars per layer).
     value: ``value(window) -> (L,)`` float32 per-layer values (NaN for a layer whose sums
       are not finite).
-    reference: where it is defined.
+    reference: where it is defined; an equation named last (``"…, eq. 7"``) labels the
+      figures' axes.
+    bounds: ``(low, high)``, the range its values lie in (G and G′: ``(0, 1)``), or
+      ``None`` when unbounded; figures of bounded measures share one colour scale.
   """
 
   name: str
@@ -172,6 +182,7 @@ class Measure(NamedTuple):
   per_weight: bool
   value: Callable[[Window], jax.Array]
   reference: str
+  bounds: Optional[tuple[float, float]] = None
 
 
 MEASURES: dict[str, Measure] = {
@@ -184,6 +195,7 @@ MEASURES: dict[str, Measure] = {
       False,
       lambda w: directionality_g(w.layer_totals("signed_sum"), w.layer_totals("abs_sum")),
       "Basodi et al. 2023, eq. 4",
+      (0.0, 1.0),
     ),
     Measure(
       "G_prime",
@@ -194,6 +206,7 @@ MEASURES: dict[str, Measure] = {
         w.weights("signed_sum"), w.weights("abs_sum"), w.leaf_layer, w.num_layers
       ),
       "Basodi et al. 2023, eq. 7",
+      (0.0, 1.0),
     ),
     Measure(
       "GSNR",
@@ -208,11 +221,109 @@ MEASURES: dict[str, Measure] = {
   )
 }
 DEFAULT_TRACKED = ("G", "G_prime")
+_BUILT_IN = frozenset(MEASURES)
+
+
+def register(measure: Measure, *, replace: bool = False) -> Measure:
+  """Adds a measure of one's own to :data:`MEASURES`, from one's own code or config file.
+
+  Once registered it is a measure like G, G′ and GSNR: ``intelligent_amplification``
+  selects by it (``measure=``), ``directionality_monitor`` and ``tracked_measures`` track
+  it (one column of ``directionality.jsonl``), ``config.amplification.measure`` accepts
+  it, and forks, branched sweeps, the report and the figures read it. A run's config file
+  that registers it at import makes every process of the run (a fork, a sweep's members)
+  know it; the report needs no registration (it labels an unknown column by its name).
+
+  The contract: ``name`` is a Python identifier; ``sums`` are names of :data:`SUMS`;
+  ``value(window)`` is traceable ``jax.numpy`` returning ``(L,)`` float32, one value per
+  layer of ``window`` (:class:`Window`: ``layer_totals``, ``weights``, ``layer_means``,
+  ``steps``), NaN where the sums are not finite. Selection z-scores the values across the
+  eligible layers (eqs. 6, 8) and thresholds them, so any scale will do.
+
+  Args:
+    measure: its definition.
+    replace: allow replacing a registered measure of the same name (not a built-in one).
+
+  Returns:
+    ``measure``.
+
+  Raises:
+    ValueError: for a bad field (named), or a name already registered.
+
+  Example:
+    >>> from gradamp_jax import measures
+    >>> mean_abs = measures.register(measures.Measure(
+    ...     "mean_abs", "mean |g|", sums=("abs_sum",), per_weight=True,
+    ...     value=lambda w: w.layer_means("abs_sum") / w.steps,
+    ...     reference="mean absolute gradient per weight"), replace=True)
+    >>> "mean_abs" in measures.MEASURES
+    True
+    >>> _ = measures.MEASURES.pop("mean_abs")  # (this example leaves MEASURES as it was)
+  """
+  _check_definition(measure)
+  if measure.name in _BUILT_IN or (measure.name in MEASURES and not replace):
+    kind = "built-in" if measure.name in _BUILT_IN else "registered"
+    raise ValueError(
+      f"measure {measure.name!r} is already {kind}"
+      + ("" if kind == "built-in" else "; pass replace=True to replace it")
+    )
+  MEASURES[measure.name] = measure
+  return measure
+
+
+def _check_definition(measure) -> None:
+  if not isinstance(measure, Measure):
+    raise ValueError(f"register takes a measures.Measure, got {type(measure).__name__}")
+  valid = {
+    "name": isinstance(measure.name, str) and measure.name.isidentifier(),
+    "label": isinstance(measure.label, str) and bool(measure.label),
+    "sums": isinstance(measure.sums, (tuple, list))
+    and bool(measure.sums)
+    and all(s in SUMS for s in measure.sums),
+    "per_weight": isinstance(measure.per_weight, bool),
+    "value": callable(measure.value),
+    "reference": isinstance(measure.reference, str),
+    "bounds": measure.bounds is None or _is_range(measure.bounds),
+  }
+  allowed = dict(
+    name="a Python identifier",
+    label="a non-empty string",
+    sums=f"a non-empty tuple of {tuple(SUMS)}",
+    per_weight="True or False",
+    value="a function of a Window",
+    reference="a string",
+    bounds="None or (low, high) with low < high",
+  )
+  for field, ok in valid.items():
+    if not ok:
+      value = getattr(measure, field)
+      raise ValueError(f"Measure.{field}: must be {allowed[field]}, got {value!r}")
+
+
+def _is_range(bounds) -> bool:
+  try:
+    low, high = (float(b) for b in bounds)
+  except (TypeError, ValueError):
+    return False
+  return not (math.isnan(low) or math.isnan(high)) and low < high
 
 
 def label(name: str) -> str:
   """A measure's label (its name for an unknown one)."""
   return MEASURES[name].label if name in MEASURES else name
+
+
+def axis_label(name: str) -> str:
+  """A measure's label with the equation its reference names last, e.g. ``G′ (eq. 7)``."""
+  if name not in MEASURES:
+    return name
+  last = MEASURES[name].reference.split(", ")[-1]
+  return f"{label(name)} ({last})" if last.startswith("eq.") else label(name)
+
+
+def bounds(name: str) -> Optional[tuple[float, float]]:
+  """A measure's ``(low, high)``, or None when unbounded or unknown."""
+  return MEASURES[name].bounds if name in MEASURES else None
 
 
 def tracked_set(names: Sequence[str]) -> tuple[str, ...]:

@@ -51,6 +51,8 @@ FORK = "fork.json"
 METRICS = "metrics.jsonl"
 LAYER_STATS = "layer_stats.jsonl"
 DIRECTIONALITY = "directionality.jsonl"
+# The columns of a directionality.jsonl row besides one per tracked measure.
+DIRECTIONALITY_KEYS = ("epoch", "layer", "index", "eligible")
 CHECKPOINTS = "checkpoints"
 PARTIAL_EPOCH = "partial_epoch.json"
 BAD_CHECKPOINTS = "bad_checkpoints"

@@ -2,6 +2,9 @@
 
     python tests/fault_run.py WORKDIR [FAULT] [--config.field=value ...]
 
+The config file is configs/quickstart.py, or ``$FAULT_CONFIG`` (a path), with the
+overrides of :data:`TINY` and then the command line's.
+
 FAULT is ``SIGNAL@E.K`` — the process sends itself SIGNAL (KILL, TERM, INT, USR1, USR2) when
 the call that runs step K (0-based) of epoch E is about to start (2 steps per call) — or
 ``KILL@save=N``, SIGKILL right after the asynchronous save of checkpoint N has started.
@@ -124,7 +127,7 @@ if __name__ == "__main__":
   sys.argv = [
     sys.argv[0],
     "--config",
-    os.path.join(ROOT, "configs/quickstart.py"),
+    os.environ.get("FAULT_CONFIG", os.path.join(ROOT, "configs/quickstart.py")),
     "--workdir",
     workdir,
     *TINY,

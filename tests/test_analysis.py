@@ -511,3 +511,57 @@ def test_load_run_names_a_folder_that_is_not_a_run(tmp_path):
     analysis.load_run(str(tmp_path / "nope"))
   with pytest.raises(ValueError, match="holds no config.json"):
     analysis.load_run(str(tmp_path))
+
+
+QUICKSTART_SWEEP = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "quickstart-sweep"
+)
+
+
+def overlapping_axes(fig) -> list:
+  """Pairs of visible axes (colour bars included) whose drawn extents, tick labels and axis
+  labels included, overlap by more than a pixel each way."""
+  renderer = fig.canvas.get_renderer()
+  boxes = [(ax, ax.get_tightbbox(renderer)) for ax in fig.axes if ax.get_visible()]
+  pairs = []
+  for i, (a, box_a) in enumerate(boxes):
+    for b, box_b in boxes[i + 1 :]:
+      width = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+      height = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+      if width > 1 and height > 1:
+        pairs.append((a.get_title() or a.get_ylabel(), b.get_title() or b.get_ylabel()))
+  return pairs
+
+
+def test_the_report_heatmaps_are_readable_grids_with_one_scale_per_bound():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from gradamp_jax.analysis import figures
+
+  runs = analysis.load_runs(QUICKSTART_SWEEP)  # 11 runs of the shipped quickstart sweep
+  comparison = analysis.compare(runs)
+  selection = figures.selection_figure(runs, comparison, "resnet8", "cifar10", 0)
+  panels = [ax for ax in selection.axes if ax.images and ax.get_title()]
+  assert len(panels) == 9
+  assert len({round(ax.get_position().x0, 3) for ax in panels}) == figures.MAX_COLUMNS
+  selection.canvas.draw()
+  width, height = selection.get_size_inches() * 110  # the report's dpi
+  assert width <= 1400 and height <= 1400
+  assert overlapping_axes(selection) == []
+  frames = [
+    analysis.read_frame(w, "directionality.jsonl")
+    for w in runs[runs["method"] == "none"]["workdir"]
+  ]
+  heatmap = figures.directionality_figure(frames, "none")
+  heatmap.canvas.draw()
+  assert overlapping_axes(heatmap) == []
+  drawn = {ax.get_title(): ax.images[0] for ax in heatmap.axes if ax.images}
+  assert set(drawn) == {"G (eq. 4)", "G′ (eq. 7)"}
+  largest = max(np.nanmax(image.get_array()) for image in drawn.values())
+  assert largest < 0.5  # the values of this run: a [0, 1] scale would flatten them
+  for image in drawn.values():  # one scale, from 0 to the largest value drawn
+    assert image.norm.vmin == 0 and image.norm.vmax == pytest.approx(largest)
+  plt.close("all")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
+import pandas as pd
 import pytest
 from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
@@ -166,32 +168,58 @@ def test_selection_epochs_are_the_analysed_epochs():
   assert ga.selection_epochs(((2, 0.1, 0, 1),)) == []
 
 
-def test_a_third_measure_tracks_selects_and_forks_like_the_others(tmp_path):
-  tracked = ("G", "G_prime", "GSNR")
-  configs = {
-    "parent": config_of(measure="GSNR", case=2, threshold=0.5),
-    "alone": config_of(measure="GSNR", case=1, threshold=0.3),
-  }
-  for config in configs.values():
-    config.tracked_measures = tracked
-  configs["parent"].keep_checkpoints = 3  # the fork needs epoch 2's
-  dirs = {name: str(tmp_path / name) for name in ("parent", "alone", "forked")}
-  with mock_cifar():
-    train.train_and_evaluate(configs["parent"], dirs["parent"])
-    train.train_and_evaluate(configs["alone"], dirs["alone"])
-    assert fork.fork(configs["alone"], dirs["forked"], dirs["parent"], 2)
-    train.train_and_evaluate(configs["alone"], dirs["forked"])
-  rows = read(os.path.join(dirs["parent"], "directionality.jsonl"))
-  assert set(rows[0]) == {"epoch", "layer", "index", "eligible", "G", "G_prime", "GSNR"}
-  assert all(r["GSNR"] is not None and r["GSNR"] >= 0 for r in rows)
-  stats = read(os.path.join(dirs["parent"], "layer_stats.jsonl"))
-  assert stats and {r["measure"] for r in stats} == {"GSNR"}
-  want, got = outputs(dirs["alone"]), outputs(dirs["forked"])
-  assert without_timing(got["metrics.jsonl"]) == without_timing(want["metrics.jsonl"])
-  assert got["layer_stats.jsonl"] == want["layer_stats.jsonl"]
-
-
 def test_selecting_by_an_untracked_measure_is_refused():
   config = config_of(measure="GSNR")
   with pytest.raises(ValueError, match=r"config.amplification.measure: 'GSNR' is not in"):
     train.train_and_evaluate(config, "/nonexistent-workdir")
+
+
+def cli_run(workdir, *args):
+  """The real command line on mock CIFAR with tests/own_measure.py as the config file."""
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(workdir), *args],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=ROOT,
+    env=dict(os.environ, FAULT_CONFIG=os.path.join(ROOT, "tests", "own_measure.py")),
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_a_third_measure_and_ones_own_track_select_fork_and_report(tmp_path):
+  """GSNR and a measure of one's own (tests/own_measure.py, the package not edited) are
+  tracked, selected by and forked like G and G′, through the command line."""
+  from gradamp_jax.analysis import report
+
+  tracked = "--config.tracked_measures=('G', 'G_prime', 'GSNR', 'mean_abs')"
+  own = (tracked, "--config.amplification.measure=mean_abs", "--config.amplification.case=1")
+  own += ("--config.amplification.threshold=-0.5",)
+  dirs = {name: tmp_path / "sweep" / name for name in ("parent", "alone", "forked")}
+  gsnr = ("--config.amplification.measure=GSNR", "--config.amplification.case=2")
+  cli_run(dirs["parent"], tracked, *gsnr, "--config.keep_checkpoints=3")  # threshold 0.5
+  cli_run(dirs["alone"], *own)
+  cli_run(dirs["forked"], *own, "--fork_from", str(dirs["parent"]), "--fork_epoch", "2")
+  rows = read(os.path.join(dirs["parent"], "directionality.jsonl"))
+  assert set(rows[0]) == {"epoch", "layer", "index", "eligible", "G", "G_prime", "GSNR", "mean_abs"}
+  assert all(r["GSNR"] >= 0 and r["mean_abs"] > 0 for r in rows)
+  for name, measure, case, threshold in (
+    ("parent", "GSNR", 2, 0.5),
+    ("forked", "mean_abs", 1, -0.5),
+  ):
+    stats = read(os.path.join(dirs[name], "layer_stats.jsonl"))
+    assert {(r["measure"], r["epoch"]) for r in stats} == {(measure, 2)}
+    analysed = {r["layer"]: r[measure] for r in rows if r["epoch"] == 2}
+    values = np.array([analysed[r["layer"]] for r in stats])
+    np.testing.assert_allclose([r["value"] for r in stats], values, rtol=1e-6)
+    z = (values - values.mean()) / values.std()  # every layer eligible
+    assert [r["selected"] for r in stats] == list((z if case == 1 else abs(z)) > threshold)
+  want, got = outputs(dirs["alone"]), outputs(dirs["forked"])
+  assert without_timing(got["metrics.jsonl"]) == without_timing(want["metrics.jsonl"])
+  assert got["layer_stats.jsonl"] == want["layer_stats.jsonl"]
+  out = tmp_path / "report"
+  assert report.main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+  runs = pd.read_csv(out / "runs.csv")
+  assert sorted(runs["measure"]) == ["GSNR", "mean_abs", "mean_abs"] and runs["finished"].all()
+  assert "mean_abs c1" in (out / "report.md").read_text()

@@ -129,17 +129,25 @@ def test_a_checkpoint_of_the_old_layout_restores(tmp_path):
   assert ga.directionality_report(restored, params) == ga.directionality_report(state, params)
 
 
-def test_a_new_measure_is_one_definition(monkeypatch):
-  # Mean |g| per weight and step: a definition, nothing else.
-  mean_abs = measures.Measure(
-    "mean_abs",
-    "mean |g|",
-    ("abs_sum",),
-    False,
-    lambda w: w.layer_totals("abs_sum") / (w.steps * jnp.asarray([6.0, 4.0])),
-    "a test",
-  )
-  monkeypatch.setitem(measures.MEASURES, "mean_abs", mean_abs)
+MEAN_ABS = measures.Measure(  # mean |g| per weight and step: a definition, nothing else
+  "mean_abs",
+  "mean |g|",
+  ("abs_sum",),
+  True,
+  lambda w: w.layer_means("abs_sum") / w.steps,
+  "a test",
+)
+
+
+@pytest.fixture
+def own_measures(monkeypatch):
+  """MEASURES as it is, restored after the test whatever it registers."""
+  monkeypatch.setattr(measures, "MEASURES", dict(measures.MEASURES))
+  return measures.MEASURES
+
+
+def test_a_registered_measure_is_one_definition(own_measures):
+  assert measures.register(MEAN_ABS) is MEAN_ABS and own_measures["mean_abs"] is MEAN_ABS
   params = make_params([[(3, 2)], [(4,)]])
   grads = random_grads(params, np.random.default_rng(4), 3, bias=[1.0, 0.0])
   phases = [(1, 0.1, 0, 1), (2, 0.1, 1, 2)]
@@ -189,3 +197,38 @@ def test_g_of_a_softmax_output_layer_is_zero():
   rows = {r["layer"]: r for r in ga.directionality_report(state, params)}
   assert rows["fc"]["G"] < 1e-5 < rows["hidden"]["G"]
   assert rows["fc"]["G_prime"] > 0.1  # per weight, the output layer's gradients do move
+
+
+def test_register_names_the_bad_field_and_refuses_names_taken(own_measures):
+  for field, bad, allowed in (
+    ("name", "mean abs", "a Python identifier"),
+    ("sums", ("abs_sum", "cube_sum"), "a non-empty tuple of"),
+    ("per_weight", 1, "True or False"),
+    ("value", None, "a function of a Window"),
+    ("bounds", (1.0, 0.0), r"None or \(low, high\) with low < high"),
+  ):
+    with pytest.raises(ValueError, match=rf"^Measure\.{field}: must be {allowed}"):
+      measures.register(MEAN_ABS._replace(**{field: bad}))
+  with pytest.raises(ValueError, match="'G' is already built-in"):
+    measures.register(MEAN_ABS._replace(name="G"), replace=True)
+  measures.register(MEAN_ABS)
+  with pytest.raises(ValueError, match="'mean_abs' is already registered; pass replace=True"):
+    measures.register(MEAN_ABS._replace(label="other"))
+  assert measures.register(MEAN_ABS._replace(label="other"), replace=True).label == "other"
+  assert "mean_abs" not in set(measures._BUILT_IN)
+
+
+def test_a_registered_measure_is_accepted_by_the_config_and_labelled(own_measures):
+  from configs import default
+  from gradamp_jax.training import config_fields
+
+  config = default.get_config()
+  config.amplification.measure = "mean_abs"
+  config.tracked_measures = ("G", "mean_abs")
+  with pytest.raises(ValueError, match="config.amplification.measure: must be one of G, G_prime"):
+    config_fields.check_fields(config)
+  measures.register(MEAN_ABS._replace(bounds=(0.0, 10.0)))
+  config_fields.check_fields(config)  # the registry as it is when checked
+  assert measures.axis_label("mean_abs") == "mean |g|" and measures.bounds("mean_abs") == (0, 10)
+  assert measures.axis_label("G_prime") == "G′ (eq. 7)" and measures.bounds("GSNR") is None
+  assert measures.axis_label("unknown") == "unknown" and measures.bounds("unknown") is None

@@ -13,15 +13,6 @@ import pandas as pd
 from gradamp_jax import analysis, measures, run_folder
 
 
-def _axis_label(measure: str) -> str:
-  """A measure's label with its reference's equation, e.g. ``G′ (eq. 7)``."""
-  if measure not in measures.MEASURES:
-    return measure
-  reference = measures.MEASURES[measure].reference
-  equation = reference.split(", ")[-1] if "eq." in reference else ""
-  return f"{measures.label(measure)} ({equation})" if equation else measures.label(measure)
-
-
 def _axes(ax):
   import matplotlib.pyplot as plt
 
@@ -93,10 +84,17 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
 
 
 def plot_layer_heatmap(
-  table: pd.DataFrame, ax=None, label: str = "", vmin=None, vmax=None, cmap="viridis"
+  table: pd.DataFrame,
+  ax=None,
+  label: str = "",
+  vmin=None,
+  vmax=None,
+  cmap="viridis",
+  colorbar: bool = True,
 ):
   """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
-  :func:`analysis.selection_frequency` or :func:`analysis.directionality_table`."""
+  :func:`analysis.selection_frequency` or :func:`analysis.directionality_table`. Without
+  ``colorbar`` the caller draws one (e.g. one for a row of panels on one scale)."""
   import matplotlib.pyplot as plt
 
   ax = _axes(ax)
@@ -110,8 +108,38 @@ def plot_layer_heatmap(
   step = max(1, len(names) // 40)
   ax.set_yticks(range(0, len(names), step), names[::step], fontsize="x-small")
   ax.set_xlabel("epoch")
-  plt.colorbar(image, ax=ax, label=label)
+  if colorbar:
+    plt.colorbar(image, ax=ax, label=label)
   return ax
+
+
+MAX_COLUMNS = 3  # heatmap panels per row of a figure
+
+
+def _heatmap_grid(num_panels: int, num_layers: int):
+  """A figure of ``num_panels`` layers × epochs panels, at most :data:`MAX_COLUMNS` a row,
+  layer names on the first column only; returns ``(figure, axes in reading order)``."""
+  import matplotlib.pyplot as plt
+
+  columns = min(num_panels, MAX_COLUMNS)
+  rows = -(-num_panels // columns)
+  height = max(2.5, 0.12 * num_layers + 1.2)
+  fig, axes = plt.subplots(
+    rows,
+    columns,
+    figsize=(3.0 * columns + 2.2, height * rows + 0.4),
+    squeeze=False,
+    layout="constrained",
+  )
+  for ax in axes.ravel()[num_panels:]:
+    ax.set_visible(False)
+  return fig, list(axes.ravel()[:num_panels])
+
+
+def _only_first_column_names(axes) -> None:
+  for i, ax in enumerate(axes):
+    if i % MAX_COLUMNS:
+      ax.tick_params(labelleft=False)
 
 
 def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
@@ -166,8 +194,8 @@ def plot_measure_scatter(
     (directionality["epoch"] == epoch) & directionality["eligible"].astype(bool)
   ]
   points = ax.scatter(rows[x], rows[y], c=rows["index"], cmap="viridis", s=18)
-  ax.set_xlabel(_axis_label(x))
-  ax.set_ylabel(_axis_label(y))
+  ax.set_xlabel(measures.axis_label(x))
+  ax.set_ylabel(measures.axis_label(y))
   ax.set_title(f"epoch {epoch}")
   plt.colorbar(points, ax=ax, label="layer index (network order)")
   return ax
@@ -259,7 +287,6 @@ def curves_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
 def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   """How often each layer was selected at each selection event, over the seeds of each
   family's chosen configuration; None without layer statistics."""
-  import matplotlib.pyplot as plt
 
   rows = _in_setting(comparison, model, dataset, reselect, optimizer, False)
   panels = []
@@ -273,11 +300,12 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
       panels.append((_label(row), analysis.selection_frequency(stats), len(stats)))
   if not panels:
     return None
-  height = max(3.0, 0.12 * max(len(t) for _, t, _ in panels) + 1.5)
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels) + 1, height), squeeze=False)
-  for ax, (label, table, n) in zip(axes[0], panels):
-    plot_layer_heatmap(table, ax=ax, label="fraction of runs", vmin=0, vmax=1)
+  fig, axes = _heatmap_grid(len(panels), max(len(t) for _, t, _ in panels))
+  for ax, (label, table, n) in zip(axes, panels):
+    plot_layer_heatmap(table, ax=ax, vmin=0, vmax=1, colorbar=False)
     ax.set_title(f"{label} (n={n})", fontsize="small")
+  _only_first_column_names(axes)
+  fig.colorbar(axes[0].images[0], ax=axes, label="fraction of runs", shrink=0.6, aspect=30)
   fig.suptitle(
     f"{_title(model, dataset, reselect, optimizer)}: layers selected at each selection",
     fontsize="small",
@@ -288,25 +316,42 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
 def directionality_figure(frames: list[pd.DataFrame], title: str):
   """Every recorded measure (G and G′ by default) of every layer (network order) over
   epochs, mean over the given runs' ``directionality.jsonl`` frames; None when there are
-  none. G and G′ share the colour scale [0, 1]; other measures get their own."""
-  import matplotlib.pyplot as plt
-
+  none. Measures with the same bounds (G and G′: [0, 1]) share one colour scale, from the
+  low bound to the largest value drawn, so that small values stay distinguishable; an
+  unbounded measure gets a scale of its own."""
   frames = [f for f in frames if len(f)]
   if not frames:
     return None
   names = [m for m in analysis.measure_columns(frames[0]) if all(m in f for f in frames)]
   tables = {m: analysis.directionality_table(frames, m) for m in names}
-  height = max(3.0, 0.12 * len(tables[names[0]]) + 1.5)
-  fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), height), squeeze=False)
-  for ax, (measure, table) in zip(axes[0], tables.items()):
-    bounded = measure in ("G", "G_prime")
-    name = _axis_label(measure)
-    plot_layer_heatmap(
-      table, ax=ax, label=name, vmin=0 if bounded else None, vmax=1 if bounded else None
-    )
+  scales = _shared_scales(tables)
+  fig, axes = _heatmap_grid(len(names), len(tables[names[0]]))
+  for ax, (measure, table) in zip(axes, tables.items()):
+    name = measures.axis_label(measure)
+    plot_layer_heatmap(table, ax=ax, label=name, vmin=scales[measure][0], vmax=scales[measure][1])
     ax.set_title(name, fontsize="small")
+  _only_first_column_names(axes)
   fig.suptitle(f"{title} (mean over {len(frames)} runs)", fontsize="small")
   return fig
+
+
+def _shared_scales(tables: dict) -> dict:
+  """Measure name -> ``(vmin, vmax)``: one scale per set of bounds, ``(None, None)`` (the
+  data's own) for unbounded measures."""
+  top = {}
+  for measure, table in tables.items():
+    bounds = measures.bounds(measure)
+    if bounds is not None:
+      values = table.to_numpy(float)
+      largest = float(np.nanmax(values)) if np.isfinite(values).any() else bounds[1]
+      top[bounds] = max(top.get(bounds, bounds[0]), min(largest, bounds[1]))
+  scales = {}
+  for measure in tables:
+    bounds = measures.bounds(measure)
+    high = top.get(bounds)
+    usable = bounds is not None and high is not None and high > bounds[0]
+    scales[measure] = (bounds[0], high) if usable else (None, None)
+  return scales
 
 
 def original_directionality_figure(runs, comparison, model, dataset, optimizer="sgd"):

@@ -199,7 +199,8 @@ def draw_figures(runs, summary, comparison, out: str) -> list[str]:
   written = []
   for name, fig in iter_figures(runs, summary, comparison):
     if fig is not None:
-      fig.tight_layout()
+      if fig.get_layout_engine() is None:  # the heatmaps lay themselves out
+        fig.tight_layout()
       fig.savefig(os.path.join(out, name), dpi=110)
       plt.close(fig)
       written.append(name)

@@ -358,8 +358,12 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
 
 
 def measure_columns(directionality: pd.DataFrame) -> list[str]:
-  """The measures a ``directionality.jsonl`` frame records, in definition order."""
-  return [m for m in measures.MEASURES if m in directionality]
+  """The measures a ``directionality.jsonl`` frame records: the registered ones in
+  definition order, then any other (a measure of one's own this process has not
+  registered), in file order."""
+  known = [m for m in measures.MEASURES if m in directionality]
+  keys = set(run_folder.DIRECTIONALITY_KEYS) | set(known)
+  return known + [c for c in directionality.columns if c not in keys]
 
 
 def measure_agreement(

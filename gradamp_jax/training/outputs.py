@@ -159,7 +159,8 @@ def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[di
   the last finished epoch."""
   rows = []
   for r in ga.directionality_report(opt_state, params):
-    values = {k: finite_or_none(v) for k, v in r.items() if k not in ("layer", "index", "epoch")}
+    keys = run_folder.DIRECTIONALITY_KEYS
+    values = {k: finite_or_none(v) for k, v in r.items() if k not in keys}
     rows.append(dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]], **values))
   return rows
 
