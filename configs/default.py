@@ -14,6 +14,32 @@ from ml_collections import config_dict
 
 PARAMS_1 = ((50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1))
 PARAMS_2 = ((10, 0.1, 0, 1), (100, 0.1, 1, 2), (145, 0.01, 1, 2), (150, 0.01, 0, 1))
+# Per optimizer, what the studies chose (docs/replication.md, docs/adamw.md): the phases'
+# learning rates as a multiple of SGD's, the weight decay, where the factor applies (under
+# Adam a factor on the gradients is cancelled by the second moment: docs/method.md §9).
+STUDIED_OPTIMIZERS = {
+  "sgd": dict(lr_scale=1.0, weight_decay=5e-4, where="gradients"),
+  "adamw": dict(lr_scale=0.1, weight_decay=0.05, where="updates"),
+}
+
+
+def use_optimizer(config, name: str):
+  """``config`` (phases written for SGD) switched to optimizer ``name`` with the settings
+  its study chose (:data:`STUDIED_OPTIMIZERS`); returns it."""
+  if name not in STUDIED_OPTIMIZERS:
+    raise ValueError(
+      f"config argument optimizer={name!r}: one of {', '.join(STUDIED_OPTIMIZERS)} (the "
+      "studied ones); for another, set --config.optimizer and --config.phases yourself"
+    )
+  chosen = STUDIED_OPTIMIZERS[name]
+  config.optimizer = name
+  config.weight_decay = chosen["weight_decay"]
+  config.amplification.where = chosen["where"]
+  config.phases = tuple(
+    (end, round(lr * chosen["lr_scale"], 12), is_amp, factor)
+    for end, lr, is_amp, factor in config.phases
+  )
+  return config
 
 
 def get_config():

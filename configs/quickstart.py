@@ -13,8 +13,10 @@ is its analysis epoch, epoch 3 amplifies the selected layers by 2. Expected (mea
 and 40.86 % for seeds 0, 1 and 2 (README, Quickstart).
 
 Arguments (``configs/quickstart.py:method=none,seed=1``): method, measure, case,
-threshold, ratio, seed, validation_fraction. ``get_sweep(arg)`` lists a small grid with
-every control, on paired seeds, for ``launch/sweep.py``:
+threshold, ratio, seed, validation_fraction, optimizer [sgd | adamw: the AdamW study's
+settings, learning rates a tenth of SGD's, weight decay 0.05, the factor on the updates].
+``get_sweep(arg)`` lists a small grid with every control, on paired seeds, for
+``launch/sweep.py``:
 
     python launch/sweep.py --config configs/quickstart.py --sweep seeds=3,thresholds=1.0 \
         --root runs/qs --mode print
@@ -35,6 +37,7 @@ ARGS = dict(
   ratio=0.3,
   seed=0,
   validation_fraction=0.0,
+  optimizer="sgd",
 )
 
 
@@ -52,7 +55,7 @@ def get_config(arg=None):
   amp.case = args["case"]
   amp.threshold = args["threshold"]
   amp.ratio = args["ratio"]
-  return config
+  return default.use_optimizer(config, args["optimizer"])
 
 
 def get_sweep(arg=None):

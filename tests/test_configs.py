@@ -3,6 +3,7 @@
 import pytest
 
 from configs import quickstart
+from gradamp_jax.training import config_fields, optimizer
 
 
 def test_quickstart_sweep_pairs_every_method_on_the_same_seeds():
@@ -29,3 +30,31 @@ def test_quickstart_defaults_and_bad_thresholds():
   assert config.phases == ((1, 0.1, 0, 1), (3, 0.02, 1, 2))
   with pytest.raises(ValueError, match="thresholds='a\\+1': expected numbers"):
     quickstart.get_sweep("thresholds=a+1")
+
+
+def test_quickstart_switches_to_the_adamw_study_settings_and_warns_of_sgd_rates():
+  sgd = quickstart.get_config()
+  adamw = quickstart.get_config("optimizer=adamw")
+  assert adamw.phases == ((1, 0.01, 0, 1), (3, 0.002, 1, 2))  # a tenth of SGD's 0.1, 0.02
+  assert (adamw.optimizer, adamw.weight_decay, adamw.amplification.where) == (
+    "adamw",
+    0.05,
+    "updates",
+  )
+  config_fields.check_fields(adamw)
+  assert optimizer.config_warnings(sgd) == optimizer.config_warnings(adamw) == []
+  sgd.optimizer = "adamw"  # SGD's learning rates under AdamW, as --config.optimizer=adamw
+  sgd.amplification.where = "updates"
+  (warning,) = optimizer.config_warnings(sgd)
+  assert warning.startswith("warning: learning rate 0.1 under optimizer='adamw' is outside")
+  with pytest.raises(ValueError, match="config argument optimizer='lamb': one of sgd, adamw"):
+    quickstart.get_config("optimizer=lamb")
+
+
+def test_a_one_epoch_amplified_phase_is_named_in_one_line():
+  config = quickstart.get_config()
+  config.phases = ((1, 0.1, 0, 1), (2, 0.1, 1, 2), (4, 0.01, 1, 2))
+  (warning,) = optimizer.config_warnings(config)
+  assert warning.startswith("warning: phases[1] (epoch 2) is an amplified phase of one epoch")
+  config.amplification.method = "none"
+  assert optimizer.config_warnings(config) == []

@@ -15,6 +15,14 @@ _GRADIENT_FACTOR_FATE = {
   "lamb": "cancelled: LAMB's per-layer trust ratio removes a per-layer factor",
   "lars": "cancelled: LARS's per-layer trust ratio removes a per-layer factor",
 }
+# Learning rates outside these get a warning: far from where each optimizer is used
+# (docs/adamw.md: AdamW's best rate for ResNet-8 on CIFAR-10 was 1e-2, SGD's 0.1).
+USUAL_LEARNING_RATES = {
+  "sgd": (1e-4, 1.0),
+  "adamw": (1e-5, 3e-2),
+  "lamb": (1e-5, 3e-2),
+  "lars": (1e-3, 30.0),
+}
 
 
 def create_amplification(config, steps_per_epoch: int):
@@ -88,6 +96,39 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   if amplification is None:
     return base
   return ga.amplify(base, amplification, where=config.amplification.where)
+
+
+def config_warnings(config) -> list[str]:
+  """One line for each thing a valid config does that is unlikely to be meant: a factor
+  its optimizer undoes, learning rates far from the optimizer's usual ones, an amplified
+  phase of one epoch (all analysis: it amplifies nothing)."""
+  found = [placement_warning(config), learning_rate_warning(config)]
+  if config.amplification.method != "none":
+    start = 0
+    for number, phase in enumerate(ga.parse_phases(config.phases), 1):
+      if phase.is_amp and phase.end_epoch - start == 1:
+        found.append(
+          f"warning: phases[{number - 1}] (epoch {phase.end_epoch}) is an amplified phase of "
+          "one epoch: its epoch is the analysis epoch, so it amplifies nothing; make it "
+          "two epochs or more"
+        )
+      start = phase.end_epoch
+  return [w for w in found if w]
+
+
+def learning_rate_warning(config) -> Optional[str]:
+  """One line when a phase's learning rate is far outside ``config.optimizer``'s usual range."""
+  low, high = USUAL_LEARNING_RATES[config.optimizer]
+  rates = sorted({p.learning_rate for p in ga.parse_phases(config.phases)})
+  outside = [r for r in rates if not low <= r <= high]
+  if not outside:
+    return None
+  return (
+    f"warning: learning rate {', '.join(f'{r:g}' for r in outside)} under "
+    f"optimizer={config.optimizer!r} is outside its usual range [{low:g}, {high:g}]; the "
+    "phases' learning rates are the optimizer's (configs/quickstart.py:optimizer=adamw picks "
+    "the AdamW study's)"
+  )
 
 
 def placement_warning(config) -> Optional[str]:

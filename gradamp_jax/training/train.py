@@ -257,8 +257,7 @@ class Run(NamedTuple):
     mesh = Mesh(np.array(jax.devices()), ("data",))
     programs = compile_programs(config, dataset, graphdef, tx, state, mesh)
     _warn_if_looping_on_cpu(programs.steps_per_call)
-    warning = optimizer.placement_warning(config)
-    if warning and jax.process_index() == 0:
+    for warning in optimizer.config_warnings(config) if jax.process_index() == 0 else ():
       print(warning, file=sys.stderr, flush=True)
     eval_data = {
       name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
