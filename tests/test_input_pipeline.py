@@ -108,7 +108,7 @@ def test_tfds_not_prepared_without_download(tmp_path):
   assert time.monotonic() - start < 5
   message = str(error.value)
   assert str(tmp_path / "cifar10") in message
-  assert "download=True" in message and "image_folder=" in message
+  assert "--config.download=True" in message and "--config.image_folder=PATH" in message
 
 
 @pytest.fixture
@@ -127,6 +127,19 @@ def test_tfds_not_prepared_without_tensorflow(tmp_path, monkeypatch, no_network)
   with pytest.raises(ImportError, match=r'pip install "gradamp_jax\[prepare\]"') as error:
     ip.load("cifar100", data_dir=str(tmp_path), download=True)
   assert str(tmp_path / "cifar100") in str(error.value)
+  assert "--config.image_folder=PATH" in str(error.value)
+
+
+def test_tfds_warnings_of_a_folder_not_prepared_are_kept_out_of_the_way(tmp_path, caplog):
+  from absl import logging
+
+  (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)  # a variant folder without its files
+  before = logging.get_verbosity()
+  caplog.set_level("INFO")
+  with pytest.raises(FileNotFoundError, match="--config.image_folder=PATH"):
+    ip.load("cifar10", data_dir=str(tmp_path), download=False)
+  assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+  assert logging.get_verbosity() == before
 
 
 def test_tfds_not_prepared_host_unreachable(tmp_path, monkeypatch):

@@ -159,6 +159,29 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
   assert_resuming_epoch_3_is_bitwise(tiny_config(), workdir, str(tmp_path / "resumed"))
 
 
+def test_a_finished_run_is_done_at_once_and_a_run_ends_with_one_line(
+  finished_run, monkeypatch, capsys
+):
+  workdir, last = finished_run
+  monkeypatch.setattr(train, "load_dataset", lambda config: pytest.fail("read data"))
+  assert train.train_and_evaluate(tiny_config(), workdir) == last  # no data, no compile
+  assert train.train_and_evaluate(tiny_config(), workdir, until_epoch=2) == last
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == f"Run in {workdir} already trained 3 of 3 epochs (asked for 3); nothing to do."
+  assert out[1].endswith("already trained 3 of 3 epochs (asked for 2); nothing to do.")
+  rows = read(os.path.join(workdir, "metrics.jsonl"))
+  outputs.print_summary(workdir, 3)
+  best = max(rows, key=lambda r: r["test_accuracy"])
+  seconds = sum(r["epoch_seconds"] for r in rows)
+  assert capsys.readouterr().out == (
+    f"Run finished (3/3 epochs, {seconds:.0f} s of training) in {workdir}: test accuracy "
+    f"{100 * last['test_accuracy']:.2f} % (best {100 * best['test_accuracy']:.2f} % at "
+    f"epoch {best['epoch']})\n"
+  )
+  outputs.print_summary(workdir, 5)
+  assert capsys.readouterr().out.startswith("Run stopped after epoch 3 (3/5 epochs")
+
+
 def test_steps_per_call_change_nothing_and_compile_once(
   finished_run, tmp_path, monkeypatch, capsys
 ):

@@ -4,6 +4,7 @@ Preparing (downloading) a dataset needs TensorFlow once (``pip install
 "gradamp_jax[prepare]"``) and internet; both are checked before anything starts.
 """
 
+import contextlib
 import importlib.util
 import socket
 import threading
@@ -11,6 +12,7 @@ import urllib.parse
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from gradamp_jax.input_pipeline.image_folder import LAYOUT
 from gradamp_jax.input_pipeline.split import Split, read_in_threads
@@ -23,24 +25,38 @@ def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
   """Returns (name, class_names, train, test) read from TFDS array_record files."""
   if dataset not in DATASETS:
     raise ValueError(
-      f"dataset must be one of {', '.join(DATASETS)} (or pass image_folder=), got {dataset!r}"
+      f"dataset must be one of {', '.join(DATASETS)} (or pass --config.image_folder=PATH), got {dataset!r}"
     )
   # tfds.data_source needs random access, i.e. the array_record format.
-  builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
+  with _tfds_warnings_quiet():  # e.g. of a data folder not prepared: said below, once
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
+    prepared = builder.is_prepared()
+  if not prepared:
     _prepare(builder, download)
   sources = builder.as_data_source(split=[train_split, "test"])
   class_names = tuple(builder.info.features["label"].names)
   return dataset, class_names, _read_source(sources[0]), _read_source(sources[1])
 
 
+@contextlib.contextmanager
+def _tfds_warnings_quiet():
+  """absl logging (which TFDS logs through) at errors only, for the block."""
+  before = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(before)
+
+
 def _prepare(builder, download: bool) -> None:
   """Downloads and prepares ``builder``'s data after checking that this can work."""
   name, where = builder.name, builder.data_dir
   how = (
-    f"either run once with download=True on a machine with internet and TensorFlow "
-    f'(pip install "gradamp_jax[prepare]"), or point data_dir at a folder holding a prepared '
-    f"{name} (array_record), or pass image_folder= (a folder with {LAYOUT})"
+    f"either run once with --config.download=True on a machine with internet and "
+    f'TensorFlow (pip install "gradamp_jax[prepare]"), or point --config.data_dir at a folder '
+    f"holding a prepared {name} (array_record), or pass --config.image_folder=PATH (a folder "
+    f"with {LAYOUT}; docs/data.md)"
   )
   if not download:
     raise FileNotFoundError(
@@ -49,8 +65,8 @@ def _prepare(builder, download: bool) -> None:
   if not _tensorflow_available():
     raise ImportError(
       f"TFDS {name} is not prepared (looked in {where}) and preparing it needs TensorFlow, "
-      f'which is not installed: pip install "gradamp_jax[prepare]". Or pass image_folder= '
-      f"(a folder with {LAYOUT})."
+      f'which is not installed: pip install "gradamp_jax[prepare]". Or pass '
+      f"--config.image_folder=PATH (a folder with {LAYOUT}; docs/data.md)."
     )
   # For both CIFAR builders the archive is served from the homepage's host.
   host = urllib.parse.urlparse(builder.info.homepage).hostname

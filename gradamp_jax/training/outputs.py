@@ -243,8 +243,8 @@ class RunOutputs:
     num_epochs = ga.num_epochs(self.config.phases)
     print(
       f"epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
-      f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  test loss "
-      f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f}  amplified "
+      f"{row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f} %  test loss "
+      f"{row['test_loss']:.4f} acc {100 * row['test_accuracy']:.2f} %  amplified "
       f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
       f"({row['images_per_second']:.0f} img/s)",
       flush=True,
@@ -253,6 +253,22 @@ class RunOutputs:
   def close(self) -> None:
     if self.write_files:
       self.summary.close()
+
+
+def print_summary(workdir: str, num_epochs: int) -> None:
+  """One line at the end of a run (or a segment of it): where it stands, its test accuracy,
+  its best epoch and its training time, from ``metrics.jsonl``."""
+  rows = run_folder.read_rows(workdir, METRICS)
+  last = rows[-1]
+  best = max(rows, key=lambda r: r["test_accuracy"])
+  state = "finished" if last["epoch"] == num_epochs else f"stopped after epoch {last['epoch']}"
+  seconds = sum(r["epoch_seconds"] for r in rows)
+  print(
+    f"Run {state} ({last['epoch']}/{num_epochs} epochs, {seconds:.0f} s of training) in "
+    f"{workdir}: test accuracy {100 * last['test_accuracy']:.2f} % (best "
+    f"{100 * best['test_accuracy']:.2f} % at epoch {best['epoch']})",
+    flush=True,
+  )
 
 
 def last_metrics(workdir: str) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradamp_jax as ga
-from gradamp_jax import input_pipeline
+from gradamp_jax import input_pipeline, run_folder
 from gradamp_jax.training import checkpointing, conv_choice, optimizer, outputs, preemption
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.config_fields import validate_config
@@ -65,7 +65,34 @@ def train_and_evaluate(
   config = conv_choice.resolve(config, workdir)
   with _workdir_lock(workdir):
     outputs.check_same_experiment(config, workdir)
-    return _train(config, workdir, until_epoch)
+    done = _already_done(config, workdir, until_epoch)
+    if done is not None:
+      return done
+    row = _train(config, workdir, until_epoch)
+    if jax.process_index() == 0:
+      outputs.print_summary(workdir, ga.num_epochs(config.phases))
+    return row
+
+
+def _already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
+  """The last metrics row when ``metrics.jsonl`` and the newest checkpoint already hold
+  every epoch asked for, found without reading data or compiling; else None. (One
+  process only: the processes of a run decide together, after restoring.)"""
+  if jax.process_count() > 1:
+    return None
+  rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
+  num_epochs = ga.num_epochs(config.phases)
+  asked = num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
+  if not rows or rows[-1]["epoch"] < asked:
+    return None
+  if run_folder.newest_step(workdir) != rows[-1].get("step"):
+    return None  # the checkpoint of the last row is missing: restoring decides
+  print(
+    f"Run in {workdir} already trained {rows[-1]['epoch']} of {num_epochs} epochs (asked "
+    f"for {asked}); nothing to do.",
+    flush=True,
+  )
+  return rows[-1]
 
 
 def _train(config, workdir: str, until_epoch: int | None) -> dict:
