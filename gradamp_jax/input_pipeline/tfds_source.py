@@ -25,7 +25,8 @@ def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
   """Returns (name, class_names, train, test) read from TFDS array_record files."""
   if dataset not in DATASETS:
     raise ValueError(
-      f"dataset must be one of {', '.join(DATASETS)} (or pass --config.image_folder=PATH), got {dataset!r}"
+      f"dataset must be one of {', '.join(DATASETS)} (or pass --config.image_folder=PATH), "
+      f"got {dataset!r}"
     )
   # tfds.data_source needs random access, i.e. the array_record format.
   with _tfds_warnings_quiet():  # e.g. of a data folder not prepared: said below, once
