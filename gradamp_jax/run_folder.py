@@ -51,6 +51,12 @@ FORK = "fork.json"
 METRICS = "metrics.jsonl"
 LAYER_STATS = "layer_stats.jsonl"
 DIRECTIONALITY = "directionality.jsonl"
+# metrics.jsonl: the columns that time an epoch (they differ between runs of one
+# computation), among them the mark of the first epoch a start of training (a process, or a
+# call of train_and_evaluate) trained: its warm-up makes its time incomparable (absent in
+# files written before it was recorded).
+FIRST_AFTER_START = "first_epoch_after_start"
+TIMING_FIELDS = ("epoch_seconds", "images_per_second", FIRST_AFTER_START)
 # The columns of a directionality.jsonl row besides one per tracked measure.
 DIRECTIONALITY_KEYS = ("epoch", "layer", "index", "eligible")
 CHECKPOINTS = "checkpoints"

@@ -11,6 +11,7 @@ from scipy import stats as scipy_stats
 
 import gradamp_jax as ga
 from gradamp_jax import analysis, jsonl
+from gradamp_jax.analysis import report
 
 # t_{0.975} quantiles of Student's t with 1, 2 and 3 degrees of freedom (printed tables).
 T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631}
@@ -345,6 +346,48 @@ def test_epoch_times_overhead_percent():
   assert table.loc["intelligent", "seconds_mean"] == pytest.approx(11.55)
   assert table.loc["intelligent", "overhead_percent"] == pytest.approx(5.0)
   assert table.loc["intelligent", "seconds_std"] == pytest.approx(np.std([11, 12.1], ddof=1))
+  assert (table["note"] == "").all()
+
+
+def test_timed_epochs_are_a_runs_own_past_each_starts_first():
+  seconds = [90.0, 50.0, 60.0, 95.0, 70.0, 80.0]
+  rows = [dict(epoch=e, epoch_seconds=s, test_accuracy=0.5) for e, s in enumerate(seconds, 1)]
+  old = pd.DataFrame(rows)  # written before starts were marked
+  assert analysis.timed_epochs(old).tolist() == [50, 60, 95, 70, 80]  # epoch 1 left out
+  assert analysis.timed_epochs(old, forked_at=2).tolist() == [95, 70, 80]  # 1-2 copied
+  marked = pd.DataFrame(
+    [dict(r, first_epoch_after_start=r["epoch"] in (1, 4)) for r in rows]  # resumed at 4
+  )
+  assert analysis.timed_epochs(marked).tolist() == [50, 60, 70, 80]
+  assert analysis.timed_epochs(marked, forked_at=5).tolist() == []  # its only epoch warms up
+  row = analysis.run_row("w", config(phases=((6, 0.1, 0, 1),)), marked, forked_at=5)
+  assert row["timed_epochs"] == 0 and math.isnan(row["mean_epoch_seconds"])
+
+
+def test_epoch_times_leave_out_untimed_runs_and_other_machines_and_say_why():
+  runs = runs_frame(
+    [
+      ("none", 0, 0, 90.0, None),
+      ("none", 0, 1, 90.0, None),
+      ("intelligent", 1.0, 0, 90.0, None),
+      ("intelligent", 1.0, 1, 90.0, None),
+      ("random", None, 0, 90.0, None),
+    ]
+  )
+  runs["mean_epoch_seconds"] = [10.0, 12.0, 13.0, np.nan, 11.0]  # seed 1 forked at its end
+  runs["machine"] = ["A, 1× cpu", "A, 1× cpu", "A, 1× cpu", "A, 1× cpu", "B, 1× cpu"]
+  table = analysis.epoch_times(runs).set_index("method")
+  intelligent, random = table.loc["intelligent"], table.loc["random"]
+  assert intelligent["n"] == 1 and intelligent["seconds_mean"] == 13.0
+  assert intelligent["overhead_percent"] == pytest.approx(100 * (13 / 11 - 1))
+  assert intelligent["note"].startswith("1 of 2 runs untimed: no epoch of their own")
+  assert random["seconds_mean"] == 11.0 and math.isnan(random["overhead_percent"])
+  assert random["note"] == (
+    "overhead left out: timed on other machines than none (A, 1× cpu; B, 1× cpu)"
+  )
+  markdown = report.time_tables(analysis.epoch_times(runs))
+  assert "13.00 (+18.2 %) (n=1)" in markdown and "11.00 (n=1)" in markdown
+  assert "- resnet8, sgd, random: overhead left out: timed on other machines" in markdown
 
 
 # ----------------------------------------------------------------------------- layers

@@ -45,7 +45,7 @@ def run(workdir, fault=None, *overrides):
 
 def outputs(workdir):
   """Metrics and layer statistics without timings, and the final state's leaves."""
-  timing = ("epoch_seconds", "images_per_second")
+  timing = run_folder.TIMING_FIELDS
   rows = {
     name: [
       {k: v for k, v in r.items() if k not in timing}

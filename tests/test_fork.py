@@ -12,13 +12,14 @@ import pytest
 from test_train import ROOT, STEPS, mock_cifar, read, tiny_config
 
 import gradamp_jax as ga
+from gradamp_jax import run_folder
 from gradamp_jax.sweeps import fork
 from gradamp_jax.training import optimizer, train
 from gradamp_jax.training import steps as steps_lib
 
 pytestmark = pytest.mark.slow  # trains runs end to end
 PHASES = ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (4, 0.02, 0, 1))
-TIMING = ("epoch_seconds", "images_per_second")
+TIMING = run_folder.TIMING_FIELDS
 
 
 def config_of(**amplification):

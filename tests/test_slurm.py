@@ -17,13 +17,13 @@ import pytest
 import slurm_cluster
 from test_input_pipeline import _write_folder
 
-from gradamp_jax import jsonl
+from gradamp_jax import jsonl, run_folder
 from gradamp_jax.sweeps import cluster
 from gradamp_jax.sweeps import launcher as sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
-TIMING = ("epoch_seconds", "images_per_second")
+TIMING = run_folder.TIMING_FIELDS
 OPTIONS = ["--partition", slurm_cluster.PARTITION, "--gpus", "0", "--cpus", "1", "--time_min", "10"]
 
 

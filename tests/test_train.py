@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 import gradamp_jax as ga
 from configs import default
-from gradamp_jax import input_pipeline, jsonl
+from gradamp_jax import input_pipeline, jsonl, run_folder
 from gradamp_jax.training import config_fields, optimizer, outputs, train
 from gradamp_jax.training import steps as steps_lib
 
@@ -59,9 +59,7 @@ def read(path):
 
 
 def _strip_timing(rows):
-  return [
-    {k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")} for r in rows
-  ]
+  return [{k: v for k, v in r.items() if k not in run_folder.TIMING_FIELDS} for r in rows]
 
 
 @pytest.fixture(scope="module")

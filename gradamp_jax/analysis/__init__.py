@@ -23,10 +23,12 @@ from gradamp_jax.analysis.runs import (
   is_missing,
   load_run,
   load_runs,
+  machine_of,
   num_epochs,
   read_frame,
   run_keys,
   run_row,
+  timed_epochs,
   typed_frame,
 )
 from gradamp_jax.analysis.statistics import (

@@ -138,19 +138,22 @@ def difference_table(comparison: pd.DataFrame) -> str:
 
 
 def time_tables(times: pd.DataFrame) -> str:
-  """Markdown shaped like the paper's Tables 1–2: seconds per epoch (mean ± std over runs)
-  and overhead against ``none``."""
+  """Markdown shaped like the paper's Tables 1–2: seconds per epoch (mean ± std over the
+  timed runs) and overhead against ``none``; a cell left out, or without its overhead, is
+  explained below its table."""
   parts = []
   for dataset, table in times.groupby("dataset", sort=True):
     labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
-    rows = []
+    rows, notes = [], []
     for (model, optimizer), group in table.groupby(["model", "optimizer"], sort=True):
       cells = {analysis.family_label(r): r for _, r in group.iterrows()}
       row = dict(model=model, optimizer=optimizer)
       for label in labels:
         r = cells.get(label)
-        if r is None:
-          row[label] = ""
+        if r is not None and r["note"]:
+          notes.append(f"{model}, {optimizer}, {label}: {r['note']}")
+        if r is None or analysis.is_missing(r["seconds_mean"]):
+          row[label] = "—" if r is not None else ""
           continue
         text = f"{r['seconds_mean']:.2f}"
         text += f" ± {r['seconds_std']:.2f}" if not analysis.is_missing(r["seconds_std"]) else ""
@@ -158,10 +161,11 @@ def time_tables(times: pd.DataFrame) -> str:
           text += f" ({r['overhead_percent']:+.1f} %)"
         row[label] = text + f" (n={int(r['n'])})"
       rows.append(row)
-    parts.append(
-      f"### {dataset}: seconds per epoch (overhead against none)\n\n"
-      + markdown_table(pd.DataFrame(rows))
-    )
+    text = f"### {dataset}: seconds per epoch (overhead against none)\n\n"
+    text += markdown_table(pd.DataFrame(rows))
+    if notes:
+      text += "\n\nLeft out (—), or without an overhead:\n\n" + "\n".join(f"- {n}" for n in notes)
+    parts.append(text)
   return "\n\n".join(parts)
 
 
@@ -286,9 +290,11 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
     "",
     "## Time per epoch (Tables 1–2)",
     "",
-    "Mean seconds per epoch of each run (training and evaluation, first epoch left "
-    "out as it includes compilation), mean ± std over runs of all thresholds; "
-    "overhead in percent against `none` on the same model and dataset.",
+    "Mean seconds per epoch of each run (training and evaluation) over the epochs it "
+    "trained itself, less the first after each start (compilation and warm-up), mean ± "
+    "std over runs of all thresholds; overhead in percent against `none` on the same "
+    "model and dataset, only where both were timed on one machine. Epochs a fork or a "
+    "branched member copied are its parent's and are not counted.",
     "",
     time_tables(tables["epoch_times"]),
     "",

@@ -56,6 +56,8 @@ RUN_COLUMNS = (
   "final_val_accuracy",
   "best_test_accuracy",
   "mean_epoch_seconds",
+  "timed_epochs",
+  "machine",
 )
 GROUP_KEYS = (
   "model",
@@ -103,6 +105,7 @@ EPOCH_TIME_COLUMNS = (
   "seconds_mean",
   "seconds_std",
   "overhead_percent",
+  "note",
 )
 
 # The amplification keys that mean something for each method; the others are left empty.
@@ -113,7 +116,7 @@ APPLIES = {
   "random": ("where", "ratio", "reselect_every"),
   "all": ("where", "reselect_every"),
 }
-_INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "n")
+_INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "timed_epochs", "n")
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
 
 
@@ -170,11 +173,13 @@ def num_epochs(config: dict) -> Optional[int]:
   return ga_phases.num_epochs(phases) if phases else None
 
 
-def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
+def run_row(
+  workdir: str, config: dict, metrics: pd.DataFrame, forked_at: int = 0, machine=None
+) -> dict:
   """One row of ``runs.csv`` (accuracies in percent).
 
-  ``mean_epoch_seconds`` leaves out the first epoch, which includes compilation (all epochs
-  of a one-epoch run); the first epoch after a resume compiles too and is kept.
+  ``mean_epoch_seconds`` is the mean over the run's :func:`timed_epochs` (NaN when there
+  are none), ``timed_epochs`` their number; ``machine`` is where it started (``run.json``).
   """
   row = dict(workdir=workdir, **run_keys(config))
   epochs = int(metrics["epoch"].max()) if len(metrics) else 0
@@ -189,11 +194,25 @@ def run_row(workdir: str, config: dict, metrics: pd.DataFrame) -> dict:
       if "val_accuracy" in metrics and pd.notna(last["val_accuracy"]):
         row["final_val_accuracy"] = 100 * float(last["val_accuracy"])
     row["best_test_accuracy"] = 100 * float(metrics["test_accuracy"].max())
-    seconds = (
-      metrics.loc[metrics["epoch"] > 1, "epoch_seconds"] if epochs > 1 else metrics["epoch_seconds"]
-    )
-    row["mean_epoch_seconds"] = float(seconds.mean())
+  seconds = timed_epochs(metrics, forked_at)
+  row["timed_epochs"] = len(seconds)
+  row["mean_epoch_seconds"] = float(seconds.mean()) if len(seconds) else np.nan
+  row["machine"] = machine
   return row
+
+
+def timed_epochs(metrics: pd.DataFrame, forked_at: int = 0) -> pd.Series:
+  """The seconds of the epochs a run trained itself past a process's warm-up: those after
+  ``forked_at`` (the epoch it was forked or branched at, whose rows it copied; 0 if none),
+  less the first epoch of each process (``first_epoch_after_start``; in files without that
+  column, the first after ``forked_at``). Times of other epochs are not comparable."""
+  if not len(metrics):
+    return pd.Series([], dtype=float)
+  own = metrics[metrics["epoch"] > forked_at]
+  warm_up = own["epoch"] == forked_at + 1
+  if run_folder.FIRST_AFTER_START in own:
+    warm_up |= own[run_folder.FIRST_AFTER_START].fillna(False).astype(bool)
+  return own.loc[~warm_up, "epoch_seconds"].astype(float)
 
 
 def load_runs(root: str) -> pd.DataFrame:
@@ -201,8 +220,22 @@ def load_runs(root: str) -> pd.DataFrame:
   rows = []
   for workdir in run_folder.find_runs(root):
     config = run_folder.read_json(workdir, run_folder.CONFIG, default={})
-    rows.append(run_row(workdir, config, read_frame(workdir, run_folder.METRICS)))
+    forks = run_folder.read_json(workdir, run_folder.FORK, default=[])
+    info = run_folder.read_json(workdir, run_folder.RUN_INFO, default={})
+    metrics = read_frame(workdir, run_folder.METRICS)
+    forked_at = max((int(f["epoch"]) for f in forks), default=0)
+    rows.append(run_row(workdir, config, metrics, forked_at, machine_of(info)))
   return typed_frame(pd.DataFrame(rows, columns=list(RUN_COLUMNS)))
+
+
+def machine_of(info: dict):
+  """A run's machine from its ``run.json``: the CPU model (when recorded) and the devices."""
+  if not info:
+    return None
+  devices = info.get("devices") or []
+  kinds = sorted({d.split(":")[0] for d in devices})
+  where = f"{len(devices)}× {'+'.join(kinds)}" if devices else "?"
+  return f"{info['cpu']}, {where}" if info.get("cpu") else where
 
 
 def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -215,29 +215,52 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
 
 def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   """Tables 1–2: mean ± std of ``mean_epoch_seconds`` per (model, dataset, method,
-  measure, case) over finished runs, and the overhead in percent against ``none``
-  (``100 · (mean / none's mean − 1)``)."""
+  measure, case) over the finished runs with timed epochs (:func:`timed_epochs`), and the
+  overhead in percent against ``none`` (``100 · (mean / none's mean − 1)``) where both
+  were timed on one machine; ``note`` says why runs or the overhead are left out."""
   done = runs[runs["finished"]]
   keys = ["model", "dataset", "optimizer", "method", "where", "measure", "case"]
-  rows = []
+  rows, machines = [], []
   for values, group in done.groupby(keys, dropna=False, sort=False):
-    seconds = group["mean_epoch_seconds"]
-    rows.append(
-      dict(
-        zip(keys, values),
-        n=len(group),
-        seconds_mean=seconds.mean(),
-        seconds_std=sample_std(seconds),
-      )
+    timed = group[group["mean_epoch_seconds"].notna()]
+    seconds = timed["mean_epoch_seconds"]
+    untimed = len(group) - len(timed)
+    note = (
+      f"{untimed} of {len(group)} runs untimed: no epoch of their own past the first after "
+      "a start (forked or branched late, or resumed every epoch)"
+      if untimed
+      else ""
     )
+    rows.append(
+      dict(zip(keys, values), n=len(timed), seconds_mean=seconds.mean(), note=note)
+      | dict(seconds_std=sample_std(seconds))
+    )
+    machines.append(set(timed["machine"].dropna()) if "machine" in timed else set())
   table = pd.DataFrame(rows, columns=list(EPOCH_TIME_COLUMNS))
-  for i, row in table.iterrows():
-    none = table[matches(table, none_key(row))]
-    if len(none):
-      table.loc[i, "overhead_percent"] = 100 * (
-        row["seconds_mean"] / none["seconds_mean"].iloc[0] - 1
-      )
+  for i in range(len(table)):  # a RangeIndex: positions are labels
+    table.loc[i, ["overhead_percent", "note"]] = _overhead(table, machines, i)
   return _sorted(typed_frame(table))
+
+
+def _overhead(table: pd.DataFrame, machines: list, i: int) -> tuple:
+  """Row ``i``'s overhead against its ``none`` and its note, or NaN and why not."""
+  row, note = table.loc[i], table.loc[i, "note"]
+  found = np.flatnonzero(matches(table, none_key(row)).to_numpy())
+  if not len(found) or is_missing(row["seconds_mean"]):
+    return np.nan, note
+  j = int(found[0])
+  reason = ""
+  if is_missing(table.loc[j, "seconds_mean"]):
+    reason = "overhead left out: none has no timed run"
+  elif len(machines[i] | machines[j]) > 1:
+    reason = (
+      "overhead left out: timed on other machines than none ("
+      + "; ".join(sorted(machines[i] | machines[j]))
+      + ")"
+    )
+  if reason:
+    return np.nan, "; ".join(n for n in (note, reason) if n)
+  return 100 * (row["seconds_mean"] / table.loc[j, "seconds_mean"] - 1), note
 
 
 def group_conflicts(runs: pd.DataFrame) -> list[str]:

@@ -114,6 +114,7 @@ def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) ->
   return dict(
     jax_version=jax.__version__,
     devices=[str(d) for d in jax.devices()],
+    cpu=conv_choice.machine_key()["cpu"],
     process_count=jax.process_count(),
     dataset=dataset.name,
     num_train=len(dataset.train),
@@ -237,7 +238,7 @@ class RunOutputs:
         )
       )
     for key, value in row.items():
-      if key not in ("epoch", "step"):
+      if key not in ("epoch", "step", run_folder.FIRST_AFTER_START):
         self.summary.add_scalar(key, value, row["epoch"])
     self.summary.flush()
     num_epochs = ga.num_epochs(self.config.phases)

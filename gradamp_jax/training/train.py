@@ -120,7 +120,8 @@ def _train(config, workdir: str, until_epoch: int | None) -> dict:
     row = None
     try:
       with preemption.StopRequest() as stop:
-        for epoch in range(start_step // spe + 1, last_epoch + 1):
+        first = start_step // spe + 1
+        for epoch in range(first, last_epoch + 1):
           started = time.perf_counter()
           offset = max(start_step - (epoch - 1) * spe, 0)
           state, metrics = run.train_epoch(state, epoch, offset, carried, stop.requested)
@@ -132,6 +133,7 @@ def _train(config, workdir: str, until_epoch: int | None) -> dict:
             checkpoints.save_interrupted(done, state, metrics)
             raise preemption.Preempted(stop.signame, done, checkpoints.directory)
           row = run.epoch_row(epoch, state, metrics, offset, started)
+          row[run_folder.FIRST_AFTER_START] = epoch == first  # warm-up: not comparable
           records.record_epoch(row, state)
           checkpoints.save(done, run.programs.copy_state(state))
           if epoch < last_epoch and stop.requested():  # a signal in the epoch's last step
