@@ -120,3 +120,19 @@ def test_auto_times_both_implementations():
 
   seconds = conv_choice.measure(repeats=1)
   assert set(seconds) == {"lax", "im2col"} and all(0 < s < 60 for s in seconds.values())
+
+
+def test_a_choice_of_an_earlier_measurement_is_measured_again(cache, monkeypatch):
+  import hashlib
+
+  old_key = cache.machine_key()  # the key before the measurement was part of it
+  digest = hashlib.sha256(json.dumps(old_key, sort_keys=True).encode()).hexdigest()[:16]
+  os.makedirs(cache.cache_dir())
+  with open(os.path.join(cache.cache_dir(), f"conv-{digest}.json"), "w") as f:
+    json.dump(dict(old_key, choice="im2col"), f)  # chosen from one kernel gradient
+  monkeypatch.setattr(cache, "measure", lambda: {"lax": 0.1, "im2col": 0.3})
+  assert cache.fastest() == "lax"
+  records = [
+    json.load(open(os.path.join(cache.cache_dir(), n))) for n in os.listdir(cache.cache_dir())
+  ]
+  assert sorted(r.get("measured", "") for r in records) == ["", cache.MEASUREMENT]
