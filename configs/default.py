@@ -75,11 +75,16 @@ def get_config():
   config.amplification = amp = ml_collections.ConfigDict()
   amp.method = "intelligent"  # none | intelligent | random | matched_random | all
   amp.measure = "G_prime"  # G | G_prime
-  amp.case = 1  # 1: Ĝ > t; 2: |Ĝ| > t
+  amp.case = 1  # 1: Ĝ > t (upper tail); 2: |Ĝ| > t (two-sided); 3: Ĝ < -t (lower tail)
   amp.threshold = 1.0
   amp.reselect_every = 0  # epochs; 0: once per amplified phase
   amp.ratio = 0.3  # fraction of layers for method=random
   amp.eligible = "all"  # all | kernels (Conv/Dense only)
   amp.where = "gradients"  # gradients (the paper: before the optimizer) | updates (after
   # it: a per-layer learning-rate multiplier, the same under every optimizer)
+  amp.action = "amplify"  # what a selection does (gradamp_jax.actions): amplify (x the
+  # phase's factor) | freeze (x 0; where=updates) | scale_by_zscore | one's own
+  amp.alpha = 1.0  # scale_by_zscore: every eligible layer x clip(1 + alpha * z, lo, hi)
+  amp.lo = 0.0
+  amp.hi = 2.0
   return config

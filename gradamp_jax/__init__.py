@@ -5,6 +5,7 @@ networks" (arXiv:2305.18445), and the random-layer amplification of Basodi, Ji, 
 Pan (2020) it builds on.
 """
 
+from gradamp_jax import actions, measures
 from gradamp_jax.amplification import (
   AmplificationState,
   AmplifiedOptimizerState,
@@ -40,6 +41,7 @@ __all__ = [
   "AmplifiedState",
   "DirectionalityState",
   "Phase",
+  "actions",
   "amplify",
   "check_epoch_start",
   "directionality_g",
@@ -51,6 +53,7 @@ __all__ = [
   "layer_index",
   "layer_names",
   "learning_rate_schedule",
+  "measures",
   "normalize",
   "num_epochs",
   "parse_phases",

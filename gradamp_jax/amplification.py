@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradamp_jax import actions as actions_lib
 from gradamp_jax import directionality as directionality_lib
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures
@@ -45,6 +46,9 @@ class AmplificationState(NamedTuple):
     count: number of updates seen.
     eligible: bool per layer, fixed at init.
     mask: 1.0 for the layers of the latest selection, else 0.0.
+    scale: the factor each layer receives while the latest selection is active, from the
+      transform's action (:mod:`~gradamp_jax.actions`; ``amplify``: ``selection_factor``
+      for the selected layers, 1 elsewhere).
     measure_mask: 1.0 for the layers the measure's threshold rule chose at the latest
       selection; equals ``mask`` but for the matched-random control (zeros for random
       selection).
@@ -69,6 +73,7 @@ class AmplificationState(NamedTuple):
   count: jax.Array
   eligible: jax.Array
   mask: jax.Array
+  scale: jax.Array
   measure_mask: jax.Array
   selection_phase: jax.Array
   selection_step: jax.Array
@@ -81,6 +86,41 @@ class AmplificationState(NamedTuple):
   directionality: Any
   key: jax.Array
   layers_id: jax.Array
+
+
+# The state as checkpoints written before actions hold it: without ``scale``.
+FormerAmplificationState = NamedTuple(
+  "FormerAmplificationState", [(f, Any) for f in AmplificationState._fields if f != "scale"]
+)
+
+
+def former_layout(tree):
+  """``tree`` with each :class:`AmplificationState` in the layout of checkpoints written
+  before actions (no ``scale``); ``tree`` itself when it holds none."""
+  if not layers_lib.find_instances(tree, AmplificationState):
+    return tree
+  return jax.tree.map(
+    lambda x: (
+      FormerAmplificationState(**{f: getattr(x, f) for f in FormerAmplificationState._fields})
+      if isinstance(x, AmplificationState)
+      else x
+    ),
+    tree,
+    is_leaf=lambda x: isinstance(x, AmplificationState),
+  )
+
+
+def from_former_layout(tree):
+  """A tree restored in :func:`former_layout` with its states made current: such a run
+  amplified, so ``scale`` is the factor of its selected layers (eq. 2) and 1 elsewhere."""
+
+  def upgrade(x):
+    if not isinstance(x, FormerAmplificationState):
+      return x
+    scale = jnp.where(jnp.asarray(x.mask) > 0, jnp.asarray(x.selection_factor), 1.0)
+    return AmplificationState(**x._asdict(), scale=scale.astype(jnp.float32))
+
+  return jax.tree.map(upgrade, tree, is_leaf=lambda x: isinstance(x, FormerAmplificationState))
 
 
 class _Tables(NamedTuple):
@@ -177,6 +217,7 @@ def _amplification(
   wait_first_epoch: bool,
   seed: int,
   eligible,
+  action: tuple[str, dict],
 ) -> optax.GradientTransformation:
   phases = phases_lib.parse_phases(phases)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
@@ -198,7 +239,8 @@ def _amplification(
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
     # Computed every update and kept by element-wise selects: a conditional would cost a
     # copy of each of its outputs on a GPU, more than these per-layer vectors themselves.
-    chosen = _select(state, chooser, phase, epoch, jnp.asarray(tables.factor)[epoch])
+    factor = jnp.asarray(tables.factor)[epoch]
+    chosen = _select(state, chooser, action, phase, epoch, factor)
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
 
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
@@ -229,6 +271,7 @@ def _init_state(params, *, tracked, eligible, seed) -> AmplificationState:
     count=jnp.zeros([], jnp.int32),
     eligible=jnp.asarray(elig, bool),
     mask=zeros(),
+    scale=jnp.ones((index.num_layers,), jnp.float32),
     measure_mask=zeros(),
     selection_phase=jnp.full([], -1, jnp.int32),
     selection_step=jnp.full([], -1, jnp.int32),
@@ -244,12 +287,15 @@ def _init_state(params, *, tracked, eligible, seed) -> AmplificationState:
   )
 
 
-def _select(state: AmplificationState, chooser: Chooser, phase, epoch, factor):
-  """``state`` after a selection by ``chooser`` in ``phase`` at 0-based ``epoch``."""
+def _select(state: AmplificationState, chooser: Chooser, action, phase, epoch, factor):
+  """``state`` after a selection by ``chooser`` in ``phase`` at 0-based ``epoch``, with
+  ``action`` (name, params) turning it into per-layer scales."""
   key, subkey = jax.random.split(state.key)
   mask, measure_mask, values, normalized = chooser(state, subkey)
+  selection = actions_lib.Selection(mask.astype(bool), normalized, state.eligible, factor)
   return state._replace(
     mask=mask.astype(jnp.float32),
+    scale=actions_lib.layer_scale(*action, selection),
     measure_mask=measure_mask.astype(jnp.float32),
     measure=values,
     normalized=normalized,
@@ -264,8 +310,8 @@ def _select(state: AmplificationState, chooser: Chooser, phase, epoch, factor):
 
 def layer_scale(state: AmplificationState) -> jax.Array:
   """The factor each layer's gradients (or updates) receive at the update that produced
-  ``state``: the phase's factor for the layers of an active selection, 1 elsewhere."""
-  return jnp.where(state.active & (state.mask > 0), state.selection_factor, 1.0)
+  ``state``: the action's scale while a selection is active, 1 elsewhere."""
+  return jnp.where(state.active, state.scale, 1.0)
 
 
 def _scale_leaves(leaves, index, scale) -> list:
@@ -358,6 +404,8 @@ def intelligent_amplification(
   seed: int = 0,
   eligible: layers_lib.Eligible = None,
   track_directionality: bool = False,
+  action: str = "amplify",
+  action_params: Optional[dict] = None,
 ) -> optax.GradientTransformation:
   """Intelligent gradient amplification (Basodi et al. 2023, §3, Algorithm 1).
 
@@ -376,7 +424,9 @@ def intelligent_amplification(
     measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two
       scalars of state per layer), ``"G_prime"`` (eq. 7; two float32 arrays the size of
       the parameters) or ``"GSNR"`` (gradient signal-to-noise ratio; two arrays).
-    case: 1 (amplify ``Ĝ > threshold``) or 2 (amplify ``|Ĝ| > threshold``).
+    case: the threshold rule: 1 (upper tail, ``Ĝ > threshold``), 2 (two-sided,
+      ``|Ĝ| > threshold``) or 3 (lower tail, ``Ĝ < −threshold``: the least directional
+      layers, e.g. to freeze them).
     threshold: the threshold on the normalized measure (finite).
     reselect_every: re-selection period in epochs; ``None`` selects once per phase.
     control: ``None``, or ``"matched_random"`` to amplify as many layers as the measure
@@ -390,6 +440,12 @@ def intelligent_amplification(
       parameter-sized arrays, also for ``measure="G"``), a sequence of measure names
       tracks those; ``measure`` is always among them. The accumulators are shared with
       the selection; one set of tracked measures gives one state layout.
+    action: what the selection does to each layer, a name of
+      :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (the paper, eq. 2),
+      ``"freeze"`` (scale 0: use ``amplify(..., where="updates")``) or
+      ``"scale_by_zscore"`` (every eligible layer × ``clip(1 + alpha·Ĝ, lo, hi)``).
+    action_params: the action's parameters (e.g. ``dict(alpha=0.5)``), defaults for
+      those not given.
 
   A layer that sees a non-finite gradient in an analysis window gets a NaN measure: it
   is left out of the normalisation and not selected; the other layers are selected as
@@ -415,6 +471,7 @@ def intelligent_amplification(
   """
   measures.check_measure(measure)
   case = measures.check_case(case)
+  action = (action, actions_lib.check_params(action, action_params))
   if not phases_lib.is_finite_real(threshold):
     raise ValueError(f"threshold must be a finite number, got {threshold!r}")
   if control not in CONTROLS:
@@ -444,6 +501,7 @@ def intelligent_amplification(
     wait_first_epoch=True,
     seed=seed,
     eligible=eligible,
+    action=action,
   )
 
 
@@ -457,6 +515,8 @@ def random_amplification(
   eligible: layers_lib.Eligible = None,
   wait_first_epoch: bool = True,
   track_directionality: bool = False,
+  action: str = "amplify",
+  action_params: Optional[dict] = None,
 ) -> optax.GradientTransformation:
   """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
@@ -483,6 +543,8 @@ def random_amplification(
       differ only in their selection rule can start from one another's checkpoints
       (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0`` amplifies nothing: a tracked,
       un-amplified run.
+    action, action_params: as in :func:`intelligent_amplification`, but not an action
+      that reads the measure (``scale_by_zscore``): ``"freeze"`` freezes the drawn layers.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -494,6 +556,12 @@ def random_amplification(
   if not phases_lib.is_finite_real(ratio) or not 0.0 <= float(ratio) <= 1.0:
     raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
   ratio = float(ratio)
+  if actions_lib.check_action(action).uses_measure:
+    raise ValueError(
+      f"action {action!r} reads the normalized measure, which a random selection has not; "
+      "select by a measure (intelligent_amplification)"
+    )
+  action = (action, actions_lib.check_params(action, action_params))
 
   def chooser(state, key):
     # round(ratio × n) for every possible number n of eligible layers, halves up.
@@ -513,6 +581,7 @@ def random_amplification(
     wait_first_epoch=wait_first_epoch,
     seed=seed,
     eligible=eligible,
+    action=action,
   )
 
 
@@ -562,7 +631,8 @@ def selection_report(opt_state, params) -> list[dict]:
     params: the parameters (gives the layer names, docs/method.md §2).
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``value`` (the selection measure's value, as in
+    Rows with ``layer``, ``eligible``, ``scale`` (the factor the action gives the layer
+    while the selection is active), ``value`` (the selection measure's value, as in
     ``layer_stats.jsonl``: G, eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized``
     (Ĝ, eqs. 6, 8), ``selected``,
     ``selected_by_measure`` (the threshold rule's own choice; differs from ``selected``
@@ -588,6 +658,7 @@ def selection_report(opt_state, params) -> list[dict]:
       value=float(state.measure[i]),
       normalized=float(state.normalized[i]),
       selected=bool(state.mask[i] > 0),
+      scale=float(state.scale[i]),
       selected_by_measure=bool(state.measure_mask[i] > 0),
       factor=float(state.selection_factor),
       step=int(state.selection_step),

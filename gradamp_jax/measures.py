@@ -18,7 +18,9 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-CASES = (1, 2)
+CASES = (1, 2, 3)
+# The threshold rules by case: the paper's cases 1 and 2, and the lower tail.
+CASE_RULES = {1: "upper tail: Ĝ > t", 2: "two-sided: |Ĝ| > t", 3: "lower tail: Ĝ < −t"}
 STD_TOLERANCE = 1e-6
 
 # The per-parameter sums a measure may need over a window: what each step adds.
@@ -371,19 +373,21 @@ def normalize(values, eligible):
 
 
 def select_layers(normalized, eligible, *, case: int, threshold: float):
-  """The threshold rule of §3.6: case 1 ``Ĝ > t``; case 2 ``|Ĝ| > t``.
+  """The threshold rules: the paper's (§3.6) case 1 ``Ĝ > t`` (upper tail) and case 2
+  ``|Ĝ| > t`` (two-sided), and case 3 ``Ĝ < −t`` (lower tail: the least directional
+  layers, which the freezing methods act on).
 
   Args:
-    normalized: ``Ĝ`` per layer.
+    normalized: ``Ĝ`` per layer (NaN: never selected).
     eligible: bool per layer; ineligible layers are never selected.
-    case: 1 or 2.
+    case: 1, 2 or 3 (:data:`CASE_RULES`).
     threshold: the threshold ``t``.
 
   Returns:
-    bool per layer: whether to amplify it.
+    bool per layer: whether the selection takes it.
   """
   check_case(case)
-  score = normalized if case == 1 else jnp.abs(normalized)
+  score = {1: normalized, 2: jnp.abs(normalized), 3: -normalized}[int(case)]
   return (score > threshold) & jnp.asarray(eligible, bool)
 
 
@@ -407,5 +411,6 @@ def check_measure(measure: str) -> str:
 
 def check_case(case: int) -> int:
   if isinstance(case, bool) or case not in CASES:
-    raise ValueError(f"case must be 1 (one-sided: Ĝ > t) or 2 (two-sided: |Ĝ| > t), got {case!r}")
+    rules = ", ".join(f"{c} ({rule})" for c, rule in CASE_RULES.items())
+    raise ValueError(f"case must be one of {rules}, got {case!r}")
   return int(case)

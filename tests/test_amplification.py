@@ -637,7 +637,7 @@ def test_matched_random_uses_measure_count():
   "kwargs, message",
   [
     (dict(measure="H"), "measure must be one of"),
-    (dict(case=3), "case must be 1 \\(one-sided"),
+    (dict(case=4), "case must be one of 1 \\(upper tail"),
     (dict(threshold=float("nan")), "threshold must be a finite number"),
     (dict(threshold="high"), "threshold must be a finite number"),
     (dict(control="random"), "control must be one of"),

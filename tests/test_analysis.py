@@ -100,6 +100,9 @@ def test_run_row_percent_finished_and_seconds():
   assert not empty["finished"] and empty["epochs"] == 0
 
 
+APPLIES_ACTION = ("intelligent", "matched_random", "random", "all")
+
+
 def test_keys_that_do_not_apply_are_empty():
   keys = {m: analysis.run_keys(config(m)) for m in analysis.APPLIES}
   assert keys["none"] == dict(
@@ -108,6 +111,7 @@ def test_keys_that_do_not_apply_are_empty():
     optimizer="sgd",  # a config older than the field
     method="none",
     where=None,
+    action=None,
     measure=None,
     case=None,
     threshold=None,
@@ -115,6 +119,7 @@ def test_keys_that_do_not_apply_are_empty():
     ratio=None,
     seed=0,
   )
+  assert {keys[m]["action"] for m in APPLIES_ACTION} == {"amplify"}  # a config older than it
   assert (keys["random"]["ratio"], keys["random"]["threshold"]) == (0.3, None)
   assert keys["random"]["measure"] is None and keys["all"]["ratio"] is None
   assert keys["all"]["reselect_every"] == 0
@@ -474,9 +479,9 @@ def test_measure_agreement_by_hand():
   assert (second["selected_G"], second["selected_G_prime"], second["both"]) == (1, 1, 0)
   case2 = analysis.measure_agreement(frame, case=2, threshold=1.0).iloc[1]
   assert (case2["selected_G"], case2["selected_G_prime"], case2["both"]) == (2, 1, 1)
-  message = r"case must be 1 \(one-sided: Ĝ > t\) or 2 \(two-sided: \|Ĝ\| > t\), got 3"
+  message = r"case must be one of 1 \(upper tail: Ĝ > t\), 2 \(two-sided: \|Ĝ\| > t\), 3 \(lower"
   with pytest.raises(ValueError, match=message):
-    analysis.measure_agreement(frame, case=3)
+    analysis.measure_agreement(frame, case=4)
 
 
 def test_mean_curves_over_runs(tmp_path):
@@ -524,10 +529,11 @@ def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
   problems = analysis.group_conflicts(analysis.load_runs(str(tmp_path)))
   assert problems == [
     "model=resnet8, dataset=cifar10, optimizer=sgd, method=intelligent, where=gradients, "
-    "measure=G_prime, case=1, threshold=1.0, reselect_every=0: seed 1 occurs more than once",
+    "action=amplify, measure=G_prime, case=1, threshold=1.0, reselect_every=0: seed 1 occurs "
+    "more than once",
     "model=resnet8, dataset=cifar10, optimizer=sgd, method=intelligent, where=gradients, "
-    "measure=G_prime, case=1, threshold=1.0, reselect_every=0: runs pooled over seeds differ in "
-    "amplification.eligible, phases",
+    "action=amplify, measure=G_prime, case=1, threshold=1.0, reselect_every=0: runs pooled "
+    "over seeds differ in amplification.eligible, phases",
   ]
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gradamp_jax")
-METHOD = ("amplification", "directionality", "layers", "measures", "phases")
+METHOD = ("actions", "amplification", "directionality", "layers", "measures", "phases")
 
 
 def modules():

@@ -137,6 +137,15 @@ def difference_table(comparison: pd.DataFrame) -> str:
   return markdown_table(pd.DataFrame(rows))
 
 
+_TIME_TEXT = (
+  "Mean seconds per epoch of each run (training and evaluation) over the epochs it trained "
+  "itself, less the first after each start (compilation and warm-up), mean ± std over runs "
+  "of all thresholds; overhead in percent against `none` on the same model and dataset, "
+  "only where both were timed on one machine. Epochs a fork or a branched member copied "
+  "are its parent's and are not counted."
+)
+
+
 def time_tables(times: pd.DataFrame) -> str:
   """Markdown shaped like the paper's Tables 1–2: seconds per epoch (mean ± std over the
   timed runs) and overhead against ``none``; a cell left out, or without its overhead, is
@@ -290,11 +299,7 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
     "",
     "## Time per epoch (Tables 1–2)",
     "",
-    "Mean seconds per epoch of each run (training and evaluation) over the epochs it "
-    "trained itself, less the first after each start (compilation and warm-up), mean ± "
-    "std over runs of all thresholds; overhead in percent against `none` on the same "
-    "model and dataset, only where both were timed on one machine. Epochs a fork or a "
-    "branched member copied are its parent's and are not counted.",
+    _TIME_TEXT,
     "",
     time_tables(tables["epoch_times"]),
     "",

@@ -44,6 +44,7 @@ RUN_COLUMNS = (
   "optimizer",
   "method",
   "where",
+  "action",
   "measure",
   "case",
   "threshold",
@@ -65,6 +66,7 @@ GROUP_KEYS = (
   "optimizer",
   "method",
   "where",
+  "action",
   "measure",
   "case",
   "threshold",
@@ -79,6 +81,7 @@ FAMILY_KEYS = (
   "reselect_every",
   "method",
   "where",
+  "action",
   "measure",
   "case",
 )
@@ -99,6 +102,7 @@ EPOCH_TIME_COLUMNS = (
   "optimizer",
   "method",
   "where",
+  "action",
   "measure",
   "case",
   "n",
@@ -111,10 +115,10 @@ EPOCH_TIME_COLUMNS = (
 # The amplification keys that mean something for each method; the others are left empty.
 APPLIES = {
   "none": (),
-  "intelligent": ("where", "measure", "case", "threshold", "reselect_every"),
-  "matched_random": ("where", "measure", "case", "threshold", "reselect_every"),
-  "random": ("where", "ratio", "reselect_every"),
-  "all": ("where", "reselect_every"),
+  "intelligent": ("where", "action", "measure", "case", "threshold", "reselect_every"),
+  "matched_random": ("where", "action", "measure", "case", "threshold", "reselect_every"),
+  "random": ("where", "action", "ratio", "reselect_every"),
+  "all": ("where", "action", "reselect_every"),
 }
 _INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "timed_epochs", "n")
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
@@ -160,8 +164,8 @@ def run_keys(config: dict) -> dict:
     optimizer=config.get("optimizer", "sgd"),  # runs older than the field: SGD
     method=method,
   )
-  amp = {"where": "gradients", **amp}  # older runs amplified gradients
-  for key in ("where", "measure", "case", "threshold", "reselect_every", "ratio"):
+  amp = {"where": "gradients", "action": "amplify", **amp}  # what older runs did
+  for key in ("where", "action", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
   keys["seed"] = config.get("seed")
   return keys
@@ -245,7 +249,7 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
       frame[column] = pd.array(
         [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64"
       )
-  for column in ("model", "dataset", "optimizer", "method", "where", "measure"):
+  for column in ("model", "dataset", "optimizer", "method", "where", "action", "measure"):
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
   if "threshold" in frame:

@@ -219,7 +219,7 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   overhead in percent against ``none`` (``100 · (mean / none's mean − 1)``) where both
   were timed on one machine; ``note`` says why runs or the overhead are left out."""
   done = runs[runs["finished"]]
-  keys = ["model", "dataset", "optimizer", "method", "where", "measure", "case"]
+  keys = ["model", "dataset", "optimizer", "method", "where", "action", "measure", "case"]
   rows, machines = [], []
   for values, group in done.groupby(keys, dropna=False, sort=False):
     timed = group[group["mean_epoch_seconds"].notna()]
@@ -309,12 +309,16 @@ def reselection_label(reselect_every) -> str:
 
 def family_label(row) -> str:
   """A short name of a family: ``none``, ``all``, ``random``, ``G′ c1``,
-  ``matched G′ c1``; ``… (updates)`` when the factor multiplies the updates."""
+  ``matched G′ c1``, ``freeze G′ c3`` (an action other than amplify); ``… (updates)``
+  when the factor multiplies the updates."""
   method = row["method"]
   name = str(method)
   if method in ga_amplification.MEASURED_METHODS:
     name = f"{measures.label(row['measure'])} c{int(row['case'])}"
     name = name if method == "intelligent" else f"matched {name}"
+  action = row.get("action")
+  if isinstance(action, str) and action != "amplify":
+    name = f"{action} {name}"
   return f"{name} (updates)" if row.get("where") == "updates" else name
 
 

@@ -35,7 +35,18 @@ from gradamp_jax.training.workdir_lock import WorkdirLock
 
 # Fields of ``config.amplification`` that only decide which layers a selection picks.
 # ``where`` is among them: before a layer is selected, both placements are one computation.
-RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "where")
+RULE_FIELDS = (
+  "method",
+  "measure",
+  "case",
+  "threshold",
+  "ratio",
+  "where",
+  "action",
+  "alpha",
+  "lo",
+  "hi",
+)
 _RULE_PATHS = tuple(f"amplification.{f}" for f in RULE_FIELDS)
 
 
@@ -110,15 +121,10 @@ def replay_selections(
 
 
 def selection_key(selection, where: str = "gradients") -> tuple:
-  """What makes later training differ: when a selection takes effect, its layers, its
-  factor, and where the factor applies (when it applies to any layer)."""
-  mask = np.asarray(selection.mask)
-  return (
-    int(selection.selection_step),
-    mask.tobytes(),
-    float(selection.selection_factor),
-    where if mask.any() else None,
-  )
+  """What makes later training differ: when a selection takes effect, the scale it gives
+  each layer, and where the scales apply (when any is not 1)."""
+  scale = np.asarray(selection.scale, np.float32)
+  return (int(selection.selection_step), scale.tobytes(), where if (scale != 1).any() else None)
 
 
 def placement(config) -> str:
@@ -233,9 +239,9 @@ def _same_selections(where, config, parent_config, template, directions, info, e
     if selection_key(a, placement(config)) != selection_key(b, placement(parent_config)):
       raise ValueError(
         f"{where}: the runs' selections differ at epoch "
-        f"{int(a.selection_epoch) + 1} (this run amplifies "
-        f"{int(np.sum(a.mask))} layers, the parent {int(np.sum(b.mask))}); "
-        "they are not the same computation"
+        f"{int(a.selection_epoch) + 1} (this run acts on "
+        f"{int(np.sum(np.asarray(a.scale) != 1))} layers, the parent on "
+        f"{int(np.sum(np.asarray(b.scale) != 1))}); they are not the same computation"
       )
   return mine
 
@@ -271,7 +277,7 @@ def _with_own_selection(where: str, state, own):
       "selection; its directionality.jsonl does not belong to its checkpoint"
     )
   amp = restored._replace(
-    measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized
+    measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized, scale=own.scale
   )
   return state._replace(
     opt_state=jax.tree.map(

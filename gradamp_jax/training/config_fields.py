@@ -19,18 +19,23 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from gradamp_jax import actions as ga_actions
 from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
 from gradamp_jax import models, run_folder
 from gradamp_jax.phases import is_finite_real, is_int, parse_phases
-from gradamp_jax.training.optimizer import OPTIMIZERS, create_amplification
+from gradamp_jax.training.optimizer import OPTIMIZERS, action_params, create_amplification
 
 DATASETS = ("cifar10", "cifar100")
 MAX_SEED = 2**31 - 1
 # A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
 _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
 _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
+
+
+def _non_negative(x) -> bool:
+  return is_finite_real(x) and x >= 0
 
 
 def _choice(options) -> tuple[Callable[[Any], bool], str]:
@@ -120,7 +125,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
   ),
   "amplification.method": _choice(ga_amplification.METHODS),
   "amplification.measure": _registered(_measure_names),
-  "amplification.case": ((lambda x: is_int(x) and x in (1, 2)), "1 or 2"),
+  "amplification.case": (
+    (lambda x: is_int(x) and x in ga_measures.CASES),
+    "1 (upper tail), 2 (two-sided) or 3 (lower tail)",
+  ),
+  "amplification.action": _registered(lambda: tuple(ga_actions.ACTIONS)),
+  "amplification.alpha": (_non_negative, "a finite number >= 0"),
+  "amplification.lo": (_non_negative, "a finite number >= 0"),
+  "amplification.hi": (_non_negative, "a finite number >= 0"),
   "amplification.threshold": (is_finite_real, "a finite number"),
   "amplification.reselect_every": _int_range(0),
   "amplification.ratio": ((lambda x: is_finite_real(x) and 0 <= x <= 1), "a number in [0, 1]"),
@@ -267,7 +279,31 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       f"config.tracked_measures {tuple(config.tracked_measures)}; track it "
       "(one state layout for every run of a sweep) or select by a tracked one"
     )
+  _check_action(amp)
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
     raise ValueError(f"config.amplification: {e}") from None
+
+
+def _check_action(amp) -> None:
+  """What the action needs of the other amplification fields."""
+  action = ga_actions.ACTIONS[amp.action]
+  if amp.method == "none":
+    return
+  if action.updates_only and amp.where != "updates":
+    raise ValueError(
+      f"config.amplification.action: {amp.action!r} needs amplification.where='updates', "
+      f"got where={amp.where!r} (on the gradients, momentum and weight decay still move a "
+      "layer scaled by 0)"
+    )
+  if action.uses_measure and amp.method not in ga_amplification.MEASURED_METHODS:
+    raise ValueError(
+      f"config.amplification.action: {amp.action!r} reads the normalized measure; "
+      f"amplification.method must be one of {', '.join(ga_amplification.MEASURED_METHODS)}, "
+      f"got {amp.method!r}"
+    )
+  try:
+    ga_actions.check_params(amp.action, action_params(amp))
+  except ValueError as e:
+    raise ValueError(f"config.amplification.{e}") from None

@@ -37,7 +37,13 @@ def create_amplification(config, steps_per_epoch: int):
   """
   amp = config.amplification
   track = tuple(config.tracked_measures) if config.track_directionality else False
-  common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, eligible=amp.eligible)
+  common = dict(
+    reselect_every=amp.reselect_every or None,
+    seed=config.seed,
+    eligible=amp.eligible,
+    action=amp.action,
+    action_params=action_params(amp),
+  )
   if amp.method == "none" and not track:
     return None
   # Tracking shares the selection's accumulators.
@@ -56,6 +62,11 @@ def create_amplification(config, steps_per_epoch: int):
   return ga.random_amplification(
     config.phases, steps_per_epoch, ratio=ratio, track_directionality=track, **common
   )
+
+
+def action_params(amp) -> dict:
+  """The parameters of ``amp.action`` from their ``config.amplification`` fields."""
+  return {name: amp[name] for name in ga.actions.ACTIONS[amp.action].params if name in amp}
 
 
 def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -145,9 +145,11 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
       value=finite_or_none(r["value"]) if measured else None,
       normalized=finite_or_none(r["normalized"]) if measured else None,
       selected=r["selected"],
+      scale=r["scale"],
       factor=r["factor"],
       eligible=r["eligible"],
       method=amp.method,
+      action=amp.action,
     )
     if amp.method == "matched_random":
       row["selected_by_measure"] = r["selected_by_measure"]
@@ -167,11 +169,12 @@ def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[di
 
 
 def amplified_layers(config, opt_state) -> int:
-  """How many layers the selection in effect amplifies (0 outside amplified phases)."""
+  """How many layers the selection in effect acts on, a scale other than 1 (0 outside
+  amplified phases)."""
   if config.amplification.method == "none":
     return 0
   amp = jax.device_get(ga.find_state(opt_state))
-  return int(np.sum(amp.mask)) if amp.active else 0
+  return int(np.sum(amp.scale != 1)) if amp.active else 0
 
 
 def num_selections(config, opt_state) -> int:

@@ -1,0 +1,214 @@
+"""Per-layer actions (docs/method.md §10): each action's scale against NumPy, its effect on
+SGD-momentum and AdamW updates under both placements, the freeze invariant, the lower-tail
+rule, an action of one's own, and checkpoints written before actions."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+import reference
+from test_amplification import make_params, random_grads
+
+import gradamp_jax as ga
+from gradamp_jax import actions
+from gradamp_jax.training import checkpointing
+
+SPE = 3  # steps per epoch
+PHASES = [(1, 0.1, 0, 1), (4, 0.1, 1, 3)]  # analysis epoch 2, epochs 3-4 act (factor 3)
+SHAPES = [[(3, 2)], [(4,)], [(2, 2)], [(5,)]]
+BIAS = [1.0, 0.0, 0.3, -0.8]
+
+
+def numpy_scale(name, selected, z, eligible, factor, params):
+  """The per-layer scale of each built-in action, read from docs/method.md §10."""
+  if name == "amplify":
+    return np.where(selected, factor, 1.0)
+  if name == "freeze":
+    return np.where(selected, 0.0, 1.0)
+  scale = np.clip(1 + params["alpha"] * np.nan_to_num(z), params["lo"], params["hi"])
+  return np.where(eligible, scale, 1.0)
+
+
+@pytest.mark.parametrize("name", ["amplify", "freeze", "scale_by_zscore"])
+def test_each_action_scales_layers_as_numpy(name):
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=7).astype(np.float32) * 2
+  z[3] = np.nan  # a layer whose measure was not finite
+  selected, eligible = z > 0.5, np.array([1, 1, 1, 1, 1, 0, 1], bool)
+  params = actions.check_params(name, dict(alpha=0.7, lo=0.2, hi=1.9) if name[0] == "s" else {})
+  selection = actions.Selection(
+    jnp.asarray(selected & eligible), jnp.asarray(z), jnp.asarray(eligible), jnp.float32(3.0)
+  )
+  got = np.asarray(jax.jit(lambda s: actions.layer_scale(name, params, s))(selection))
+  want = numpy_scale(name, selected & eligible, z, eligible, 3.0, params)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got.dtype == np.float32
+
+
+def scaled(tree, scale_of):
+  return {n: jax.tree.map(lambda x, s=scale_of[n]: x * s, v) for n, v in tree.items()}
+
+
+def reference_selection(params, grads, case, threshold):
+  """NumPy: G′ of epoch 2's gradients, z-scored, and the rule's choice (every layer
+  eligible)."""
+  names = sorted(params)
+  window = grads[SPE : 2 * SPE]
+  values = [reference.measure_g_prime([jax.tree.leaves(g[n]) for g in window]) for n in names]
+  z = reference.zscore(values, np.ones(len(names), bool))
+  score = {1: z, 2: np.abs(z), 3: -z}[case]
+  return z, score > threshold
+
+
+ACTIONS_AND_PLACEMENTS = [
+  ("amplify", 1, {}, "gradients"),
+  ("amplify", 1, {}, "updates"),
+  ("freeze", 3, {}, "updates"),  # on the gradients it is refused (config_fields)
+  ("scale_by_zscore", 1, dict(alpha=0.5, hi=1.6), "gradients"),
+  ("scale_by_zscore", 1, dict(alpha=0.5, hi=1.6), "updates"),
+]
+
+
+@pytest.mark.parametrize("base", ["sgd_momentum", "adamw"])
+@pytest.mark.parametrize("name,case,action_params,where", ACTIONS_AND_PLACEMENTS)
+def test_an_action_scales_the_update_as_the_optimizer_on_scaled_inputs(
+  base, name, case, action_params, where
+):
+  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
+  grads = random_grads(params, np.random.default_rng(1), 4 * SPE, bias=BIAS)
+  make = lambda: (
+    optax.sgd(0.1, momentum=0.9) if base == "sgd_momentum" else optax.adamw(1e-2, weight_decay=0.1)
+  )
+  amp = ga.intelligent_amplification(
+    PHASES, SPE, measure="G_prime", case=case, threshold=0.5, action=name,
+    action_params=action_params,
+  )  # fmt: skip
+  tx = ga.amplify(make(), amp, where=where)
+  z, selected = reference_selection(params, grads, case, 0.5)
+  full = actions.check_params(name, action_params)
+  scale = numpy_scale(name, selected, z, np.ones(len(z), bool), 3.0, full)
+  assert (scale != 1).any() and (scale != scale[0]).any()  # the action tells layers apart
+  scale_of = {n: scale[i] for i, n in enumerate(sorted(params))}
+  times = lambda tree, on: scaled(tree, scale_of) if on else tree
+  plain, p_ref, p_amp = make(), params, params
+  ref_state, state = plain.init(params), tx.init(params)
+  for t, g in enumerate(grads):
+    on = t >= 2 * SPE  # epochs 3-4
+    g_in = times(g, on and where == "gradients")
+    u_ref, ref_state = plain.update(g_in, ref_state, p_ref)
+    u_ref = times(u_ref, on and where == "updates")
+    u_amp, state = jax.jit(tx.update)(g, state, p_amp)
+    chex.assert_trees_all_close(u_amp, u_ref, rtol=2e-5, atol=1e-7)
+    p_ref, p_amp = optax.apply_updates(p_ref, u_ref), optax.apply_updates(p_amp, u_amp)
+  rows = ga.selection_report(state, params)
+  np.testing.assert_allclose([r["scale"] for r in rows], scale, rtol=1e-6)
+  assert [r["selected"] for r in rows] == list(selected)
+
+
+def test_a_frozen_layer_stays_bitwise_with_momentum_and_weight_decay():
+  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
+  grads = random_grads(params, np.random.default_rng(2), 4 * SPE, bias=BIAS)
+  amp = ga.intelligent_amplification(
+    PHASES, SPE, measure="G_prime", case=3, threshold=0.0, action="freeze"
+  )
+  tx = ga.amplify(optax.adamw(1e-2, weight_decay=0.1), amp, where="updates")
+  state, history = tx.init(params), [params]
+  for g in grads:
+    updates, state = jax.jit(tx.update)(g, state, params)
+    params = optax.apply_updates(params, updates)
+    history.append(params)
+  z, frozen = reference_selection(history[0], grads, 3, 0.0)
+  assert frozen.any() and not frozen.all()
+  names = sorted(params)
+  for i, name in enumerate(names):
+    at_selection = history[2 * SPE][name]  # the parameters before the selection's first step
+    for later in history[2 * SPE + 1 :]:
+      same = all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(at_selection), jax.tree.leaves(later[name]))
+      )
+      assert same == bool(frozen[i]), (name, z[i])
+
+
+def test_the_lower_tail_takes_the_least_directional_layers():
+  z = jnp.asarray([-2.0, -0.4, 0.1, 1.5, np.nan])
+  eligible = jnp.asarray([True, True, True, True, True])
+  got = ga.select_layers(z, eligible, case=3, threshold=0.3)
+  np.testing.assert_array_equal(got, [True, True, False, False, False])
+  with pytest.raises(ValueError, match=r"case must be one of 1 \(upper tail: Ĝ > t\)"):
+    ga.select_layers(z, eligible, case=0, threshold=0.3)
+
+
+def test_bad_actions_and_parameters_are_refused_in_one_line():
+  for kwargs, message in (
+    (dict(action="shrink"), "action must be one of amplify, freeze, scale_by_zscore, got 'shrink'"),
+    (
+      dict(action="scale_by_zscore", action_params=dict(alpha=-1)),
+      "alpha: must be a finite number >= 0",
+    ),
+    (dict(action="scale_by_zscore", action_params=dict(lo=2.0)), r"hi: must be above lo \(2\)"),
+    (
+      dict(action="amplify", action_params=dict(alpha=1)),
+      "action 'amplify' has no parameter 'alpha'",
+    ),
+  ):
+    with pytest.raises(ValueError, match=message):
+      ga.intelligent_amplification(PHASES, SPE, **kwargs)
+  with pytest.raises(ValueError, match="reads the normalized measure, which a random selection"):
+    ga.random_amplification(PHASES, SPE, ratio=0.5, action="scale_by_zscore")
+
+
+def test_an_action_of_ones_own_is_one_definition(monkeypatch):
+  monkeypatch.setattr(actions, "ACTIONS", dict(actions.ACTIONS))
+  actions.register(
+    actions.Action(
+      "halve", lambda s, p: jnp.where(s.selected, 0.5, 1.0), {}, False, False, "a test"
+    )
+  )
+  with pytest.raises(ValueError, match="'halve' is already registered; pass replace=True"):
+    actions.register(actions.ACTIONS["halve"])
+  with pytest.raises(ValueError, match="'freeze' is already built-in"):
+    actions.register(actions.ACTIONS["freeze"], replace=True)
+  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
+  grads = random_grads(params, np.random.default_rng(3), 3 * SPE, bias=BIAS)
+  tx = ga.random_amplification(PHASES, SPE, ratio=0.5, action="halve", seed=1)
+  state = tx.init(params)
+  for g in grads:
+    out, state = jax.jit(tx.update)(g, state)
+  rows = ga.selection_report(state, params)
+  assert [r["scale"] for r in rows] == [0.5 if r["selected"] else 1.0 for r in rows]
+  assert sum(r["selected"] for r in rows) == 2  # round(0.5 × 4)
+  for r, name in zip(rows, sorted(params)):
+    chex.assert_trees_all_close(
+      out[name], scaled({name: grads[-1][name]}, {name: r["scale"]})[name]
+    )
+
+
+def test_a_checkpoint_written_before_actions_restores_and_acts_alike(tmp_path):
+  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
+  grads = random_grads(params, np.random.default_rng(4), 4 * SPE, bias=BIAS)
+  amp = ga.intelligent_amplification(PHASES, SPE, measure="G_prime", threshold=0.5)
+  tx = ga.amplify(optax.sgd(0.1, momentum=0.9), amp)
+  state = tx.init(params)
+  for g in grads[: 2 * SPE + 1]:  # inside the amplified epoch
+    _, state = jax.jit(tx.update)(g, state, params)
+  former = ga.amplification.former_layout(state)
+  assert (
+    "scale"
+    not in type(
+      ga.layers.find_instances(former, tuple([ga.amplification.FormerAmplificationState]))[0]
+    )._fields
+  )
+  with ocp.CheckpointManager(str(tmp_path / "ck")) as manager:
+    manager.save(7, args=ocp.args.StandardSave(former))
+    manager.wait_until_finished()
+    restored = checkpointing.restore_step(manager, 7, jax.tree.map(np.zeros_like, state))
+  chex.assert_trees_all_equal(restored, state)  # the scale rebuilt from mask and factor
+  a, b = state, restored
+  for g in grads[2 * SPE + 1 :]:
+    out_a, a = jax.jit(tx.update)(g, a, params)
+    out_b, b = jax.jit(tx.update)(g, b, params)
+    chex.assert_trees_all_equal((out_a, a), (out_b, b))
