@@ -107,6 +107,11 @@ def _group(item):
   return GROUPS.get(module.__name__.rpartition(".")[2]) if module else None
 
 
+# A config file that registers a measure when read: run as the config of a test's runs,
+# not imported by the doctest collection (it would register the measure in a worker).
+collect_ignore = ["own_measure.py"]
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
 def pytest_collection_modifyitems(config, items):
   # Start the sweep as soon as a collected test needs it: it runs beside the earlier tests.

@@ -75,18 +75,25 @@ def train_and_evaluate(
 
 
 def _already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
-  """The last metrics row when ``metrics.jsonl`` and the newest checkpoint already hold
-  every epoch asked for, found without reading data or compiling; else None. (One
-  process only: the processes of a run decide together, after restoring.)"""
-  if jax.process_count() > 1:
-    return None
+  """The last metrics row when ``metrics.jsonl`` and the newest checkpoint that restores
+  already hold every epoch asked for, found without reading the data or compiling the
+  programs (``run.json`` gives the state's shapes); else None. (One process only: the
+  processes of a run decide together, after restoring.)"""
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
+  info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
   num_epochs = ga.num_epochs(config.phases)
   asked = num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
-  if not rows or rows[-1]["epoch"] < asked:
+  if jax.process_count() > 1 or not rows or not info or rows[-1]["epoch"] < asked:
     return None
-  if run_folder.newest_step(workdir) != rows[-1].get("step"):
-    return None  # the checkpoint of the last row is missing: restoring decides
+  spe = info["steps_per_epoch"]
+  tx = optimizer.create_optimizer(config, spe)
+  _, target = steps_lib.create_train_state(config, info["num_classes"], tx)
+  with checkpointing.RunCheckpoints(
+    workdir, keep=config.keep_checkpoints, steps_per_epoch=spe
+  ) as checkpoints:
+    step, _, _ = checkpoints.restore(target)  # sets aside any that does not restore
+  if step != rows[-1].get("step"):
+    return None  # training goes on from the checkpoint that restores
   print(
     f"Run in {workdir} already trained {rows[-1]['epoch']} of {num_epochs} epochs (asked "
     f"for {asked}); nothing to do.",
