@@ -212,3 +212,23 @@ def test_a_checkpoint_written_before_actions_restores_and_acts_alike(tmp_path):
     out_a, a = jax.jit(tx.update)(g, a, params)
     out_b, b = jax.jit(tx.update)(g, b, params)
     chex.assert_trees_all_equal((out_a, a), (out_b, b))
+
+
+@pytest.mark.slow  # trains a run
+def test_an_action_of_ones_own_drives_a_training_run(tmp_path, monkeypatch):
+  from test_train import mock_cifar, read, tiny_config
+
+  from gradamp_jax.training import train
+
+  monkeypatch.setattr(actions, "ACTIONS", dict(actions.ACTIONS))
+  actions.register(
+    actions.Action("halve", lambda s, p: jnp.where(s.selected, 0.5, 1.0), {}, False, False, "")
+  )
+  config = tiny_config(action="halve", threshold=0.0)  # G, case 2: |Ĝ| > 0
+  with mock_cifar():
+    train.train_and_evaluate(config, str(tmp_path))
+  stats = read(str(tmp_path / "layer_stats.jsonl"))
+  assert {r["action"] for r in stats} == {"halve"} and any(r["selected"] for r in stats)
+  assert all(r["scale"] == (0.5 if r["selected"] else 1.0) for r in stats)
+  metrics = read(str(tmp_path / "metrics.jsonl"))
+  assert metrics[-1]["amplified_layers"] == sum(r["selected"] for r in stats)

@@ -58,3 +58,55 @@ def test_a_one_epoch_amplified_phase_is_named_in_one_line():
   assert warning.startswith("warning: phases[1] (epoch 2) is an amplified phase of one epoch")
   config.amplification.method = "none"
   assert optimizer.config_warnings(config) == []
+
+
+def test_the_relatives_configs_validate_and_say_what_they_run():
+  from configs import gsnr_learning_rate, random_freeze
+
+  lisa = random_freeze.get_config("ratio=0.25,seed=3")
+  config_fields.validate_config(lisa)
+  amp = lisa.amplification
+  assert (amp.method, amp.action, amp.where, amp.ratio, lisa.seed) == (
+    "random",
+    "freeze",
+    "updates",
+    0.25,
+    3,
+  )
+  gsnr = gsnr_learning_rate.get_config("alpha=0.25")
+  config_fields.validate_config(gsnr)
+  amp = gsnr.amplification
+  assert (amp.measure, amp.action, amp.where, amp.alpha, amp.lo, amp.hi) == (
+    "GSNR",
+    "scale_by_zscore",
+    "updates",
+    0.25,
+    0.5,
+    1.5,
+  )
+  assert "GSNR" in gsnr.tracked_measures
+
+
+def test_an_action_refused_with_its_fields_named():
+  config = quickstart.get_config()
+  config.amplification.action = "freeze"
+  with pytest.raises(
+    ValueError,
+    match="config.amplification.action: 'freeze' needs amplification.where='updates', got "
+    "where='gradients'",
+  ):
+    config_fields.validate_config(config)
+  config.amplification.update(action="scale_by_zscore", where="updates", lo=1.5, hi=1.0)
+  with pytest.raises(ValueError, match=r"config.amplification.hi: must be above lo \(1.5\), got 1"):
+    config_fields.validate_config(config)
+  config.amplification.update(lo=-1.0)
+  with pytest.raises(
+    ValueError, match=r"config.amplification.lo: must be a finite number >= 0, got -1.0"
+  ):
+    config_fields.validate_config(config)
+  config.amplification.update(lo=0.5, hi=1.5, method="random")
+  with pytest.raises(
+    ValueError,
+    match="'scale_by_zscore' reads the normalized measure of every layer; amplification.method",
+  ):
+    config_fields.validate_config(config)

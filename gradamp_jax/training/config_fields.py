@@ -297,11 +297,10 @@ def _check_action(amp) -> None:
       f"got where={amp.where!r} (on the gradients, momentum and weight decay still move a "
       "layer scaled by 0)"
     )
-  if action.uses_measure and amp.method not in ga_amplification.MEASURED_METHODS:
+  if action.uses_measure and amp.method != "intelligent":
     raise ValueError(
-      f"config.amplification.action: {amp.action!r} reads the normalized measure; "
-      f"amplification.method must be one of {', '.join(ga_amplification.MEASURED_METHODS)}, "
-      f"got {amp.method!r}"
+      f"config.amplification.action: {amp.action!r} reads the normalized measure of every "
+      f"layer; amplification.method must be 'intelligent', got {amp.method!r}"
     )
   try:
     ga_actions.check_params(amp.action, action_params(amp))
