@@ -53,7 +53,8 @@ CARDS = {
   "h100": dict(bf16=989e12, f32=67e12, bandwidth=3.35e12, memory=80e9),
   "h200": dict(bf16=989e12, f32=67e12, bandwidth=4.8e12, memory=141e9),
 }
-# name: (method, measure, track_directionality, optimizer, where, extra tracked measures)
+# name: (method, measure, track_directionality, optimizer, where, extra tracked measures[,
+# action]); the action is amplify where not given.
 VARIANTS = {
   "reference": None,
   "none, untracked": ("none", "G_prime", False, "sgd", "gradients", ()),
@@ -69,6 +70,24 @@ VARIANTS = {
     "updates",
     (),
   ),
+  "intelligent G′, tracked, freeze (updates)": (
+    "intelligent",
+    "G_prime",
+    True,
+    "sgd",
+    "updates",
+    (),
+    "freeze",
+  ),
+  "intelligent G′, tracked, scale_by_zscore (updates)": (
+    "intelligent",
+    "G_prime",
+    True,
+    "sgd",
+    "updates",
+    (),
+    "scale_by_zscore",
+  ),
 }
 
 
@@ -76,8 +95,9 @@ def config_for(model, dtype, batch, variant):
   config = quickstart.get_config()
   config.model, config.batch_size, config.conv = model, batch, "lax"
   config.half_precision = dtype == "bfloat16"
-  method, measure, track, name, where, extra = VARIANTS[variant]
+  method, measure, track, name, where, extra, *action = VARIANTS[variant]
   config.amplification.method, config.amplification.measure = method, measure
+  config.amplification.action = action[0] if action else "amplify"
   config.track_directionality = track
   config.optimizer, config.amplification.where = name, where
   config.tracked_measures = tuple(config.tracked_measures) + tuple(extra)
@@ -306,9 +326,17 @@ def main():
   parser.add_argument(
     "--programs", default=",".join(PROGRAMS), help="comma-separated: step (one per call), loop"
   )
+  parser.add_argument(
+    "--variants", default=";".join(VARIANTS), help="semicolon-separated names of VARIANTS"
+  )
   args = parser.parse_args()
   cards, programs = args.cards.split(","), args.programs.split(",")
-  for name, given, known in [("cards", cards, CARDS), ("programs", programs, PROGRAMS)]:
+  variants = args.variants.split(";")
+  for name, given, known in [
+    ("cards", cards, CARDS),
+    ("programs", programs, PROGRAMS),
+    ("variants", variants, VARIANTS),
+  ]:
     unknown = [c for c in given if c not in known]
     if unknown:
       parser.error(f"--{name}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
@@ -318,7 +346,7 @@ def main():
     settings = [("resnet18", "bfloat16", 128)]
   rows = []
   for model, dtype, batch in settings:
-    for variant, loop in itertools.product(VARIANTS, [p == "loop" for p in programs]):
+    for variant, loop in itertools.product(variants, [p == "loop" for p in programs]):
       config = config_for(
         model, dtype, batch, variant if variant != "reference" else "none, untracked"
       )
