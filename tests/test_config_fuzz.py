@@ -93,6 +93,14 @@ def positive_number():
   return good, bad
 
 
+def non_negative_number():
+  good = st.floats(min_value=0, max_value=1e3)
+  bad = st.one_of(
+    st.floats(max_value=0, exclude_max=True, allow_infinity=False), non_finite, not_numbers
+  )
+  return good, bad
+
+
 def choice_field(options):
   return st.sampled_from(options), st.one_of(
     words.filter(lambda w: w not in options), st.integers(), st.none()
@@ -164,9 +172,15 @@ DOMAINS = {
   "amplification.method": choice_field(("none", "intelligent", "random", "matched_random", "all")),
   "amplification.measure": choice_field(("G", "G_prime", "GSNR")),
   "amplification.case": (
-    st.sampled_from([1, 2]),
-    st.one_of(st.integers().filter(lambda x: x not in (1, 2)), st.sampled_from([True, 1.0, "1"])),
+    st.sampled_from([1, 2, 3]),
+    st.one_of(
+      st.integers().filter(lambda x: x not in (1, 2, 3)), st.sampled_from([True, 1.0, "1"])
+    ),
   ),
+  "amplification.action": choice_field(("amplify", "freeze", "scale_by_zscore")),
+  "amplification.alpha": non_negative_number(),
+  "amplification.lo": non_negative_number(),
+  "amplification.hi": non_negative_number(),
   "amplification.threshold": (finite, st.one_of(non_finite, not_numbers)),
   "amplification.reselect_every": int_field(0),
   "amplification.ratio": number_field(0, 1, high_open=False),
@@ -225,6 +239,25 @@ def untracked_measure(config) -> bool:
   )
 
 
+def action_conflict(config):
+  """The rules across fields of an action, as the field the refusal names (or None)."""
+  amp = config.amplification
+  if amp.method == "none":
+    return None
+  if amp.action == "freeze" and amp.where != "updates":
+    return "amplification.action"
+  if amp.action == "scale_by_zscore" and amp.method != "intelligent":
+    return "amplification.action"
+  if amp.action == "scale_by_zscore" and not amp.lo < amp.hi:
+    return "amplification.hi"
+  return None
+
+
+def cross_field_problem(config):
+  """The field a valid-field config is refused for by a rule across fields, or None."""
+  return "amplification.measure" if untracked_measure(config) else action_conflict(config)
+
+
 @settings(
   max_examples=EXAMPLES["configs"],
   deadline=None,
@@ -243,8 +276,8 @@ def test_generated_configs(mutation, unknown):
     with config.unlocked():
       config[unknown] = 1
     bad = bad | {unknown}
-  if not bad and untracked_measure(config):
-    bad = {"amplification.measure"}
+  if not bad and cross_field_problem(config):
+    bad = {cross_field_problem(config)}
   if not bad:
     config_fields.validate_config(config)  # no exception
     return
@@ -294,7 +327,7 @@ def override_allowed(field, text, kind):
   if field in ("download", "half_precision", "track_directionality"):
     return text.strip().lower() in ("true", "false", "1", "0", "yes", "no")
   if field == "amplification.case":
-    return text.strip() in ("1", "2")
+    return text.strip() in ("1", "2", "3")
   return kind == "good"
 
 
@@ -309,8 +342,8 @@ def test_generated_override_strings(case):
   config = tiny_config()
   try:
     config_fields.apply_overrides(config, [text])
-    if bad is None and untracked_measure(config):
-      bad = "amplification.measure"
+    if bad is None:
+      bad = cross_field_problem(config)
     config_fields.validate_config(config)
   except ValueError as e:
     assert bad is not None, f"{text} refused: {e}"
@@ -360,6 +393,11 @@ def valid_small_configs(draw):
   amp = config.amplification
   if amp.measure not in config.tracked_measures:  # validate_config refuses it (tested apart)
     config.tracked_measures = (*config.tracked_measures, amp.measure)
+  if amp.action == "freeze":  # the rules across an action's fields (tested apart)
+    amp.where = "updates"
+  if amp.action == "scale_by_zscore":
+    amp.method = "intelligent"
+    amp.hi = max(amp.hi, amp.lo + 1.0)
   config.batch_size = draw(st.sampled_from([2, 4]))
   config.phases = draw(DOMAINS["phases"][0])
   return config

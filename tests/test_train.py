@@ -491,7 +491,11 @@ def test_two_devices_match_one_device(conv):
     ("batch_size", 7, "config.batch_size: must be a positive multiple of the device count"),
     ("amplification.method", "best", "config.amplification.method: must be one of none, "),
     ("amplification.measure", "H", "config.amplification.measure: must be one of G, G_prime"),
-    ("amplification.case", 3, "config.amplification.case: must be 1 or 2, got 3"),
+    (
+      "amplification.case",
+      4,
+      r"config.amplification.case: must be 1 \(upper tail\), 2 \(two-sided\) or 3 \(lower",
+    ),
     ("amplification.ratio", 2.0, r"config.amplification.ratio: must be a number in \[0, 1\]"),
     ("amplification.eligible", "convs", "config.amplification.eligible: must be one of"),
     ("amplification.reselect_every", -1, "config.amplification.reselect_every"),
