@@ -35,8 +35,13 @@ ARGS = dict(
   lr=0.1,
   where="gradients",
   weight_decay=5e-4,
+  action="amplify",
+  alpha=1.0,
+  lo=0.0,
+  hi=2.0,
+  tracked="G+G_prime",
 )
-GRIDS = ("study", "full", "placement", "lr")
+GRIDS = ("study", "full", "placement", "lr", "actions")
 
 
 def get_config(arg=None):
@@ -57,6 +62,9 @@ def get_config(arg=None):
   amp.threshold = args["threshold"]
   amp.ratio = args["ratio"]
   amp.where = args["where"]
+  amp.action = args["action"]
+  amp.alpha, amp.lo, amp.hi = float(args["alpha"]), float(args["lo"]), float(args["hi"])
+  config.tracked_measures = tuple(args["tracked"].split("+"))
   return config
 
 
@@ -70,7 +78,13 @@ def get_sweep(arg=None):
   ``grid=placement`` (docs/adamw.md, with ``optimizer=adamw``), per seed: none; all
   (updates ×2); G′ case 1 at each of ``thresholds`` amplifying gradients, the same amplifying
   updates; matched random (updates) at the last threshold. ``grid=lr``: ``none`` at each
-  of ``lrs`` (a learning-rate sweep on validation accuracy).
+  of ``lrs`` (a learning-rate sweep on validation accuracy). ``grid=actions`` (the actions
+  study, docs/method.md §10), per seed, every run tracking G, G′ and GSNR: none; amplify G′
+  case 1 at each of ``thresholds`` and its matched random at the last; scale_by_zscore on G′
+  at each of ``alphas`` (updates); freeze the lower tail of G′ (case 3, updates) at each of
+  ``thresholds`` and freeze as many random layers at the last; scale_by_zscore on GSNR
+  (alpha 0.5 in [0.5, 1.5], updates). ``first_seed`` starts the seeds elsewhere than 0
+  (the study's seeds are 3-5: ``first_seed=3``).
 
   Arguments: seeds [3], thresholds [0.5+1.0] and lrs [3e-4+1e-3+3e-3] (``+``-separated),
   grid [study | full | placement | lr], optimizer [sgd], lr [0.1], weight_decay [5e-4];
@@ -85,6 +99,8 @@ def get_sweep(arg=None):
     optimizer="sgd",
     lr=0.1,
     weight_decay=5e-4,
+    alphas="0.5+1.0",
+    first_seed=0,
   )
   if args["grid"] not in GRIDS:
     raise ValueError(f"sweep argument grid={args['grid']!r}: expected one of {GRIDS}")
@@ -95,9 +111,28 @@ def get_sweep(arg=None):
   if args["grid"] == "lr":
     shared.pop("lr", None)
     per_seed = [dict(method="none", lr=lr) for lr in lrs]
+  elif args["grid"] == "actions":
+    shared["tracked"] = "G+G_prime+GSNR"  # one state layout for every run: one tree
+    per_seed = _actions(thresholds, _numbers(args, "alphas"))
   else:
     per_seed = _per_seed(args["grid"], thresholds)
-  return [dict(shared, **rule, seed=seed) for seed in range(args["seeds"]) for rule in per_seed]
+  seeds = range(args["first_seed"], args["first_seed"] + args["seeds"])
+  return [dict(shared, **rule, seed=seed) for seed in seeds for rule in per_seed]
+
+
+def _actions(thresholds, alphas) -> list[dict]:
+  last, g_prime = thresholds[-1], dict(measure="G_prime")
+  frozen = dict(g_prime, case=3, action="freeze", where="updates")
+  by_zscore = dict(action="scale_by_zscore", where="updates")
+  return [
+    dict(method="none"),
+    *(dict(method="intelligent", **g_prime, case=1, threshold=t) for t in thresholds),
+    dict(method="matched_random", **g_prime, case=1, threshold=last),
+    *(dict(method="intelligent", **g_prime, **by_zscore, alpha=a) for a in alphas),
+    *(dict(method="intelligent", **frozen, threshold=t) for t in thresholds),
+    dict(method="matched_random", **frozen, threshold=last),
+    dict(method="intelligent", measure="GSNR", **by_zscore, alpha=0.5, lo=0.5, hi=1.5),
+  ]
 
 
 def _numbers(args, key) -> list[float]:

@@ -1,5 +1,7 @@
 """Config files' arguments and sweeps."""
 
+import json
+
 import pytest
 
 from configs import quickstart
@@ -110,3 +112,38 @@ def test_an_action_refused_with_its_fields_named():
     match="'scale_by_zscore' reads the normalized measure of every layer; amplification.method",
   ):
     config_fields.validate_config(config)
+
+
+def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
+  from configs import replication
+  from gradamp_jax import analysis, run_folder
+
+  runs = replication.get_sweep("grid=actions,first_seed=3")
+  assert len(runs) == 3 * 10 and {r["seed"] for r in runs} == {3, 4, 5}
+  labels, layouts = {}, set()
+  for run in runs:
+    config = replication.get_config(",".join(f"{k}={v}" for k, v in run.items()))
+    config_fields.validate_config(config)
+    layouts.add(tuple(config.tracked_measures))
+    keys = analysis.run_keys(json.loads(config.to_json_best_effort()))
+    label = (analysis.family_label(keys), keys["threshold"], config.amplification.alpha)
+    labels.setdefault(label, set()).add(config.seed)
+  assert layouts == {("G", "G_prime", "GSNR")}  # one tree per seed when branched
+  assert all(seeds == {3, 4, 5} for seeds in labels.values()) and len(labels) == 10
+  families = {label for label, _, _ in labels}
+  assert families == {
+    "none",
+    "G′ c1",
+    "matched G′ c1",
+    "scale_by_zscore G′ c1 (updates)",
+    "freeze G′ c3 (updates)",
+    "freeze matched G′ c3 (updates)",
+    "scale_by_zscore GSNR c1 (updates)",
+  }
+  assert (
+    run_folder.differing_fields(
+      json.loads(replication.get_config("seed=3").to_json_best_effort()),
+      json.loads(replication.get_config("seed=3,action=amplify").to_json_best_effort()),
+    )
+    == []
+  )
