@@ -1,8 +1,8 @@
 """Starting a run from another run's checkpoint: the primitive of branched sweeps.
 
 Two runs that track directionality and whose configs differ only in their selection rule
-(``amplification.method``, ``measure``, ``case``, ``threshold``, ``ratio``, ``where``) have one
-optimizer-state layout and are the same computation until their selections differ: the
+(:data:`RULE_FIELDS`: the amplification's method, measure, case, threshold, ratio and action)
+have one optimizer-state layout and are the same computation until their selections differ: the
 same initialisation, data order and updates. :func:`fork` starts a run from another's
 checkpoint at the end of an epoch, after checking that the two are that same computation
 up to there, by replaying both rules' selections on the parent's recorded G and G′
@@ -33,15 +33,16 @@ from gradamp_jax.training import checkpointing, config_fields, conv_choice, opti
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.workdir_lock import WorkdirLock
 
-# Fields of ``config.amplification`` that only decide which layers a selection picks.
-# ``where`` is among them: before a layer is selected, both placements are one computation.
+# Fields of ``config.amplification`` that only decide what a selection does: before a layer
+# is selected, runs that differ in them are one computation, bit for bit. ``where`` is not
+# among them: on several devices the two placements' programs round differently from the
+# first step (tests/test_fork.py).
 RULE_FIELDS = (
   "method",
   "measure",
   "case",
   "threshold",
   "ratio",
-  "where",
   "action",
   "alpha",
   "lo",
