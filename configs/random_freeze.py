@@ -13,8 +13,7 @@ Basodi et al. (2020). How it differs from LISA: LISA samples a few middle layers
 (freezing the rest, the embedding and head always trained) and re-samples every K steps
 while fine-tuning language models; here a fixed fraction of every eligible layer is frozen
 and re-drawn once per phase (``reselect_every`` re-draws every k epochs), from scratch on
-CIFAR. ``configs/replication.py:method=random,...`` with ``amplification.action=freeze`` is
-the same run.
+CIFAR. ``configs/replication.py:method=random,action=freeze,where=updates`` is the same run.
 
 Arguments: ratio [0.3], seed [0], reselect_every [0: once per phase].
 """
