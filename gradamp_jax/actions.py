@@ -59,6 +59,8 @@ class Action(NamedTuple):
     updates_only: only with ``where="updates"`` (e.g. a scale of 0: on the gradients,
       momentum and weight decay would still move the layer).
     reference: where it comes from.
+    thresholded: it reads ``selected`` (so the rule's threshold matters; False for an
+      action of every eligible layer, such as ``scale_by_zscore``).
   """
 
   name: str
@@ -67,6 +69,7 @@ class Action(NamedTuple):
   uses_measure: bool
   updates_only: bool
   reference: str
+  thresholded: bool = True
 
 
 def _amplify(s: Selection, params: dict) -> jax.Array:
@@ -113,6 +116,7 @@ ACTIONS: dict[str, Action] = {
       True,
       False,
       "every eligible layer × clip(1 + alpha · Ĝ, lo, hi), no threshold",
+      thresholded=False,
     ),
   )
 }
@@ -178,6 +182,21 @@ def register(action: Action, *, replace: bool = False) -> Action:
     raise ValueError(f"action {action.name!r} is already {kind}")
   ACTIONS[action.name] = action
   return action
+
+
+def params_text(name: str, params: dict | None) -> str | None:
+  """Action ``name``'s parameters as one sorted ``key=value`` string (the defaults for
+  those not given), None for an action without parameters or one not registered here.
+
+  >>> params_text("scale_by_zscore", {"alpha": 0.5})
+  'alpha=0.5 hi=2 lo=0'
+  """
+  action = ACTIONS.get(name)
+  if action is None or not action.params:
+    return None
+  params = dict(params or {})
+  values = {k: params.get(k, p.default) for k, p in action.params.items()}
+  return " ".join(f"{k}={float(v):g}" for k, v in sorted(values.items()))
 
 
 def layer_scale(name: str, params: dict, selection: Selection) -> jax.Array:

@@ -112,6 +112,7 @@ def test_keys_that_do_not_apply_are_empty():
     method="none",
     where=None,
     action=None,
+    action_params=None,
     measure=None,
     case=None,
     threshold=None,
@@ -285,6 +286,40 @@ def test_matched_random_not_run_at_the_intelligent_choice_chooses_its_own():
   matched = rows.loc["matched_random"]
   assert (matched["chosen_threshold"], matched["n"], matched["test_mean"]) == (1.0, 2, 91.0)
   assert matched["diff_mean"] == pytest.approx(1.0)  # -1 and +3
+
+
+def test_an_action_parameter_is_chosen_like_a_threshold_and_kept_apart_in_groups():
+  zscore = dict(action="scale_by_zscore", where="updates")
+  runs = runs_frame(
+    [("none", 0, s, 90.0, 80.0) for s in (0, 1)]
+    # alpha 1 wins on validation (mean 84), alpha 0.5 on test (mean 95)
+    + [("intelligent", 1.0, s, t, 84.0, dict(zscore, alpha=1.0)) for s, t in ((0, 91.0), (1, 93.0))]
+    + [("intelligent", 1.0, s, 95.0, 83.0, dict(zscore, alpha=0.5)) for s in (0, 1)]
+    + [("intelligent", 1.0, s, 92.0, 81.0) for s in (0, 1)]  # amplify: its own family
+  )
+  assert (
+    runs["action_params"].tolist()[2:]
+    == ["alpha=1 hi=2 lo=0"] * 2 + ["alpha=0.5 hi=2 lo=0"] * 2 + [None] * 2
+  )
+  assert runs["threshold"].isna().tolist()[2:] == [True] * 4 + [False] * 2  # no threshold
+  summary = analysis.summarize(runs)
+  assert len(summary) == 4 and not analysis.group_conflicts(runs)
+  table = analysis.compare(runs)
+  row = table[table["action"] == "scale_by_zscore"].iloc[0]
+  assert (row["chosen_params"], row["chosen_by"], row["n"]) == (
+    "alpha=1 hi=2 lo=0",
+    "validation",
+    2,
+  )
+  assert pd.isna(row["chosen_threshold"]) and row["test_mean"] == 92.0
+  assert row["diff_mean"] == 2.0 and row["paper_best"] == 95.0
+  assert analysis.setting_text(row) == "alpha=1 hi=2 lo=0"
+  assert sorted(analysis.chosen_runs(runs, row)["final_test_accuracy"]) == [91.0, 93.0]
+  amplify = table[table["action"] == "amplify"].iloc[0]
+  assert (amplify["chosen_threshold"], amplify["n"]) == (1.0, 2) and pd.isna(
+    amplify["chosen_params"]
+  )
+  assert analysis.setting_text(amplify) == "t=1"
 
 
 def test_compare_chooses_on_test_when_a_run_lacks_validation():

@@ -135,10 +135,10 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
     "none",
     "G′ c1",
     "matched G′ c1",
-    "scale_by_zscore G′ c1 (updates)",
+    "scale_by_zscore G′ (updates)",
     "freeze G′ c3 (updates)",
     "freeze matched G′ c3 (updates)",
-    "scale_by_zscore GSNR c1 (updates)",
+    "scale_by_zscore GSNR (updates)",
   }
   assert (
     run_folder.differing_fields(

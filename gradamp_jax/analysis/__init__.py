@@ -1,8 +1,8 @@
 """Reading run folders, the report's statistics, its figures and the report itself.
 
 The analysis reads files only: it never imports the training program (only the method's
-measure definitions, for their labels), so it runs wherever the run folders are (a laptop,
-a notebook), without accelerators.
+measure and action definitions, for their labels and parameters), so it runs wherever the
+run folders are (a laptop, a notebook), without accelerators.
 
 * :mod:`~gradamp_jax.analysis.runs`: run folders into DataFrames (one row per run);
 * :mod:`~gradamp_jax.analysis.statistics`: groups, threshold choice, paired differences,
@@ -13,12 +13,14 @@ a notebook), without accelerators.
 
 from gradamp_jax.analysis.runs import (
   APPLIES,
+  CHOSEN_COLUMNS,
   COMPARISON_COLUMNS,
   EPOCH_TIME_COLUMNS,
   FAMILY_KEYS,
   GROUP_KEYS,
   METHOD_ORDER,
   RUN_COLUMNS,
+  SETTING_KEYS,
   SUMMARY_COLUMNS,
   is_missing,
   load_run,
@@ -32,6 +34,7 @@ from gradamp_jax.analysis.runs import (
   typed_frame,
 )
 from gradamp_jax.analysis.statistics import (
+  choose_setting,
   choose_threshold,
   chosen_runs,
   compare,
@@ -40,6 +43,7 @@ from gradamp_jax.analysis.statistics import (
   family_label,
   group_conflicts,
   matches,
+  matches_setting,
   mean_curves,
   measure_agreement,
   measure_columns,
@@ -51,6 +55,7 @@ from gradamp_jax.analysis.statistics import (
   selection_frequency,
   selection_sizes,
   selection_table,
+  setting_text,
   summarize,
   t_interval,
 )

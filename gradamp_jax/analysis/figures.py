@@ -235,10 +235,8 @@ def _in_setting(frame, model, dataset, reselect, optimizer, with_none=True):
 
 
 def _label(row) -> str:
-  label = analysis.family_label(row)
-  if not analysis.is_missing(row.get("chosen_threshold")):
-    label += f" t={row['chosen_threshold']:g}"
-  return label
+  setting = analysis.setting_text(row)
+  return f"{analysis.family_label(row)} {setting}" if setting else analysis.family_label(row)
 
 
 def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):

@@ -56,9 +56,8 @@ def _mean_std(mean, std, n) -> str:
 def _cell(row) -> str:
   """``mean ± std (n), t=…`` for the paper-shaped tables."""
   text = _mean_std(row["test_mean"], row["test_std"], row["n"])
-  if not analysis.is_missing(row["chosen_threshold"]):
-    text += f", t={row['chosen_threshold']:g}"
-  return text
+  setting = analysis.setting_text(row)
+  return f"{text}, {setting}" if setting else text
 
 
 def _diff(row) -> str:
@@ -126,9 +125,9 @@ def difference_table(comparison: pd.DataFrame) -> str:
         "optimizer": r["optimizer"],
         "reselection": analysis.reselection_label(r["reselect_every"]),
         "family": analysis.family_label(r),
-        "threshold (chosen by)": ""
-        if analysis.is_missing(r["chosen_threshold"])
-        else f"{r['chosen_threshold']:g} ({r['chosen_by']})",
+        "setting (chosen by)": ""
+        if analysis.is_missing(r["chosen_by"])
+        else f"{analysis.setting_text(r)} ({r['chosen_by']})",
         "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
         "Δ vs none [95 % CI]": _diff(r),
         "best run %": _fmt(r["paper_best"]),
@@ -268,11 +267,13 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
     "",
     "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
     "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
-    "for one run), with the number of seeds n. Each amplified family (method, measure, "
-    "case, re-selection) is reported at one threshold: with a validation split in every "
-    "run of the family, the threshold with the highest mean validation accuracy (ties to "
-    "the smaller threshold, `chosen_by = validation`); otherwise the one with the highest "
-    "mean test accuracy (`chosen_by = test`, the paper's protocol: optimistic). "
+    "for one run), with the number of seeds n. Each amplified family (method, action, "
+    "measure, case, re-selection) is reported at one setting (its threshold, a random "
+    "selection's ratio, the action's parameters, where its runs have several): with a "
+    "validation split in every run of the family, the setting with the highest mean "
+    "validation accuracy (ties to the smaller, `chosen_by = validation`); otherwise the "
+    "one with the highest mean test accuracy (`chosen_by = test`, the paper's protocol: "
+    "optimistic). "
     "`matched_random` (as many random layers as the measure chose) is reported at the "
     "threshold chosen for the intelligent family with the same measure and case. Δ is the "
     "mean difference to `none` over the seeds both have (same seed: same initialisation "

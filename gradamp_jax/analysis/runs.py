@@ -16,11 +16,14 @@ results are compared (docs/method.md §8):
   amplifying gradients;
 * a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
   sample standard deviation (ddof=1, undefined for one run);
-* a family (:data:`FAMILY_KEYS`) is a group without its threshold: its threshold is chosen on
-  the validation split when every run of the family has one (highest mean validation
-  accuracy, ties to the smaller threshold), else on test (the paper's protocol, optimistic);
-  ``matched_random`` takes the threshold chosen for ``intelligent`` with its measure and case
-  (and ``random`` run at several ratios has its ratio chosen the same way);
+* a family (:data:`FAMILY_KEYS`) is a group without its setting (:data:`SETTING_KEYS`: the
+  threshold, a random selection's ratio, the action's parameters such as ``alpha``): its
+  setting is chosen on the validation split when every run of the family has one (highest
+  mean validation accuracy, ties to the smaller setting), else on test (the paper's
+  protocol, optimistic); ``matched_random`` takes the threshold chosen for ``intelligent``
+  with its measure and case;
+* the threshold of an action that acts on every eligible layer (``scale_by_zscore``:
+  :attr:`~gradamp_jax.actions.Action.thresholded` False) is left empty;
 * a family's difference to ``none`` pairs runs by seed: mean difference and a 95 % Student-t
   interval.
 """
@@ -34,6 +37,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from gradamp_jax import actions as ga_actions
 from gradamp_jax import phases as ga_phases
 from gradamp_jax import run_folder
 
@@ -45,6 +49,7 @@ RUN_COLUMNS = (
   "method",
   "where",
   "action",
+  "action_params",
   "measure",
   "case",
   "threshold",
@@ -67,6 +72,7 @@ GROUP_KEYS = (
   "method",
   "where",
   "action",
+  "action_params",
   "measure",
   "case",
   "threshold",
@@ -85,8 +91,17 @@ FAMILY_KEYS = (
   "measure",
   "case",
 )
+# What a family's runs may differ in besides the seed: chosen on validation (see above).
+SETTING_KEYS = ("threshold", "ratio", "action_params")
+CHOSEN_COLUMNS = {
+  "threshold": "chosen_threshold",
+  "ratio": "chosen_ratio",
+  "action_params": "chosen_params",
+}
 COMPARISON_COLUMNS = FAMILY_KEYS + (
   "chosen_threshold",
+  "chosen_ratio",
+  "chosen_params",
   "chosen_by",
   "n",
   "test_mean",
@@ -120,6 +135,17 @@ APPLIES = {
   "random": ("where", "action", "ratio", "reselect_every"),
   "all": ("where", "action", "reselect_every"),
 }
+_TEXT_COLUMNS = (
+  "model",
+  "dataset",
+  "optimizer",
+  "method",
+  "where",
+  "action",
+  "action_params",
+  "chosen_params",
+  "measure",
+)
 _INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "timed_epochs", "n")
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
 
@@ -167,6 +193,12 @@ def run_keys(config: dict) -> dict:
   amp = {"where": "gradients", "action": "amplify", **amp}  # what older runs did
   for key in ("where", "action", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
+  keys["action_params"] = None
+  action = ga_actions.ACTIONS.get(keys["action"])
+  if action is not None:
+    keys["action_params"] = ga_actions.params_text(action.name, amp)
+    if not action.thresholded:
+      keys["threshold"] = None
   keys["seed"] = config.get("seed")
   return keys
 
@@ -249,11 +281,12 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
       frame[column] = pd.array(
         [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64"
       )
-  for column in ("model", "dataset", "optimizer", "method", "where", "action", "measure"):
+  for column in _TEXT_COLUMNS:
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-  if "threshold" in frame:
-    frame["threshold"] = frame["threshold"].astype(float)
+  for column in ("threshold", "chosen_threshold", "ratio", "chosen_ratio"):
+    if column in frame:
+      frame[column] = frame[column].astype(float)
   return frame
 
 

@@ -12,15 +12,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from gradamp_jax import actions as ga_actions
 from gradamp_jax import amplification as ga_amplification
 from gradamp_jax import measures, run_folder
 from gradamp_jax.analysis.runs import (
-  APPLIES,
+  CHOSEN_COLUMNS,
   COMPARISON_COLUMNS,
   EPOCH_TIME_COLUMNS,
   FAMILY_KEYS,
   GROUP_KEYS,
   METHOD_ORDER,
+  SETTING_KEYS,
   SUMMARY_COLUMNS,
   is_missing,
   read_frame,
@@ -90,20 +92,31 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose_threshold(groups: pd.DataFrame) -> tuple[float, str]:
-  """The chosen threshold of one family and how it was chosen.
+  """The chosen threshold of one family and how it was chosen (:func:`choose_setting` of
+  ``threshold``)."""
+  setting, by = choose_setting(groups, ("threshold",))
+  return setting["threshold"], by
+
+
+def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
+  """The chosen setting of one family (its values of ``keys``) and how it was chosen.
 
   Args:
-    groups: the family's rows of :func:`summarize` (one per threshold).
+    groups: the family's rows of :func:`summarize` (one per setting).
+    keys: the columns of :data:`SETTING_KEYS` the family's groups differ in.
 
   Returns:
-    ``(threshold, "validation")``: highest ``val_mean`` when every group has one (every
-    run of the family had a validation split); else ``(threshold, "test")``: highest
-    ``test_mean``. Ties go to the smaller threshold.
+    ``(setting, "validation")``: the group of highest ``val_mean`` when every group has one
+    (every run of the family had a validation split); else ``(setting, "test")``: highest
+    ``test_mean``. Ties go to the smaller setting (``keys`` in order, empty first).
   """
   by = "validation" if groups["val_mean"].notna().all() else "test"
   score = groups["val_mean" if by == "validation" else "test_mean"]
-  best = groups.assign(_score=score).sort_values(["_score", "threshold"], ascending=[False, True])
-  return float(best["threshold"].iloc[0]), by
+  best = groups.assign(_score=-score).sort_values(
+    ["_score", *keys], na_position="first", kind="stable"
+  )
+  first = best.iloc[0]
+  return {k: None if is_missing(first[k]) else first[k] for k in keys}, by
 
 
 def paired_difference(runs: pd.DataFrame, baseline: pd.DataFrame) -> tuple:
@@ -117,72 +130,83 @@ def paired_difference(runs: pd.DataFrame, baseline: pd.DataFrame) -> tuple:
 
 def compare(runs: pd.DataFrame) -> pd.DataFrame:
   """``comparison.csv`` (:data:`COMPARISON_COLUMNS`): per (model, dataset, reselect_every)
-  and amplified family, the test accuracy at the chosen threshold, its paired difference
+  and amplified family, the test accuracy at the chosen setting, its paired difference
   to ``none`` and the paper's best-of; plus one row per ``none`` group.
 
-  ``matched_random`` takes the threshold (and ``chosen_by``) of the ``intelligent`` family
-  with the same model, dataset, re-selection, measure and case; without one, or without
-  matched runs at that threshold, it is chosen by its own accuracies. ``paper_best`` is the
-  best final test accuracy of any run of the family (all thresholds and seeds), the paper's
-  Tables 3–4 protocol.
+  The setting (threshold, ratio, action parameters) is chosen by :func:`choose_setting`
+  among those the family's runs differ in, except that ``matched_random`` takes the
+  threshold (and ``chosen_by``) of the ``intelligent`` family with the same model,
+  dataset, re-selection, action, measure and case when it has runs at it. ``paper_best``
+  is the best final test accuracy of any run of the family (all settings and seeds), the
+  paper's Tables 3–4 protocol.
   """
   done = runs[runs["finished"]]
   summary = summarize(runs)
   rows = []
-  chosen = {}  # the family's keys but the method -> intelligent's choice
+  chosen = {}  # the family's keys but the method -> intelligent's threshold choice
   families = list(done.groupby(list(FAMILY_KEYS), dropna=False, sort=False))
   method_at = FAMILY_KEYS.index("method")
   families.sort(key=lambda item: item[0][method_at] == "matched_random")  # intelligent first
   for keys, family in families:
     key = dict(zip(FAMILY_KEYS, keys))
-    method = key["method"]
     baseline = done[matches(done, none_key(key))]
-    if method == "none":
-      rows.append(
-        dict(
-          key,
-          n=len(family),
-          test_mean=family["final_test_accuracy"].mean(),
-          test_std=sample_std(family["final_test_accuracy"]),
-        )
-      )
+    if key["method"] == "none":
+      test = family["final_test_accuracy"]
+      rows.append(dict(key, n=len(family), test_mean=test.mean(), test_std=sample_std(test)))
       continue
-    row = dict(key, paper_best=family["final_test_accuracy"].max())
-    selected = family
-    if "threshold" in APPLIES.get(method, ()):
-      groups = summary[matches(summary, key)]
-      pair = tuple(key[k] for k in FAMILY_KEYS if k != "method")
-      if (
-        method == "matched_random"
-        and pair in chosen
-        and np.isclose(family["threshold"], chosen[pair][0]).any()
-      ):
-        threshold, by = chosen[pair]
-      else:
-        threshold, by = choose_threshold(groups)
-      if method == "intelligent":
-        chosen[pair] = threshold, by
-      row.update(chosen_threshold=threshold, chosen_by=by)
-      selected = family[np.isclose(family["threshold"], threshold)]
-    elif family["ratio"].nunique() > 1:  # random at several ratios: chosen like a threshold
-      groups = summary[matches(summary, key)].rename(
-        columns={"threshold": "_t", "ratio": "threshold"}
-      )
-      ratio, by = choose_threshold(groups)
-      row.update(chosen_by=by)
-      selected = family[np.isclose(family["ratio"], ratio)]
+    pair = tuple(key[k] for k in FAMILY_KEYS if k != "method")
+    setting, by = _family_setting(summary[matches(summary, key)], family, chosen.get(pair))
+    if key["method"] == "intelligent" and setting.get("threshold") is not None:
+      chosen[pair] = setting["threshold"], by
+    selected = family[matches_setting(family, setting)]
     test = selected["final_test_accuracy"]
     diff, low, high = paired_difference(selected, baseline) if len(selected) else (np.nan,) * 3
-    row.update(
-      n=len(selected),
-      test_mean=test.mean() if len(test) else np.nan,
-      test_std=sample_std(test),
-      diff_mean=diff,
-      diff_ci_low=low,
-      diff_ci_high=high,
+    rows.append(
+      dict(
+        key,
+        paper_best=family["final_test_accuracy"].max(),
+        **{CHOSEN_COLUMNS[k]: v for k, v in setting.items()},
+        chosen_by=by if setting else None,
+        n=len(selected),
+        test_mean=test.mean() if len(test) else np.nan,
+        test_std=sample_std(test),
+        diff_mean=diff,
+        diff_ci_low=low,
+        diff_ci_high=high,
+      )
     )
-    rows.append(row)
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
+
+
+def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> tuple:
+  """The setting of one family: :func:`choose_setting` over the keys its groups differ in
+  (always the threshold where there is one), the threshold ``intelligent`` chose (a
+  ``(threshold, by)`` pair) when the family has runs at it."""
+  keys = [
+    k
+    for k in SETTING_KEYS
+    if (k == "threshold" and family[k].notna().any()) or groups[k].nunique(dropna=False) > 1
+  ]
+  if not keys:
+    return {}, None
+  if intelligent is not None and np.isclose(family["threshold"], intelligent[0]).any():
+    groups = groups[np.isclose(groups["threshold"], intelligent[0])]
+    setting, _ = choose_setting(groups, keys)
+    return dict(setting, threshold=intelligent[0]), intelligent[1]
+  return choose_setting(groups, keys)
+
+
+def matches_setting(frame: pd.DataFrame, setting: dict) -> pd.Series:
+  """Rows of ``frame`` at ``setting`` (numbers compared with ``np.isclose``)."""
+  keep = pd.Series(True, index=frame.index)
+  for column, value in setting.items():
+    if value is None:
+      keep &= frame[column].isna()
+    elif isinstance(value, str):
+      keep &= frame[column].eq(value).fillna(False).astype(bool)
+    else:
+      keep &= np.isclose(frame[column].astype(float), value)
+  return keep
 
 
 def none_key(row) -> dict:
@@ -208,9 +232,8 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
     key = none_key(row)
   done = runs[runs["finished"]]
   family = done[matches(done, key)]
-  if not is_missing(row.get("chosen_threshold")):
-    family = family[np.isclose(family["threshold"], row["chosen_threshold"])]
-  return family
+  setting = {k: row[c] for k, c in CHOSEN_COLUMNS.items() if not is_missing(row.get(c))}
+  return family[matches_setting(family, setting)]
 
 
 def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
@@ -309,17 +332,32 @@ def reselection_label(reselect_every) -> str:
 
 def family_label(row) -> str:
   """A short name of a family: ``none``, ``all``, ``random``, ``G′ c1``,
-  ``matched G′ c1``, ``freeze G′ c3`` (an action other than amplify); ``… (updates)``
-  when the factor multiplies the updates."""
-  method = row["method"]
+  ``matched G′ c1``, ``freeze G′ c3`` (an action other than amplify; no case for an action
+  without a threshold: ``scale_by_zscore G′``); ``… (updates)`` when the factor
+  multiplies the updates."""
+  method, action = row["method"], row.get("action")
   name = str(method)
   if method in ga_amplification.MEASURED_METHODS:
-    name = f"{measures.label(row['measure'])} c{int(row['case'])}"
+    name = measures.label(row["measure"])
+    if getattr(ga_actions.ACTIONS.get(action), "thresholded", True):
+      name += f" c{int(row['case'])}"
     name = name if method == "intelligent" else f"matched {name}"
-  action = row.get("action")
   if isinstance(action, str) and action != "amplify":
     name = f"{action} {name}"
   return f"{name} (updates)" if row.get("where") == "updates" else name
+
+
+def setting_text(row) -> str:
+  """A comparison row's chosen setting, e.g. ``t=1``, ``ratio=0.3``, ``alpha=0.5 hi=2 lo=0``
+  (empty when there is none)."""
+  parts = []
+  if not is_missing(row.get("chosen_threshold")):
+    parts.append(f"t={row['chosen_threshold']:g}")
+  if not is_missing(row.get("chosen_ratio")):
+    parts.append(f"ratio={row['chosen_ratio']:g}")
+  if not is_missing(row.get("chosen_params")):
+    parts.append(str(row["chosen_params"]))
+  return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------- layers
