@@ -94,12 +94,16 @@ def _already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
     step, _, _ = checkpoints.restore(target)  # sets aside any that does not restore
   if step != rows[-1].get("step"):
     return None  # training goes on from the checkpoint that restores
+  _print_nothing_to_do(workdir, rows[-1]["epoch"], num_epochs, asked)
+  return rows[-1]
+
+
+def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int) -> None:
   print(
-    f"Run in {workdir} already trained {rows[-1]['epoch']} of {num_epochs} epochs (asked "
-    f"for {asked}); nothing to do.",
+    f"Run in {workdir} already trained {trained} of {num_epochs} epochs (asked for "
+    f"{asked}); nothing to do.",
     flush=True,
   )
-  return rows[-1]
 
 
 def _train(config, workdir: str, until_epoch: int | None) -> dict:
@@ -117,11 +121,7 @@ def _train(config, workdir: str, until_epoch: int | None) -> dict:
         flush=True,
       )
     if start_step >= last_epoch * spe:
-      print(
-        f"Run in {workdir} already trained {start_step // spe} of {run.num_epochs} "
-        f"epochs (asked for {last_epoch}); nothing to do.",
-        flush=True,
-      )
+      _print_nothing_to_do(workdir, start_step // spe, run.num_epochs, last_epoch)
       return outputs.last_metrics(workdir)
     records = run.open_outputs(workdir, state, start_step)
     row = None
