@@ -131,7 +131,8 @@ def check_action(name: str) -> Action:
 
 
 def check_params(name: str, params: dict | None) -> dict:
-  """``params`` of action ``name`` checked, with the defaults of those not given."""
+  """``params`` of action ``name`` checked, with the defaults of those not given (a
+  traced value, a cohort member's, passes as it is: its config was checked)."""
   action = check_action(name)
   params = dict(params or {})
   unknown = sorted(set(params) - set(action.params))
@@ -141,10 +142,14 @@ def check_params(name: str, params: dict | None) -> dict:
   out = {}
   for key, param in action.params.items():
     value = params.get(key, param.default)
+    if phases_lib.is_traced(value):  # a cohort member's, checked before tracing
+      out[key] = value
+      continue
     if not param.check(value):
       raise ValueError(f"{key}: must be {param.allowed}, got {value!r}")
     out[key] = float(value)
-  if name == "scale_by_zscore" and not out["lo"] < out["hi"]:
+  traced = any(phases_lib.is_traced(v) for v in out.values())
+  if name == "scale_by_zscore" and not traced and not out["lo"] < out["hi"]:
     raise ValueError(f"hi: must be above lo ({out['lo']:g}), got {out['hi']:g}")
   return out
 

@@ -427,7 +427,8 @@ def intelligent_amplification(
     case: the threshold rule: 1 (upper tail, ``Ĝ > threshold``), 2 (two-sided,
       ``|Ĝ| > threshold``) or 3 (lower tail, ``Ĝ < −threshold``: the least directional
       layers, e.g. to freeze them).
-    threshold: the threshold on the normalized measure (finite).
+    threshold: the threshold on the normalized measure (finite; or a traced scalar, one
+      per member when a cohort's step is ``vmap``-ped, checked beforehand).
     reselect_every: re-selection period in epochs; ``None`` selects once per phase.
     control: ``None``, or ``"matched_random"`` to amplify as many layers as the measure
       selected, but chosen uniformly at random (a control beyond the paper).
@@ -472,11 +473,11 @@ def intelligent_amplification(
   measures.check_measure(measure)
   case = measures.check_case(case)
   action = (action, actions_lib.check_params(action, action_params))
-  if not phases_lib.is_finite_real(threshold):
+  if not (phases_lib.is_traced(threshold) or phases_lib.is_finite_real(threshold)):
     raise ValueError(f"threshold must be a finite number, got {threshold!r}")
   if control not in CONTROLS:
     raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
-  threshold = float(threshold)
+  threshold = threshold if phases_lib.is_traced(threshold) else float(threshold)
 
   def chooser(state, key):
     values = state.directionality.values[measure]  # the analysed epoch's

@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Iterable, NamedTuple, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -163,6 +164,11 @@ def learning_rate_schedule(phases: Iterable[PhaseLike], steps_per_epoch: int) ->
 
 def _is_seq(x) -> bool:
   return isinstance(x, (tuple, list, np.ndarray))
+
+
+def is_traced(x) -> bool:
+  """Whether ``x`` is a JAX tracer (a value inside ``jit``/``vmap``, checked elsewhere)."""
+  return isinstance(x, jax.core.Tracer)
 
 
 def is_real(x) -> bool:

@@ -96,10 +96,11 @@ GROUPS = {
   "test_faults": "faults",
   "test_fork": "fork",
   "test_train": "train",
+  "test_cohort": "cohort",
   "test_report": "mock_sweep",
   "test_notebooks": "mock_sweep",
 }
-ORDER = ("slurm", "branching", "faults", "fork", "train", None, "mock_sweep")
+ORDER = ("slurm", "branching", "faults", "fork", "train", "cohort", None, "mock_sweep")
 
 
 def _group(item):

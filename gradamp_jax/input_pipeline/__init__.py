@@ -33,7 +33,9 @@ from gradamp_jax.input_pipeline.dataset import (
   CIFAR100_MEAN,
   CIFAR100_STD,
   channel_stats,
+  hold_out_indices,
   load,
+  load_for_seeds,
   steps_per_epoch,
 )
 from gradamp_jax.input_pipeline.device import (

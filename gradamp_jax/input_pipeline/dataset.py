@@ -71,26 +71,59 @@ def load(
     ImportError: TFDS data not prepared and TensorFlow (needed to prepare it) not installed.
     ConnectionError: TFDS data not prepared and the download host unreachable.
   """
+  (dataset,) = load_for_seeds(
+    [seed],
+    dataset,
+    data_dir=data_dir,
+    image_folder=image_folder,
+    train_split=train_split,
+    validation_fraction=validation_fraction,
+    download=download,
+  )[1]
+  return dataset
+
+
+def load_for_seeds(
+  seeds,
+  dataset: str = "cifar10",
+  *,
+  data_dir: str | None = None,
+  image_folder: str | None = None,
+  train_split: str = "train",
+  validation_fraction: float = 0.0,
+  download: bool = True,
+) -> tuple[Split, list[Dataset], list[np.ndarray]]:
+  """Reads a dataset once for runs that differ in seed (a cohort).
+
+  Args:
+    seeds: the runs' seeds (each one's validation hold-out).
+    dataset, data_dir, image_folder, train_split, validation_fraction, download: as
+      :func:`load` takes them.
+
+  Returns:
+    ``(pool, datasets, indices)``: the training split before the hold-out; for each seed
+    the :class:`Dataset` that ``load(seed=seed, ...)`` returns; and the int32 positions of
+    its training examples in ``pool``.
+  """
   if not 0.0 <= validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
   if image_folder is not None:
-    name, class_names, train, test = image_folder_lib.read(image_folder, train_split)
+    name, class_names, pool, test = image_folder_lib.read(image_folder, train_split)
     stats = _STATS["cifar10"] if class_names == CIFAR10_CLASS_NAMES else None
   else:
-    name, class_names, train, test = tfds_source.read(dataset, data_dir, train_split, download)
+    name, class_names, pool, test = tfds_source.read(dataset, data_dir, train_split, download)
     stats = _STATS[dataset]
-  train, validation = _hold_out(train, validation_fraction, seed)
-  mean, std = stats if stats is not None else channel_stats(train.images)
-  return Dataset(
-    name=name,
-    num_classes=len(class_names),
-    class_names=class_names,
-    train=train,
-    test=test,
-    validation=validation,
-    mean=mean,
-    std=std,
-  )
+  datasets, indices = [], []
+  for seed in seeds:
+    keep, held_out = hold_out_indices(len(pool), validation_fraction, seed)
+    train = _take(pool, keep)
+    mean, std = stats if stats is not None else channel_stats(train.images)
+    validation = None if held_out is None else _take(pool, held_out)
+    datasets.append(
+      Dataset(name, len(class_names), class_names, train, test, validation, mean, std)
+    )
+    indices.append(keep.astype(np.int32))
+  return pool, datasets, indices
 
 
 def channel_stats(
@@ -109,11 +142,11 @@ def channel_stats(
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
-  """Splits off the last ``round(fraction * N)`` examples of a seeded permutation."""
+def hold_out_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """The kept and held-out positions (each sorted) of ``n`` training examples: the last
+  ``round(fraction * n)`` of a seeded permutation are held out (None for fraction 0)."""
   if fraction == 0.0:
-    return train, None
-  n = len(train)
+    return np.arange(n), None
   num_validation = round(fraction * n)
   if not 0 < num_validation < n:
     raise ValueError(
@@ -122,9 +155,7 @@ def _hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split | 
       "both must be > 0"
     )
   permutation = np.random.default_rng(seed).permutation(n)
-  keep = np.sort(permutation[: n - num_validation])
-  held_out = np.sort(permutation[n - num_validation :])
-  return _take(train, keep), _take(train, held_out)
+  return np.sort(permutation[: n - num_validation]), np.sort(permutation[n - num_validation :])
 
 
 def _take(split: Split, indices: np.ndarray) -> Split:

@@ -2,7 +2,8 @@
 
 Config fields can be overridden with ``--config.field=value``; a config file that takes
 arguments is given as ``configs/<file>.py:arg``. Running the same command again on the
-same workdir resumes from the latest checkpoint.
+same workdir resumes from the latest checkpoint. ``--cohort FIELD=V1,V2,...`` trains runs
+that differ only in those fields as one program (:mod:`gradamp_jax.training.cohort`).
 
 Exit statuses: 0 done; 1 the run failed (message on stderr); 2 bad command-line input
 (one line naming the flag or config field); 75 (``preemption.EXIT_PREEMPTED``) stopped by
@@ -17,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gradamp_jax.training import config_fields, preemption, train
+from gradamp_jax.training import cohort, config_fields, preemption, train
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -44,6 +45,13 @@ _FORK_FROM = flags.DEFINE_string(
 _FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
 _UNTIL_EPOCH = flags.DEFINE_integer(
   "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on)."
+)
+_COHORT = flags.DEFINE_multi_string(
+  "cohort",
+  None,
+  "FIELD=V1,V2,...: train one run for each combination of these values as one program "
+  "(gradamp_jax.training.cohort), each in WORKDIR/FIELD=V-...; FIELD is seed or an "
+  "amplification rule field (threshold, alpha, lo, hi).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 _OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
@@ -119,6 +127,14 @@ def main(argv):
   for flag in (_FORK_EPOCH, _UNTIL_EPOCH):
     if flag.value is not None and flag.value < 1:
       _usage_error(f"--{flag.name}: must be a positive epoch, got {flag.value}")
+  if _COHORT.value and (_DISTRIBUTED.value or _FORK_FROM.value is not None):
+    _usage_error("--cohort: train a cohort in one process, without --distributed or --fork_from")
+  members = None
+  if _COHORT.value:
+    try:
+      members = cohort.members_of(config, _WORKDIR.value, _COHORT.value)
+    except ValueError as e:
+      _usage_error(str(e))
   if _DISTRIBUTED.value:
     start_distributed()
   print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
@@ -128,7 +144,10 @@ def main(argv):
 
       if fork.fork(config, _WORKDIR.value, _FORK_FROM.value, _FORK_EPOCH.value):
         print(f"Forked from {_FORK_FROM.value} at epoch {_FORK_EPOCH.value}", flush=True)
-    train.train_and_evaluate(config, _WORKDIR.value, until_epoch=_UNTIL_EPOCH.value)
+    if members is not None:
+      cohort.train_cohort(*members, until_epoch=_UNTIL_EPOCH.value)
+    else:
+      train.train_and_evaluate(config, _WORKDIR.value, until_epoch=_UNTIL_EPOCH.value)
   except preemption.Preempted as e:
     _exit(f"{e}", preemption.EXIT_PREEMPTED, prefix="")
   except (ValueError, OSError, ImportError, train.NonFiniteError, train.WorkdirBusyError) as e:

@@ -25,7 +25,7 @@ USUAL_LEARNING_RATES = {
 }
 
 
-def create_amplification(config, steps_per_epoch: int):
+def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = None):
   """The amplification transform the config asks for.
 
   With ``track_directionality`` every method, ``none`` included (a random selection of
@@ -34,15 +34,19 @@ def create_amplification(config, steps_per_epoch: int):
   runs that differ only in their selection rule are then the same computation until
   their selections differ, and one can start from another's checkpoint
   (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets no transform (None).
+
+  ``rule`` replaces ``config.amplification`` fields (names of
+  :data:`gradamp_jax.training.cohort.TRACED_FIELDS`) by traced values: a cohort member's.
   """
   amp = config.amplification
+  rule = dict(rule or {})
   track = tuple(config.tracked_measures) if config.track_directionality else False
   common = dict(
     reselect_every=amp.reselect_every or None,
     seed=config.seed,
     eligible=amp.eligible,
     action=amp.action,
-    action_params=action_params(amp),
+    action_params=action_params(amp) | {k: v for k, v in rule.items() if k != "threshold"},
   )
   if amp.method == "none" and not track:
     return None
@@ -53,7 +57,7 @@ def create_amplification(config, steps_per_epoch: int):
       steps_per_epoch,
       measure=amp.measure,
       case=amp.case,
-      threshold=amp.threshold,
+      threshold=rule.get("threshold", amp.threshold),
       track_directionality=track,
       control="matched_random" if amp.method == "matched_random" else None,
       **common,
@@ -95,15 +99,18 @@ def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransfo
   return optax.chain(*parts, optax.sgd(learning_rate, momentum=config.momentum or None))
 
 
-def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+def create_optimizer(
+  config, steps_per_epoch: int, rule: Optional[dict] = None
+) -> optax.GradientTransformation:
   """The base optimizer wrapped by the amplification (:func:`gradamp_jax.amplify`) at
   ``config.amplification.where``; the base optimizer alone for ``none`` without tracking.
+  ``rule``: traced amplification fields (:func:`create_amplification`).
 
   Only the loss gradient is amplified: weight decay is part of the base optimizer. With
   ``where="updates"`` the factor multiplies the base optimizer's update, decay included.
   """
   base = create_base_optimizer(config, steps_per_epoch)
-  amplification = create_amplification(config, steps_per_epoch)
+  amplification = create_amplification(config, steps_per_epoch, rule)
   if amplification is None:
     return base
   return ga.amplify(base, amplification, where=config.amplification.where)

@@ -63,9 +63,9 @@ def train_and_evaluate(
   """
   validate_config(config)
   config = conv_choice.resolve(config, workdir)
-  with _workdir_lock(workdir):
+  with workdir_lock(workdir):
     outputs.check_same_experiment(config, workdir)
-    done = _already_done(config, workdir, until_epoch)
+    done = already_done(config, workdir, until_epoch)
     if done is not None:
       return done
     row = _train(config, workdir, until_epoch)
@@ -74,7 +74,7 @@ def train_and_evaluate(
     return row
 
 
-def _already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
+def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
   """The last metrics row when ``metrics.jsonl`` and the newest checkpoint that restores
   already hold every epoch asked for, found without reading the data or compiling the
   programs (``run.json`` gives the state's shapes); else None. (One process only: the
@@ -152,7 +152,7 @@ def _train(config, workdir: str, until_epoch: int | None) -> dict:
 
 
 @contextlib.contextmanager
-def _workdir_lock(workdir: str):
+def workdir_lock(workdir: str):
   """Holds ``workdir``'s lock in the lead process (which writes every file but the
   checkpoints' shards)."""
   if jax.process_index() != 0:
@@ -245,7 +245,7 @@ def load_dataset(config) -> input_pipeline.Dataset:
   return dataset if dataset is not None else load(download=False)
 
 
-def _steps_per_epoch(config, num_train: int) -> int:
+def steps_per_epoch(config, num_train: int) -> int:
   if num_train < config.batch_size:
     held_out = (
       f" after holding out validation_fraction={config.validation_fraction}"
@@ -260,7 +260,7 @@ def _steps_per_epoch(config, num_train: int) -> int:
   return ga.steps_per_epoch(num_train, config.batch_size)
 
 
-def _warn_if_looping_on_cpu(per_call: int) -> None:
+def warn_if_looping_on_cpu(per_call: int) -> None:
   if per_call > 1 and jax.default_backend() == "cpu" and jax.process_index() == 0:
     print(
       f"warning: steps_per_dispatch={per_call} runs the steps in a loop, which XLA:CPU "
@@ -287,12 +287,12 @@ class Run(NamedTuple):
   @classmethod
   def create(cls, config) -> Run:
     dataset = load_dataset(config)
-    spe = _steps_per_epoch(config, len(dataset.train))
+    spe = steps_per_epoch(config, len(dataset.train))
     tx = optimizer.create_optimizer(config, spe)
     graphdef, state = steps_lib.create_train_state(config, dataset.num_classes, tx)
     mesh = Mesh(np.array(jax.devices()), ("data",))
     programs = compile_programs(config, dataset, graphdef, tx, state, mesh)
-    _warn_if_looping_on_cpu(programs.steps_per_call)
+    warn_if_looping_on_cpu(programs.steps_per_call)
     for warning in optimizer.config_warnings(config) if jax.process_index() == 0 else ():
       print(warning, file=sys.stderr, flush=True)
     eval_data = {
@@ -344,28 +344,57 @@ class Run(NamedTuple):
     return state, {k: v[:done] for k, v in jax.device_get(history).items()}
 
   def epoch_row(self, epoch: int, state, metrics: dict, start: int, started: float) -> dict:
-    """``metrics.jsonl``'s row of a finished epoch: training means, evaluation, timing."""
+    """``metrics.jsonl``'s row of a finished epoch (:func:`epoch_row`)."""
     train_seconds = time.perf_counter() - started
-    mean = {k: float(np.mean(v)) for k, v in metrics.items()}
-    lr_schedule = ga.learning_rate_schedule(self.config.phases, self.steps_per_epoch)
-    row = dict(
-      epoch=epoch,
-      step=epoch * self.steps_per_epoch,
-      lr=float(lr_schedule((epoch - 1) * self.steps_per_epoch)),
-      train_loss=mean["loss"],
-      train_accuracy=mean["accuracy"],
-      grad_norm=mean["grad_norm"],
+    sums = {
+      name: jax.device_get(self.programs.evaluate(state, split))
+      for name, split in self.eval_data.items()
+    }
+    return epoch_row(
+      self.config,
+      self.steps_per_epoch,
+      epoch,
+      metrics,
+      sums,
+      state.opt_state,
+      start=start,
+      started=started,
+      train_seconds=train_seconds,
     )
-    for name, split in self.eval_data.items():
-      sums = jax.device_get(self.programs.evaluate(state, split))
-      row[f"{name}_loss"] = float(sums["loss"]) / float(sums["count"])
-      row[f"{name}_accuracy"] = float(sums["correct"]) / float(sums["count"])
-    row["amplified_layers"] = outputs.amplified_layers(self.config, state.opt_state)
-    row["epoch_seconds"] = time.perf_counter() - started
-    row["images_per_second"] = (
-      (len(metrics["loss"]) - start) * self.config.batch_size / train_seconds
-    )
-    return row
+
+
+def epoch_row(
+  config,
+  steps_per_epoch: int,
+  epoch: int,
+  metrics: dict,
+  sums: dict,
+  opt_state,
+  *,
+  start: int,
+  started: float,
+  train_seconds: float,
+) -> dict:
+  """``metrics.jsonl``'s row of a finished epoch: the means of the per-step ``metrics``
+  (steps ``start ..`` timed over ``train_seconds``), the evaluation ``sums`` of each split
+  (``test``, ``val``), the amplified layers and the time since ``started``."""
+  mean = {k: float(np.mean(v)) for k, v in metrics.items()}
+  lr_schedule = ga.learning_rate_schedule(config.phases, steps_per_epoch)
+  row = dict(
+    epoch=epoch,
+    step=epoch * steps_per_epoch,
+    lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
+    train_loss=mean["loss"],
+    train_accuracy=mean["accuracy"],
+    grad_norm=mean["grad_norm"],
+  )
+  for name, split_sums in sums.items():
+    row[f"{name}_loss"] = float(split_sums["loss"]) / float(split_sums["count"])
+    row[f"{name}_accuracy"] = float(split_sums["correct"]) / float(split_sums["count"])
+  row["amplified_layers"] = outputs.amplified_layers(config, opt_state)
+  row["epoch_seconds"] = time.perf_counter() - started
+  row["images_per_second"] = (len(metrics["loss"]) - start) * config.batch_size / train_seconds
+  return row
 
 
 # ----------------------------------------------------------------------------- an epoch

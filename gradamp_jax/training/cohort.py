@@ -1,0 +1,453 @@
+"""Cohorts: K runs that differ only in data (:data:`COHORT_FIELDS`) trained as one program.
+
+A cohort stacks its members' states along a leading axis and ``vmap``-s the training chunk
+over them: one compiled program, one launch per kernel for K runs, the training images
+once on the device. Each member keeps what makes it a run of its own:
+
+* its init, shuffle, crops, flips and random selections (its ``seed``: the initial state
+  and the epoch plans are the member's own, computed as a run alone computes them);
+* its validation hold-out (the training pool is on the device once; each member's epoch
+  plan indexes its own training examples in it);
+* its selection rule's numbers (:data:`TRACED_FIELDS`), traced, one per member;
+* its run folder, with every file a run writes (metrics, layer statistics,
+  directionality, ``config.json``, ``run.json`` naming the cohort, its own checkpoints):
+  a member resumes, reports and forks like any run, alone or in a cohort.
+
+A member's numbers equal its run alone up to the rounding of the batched convolutions
+(docs/training.md, "Cohorts", says how close they were measured). A member whose loss
+goes non-finite is reported by name, stops writing (its last good checkpoint is kept) and
+the others go on; the cohort then ends with :class:`~gradamp_jax.training.train.NonFiniteError`
+naming it. Resuming restores every member at the newest update all of them have a
+checkpoint of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+import gradamp_jax as ga
+from gradamp_jax import input_pipeline, run_folder
+from gradamp_jax.training import (
+  checkpointing,
+  config_fields,
+  conv_choice,
+  optimizer,
+  outputs,
+  preemption,
+)
+from gradamp_jax.training import steps as steps_lib
+from gradamp_jax.training import train as train_lib
+
+# The config fields a cohort's members may differ in; every other field is shared.
+COHORT_FIELDS = (
+  "seed",
+  "amplification.threshold",
+  "amplification.alpha",
+  "amplification.lo",
+  "amplification.hi",
+)
+# The amplification fields passed to the optimizer traced (one value per member).
+TRACED_FIELDS = ("threshold", "alpha", "lo", "hi")
+
+
+def check_cohort(configs, workdirs) -> None:
+  """Refuses, in one line naming the field, configs that cannot train as one cohort."""
+  if not configs or len(configs) != len(workdirs):
+    raise ValueError(
+      f"a cohort needs one workdir per config, got {len(configs)} configs and "
+      f"{len(workdirs)} workdirs"
+    )
+  if len(set(workdirs)) != len(workdirs):
+    raise ValueError(f"workdirs: each cohort member needs its own, got {list(workdirs)}")
+  if jax.process_count() > 1:
+    raise ValueError("a cohort trains in one process; run without --distributed")
+  first = json.loads(configs[0].to_json_best_effort())
+  for k, config in enumerate(configs[1:], 1):
+    other = json.loads(config.to_json_best_effort())
+    differing = run_folder.differing_fields(first, other, ignore=COHORT_FIELDS)
+    if differing:
+      field = differing[0]
+      a, b = (run_folder.flat_config(c).get(field) for c in (first, other))
+      raise ValueError(
+        f"config.{field}: cohort members must share it (member 0: {a!r}, member {k}: "
+        f"{b!r}); a cohort's runs may differ only in {', '.join(COHORT_FIELDS)}"
+      )
+
+
+def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, list[str]]:
+  """The members of ``--cohort FIELD=V1,V2,...`` flags: one config for each combination
+  of the fields' values (their product, in order), each in ``workdir/FIELD=V-...``.
+
+  >>> from configs import quickstart
+  >>> configs, workdirs = members_of(quickstart.get_config(), "runs/c", ["seed=0,1"])
+  >>> [c.seed for c in configs], workdirs
+  ([0, 1], ['runs/c/seed=0', 'runs/c/seed=1'])
+
+  Raises:
+    ValueError: naming the flag, for a field outside :data:`COHORT_FIELDS` or a value
+      the field does not take.
+  """
+  axes = []
+  for flag in cohort_flags:
+    field, sep, values = flag.partition("=")
+    if not sep or not values:
+      raise ValueError(f"--cohort {flag!r}: expected FIELD=V1,V2,...")
+    if field not in COHORT_FIELDS:
+      raise ValueError(
+        f"--cohort {field}: a cohort's runs may differ only in {', '.join(COHORT_FIELDS)}"
+      )
+    axes.append([(field, v.strip()) for v in values.split(",")])
+  configs, workdirs = [], []
+  for combination in itertools.product(*axes):
+    member_config = copy.deepcopy(config)
+    config_fields.apply_overrides(member_config, [f"{f}={v}" for f, v in combination])
+    config_fields.check_fields(member_config)
+    configs.append(member_config)
+    workdirs.append(os.path.join(workdir, "-".join(f"{f}={v}" for f, v in combination)))
+  return configs, workdirs
+
+
+def member_rules(configs) -> dict[str, np.ndarray]:
+  """The traced rule fields the members' method and action read, float32 ``(K,)`` each."""
+  amp = configs[0].amplification
+  names = ["threshold"] if amp.method in ga.amplification.MEASURED_METHODS else []
+  names += [n for n in ga.actions.ACTIONS[amp.action].params if n in TRACED_FIELDS]
+  return {n: np.asarray([c.amplification[n] for c in configs], np.float32) for n in names}
+
+
+def stack(trees):
+  """Member pytrees stacked along a new leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def member(tree, k: int):
+  """Member ``k`` of a stacked pytree."""
+  return jax.tree.map(lambda x: x[k], tree)
+
+
+class CohortPrograms(NamedTuple):
+  """A cohort's jitted functions: ``train_chunk`` takes and returns stacked states (its
+  loss is the members' mean), ``evaluate`` takes a stacked state and an evaluation split
+  (shared, or stacked with ``stacked=True``), ``epoch_plan(epoch)`` the members' plans."""
+
+  train_chunk: Callable
+  evaluate: Callable
+  epoch_plan: Callable
+  split: Callable  # a stacked state -> the members' states (one program for every leaf)
+  steps_per_call: int
+
+
+def compile_cohort(configs, spe, graphdef, mean, std, keep, mesh: Mesh) -> CohortPrograms:
+  """The jitted functions of a cohort over ``mesh`` (1-D, axis ``data``): each member's
+  batch is split over the devices as a run's is, the states are replicated."""
+  config = configs[0]
+  per_call = steps_lib.steps_per_call(config)
+  rules = member_rules(configs)
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+
+  def member_chunk(state, data, plan, rule, start, stop, history):
+    tx = optimizer.create_optimizer(config, spe, rule=rule)
+    chunk = steps_lib.make_train_chunk(graphdef, tx, mean, std, batch_sharding, loop=per_call > 1)
+    return chunk(state, data, plan, start, stop, history)
+
+  batched = jax.vmap(member_chunk, in_axes=(0, None, 0, 0, None, None, 0))
+
+  def train_chunk(state, data, plan, start, stop, history, rules):
+    state, history, loss = batched(state, data, plan, rules, start, stop, history)
+    return state, history, jnp.mean(loss)
+
+  evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
+  seeds = np.asarray([c.seed for c in configs], np.int32)
+  plan = functools.partial(
+    input_pipeline.epoch_plan, num_examples=keep.shape[1], batch_size=config.batch_size
+  )
+
+  def epoch_plan(seeds, keep, epoch):
+    plans = jax.vmap(plan, in_axes=(0, None))(seeds, epoch)
+    return plans._replace(order=jax.vmap(lambda k, o: k[o])(keep, plans.order))
+
+  # The members' numbers are arguments, not constants: one compiled program (and one entry
+  # of the persistent compilation cache) serves every cohort of K members of this config.
+  chunk = jax.jit(train_chunk, donate_argnums=steps_lib.chunk_donation(per_call > 1))
+  plans = jax.jit(epoch_plan)
+  return CohortPrograms(
+    train_chunk=lambda *args: chunk(*args, rules),
+    evaluate=jax.jit(
+      lambda state, split, stacked: jax.vmap(evaluate, in_axes=(0, 0 if stacked else None))(
+        state, split
+      ),
+      static_argnums=2,
+    ),
+    epoch_plan=lambda epoch: plans(seeds, keep, epoch),
+    split=jax.jit(lambda state: [member(state, k) for k in range(len(configs))]),
+    steps_per_call=per_call,
+  )
+
+
+class Cohort(NamedTuple):
+  """What a cohort sets up once: the members' data, states and the programs."""
+
+  configs: list
+  workdirs: list
+  datasets: list  # each member's input_pipeline.Dataset, as its run alone loads it
+  steps_per_epoch: int
+  num_epochs: int
+  graphdef: Any
+  initial_states: list  # each member's, unstacked
+  programs: CohortPrograms
+  train_data: input_pipeline.DeviceSplit  # the training pool, once
+  keep: jax.Array  # (K, num_train) positions of each member's training examples in the pool
+  eval_data: dict  # name -> (EvalSplit, stacked)
+
+  @classmethod
+  def create(cls, configs, workdirs) -> Cohort:
+    config = configs[0]
+    pool, datasets, keep = input_pipeline.load_for_seeds(
+      [c.seed for c in configs],
+      config.dataset,
+      data_dir=config.data_dir,
+      image_folder=config.image_folder,
+      train_split=config.train_split,
+      validation_fraction=config.validation_fraction,
+      download=config.download,
+    )
+    if len({(d.mean, d.std) for d in datasets}) > 1:
+      raise ValueError(
+        "config.seed: the members' training splits have other channel statistics (an image "
+        "folder without CIFAR-10's classes and a validation_fraction): train them alone"
+      )
+    spe = train_lib.steps_per_epoch(config, len(datasets[0].train))
+    states = []
+    for c in configs:
+      graphdef, state = steps_lib.create_train_state(
+        c, datasets[0].num_classes, optimizer.create_optimizer(c, spe)
+      )
+      states.append(state)
+    mean, std = datasets[0].mean, datasets[0].std
+    keep = jnp.asarray(np.stack(keep))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    programs = compile_cohort(configs, spe, graphdef, mean, std, keep, mesh)
+    train_lib.warn_if_looping_on_cpu(programs.steps_per_call)
+    for warning in optimizer.config_warnings(config):
+      print(warning, file=sys.stderr, flush=True)
+    batch = config.eval_batch_size
+    eval_data = {"test": (input_pipeline.to_device_batches(datasets[0].test, batch, mesh), False)}
+    if datasets[0].validation is not None:
+      splits = [input_pipeline.to_device_batches(d.validation, batch, mesh) for d in datasets]
+      eval_data["val"] = (stack(splits), True)
+    return cls(
+      list(configs),
+      list(workdirs),
+      datasets,
+      spe,
+      ga.num_epochs(config.phases),
+      graphdef,
+      states,
+      programs,
+      input_pipeline.to_device(pool, mesh),
+      keep,
+      eval_data,
+    )
+
+  def open_outputs(self, k: int, state, start_step: int) -> outputs.RunOutputs:
+    """Member ``k``'s files (its run.json names the cohort)."""
+    dataset = self.datasets[k]
+    depth = outputs.network_depth(self.graphdef, state, dataset.train.images.shape[1:])
+    info = outputs.run_info(self.configs[k], dataset, self.steps_per_epoch, state.params, depth)
+    info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
+    if start_step:
+      outputs.check_same_data(self.workdirs[k], info)
+    return outputs.RunOutputs(
+      self.workdirs[k], self.configs[k], info, state, start_step=start_step, write=True
+    )
+
+  def train_epoch(self, state, epoch: int, start: int, carried: list, stop):
+    """Steps ``start ..`` of ``epoch`` for every member; returns the stacked state and each
+    member's per-step metrics of the epoch's steps done."""
+    history = {
+      k: np.zeros((len(self.configs), self.steps_per_epoch), np.float32)
+      for k in steps_lib.STEP_METRICS
+    }
+    for k, metrics in enumerate(carried):
+      for name, values in (metrics or {}).items():
+        history[name][k, : len(values)] = values
+    state, history, done = train_lib.train_epoch(
+      self.programs.train_chunk,
+      state,
+      self.train_data,
+      self.programs.epoch_plan(epoch),
+      jax.device_put(history),
+      epoch=epoch,
+      start=start,
+      steps=self.steps_per_epoch,
+      chunk=self.programs.steps_per_call,
+      batch_size=self.configs[0].batch_size * len(self.configs),
+      stop=stop,
+    )
+    history = jax.device_get(history)
+    return state, [{n: v[k, :done] for n, v in history.items()} for k in range(len(self.configs))]
+
+  def epoch_rows(self, epoch, state, members, metrics, start: int, started: float) -> list:
+    """Every member's ``metrics.jsonl`` row of a finished epoch (``state`` stacked,
+    ``members`` the members' states)."""
+    train_seconds = time.perf_counter() - started
+    sums = {
+      name: jax.device_get(self.programs.evaluate(state, split, stacked))
+      for name, (split, stacked) in self.eval_data.items()
+    }
+    return [
+      train_lib.epoch_row(
+        c,
+        self.steps_per_epoch,
+        epoch,
+        metrics[k],
+        {name: member(s, k) for name, s in sums.items()},
+        members[k].opt_state,
+        start=start,
+        started=started,
+        train_seconds=train_seconds,
+      )
+      for k, c in enumerate(self.configs)
+    ]
+
+
+def train_cohort(configs, workdirs, *, until_epoch: int | None = None) -> list[dict]:
+  """Trains ``configs`` (one per workdir) as one cohort; what
+  :func:`~gradamp_jax.training.train.train_and_evaluate` is for one run.
+
+  Members already finished are left out (their last rows are returned as they are).
+
+  Returns:
+    Each member's last metrics row.
+
+  Raises:
+    ValueError: for a bad config or configs that differ in a field outside
+      :data:`COHORT_FIELDS` (named).
+    NonFiniteError: after the others finished, naming the members whose loss or
+      gradients stopped being finite.
+  """
+  for config in configs:
+    config_fields.validate_config(config)
+  configs = [conv_choice.resolve(c, w) for c, w in zip(configs, workdirs)]
+  check_cohort(configs, workdirs)
+  with contextlib.ExitStack() as stack_:
+    for config, workdir in zip(configs, workdirs):
+      stack_.enter_context(train_lib.workdir_lock(workdir))
+      outputs.check_same_experiment(config, workdir)
+    done = [train_lib.already_done(c, w, until_epoch) for c, w in zip(configs, workdirs)]
+    todo = [k for k, row in enumerate(done) if row is None]
+    if todo:
+      rows = _train(
+        Cohort.create([configs[k] for k in todo], [workdirs[k] for k in todo]), until_epoch
+      )
+      for k, row in zip(todo, rows):
+        done[k] = row
+        outputs.print_summary(workdirs[k], ga.num_epochs(configs[k].phases))
+  return done
+
+
+def _restore(cohort: Cohort, checkpoints: list) -> tuple[int, Any, list]:
+  """The stacked state at the newest update every member has a checkpoint of that
+  restores, and each member's per-step metrics of that epoch's earlier steps."""
+  restored = [c.restore(s) for c, s in zip(checkpoints, cohort.initial_states)]
+  newest = min(step for step, _, _ in restored)
+  kept = set.intersection(*(set(c.steps()) for c in checkpoints)) | {0}
+  common = max(s for s in kept if s <= newest)
+  states, carried = [], []
+  for k, (step, state, metrics) in enumerate(restored):
+    if step != common:
+      state = cohort.initial_states[k] if common == 0 else checkpoints[k].restore_at(common, state)
+      metrics = None
+      if common % cohort.steps_per_epoch:
+        checkpoints[k].partial.check(common, state)
+        metrics = checkpoints[k].partial.metrics
+    states.append(state)
+    carried.append(metrics)
+  return common, jax.jit(stack)(states), carried
+
+
+def _train(cohort: Cohort, until_epoch: int | None) -> list[dict]:
+  spe, workdirs = cohort.steps_per_epoch, cohort.workdirs
+  last_epoch = (
+    cohort.num_epochs if until_epoch is None else min(int(until_epoch), cohort.num_epochs)
+  )
+  print(f"cohort of {len(workdirs)} runs: {', '.join(workdirs)}", flush=True)
+  with contextlib.ExitStack() as exits:
+    checkpoints = [
+      exits.enter_context(
+        checkpointing.RunCheckpoints(w, keep=c.keep_checkpoints, steps_per_epoch=spe)
+      )
+      for c, w in zip(cohort.configs, workdirs)
+    ]
+    start_step, state, carried = _restore(cohort, checkpoints)
+    if start_step:
+      print(f"Resumed every member from its checkpoint at update {start_step}", flush=True)
+    members = cohort.programs.split(state)
+    records = [cohort.open_outputs(k, members[k], start_step) for k in range(len(workdirs))]
+    exits.callback(lambda: [r.close() for r in records])
+    return _epochs(cohort, state, carried, start_step, last_epoch, checkpoints, records)
+
+
+def _epochs(cohort, state, carried, start_step, last_epoch, checkpoints, records) -> list:
+  """The epochs of :func:`_train`: train, check each member, record, checkpoint, stop."""
+  spe, workdirs = cohort.steps_per_epoch, cohort.workdirs
+  failed: dict[int, str] = {}  # member -> why it stopped
+  rows = [outputs.last_metrics(w) if start_step else None for w in workdirs]
+  with preemption.StopRequest() as stop:
+    first = start_step // spe + 1
+    for epoch in range(first, last_epoch + 1):
+      started = time.perf_counter()
+      offset = max(start_step - (epoch - 1) * spe, 0)
+      state, metrics = cohort.train_epoch(state, epoch, offset, carried, stop.requested)
+      carried, members = [None] * len(workdirs), cohort.programs.split(state)
+      _check_members(cohort, state, epoch, checkpoints, failed)
+      live = [k for k in range(len(workdirs)) if k not in failed]
+      done = (epoch - 1) * spe + len(metrics[0]["loss"])
+      if done < epoch * spe:  # a signal: checkpoint every member here and stop
+        for k in live:
+          records[k].record_selections(members[k])
+          checkpoints[k].save_interrupted(done, members[k], metrics[k])
+        raise preemption.Preempted(stop.signame, done, "each member's workdir")
+      epoch_rows = cohort.epoch_rows(epoch, state, members, metrics, offset, started)
+      for k in live:
+        epoch_rows[k][run_folder.FIRST_AFTER_START] = epoch == first
+        records[k].record_epoch(epoch_rows[k], members[k])
+        checkpoints[k].save(done, members[k])
+        rows[k] = epoch_rows[k]
+      if epoch < last_epoch and stop.requested():
+        for c in checkpoints:
+          c.manager.wait_until_finished()
+        raise preemption.Preempted(stop.signame, done, "each member's workdir")
+  if failed:
+    raise train_lib.NonFiniteError(
+      "; ".join(f"cohort member {workdirs[k]}: {why}" for k, why in sorted(failed.items()))
+    )
+  return rows
+
+
+def _check_members(cohort, state, epoch: int, checkpoints, failed: dict) -> None:
+  """Adds the members whose loss or gradients stopped being finite to ``failed``, saying so."""
+  for k, bad_step in enumerate(np.asarray(jax.device_get(state.bad_step))):
+    if bad_step >= 0 and k not in failed:
+      failed[k] = (
+        f"non-finite loss or gradients at epoch {epoch}, step {int(bad_step)} (0-based "
+        f"update count); {checkpoints[k].describe_kept()}"
+      )
+      print(
+        f"error: cohort member {cohort.workdirs[k]}: {failed[k]}; the others go on",
+        file=sys.stderr,
+        flush=True,
+      )

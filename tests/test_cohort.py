@@ -1,0 +1,116 @@
+"""Cohorts: members against their runs alone, a member that diverges, and refusals.
+
+The fault chain of a cohort (kill -9, SIGTERM, a truncated newest checkpoint) is in
+tests/test_faults.py, beside the run's.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gradamp_jax import run_folder
+from gradamp_jax.training import cohort, train
+from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
+
+pytestmark = pytest.mark.slow  # trains runs end to end
+
+# Three members of one program: two to compare with their runs alone, one whose factor
+# (alpha = hi = 1e30 on the updates) makes its parameters overflow once it acts (epoch 3).
+MEMBERS = [dict(seed=0, alpha=0.5, hi=2.0), dict(seed=1, alpha=1.0, hi=2.0)]
+DIVERGING = dict(seed=0, alpha=1e30, hi=1e30)
+
+
+def member_config(seed, alpha, hi):
+  config = tiny_config(
+    action="scale_by_zscore", where="updates", alpha=alpha, hi=hi, lo=0.0, measure="G_prime"
+  )
+  config.seed = seed
+  config.validation_fraction = 0.25  # each member holds out its own validation examples
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  root = tmp_path_factory.mktemp("cohort")
+  configs = [member_config(**m) for m in MEMBERS + [DIVERGING]]
+  workdirs = [str(root / f"member{k}") for k in range(len(configs))]
+  with mock_cifar():
+    alone = []
+    for k, config in enumerate(configs[:2]):
+      alone.append(str(root / f"alone{k}"))
+      train.train_and_evaluate(config, alone[-1])
+    with pytest.raises(train.NonFiniteError) as error:
+      cohort.train_cohort(configs, workdirs)
+  return workdirs, alone, str(error.value)
+
+
+def test_members_equal_their_runs_alone_up_to_rounding(trained):
+  workdirs, alone, _ = trained
+  for member, single in zip(workdirs, alone):
+    assert sorted(os.listdir(member)) == sorted(os.listdir(single))
+    got, want = (_strip_timing(read(os.path.join(w, "metrics.jsonl"))) for w in (member, single))
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    for a, b in zip(got, want):
+      assert a.keys() == b.keys()
+      for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)  # seen: 2e-7
+    got, want = (read(os.path.join(w, "layer_stats.jsonl")) for w in (member, single))
+    assert [(r["layer"], r["selected"]) for r in got] == [(r["layer"], r["selected"]) for r in want]
+    values = [[r["value"] for r in rows] for rows in (got, want)]
+    np.testing.assert_allclose(*values, rtol=1e-5)  # seen: 1e-6
+    for key in ("normalized", "scale"):  # z-scores of close values: seen 1.5e-5
+      np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], atol=1e-4)
+    scales = [r["scale"] for r in got]
+    assert len(set(scales)) > 2  # a continuous action: the members' alpha acted, traced
+    info, single_info = (run_folder.read_json(w, run_folder.RUN_INFO) for w in (member, single))
+    assert info["data_fingerprint"] == single_info["data_fingerprint"]  # its own hold-out
+    assert info["cohort"] == dict(size=3, members=workdirs, index=workdirs.index(member))
+
+
+def test_a_diverging_member_is_named_and_the_others_finish(trained):
+  workdirs, _, message = trained
+  assert f"cohort member {workdirs[2]}: non-finite loss or gradients at epoch 3" in message
+  assert workdirs[0] not in message and workdirs[1] not in message
+  rows = read(os.path.join(workdirs[2], "metrics.jsonl"))
+  assert [r["epoch"] for r in rows] == [1, 2]  # its last good epoch; its checkpoint is kept
+  steps = run_folder.read_json(workdirs[2], run_folder.RUN_INFO)["steps_per_epoch"]  # 36 / 8
+  assert max(int(s) for s in os.listdir(os.path.join(workdirs[2], "checkpoints"))) == 2 * steps
+  for workdir in workdirs[:2]:
+    assert all(np.isfinite(r["train_loss"]) for r in read(os.path.join(workdir, "metrics.jsonl")))
+
+
+def test_a_finished_cohort_is_done_at_once(trained, capsys):
+  workdirs, _, _ = trained
+  configs = [member_config(**m) for m in MEMBERS]
+  rows = cohort.train_cohort(configs, workdirs[:2])
+  assert [r["epoch"] for r in rows] == [3, 3]
+  assert capsys.readouterr().out.count("nothing to do") == 2
+
+
+def test_configs_that_differ_outside_the_cohort_fields_are_refused(tmp_path):
+  a, b = tiny_config(), tiny_config()
+  b.batch_size = 4
+  with pytest.raises(ValueError, match=r"^config.batch_size: cohort members must share it "):
+    cohort.check_cohort([a, b], [str(tmp_path / "a"), str(tmp_path / "b")])
+  b = tiny_config(case=1)
+  with pytest.raises(ValueError, match=r"member 0: 2, member 1: 1\); a cohort's runs may"):
+    cohort.check_cohort([a, b], [str(tmp_path / "a"), str(tmp_path / "b")])
+  with pytest.raises(ValueError, match="each cohort member needs its own"):
+    cohort.check_cohort([a, a], [str(tmp_path / "a")] * 2)
+  with pytest.raises(ValueError, match=r"^--cohort model: a cohort's runs may differ only in"):
+    cohort.members_of(a, str(tmp_path), ["model=vgg11,resnet8"])
+  with pytest.raises(ValueError, match="amplification.threshold"):
+    cohort.members_of(a, str(tmp_path), ["amplification.threshold=0.5,x"])
+  configs, workdirs = cohort.members_of(
+    a, str(tmp_path), ["seed=0,1", "amplification.threshold=0.5,1"]
+  )
+  assert [(c.seed, c.amplification.threshold) for c in configs] == [
+    (0, 0.5),
+    (0, 1.0),
+    (1, 0.5),
+    (1, 1.0),
+  ]
+  assert os.path.basename(workdirs[1]) == "seed=0-amplification.threshold=1"
+  assert json.loads(configs[3].to_json_best_effort())["model"] == "resnet8"
