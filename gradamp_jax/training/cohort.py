@@ -230,15 +230,16 @@ class Cohort(NamedTuple):
         "folder without CIFAR-10's classes and a validation_fraction): train them alone"
       )
     spe = train_lib.steps_per_epoch(config, len(datasets[0].train))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
     states = []
     for c in configs:
       graphdef, state = steps_lib.create_train_state(
         c, datasets[0].num_classes, optimizer.create_optimizer(c, spe)
       )
-      states.append(state)
+      states.append(jax.device_put(state, replicated))
     mean, std = datasets[0].mean, datasets[0].std
-    keep = jnp.asarray(np.stack(keep))
-    mesh = Mesh(np.array(jax.devices()), ("data",))
+    keep = jax.device_put(np.stack(keep), replicated)
     programs = compile_cohort(configs, spe, graphdef, mean, std, keep, mesh)
     train_lib.warn_if_looping_on_cpu(programs.steps_per_call)
     for warning in optimizer.config_warnings(config):
@@ -376,7 +377,8 @@ def _restore(cohort: Cohort, checkpoints: list) -> tuple[int, Any, list]:
         metrics = checkpoints[k].partial.metrics
     states.append(state)
     carried.append(metrics)
-  return common, jax.jit(stack)(states), carried
+  replicated = NamedSharding(cohort.train_data.images.sharding.mesh, PartitionSpec())
+  return common, jax.jit(stack, out_shardings=replicated)(states), carried
 
 
 def _train(cohort: Cohort, until_epoch: int | None) -> list[dict]:
