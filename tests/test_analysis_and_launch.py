@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import sys
 
 import pytest
@@ -146,3 +148,33 @@ def test_runs_per_device_needs_local_mode(tmp_path, extra):
       ]
     )
   assert exit_info.value.code == 2
+
+
+def test_cohort_groups_runs_that_differ_only_in_seed_and_rule_numbers(
+  tmp_path, monkeypatch, capsys
+):
+  monkeypatch.chdir(ROOT)
+  argv = ["--config", "configs/replication.py", "--sweep", "grid=actions,first_seed=3"]
+  argv += ["--root", str(tmp_path), "--cohort", "4"]
+  sweep.main([*argv, "--mode", "print"])
+  commands = capsys.readouterr().out.splitlines()
+  runs = json.load(open(tmp_path / "sweep.json"))["runs"]
+  assert len(runs) == 30
+  # 3 seeds of: none; amplify G′ c1 at 2 thresholds; its matched random; scale_by_zscore G′
+  # at 2 alphas; freeze c3 at 2 thresholds; random freeze; scale_by_zscore GSNR: groups of
+  # 3, 6, 3, 6, 6, 3, 3 runs, cut at 4.
+  assert len(commands) == 1 + 2 + 1 + 2 + 2 + 1 + 1
+  assert [shlex.split(c)[-2:] for c in commands] == [["--cohort_index", str(i)] for i in range(10)]
+  calls = []
+  monkeypatch.setattr(sweep.subprocess, "call", lambda command: calls.append(command) or 0)
+  names = sweep.main([*argv, "--mode", "local", "--config.image_folder=/data"])
+  assert [c[c.index("--cohort_index") + 1] for c in calls] == [str(i) for i in range(10)]
+  assert all(c[-1] == "--config.image_folder=/data" for c in calls)
+  assert json.load(open(tmp_path / "sweep.json"))["cohorts"] == names
+  assert sorted(n for cohort in names for n in cohort) == sorted(r["name"] for r in runs)
+  for cohort in names:
+    shared = {re.sub(r"(seed|threshold|alpha)=[^-]+-?", "", n) for n in cohort}
+    assert len(shared) == 1 and len(cohort) <= 4, cohort
+  with pytest.raises(SystemExit):
+    sweep.main([*argv, "--mode", "local", "--branch"])
+  assert "without --branch" in capsys.readouterr().err

@@ -15,6 +15,8 @@
     python launch/sweep.py ... --mode local --branch
     # N runs (or, with --branch, trees) at once on each visible GPU, logs in ROOT/logs/
     python launch/sweep.py ... --mode local --runs_per_device 4
+    # runs that differ only in seed or the rule's numbers: K at a time as one program
+    python launch/sweep.py ... --mode local --cohort 8
 
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
@@ -169,7 +171,27 @@ def parse_args(argv=None):
     "visible GPU (on a machine without GPUs: at once here); logs in "
     "ROOT/logs/",
   )
+  parser.add_argument(
+    "--cohort",
+    type=int,
+    default=None,
+    help="train runs that differ only in seed or the selection rule's numbers K at a time "
+    "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort",
+  )
+  parser.add_argument(
+    "--cohort_index",
+    type=int,
+    default=None,
+    help="with --cohort: train only this cohort (0-based; what a job or a slot runs)",
+  )
   args, overrides = parser.parse_known_args(argv)
+  if args.cohort is not None and (args.cohort < 1 or args.branch):
+    parser.error(
+      f"--cohort {args.cohort}: a positive number of runs, without --branch (a branched "
+      "sweep forks members one by one: docs/sweeps.md)"
+    )
+  if args.cohort_index is not None and args.cohort is None:
+    parser.error("--cohort_index goes with --cohort")
   if args.runs_per_device is not None and (
     args.mode != "local" or args.runs_per_device < 1 or args.tree is not None
   ):
@@ -197,8 +219,10 @@ def main(argv=None):
   args, overrides = parse_args(argv)
   runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
-  if args.tree is None:
+  if args.tree is None and args.cohort_index is None:
     write_record(args, runs)
+  if args.cohort is not None:
+    return run_cohorts(args, runs, overrides)
   if args.branch and args.mode != "print":
     return run_branched(args, runs, overrides)
   if args.mode == "print":
@@ -281,6 +305,83 @@ def _tree_command(args, overrides, tree: int | None = None) -> list[str]:
   return me + ([] if tree is None else ["--tree", str(tree)]) + list(overrides)
 
 
+def member_configs(args, runs, overrides) -> list:
+  """Each run's config, built here from the config file and the overrides."""
+  from gradamp_jax.training import config_fields
+
+  module = load_config_module(args.config)
+  configs = []
+  for run in runs:
+    config = module.get_config(",".join(f"{k}={v}" for k, v in run["args"].items()))
+    config_fields.apply_overrides(config, overrides)
+    configs.append(config)
+  return configs
+
+
+def _cohort_command(args, overrides, index: int) -> list[str]:
+  """This launcher, training cohort ``index`` here: a job's or a slot's command."""
+  me = [*_THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
+  return me + ["--mode", "local", "--cohort", str(args.cohort), "--cohort_index", str(index)]
+
+
+def run_cohorts(args, runs, overrides):
+  """``--cohort K``: the runs grouped into cohorts (:func:`gradamp_jax.training.cohort.groups`);
+  local mode trains them one after another, each in a process of its own (or
+  ``--runs_per_device`` at a time), slurm mode submits one job per cohort. Each process
+  runs this command with ``--cohort_index I``."""
+  from gradamp_jax.training import cohort
+
+  configs = member_configs(args, runs, overrides)
+  cohorts = cohort.groups(configs, args.cohort)
+  if args.cohort_index is not None:
+    return train_one_cohort(
+      [configs[k] for k in cohorts[args.cohort_index]],
+      [runs[k]["workdir"] for k in cohorts[args.cohort_index]],
+    )
+  names = [[runs[k]["name"] for k in c] for c in cohorts]
+  commands = [
+    (f"cohort{i}", _cohort_command(args, overrides, i) + list(overrides))
+    for i in range(len(cohorts))
+  ]
+  if args.mode == "print":
+    print("\n".join(shlex.join(c) for _, c in commands))
+    return names
+  print(f"{len(runs)} runs in {len(cohorts)} cohorts of at most {args.cohort}", flush=True)
+  if args.mode == "slurm":
+    jobs = submit_jobs(args, [shlex.join(c) for _, c in commands])
+    write_record(args, runs, cohorts=names, cohort_jobs=[j.job_id for j in jobs])
+    print(f"submitted {len(jobs)} jobs (one per cohort): {', '.join(j.job_id for j in jobs)}")
+    return jobs
+  write_record(args, runs, cohorts=names)
+  if args.runs_per_device:
+    failed = run_concurrently(
+      commands, args.runs_per_device, visible_gpus(), os.path.join(args.root, "logs")
+    )
+  else:
+    failed = []
+    for i, (name, command) in enumerate(commands, 1):
+      print(f"[{i}/{len(commands)}] {name}: {', '.join(names[i - 1])}", flush=True)
+      if subprocess.call(command) != 0:
+        failed.append(name)
+  if failed:
+    raise SystemExit(f"{len(failed)} cohort(s) failed: {', '.join(failed)}; run again to resume")
+  return names
+
+
+def train_one_cohort(configs, workdirs):
+  """Trains one cohort here; a failure is one line and the training program's exit status."""
+  from gradamp_jax.training import cohort, preemption, train
+
+  try:
+    return cohort.train_cohort(configs, workdirs)
+  except preemption.Preempted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except (ValueError, OSError, train.NonFiniteError, train.WorkdirBusyError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
 def run_branched(args, runs, overrides):
   """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
   submits one job per tree, each running this command with ``--mode local --tree K``."""
@@ -288,14 +389,11 @@ def run_branched(args, runs, overrides):
 
   jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
   from gradamp_jax.sweeps import branching
-  from gradamp_jax.training import config_fields
 
-  module = load_config_module(args.config)
-  members = []
-  for run in runs:
-    config = module.get_config(",".join(f"{k}={v}" for k, v in run["args"].items()))
-    config_fields.apply_overrides(config, overrides)
-    members.append(branching.Member(run["name"], config, run["workdir"]))
+  members = [
+    branching.Member(run["name"], config, run["workdir"])
+    for run, config in zip(runs, member_configs(args, runs, overrides))
+  ]
   trees = branching.roots(members)
   if args.mode == "slurm":
     commands = [shlex.join(_tree_command(args, overrides, k)) for k in range(len(trees))]

@@ -87,6 +87,26 @@ def check_cohort(configs, workdirs) -> None:
       )
 
 
+def groups(configs, size: int) -> list[list[int]]:
+  """The positions of ``configs`` grouped into cohorts of at most ``size``: configs equal
+  but in :data:`COHORT_FIELDS` share one, in order of first appearance.
+
+  >>> from configs import quickstart
+  >>> a, b, c = (quickstart.get_config() for _ in range(3))
+  >>> b.seed, c.model = 1, "vgg11"
+  >>> groups([a, b, c, a], 3)
+  [[0, 1, 3], [2]]
+  """
+  if size < 1:
+    raise ValueError(f"--cohort: must be a positive number of runs, got {size}")
+  shared: dict[str, list[int]] = {}
+  for k, config in enumerate(configs):
+    flat = run_folder.flat_config(json.loads(config.to_json_best_effort()))
+    key = json.dumps({f: v for f, v in flat.items() if f not in COHORT_FIELDS}, sort_keys=True)
+    shared.setdefault(key, []).append(k)
+  return [ks[i : i + size] for ks in shared.values() for i in range(0, len(ks), size)]
+
+
 def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, list[str]]:
   """The members of ``--cohort FIELD=V1,V2,...`` flags: one config for each combination
   of the fields' values (their product, in order), each in ``workdir/FIELD=V-...``.
