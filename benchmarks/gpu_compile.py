@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import quickstart  # noqa: E402
 from gradamp_jax import input_pipeline  # noqa: E402
-from gradamp_jax.training import optimizer, steps  # noqa: E402
+from gradamp_jax.training import cohort, optimizer, steps  # noqa: E402
 
 LOOP_STEPS = 50  # steps per call on a GPU (steps.steps_per_call)
 PROGRAMS = ("step", "loop")  # one step per call; the default loop, counted per step
@@ -151,9 +151,25 @@ def program_chunk(config, loop, num_classes=10, steps_per_epoch=100):
   return chunk, state, (0, LOOP_STEPS if loop else 1, history), steps.chunk_donation(loop)
 
 
-def compile_for(card, fn, state, extra, donate, batch, num_examples):
+def cohort_chunk(config, loop, members, num_classes=10, steps_per_epoch=100):
+  """A cohort of ``members`` runs of the training program's chunk
+  (:func:`gradamp_jax.training.cohort.make_cohort_chunk`), stacked states and histories."""
+  tx = optimizer.create_optimizer(config, steps_per_epoch)
+  graphdef, state = steps.create_train_state(config, num_classes, tx)
+  states = jax.eval_shape(lambda s: cohort.stack([s] * members), state)
+  chunk = cohort.make_cohort_chunk(
+    config, steps_per_epoch, graphdef, (0.5,) * 3, (0.25,) * 3, loop=loop
+  )
+  history = {k: jnp.zeros((members, steps_per_epoch), jnp.float32) for k in steps.STEP_METRICS}
+  rules = {k: np.repeat(v, members) for k, v in cohort.member_rules([config]).items()}
+  extra = (0, LOOP_STEPS if loop else 1, history, rules)
+  return chunk, states, extra, steps.chunk_donation(loop)
+
+
+def compile_for(card, fn, state, extra, donate, batch, num_examples, members=0):
   """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``, donating the
-  arguments ``donate``; returns it and the CPU seconds that took."""
+  arguments ``donate`` (with ``members``, the plan is a cohort's: one per member); returns
+  it and the CPU seconds that took."""
   with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
     topology = topologies.get_topology_desc(
       platform="cuda", target_config=f.read(), topology="1x1x1"
@@ -162,15 +178,19 @@ def compile_for(card, fn, state, extra, donate, batch, num_examples):
   sharding = NamedSharding(mesh, PartitionSpec())
 
   def spec(x):
-    return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x), sharding=sharding)
+    shape, dtype = getattr(x, "shape", np.shape(x)), getattr(x, "dtype", None)
+    return jax.ShapeDtypeStruct(shape, dtype or jnp.result_type(x), sharding=sharding)
 
   data = input_pipeline.DeviceSplit(
     jax.ShapeDtypeStruct((num_examples, 32, 32, 3), jnp.uint8, sharding=sharding),
     jax.ShapeDtypeStruct((num_examples,), jnp.int32, sharding=sharding),
   )
-  plan = jax.eval_shape(
-    lambda: input_pipeline.epoch_plan(0, 1, num_examples=num_examples, batch_size=batch)
-  )
+
+  def one_plan(seed):
+    return input_pipeline.epoch_plan(seed, 1, num_examples=num_examples, batch_size=batch)
+
+  seeds = jnp.arange(members)
+  plan = jax.eval_shape(lambda: jax.vmap(one_plan)(seeds) if members else one_plan(0))
   args = (
     jax.tree.map(spec, state),
     data,
@@ -312,6 +332,40 @@ def measure(compiled, card, dtype, loop):
   )
 
 
+COHORT_VARIANT = "intelligent G′, tracked"  # what --cohorts compiles as cohorts of K runs
+
+
+def compile_rows(cards, fn, state, extra, donate, setting, members=0) -> list[dict]:
+  """One row per card of ``fn`` compiled for it (``setting``: model, dtype, batch,
+  variant, loop; ``members``: a cohort's size, 0 for a run alone), printed as it comes."""
+  model, dtype, batch, variant, loop = setting
+  rows = []
+  for card in cards:
+    compiled, seconds = compile_for(
+      card, fn, state, extra, donate, batch, num_examples=4 * batch, members=members
+    )
+    row = dict(
+      model=model,
+      dtype=dtype,
+      batch=batch,
+      variant=variant,
+      program="loop" if loop else "step",
+      card=card,
+      cohort=members,
+      compile_cpu_seconds=round(seconds, 1),
+      **measure(compiled, card, dtype, loop),
+    )
+    rows.append(row)
+    print(
+      f"{card} {model} {dtype} b{batch} {variant} ({row['program']}"
+      f"{f', cohort of {members}' if members else ''}): {row['kernels']} kernels "
+      f"{row['kinds']}, {row['bytes'] / 1e9:.3f} GB, {row['flops'] / 1e12:.3f} TFLOP, temp "
+      f"{row['temp_bytes'] / 2**20:.0f} MiB, compiled in {seconds:.1f} CPU s",
+      flush=True,
+    )
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tiny", action="store_true", help="resnet8, batch 8, H100 only (CI)")
@@ -329,6 +383,12 @@ def main():
   parser.add_argument(
     "--variants", default=";".join(VARIANTS), help="semicolon-separated names of VARIANTS"
   )
+  parser.add_argument(
+    "--cohorts",
+    default="",
+    help=f"comma-separated cohort sizes K: also compile the {COHORT_VARIANT} loop as one "
+    "program for K runs (gradamp_jax.training.cohort)",
+  )
   args = parser.parse_args()
   cards, programs = args.cards.split(","), args.programs.split(",")
   variants = args.variants.split(";")
@@ -344,6 +404,7 @@ def main():
     settings, cards = [("resnet8", "float32", 8)], ["h100"]
   else:
     settings = [("resnet18", "bfloat16", 128)]
+  sizes = [int(k) for k in args.cohorts.split(",") if k]
   rows = []
   for model, dtype, batch in settings:
     for variant, loop in itertools.product(variants, [p == "loop" for p in programs]):
@@ -353,28 +414,12 @@ def main():
       fn, state, extra, donate = (
         reference_step(config, loop) if variant == "reference" else program_chunk(config, loop)
       )
-      for card in cards:
-        compiled, seconds = compile_for(
-          card, fn, state, extra, donate, batch, num_examples=4 * batch
-        )
-        row = dict(
-          model=model,
-          dtype=dtype,
-          batch=batch,
-          variant=variant,
-          program="loop" if loop else "step",
-          card=card,
-          compile_cpu_seconds=round(seconds, 1),
-          **measure(compiled, card, dtype, loop),
-        )
-        rows.append(row)
-        print(
-          f"{card} {model} {dtype} b{batch} {variant} ({row['program']}): {row['kernels']} "
-          f"kernels {row['kinds']}, {row['bytes'] / 1e9:.3f} GB, "
-          f"{row['flops'] / 1e12:.3f} TFLOP, temp {row['temp_bytes'] / 2**20:.0f} MiB, "
-          f"compiled in {seconds:.1f} CPU s",
-          flush=True,
-        )
+      rows += compile_rows(cards, fn, state, extra, donate, (model, dtype, batch, variant, loop))
+    for members in sizes:
+      config = config_for(model, dtype, batch, COHORT_VARIANT)
+      fn, state, extra, donate = cohort_chunk(config, True, members)
+      setting = (model, dtype, batch, COHORT_VARIANT, True)
+      rows += compile_rows(cards, fn, state, extra, donate, setting, members)
   print(markdown(rows))
   problems = check(rows) if args.check else []
   for problem in problems:
@@ -394,13 +439,20 @@ MAX_SMALL_COPY = 4096  # elements: per-layer vectors and scalars, never a parame
 
 def check(rows):
   """What the tuned step guarantees: at most one conditional (the epoch-end measures) and no
-  copy of a parameter-sized array (the accumulators are updated in place)."""
+  copy of a parameter-sized array (the accumulators are updated in place). A cohort keeps
+  its conditional (the shared update counters: ``cohort.SHARED_LEAVES``) but copies its
+  members' convolution kernels into the grouped convolutions' layout (BENCHMARKS.md)."""
   problems = []
   for r in rows:
-    name = f"{r['card']} {r['model']} {r['variant']} ({r['program']})"
-    if r["kinds"].get("conditional", 0) > 1:
-      problems.append(f"{name}: {r['kinds']['conditional']} conditionals, at most 1 expected")
-    if r["largest_copy_elements"] > MAX_SMALL_COPY:
+    cohort_size = r.get("cohort", 0)
+    name = f"{r['card']} {r['model']} {r['variant']} ({r['program']}"
+    name += f", cohort of {cohort_size})" if cohort_size else ")"
+    conditionals = r["kinds"].get("conditional", 0)
+    if conditionals > 1 or (cohort_size and conditionals != 1):
+      problems.append(
+        f"{name}: {conditionals} conditionals, {'' if cohort_size else 'at most '}1 expected"
+      )
+    if r["largest_copy_elements"] > MAX_SMALL_COPY and not cohort_size:
       problems.append(
         f"{name}: copies an array of {r['largest_copy_elements']:,} elements "
         f"(at most {MAX_SMALL_COPY:,} expected)"
@@ -409,6 +461,8 @@ def check(rows):
 
 
 def markdown(rows):
+  """The runs' table (against the reference step where it was compiled) and, with
+  cohorts, the cohorts' table."""
   lines = [
     "| card | program | kernels (fusions, convs, copies, cond.) | GB per step | kernel I/O GB | "
     "temp MiB | roofline images/s | vs reference (kernels, bytes, kernel I/O) | compile CPU s |",
@@ -419,19 +473,78 @@ def markdown(rows):
     for r in rows
     if r["variant"] == "reference"
   }
-  for r in rows:
-    ref = reference[(r["card"], r["model"], r["dtype"], r["batch"], r["program"])]
+  for r in (r for r in rows if not r.get("cohort")):
+    ref = reference.get((r["card"], r["model"], r["dtype"], r["batch"], r["program"]))
     k = r["kinds"]
+    versus = (
+      f"{r['kernels'] / ref['kernels']:.2f}x, {r['bytes'] / ref['bytes']:.2f}x, "
+      f"{r['kernel_io_bytes'] / ref['kernel_io_bytes']:.2f}x"
+      if ref
+      else ""
+    )
     lines.append(
       f"| {r['card']} | {r['model']} {r['dtype']} b{r['batch']}, {r['variant']}, {r['program']} "
       f"| {r['kernels']} "
       f"({k.get('fusion', 0)}, {k.get('convolution', 0)}, {k.get('copy', 0)}, "
       f"{k.get('conditional', 0)}) | {r['bytes'] / 1e9:.2f} | {r['kernel_io_bytes'] / 1e9:.2f} | "
       f"{r['temp_bytes'] / 2**20:.0f} | {r['batch'] / r['roofline_seconds']:,.0f} | "
-      f"{r['kernels'] / ref['kernels']:.2f}x, {r['bytes'] / ref['bytes']:.2f}x, "
-      f"{r['kernel_io_bytes'] / ref['kernel_io_bytes']:.2f}x | {r['compile_cpu_seconds']} |"
+      f"{versus} | {r['compile_cpu_seconds']} |"
     )
+  cohorts = [r for r in rows if r.get("cohort")]
+  return "\n".join(lines) + "\n" + (cohort_markdown(cohorts) if cohorts else "")
+
+
+def cohort_markdown(rows):
+  """Per card and cohort size K: kernels per step, kernel I/O and memory per run, roofline
+  images/s per run and in all, against K = 1 (the smallest K compiled); then the largest K
+  that fits each card."""
+  lines = [
+    "",
+    "| card | K | kernels per step (vs K=1) | kernel I/O per run GB (vs K=1) | temp MiB | "
+    "memory per run MiB | roofline images/s per run | in all | compile CPU s |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for card in dict.fromkeys(r["card"] for r in rows):
+    mine = sorted((r for r in rows if r["card"] == card), key=lambda r: r["cohort"])
+    one = mine[0]
+    for r in mine:
+      k, io = r["cohort"], r["kernel_io_bytes"] / r["cohort"]
+      per_run = r["batch"] / r["roofline_seconds"]
+      lines.append(
+        f"| {card} | {k} | {r['kernels']} ({r['kernels'] / one['kernels']:.2f}x) | "
+        f"{io / 1e9:.3f} ({io / (one['kernel_io_bytes'] / one['cohort']):.2f}x) | "
+        f"{r['temp_bytes'] / 2**20:,.0f} | {member_bytes(r) / k / 2**20:,.0f} | {per_run:,.0f} | "
+        f"{per_run * k:,.0f} | {r['compile_cpu_seconds']} |"
+      )
+  for card in dict.fromkeys(r["card"] for r in rows):
+    lines.append("")
+    lines.append(f"{card}: {largest_cohort(card, [r for r in rows if r['card'] == card])}")
   return "\n".join(lines) + "\n"
+
+
+MEMORY_MARGIN = 0.8  # of the card's memory a cohort may plan for (XLA's own reserve, cuDNN)
+
+
+def member_bytes(row) -> int:
+  """The device memory a compiled program plans: its arguments, outputs and temporaries."""
+  return row["argument_bytes"] + row["output_bytes"] + row["temp_bytes"]
+
+
+def largest_cohort(card, rows) -> str:
+  """The largest K whose program fits in :data:`MEMORY_MARGIN` of the card, from a line
+  through the planned memory of the two largest cohorts compiled, with its reason."""
+  if len(rows) < 2:
+    return "one cohort size compiled: no largest K estimated"
+  a, b = sorted(rows, key=lambda r: r["cohort"])[-2:]
+  slope = (member_bytes(b) - member_bytes(a)) / (b["cohort"] - a["cohort"])
+  fixed = member_bytes(b) - slope * b["cohort"]
+  room = MEMORY_MARGIN * CARDS[card]["memory"]
+  largest = int((room - fixed) // slope) if slope > 0 else None
+  return (
+    f"largest K that fits: {largest} ({slope / 2**20:,.0f} MiB per run and {fixed / 2**20:,.0f} "
+    f"MiB shared, planned by XLA for K = {a['cohort']} and {b['cohort']}, within "
+    f"{MEMORY_MARGIN:.0%} of {CARDS[card]['memory'] / 1e9:.0f} GB)"
+  )
 
 
 if __name__ == "__main__":

@@ -47,3 +47,24 @@ def test_check_names_a_second_conditional_and_a_large_copy():
   problems = gpu_compile.check([bad])
   assert len(problems) == 2
   assert "2 conditionals" in problems[0] and "18,432 elements" in problems[1]
+
+
+def test_check_wants_a_cohort_to_keep_its_conditional_and_allows_its_kernel_copies():
+  row = dict(card="h100", model="resnet8", variant="v", program="loop", cohort=2)
+  ok = dict(row, kinds={"conditional": 1}, largest_copy_elements=73728)
+  lost = dict(row, kinds={"fusion": 3}, largest_copy_elements=19)
+  assert gpu_compile.check([ok]) == []
+  assert gpu_compile.check([lost]) == [
+    "h100 resnet8 v (loop, cohort of 2): 0 conditionals, 1 expected"
+  ]
+
+
+def test_largest_cohort_extends_the_planned_memory_of_the_two_largest():
+  def row(k, mib):  # arguments, outputs and temporaries of a cohort of k, in MiB
+    return dict(cohort=k, argument_bytes=mib * 2**20, output_bytes=0, temp_bytes=0)
+
+  # 100 MiB shared and 50 MiB per run; 80 % of the H100's 80 GB is 61,035 MiB:
+  # (61,035.16 - 100) / 50 = 1218.7
+  text = gpu_compile.largest_cohort("h100", [row(1, 150), row(8, 500), row(16, 900)])
+  assert text.startswith("largest K that fits: 1218 (50 MiB per run and 100 MiB shared")
+  assert "one cohort size" in gpu_compile.largest_cohort("h100", [row(1, 150)])

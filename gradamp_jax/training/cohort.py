@@ -148,14 +148,33 @@ def member_rules(configs) -> dict[str, np.ndarray]:
   return {n: np.asarray([c.amplification[n] for c in configs], np.float32) for n in names}
 
 
+# The update counters of a state: equal in every member (they train in step), so a cohort
+# keeps one of each. Shared, they stay unbatched under vmap, and so do the conditions derived
+# from them: the epoch-end measures stay a conditional, not both branches and a select.
+SHARED_LEAVES = ("step", "count", "epoch")
+
+
+def _shared(path) -> bool:
+  last = path[-1] if path else None
+  return getattr(last, "name", getattr(last, "key", None)) in SHARED_LEAVES
+
+
 def stack(trees):
-  """Member pytrees stacked along a new leading axis."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+  """Member states stacked along a new leading axis; the update counters
+  (:data:`SHARED_LEAVES`) once."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, *xs: xs[0] if _shared(path) else jnp.stack(xs), *trees
+  )
 
 
 def member(tree, k: int):
-  """Member ``k`` of a stacked pytree."""
-  return jax.tree.map(lambda x: x[k], tree)
+  """Member ``k`` of a stacked state."""
+  return jax.tree_util.tree_map_with_path(lambda path, x: x if _shared(path) else x[k], tree)
+
+
+def member_axes(tree):
+  """``vmap``'s axes of a stacked state: None for the shared counters."""
+  return jax.tree_util.tree_map_with_path(lambda path, x: None if _shared(path) else 0, tree)
 
 
 class CohortPrograms(NamedTuple):
@@ -170,6 +189,28 @@ class CohortPrograms(NamedTuple):
   steps_per_call: int
 
 
+def make_cohort_chunk(config, spe, graphdef, mean, std, batch_sharding=None, *, loop: bool):
+  """Returns ``train_chunk(state, data, plan, start, stop, history, rules) -> (state,
+  history, loss)``: :func:`~gradamp_jax.training.steps.make_train_chunk` ``vmap``-ped over
+  the members (stacked ``state``, ``plan``, ``history`` and ``rules``, :func:`member_rules`;
+  ``data`` shared), ``loss`` the members' mean of their chunk's last step."""
+
+  def member_chunk(state, data, plan, rule, start, stop, history):
+    tx = optimizer.create_optimizer(config, spe, rule=rule)
+    chunk = steps_lib.make_train_chunk(graphdef, tx, mean, std, batch_sharding, loop=loop)
+    return chunk(state, data, plan, start, stop, history)
+
+  def train_chunk(state, data, plan, start, stop, history, rules):
+    axes = member_axes(state)
+    batched = jax.vmap(
+      member_chunk, in_axes=(axes, None, 0, 0, None, None, 0), out_axes=(axes, 0, 0)
+    )
+    state, history, loss = batched(state, data, plan, rules, start, stop, history)
+    return state, history, jnp.mean(loss)
+
+  return train_chunk
+
+
 def compile_cohort(configs, spe, graphdef, mean, std, keep, mesh: Mesh) -> CohortPrograms:
   """The jitted functions of a cohort over ``mesh`` (1-D, axis ``data``): each member's
   batch is split over the devices as a run's is, the states are replicated."""
@@ -177,17 +218,9 @@ def compile_cohort(configs, spe, graphdef, mean, std, keep, mesh: Mesh) -> Cohor
   per_call = steps_lib.steps_per_call(config)
   rules = member_rules(configs)
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-
-  def member_chunk(state, data, plan, rule, start, stop, history):
-    tx = optimizer.create_optimizer(config, spe, rule=rule)
-    chunk = steps_lib.make_train_chunk(graphdef, tx, mean, std, batch_sharding, loop=per_call > 1)
-    return chunk(state, data, plan, start, stop, history)
-
-  batched = jax.vmap(member_chunk, in_axes=(0, None, 0, 0, None, None, 0))
-
-  def train_chunk(state, data, plan, start, stop, history, rules):
-    state, history, loss = batched(state, data, plan, rules, start, stop, history)
-    return state, history, jnp.mean(loss)
+  train_chunk = make_cohort_chunk(
+    config, spe, graphdef, mean, std, batch_sharding, loop=per_call > 1
+  )
 
   evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
   seeds = np.asarray([c.seed for c in configs], np.int32)
@@ -206,9 +239,9 @@ def compile_cohort(configs, spe, graphdef, mean, std, keep, mesh: Mesh) -> Cohor
   return CohortPrograms(
     train_chunk=lambda *args: chunk(*args, rules),
     evaluate=jax.jit(
-      lambda state, split, stacked: jax.vmap(evaluate, in_axes=(0, 0 if stacked else None))(
-        state, split
-      ),
+      lambda state, split, stacked: jax.vmap(
+        evaluate, in_axes=(member_axes(state), 0 if stacked else None)
+      )(state, split),
       static_argnums=2,
     ),
     epoch_plan=lambda epoch: plans(seeds, keep, epoch),
@@ -335,7 +368,7 @@ class Cohort(NamedTuple):
         self.steps_per_epoch,
         epoch,
         metrics[k],
-        {name: member(s, k) for name, s in sums.items()},
+        {name: {key: v[k] for key, v in s.items()} for name, s in sums.items()},
         members[k].opt_state,
         start=start,
         started=started,
