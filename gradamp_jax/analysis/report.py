@@ -104,11 +104,11 @@ def paper_tables(comparison: pd.DataFrame) -> str:
         )
       )
     parts.append(
-      f"### {dataset}: mean ± std over seeds at the chosen threshold\n\n"
+      f"### {dataset}: mean ± std over seeds at the chosen setting\n\n"
       + markdown_table(pd.DataFrame(chosen))
     )
     parts.append(
-      f"### {dataset}: best single run over all thresholds and seeds (the "
+      f"### {dataset}: best single run over all settings and seeds (the "
       "paper's protocol; optimistic, chosen on test)\n\n" + markdown_table(pd.DataFrame(best))
     )
   return "\n\n".join(parts)
