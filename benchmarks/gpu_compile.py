@@ -335,14 +335,17 @@ def measure(compiled, card, dtype, loop):
 COHORT_VARIANT = "intelligent G′, tracked"  # what --cohorts compiles as cohorts of K runs
 
 
-def compile_rows(cards, fn, state, extra, donate, setting, members=0) -> list[dict]:
+def compile_rows(
+  cards, fn, state, extra, donate, setting, members=0, num_examples=None
+) -> list[dict]:
   """One row per card of ``fn`` compiled for it (``setting``: model, dtype, batch,
-  variant, loop; ``members``: a cohort's size, 0 for a run alone), printed as it comes."""
+  variant, loop; ``members``: a cohort's size, 0 for a run alone; the training images
+  ``num_examples``, 4 batches by default), printed as it comes."""
   model, dtype, batch, variant, loop = setting
   rows = []
   for card in cards:
     compiled, seconds = compile_for(
-      card, fn, state, extra, donate, batch, num_examples=4 * batch, members=members
+      card, fn, state, extra, donate, batch, num_examples or 4 * batch, members=members
     )
     row = dict(
       model=model,
@@ -366,7 +369,136 @@ def compile_rows(cards, fn, state, extra, donate, setting, members=0) -> list[di
   return rows
 
 
-def main():
+PAPER_MODELS = ("vgg19", "resnet18", "resnet34", "resnet50", "resnet101")
+CIFAR_TRAIN, CIFAR_TEST, EVAL_BATCH = 50_000, 10_000, 500
+
+
+def grid_rows(cards) -> list[dict]:
+  """``--grid``: every paper model (bfloat16; resnet18 also float32) x CIFAR-10/100 at
+  batch 128 on the whole training set: the tracked intelligent G′ loop per card, the
+  evaluation and the epoch plan (on the first card: they are small), and cohorts of 1 and
+  2 on CIFAR-10 (the first card: a run's memory is the card's business only through its
+  capacity) for the largest K. A program that fails to compile raises."""
+  rows = []
+  settings = [(m, "bfloat16") for m in PAPER_MODELS] + [("resnet18", "float32")]
+  for model, dtype in settings:
+    for num_classes in (10, 100):
+      config = config_for(model, dtype, 128, COHORT_VARIANT)
+      name = f"{COHORT_VARIANT}, CIFAR-{num_classes}"
+      fn, state, extra, donate = program_chunk(config, True, num_classes, CIFAR_TRAIN // 128)
+      setting = (model, dtype, 128, name, True)
+      rows += compile_rows(cards, fn, state, extra, donate, setting, 0, CIFAR_TRAIN)
+      rows.append(side_programs(cards[0], config, num_classes, state, setting))
+      if num_classes == 10:
+        for members in (1, 2):
+          fn, states, extra, donate = cohort_chunk(config, True, members, 10, CIFAR_TRAIN // 128)
+          rows += compile_rows(cards[:1], fn, states, extra, donate, setting, members, CIFAR_TRAIN)
+  return rows
+
+
+def side_programs(card, config, num_classes, state, setting) -> dict:
+  """The evaluation over the test set and the epoch plan, compiled for ``card``: their
+  planned memory (a row with ``program="evaluate+plan"``)."""
+  with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
+    topology = topologies.get_topology_desc(
+      platform="cuda", target_config=f.read(), topology="1x1x1"
+    )
+  sharding = NamedSharding(topologies.make_mesh(topology, (1,), ("data",)), PartitionSpec())
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
+  tx = optimizer.create_optimizer(config, CIFAR_TRAIN // 128)
+  graphdef, _ = steps.create_train_state(config, num_classes, tx)
+  evaluate = steps.make_evaluate(graphdef, (0.5,) * 3, (0.25,) * 3)
+  batches = CIFAR_TEST // EVAL_BATCH
+  split = input_pipeline.EvalSplit(
+    spec((batches, EVAL_BATCH, 32, 32, 3), jnp.uint8),
+    spec((batches, EVAL_BATCH), jnp.int32),
+    spec((batches, EVAL_BATCH), jnp.float32),
+  )
+  states = jax.tree.map(lambda x: spec(np.shape(x), jnp.result_type(x)), state)
+  start = time.process_time()
+  compiled_eval = jax.jit(evaluate).lower(states, split).compile()
+  plan = lambda seed, epoch: input_pipeline.epoch_plan(  # noqa: E731
+    seed, epoch, num_examples=CIFAR_TRAIN, batch_size=128
+  )
+  compiled_plan = jax.jit(plan).lower(spec((), jnp.int32), spec((), jnp.int32)).compile()
+  seconds = time.process_time() - start
+  model, dtype, batch, variant, _ = setting
+  memory = [c.memory_analysis() for c in (compiled_eval, compiled_plan)]
+  row = dict(model=model, dtype=dtype, batch=batch, variant=variant, program="evaluate+plan")
+  return row | dict(
+    card=card,
+    cohort=0,
+    compile_cpu_seconds=round(seconds, 1),
+    planned_bytes=[
+      m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes for m in memory
+    ],
+  )
+
+
+# The paper's grid per seed (configs/paper.py): runs, and the epoch after which the first
+# selection lets runs differ (what a branched sweep trains once).
+PAPER_RUNS = {"params_1": (155, 51), "params_2": (75, 11)}
+EPOCHS = 150
+
+
+def grid_markdown(rows) -> str:
+  """``--grid``: each program compiled (kernels, bytes, memory, roofline), the largest
+  cohort per model and card, and the roofline GPU-hours of a family."""
+  lines = [
+    "| model | dtype | data | card | kernels per step | GB per step | temp MiB | roofline "
+    "ms per step | roofline images/s | evaluation + plan MiB | compile CPU s |",
+    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  side = {(r["model"], r["dtype"], r["variant"]): r for r in rows if r["program"] != "loop"}
+  runs = [r for r in rows if r["program"] == "loop" and not r.get("cohort")]
+  for r in runs:
+    extra = side.get((r["model"], r["dtype"], r["variant"]))
+    planned = (
+      "" if extra is None else " + ".join(f"{b / 2**20:,.0f}" for b in extra["planned_bytes"])
+    )
+    lines.append(
+      f"| {r['model']} | {r['dtype']} | {r['variant'].rsplit(', ', 1)[1]} | {r['card']} | "
+      f"{r['kernels']} | {r['bytes'] / 1e9:.2f} | {r['temp_bytes'] / 2**20:,.0f} | "
+      f"{1e3 * r['roofline_seconds']:.2f} | {r['batch'] / r['roofline_seconds']:,.0f} | "
+      f"{planned} | {r['compile_cpu_seconds']} |"
+    )
+  lines += [
+    "",
+    "| model | dtype | largest cohort: " + " | ".join(CARDS) + " |",
+    "|---|---|" + "---|" * len(CARDS),
+  ]
+  for model, dtype in dict.fromkeys((r["model"], r["dtype"]) for r in rows if r.get("cohort")):
+    mine = [r for r in rows if r.get("cohort") and (r["model"], r["dtype"]) == (model, dtype)]
+    lines.append(
+      f"| {model} | {dtype} | " + " | ".join(largest_cohort(c, mine) for c in CARDS) + " |"
+    )
+  return "\n".join(lines + ["", cost_markdown(runs)]) + "\n"
+
+
+def cost_markdown(runs) -> str:
+  """Per model, data and card: the paper's grid per seed, its epochs plain and branched (at
+  most: every run on its own after the first selection) and the roofline GPU-hours of its
+  training steps (evaluation left out). A roofline bound, not a measurement."""
+  from configs import paper
+
+  lines = [
+    "| model | data | runs per seed | epochs: plain / branched (at most) | card | roofline "
+    "GPU-hours per seed: plain / branched |",
+    "|---|---|---:|---:|---|---:|",
+  ]
+  for r in (r for r in runs if r["dtype"] == "bfloat16"):
+    family = "params_1" if paper.STRATEGY[r["model"]] == paper.default.PARAMS_1 else "params_2"
+    count, shared = PAPER_RUNS[family]
+    plain, branched = count * EPOCHS, shared + count * (EPOCHS - shared)
+    hours = r["roofline_seconds"] * (CIFAR_TRAIN // r["batch"]) / 3600
+    lines.append(
+      f"| {r['model']} | {r['variant'].rsplit(', ', 1)[1]} | {count} | {plain:,} / {branched:,} "
+      f"| {r['card']} | {plain * hours:,.1f} / {branched * hours:,.1f} |"
+    )
+  return "\n".join(lines)
+
+
+def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--tiny", action="store_true", help="resnet8, batch 8, H100 only (CI)")
   parser.add_argument("--out", default=None, help="folder for results.json and results.md")
@@ -384,27 +516,41 @@ def main():
     "--variants", default=";".join(VARIANTS), help="semicolon-separated names of VARIANTS"
   )
   parser.add_argument(
+    "--grid",
+    action="store_true",
+    help="every paper model x CIFAR-10/100: loop, evaluation, epoch plan, cohorts, costs",
+  )
+  parser.add_argument(
     "--cohorts",
     default="",
     help=f"comma-separated cohort sizes K: also compile the {COHORT_VARIANT} loop as one "
     "program for K runs (gradamp_jax.training.cohort)",
   )
   args = parser.parse_args()
-  cards, programs = args.cards.split(","), args.programs.split(",")
-  variants = args.variants.split(";")
   for name, given, known in [
-    ("cards", cards, CARDS),
-    ("programs", programs, PROGRAMS),
-    ("variants", variants, VARIANTS),
+    ("cards", args.cards.split(","), CARDS),
+    ("programs", args.programs.split(","), PROGRAMS),
+    ("variants", args.variants.split(";"), VARIANTS),
   ]:
     unknown = [c for c in given if c not in known]
     if unknown:
       parser.error(f"--{name}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+  return args
+
+
+def main():
+  args = parse_args()
+  cards, programs = args.cards.split(","), args.programs.split(",")
+  variants = args.variants.split(";")
   if args.tiny:
     settings, cards = [("resnet8", "float32", 8)], ["h100"]
   else:
     settings = [("resnet18", "bfloat16", 128)]
   sizes = [int(k) for k in args.cohorts.split(",") if k]
+  if args.grid:
+    rows = grid_rows(cards)
+    write_results(args.out, rows, grid_markdown(rows))
+    return
   rows = []
   for model, dtype, batch in settings:
     for variant, loop in itertools.product(variants, [p == "loop" for p in programs]):
@@ -420,18 +566,23 @@ def main():
       fn, state, extra, donate = cohort_chunk(config, True, members)
       setting = (model, dtype, batch, COHORT_VARIANT, True)
       rows += compile_rows(cards, fn, state, extra, donate, setting, members)
-  print(markdown(rows))
   problems = check(rows) if args.check else []
+  write_results(args.out, rows, markdown(rows))
   for problem in problems:
     print(f"check failed: {problem}", file=sys.stderr)
-  if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-      json.dump(rows, f, indent=2)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-      f.write(markdown(rows))
   if problems:
     sys.exit(1)
+
+
+def write_results(out, rows, text) -> None:
+  """Prints ``text``; with ``out``, writes ``results.json`` and ``results.md`` into it."""
+  print(text)
+  if out:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+      json.dump(rows, f, indent=2)
+    with open(os.path.join(out, "results.md"), "w") as f:
+      f.write(text)
 
 
 MAX_SMALL_COPY = 4096  # elements: per-layer vectors and scalars, never a parameter's array

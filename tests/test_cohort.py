@@ -16,8 +16,9 @@ from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
 
 pytestmark = pytest.mark.slow  # trains runs end to end
 
-# Three members of one program: two to compare with their runs alone, one whose factor
-# (alpha = hi = 1e30 on the updates) makes its parameters overflow once it acts (epoch 3).
+# Three members of one program: one to compare with its run alone, one with NumPy, one
+# whose factor (alpha = hi = 1e30 on the updates) makes its parameters overflow once it
+# acts (epoch 3).
 MEMBERS = [dict(seed=0, alpha=0.5, hi=2.0), dict(seed=1, alpha=1.0, hi=2.0)]
 DIVERGING = dict(seed=0, alpha=1e30, hi=1e30)
 
@@ -37,16 +38,26 @@ def trained(tmp_path_factory):
   configs = [member_config(**m) for m in MEMBERS + [DIVERGING]]
   workdirs = [str(root / f"member{k}") for k in range(len(configs))]
   with mock_cifar():
-    alone = []
-    for k, config in enumerate(configs[:2]):
-      alone.append(str(root / f"alone{k}"))
-      train.train_and_evaluate(config, alone[-1])
+    alone = [str(root / "alone0")]  # member 0 alone; member 1 is checked against NumPy
+    train.train_and_evaluate(configs[0], alone[0])
     with pytest.raises(train.NonFiniteError) as error:
       cohort.train_cohort(configs, workdirs)
   return workdirs, alone, str(error.value)
 
 
-def test_members_equal_their_runs_alone_up_to_rounding(trained):
+def test_a_member_acts_with_its_own_alpha(trained):
+  """Member 1 (alpha 1) scales each layer by clip(1 + 1 · Ĝ′, 0, 2), member 0 by
+  clip(1 + 0.5 · Ĝ′, 0, 2), from their own z-scores."""
+  workdirs, _, _ = trained
+  for workdir, m in zip(workdirs, MEMBERS):
+    stats = read(os.path.join(workdir, "layer_stats.jsonl"))
+    normalized = np.array([r["normalized"] for r in stats])
+    want = np.clip(1 + m["alpha"] * normalized, 0.0, m["hi"])
+    np.testing.assert_allclose([r["scale"] for r in stats], want, rtol=1e-6)
+    assert len(set(np.round(want, 4))) > 2  # a continuous action, not two values
+
+
+def test_a_member_equals_its_run_alone_up_to_rounding(trained):
   workdirs, alone, _ = trained
   for member, single in zip(workdirs, alone):
     assert sorted(os.listdir(member)) == sorted(os.listdir(single))
@@ -62,8 +73,6 @@ def test_members_equal_their_runs_alone_up_to_rounding(trained):
     np.testing.assert_allclose(*values, rtol=1e-5)  # seen: 1e-6
     for key in ("normalized", "scale"):  # z-scores of close values: seen 1.5e-5
       np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], atol=1e-4)
-    scales = [r["scale"] for r in got]
-    assert len(set(scales)) > 2  # a continuous action: the members' alpha acted, traced
     info, single_info = (run_folder.read_json(w, run_folder.RUN_INFO) for w in (member, single))
     assert info["data_fingerprint"] == single_info["data_fingerprint"]  # its own hold-out
     assert info["cohort"] == dict(size=3, members=workdirs, index=workdirs.index(member))

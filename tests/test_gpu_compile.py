@@ -68,3 +68,12 @@ def test_largest_cohort_extends_the_planned_memory_of_the_two_largest():
   text = gpu_compile.largest_cohort("h100", [row(1, 150), row(8, 500), row(16, 900)])
   assert text.startswith("largest K that fits: 1218 (50 MiB per run and 100 MiB shared")
   assert "one cohort size" in gpu_compile.largest_cohort("h100", [row(1, 150)])
+
+
+def test_a_familys_cost_is_its_epochs_times_the_roofline_of_an_epoch():
+  row = dict(model="resnet18", dtype="bfloat16", batch=128, card="h100", roofline_seconds=1e-3)
+  row["variant"] = "intelligent G′, tracked, CIFAR-10"
+  # 155 runs of 150 epochs = 23,250; branched at most 51 + 155 * 99 = 15,396 epochs; an
+  # epoch is 50,000 // 128 = 390 steps of 1 ms: 0.1083 h, so 2.5 h plain and 1.7 h branched.
+  line = gpu_compile.cost_markdown([row]).splitlines()[-1]
+  assert line == "| resnet18 | CIFAR-10 | 155 | 23,250 / 15,396 | h100 | 2.5 / 1.7 |"

@@ -185,6 +185,12 @@ def parse_args(argv=None):
     help="with --cohort: train only this cohort (0-based; what a job or a slot runs)",
   )
   args, overrides = parser.parse_known_args(argv)
+  _check_args(parser, args, overrides)
+  return args, overrides
+
+
+def _check_args(parser, args, overrides) -> None:
+  """What the arguments need of each other (argparse's error, exit 2, otherwise)."""
   if args.cohort is not None and (args.cohort < 1 or args.branch):
     parser.error(
       f"--cohort {args.cohort}: a positive number of runs, without --branch (a branched "
@@ -205,7 +211,6 @@ def parse_args(argv=None):
       f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
       "are written --config.FIELD=VALUE)"
     )
-  return args, overrides
 
 
 def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -> dict:
