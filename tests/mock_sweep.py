@@ -5,9 +5,7 @@
 2 seeds × {none, all, random, intelligent G case 1 at thresholds 0.5 and 1.0,
 matched_random G case 1} on ResNet-8, 48 mock images (a quarter held out for validation),
 3 epochs (epoch 2 analysed, epoch 3 amplified). Runs lie two levels deep under ROOT.
-The seeds of intelligent at 0.5 train as one cohort (gradamp_jax.training.cohort), so the
-report reads cohort members beside runs trained alone. Compilations are shared between
-seeds through JAX's persistent cache under ROOT.
+Compilations are shared between seeds through JAX's persistent cache under ROOT.
 """
 
 import argparse
@@ -26,8 +24,6 @@ RUNS = (
   dict(method="intelligent", threshold=1.0),
   dict(method="matched_random", threshold=0.5),
 )
-
-COHORTS = (RUNS[3],)  # trained as a cohort of its seeds
 
 
 def run_dirs(root):
@@ -74,7 +70,7 @@ def main(argv=None):
   import jax
   import tensorflow_datasets as tfds
 
-  from gradamp_jax.training import cohort, train
+  from gradamp_jax.training import train
 
   jax.config.update("jax_compilation_cache_dir", os.path.join(args.root, ".jax_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -83,15 +79,9 @@ def main(argv=None):
     mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", lambda self: True),
     tfds.testing.mock_data(num_examples=NUM_EXAMPLES),
   ):
-    for index, amp in enumerate(RUNS):
-      if index % args.parts != args.part:  # a method's seeds share compilations
-        continue
-      runs = [(w, config_for(a, s)) for w, a, s in run_dirs(args.root) if a == amp]
-      if amp in COHORTS:
-        cohort.train_cohort([c for _, c in runs], [w for w, _ in runs])
-      else:
-        for workdir, config in runs:
-          train.train_and_evaluate(config, workdir)
+    for workdir, amp, seed in run_dirs(args.root):
+      if RUNS.index(amp) % args.parts == args.part:  # a method's seeds share compilations
+        train.train_and_evaluate(config_for(amp, seed), workdir)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from gradamp_jax import run_folder
+from gradamp_jax import analysis, run_folder
 from gradamp_jax.training import cohort, train
 from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
 
@@ -88,6 +88,19 @@ def test_a_diverging_member_is_named_and_the_others_finish(trained):
   assert max(int(s) for s in os.listdir(os.path.join(workdirs[2], "checkpoints"))) == 2 * steps
   for workdir in workdirs[:2]:
     assert all(np.isfinite(r["train_loss"]) for r in read(os.path.join(workdir, "metrics.jsonl")))
+
+
+def test_the_analysis_reads_members_like_runs(trained):
+  workdirs, alone, _ = trained
+  runs = analysis.load_runs(os.path.dirname(workdirs[0])).set_index("workdir")
+  assert runs.loc[workdirs, "finished"].tolist() == [True, True, False]  # the diverged one
+  assert runs.loc[workdirs[:2], "action_params"].tolist() == [
+    "alpha=0.5 hi=2 lo=0",
+    "alpha=1 hi=2 lo=0",
+  ]
+  assert runs.loc[workdirs[0], "final_test_accuracy"] == pytest.approx(
+    runs.loc[alone[0], "final_test_accuracy"]
+  )
 
 
 def test_a_finished_cohort_is_done_at_once(trained, capsys):
