@@ -166,16 +166,20 @@ def cohort_chunk(config, loop, members, num_classes=10, steps_per_epoch=100):
   return chunk, states, extra, steps.chunk_donation(loop)
 
 
-def compile_for(card, fn, state, extra, donate, batch, num_examples, members=0):
-  """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``, donating the
-  arguments ``donate`` (with ``members``, the plan is a cohort's: one per member); returns
-  it and the CPU seconds that took."""
+def target_sharding(card) -> NamedSharding:
+  """A replicated sharding on one device of ``card``'s topology (no GPU needed)."""
   with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
     topology = topologies.get_topology_desc(
       platform="cuda", target_config=f.read(), topology="1x1x1"
     )
-  mesh = topologies.make_mesh(topology, (1,), ("data",))
-  sharding = NamedSharding(mesh, PartitionSpec())
+  return NamedSharding(topologies.make_mesh(topology, (1,), ("data",)), PartitionSpec())
+
+
+def compile_for(card, fn, state, extra, donate, batch, num_examples, members=0):
+  """``fn(state, data, plan, *extra)`` lowered and compiled for ``card``, donating the
+  arguments ``donate`` (with ``members``, the plan is a cohort's: one per member); returns
+  it and the CPU seconds that took."""
+  sharding = target_sharding(card)
 
   def spec(x):
     shape, dtype = getattr(x, "shape", np.shape(x)), getattr(x, "dtype", None)
@@ -399,11 +403,7 @@ def grid_rows(cards) -> list[dict]:
 def side_programs(card, config, num_classes, state, setting) -> dict:
   """The evaluation over the test set and the epoch plan, compiled for ``card``: their
   planned memory (a row with ``program="evaluate+plan"``)."""
-  with open(os.path.join(TARGETS, f"{card}.txtpb")) as f:
-    topology = topologies.get_topology_desc(
-      platform="cuda", target_config=f.read(), topology="1x1x1"
-    )
-  sharding = NamedSharding(topologies.make_mesh(topology, (1,), ("data",)), PartitionSpec())
+  sharding = target_sharding(card)
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
   tx = optimizer.create_optimizer(config, CIFAR_TRAIN // 128)
   graphdef, _ = steps.create_train_state(config, num_classes, tx)

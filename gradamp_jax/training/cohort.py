@@ -269,13 +269,7 @@ class Cohort(NamedTuple):
   def create(cls, configs, workdirs) -> Cohort:
     config = configs[0]
     pool, datasets, keep = input_pipeline.load_for_seeds(
-      [c.seed for c in configs],
-      config.dataset,
-      data_dir=config.data_dir,
-      image_folder=config.image_folder,
-      train_split=config.train_split,
-      validation_fraction=config.validation_fraction,
-      download=config.download,
+      [c.seed for c in configs], config.dataset, **train_lib.data_args(config)
     )
     if len({(d.mean, d.std) for d in datasets}) > 1:
       raise ValueError(

@@ -223,19 +223,25 @@ def compile_programs(config, dataset, graphdef, tx, state, mesh: Mesh) -> Progra
   )
 
 
+def data_args(config) -> dict:
+  """The config's data fields as :func:`~gradamp_jax.input_pipeline.load` takes them, less
+  the dataset and the seed."""
+  return dict(
+    data_dir=config.data_dir,
+    image_folder=config.image_folder,
+    train_split=config.train_split,
+    validation_fraction=config.validation_fraction,
+    download=config.download,
+  )
+
+
 def load_dataset(config) -> input_pipeline.Dataset:
   """Reads the data; with several processes the lead first (it may download and prepare
   it), then the others read what it prepared."""
 
   def load(download):
     return input_pipeline.load(
-      config.dataset,
-      data_dir=config.data_dir,
-      image_folder=config.image_folder,
-      train_split=config.train_split,
-      validation_fraction=config.validation_fraction,
-      seed=config.seed,
-      download=download,
+      config.dataset, seed=config.seed, **dict(data_args(config), download=download)
     )
 
   if jax.process_count() == 1:
