@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import sys
+import types
 
 import pytest
 
@@ -175,6 +176,19 @@ def test_cohort_groups_runs_that_differ_only_in_seed_and_rule_numbers(
   for cohort in names:
     shared = {re.sub(r"(seed|threshold|alpha)=[^-]+-?", "", n) for n in cohort}
     assert len(shared) == 1 and len(cohort) <= 4, cohort
-  with pytest.raises(SystemExit):
-    sweep.main([*argv, "--mode", "local", "--branch"])
-  assert "without --branch" in capsys.readouterr().err
+  # Branched: one job per cohort of trees whose trunks share a program (the 3 seeds' trunks
+  # of the none tree, and of the scale_by_zscore tree).
+  submitted = []
+
+  def submit(args, commands):
+    submitted.append(commands)
+    return [types.SimpleNamespace(job_id=str(100 + i)) for i in range(len(commands))]
+
+  monkeypatch.setattr(sweep, "submit_jobs", submit)
+  sweep.main([*argv, "--mode", "slurm", "--branch"])
+  (commands,) = submitted
+  jobs = [shlex.split(c) for c in commands]
+  assert [c[c.index("--tree") + 1] for c in jobs] == ["0,2,4", "1,3,5"]
+  assert all(c[c.index("--cohort") + 1] == "4" and "--branch" in c for c in jobs)
+  record = json.load(open(tmp_path / "sweep.json"))
+  assert record["tree_jobs"] == ["100", "101"] and record["job_trees"] == [[0, 2, 4], [1, 3, 5]]

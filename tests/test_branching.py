@@ -97,15 +97,27 @@ def test_rerun_trains_nothing_and_an_interrupted_tree_resumes(branched, tmp_path
   with mock_cifar():
     branching.run_tree(members(root), train_in_process(trained))
   assert trained == []
-  # Cut one member short: its last epoch's checkpoint and rows gone, as after a crash.
+  # Cut two members short (their last epoch's checkpoint and rows gone, as after a crash):
+  # grown level by level, their segments come in one call (one cohort where they share
+  # a program).
   copy = str(tmp_path / "copy")
   shutil.copytree(root, copy)
-  runs = members(copy)
-  cut = os.path.join(copy, "matched")
-  shutil.rmtree(os.path.join(cut, "checkpoints", str(5 * STEPS)))
-  rows = read(os.path.join(cut, "metrics.jsonl"))
-  JsonlWriter(os.path.join(cut, "metrics.jsonl")).write(rows[:4])
+  runs, calls, want = members(copy), [], {}
+  for name in ("all", "matched"):
+    cut = os.path.join(copy, name)
+    shutil.rmtree(os.path.join(cut, "checkpoints", str(5 * STEPS)))
+    want[name] = read(os.path.join(cut, "metrics.jsonl"))
+    JsonlWriter(os.path.join(cut, "metrics.jsonl")).write(want[name][:4])
+  train_segment = train_in_process(trained)
+
+  def train_segments(segments):
+    calls.append([(m.name, until) for m, until in segments])
+    for m, until in segments:
+      train_segment(m, until)
+
   with mock_cifar():
-    branching.run_tree(runs, train_in_process(trained))
-  assert trained == [("matched", 5, 1)]
-  assert without_timing(read(os.path.join(cut, "metrics.jsonl"))) == without_timing(rows)
+    branching.run_forest(branching.roots(runs), train_segments)
+  assert calls == [[("all", 5), ("matched", 5)]]
+  assert trained == [("all", 5, 1), ("matched", 5, 1)]
+  for name, rows in want.items():
+    assert without_timing(read(os.path.join(copy, name, "metrics.jsonl"))) == without_timing(rows)

@@ -106,27 +106,37 @@ def assert_same_run(a, b):
   chex.assert_trees_all_equal(state_a, state_b)  # one tree, every array bit for bit
 
 
-@pytest.mark.parametrize("grid, branch", [("seeds", []), ("rules", ["--branch"])])
+@pytest.mark.parametrize(
+  "grid, extra",
+  [("seeds", ["--cohort", "2"]), ("rules", ["--branch", "--cohort", "2"])],
+  ids=["seeds-cohort", "rules-branch-cohort"],
+)
 def test_sweep_through_slurm_equals_the_local_sweep(
-  slurm, images, tmp_path, monkeypatch, grid, branch
+  slurm, images, tmp_path, monkeypatch, grid, extra
 ):
+  """Two seeds as one cohort (one job), and a branched tree of two thresholds whose
+  members part after the trunk and train their last segment as one cohort (one job)."""
   monkeypatch.chdir(ROOT)
   # Here first: the jobs then load its programs from the session's compilation cache.
-  run_sweep(tmp_path / "local", "local", images, grid, *branch)
-  jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *branch, *OPTIONS)
+  run_sweep(tmp_path / "local", "local", images, grid, *extra)
+  jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *extra, *OPTIONS)
   job_ids = [j.job_id for j in jobs]
-  assert len(job_ids) == (1 if branch else 2)  # a job per run; branched: per tree
+  assert len(job_ids) == 1  # one cohort of two runs; branched: one tree
   with open(tmp_path / "slurm" / "sweep.json") as f:
     record = json.load(f)
-  if branch:
-    assert record["tree_jobs"] == job_ids
-  else:
-    assert [r["job_id"] for r in record["runs"]] == job_ids
+  assert record["tree_jobs" if "--branch" in extra else "cohort_jobs"] == job_ids
   wait_for(job_ids)
-  assert [job.result() for job in jobs] == [0] * len(jobs)  # the jobs' training commands
-  for run in record["runs"]:
-    name = os.path.basename(run["workdir"])
-    assert_same_run(tmp_path / "slurm" / name, tmp_path / "local" / name)
+  assert [job.result() for job in jobs] == [0]  # the job's training command
+  workdirs = [
+    os.path.join(tmp_path, "slurm", os.path.basename(r["workdir"])) for r in record["runs"]
+  ]
+  for workdir in workdirs:
+    assert_same_run(workdir, workdir.replace(str(tmp_path / "slurm"), str(tmp_path / "local")))
+    info = run_folder.read_json(workdir, run_folder.RUN_INFO)
+    assert info["cohort"]["size"] == 2 and sorted(info["cohort"]["members"]) == sorted(workdirs)
+  if "--branch" in extra:
+    tree = run_folder.read_json(tmp_path / "local", run_folder.SWEEP)["branch"]["tree"]
+    assert tree[0] == dict(member=record["runs"][0]["name"], trained=[1, 2])  # the trunk
 
 
 def fault_run(workdir, *extra):

@@ -8,7 +8,9 @@ is evaluated on that trajectory's recorded statistics (:func:`fork.replay_select
 members are grouped by the selections they would make; each group continues from the
 checkpoint at the end of the analysed epoch (:func:`fork.fork`), and so on. Members that
 never part from their group get a copy of its trajectory with their own selection record.
-Every member ends with an ordinary run folder.
+Every member ends with an ordinary run folder. :func:`run_forest` grows several trees
+level by level, so that the segments of one level that share a program can train as one
+cohort.
 """
 
 from __future__ import annotations
@@ -72,14 +74,49 @@ def run_tree(
     The tree as rows: ``dict(member, trained=[first, last])`` for a trained segment (epochs
     ``first..last``), ``dict(member, forked_from, epoch)`` for a fork.
   """
+
+  def train_segments(segments):
+    for member, until in segments:
+      train_segment(member, until)
+
+  return run_forest([members], train_segments, log)
+
+
+def run_forest(
+  trees: list[list[Member]],
+  train_segments: Callable[[list[tuple[Member, int]]], None],
+  log: Callable[[str], None] = print,
+) -> list[dict]:
+  """Trains several trees level by level: every tree's (and, after a fork, every group's)
+  next segment is handed to ``train_segments`` at once, as ``(member, until_epoch)`` pairs,
+  so that segments of one program can train as one cohort
+  (:func:`gradamp_jax.training.cohort.train_cohort`). Returns the trees' rows, as
+  :func:`run_tree` does."""
   rows: list[dict] = []
-  _grow(members, 0, train_segment, log, rows)
+  frontier = [(members, 0) for members in trees]
+  while frontier:
+    segments = [(members, start, *_segment_end(members, start)) for members, start in frontier]
+    todo = []
+    for members, start, until, _ in segments:
+      if epochs_done(members[0].workdir) < until:
+        log(
+          f"{members[0].name}: epochs {start + 1}-{until}"
+          + (f" (shared by {len(members)} runs)" if len(members) > 1 else "")
+        )
+        todo.append((members[0], until))
+    if todo:
+      train_segments(todo)
+    frontier = []
+    for members, start, until, forks in segments:
+      rows.append(dict(member=members[0].name, trained=[start + 1, until]))
+      frontier += _branch(members, until, forks, log, rows)
   return rows
 
 
-def _grow(members, start, train_segment, log, rows):
+def _segment_end(members, start) -> tuple[int, bool]:
+  """Where a group's next segment ends: its next selection epoch (True: it may fork
+  there), or the end of the schedule (False)."""
   rep = members[0]
-  num_epochs = ga.num_epochs(rep.config.phases)
   points = (
     [
       e
@@ -91,26 +128,24 @@ def _grow(members, start, train_segment, log, rows):
     if len(members) > 1
     else []
   )
-  until = points[0] if points else num_epochs
-  if epochs_done(rep.workdir) < until:
-    log(
-      f"{rep.name}: epochs {start + 1}-{until}"
-      + (f" (shared by {len(members)} runs)" if len(members) > 1 else "")
-    )
-    train_segment(rep, until)
-  rows.append(dict(member=rep.name, trained=[start + 1, until]))
-  if not points:
+  return (points[0], True) if points else (ga.num_epochs(rep.config.phases), False)
+
+
+def _branch(members, until: int, forks: bool, log, rows) -> list:
+  """Forks a group's other members from its trunk at ``until``; returns the groups that
+  go on from there (none at the end of the schedule)."""
+  rep = members[0]
+  if not forks:
     for m in members[1:]:
-      _fork(m, rep, num_epochs, log, rows)
-    return
+      _fork(m, rep, ga.num_epochs(rep.config.phases), log, rows)
+    return []
   groups = group_by_selection(members, rep, until)
   log(f"after epoch {until}: {len(members)} runs make {len(groups)} distinct selections")
   for group in groups:
     for m in group:
       if m is not rep:
         _fork(m, rep, until, log, rows)
-  for group in groups:
-    _grow(group, until, train_segment, log, rows)
+  return [(group, until) for group in groups]
 
 
 def _fork(member, parent, epoch, log, rows):

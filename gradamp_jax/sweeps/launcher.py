@@ -17,6 +17,8 @@
     python launch/sweep.py ... --mode local --runs_per_device 4
     # runs that differ only in seed or the rule's numbers: K at a time as one program
     python launch/sweep.py ... --mode local --cohort 8
+    # branched, each level's segments of one program trained as cohorts of at most K
+    python launch/sweep.py ... --mode local --branch --cohort 8
 
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
@@ -159,9 +161,9 @@ def parse_args(argv=None):
   )
   parser.add_argument(
     "--tree",
-    type=int,
+    type=_tree_numbers,
     default=None,
-    help="with --branch: run only this tree (0-based; what a slurm job runs)",
+    help="with --branch: run only these trees (0-based, comma-separated; what a slurm job runs)",
   )
   parser.add_argument(
     "--runs_per_device",
@@ -176,13 +178,24 @@ def parse_args(argv=None):
     type=int,
     default=None,
     help="train runs that differ only in seed or the selection rule's numbers K at a time "
-    "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort",
+    "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort; with "
+    "--branch, each level's segments of one program as cohorts (and slurm: one job per "
+    "cohort of trees)",
   )
   parser.add_argument(
     "--cohort_index",
     type=int,
     default=None,
     help="with --cohort: train only this cohort (0-based; what a job or a slot runs)",
+  )
+  parser.add_argument(
+    "--cohort_runs",
+    default=None,
+    help="with --cohort: train these runs (names, comma-separated) as one cohort (what a "
+    "branched sweep's segment runs)",
+  )
+  parser.add_argument(
+    "--until_epoch", type=int, default=None, help="with --cohort_runs: stop after this epoch"
   )
   args, overrides = parser.parse_known_args(argv)
   _check_args(parser, args, overrides)
@@ -191,13 +204,14 @@ def parse_args(argv=None):
 
 def _check_args(parser, args, overrides) -> None:
   """What the arguments need of each other (argparse's error, exit 2, otherwise)."""
-  if args.cohort is not None and (args.cohort < 1 or args.branch):
-    parser.error(
-      f"--cohort {args.cohort}: a positive number of runs, without --branch (a branched "
-      "sweep forks members one by one: docs/sweeps.md)"
-    )
-  if args.cohort_index is not None and args.cohort is None:
-    parser.error("--cohort_index goes with --cohort")
+  if args.cohort is not None and args.cohort < 1:
+    parser.error(f"--cohort {args.cohort}: a positive number of runs")
+  if (args.cohort_index is not None or args.cohort_runs is not None) and args.cohort is None:
+    parser.error("--cohort_index and --cohort_runs go with --cohort")
+  if args.until_epoch is not None and args.cohort_runs is None:
+    parser.error("--until_epoch goes with --cohort_runs")
+  if args.tree is not None and not args.branch:
+    parser.error("--tree goes with --branch")
   if args.runs_per_device is not None and (
     args.mode != "local" or args.runs_per_device < 1 or args.tree is not None
   ):
@@ -213,6 +227,17 @@ def _check_args(parser, args, overrides) -> None:
     )
 
 
+def _tree_numbers(text: str) -> list[int]:
+  """``--tree``'s value: tree numbers, comma-separated."""
+  try:
+    trees = [int(t) for t in text.split(",")]
+  except ValueError:
+    trees = []
+  if not trees or min(trees) < 0:
+    raise argparse.ArgumentTypeError(f"{text!r}: tree numbers from 0, comma-separated (0,3)")
+  return trees
+
+
 def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -> dict:
   """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs and ``more``."""
   record = dict(config=args.config, sweep=args.sweep, runs=runs, **more)
@@ -224,9 +249,9 @@ def main(argv=None):
   args, overrides = parse_args(argv)
   runs = expand(args.config, args.sweep, args.root, overrides)
   os.makedirs(args.root, exist_ok=True)
-  if args.tree is None and args.cohort_index is None:
+  if args.tree is None and args.cohort_index is None and args.cohort_runs is None:
     write_record(args, runs)
-  if args.cohort is not None:
+  if args.cohort is not None and (not args.branch or args.cohort_runs is not None):
     return run_cohorts(args, runs, overrides)
   if args.branch and args.mode != "print":
     return run_branched(args, runs, overrides)
@@ -303,11 +328,13 @@ def refusal(error: str, args) -> str:
   return f"sweep: sbatch refused the jobs: {reason}{hint}"
 
 
-def _tree_command(args, overrides, tree: int | None = None) -> list[str]:
-  """This launcher, training the trees here (or tree ``tree``): a job's or a slot's command."""
+def _tree_command(args, overrides, trees: list[int] | None = None) -> list[str]:
+  """This launcher, training the trees here (or trees ``trees``): a job's or a slot's
+  command."""
   me = [*_THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
   me += ["--mode", "local", "--branch"]
-  return me + ([] if tree is None else ["--tree", str(tree)]) + list(overrides)
+  me += [] if args.cohort is None else ["--cohort", str(args.cohort)]
+  return me + ([] if trees is None else ["--tree", ",".join(map(str, trees))]) + list(overrides)
 
 
 def member_configs(args, runs, overrides) -> list:
@@ -323,10 +350,11 @@ def member_configs(args, runs, overrides) -> list:
   return configs
 
 
-def _cohort_command(args, overrides, index: int) -> list[str]:
-  """This launcher, training cohort ``index`` here: a job's or a slot's command."""
+def _cohort_command(args, overrides, *which: str) -> list[str]:
+  """This launcher, training one cohort here (``which``: ``--cohort_index I``, or
+  ``--cohort_runs NAMES --until_epoch E``): a job's, a slot's or a segment's command."""
   me = [*_THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
-  return me + ["--mode", "local", "--cohort", str(args.cohort), "--cohort_index", str(index)]
+  return me + ["--mode", "local", "--cohort", str(args.cohort), *which, *overrides]
 
 
 def run_cohorts(args, runs, overrides):
@@ -337,6 +365,15 @@ def run_cohorts(args, runs, overrides):
   from gradamp_jax.training import cohort
 
   configs = member_configs(args, runs, overrides)
+  if args.cohort_runs is not None:
+    names = args.cohort_runs.split(",")
+    unknown = sorted(set(names) - {r["name"] for r in runs})
+    if unknown:
+      raise SystemExit(f"--cohort_runs: no run {', '.join(unknown)} in this sweep")
+    chosen = [k for k, r in enumerate(runs) if r["name"] in names]
+    return train_one_cohort(
+      [configs[k] for k in chosen], [runs[k]["workdir"] for k in chosen], args.until_epoch
+    )
   cohorts = cohort.groups(configs, args.cohort)
   if args.cohort_index is not None:
     return train_one_cohort(
@@ -345,7 +382,7 @@ def run_cohorts(args, runs, overrides):
     )
   names = [[runs[k]["name"] for k in c] for c in cohorts]
   commands = [
-    (f"cohort{i}", _cohort_command(args, overrides, i) + list(overrides))
+    (f"cohort{i}", _cohort_command(args, overrides, "--cohort_index", str(i)))
     for i in range(len(cohorts))
   ]
   if args.mode == "print":
@@ -373,12 +410,12 @@ def run_cohorts(args, runs, overrides):
   return names
 
 
-def train_one_cohort(configs, workdirs):
+def train_one_cohort(configs, workdirs, until_epoch: int | None = None):
   """Trains one cohort here; a failure is one line and the training program's exit status."""
   from gradamp_jax.training import cohort, preemption, train
 
   try:
-    return cohort.train_cohort(configs, workdirs)
+    return cohort.train_cohort(configs, workdirs, until_epoch=until_epoch)
   except preemption.Preempted as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(preemption.EXIT_PREEMPTED)
@@ -388,8 +425,9 @@ def train_one_cohort(configs, workdirs):
 
 
 def run_branched(args, runs, overrides):
-  """``--branch``: local mode trains the trees here (or tree ``--tree``); slurm mode
-  submits one job per tree, each running this command with ``--mode local --tree K``."""
+  """``--branch``: local mode trains the trees here (or trees ``--tree``); slurm mode
+  submits one job per tree (with ``--cohort K``, per cohort of at most K trees whose
+  trunks share a program), each running this command with ``--mode local --tree K,..``."""
   import jax
 
   jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
@@ -400,46 +438,88 @@ def run_branched(args, runs, overrides):
     for run, config in zip(runs, member_configs(args, runs, overrides))
   ]
   trees = branching.roots(members)
+  jobs_trees = tree_groups(args, trees)
   if args.mode == "slurm":
-    commands = [shlex.join(_tree_command(args, overrides, k)) for k in range(len(trees))]
+    commands = [shlex.join(_tree_command(args, overrides, group)) for group in jobs_trees]
     jobs = submit_jobs(args, commands)
     tree_jobs = [j.job_id for j in jobs]
-    write_record(args, runs, tree_jobs=tree_jobs)
-    print(f"submitted {len(jobs)} jobs (one per tree): {', '.join(tree_jobs)}")
+    write_record(args, runs, tree_jobs=tree_jobs, job_trees=jobs_trees)
+    what = "tree" if args.cohort is None else "cohort of trees"
+    print(f"submitted {len(jobs)} jobs (one per {what}): {', '.join(tree_jobs)}")
     return jobs
   if args.runs_per_device:
-    return run_trees_concurrently(args, runs, overrides, len(trees))
-  return train_trees(args, runs, trees)
+    return run_trees_concurrently(args, runs, overrides, jobs_trees)
+  return train_trees(args, runs, overrides, trees)
 
 
-def train_trees(args, runs, trees) -> dict:
-  """Trains the trees (or tree ``--tree``) here, one after another; writes their record."""
+def tree_groups(args, trees) -> list[list[int]]:
+  """The trees a job (or a slot) trains: one each, or with ``--cohort K`` cohorts of at
+  most K trees whose trunks share a program (their first segments train as one)."""
+  if args.cohort is None:
+    return [[k] for k in range(len(trees))]
+  from gradamp_jax.training import cohort
+
+  return cohort.groups([tree[0].config for tree in trees], args.cohort)
+
+
+def train_trees(args, runs, overrides, trees) -> dict:
+  """Trains the trees (or trees ``--tree``) here: one after another, or with ``--cohort``
+  level by level, each level's segments of one program as cohorts. Writes their record."""
   from gradamp_jax.sweeps import branching
 
-  command = {r["name"]: shlex.split(r["command"]) for r in runs}
-
-  def train_segment(member, until_epoch):
-    if subprocess.call([*command[member.name], "--until_epoch", str(until_epoch)]) != 0:
-      raise SystemExit(
-        f"{member.name}: training to epoch {until_epoch} failed; run the same "
-        "command again to resume"
-      )
-
-  chosen = range(len(trees)) if args.tree is None else [args.tree]
+  chosen = range(len(trees)) if args.tree is None else args.tree
   started, tree = time.time(), []
-  for k in chosen:
-    print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
-    tree += branching.run_tree(
-      trees[k], train_segment, log=lambda line: print(f"  {line}", flush=True)
+  log = lambda line: print(f"  {line}", flush=True)  # noqa: E731
+  train_segments = segment_trainer(args, runs, overrides)
+  if args.cohort is not None:
+    print(
+      f"trees {', '.join(str(k + 1) for k in chosen)} of {len(trees)}, level by level", flush=True
     )
+    tree = branching.run_forest([trees[k] for k in chosen], train_segments, log=log)
+  else:
+    for k in chosen:
+      print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
+      tree += branching.run_forest([trees[k]], train_segments, log=log)
   counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
   return write_branch_record(
     args,
     runs,
-    run_folder.sweep_record(args.tree),
+    run_folder.sweep_record(None if args.tree is None else args.tree[0]),
     len(chosen),
     dict(tree=tree, **counts, seconds=round(time.time() - started, 1)),
   )
+
+
+def segment_trainer(args, runs, overrides):
+  """``train_segments(segments)`` for :func:`~gradamp_jax.sweeps.branching.run_forest`:
+  each ``(member, until_epoch)`` trained in a process of its own, or with ``--cohort K``
+  the segments that end at one epoch and share a program as cohorts of at most K."""
+  command = {r["name"]: shlex.split(r["command"]) for r in runs}
+
+  def train(names: list[str], until_epoch: int):
+    argv = [*command[names[0]], "--until_epoch", str(until_epoch)]
+    if len(names) > 1:
+      which = ["--cohort_runs", ",".join(names), "--until_epoch", str(until_epoch)]
+      argv = _cohort_command(args, overrides, *which)
+    if subprocess.call(argv) != 0:
+      raise SystemExit(
+        f"{', '.join(names)}: training to epoch {until_epoch} failed; run the same "
+        "command again to resume"
+      )
+
+  def train_segments(segments):
+    if args.cohort is None:
+      for member, until in segments:
+        train([member.name], until)
+      return
+    from gradamp_jax.training import cohort
+
+    for until in sorted({u for _, u in segments}):
+      ending = [m for m, u in segments if u == until]
+      for group in cohort.groups([m.config for m in ending], args.cohort):
+        train([ending[k].name for k in group], until)
+
+  return train_segments
 
 
 def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
@@ -453,12 +533,13 @@ def write_branch_record(args, runs, name: str, num_trees: int, branch: dict) -> 
   return record
 
 
-def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
-  """``--branch --runs_per_device N``: each tree is this command with ``--tree K`` in a
-  slot of :func:`run_concurrently`; their records are merged into ``ROOT/sweep.json``."""
+def run_trees_concurrently(args, runs, overrides, jobs_trees: list[list[int]]) -> dict:
+  """``--branch --runs_per_device N``: each group of trees is this command with ``--tree
+  K,..`` in a slot of :func:`run_concurrently`; their records are merged into
+  ``ROOT/sweep.json``."""
   started = time.time()
   failed = run_concurrently(
-    [(f"tree{k}", _tree_command(args, overrides, k)) for k in range(num_trees)],
+    [(f"tree{group[0]}", _tree_command(args, overrides, group)) for group in jobs_trees],
     args.runs_per_device,
     visible_gpus(),
     os.path.join(args.root, "logs"),
@@ -468,8 +549,10 @@ def run_trees_concurrently(args, runs, overrides, num_trees: int) -> dict:
       f"{', '.join(failed)} failed (logs in {args.root}/logs); run the same command again to resume"
     )
   parts = [
-    run_folder.read_json(args.root, run_folder.sweep_record(k))["branch"] for k in range(num_trees)
+    run_folder.read_json(args.root, run_folder.sweep_record(group[0]))["branch"]
+    for group in jobs_trees
   ]
+  num_trees = sum(len(group) for group in jobs_trees)
   branch = dict(
     tree=[node for part in parts for node in part["tree"]],
     epochs_trained=sum(p["epochs_trained"] for p in parts),
