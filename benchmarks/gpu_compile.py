@@ -673,28 +673,24 @@ def cohort_markdown(rows):
   return "\n".join(lines) + "\n"
 
 
-MEMORY_MARGIN = 0.8  # of the card's memory a cohort may plan for (XLA's own reserve, cuDNN)
-
-
 def member_bytes(row) -> int:
   """The device memory a compiled program plans: its arguments, outputs and temporaries."""
   return row["argument_bytes"] + row["output_bytes"] + row["temp_bytes"]
 
 
 def largest_cohort(card, rows) -> str:
-  """The largest K whose program fits in :data:`MEMORY_MARGIN` of the card, from a line
-  through the planned memory of the two largest cohorts compiled, with its reason."""
+  """The largest K whose program fits in :data:`~gradamp_jax.training.cohort.MEMORY_MARGIN`
+  of the card (:func:`~gradamp_jax.training.cohort.largest_fitting`, through the planned
+  memory of the two largest cohorts compiled), with its reason."""
   if len(rows) < 2:
     return "one cohort size compiled: no largest K estimated"
-  a, b = sorted(rows, key=lambda r: r["cohort"])[-2:]
-  slope = (member_bytes(b) - member_bytes(a)) / (b["cohort"] - a["cohort"])
-  fixed = member_bytes(b) - slope * b["cohort"]
-  room = MEMORY_MARGIN * CARDS[card]["memory"]
-  largest = int((room - fixed) // slope) if slope > 0 else None
+  planned = {r["cohort"]: member_bytes(r) for r in rows}
+  largest, slope, fixed = cohort.largest_fitting(planned, CARDS[card]["memory"])
+  a, b = sorted(planned)[-2:]
   return (
     f"largest K that fits: {largest} ({slope / 2**20:,.0f} MiB per run and {fixed / 2**20:,.0f} "
-    f"MiB shared, planned by XLA for K = {a['cohort']} and {b['cohort']}, within "
-    f"{MEMORY_MARGIN:.0%} of {CARDS[card]['memory'] / 1e9:.0f} GB)"
+    f"MiB shared, planned by XLA for K = {a} and {b}, within "
+    f"{cohort.MEMORY_MARGIN:.0%} of {CARDS[card]['memory'] / 1e9:.0f} GB)"
   )
 
 

@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 
 from gradamp_jax import analysis, run_folder
+from gradamp_jax.sweeps import launcher as sweep
 from gradamp_jax.training import cohort, train
+from tests import slurm_sweep
+from tests.test_input_pipeline import _write_folder
 from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.slow  # trains runs end to end
 
@@ -136,3 +141,29 @@ def test_configs_that_differ_outside_the_cohort_fields_are_refused(tmp_path):
   ]
   assert os.path.basename(workdirs[1]) == "seed=0-amplification.threshold=1"
   assert json.loads(configs[3].to_json_best_effort())["model"] == "resnet8"
+
+
+def test_cohort_auto_takes_the_largest_size_that_fits_the_memory(tmp_path, monkeypatch, capsys):
+  """XLA's planned memory grows by one member's share per member (K = 1, 2, 3), so the line
+  through K = 1 and 2 predicts K = 3; the launcher's ``--cohort auto`` groups by the K it
+  chose for a memory of 3.5 members, and says so."""
+  monkeypatch.chdir(ROOT)
+  _write_folder(tmp_path / "images", {"train": {"a": 16, "b": 16}, "test": {"a": 4, "b": 4}})
+  config = slurm_sweep.get_config()
+  config.image_folder = str(tmp_path / "images")
+  dataset = train.load_dataset(config)
+  planned = {k: cohort.planned_cohort_bytes(config, dataset, k) for k in (1, 2, 3)}
+  per_member = planned[2] - planned[1]
+  assert planned[3] - planned[2] == pytest.approx(per_member, rel=0.02)
+  shared = planned[1] - per_member
+  capacity = (shared + 3.5 * per_member) / cohort.MEMORY_MARGIN
+  assert cohort.largest_fitting({1: planned[1], 2: planned[2]}, capacity)[0] == 3
+  argv = ["--config", "tests/slurm_sweep.py", "--sweep", "grid=seeds", "--root", str(tmp_path)]
+  argv += ["--mode", "print", "--cohort", "auto", f"--config.image_folder={tmp_path}/images"]
+  names = sweep.main([*argv, "--cohort_memory_gib", str(capacity / 2**30)])
+  out = capsys.readouterr().out
+  assert "--cohort auto: K = 3 for resnet8 on " in out and "within 80% of" in out
+  assert names == [["seed=0", "seed=1"]]  # the sweep's two runs: one cohort of at most 3
+  assert "--cohort 3 --cohort_index 0" in out
+  names = sweep.main([*argv, "--cohort_memory_gib", str((shared + 1.5 * per_member) / 0.8 / 2**30)])
+  assert names == [["seed=0"], ["seed=1"]] and "K = 1 " in capsys.readouterr().out

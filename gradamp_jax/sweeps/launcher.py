@@ -175,12 +175,19 @@ def parse_args(argv=None):
   )
   parser.add_argument(
     "--cohort",
-    type=int,
+    type=_cohort_size,
     default=None,
     help="train runs that differ only in seed or the selection rule's numbers K at a time "
     "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort; with "
     "--branch, each level's segments of one program as cohorts (and slurm: one job per "
-    "cohort of trees)",
+    "cohort of trees); auto: the largest K that fits the GPU (or --cohort_memory_gib), from "
+    "XLA's planned memory",
+  )
+  parser.add_argument(
+    "--cohort_memory_gib",
+    type=float,
+    default=None,
+    help="with --cohort auto: the memory a cohort may use (default: this machine's GPU's)",
   )
   parser.add_argument(
     "--cohort_index",
@@ -204,8 +211,8 @@ def parse_args(argv=None):
 
 def _check_args(parser, args, overrides) -> None:
   """What the arguments need of each other (argparse's error, exit 2, otherwise)."""
-  if args.cohort is not None and args.cohort < 1:
-    parser.error(f"--cohort {args.cohort}: a positive number of runs")
+  if args.cohort_memory_gib is not None and (args.cohort != "auto" or args.cohort_memory_gib <= 0):
+    parser.error("--cohort_memory_gib: a positive number of GiB, with --cohort auto")
   if (args.cohort_index is not None or args.cohort_runs is not None) and args.cohort is None:
     parser.error("--cohort_index and --cohort_runs go with --cohort")
   if args.until_epoch is not None and args.cohort_runs is None:
@@ -225,6 +232,45 @@ def _check_args(parser, args, overrides) -> None:
       f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
       "are written --config.FIELD=VALUE)"
     )
+
+
+def _cohort_size(text: str) -> int | str:
+  """``--cohort``'s value: a positive number of runs, or ``auto``."""
+  if text == "auto":
+    return text
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f"{text!r}: a positive number of runs, or auto")
+  return int(text)
+
+
+def choose_cohort_size(args, runs, overrides) -> int:
+  """``--cohort auto``: the largest K that fits (:func:`gradamp_jax.training.cohort.auto_size`)
+  for the sweep's first run of each model, dataset, batch size and precision (the fields
+  that set a member's memory; the margin leaves room for the methods' differences), the
+  smallest of them; one line each says why."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the runs need the GPU
+  if args.runs_per_device:  # what each of them may take (run_concurrently)
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / args.runs_per_device:.3f}"
+  import jax
+
+  from gradamp_jax.training import cohort
+
+  capacity = (args.cohort_memory_gib or 0) * 2**30
+  if not capacity:
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
+    if not stats:
+      raise SystemExit(
+        f"--cohort auto: sizes a cohort for a GPU's memory; jax sees {jax.default_backend()} "
+        "here: give --cohort K, or --cohort_memory_gib G (the memory of the jobs' GPUs)"
+      )
+    capacity = stats["bytes_limit"]
+  sizes = {}
+  for config in member_configs(args, runs, overrides):
+    key = (config.model, config.dataset, config.batch_size, config.half_precision)
+    if key not in sizes:
+      sizes[key], line = cohort.auto_size(config, capacity)
+      print(line, flush=True)
+  return min(sizes.values())
 
 
 def _tree_numbers(text: str) -> list[int]:
@@ -248,6 +294,8 @@ def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -
 def main(argv=None):
   args, overrides = parse_args(argv)
   runs = expand(args.config, args.sweep, args.root, overrides)
+  if args.cohort == "auto":
+    args.cohort = choose_cohort_size(args, runs, overrides)
   os.makedirs(args.root, exist_ok=True)
   if args.tree is None and args.cohort_index is None and args.cohort_runs is None:
     write_record(args, runs)

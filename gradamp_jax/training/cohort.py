@@ -250,6 +250,83 @@ def compile_cohort(configs, spe, graphdef, mean, std, keep, mesh: Mesh) -> Cohor
   )
 
 
+MEMORY_MARGIN = 0.8  # of a device's memory a cohort may plan for (XLA's reserve, cuDNN's)
+
+
+def planned_bytes(memory) -> int:
+  """The device memory a compiled program plans (its ``memory_analysis()``): arguments,
+  outputs and temporaries."""
+  return memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+
+
+def largest_fitting(planned: dict[int, int], capacity: float, margin: float = MEMORY_MARGIN):
+  """The largest cohort size that fits in ``margin`` of ``capacity`` bytes, on the line
+  through the planned memory of the two largest cohort sizes of ``planned`` (``{K:
+  bytes}``); returns it (None if the memory does not grow with K), the bytes a member adds
+  and the bytes shared.
+
+  >>> largest_fitting({1: 900, 2: 1600}, capacity=10_000)  # (8000 - 200) // 700
+  (11, 700.0, 200.0)
+  """
+  (a, bytes_a), (b, bytes_b) = sorted(planned.items())[-2:]
+  per_member = (bytes_b - bytes_a) / (b - a)
+  shared = bytes_b - per_member * b
+  largest = int((margin * capacity - shared) // per_member) if per_member > 0 else None
+  return largest, per_member, shared
+
+
+def planned_cohort_bytes(config, dataset, members: int, device=None) -> int:
+  """The memory XLA plans for the training chunk of a cohort of ``members`` runs of
+  ``config`` on ``device`` (default: the first), lowered with inputs of ``dataset``'s shapes
+  (the training pool on the device included); nothing but one initial state is placed."""
+  device = device or jax.devices()[0]
+  sharding = jax.sharding.SingleDeviceSharding(device)
+  spe = train_lib.steps_per_epoch(config, len(dataset.train))
+  per_call = steps_lib.steps_per_call(config)
+  graphdef, state = steps_lib.create_train_state(
+    config, dataset.num_classes, optimizer.create_optimizer(config, spe)
+  )
+  chunk = make_cohort_chunk(config, spe, graphdef, dataset.mean, dataset.std, loop=per_call > 1)
+  pool = len(dataset.train) + (len(dataset.validation) if dataset.validation else 0)
+  plan = functools.partial(
+    input_pipeline.epoch_plan, num_examples=len(dataset.train), batch_size=config.batch_size
+  )
+  stacked, plans = jax.eval_shape(
+    lambda: (stack([state] * members), jax.vmap(plan, in_axes=(0, None))(jnp.arange(members), 1))
+  )
+  data = input_pipeline.DeviceSplit(
+    jax.ShapeDtypeStruct((pool, *dataset.train.images.shape[1:]), jnp.uint8),
+    jax.ShapeDtypeStruct((pool,), jnp.int32),
+  )
+  history = {k: jax.ShapeDtypeStruct((members, spe), jnp.float32) for k in steps_lib.STEP_METRICS}
+  args = (stacked, data, plans, 0, per_call, history, member_rules([config] * members))
+
+  def spec(x):
+    dtype = getattr(x, "dtype", None) or jnp.result_type(x)
+    return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=sharding)
+
+  args = jax.tree.map(spec, args)
+  donate = steps_lib.chunk_donation(per_call > 1)
+  compiled = jax.jit(chunk, donate_argnums=donate).lower(*args).compile()
+  return planned_bytes(compiled.memory_analysis())
+
+
+def auto_size(config, capacity: float, margin: float = MEMORY_MARGIN) -> tuple[int, str]:
+  """``--cohort auto``: the largest cohort of runs of ``config`` whose training chunk fits
+  in ``margin`` of ``capacity`` bytes (from XLA's planned memory of cohorts of 1 and 2 on
+  this machine's first device), and one line saying why."""
+  dataset = train_lib.load_dataset(config)
+  planned = {k: planned_cohort_bytes(config, dataset, k) for k in (1, 2)}
+  largest, per_member, shared = largest_fitting(planned, capacity, margin)
+  size = max(largest or 1, 1)
+  return size, (
+    f"--cohort auto: K = {size} for {config.model} on {config.dataset}, batch "
+    f"{config.batch_size}: a member plans {per_member / 2**20:,.0f} MiB and the cohort "
+    f"{shared / 2**20:,.0f} MiB besides (XLA's plan for K = 1 and 2 on "
+    f"{jax.devices()[0].device_kind}), within {margin:.0%} of {capacity / 2**30:,.1f} GiB"
+  )
+
+
 class Cohort(NamedTuple):
   """What a cohort sets up once: the members' data, states and the programs."""
 
