@@ -472,28 +472,41 @@ def grid_markdown(rows) -> str:
     lines.append(
       f"| {model} | {dtype} | " + " | ".join(largest_cohort(c, mine) for c in CARDS) + " |"
     )
-  return "\n".join(lines + ["", cost_markdown(runs)]) + "\n"
+  cohorts = [r for r in rows if r.get("cohort") and r["program"] == "loop"]
+  return "\n".join(lines + ["", cost_markdown(runs, cohorts)]) + "\n"
 
 
-def cost_markdown(runs) -> str:
+def cost_markdown(runs, cohorts=()) -> str:
   """Per model, data and card: the paper's grid per seed, its epochs plain and branched (at
   most: every run on its own after the first selection) and the roofline GPU-hours of its
-  training steps (evaluation left out). A roofline bound, not a measurement."""
+  training steps (evaluation left out); with ``cohorts`` (rows of compiled cohorts), the
+  branched epochs again at the roofline per run of the largest cohort compiled on that
+  card. A roofline bound, not a measurement."""
   from configs import paper
 
   lines = [
     "| model | data | runs per seed | epochs: plain / branched (at most) | card | roofline "
-    "GPU-hours per seed: plain / branched |",
+    "GPU-hours per seed: plain / branched / branched in cohorts |",
     "|---|---|---:|---:|---|---:|",
   ]
+  per_run = {}  # (model, dtype, card) -> roofline seconds per run of the largest cohort
+  for c in sorted(cohorts, key=lambda c: c["cohort"]):
+    per_run[c["model"], c["dtype"], c["card"]] = (c["roofline_seconds"] / c["cohort"], c)
   for r in (r for r in runs if r["dtype"] == "bfloat16"):
     family = "params_1" if paper.STRATEGY[r["model"]] == paper.default.PARAMS_1 else "params_2"
     count, shared = PAPER_RUNS[family]
     plain, branched = count * EPOCHS, shared + count * (EPOCHS - shared)
-    hours = r["roofline_seconds"] * (CIFAR_TRAIN // r["batch"]) / 3600
+    steps_hours = (CIFAR_TRAIN // r["batch"]) / 3600
+    hours = r["roofline_seconds"] * steps_hours
+    seconds, cohort_row = per_run.get((r["model"], r["dtype"], r["card"]), (None, None))
+    in_cohorts = (
+      "—"
+      if seconds is None
+      else f"{branched * seconds * steps_hours:,.1f} (K = {cohort_row['cohort']})"
+    )
     lines.append(
       f"| {r['model']} | {r['variant'].rsplit(', ', 1)[1]} | {count} | {plain:,} / {branched:,} "
-      f"| {r['card']} | {plain * hours:,.1f} / {branched * hours:,.1f} |"
+      f"| {r['card']} | {plain * hours:,.1f} / {branched * hours:,.1f} / {in_cohorts} |"
     )
   return "\n".join(lines)
 

@@ -76,4 +76,8 @@ def test_a_familys_cost_is_its_epochs_times_the_roofline_of_an_epoch():
   # 155 runs of 150 epochs = 23,250; branched at most 51 + 155 * 99 = 15,396 epochs; an
   # epoch is 50,000 // 128 = 390 steps of 1 ms: 0.1083 h, so 2.5 h plain and 1.7 h branched.
   line = gpu_compile.cost_markdown([row]).splitlines()[-1]
-  assert line == "| resnet18 | CIFAR-10 | 155 | 23,250 / 15,396 | h100 | 2.5 / 1.7 |"
+  assert line == "| resnet18 | CIFAR-10 | 155 | 23,250 / 15,396 | h100 | 2.5 / 1.7 / — |"
+  # In cohorts of 2 at 2.5 ms a step (1.25 ms per run): 15,396 * 390 * 1.25 ms = 2.08 h.
+  cohort = dict(row, cohort=2, roofline_seconds=2.5e-3, program="loop")
+  line = gpu_compile.cost_markdown([row], [cohort]).splitlines()[-1]
+  assert line.endswith("| h100 | 2.5 / 1.7 / 2.1 (K = 2) |")
