@@ -166,7 +166,7 @@ def job_log(job):
 def test_job_preempted_by_the_scheduler_is_requeued_and_ends_identical(
   slurm, tmp_path, monkeypatch, reference, preempt
 ):
-  monkeypatch.setenv("FAULT_CALL_SECONDS", "1.5")  # 9 calls: a window for the signal
+  monkeypatch.setenv("FAULT_CALL_SECONDS", "0.75")  # 9 calls: a 4.5 s window for the signal
   workdir = tmp_path / "run"
   (job,) = cluster.submit(
     [fault_run(workdir)], str(tmp_path / "jobs" / "%j"), cluster="slurm", time_min=10, gpus=0
