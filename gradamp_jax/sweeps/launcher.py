@@ -173,6 +173,14 @@ def parse_args(argv=None):
     "visible GPU (on a machine without GPUs: at once here); logs in "
     "ROOT/logs/",
   )
+  _add_cohort_args(parser)
+  args, overrides = parser.parse_known_args(argv)
+  _check_args(parser, args, overrides)
+  return args, overrides
+
+
+def _add_cohort_args(parser) -> None:
+  """The cohort arguments of :func:`parse_args`."""
   parser.add_argument(
     "--cohort",
     type=_cohort_size,
@@ -204,9 +212,6 @@ def parse_args(argv=None):
   parser.add_argument(
     "--until_epoch", type=int, default=None, help="with --cohort_runs: stop after this epoch"
   )
-  args, overrides = parser.parse_known_args(argv)
-  _check_args(parser, args, overrides)
-  return args, overrides
 
 
 def _check_args(parser, args, overrides) -> None:
