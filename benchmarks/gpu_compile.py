@@ -327,6 +327,7 @@ def measure(compiled, card, dtype, loop):
     kinds=dict(kinds),
     largest_copy_elements=largest_copy,
     kernel_io_bytes=kernel_bytes,
+    backward_filter_convs=_computation(text, loop).count('"__cudnn$convBackwardFilter"'),
     temp_bytes=memory.temp_size_in_bytes,
     argument_bytes=memory.argument_size_in_bytes,
     output_bytes=memory.output_size_in_bytes,
@@ -604,8 +605,9 @@ MAX_SMALL_COPY = 4096  # elements: per-layer vectors and scalars, never a parame
 def check(rows):
   """What the tuned step guarantees: at most one conditional (the epoch-end measures) and no
   copy of a parameter-sized array (the accumulators are updated in place). A cohort keeps
-  its conditional (the shared update counters: ``cohort.SHARED_LEAVES``) but copies its
-  members' convolution kernels into the grouped convolutions' layout (BENCHMARKS.md)."""
+  its conditional (the shared update counters: ``cohort.SHARED_LEAVES``), takes its kernel
+  gradients with cuDNN's backward-filter convolutions and copies no more than its members'
+  per-layer vectors (``steps.members_value_and_grad``)."""
   problems = []
   for r in rows:
     cohort_size = r.get("cohort", 0)
@@ -616,10 +618,13 @@ def check(rows):
       problems.append(
         f"{name}: {conditionals} conditionals, {'' if cohort_size else 'at most '}1 expected"
       )
-    if r["largest_copy_elements"] > MAX_SMALL_COPY and not cohort_size:
+    if cohort_size and not r.get("backward_filter_convs"):
+      problems.append(f"{name}: no cuDNN backward-filter convolution (kernel gradients regrouped)")
+    limit = MAX_SMALL_COPY * max(cohort_size, 1)
+    if r["largest_copy_elements"] > limit:
       problems.append(
         f"{name}: copies an array of {r['largest_copy_elements']:,} elements "
-        f"(at most {MAX_SMALL_COPY:,} expected)"
+        f"(at most {limit:,} expected)"
       )
   return problems
 

@@ -4,15 +4,20 @@ The fault chain of a cohort (kill -9, SIGTERM, a truncated newest checkpoint) is
 tests/test_faults.py, beside the run's.
 """
 
+import functools
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gradamp_jax import analysis, run_folder
 from gradamp_jax.sweeps import launcher as sweep
 from gradamp_jax.training import cohort, train
+from gradamp_jax.training import steps as steps_lib
 from tests import slurm_sweep
 from tests.test_input_pipeline import _write_folder
 from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
@@ -167,3 +172,66 @@ def test_cohort_auto_takes_the_largest_size_that_fits_the_memory(tmp_path, monke
   assert "--cohort 3 --cohort_index 0" in out
   names = sweep.main([*argv, "--cohort_memory_gib", str((shared + 1.5 * per_member) / 0.8 / 2**30)])
   assert names == [["seed=0"], ["seed=1"]] and "K = 1 " in capsys.readouterr().out
+
+
+def _two_members(conv):
+  config = tiny_config()
+  config.conv = conv
+  rng = np.random.default_rng(0)
+  members = []
+  for seed in (0, 1):
+    config.seed = seed
+    graphdef, state = steps_lib.create_train_state(config, 10, optax.identity())
+    image = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
+    label = jnp.asarray(rng.integers(0, 10, 4), jnp.int32)
+    members.append((state.params, state.batch_stats, dict(image=image, label=label)))
+  return graphdef, members
+
+
+def _assert_members_equal(batched, each):
+  for k, expected in enumerate(each):
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+      cohort.member(batched, k),
+      expected,
+    )
+
+
+@pytest.mark.parametrize("conv", ["lax", "im2col"])
+def test_a_cohorts_gradient_is_each_members_own(conv):
+  """``vmap`` of ``steps.make_loss_and_grad`` gives each member the loss, logits,
+  statistics and gradient it has alone, and so do both of ``members_value_and_grad``'s
+  programs (the summed one is what a GPU runs); with shared parameters and a batch each,
+  each batch's."""
+  graphdef, members = _two_members(conv)
+  loss_and_grad = steps_lib.make_loss_and_grad(graphdef)
+  alone = [jax.jit(loss_and_grad)(*m) for m in members]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  _assert_members_equal(jax.jit(jax.vmap(loss_and_grad))(*stacked), alone)
+  for summed in (True, False):
+    together = jax.jit(
+      functools.partial(
+        steps_lib.members_value_and_grad, steps_lib.make_loss(graphdef), (0, 0), summed=summed
+      )
+    )(*stacked)
+    _assert_members_equal(together, alone)
+  params, stats, _ = members[0]
+  shared = jax.jit(jax.vmap(loss_and_grad, in_axes=(None, None, 0)))(params, stats, stacked[2])
+  _assert_members_equal(shared, [jax.jit(loss_and_grad)(params, stats, m[2]) for m in members])
+
+
+def test_each_members_gradient_keeps_a_members_nan_its_own():
+  """On a CPU a cohort takes each member's gradient: XLA:CPU's grouped backward-filter
+  convolution (the summed gradient's) spreads one member's NaN to the others' kernels."""
+  graphdef, members = _two_members("lax")
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  stacked[0]["fc"]["bias"] = stacked[0]["fc"]["bias"].at[0, 0].set(jnp.nan)  # member 0's
+  finite = {}
+  for summed in (True, False):
+    program = functools.partial(
+      steps_lib.members_value_and_grad, steps_lib.make_loss(graphdef), (0, 0), summed=summed
+    )
+    (losses, _), grads = jax.jit(program)(*stacked)
+    assert np.isnan(losses[0]) and np.isfinite(losses[1])
+    finite[summed] = all(np.isfinite(g[1]).all() for g in jax.tree.leaves(grads))
+  assert finite == {False: True, True: False}

@@ -49,13 +49,23 @@ def test_check_names_a_second_conditional_and_a_large_copy():
   assert "2 conditionals" in problems[0] and "18,432 elements" in problems[1]
 
 
-def test_check_wants_a_cohort_to_keep_its_conditional_and_allows_its_kernel_copies():
+def test_check_wants_a_cohort_to_keep_its_conditional_and_copy_no_kernel_nor_activation():
   row = dict(card="h100", model="resnet8", variant="v", program="loop", cohort=2)
-  ok = dict(row, kinds={"conditional": 1}, largest_copy_elements=73728)
-  lost = dict(row, kinds={"fusion": 3}, largest_copy_elements=19)
+  ok = dict(row, kinds={"conditional": 1}, largest_copy_elements=2 * 4096, backward_filter_convs=7)
+  lost = dict(ok, kinds={"fusion": 3})
+  kernels = dict(ok, largest_copy_elements=2 * 3 * 3 * 64 * 64)
+  regrouped = dict(ok, backward_filter_convs=0)
   assert gpu_compile.check([ok]) == []
   assert gpu_compile.check([lost]) == [
     "h100 resnet8 v (loop, cohort of 2): 0 conditionals, 1 expected"
+  ]
+  assert gpu_compile.check([kernels]) == [
+    "h100 resnet8 v (loop, cohort of 2): copies an array of 73,728 elements (at most 8,192 "
+    "expected)"
+  ]
+  assert gpu_compile.check([regrouped]) == [
+    "h100 resnet8 v (loop, cohort of 2): no cuDNN backward-filter convolution (kernel "
+    "gradients regrouped)"
   ]
 
 

@@ -7,6 +7,7 @@ augments each step's batch itself, so nothing crosses from the host while it run
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -32,18 +33,90 @@ def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def make_loss(graphdef):
+  """Returns ``loss(params, batch_stats, batch) -> (loss, (logits, batch_stats))``: the mean
+  cross-entropy of a training batch and what the step keeps of the forward pass."""
+
+  def loss(params, batch_stats, batch):
+    model = nnx.merge(graphdef, params, batch_stats)
+    logits = model(batch["image"], train=True)
+    _, _, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    return jnp.mean(cross_entropy(logits, batch["label"])), (logits, batch_stats.to_pure_dict())
+
+  return loss
+
+
+def members_value_and_grad(fn, in_axes, params, *args, summed: bool):
+  """Each member's ``jax.value_and_grad(fn, has_aux=True)(params, *args)``: ``params``
+  stacked along axis 0, ``args`` along ``in_axes`` (0 or None per leaf).
+
+  With ``summed``, the gradient of the members' summed value through ``vmap(fn)``; without,
+  ``vmap`` of each member's gradient. The numbers are the same (the members are
+  independent); the programs are not. ``vmap`` turns a model's convolutions into grouped
+  ones, one group per member. The gradient of a grouped convolution is a grouped
+  backward-filter convolution reading the activations as they are; ``vmap`` of each
+  member's gradient instead regroups every activation and output gradient along the batch
+  axis, on a GPU a transposed copy of each: a sixth of a cohort's memory traffic
+  (BENCHMARKS.md, "Cohorts"). But XLA:CPU computes a grouped backward-filter convolution as
+  one ungrouped convolution masked by zeros, so a member's NaN reaches the others' kernel
+  gradients (0 · NaN): ``summed`` is for GPUs, where each group is a kernel's own.
+  """
+  if not summed:
+    each = jax.value_and_grad(fn, has_aux=True)
+    return jax.vmap(each, in_axes=(0, *in_axes))(params, *args)
+  # A barrier between the convolution kernels (rank 4 per member) and the model: without it
+  # XLA fuses each kernel's regrouping for the input gradient into the kernel's update,
+  # which then cannot write in place, and the loop copies every kernel each step.
+  params = jax.tree.map(lambda x: jax.lax.optimization_barrier(x) if x.ndim == 5 else x, params)
+
+  def summed_value(params):
+    values, aux = jax.vmap(fn, in_axes=(0, *in_axes))(params, *args)
+    return jnp.sum(values), (values, aux)
+
+  (_, (values, aux)), grads = jax.value_and_grad(summed_value, has_aux=True)(params)
+  return (values, aux), grads
+
+
+def make_loss_and_grad(graphdef):
+  """Returns ``loss_and_grad(params, batch_stats, batch) -> ((loss, (logits, batch_stats)),
+  grads)``: one batch's training loss and its gradient.
+
+  Under ``vmap`` (a cohort: the members' parameters, statistics and batches stacked) it is
+  :func:`members_value_and_grad`, summed on GPUs and other accelerators, each member's own
+  on a CPU (chosen when the program is lowered for its platform).
+  """
+
+  loss_fn = make_loss(graphdef)
+
+  @jax.custom_batching.custom_vmap
+  def loss_and_grad(params, batch_stats, batch):
+    return jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, batch)
+
+  @loss_and_grad.def_vmap
+  def members_loss_and_grad(size, batched, params, batch_stats, batch):
+    params = jax.tree.map(
+      lambda x, b: x if b else jnp.broadcast_to(x, (size, *jnp.shape(x))), params, batched[0]
+    )
+    in_axes = jax.tree.map(lambda b: 0 if b else None, batched[1:])
+    members = functools.partial(members_value_and_grad, loss_fn, in_axes)
+    out = jax.lax.platform_dependent(
+      params,
+      batch_stats,
+      batch,
+      cpu=functools.partial(members, summed=False),
+      default=functools.partial(members, summed=True),
+    )
+    return out, jax.tree.map(lambda _: True, out)
+
+  return loss_and_grad
+
+
 def make_train_step(graphdef, tx):
   """Returns ``train_step(state, batch) -> (state, metrics)`` (pure, jit-able)."""
+  loss_and_grad = make_loss_and_grad(graphdef)
 
   def train_step(state: TrainState, batch):
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.batch_stats)
-      logits = model(batch["image"], train=True)
-      _, _, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-      loss = jnp.mean(cross_entropy(logits, batch["label"]))
-      return loss, (logits, batch_stats.to_pure_dict())
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, batch_stats)), grads = loss_and_grad(state.params, state.batch_stats, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
