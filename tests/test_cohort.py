@@ -188,6 +188,11 @@ def _two_members(conv):
   return graphdef, members
 
 
+def _members_program(graphdef, summed):
+  loss = steps_lib.make_loss(graphdef)
+  return jax.jit(functools.partial(steps_lib.members_value_and_grad, loss, (0, 0), summed=summed))
+
+
 def _assert_members_equal(batched, each):
   for k, expected in enumerate(each):
     jax.tree.map(
@@ -206,15 +211,10 @@ def test_a_cohorts_gradient_is_each_members_own(conv):
   graphdef, members = _two_members(conv)
   loss_and_grad = steps_lib.make_loss_and_grad(graphdef)
   alone = [jax.jit(loss_and_grad)(*m) for m in members]
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  stacked = cohort.stack(members)
   _assert_members_equal(jax.jit(jax.vmap(loss_and_grad))(*stacked), alone)
   for summed in (True, False):
-    together = jax.jit(
-      functools.partial(
-        steps_lib.members_value_and_grad, steps_lib.make_loss(graphdef), (0, 0), summed=summed
-      )
-    )(*stacked)
-    _assert_members_equal(together, alone)
+    _assert_members_equal(_members_program(graphdef, summed)(*stacked), alone)
   params, stats, _ = members[0]
   shared = jax.jit(jax.vmap(loss_and_grad, in_axes=(None, None, 0)))(params, stats, stacked[2])
   _assert_members_equal(shared, [jax.jit(loss_and_grad)(params, stats, m[2]) for m in members])
@@ -224,14 +224,11 @@ def test_each_members_gradient_keeps_a_members_nan_its_own():
   """On a CPU a cohort takes each member's gradient: XLA:CPU's grouped backward-filter
   convolution (the summed gradient's) spreads one member's NaN to the others' kernels."""
   graphdef, members = _two_members("lax")
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  stacked = cohort.stack(members)
   stacked[0]["fc"]["bias"] = stacked[0]["fc"]["bias"].at[0, 0].set(jnp.nan)  # member 0's
   finite = {}
   for summed in (True, False):
-    program = functools.partial(
-      steps_lib.members_value_and_grad, steps_lib.make_loss(graphdef), (0, 0), summed=summed
-    )
-    (losses, _), grads = jax.jit(program)(*stacked)
+    (losses, _), grads = _members_program(graphdef, summed)(*stacked)
     assert np.isnan(losses[0]) and np.isfinite(losses[1])
     finite[summed] = all(np.isfinite(g[1]).all() for g in jax.tree.leaves(grads))
   assert finite == {False: True, True: False}
