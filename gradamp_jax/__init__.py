@@ -9,7 +9,6 @@ from gradamp_jax import actions, measures
 from gradamp_jax.amplification import (
   AmplificationState,
   AmplifiedOptimizerState,
-  AmplifiedState,
   amplify,
   check_epoch_start,
   find_state,
@@ -38,7 +37,6 @@ __version__ = "0.1.0"
 __all__ = [
   "AmplificationState",
   "AmplifiedOptimizerState",
-  "AmplifiedState",
   "DirectionalityState",
   "Phase",
   "actions",

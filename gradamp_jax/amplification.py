@@ -88,41 +88,6 @@ class AmplificationState(NamedTuple):
   layers_id: jax.Array
 
 
-# The state as checkpoints written before actions hold it: without ``scale``.
-FormerAmplificationState = NamedTuple(
-  "FormerAmplificationState", [(f, Any) for f in AmplificationState._fields if f != "scale"]
-)
-
-
-def former_layout(tree):
-  """``tree`` with each :class:`AmplificationState` in the layout of checkpoints written
-  before actions (no ``scale``); ``tree`` itself when it holds none."""
-  if not layers_lib.find_instances(tree, AmplificationState):
-    return tree
-  return jax.tree.map(
-    lambda x: (
-      FormerAmplificationState(**{f: getattr(x, f) for f in FormerAmplificationState._fields})
-      if isinstance(x, AmplificationState)
-      else x
-    ),
-    tree,
-    is_leaf=lambda x: isinstance(x, AmplificationState),
-  )
-
-
-def from_former_layout(tree):
-  """A tree restored in :func:`former_layout` with its states made current: such a run
-  amplified, so ``scale`` is the factor of its selected layers (eq. 2) and 1 elsewhere."""
-
-  def upgrade(x):
-    if not isinstance(x, FormerAmplificationState):
-      return x
-    scale = jnp.where(jnp.asarray(x.mask) > 0, jnp.asarray(x.selection_factor), 1.0)
-    return AmplificationState(**x._asdict(), scale=scale.astype(jnp.float32))
-
-  return jax.tree.map(upgrade, tree, is_leaf=lambda x: isinstance(x, FormerAmplificationState))
-
-
 class _Tables(NamedTuple):
   """Per-epoch schedule, indexed by 0-based epoch; the last entry stands for 'after'."""
 
@@ -330,9 +295,6 @@ class AmplifiedOptimizerState(NamedTuple):
 
   amplification: AmplificationState
   optimizer: Any
-
-
-AmplifiedState = AmplifiedOptimizerState  # the former name; checkpoints are unchanged
 
 
 def amplify(

@@ -1,20 +1,18 @@
 """Per-layer actions (docs/method.md §10): each action's scale against NumPy, its effect on
 SGD-momentum and AdamW updates under both placements, the freeze invariant, the lower-tail
-rule, an action of one's own, and checkpoints written before actions."""
+rule and an action of one's own."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 import reference
 from test_amplification import make_params, random_grads
 
 import gradamp_jax as ga
 from gradamp_jax import actions
-from gradamp_jax.training import checkpointing
 
 SPE = 3  # steps per epoch
 PHASES = [(1, 0.1, 0, 1), (4, 0.1, 1, 3)]  # analysis epoch 2, epochs 3-4 act (factor 3)
@@ -185,33 +183,6 @@ def test_an_action_of_ones_own_is_one_definition(monkeypatch):
     chex.assert_trees_all_close(
       out[name], scaled({name: grads[-1][name]}, {name: r["scale"]})[name]
     )
-
-
-def test_a_checkpoint_written_before_actions_restores_and_acts_alike(tmp_path):
-  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
-  grads = random_grads(params, np.random.default_rng(4), 4 * SPE, bias=BIAS)
-  amp = ga.intelligent_amplification(PHASES, SPE, measure="G_prime", threshold=0.5)
-  tx = ga.amplify(optax.sgd(0.1, momentum=0.9), amp)
-  state = tx.init(params)
-  for g in grads[: 2 * SPE + 1]:  # inside the amplified epoch
-    _, state = jax.jit(tx.update)(g, state, params)
-  former = ga.amplification.former_layout(state)
-  assert (
-    "scale"
-    not in type(
-      ga.layers.find_instances(former, tuple([ga.amplification.FormerAmplificationState]))[0]
-    )._fields
-  )
-  with ocp.CheckpointManager(str(tmp_path / "ck")) as manager:
-    manager.save(7, args=ocp.args.StandardSave(former))
-    manager.wait_until_finished()
-    restored = checkpointing.restore_step(manager, 7, jax.tree.map(np.zeros_like, state))
-  chex.assert_trees_all_equal(restored, state)  # the scale rebuilt from mask and factor
-  a, b = state, restored
-  for g in grads[2 * SPE + 1 :]:
-    out_a, a = jax.jit(tx.update)(g, a, params)
-    out_b, b = jax.jit(tx.update)(g, b, params)
-    chex.assert_trees_all_equal((out_a, a), (out_b, b))
 
 
 @pytest.mark.slow  # trains a run

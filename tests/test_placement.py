@@ -3,9 +3,7 @@ SGD, SGD with momentum, Adam, LAMB and LARS, and resumption under each optimizer
 
 import json
 import os
-from typing import Any, NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -284,31 +282,3 @@ def test_training_program_resumes_adamw_with_updates_placement_bitwise(tmp_path)
   with open(os.path.join(full, "config.json")) as f:
     recorded = json.load(f)
   assert (recorded["optimizer"], recorded["amplification"]["where"]) == ("adamw", "updates")
-
-
-class FormerAmplifiedState(NamedTuple):
-  """``amplify``'s state as it was named before (the class of older checkpoints)."""
-
-  amplification: Any
-  optimizer: Any
-
-
-def test_a_checkpoint_of_the_former_state_name_restores_into_the_current_one(tmp_path):
-  params = jax.tree.map(lambda x: x + 0.5, make_params(SHAPES))
-  grads = random_grads(params, np.random.default_rng(2), 5, bias=BIAS)
-  tx = optimizer.create_optimizer(config_for("adamw", "updates"), SPE)
-  state = tx.init(params)
-  for g in grads:
-    _, state = jax.jit(tx.update)(g, state, params)
-  former = jax.tree.map(
-    lambda x: FormerAmplifiedState(*x) if isinstance(x, ga.AmplifiedOptimizerState) else x,
-    state,
-    is_leaf=lambda x: isinstance(x, ga.AmplifiedOptimizerState),
-  )
-  assert not ga.layers.find_instances(former, ga.AmplifiedOptimizerState)
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(tmp_path / "state", former)
-  with ocp.StandardCheckpointer() as ckpt:
-    restored = ckpt.restore(tmp_path / "state", jax.tree.map(np.zeros_like, state))
-  chex.assert_trees_all_equal(restored, state)
-  assert ga.AmplifiedState is ga.AmplifiedOptimizerState

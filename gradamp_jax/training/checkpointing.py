@@ -19,7 +19,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-import gradamp_jax as ga
 from gradamp_jax import jsonl, run_folder
 
 
@@ -87,19 +86,8 @@ def restore_newest(
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int, target):
-  """Checkpoint ``step`` restored into ``target``'s layout (ValueError if it differs); a
-  checkpoint written before actions restores into the current layout."""
-  try:
-    state = manager.restore(step, args=ocp.args.StandardRestore(target))
-  except Exception as error:  # orbax raises many types for a state of another layout
-    former = ga.amplification.former_layout(target)
-    if former is target:
-      raise
-    try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(former))
-    except Exception:
-      raise error from None
-    state = ga.amplification.from_former_layout(restored)
+  """Checkpoint ``step`` restored into ``target``'s layout (ValueError if it differs)."""
+  state = manager.restore(step, args=ocp.args.StandardRestore(target))
   check_matches(state, target)
   return state
 
