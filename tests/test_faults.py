@@ -255,12 +255,28 @@ def _other_model(directory):
   shutil.copytree(other / "12", directory / "12")
 
 
+class OtherLayout(NamedTuple):  # the state with one field more
+  step: np.ndarray
+  w: np.ndarray
+  scale: np.ndarray
+
+
+def _other_layout(directory):
+  shutil.rmtree(directory / "12")
+  other = directory.parent / "other"
+  state = OtherLayout(*_state(12), np.ones(3, np.float32))
+  with ocp.CheckpointManager(str(other)) as manager:
+    manager.save(12, args=ocp.args.StandardSave(state))
+  shutil.copytree(other / "12", directory / "12")
+
+
 @pytest.mark.parametrize(
   "damage, reason",
   [
     (_truncate, 'Error reading "w/0"'),
     (_remove_metadata, "pytree structure"),
     (_other_model, ".w is float32[77], this run's is float32[1000]"),
+    (_other_layout, "tree structures do not match: scale"),
   ],
 )
 def test_damaged_newest_checkpoint_is_named_and_the_older_one_restores(
