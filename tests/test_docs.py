@@ -109,3 +109,181 @@ def test_docs_cite_only_what_ships():
       if "://" not in link:
         target = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), link))
         assert os.path.exists(target), f"{path} links to missing {link}"
+
+
+# The README's API table against the package's signatures.
+
+API_ENTRY = re.compile(r"`(ga\.[\w.]+)(\(([^`]*)\))?`")
+
+
+def split_params(text: str) -> list[str]:
+  """``a, b=(1, 2), *, c`` -> ``["a", "b=(1, 2)", "*", "c"]``: commas inside brackets kept."""
+  parts, depth, current = [], 0, ""
+  for char in text:
+    if char == "," and depth == 0:
+      parts.append(current.strip())
+      current = ""
+      continue
+    depth += char in "([{"
+    depth -= char in ")]}"
+    current += char
+  if current.strip():
+    parts.append(current.strip())
+  return parts
+
+
+def api_entries(readme: str):
+  """(name, parameters or None) of every ``ga.…`` in the first column of the API table."""
+  for row in table_rows(readme, "| API |"):
+    for match in API_ENTRY.finditer(row[0]):
+      yield match.group(1), None if match.group(2) is None else split_params(match.group(3))
+
+
+def resolve(name: str):
+  import gradamp_jax
+
+  obj = gradamp_jax
+  for attr in name.split(".")[1:]:
+    assert hasattr(obj, attr), f"README's API table names {name}, which does not exist"
+    obj = getattr(obj, attr)
+  return obj
+
+
+def check_signature(name: str, listed: list[str]):
+  """The listed parameters are the signature's, in order, with its defaults where listed."""
+  import ast
+  import inspect
+
+  params = list(inspect.signature(resolve(name)).parameters.values())
+  names = [p.split("=")[0].strip() for p in listed if p != "*"]
+  assert names == [p.name for p in params], f"{name}: README lists {names}"
+  star = listed.index("*") if "*" in listed else len(listed)
+  keyword_only = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  assert names[star:] == keyword_only, f"{name}: keyword-only {keyword_only}"
+  for entry in listed:
+    if "=" in entry:
+      key, value = (part.strip() for part in entry.split("=", 1))
+      default = next(p.default for p in params if p.name == key)
+      assert ast.literal_eval(value) == default, f"{name}: {key}={default!r}, README {value}"
+
+
+def test_readme_api_table_matches_the_signatures():
+  entries = list(api_entries(read("README.md")))
+  assert len(entries) >= 20
+  for name, listed in entries:
+    obj = resolve(name)
+    if listed is not None:
+      assert callable(obj), name
+      check_signature(name, listed)
+
+
+def test_the_api_check_catches_a_wrong_signature():
+  with pytest.raises(AssertionError):
+    check_signature("ga.amplify", split_params('optimizer, amplification, *, where="updates"'))
+  with pytest.raises(AssertionError):
+    check_signature("ga.amplify", split_params("optimizer, amplification, where"))
+  with pytest.raises(AssertionError):
+    check_signature("ga.steps_per_epoch", split_params("num_examples"))
+
+
+# The README's figures against the documents they summarise.
+
+
+def section(markdown: str, heading: str) -> str:
+  """The text under ``heading`` up to the next heading of its level or higher."""
+  level = heading.split(" ")[0]
+  start = markdown.index(heading + "\n")
+  ends = [m.start() for m in re.finditer(r"^#{1,%d} " % len(level), markdown, re.M)]
+  return markdown[start : next((e for e in ends if e > start), len(markdown))]
+
+
+def flat(text: str) -> str:
+  return " ".join(text.split())
+
+
+def test_readme_test_times_match_docs_testing():
+  rows = {row[0]: row for row in table_rows(read("docs/testing.md"), "| what | budget |")}
+  tests = flat(section(read("README.md"), "## Tests"))
+  for what, comment in (("fast tier", 'pytest -m "not slow"'), ("full suite", "pytest ")):
+    _, budget, latest, count, _, date, _ = rows[what]
+    seconds = re.match(r"(\d+) s", latest).group(1)
+    assert f"{seconds} s ({count} tests" in tests, what
+    assert date in tests, what
+    line = next(x for x in read("README.md").splitlines() if x.startswith(comment + " "))
+    assert line.endswith(f": {seconds} s"), line
+  minutes = re.match(r"≤ (\d+) min", rows["full suite"][1]).group(1)
+  assert f"{minutes}-minute budget" in tests
+
+
+def test_readme_quickstart_matches_benchmarks():
+  rows = table_rows(read("BENCHMARKS.md"), "| machine (date), convolution |")
+  readme = flat(section(read("README.md"), "## Quickstart"))
+  seeds = next(row for row in rows if row[1] == "0, 1, 2")
+  seconds = [int(s) for s in re.findall(r"(\d+) s", seeds[2])]
+  accuracies = numbers(seeds[4])
+  assert f"{min(seconds)}–{max(seconds)} s" in readme
+  assert f"**{min(accuracies):.1f}–{max(accuracies):.1f} %**" in readme
+  assert "(" + ", ".join(f"{a:.2f}" for a in accuracies) + " %" in readme
+  xeon = next(row for row in rows if "Intel Xeon" in row[0])
+  date = re.search(r"\d{4}-\d\d-\d\d", xeon[0]).group(0)
+  training = re.match(r"(\d+ s) of training", xeon[2]).group(1)
+  assert f"{numbers(xeon[4])[0]:.2f} % after {training} of training ({date}" in readme
+
+
+def test_readme_gpu_figures_match_benchmarks():
+  benchmarks = read("BENCHMARKS.md")
+  readme = flat(read("README.md"))
+  costs = {
+    row[0]: row[3].split(" / ") for row in table_rows(benchmarks, "| model | runs per seed |")
+  }
+  quoted = re.search(
+    r"([\d.]+) H100-hours per seed for ResNet-18 on CIFAR-10, ([\d.]+) branched in cohorts of 2; "
+    r"([\d.]+) and ([\d.]+) for ResNet-101",
+    readme,
+  )
+  assert quoted, "the README's quote of a family's cost"
+  assert list(quoted.groups()) == [*costs["resnet18"][::2], *costs["resnet101"][::2]]
+  loop = next(
+    row
+    for row in table_rows(benchmarks, "| program | kernels")
+    if row[0].startswith("intelligent G′") and row[0].endswith("loop")
+  )
+  kernels, _, kernel_io = loop[6].split(", ")
+  assert f"has {kernels} the reference's kernels and moves {kernel_io} its bytes" in readme
+
+
+# "a ± b" and "d [low, high]" as the studies' documents write them.
+QUOTE = re.compile(r"[+−]?\d+\.\d+ ± \d+\.\d+|[+−]?\d+\.\d+ \[[+−]?\d+\.\d+, [+−]?\d+\.\d+\]")
+
+
+def test_readme_quotes_of_the_studies_match_their_documents():
+  results = section(read("README.md"), "## Results")
+  sources = {
+    "**Headline": "docs/replication.md",
+    "**Under AdamW**": "docs/adamw.md",
+    "**Other actions": "docs/actions.md",
+  }
+  for prefix, path in sources.items():
+    paragraph = flat(next(p for p in results.split("\n\n") if p.startswith(prefix)))
+    source = flat(read(path))
+    quotes = QUOTE.findall(paragraph)
+    assert quotes, prefix
+    for quote in quotes:
+      assert quote in source, f"README quotes {quote!r}, not in {path}"
+
+
+def slug(heading: str) -> str:
+  """GitHub's anchor of a heading."""
+  text = heading.strip().lower()
+  return "".join(c for c in text if c.isalnum() or c in "-_ ").replace(" ", "-")
+
+
+def test_links_to_sections_resolve():
+  docs = [os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))]
+  for path in ("README.md", "BENCHMARKS.md", *(d for d in docs if d.endswith(".md"))):
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", read(path)):
+      if "://" in target:
+        continue
+      linked = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+      headings = re.findall(r"^#+ (.+)$", read(linked), re.M)
+      assert anchor in {slug(h) for h in headings}, f"{path} links to {linked}#{anchor}"
