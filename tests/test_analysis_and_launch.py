@@ -13,6 +13,7 @@ from configs import paper
 from gradamp_jax.training.config_args import parse_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from gradamp_jax.sweeps import cluster, local  # noqa: E402
 from gradamp_jax.sweeps import launcher as sweep  # noqa: E402
 
 
@@ -111,7 +112,7 @@ def test_run_concurrently_gives_each_run_a_gpu_slot_and_reports_failures(tmp_pat
     (f"run{i}", [sys.executable, "-c", RECORD, str(tmp_path / f"run{i}.json")]) for i in range(5)
   ]
   commands.insert(2, ("bad", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]))
-  failed = sweep.run_concurrently(commands, 2, ["3", "5"], str(tmp_path / "logs"))
+  failed = local.run_concurrently(commands, 2, ["3", "5"], str(tmp_path / "logs"))
   assert failed == ["bad"]
   assert "boom" in (tmp_path / "logs" / "bad.log").read_text()
   records = [json.load(open(tmp_path / f"run{i}.json")) for i in range(5)]
@@ -125,11 +126,27 @@ def test_run_concurrently_gives_each_run_a_gpu_slot_and_reports_failures(tmp_pat
   assert max(len([o for o in records if o["start"] <= r["start"] < o["end"]]) for r in records) >= 2
 
 
+def test_run_all_runs_every_command_and_exits_naming_the_failed(tmp_path, capsys):
+  ok = [sys.executable, "-c", f"open({str(tmp_path / 'ran')!r}, 'a').write('x')"]
+  bad = [sys.executable, "-c", "import sys; sys.exit(3)"]
+  commands = [("first", ok), ("bad", bad), ("last", ok)]
+  with pytest.raises(SystemExit) as raised:
+    local.run_all(commands, "cohort", None, str(tmp_path / "logs"), ["a, b", "c", "d"])
+  assert (tmp_path / "ran").read_text() == "xx"  # the one after the failure ran too
+  assert "[2/3] bad: c" in capsys.readouterr().out
+  assert str(raised.value) == "1 cohort(s) failed: bad; run the same command again to resume"
+  with pytest.raises(SystemExit) as raised:  # at once: the message says where the logs are
+    local.run_all(commands, "run", 2, str(tmp_path / "logs"))
+  assert str(raised.value).startswith(f"1 run(s) failed: bad (logs in {tmp_path / 'logs'});")
+  assert (tmp_path / "ran").read_text() == "xxxx"
+  local.run_all(commands[:1], "run", None, str(tmp_path / "logs"))  # none failed: returns
+
+
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
-  assert sweep.visible_gpus() == ["0", "2"]
+  assert local.visible_gpus() == ["0", "2"]
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-  assert sweep.visible_gpus() == []
+  assert local.visible_gpus() == []
 
 
 @pytest.mark.parametrize(
@@ -167,7 +184,7 @@ def test_cohort_groups_runs_that_differ_only_in_seed_and_rule_numbers(
   assert len(commands) == 1 + 2 + 1 + 2 + 2 + 1 + 1
   assert [shlex.split(c)[-2:] for c in commands] == [["--cohort_index", str(i)] for i in range(10)]
   calls = []
-  monkeypatch.setattr(sweep.subprocess, "call", lambda command: calls.append(command) or 0)
+  monkeypatch.setattr(local.subprocess, "call", lambda command: calls.append(command) or 0)
   names = sweep.main([*argv, "--mode", "local", "--config.image_folder=/data"])
   assert [c[c.index("--cohort_index") + 1] for c in calls] == [str(i) for i in range(10)]
   assert all(c[-1] == "--config.image_folder=/data" for c in calls)
@@ -180,11 +197,11 @@ def test_cohort_groups_runs_that_differ_only_in_seed_and_rule_numbers(
   # of the none tree, and of the scale_by_zscore tree).
   submitted = []
 
-  def submit(args, commands):
+  def submit(commands, folder, **options):
     submitted.append(commands)
     return [types.SimpleNamespace(job_id=str(100 + i)) for i in range(len(commands))]
 
-  monkeypatch.setattr(sweep, "submit_jobs", submit)
+  monkeypatch.setattr(cluster, "submit", submit)
   sweep.main([*argv, "--mode", "slurm", "--branch"])
   (commands,) = submitted
   jobs = [shlex.split(c) for c in commands]

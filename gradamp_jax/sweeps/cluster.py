@@ -3,7 +3,9 @@
 :class:`TrainingJob` runs a training command in a child process. When SLURM preempts the
 job or its time limit nears, the child stops at a step boundary after saving a checkpoint
 (``gradamp_jax.training.preemption``) and the job is requeued; the requeued job runs the same
-command, which resumes. ``launch/sweep.py --mode slurm`` submits a sweep this way.
+command, which resumes. ``launch/sweep.py --mode slurm`` submits a sweep this way
+(:func:`submit_sweep`); a request sbatch refuses ends the launcher with one line naming the
+option behind it (:func:`refusal`).
 """
 
 from __future__ import annotations
@@ -103,3 +105,47 @@ def submit(
   with executor.batch():
     jobs = [executor.submit(TrainingJob(command)) for command in commands]
   return jobs
+
+
+# Words of sbatch's refusals and the option behind each.
+_REFUSED_OPTIONS = (
+  ("partition", "partition"),
+  ("generic resource", "gpus"),
+  ("gres", "gpus"),
+  ("memory", "mem_gb"),
+  ("time limit", "time_min"),
+  ("processor", "cpus"),
+  ("cpu", "cpus"),
+)
+
+
+def submit_sweep(args, commands: list[str], per: str = "run") -> list:
+  """Submits ``commands`` as SLURM jobs (one ``per`` run, cohort, tree, ...) with the
+  launcher's options ``args``, job logs in ``ROOT/slurm/``, and says so in one line; when
+  sbatch refuses them, exits with one line giving sbatch's reason and the option behind it."""
+  logs = os.path.join(args.root, "slurm")
+  try:
+    jobs = submit(
+      commands,
+      os.path.join(logs, "%j"),
+      cluster=args.cluster,
+      partition=args.partition,
+      time_min=args.time_min,
+      gpus=args.gpus,
+      cpus=args.cpus,
+      mem_gb=args.mem_gb,
+    )
+  except submitit.core.utils.FailedJobError as e:
+    raise SystemExit(refusal(str(e), args)) from None
+  ids = ", ".join(j.job_id for j in jobs)
+  print(f"submitted {len(jobs)} jobs (one per {per}): {ids}; logs in {logs}", flush=True)
+  return jobs
+
+
+def refusal(error: str, args) -> str:
+  """One line from sbatch's error output: its first reason, and the option it points at."""
+  lines = [line.removeprefix("sbatch: error: ").strip() for line in error.splitlines()]
+  reason = next((line for line in lines if line), "sbatch failed")
+  option = next((o for word, o in _REFUSED_OPTIONS if word in reason.lower()), None)
+  hint = f" (--{option} {getattr(args, option)})" if option else ""
+  return f"sweep: sbatch refused the jobs: {reason}{hint}"

@@ -1,0 +1,157 @@
+"""The launcher's ``--branch``: a sweep trained as trees (:mod:`gradamp_jax.sweeps.branching`).
+
+:func:`run` groups the runs into trees and trains them here (:func:`train_trees`), several
+at a time per GPU (:func:`run_trees_concurrently`), or submits one SLURM job per tree (with
+``--cohort K``, per cohort of trees); each of those processes is the launcher again with
+``--tree K,..`` (:func:`command`). A tree's segments train in processes of their own
+(:func:`segment_trainer`): a run's command, or with ``--cohort K`` the launcher training a
+cohort of segments.
+"""
+
+import os
+import shlex
+import subprocess
+import time
+
+from gradamp_jax import run_folder
+from gradamp_jax.sweeps import cluster, cohorts, expansion, local, options
+
+
+def command(args, overrides, trees: list[int] | None = None) -> list[str]:
+  """This launcher, training the trees here (or trees ``trees``): a job's or a slot's
+  command."""
+  which = ["--branch"] + ([] if args.cohort is None else ["--cohort", str(args.cohort)])
+  which += [] if trees is None else ["--tree", ",".join(map(str, trees))]
+  return options.relaunch(args, overrides, *which)
+
+
+def run(args, runs, overrides):
+  """``--branch``: local mode trains the trees here (or trees ``--tree``); slurm mode
+  submits one job per tree (with ``--cohort K``, per cohort of at most K trees whose
+  trunks share a program), each running this command with ``--mode local --tree K,..``."""
+  import jax
+
+  jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
+  from gradamp_jax.sweeps import branching
+
+  members = [
+    branching.Member(run["name"], config, run["workdir"])
+    for run, config in zip(runs, expansion.member_configs(args, runs, overrides))
+  ]
+  trees = branching.roots(members)
+  jobs_trees = tree_groups(args, trees)
+  if args.mode == "slurm":
+    commands = [shlex.join(command(args, overrides, group)) for group in jobs_trees]
+    what = "tree" if args.cohort is None else "cohort of trees"
+    jobs = cluster.submit_sweep(args, commands, what)
+    expansion.write_record(args, runs, tree_jobs=[j.job_id for j in jobs], job_trees=jobs_trees)
+    return jobs
+  if args.runs_per_device:
+    return run_trees_concurrently(args, runs, overrides, jobs_trees)
+  return train_trees(args, runs, overrides, trees)
+
+
+def tree_groups(args, trees) -> list[list[int]]:
+  """The trees a job (or a slot) trains: one each, or with ``--cohort K`` cohorts of at
+  most K trees whose trunks share a program (their first segments train as one)."""
+  if args.cohort is None:
+    return [[k] for k in range(len(trees))]
+  from gradamp_jax.training import cohort
+
+  return cohort.groups([tree[0].config for tree in trees], args.cohort)
+
+
+def train_trees(args, runs, overrides, trees) -> dict:
+  """Trains the trees (or trees ``--tree``) here: one after another, or with ``--cohort``
+  level by level, each level's segments of one program as cohorts. Writes their record."""
+  from gradamp_jax.sweeps import branching
+
+  chosen = range(len(trees)) if args.tree is None else args.tree
+  started, tree = time.time(), []
+  log = lambda line: print(f"  {line}", flush=True)  # noqa: E731
+  train_segments = segment_trainer(args, runs, overrides)
+  if args.cohort is not None:
+    print(
+      f"trees {', '.join(str(k + 1) for k in chosen)} of {len(trees)}, level by level", flush=True
+    )
+    tree = branching.run_forest([trees[k] for k in chosen], train_segments, log=log)
+  else:
+    for k in chosen:
+      print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
+      tree += branching.run_forest([trees[k]], train_segments, log=log)
+  counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
+  return write_record(
+    args,
+    runs,
+    run_folder.sweep_record(None if args.tree is None else args.tree[0]),
+    len(chosen),
+    dict(tree=tree, **counts, seconds=round(time.time() - started, 1)),
+  )
+
+
+def segment_trainer(args, runs, overrides):
+  """``train_segments(segments)`` for :func:`~gradamp_jax.sweeps.branching.run_forest`:
+  each ``(member, until_epoch)`` trained in a process of its own, or with ``--cohort K``
+  the segments that end at one epoch and share a program as cohorts of at most K."""
+  run_commands = {r["name"]: shlex.split(r["command"]) for r in runs}
+
+  def train(names: list[str], until_epoch: int):
+    argv = [*run_commands[names[0]], "--until_epoch", str(until_epoch)]
+    if len(names) > 1:
+      which = ["--cohort_runs", ",".join(names), "--until_epoch", str(until_epoch)]
+      argv = cohorts.command(args, overrides, *which)
+    if subprocess.call(argv) != 0:
+      raise SystemExit(
+        f"{', '.join(names)}: training to epoch {until_epoch} failed; run the same "
+        "command again to resume"
+      )
+
+  def train_segments(segments):
+    if args.cohort is None:
+      for member, until in segments:
+        train([member.name], until)
+      return
+    from gradamp_jax.training import cohort
+
+    for until in sorted({u for _, u in segments}):
+      ending = [m for m, u in segments if u == until]
+      for group in cohort.groups([m.config for m in ending], args.cohort):
+        train([ending[k].name for k in group], until)
+
+  return train_segments
+
+
+def write_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
+  """Writes ``ROOT/NAME``: the sweep's runs and ``branch`` (the tree and epoch counts)."""
+  record = expansion.write_record(args, runs, name, branch=branch)
+  print(
+    f"trained {branch['epochs_trained']} epochs for {num_trees} tree(s) whose runs "
+    f"total {branch['epochs_members']} epochs",
+    flush=True,
+  )
+  return record
+
+
+def run_trees_concurrently(args, runs, overrides, jobs_trees: list[list[int]]) -> dict:
+  """``--branch --runs_per_device N``: each group of trees is this command with ``--tree
+  K,..`` in a slot of :func:`~gradamp_jax.sweeps.local.run_concurrently`; their records
+  are merged into ``ROOT/sweep.json``."""
+  started = time.time()
+  local.run_all(
+    [(f"tree{group[0]}", command(args, overrides, group)) for group in jobs_trees],
+    "tree",
+    args.runs_per_device,
+    os.path.join(args.root, "logs"),
+  )
+  parts = [
+    run_folder.read_json(args.root, run_folder.sweep_record(group[0]))["branch"]
+    for group in jobs_trees
+  ]
+  num_trees = sum(len(group) for group in jobs_trees)
+  branch = dict(
+    tree=[node for part in parts for node in part["tree"]],
+    epochs_trained=sum(p["epochs_trained"] for p in parts),
+    epochs_members=sum(p["epochs_members"] for p in parts),
+    seconds=round(time.time() - started, 1),
+  )
+  return write_record(args, runs, run_folder.SWEEP, num_trees, branch)

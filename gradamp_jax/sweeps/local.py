@@ -1,0 +1,93 @@
+"""Running a sweep's commands on this machine: one after another, or several per GPU.
+
+:func:`run_all` runs ``(name, argv)`` commands (runs, cohorts or trees) one after another
+here, or with ``per_device`` that many at once on each visible GPU
+(:func:`run_concurrently`), and ends the launcher with one line naming the failed ones.
+"""
+
+import os
+import subprocess
+import time
+
+
+def run_all(commands, what: str, per_device: int | None, log_dir: str, notes=None) -> None:
+  """Runs ``commands`` (``(name, argv)`` pairs; ``what`` they are, e.g. ``run``): one after
+  another, each announced with its ``notes`` entry (if given), or ``per_device`` at a time
+  on each visible GPU with their logs in ``log_dir``. Exits with one line naming those that
+  failed; running the same command again resumes them."""
+  if per_device:
+    failed = run_concurrently(commands, per_device, visible_gpus(), log_dir)
+  else:
+    failed = []
+    for i, (name, argv) in enumerate(commands, 1):
+      note = f": {notes[i - 1]}" if notes else ""
+      print(f"[{i}/{len(commands)}] {name}{note}", flush=True)
+      if subprocess.call(argv) != 0:
+        failed.append(name)
+  if failed:
+    logs = f" (logs in {log_dir})" if per_device else ""
+    raise SystemExit(
+      f"{len(failed)} {what}(s) failed: {', '.join(failed)}{logs}; run the same command "
+      "again to resume"
+    )
+
+
+def visible_gpus() -> list[str]:
+  """The GPU ids to hand out: ``$CUDA_VISIBLE_DEVICES`` if set, else those ``nvidia-smi -L``
+  lists; empty on a machine without GPUs."""
+  if "CUDA_VISIBLE_DEVICES" in os.environ:
+    return [
+      d.strip()
+      for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+      if d.strip() and d.strip() != "-1"
+    ]
+  try:
+    listing = subprocess.run(
+      ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60
+    ).stdout
+  except (OSError, subprocess.TimeoutExpired):
+    return []
+  return [
+    str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))
+  ]
+
+
+def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
+  """Runs ``commands`` (``(name, argv)`` pairs), ``per_device`` at a time on each of
+  ``devices`` (GPU ids; empty: this machine as it is), in order as slots free up.
+
+  Each process sees only its GPU (``CUDA_VISIBLE_DEVICES``) and may take 0.9/``per_device``
+  of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``); its output goes to
+  ``log_dir/NAME.log``. Returns the names of the commands that failed.
+  """
+  os.makedirs(log_dir, exist_ok=True)
+  free = [(device, k) for device in (devices or [None]) for k in range(per_device)]
+  pending, running, failed = list(commands), {}, []
+  while pending or running:
+    while pending and free:
+      (name, argv), slot = pending.pop(0), free.pop(0)
+      env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=memory_fraction(per_device))
+      if slot[0] is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot[0]
+      log = open(os.path.join(log_dir, f"{name}.log"), "a")
+      where = f"GPU {slot[0]}" if slot[0] is not None else "this machine"
+      print(f"started {name} on {where} (log: {log.name})", flush=True)
+      process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+      running[process] = name, slot, log
+    time.sleep(0.2)
+    for process in [p for p in running if p.poll() is not None]:
+      name, slot, log = running.pop(process)
+      log.close()
+      free.append(slot)
+      if process.returncode:
+        failed.append(name)
+      print(
+        f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} {name}",
+        flush=True,
+      )
+  return failed
+
+
+def memory_fraction(per_device: int) -> str:
+  """``XLA_PYTHON_CLIENT_MEM_FRACTION`` for one of ``per_device`` processes on a GPU."""
+  return f"{0.9 / per_device:.3f}"

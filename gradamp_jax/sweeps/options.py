@@ -1,0 +1,169 @@
+"""The sweep launcher's command line: its arguments, and the command it runs itself with.
+
+:func:`parse` reads ``launch/sweep.py``'s arguments (and the ``--config.FIELD=VALUE``
+overrides for every run); :func:`relaunch` is the launcher's own command for a part of the
+sweep (a cohort, a segment's cohort, a tree or a cohort of trees), run in a process of its
+own here or as a SLURM job.
+"""
+
+import argparse
+import sys
+
+# How the launcher runs itself (a cohort or a tree in its own process, or as a SLURM job).
+THIS_COMMAND = (sys.executable, "-m", "gradamp_jax.sweeps.launcher")
+
+
+def parse(argv=None, description: str | None = None):
+  """The launcher's arguments and the ``--config.FIELD=VALUE`` overrides for every run;
+  ``description`` (the launcher's usage) heads ``--help``."""
+  parser = argparse.ArgumentParser(
+    description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  _add_sweep_args(parser)
+  _add_slurm_args(parser.add_argument_group("SLURM jobs (--mode slurm)"))
+  _add_branch_args(parser.add_argument_group("branched sweeps"))
+  _add_cohort_args(parser.add_argument_group("cohorts"))
+  args, overrides = parser.parse_known_args(argv)
+  _check_args(parser, args, overrides)
+  return args, overrides
+
+
+def relaunch(args, overrides, *which: str) -> list[str]:
+  """This launcher with the sweep's config, sweep and root in ``--mode local``, training the
+  part ``which`` names here (``--cohort K --cohort_index I``, ``--branch --tree K,..``, ...),
+  with the overrides: a job's, a slot's or a segment's command."""
+  me = [*THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
+  return [*me, "--mode", "local", *which, *overrides]
+
+
+def _add_sweep_args(parser) -> None:
+  """The sweep and where and how its runs go."""
+  parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
+  parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
+  parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
+  parser.add_argument(
+    "--mode",
+    choices=("print", "local", "slurm"),
+    default="print",
+    help="print the commands (default), run them here, or submit them to SLURM",
+  )
+  parser.add_argument(
+    "--runs_per_device",
+    type=int,
+    default=None,
+    help="local: run this many runs (with --branch: trees) at once on each "
+    "visible GPU (on a machine without GPUs: at once here); logs in "
+    "ROOT/logs/",
+  )
+
+
+def _add_slurm_args(parser) -> None:
+  """What each SLURM job asks for."""
+  parser.add_argument("--partition", default=None, help="slurm: partition")
+  parser.add_argument("--time_min", type=int, default=24 * 60, help="slurm: minutes per job")
+  parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
+  parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
+  parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
+  parser.add_argument(
+    "--cluster",
+    default="slurm",
+    choices=("slurm", "local"),
+    help="slurm: submitit's executor (local: run the jobs on this machine)",
+  )
+
+
+def _add_branch_args(parser) -> None:
+  """Branched sweeps."""
+  parser.add_argument(
+    "--branch",
+    action="store_true",
+    help="train runs that are the same computation once and fork them where "
+    "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
+    "one job per tree",
+  )
+  parser.add_argument(
+    "--tree",
+    type=_tree_numbers,
+    default=None,
+    help="with --branch: run only these trees (0-based, comma-separated; what a slurm job runs)",
+  )
+
+
+def _add_cohort_args(parser) -> None:
+  """Cohorts."""
+  parser.add_argument(
+    "--cohort",
+    type=_cohort_size,
+    default=None,
+    help="train runs that differ only in seed or the selection rule's numbers K at a time "
+    "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort; with "
+    "--branch, each level's segments of one program as cohorts (and slurm: one job per "
+    "cohort of trees); auto: the largest K that fits the GPU (or --cohort_memory_gib), from "
+    "XLA's planned memory",
+  )
+  parser.add_argument(
+    "--cohort_memory_gib",
+    type=float,
+    default=None,
+    help="with --cohort auto: the memory a cohort may use (default: this machine's GPU's)",
+  )
+  parser.add_argument(
+    "--cohort_index",
+    type=int,
+    default=None,
+    help="with --cohort: train only this cohort (0-based; what a job or a slot runs)",
+  )
+  parser.add_argument(
+    "--cohort_runs",
+    default=None,
+    help="with --cohort: train these runs (names, comma-separated) as one cohort (what a "
+    "branched sweep's segment runs)",
+  )
+  parser.add_argument(
+    "--until_epoch", type=int, default=None, help="with --cohort_runs: stop after this epoch"
+  )
+
+
+def _check_args(parser, args, overrides) -> None:
+  """What the arguments need of each other (argparse's error, exit 2, otherwise)."""
+  if args.cohort_memory_gib is not None and (args.cohort != "auto" or args.cohort_memory_gib <= 0):
+    parser.error("--cohort_memory_gib: a positive number of GiB, with --cohort auto")
+  if (args.cohort_index is not None or args.cohort_runs is not None) and args.cohort is None:
+    parser.error("--cohort_index and --cohort_runs go with --cohort")
+  if args.until_epoch is not None and args.cohort_runs is None:
+    parser.error("--until_epoch goes with --cohort_runs")
+  if args.tree is not None and not args.branch:
+    parser.error("--tree goes with --branch")
+  if args.runs_per_device is not None and (
+    args.mode != "local" or args.runs_per_device < 1 or args.tree is not None
+  ):
+    parser.error(
+      f"--runs_per_device {args.runs_per_device}: a positive number, with --mode "
+      "local and without --tree"
+    )
+  bad = [o for o in overrides if not (o.startswith("--config.") and "=" in o)]
+  if bad:
+    parser.error(
+      f"unrecognized arguments: {' '.join(bad)} (overrides applied to every run "
+      "are written --config.FIELD=VALUE)"
+    )
+
+
+def _cohort_size(text: str) -> int | str:
+  """``--cohort``'s value: a positive number of runs, or ``auto``."""
+  if text == "auto":
+    return text
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f"{text!r}: a positive number of runs, or auto")
+  return int(text)
+
+
+def _tree_numbers(text: str) -> list[int]:
+  """``--tree``'s value: tree numbers, comma-separated."""
+  try:
+    trees = [int(t) for t in text.split(",")]
+  except ValueError:
+    trees = []
+  if not trees or min(trees) < 0:
+    raise argparse.ArgumentTypeError(f"{text!r}: tree numbers from 0, comma-separated (0,3)")
+  return trees
