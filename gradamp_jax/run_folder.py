@@ -78,13 +78,6 @@ RESUMABLE_FIELDS = (
   "steps_per_dispatch",
   "keep_checkpoints",
 )
-# Fields added to the config after runs were written: what a config.json without them meant.
-FORMER_DEFAULTS = {
-  "amplification.action": "amplify",
-  "amplification.alpha": 1.0,
-  "amplification.lo": 0.0,
-  "amplification.hi": 2.0,
-}
 
 _REQUIRED = object()
 
@@ -197,12 +190,10 @@ def differing_fields(a: dict, b: dict, ignore: Iterable[str] = ()) -> list[str]:
   ['seed']
   >>> differing_fields({"seed": 0, "data_dir": "a"}, {"seed": 1, "data_dir": "b"}, ["seed"])
   []
-
-  A field a config predates (:data:`FORMER_DEFAULTS`) reads as its former default.
   """
   ignore = set(RESUMABLE_FIELDS) | set(ignore)
   prefixes = tuple(i for i in ignore if i.endswith("."))
-  a, b = FORMER_DEFAULTS | flat_config(a), FORMER_DEFAULTS | flat_config(b)
+  a, b = flat_config(a), flat_config(b)
   return sorted(
     k
     for k in set(a) | set(b)

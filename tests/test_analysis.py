@@ -35,12 +35,18 @@ def config(
     reselect_every=0,
     ratio=0.3,
     eligible="all",
+    where="gradients",
+    action="amplify",
+    alpha=1.0,
+    lo=0.0,
+    hi=2.0,
   )
   base.update(amp)
   return dict(
     model="resnet8",
     dataset="cifar10",
     phases=[list(p) for p in phases],
+    optimizer="sgd",
     seed=seed,
     validation_fraction=0.1,
     amplification=base,
@@ -108,7 +114,7 @@ def test_keys_that_do_not_apply_are_empty():
   assert keys["none"] == dict(
     model="resnet8",
     dataset="cifar10",
-    optimizer="sgd",  # a config older than the field
+    optimizer="sgd",
     method="none",
     where=None,
     action=None,
@@ -120,7 +126,8 @@ def test_keys_that_do_not_apply_are_empty():
     ratio=None,
     seed=0,
   )
-  assert {keys[m]["action"] for m in APPLIES_ACTION} == {"amplify"}  # a config older than it
+  assert {keys[m]["action"] for m in APPLIES_ACTION} == {"amplify"}
+  assert {keys[m]["where"] for m in APPLIES_ACTION} == {"gradients"}
   assert (keys["random"]["ratio"], keys["random"]["threshold"]) == (0.3, None)
   assert keys["random"]["measure"] is None and keys["all"]["ratio"] is None
   assert keys["all"]["reselect_every"] == 0
@@ -216,15 +223,16 @@ def test_summarize_groups_over_seeds():
   assert t15["n"] == 1 and pd.isna(t15["test_std"]) and t15["val_mean"] == 85.0
 
 
-def test_choose_threshold_ties_to_the_smaller_and_falls_back_to_test():
+def test_choose_setting_ties_to_the_smaller_and_falls_back_to_test():
   groups = pd.DataFrame(
     dict(threshold=[1.5, 1.0, 2.0], val_mean=[80.0, 80.0, 79.0], test_mean=[90.0, 91.0, 95.0])
   )
-  assert analysis.choose_threshold(groups) == (1.0, "validation")
+  choose = lambda: analysis.statistics.choose_setting(groups, ("threshold",))
+  assert choose() == ({"threshold": 1.0}, "validation")
   groups.loc[2, "val_mean"] = np.nan
-  assert analysis.choose_threshold(groups) == (2.0, "test")
+  assert choose() == ({"threshold": 2.0}, "test")
   groups["test_mean"] = [95.0, 90.0, 95.0]
-  assert analysis.choose_threshold(groups) == (1.5, "test")
+  assert choose() == ({"threshold": 1.5}, "test")
 
 
 def test_compare_pairs_by_seed_at_the_chosen_threshold():

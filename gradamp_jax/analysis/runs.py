@@ -12,8 +12,6 @@ results are compared (docs/method.md §8):
 * the final accuracy of a run is its last epoch's test accuracy, defined only for finished
   runs (every epoch of its phases done); unfinished runs are listed and left out of every
   statistic;
-* runs of configs older than ``optimizer`` and ``amplification.where`` count as SGD
-  amplifying gradients;
 * a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
   sample standard deviation (ddof=1, undefined for one run);
 * a family (:data:`FAMILY_KEYS`) is a group without its setting (:data:`SETTING_KEYS`: the
@@ -187,10 +185,9 @@ def run_keys(config: dict) -> dict:
   keys = dict(
     model=config.get("model"),
     dataset=config.get("dataset"),
-    optimizer=config.get("optimizer", "sgd"),  # runs older than the field: SGD
+    optimizer=config.get("optimizer"),
     method=method,
   )
-  amp = {"where": "gradients", "action": "amplify", **amp}  # what older runs did
   for key in ("where", "action", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
   keys["action_params"] = None

@@ -121,7 +121,7 @@ def replay_selections(
   return selections
 
 
-def selection_key(selection, where: str = "gradients") -> tuple:
+def selection_key(selection, where: str) -> tuple:
   """What makes later training differ: when a selection takes effect, the scale it gives
   each layer, and where the scales apply (when any is not 1)."""
   scale = np.asarray(selection.scale, np.float32)
@@ -129,9 +129,8 @@ def selection_key(selection, where: str = "gradients") -> tuple:
 
 
 def placement(config) -> str:
-  """``amplification.where`` of a config or ``config.json`` dict (older runs: gradients)."""
-  amp = config["amplification"]
-  return amp.get("where", "gradients") if isinstance(amp, dict) else amp.where
+  """``amplification.where`` of a config or ``config.json`` dict."""
+  return config["amplification"]["where"]
 
 
 def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: int) -> bool:
