@@ -34,8 +34,7 @@ class DirectionalityState:
   accumulator per needed sum (per weight, float32 and parameter-shaped, or per layer
   ``(L,)``), and ``layers_id`` (CRC-32 of the layer names, to check reports against the
   parameters). Tracking G and G′ gives the children ``count, epoch, G, G_prime,
-  signed_sum, abs_sum, layers_id``: the layout of checkpoints written before measures
-  became definitions, which therefore still restore.
+  signed_sum, abs_sum, layers_id``.
 
   Attributes:
     count: updates seen.
@@ -205,7 +204,7 @@ def directionality_monitor(
 
   Args:
     steps_per_epoch: optimizer updates per epoch (>= 1).
-    measures_tracked: names of :data:`~gradamp_jax.measures.MEASURES` to track.
+    measures: names of :data:`~gradamp_jax.measures.MEASURES` to track.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`DirectionalityState`.

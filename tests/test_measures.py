@@ -1,14 +1,10 @@
-"""Measures as definitions: GSNR against NumPy, one state layout per tracked set, old
-checkpoints, a measure added by one definition, and G of the output layer."""
+"""Measures as definitions: GSNR against NumPy, one state layout per tracked set, a measure
+added by one definition, and G of the output layer."""
 
-from typing import Any, NamedTuple
-
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 import reference
 from flax import nnx
@@ -94,39 +90,6 @@ def test_a_tracked_set_keeps_only_the_sums_it_needs():
   assert state_bytes(monitor(("G", "G_prime", "GSNR")), params) == 3 * per_sum + 3 * 2 * 4 + extra
   with pytest.raises(ValueError, match="measure must be one of"):
     monitor(("G", "nope"))
-
-
-class _OldDirectionality(NamedTuple):  # the state's layout before measures were definitions
-  count: Any
-  epoch: Any
-  G: Any
-  G_prime: Any
-  signed_sum: Any
-  abs_sum: Any
-  layers_id: Any
-
-
-def test_a_checkpoint_of_the_old_layout_restores(tmp_path):
-  params = make_params([[(3, 2)], [(4,)]])
-  grads = random_grads(params, np.random.default_rng(3), 4, bias=[1.0, 0.0])
-  tx = optax.chain(ga.directionality_monitor(2), optax.sgd(0.1))
-  _, state = run(tx, params, grads)
-  new = state[0]
-  old = _OldDirectionality(
-    new.count,
-    new.epoch,
-    new.values["G"],
-    new.values["G_prime"],
-    new.sums["signed_sum"],
-    new.sums["abs_sum"],
-    new.layers_id,
-  )
-  with ocp.CheckpointManager(str(tmp_path / "ck")) as manager:
-    manager.save(4, args=ocp.args.StandardSave((old, state[1])))
-    manager.wait_until_finished()
-    restored = manager.restore(4, args=ocp.args.StandardRestore(tx.init(params)))
-  chex.assert_trees_all_equal(restored, state)  # bit for bit, one tree
-  assert ga.directionality_report(restored, params) == ga.directionality_report(state, params)
 
 
 MEAN_ABS = measures.Measure(  # mean |g| per weight and step: a definition, nothing else
