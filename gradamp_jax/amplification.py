@@ -211,7 +211,7 @@ def _amplification(
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
     active = (state.selection_phase >= 0) & (state.selection_phase == phase)
     state = state._replace(active=active)
-    scaled = _scale_leaves(leaves, index, layer_scale(state))
+    scaled = _scale_leaves(leaves, index, applied_scale(state))
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
@@ -273,9 +273,10 @@ def _select(state: AmplificationState, chooser: Chooser, action, phase, epoch, f
   )
 
 
-def layer_scale(state: AmplificationState) -> jax.Array:
+def applied_scale(state: AmplificationState) -> jax.Array:
   """The factor each layer's gradients (or updates) receive at the update that produced
-  ``state``: the action's scale while a selection is active, 1 elsewhere."""
+  ``state``: the action's scale (:func:`~gradamp_jax.actions.layer_scale`) while a selection
+  is active, 1 elsewhere."""
   return jnp.where(state.active, state.scale, 1.0)
 
 
@@ -348,7 +349,7 @@ def amplify(
     if where == "updates":
       index = layers_lib.layer_index(updates)
       leaves, treedef = jax.tree.flatten(updates)
-      updates = treedef.unflatten(_scale_leaves(leaves, index, layer_scale(amp_state)))
+      updates = treedef.unflatten(_scale_leaves(leaves, index, applied_scale(amp_state)))
     return updates, AmplifiedOptimizerState(amp_state, opt_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
