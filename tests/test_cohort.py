@@ -17,6 +17,7 @@ import pytest
 from gradamp_jax import analysis, run_folder
 from gradamp_jax.sweeps import launcher as sweep
 from gradamp_jax.training import cohort, train
+from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 from tests import slurm_sweep
 from tests.test_input_pipeline import _write_folder
@@ -51,7 +52,7 @@ def trained(tmp_path_factory):
     alone = [str(root / "alone0")]  # member 0 alone; member 1 is checked against NumPy
     train.train_and_evaluate(configs[0], alone[0])
     with pytest.raises(train.NonFiniteError) as error:
-      cohort.train_cohort(configs, workdirs)
+      train.train_cohort(configs, workdirs, stacked=True)
   return workdirs, alone, str(error.value)
 
 
@@ -116,7 +117,7 @@ def test_the_analysis_reads_members_like_runs(trained):
 def test_a_finished_cohort_is_done_at_once(trained, capsys):
   workdirs, _, _ = trained
   configs = [member_config(**m) for m in MEMBERS]
-  rows = cohort.train_cohort(configs, workdirs[:2])
+  rows = train.train_cohort(configs, workdirs[:2])
   assert [r["epoch"] for r in rows] == [3, 3]
   assert capsys.readouterr().out.count("nothing to do") == 2
 
@@ -156,7 +157,7 @@ def test_cohort_auto_takes_the_largest_size_that_fits_the_memory(tmp_path, monke
   _write_folder(tmp_path / "images", {"train": {"a": 16, "b": 16}, "test": {"a": 4, "b": 4}})
   config = slurm_sweep.get_config()
   config.image_folder = str(tmp_path / "images")
-  dataset = train.load_dataset(config)
+  dataset = data_lib.load_dataset(config)
   planned = {k: cohort.planned_cohort_bytes(config, dataset, k) for k in (1, 2, 3)}
   per_member = planned[2] - planned[1]
   assert planned[3] - planned[2] == pytest.approx(per_member, rel=0.02)

@@ -22,6 +22,7 @@ import gradamp_jax as ga
 from configs import default
 from gradamp_jax import input_pipeline, jsonl, run_folder
 from gradamp_jax.training import config_fields, optimizer, outputs, train
+from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 
 pytestmark = pytest.mark.slow  # trains runs end to end
@@ -161,7 +162,7 @@ def test_a_finished_run_is_done_at_once_and_a_run_ends_with_one_line(
   finished_run, monkeypatch, capsys
 ):
   workdir, last = finished_run
-  monkeypatch.setattr(train, "load_dataset", lambda config: pytest.fail("read data"))
+  monkeypatch.setattr(data_lib, "load", lambda configs: pytest.fail("read data"))
   assert train.train_and_evaluate(tiny_config(), workdir) == last  # no data, no compile
   assert train.train_and_evaluate(tiny_config(), workdir, until_epoch=2) == last
   out = capsys.readouterr().out.splitlines()

@@ -90,7 +90,7 @@ def run_forest(
   """Trains several trees level by level: every tree's (and, after a fork, every group's)
   next segment is handed to ``train_segments`` at once, as ``(member, until_epoch)`` pairs,
   so that segments of one program can train as one cohort
-  (:func:`gradamp_jax.training.cohort.train_cohort`). Returns the trees' rows, as
+  (:func:`gradamp_jax.training.train.train_cohort`). Returns the trees' rows, as
   :func:`run_tree` does."""
   rows: list[dict] = []
   frontier = [(members, 0) for members in trees]

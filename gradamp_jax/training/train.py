@@ -1,10 +1,16 @@
-"""Training and evaluation: ``train_and_evaluate(config, workdir)``.
+"""Training and evaluation: one run (``train_and_evaluate``) or a cohort of runs trained
+together (``train_cohort``); a run is a cohort of one.
 
-A run is the paper's Figure 1 as a loop: set up (data on the device, the optimizer with its
-amplification, the state, the compiled functions, the newest checkpoint), then per epoch:
-train its steps in chunks, evaluate, record (:class:`~gradamp_jax.training.outputs.RunOutputs`),
-checkpoint, and stop if a signal asked. Running the same command again resumes from the
-newest checkpoint; the files a run writes are listed in :mod:`gradamp_jax.training.outputs`.
+A cohort is the paper's Figure 1 as a loop, for each of its members: set up (data on the
+device, the optimizer with its amplification, the state, the compiled functions, the
+newest checkpoint), then per epoch: train its steps in chunks, evaluate, record
+(:class:`~gradamp_jax.training.outputs.RunOutputs`), checkpoint, and stop if a signal
+asked. Running the same command again resumes from the newest checkpoint; the files a run
+writes are listed in :mod:`gradamp_jax.training.outputs`.
+
+The members' programs (:class:`Programs`): a member alone, or on a CPU each member, trains
+with its run's own program; on other platforms a cohort of several trains as one program,
+``vmap``-ped over its stacked states (:mod:`gradamp_jax.training.cohort`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import gradamp_jax as ga
 from gradamp_jax import input_pipeline, run_folder
-from gradamp_jax.training import checkpointing, conv_choice, optimizer, outputs, preemption
+from gradamp_jax.training import checkpointing, cohort, conv_choice, optimizer, outputs, preemption
+from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.config_fields import validate_config
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
 
-__all__ = ["NonFiniteError", "WorkdirBusyError", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "WorkdirBusyError", "train_and_evaluate", "train_cohort"]
 
 
 class NonFiniteError(RuntimeError):
@@ -61,17 +68,60 @@ def train_and_evaluate(
       checkpoint is kept.
     Preempted: a signal asked the run to stop; a checkpoint at that step was saved.
   """
-  validate_config(config)
-  config = conv_choice.resolve(config, workdir)
-  with workdir_lock(workdir):
-    outputs.check_same_experiment(config, workdir)
-    done = already_done(config, workdir, until_epoch)
-    if done is not None:
-      return done
-    row = _train(config, workdir, until_epoch)
-    if jax.process_index() == 0:
-      outputs.print_summary(workdir, ga.num_epochs(config.phases))
-    return row
+  return train_cohort([config], [workdir], until_epoch=until_epoch)[0]
+
+
+def train_cohort(
+  configs, workdirs, *, until_epoch: int | None = None, stacked: bool | None = None
+) -> list[dict]:
+  """Trains ``configs`` (one per workdir, differing at most in
+  :data:`~gradamp_jax.training.cohort.COHORT_FIELDS`) together: each member as
+  :func:`train_and_evaluate` trains it alone, into its own workdir.
+
+  Members already finished are left out (their last rows are returned as they are). A
+  member whose loss goes non-finite is reported by name, stops writing (its last good
+  checkpoint is kept) and the others go on. Resuming restores every member at the newest
+  update all of them have a checkpoint of.
+
+  Args:
+    configs: the members' configs.
+    workdirs: the members' output directories.
+    until_epoch: as :func:`train_and_evaluate` takes it.
+    stacked: train the members as one ``vmap``-ped program (True) or each with its run's
+      own program (False); None: stacked for K > 1 but on a CPU.
+
+  Returns:
+    Each member's last metrics row.
+
+  Raises:
+    ValueError: for a bad config or configs that differ in a field outside
+      :data:`~gradamp_jax.training.cohort.COHORT_FIELDS` (named).
+    NonFiniteError: naming the members whose loss or gradients stopped being finite,
+      once the others finished.
+  """
+  for config in configs:
+    validate_config(config)
+  configs = [conv_choice.resolve(c, w) for c, w in zip(configs, workdirs)]
+  if len(configs) > 1:
+    cohort.check_cohort(configs, workdirs)
+  with contextlib.ExitStack() as locks:
+    for config, workdir in zip(configs, workdirs):
+      locks.enter_context(workdir_lock(workdir))
+      outputs.check_same_experiment(config, workdir)
+    rows = [already_done(c, w, until_epoch) for c, w in zip(configs, workdirs)]
+    todo = [k for k, row in enumerate(rows) if row is None]
+    if todo:
+      members = Members.create([configs[k] for k in todo], [workdirs[k] for k in todo], stacked)
+      for k, row in zip(todo, _train(members, until_epoch)):
+        rows[k] = row
+        if jax.process_index() == 0:
+          outputs.print_summary(workdirs[k], ga.num_epochs(configs[k].phases))
+  return rows
+
+
+def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
+  """The last epoch a call trains: the schedule's, or ``until_epoch`` if sooner."""
+  return num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
 
 
 def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
@@ -82,7 +132,7 @@ def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
   info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
   num_epochs = ga.num_epochs(config.phases)
-  asked = num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
+  asked = last_epoch(num_epochs, until_epoch)
   if jax.process_count() > 1 or not rows or not info or rows[-1]["epoch"] < asked:
     return None
   spe = info["steps_per_epoch"]
@@ -106,51 +156,6 @@ def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int
   )
 
 
-def _train(config, workdir: str, until_epoch: int | None) -> dict:
-  run = Run.create(config)
-  spe = run.steps_per_epoch
-  last_epoch = run.num_epochs if until_epoch is None else min(int(until_epoch), run.num_epochs)
-  with checkpointing.RunCheckpoints(
-    workdir, keep=config.keep_checkpoints, steps_per_epoch=spe
-  ) as checkpoints:
-    start_step, state, carried = checkpoints.restore(run.initial_state)
-    if start_step:
-      print(
-        f"Resumed from the checkpoint at update {start_step} (epoch "
-        f"{start_step / spe:.4g}) in {workdir}",
-        flush=True,
-      )
-    if start_step >= last_epoch * spe:
-      _print_nothing_to_do(workdir, start_step // spe, run.num_epochs, last_epoch)
-      return outputs.last_metrics(workdir)
-    records = run.open_outputs(workdir, state, start_step)
-    row = None
-    try:
-      with preemption.StopRequest() as stop:
-        first = start_step // spe + 1
-        for epoch in range(first, last_epoch + 1):
-          started = time.perf_counter()
-          offset = max(start_step - (epoch - 1) * spe, 0)
-          state, metrics = run.train_epoch(state, epoch, offset, carried, stop.requested)
-          carried = None
-          _check_finite(state, epoch, checkpoints)
-          done = (epoch - 1) * spe + len(metrics["loss"])
-          if done < epoch * spe:  # a signal: checkpoint here and stop
-            records.record_selections(state)
-            checkpoints.save_interrupted(done, state, metrics)
-            raise preemption.Preempted(stop.signame, done, checkpoints.directory)
-          row = run.epoch_row(epoch, state, metrics, offset, started)
-          row[run_folder.FIRST_AFTER_START] = epoch == first  # warm-up: not comparable
-          records.record_epoch(row, state)
-          checkpoints.save(done, run.programs.copy_state(state))
-          if epoch < last_epoch and stop.requested():  # a signal in the epoch's last step
-            checkpoints.manager.wait_until_finished()
-            raise preemption.Preempted(stop.signame, done, checkpoints.directory)
-    finally:
-      records.close()
-  return row
-
-
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Holds ``workdir``'s lock in the lead process (which writes every file but the
@@ -166,104 +171,230 @@ def workdir_lock(workdir: str):
     lock.release()
 
 
-def _check_finite(state, epoch: int, checkpoints: checkpointing.RunCheckpoints) -> None:
-  bad_step = int(state.bad_step)
-  if bad_step >= 0:
-    raise NonFiniteError(
-      f"non-finite loss or gradients at epoch {epoch}, step {bad_step} "
-      f"(0-based update count); {checkpoints.describe_kept()}"
-    )
+# ----------------------------------------------------------------------------- the loop
+
+
+def _train(members: Members, until_epoch: int | None) -> list[dict]:
+  spe, workdirs = members.steps_per_epoch, members.workdirs
+  last = last_epoch(members.num_epochs, until_epoch)
+  if len(workdirs) > 1:
+    print(f"cohort of {len(workdirs)} runs: {', '.join(workdirs)}", flush=True)
+  with contextlib.ExitStack() as exits:
+    checkpoints = [
+      exits.enter_context(
+        checkpointing.RunCheckpoints(w, keep=c.keep_checkpoints, steps_per_epoch=spe)
+      )
+      for c, w in zip(members.configs, workdirs)
+    ]
+    start_step, states, carried = _restore(members, checkpoints)
+    if start_step:
+      print(_resumed(workdirs, start_step, spe), flush=True)
+    if start_step >= last * spe:
+      for w in workdirs:
+        _print_nothing_to_do(w, start_step // spe, members.num_epochs, last)
+      return [outputs.last_metrics(w) for w in workdirs]
+    records = [members.open_outputs(k, s, start_step) for k, s in enumerate(states)]
+    exits.callback(lambda: [r.close() for r in records])
+    return _epochs(members, states, carried, start_step, last, checkpoints, records)
+
+
+def _resumed(workdirs: list, step: int, spe: int) -> str:
+  if len(workdirs) > 1:
+    return f"Resumed every member from its checkpoint at update {step} (epoch {step / spe:.4g})"
+  return f"Resumed from the checkpoint at update {step} (epoch {step / spe:.4g}) in {workdirs[0]}"
+
+
+def _restore(members: Members, checkpoints: list) -> tuple[int, list, list]:
+  """Each member's state at the newest update every member has a checkpoint of that
+  restores, and its per-step metrics of that epoch's earlier steps."""
+  restored = [c.restore(s) for c, s in zip(checkpoints, members.initial_states)]
+  newest = min(step for step, _, _ in restored)
+  kept = set.intersection(*(set(c.steps()) for c in checkpoints)) | {0}
+  common = max(s for s in kept if s <= newest)
+  states, carried = [], []
+  for k, (step, state, metrics) in enumerate(restored):
+    if step != common:
+      state = members.initial_states[k] if common == 0 else checkpoints[k].restore_at(common, state)
+      metrics = None
+      if common % members.steps_per_epoch:
+        checkpoints[k].partial.check(common, state)
+        metrics = checkpoints[k].partial.metrics
+    states.append(state)
+    carried.append(metrics)
+  return common, states, carried
+
+
+def _epochs(members: Members, states, carried, start_step, last, checkpoints, records) -> list:
+  """The epochs of :func:`_train`: train, check each member, record, checkpoint, stop."""
+  spe, workdirs = members.steps_per_epoch, members.workdirs
+  failed: dict[int, str] = {}  # member -> why it stopped
+  rows = [outputs.last_metrics(w) if start_step else None for w in workdirs]
+  groups = members.stack(states)
+  where = checkpoints[0].directory if len(workdirs) == 1 else "each member's workdir"
+  with preemption.StopRequest() as stop:
+    first = start_step // spe + 1
+    for epoch in range(first, last + 1):
+      started = time.perf_counter()
+      offset = max(start_step - (epoch - 1) * spe, 0)
+      groups, metrics = members.train_epoch(groups, epoch, offset, carried, stop.requested)
+      carried, states = [None] * len(workdirs), members.split(groups)
+      _check_members(members, states, epoch, checkpoints, failed)
+      live = [k for k in range(len(workdirs)) if k not in failed]
+      done = (epoch - 1) * spe + len(metrics[0]["loss"])
+      if done < epoch * spe:  # a signal: checkpoint every member here and stop
+        for k in live:
+          records[k].record_selections(states[k])
+          checkpoints[k].save_interrupted(done, states[k], metrics[k])
+        raise preemption.Preempted(stop.signame, done, where)
+      epoch_rows = members.epoch_rows(epoch, groups, states, metrics, offset, started)
+      for k in live:
+        epoch_rows[k][run_folder.FIRST_AFTER_START] = epoch == first  # warm-up: not comparable
+        records[k].record_epoch(epoch_rows[k], states[k])
+        checkpoints[k].save(done, states[k])
+        rows[k] = epoch_rows[k]
+      if epoch < last and stop.requested():  # a signal in the epoch's last step
+        for c in checkpoints:
+          c.manager.wait_until_finished()
+        raise preemption.Preempted(stop.signame, done, where)
+  if failed:
+    raise NonFiniteError(_failures(members, failed))
+  return rows
+
+
+def _check_members(members: Members, states, epoch: int, checkpoints, failed: dict) -> None:
+  """Adds the members whose loss or gradients stopped being finite to ``failed``, saying
+  so; raises :class:`NonFiniteError` once none is left."""
+  for k, state in enumerate(states):
+    bad_step = int(state.bad_step)
+    if bad_step >= 0 and k not in failed:
+      failed[k] = (
+        f"non-finite loss or gradients at epoch {epoch}, step {bad_step} (0-based update "
+        f"count); {checkpoints[k].describe_kept()}"
+      )
+      if len(failed) < len(states):
+        print(
+          f"error: cohort member {members.workdirs[k]}: {failed[k]}; the others go on",
+          file=sys.stderr,
+          flush=True,
+        )
+  if len(failed) == len(states):
+    raise NonFiniteError(_failures(members, failed))
+
+
+def _failures(members: Members, failed: dict) -> str:
+  if len(members.workdirs) == 1:
+    return failed[0]
+  return "; ".join(
+    f"cohort member {members.workdirs[k]}: {why}" for k, why in sorted(failed.items())
+  )
 
 
 # ----------------------------------------------------------------------------- set-up
 
 
 class Programs(NamedTuple):
-  """A run's jitted functions, with the shardings of what they take.
+  """The jitted functions that train some of a cohort's members: one member with its run's
+  own program, or several in one program, ``vmap``-ped over their states stacked along a
+  leading axis (:func:`~gradamp_jax.training.cohort.stack`). ``state`` below is the
+  group's: one member's :class:`~gradamp_jax.training.steps.TrainState`, or the stacked.
 
   ``train_chunk`` (:func:`~gradamp_jax.training.steps.make_train_chunk`) donates the
   history and, when it loops, the state (:func:`~gradamp_jax.training.steps.chunk_donation`);
-  orbax's asynchronous save may still read a saved state while later chunks run, so a saved
-  state is ``copy_state`` of it.
+  orbax's asynchronous save may still read a saved state while later chunks run, so
+  ``split`` gives the members' states in buffers of their own.
   """
 
-  train_chunk: Callable
-  evaluate: Callable
-  epoch_plan: Callable
-  copy_state: Callable
-  replicate: Callable  # a host pytree every process holds -> replicated arrays
-  steps_per_call: int
+  members: tuple[int, ...]  # positions in the cohort
+  train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
+  evaluate: Callable  # state -> {split: {sum: (len(members),)}}
+  epoch_plan: Callable  # epoch -> the members' plans
+  put_history: Callable  # {metric: host (len(members), steps)} -> the chunk's history
+  stack: Callable  # the members' states -> state
+  split: Callable  # state -> the members' states
 
 
-def compile_programs(config, dataset, graphdef, tx, state, mesh: Mesh) -> Programs:
-  """The jitted functions of a run over ``mesh`` (1-D, axis ``data``)."""
+def _jit_run(config, spe, graphdef, tx, state, mean, std, mesh: Mesh) -> dict:
+  """A run's jitted functions over ``mesh`` (1-D, axis ``data``), shared by the members
+  whose configs differ only in the seed."""
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  per_call = steps_lib.steps_per_call(config)
-  chunk = steps_lib.make_train_chunk(
-    graphdef, tx, dataset.mean, dataset.std, batch_sharding, loop=per_call > 1
-  )
-  plan = functools.partial(
-    input_pipeline.epoch_plan, num_examples=len(dataset.train), batch_size=config.batch_size
-  )
-  evaluate = steps_lib.make_evaluate(graphdef, dataset.mean, dataset.std, batch_sharding)
-  return Programs(
+  loop = steps_lib.steps_per_call(config) > 1
+  chunk = steps_lib.make_train_chunk(graphdef, tx, mean, std, batch_sharding, loop=loop)
+  evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
+  plan = functools.partial(data_lib.member_plan, batch_size=config.batch_size)
+  return dict(
     train_chunk=jax.jit(
       chunk,
-      donate_argnums=steps_lib.chunk_donation(per_call > 1),
+      donate_argnums=steps_lib.chunk_donation(loop),
       in_shardings=(state_sharding, replicated, replicated, None, None, replicated),
       out_shardings=(state_sharding, replicated, replicated),
     ),
     evaluate=jax.jit(evaluate, in_shardings=(state_sharding, None), out_shardings=replicated),
     epoch_plan=jax.jit(plan, out_shardings=replicated),
-    copy_state=jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding),
-    replicate=lambda tree: jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree),
-    steps_per_call=per_call,
+    copy=jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=state_sharding),
   )
 
 
-def data_args(config) -> dict:
-  """The config's data fields as :func:`~gradamp_jax.input_pipeline.load` takes them, less
-  the dataset and the seed."""
-  return dict(
-    data_dir=config.data_dir,
-    image_folder=config.image_folder,
-    train_split=config.train_split,
-    validation_fraction=config.validation_fraction,
-    download=config.download,
+def _run_programs(k: int, jitted: dict, seed: int, keep, eval_data: dict, mesh) -> Programs:
+  """Member ``k``'s :class:`Programs` from its run's ``jitted`` functions (:func:`_jit_run`)."""
+
+  def evaluate(state):
+    sums = {name: jitted["evaluate"](state, split) for name, split in eval_data.items()}
+    return jax.tree.map(lambda x: jnp.reshape(x, (1,)), sums)
+
+  return Programs(
+    members=(k,),
+    train_chunk=jitted["train_chunk"],
+    evaluate=evaluate,
+    epoch_plan=lambda epoch: jitted["epoch_plan"](seed, keep, epoch),
+    put_history=lambda history: _replicate({n: v[0] for n, v in history.items()}, mesh),
+    stack=lambda states: states[0],
+    split=lambda state: [jitted["copy"](state)],
   )
 
 
-def load_dataset(config) -> input_pipeline.Dataset:
-  """Reads the data; with several processes the lead first (it may download and prepare
-  it), then the others read what it prepared."""
+def _stacked_programs(configs, spe, graphdef, mean, std, keep, eval_data, mesh) -> Programs:
+  """Every member's :class:`Programs` as one ``vmap``-ped program; ``eval_data``'s
+  validation split stacked (each member's own), its test split shared."""
+  per_call = steps_lib.steps_per_call(configs[0])
+  rules = cohort.member_rules(configs)
+  batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  chunk = cohort.make_cohort_chunk(
+    configs[0], spe, graphdef, mean, std, batch_sharding, loop=per_call > 1
+  )
+  evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
+  seeds = np.asarray([c.seed for c in configs], np.int32)
+  plan = functools.partial(data_lib.member_plan, batch_size=configs[0].batch_size)
 
-  def load(download):
-    return input_pipeline.load(
-      config.dataset, seed=config.seed, **dict(data_args(config), download=download)
-    )
+  @jax.jit
+  def evaluate_all(state, eval_data):
+    axes = cohort.member_axes(state)
+    return {
+      name: jax.vmap(evaluate, in_axes=(axes, 0 if name == "val" else None))(state, split)
+      for name, split in eval_data.items()
+    }
 
-  if jax.process_count() == 1:
-    return load(config.download)
-  dataset = load(config.download) if jax.process_index() == 0 else None
-  checkpointing.sync("dataset prepared")
-  return dataset if dataset is not None else load(download=False)
+  # The members' numbers are arguments, not constants: one compiled program (and one entry
+  # of the persistent compilation cache) serves every cohort of K members of this config.
+  train_chunk = jax.jit(chunk, donate_argnums=steps_lib.chunk_donation(per_call > 1))
+  plans = jax.jit(jax.vmap(plan, in_axes=(0, 0, None)))
+  return Programs(
+    members=tuple(range(len(configs))),
+    train_chunk=lambda *args: train_chunk(*args, rules),
+    evaluate=lambda state: evaluate_all(state, eval_data),
+    epoch_plan=lambda epoch: plans(seeds, keep, epoch),
+    put_history=lambda history: _replicate(history, mesh),
+    stack=jax.jit(cohort.stack, out_shardings=replicated),
+    split=jax.jit(lambda state: [cohort.member(state, k) for k in range(len(configs))]),
+  )
 
 
-def steps_per_epoch(config, num_train: int) -> int:
-  if num_train < config.batch_size:
-    held_out = (
-      f" after holding out validation_fraction={config.validation_fraction}"
-      if config.validation_fraction
-      else ""
-    )
-    raise ValueError(
-      f"config.batch_size: {config.batch_size} exceeds the {num_train} training examples "
-      f"of train_split={config.train_split!r}{held_out}, so an epoch holds no full batch; "
-      "use a smaller batch_size or a larger train_split"
-    )
-  return ga.steps_per_epoch(num_train, config.batch_size)
+def _replicate(tree, mesh: Mesh):
+  """A host pytree every process holds, as arrays replicated over ``mesh``."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree)
 
 
 def warn_if_looping_on_cpu(per_call: int) -> None:
@@ -277,96 +408,150 @@ def warn_if_looping_on_cpu(per_call: int) -> None:
     )
 
 
-class Run(NamedTuple):
-  """What a run sets up once: its data (on the device), optimizer, state and programs."""
+class Members(NamedTuple):
+  """What a cohort (a run: a cohort of one) sets up once: the data, the members' initial
+  states and the programs that train them."""
 
-  config: Any
-  dataset: input_pipeline.Dataset
+  configs: list
+  workdirs: list
+  datasets: list  # each member's input_pipeline.Dataset, as its run alone loads it
   steps_per_epoch: int
   num_epochs: int
   graphdef: Any
-  initial_state: steps_lib.TrainState
-  programs: Programs
-  train_data: input_pipeline.DeviceSplit
-  eval_data: dict[str, input_pipeline.EvalSplit]
+  initial_states: list
+  groups: list  # the Programs that train the members, together covering each once
+  train_data: input_pipeline.DeviceSplit  # the training pool, once
 
   @classmethod
-  def create(cls, config) -> Run:
-    dataset = load_dataset(config)
-    spe = steps_per_epoch(config, len(dataset.train))
-    tx = optimizer.create_optimizer(config, spe)
-    graphdef, state = steps_lib.create_train_state(config, dataset.num_classes, tx)
+  def create(cls, configs, workdirs, stacked: bool | None = None) -> Members:
+    data = data_lib.load(configs)
+    if len({(d.mean, d.std) for d in data.datasets}) > 1:
+      raise ValueError(
+        "config.seed: the members' training splits have other channel statistics (an image "
+        "folder without CIFAR-10's classes and a validation_fraction): train them alone"
+      )
+    spe = data_lib.steps_per_epoch(configs[0], len(data.datasets[0].train))
     mesh = Mesh(np.array(jax.devices()), ("data",))
-    programs = compile_programs(config, dataset, graphdef, tx, state, mesh)
-    warn_if_looping_on_cpu(programs.steps_per_call)
-    for warning in optimizer.config_warnings(config) if jax.process_index() == 0 else ():
+    txs = [optimizer.create_optimizer(c, spe) for c in configs]
+    num_classes = data.datasets[0].num_classes
+    made = [steps_lib.create_train_state(c, num_classes, tx) for c, tx in zip(configs, txs)]
+    graphdef, states = made[0][0], [_replicate(state, mesh) for _, state in made]
+    if stacked is None:
+      stacked = len(configs) > 1 and jax.default_backend() != "cpu"
+    groups = _programs(configs, spe, graphdef, txs, states, data, mesh, stacked)
+    warn_if_looping_on_cpu(steps_lib.steps_per_call(configs[0]))
+    for warning in optimizer.config_warnings(configs[0]) if jax.process_index() == 0 else ():
       print(warning, file=sys.stderr, flush=True)
-    eval_data = {
-      name: input_pipeline.to_device_batches(split, config.eval_batch_size, mesh)
-      for name, split in (("test", dataset.test), ("val", dataset.validation))
-      if split is not None
-    }
+    pool = input_pipeline.to_device(data.pool, mesh)
     return cls(
-      config,
-      dataset,
-      spe,
-      ga.num_epochs(config.phases),
-      graphdef,
-      programs.replicate(state),
-      programs,
-      input_pipeline.to_device(dataset.train, mesh),
-      eval_data,
-    )
+      list(configs), list(workdirs), data.datasets, spe, ga.num_epochs(configs[0].phases),
+      graphdef, states, groups, pool,
+    )  # fmt: skip
 
-  def open_outputs(self, workdir: str, state, start_step: int) -> outputs.RunOutputs:
-    """The run's files, after checking that a resumed run trains on the data it started on."""
-    depth = outputs.network_depth(self.graphdef, state, self.dataset.train.images.shape[1:])
-    info = outputs.run_info(self.config, self.dataset, self.steps_per_epoch, state.params, depth)
+  def open_outputs(self, k: int, state, start_step: int) -> outputs.RunOutputs:
+    """Member ``k``'s files (in a cohort of several, its run.json names the cohort)."""
+    dataset = self.datasets[k]
+    depth = outputs.network_depth(self.graphdef, state, dataset.train.images.shape[1:])
+    info = outputs.run_info(self.configs[k], dataset, self.steps_per_epoch, state.params, depth)
+    if len(self.workdirs) > 1:
+      info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
     if start_step:
-      outputs.check_same_data(workdir, info)
+      outputs.check_same_data(self.workdirs[k], info)
     return outputs.RunOutputs(
-      workdir, self.config, info, state, start_step=start_step, write=jax.process_index() == 0
-    )
+      self.workdirs[k], self.configs[k], info, state, start_step=start_step,
+      write=jax.process_index() == 0,
+    )  # fmt: skip
 
-  def train_epoch(self, state, epoch: int, start: int, carried: dict | None, stop):
-    """Steps ``start ..`` of ``epoch``; returns the state and the per-step metrics of the
-    epoch's steps done (``carried``: those of steps run before a restart)."""
-    history = {k: np.zeros(self.steps_per_epoch, np.float32) for k in steps_lib.STEP_METRICS}
-    for k, v in (carried or {}).items():
-      history[k][: len(v)] = v
-    state, history, done = train_epoch(
-      self.programs.train_chunk,
-      state,
+  def stack(self, states: list) -> list:
+    """The members' states as the groups' states."""
+    return [g.stack([states[k] for k in g.members]) for g in self.groups]
+
+  def split(self, group_states: list) -> list:
+    """The groups' states as the members' states (buffers of their own), in member order."""
+    states = [None] * len(self.workdirs)
+    for g, state in zip(self.groups, group_states):
+      for k, member_state in zip(g.members, g.split(state)):
+        states[k] = member_state
+    return states
+
+  def train_epoch(self, group_states, epoch: int, start: int, carried: list, stop):
+    """Steps ``start ..`` of ``epoch`` for every member; returns the groups' states and
+    each member's per-step metrics of the epoch's steps done (``carried``: those of steps
+    run before a restart)."""
+    history = {
+      n: np.zeros((len(self.workdirs), self.steps_per_epoch), np.float32)
+      for n in steps_lib.STEP_METRICS
+    }
+    for k, metrics in enumerate(carried):
+      for name, values in (metrics or {}).items():
+        history[name][k, : len(values)] = values
+    group_states, histories, done = train_epoch(
+      self.groups,
+      group_states,
       self.train_data,
-      self.programs.epoch_plan(self.config.seed, epoch),
-      self.programs.replicate(history),
+      [g.put_history({n: v[list(g.members)] for n, v in history.items()}) for g in self.groups],
       epoch=epoch,
       start=start,
       steps=self.steps_per_epoch,
-      chunk=self.programs.steps_per_call,
-      batch_size=self.config.batch_size,
+      chunk=steps_lib.steps_per_call(self.configs[0]),
+      batch_size=self.configs[0].batch_size * len(self.workdirs),
       stop=stop,
     )
-    return state, {k: v[:done] for k, v in jax.device_get(history).items()}
+    metrics = [None] * len(self.workdirs)
+    for g, group_history in zip(self.groups, jax.device_get(histories)):
+      for i, k in enumerate(g.members):
+        metrics[k] = {
+          n: np.reshape(v, (len(g.members), -1))[i, :done] for n, v in group_history.items()
+        }
+    return group_states, metrics
 
-  def epoch_row(self, epoch: int, state, metrics: dict, start: int, started: float) -> dict:
-    """``metrics.jsonl``'s row of a finished epoch (:func:`epoch_row`)."""
+  def epoch_rows(self, epoch, group_states, states, metrics, start: int, started: float) -> list:
+    """Every member's ``metrics.jsonl`` row of a finished epoch (:func:`epoch_row`)."""
     train_seconds = time.perf_counter() - started
-    sums = {
-      name: jax.device_get(self.programs.evaluate(state, split))
-      for name, split in self.eval_data.items()
-    }
-    return epoch_row(
-      self.config,
-      self.steps_per_epoch,
-      epoch,
-      metrics,
-      sums,
-      state.opt_state,
-      start=start,
-      started=started,
-      train_seconds=train_seconds,
-    )
+    sums = [None] * len(self.workdirs)
+    for g, state in zip(self.groups, group_states):
+      group_sums = jax.device_get(g.evaluate(state))
+      for i, k in enumerate(g.members):
+        sums[k] = {name: {key: v[i] for key, v in s.items()} for name, s in group_sums.items()}
+    return [
+      epoch_row(
+        c,
+        self.steps_per_epoch,
+        epoch,
+        metrics[k],
+        sums[k],
+        states[k].opt_state,
+        start=start,
+        started=started,
+        train_seconds=train_seconds,
+      )  # fmt: skip
+      for k, c in enumerate(self.configs)
+    ]
+
+
+def _programs(configs, spe, graphdef, txs, states, data, mesh, stacked: bool) -> list:
+  """The :class:`Programs` that train the members: one stacked, or one per member (its
+  run's own functions, compiled once for the members that differ only in the seed)."""
+  mean, std = data.datasets[0].mean, data.datasets[0].std
+  batch = configs[0].eval_batch_size
+  test = input_pipeline.to_device_batches(data.datasets[0].test, batch, mesh)
+  vals = [
+    input_pipeline.to_device_batches(d.validation, batch, mesh)
+    for d in data.datasets
+    if d.validation is not None
+  ]
+  keep = [_replicate(k, mesh) for k in data.keep]
+  if stacked:
+    eval_data = dict(test=test, **({"val": cohort.stack(vals)} if vals else {}))
+    return [_stacked_programs(configs, spe, graphdef, mean, std, jnp.stack(keep), eval_data, mesh)]
+  jitted, groups = {}, []
+  for k, config in enumerate(configs):
+    key = cohort.config_key(config, ignore=("seed",))
+    if key not in jitted:
+      jitted[key] = _jit_run(config, spe, graphdef, txs[k], states[k], mean, std, mesh)
+    eval_data = dict(test=test, **({"val": vals[k]} if vals else {}))
+    groups.append(_run_programs(k, jitted[key], config.seed, keep[k], eval_data, mesh))
+  return groups
 
 
 def epoch_row(
@@ -403,9 +588,6 @@ def epoch_row(
   return row
 
 
-# ----------------------------------------------------------------------------- an epoch
-
-
 class _Progress:
   """A progress bar over an epoch's steps on a terminal, advanced per chunk; else nothing."""
 
@@ -417,8 +599,8 @@ class _Progress:
       self.bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False, unit="step")
     self.batch_size, self.begin, self.done = batch_size, time.perf_counter(), 0
 
-  def update(self, steps: int, loss) -> None:
-    loss = float(loss)  # waits for the chunk that computed it
+  def update(self, steps: int, losses: list) -> None:
+    loss = float(np.mean([float(x) for x in losses]))  # waits for the chunk that computed it
     if self.bar is not None:
       self.done += steps
       rate = self.done * self.batch_size / (time.perf_counter() - self.begin)
@@ -436,11 +618,10 @@ def chunk_bounds(start: int, stop: int, size: int) -> list[tuple[int, int]]:
 
 
 def train_epoch(
-  train_chunk,
-  state,
+  groups: list,
+  states: list,
   data,
-  plan,
-  history,
+  histories: list,
   *,
   epoch: int,
   start: int,
@@ -449,29 +630,37 @@ def train_epoch(
   batch_size: int,
   stop=None,
 ):
-  """Runs steps ``start, ..., steps - 1`` of an epoch, ``chunk`` steps per call.
+  """Runs steps ``start, ..., steps - 1`` of an epoch for each of ``groups``
+  (:class:`Programs`, with their ``states`` and ``histories``), ``chunk`` steps per call.
 
   While a chunk runs, the host waits for the one before it (its last loss shows on the
   progress bar), so the device never waits for the host and a ``stop()`` request (checked
-  after each call but the epoch's last) takes effect within two chunks.
+  after each chunk but the epoch's last) takes effect within two chunks.
 
   Returns:
-    The new state, the history (see
+    The new states, the histories (see
     :func:`~gradamp_jax.training.steps.make_train_chunk`) and the number of steps of the
     epoch done.
   """
+  states, histories = list(states), list(histories)
+  plans = [g.epoch_plan(epoch) for g in groups]
   progress = _Progress(epoch, start, steps, batch_size)
   done, pending = start, None
   try:
     for a, b in chunk_bounds(start, steps, chunk):
-      state, history, loss = train_chunk(state, data, plan, a, b, history)
+      losses = []
+      for i, group in enumerate(groups):
+        states[i], histories[i], loss = group.train_chunk(
+          states[i], data, plans[i], a, b, histories[i]
+        )
+        losses.append(loss)
       if pending is not None:
         progress.update(*pending)  # waits for the previous chunk
-      pending, done = (b - a, loss), b
+      pending, done = (b - a, losses), b
       if stop is not None and done < steps and stop():
         break
     if pending is not None:
       progress.update(*pending)
   finally:
     progress.close()
-  return state, history, done
+  return states, histories, done

@@ -1,0 +1,81 @@
+"""A config's data: read once for every member of a cohort (one run is a cohort of one)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+import gradamp_jax as ga
+from gradamp_jax import input_pipeline
+from gradamp_jax.training import checkpointing
+
+
+class MembersData(NamedTuple):
+  """The data of runs that differ at most in their seed (their validation hold-out)."""
+
+  pool: input_pipeline.Split  # the training split before the hold-out, once for every member
+  datasets: list  # each member's input_pipeline.Dataset, as input_pipeline.load returns it
+  keep: list  # each member's int32 positions of its training examples in ``pool``
+
+
+def data_args(config) -> dict:
+  """The config's data fields as :func:`~gradamp_jax.input_pipeline.load` takes them, less
+  the dataset and the seed."""
+  return dict(
+    data_dir=config.data_dir,
+    image_folder=config.image_folder,
+    train_split=config.train_split,
+    validation_fraction=config.validation_fraction,
+    download=config.download,
+  )
+
+
+def load(configs) -> MembersData:
+  """Reads the members' data (their configs equal but in the seed); with several processes
+  the lead first (it may download and prepare it), then the others read what it prepared."""
+
+  def read(download: bool) -> MembersData:
+    seeds = [c.seed for c in configs]
+    args = dict(data_args(configs[0]), download=download)
+    return MembersData(*input_pipeline.load_for_seeds(seeds, configs[0].dataset, **args))
+
+  if jax.process_count() == 1:
+    return read(configs[0].download)
+  data = read(configs[0].download) if jax.process_index() == 0 else None
+  checkpointing.sync("dataset prepared")
+  return data if data is not None else read(download=False)
+
+
+def load_dataset(config) -> input_pipeline.Dataset:
+  """One run's :class:`~gradamp_jax.input_pipeline.Dataset`."""
+  return load([config]).datasets[0]
+
+
+def steps_per_epoch(config, num_train: int) -> int:
+  """Full batches per epoch; refuses a training split without one, naming the fields."""
+  if num_train < config.batch_size:
+    held_out = (
+      f" after holding out validation_fraction={config.validation_fraction}"
+      if config.validation_fraction
+      else ""
+    )
+    raise ValueError(
+      f"config.batch_size: {config.batch_size} exceeds the {num_train} training examples "
+      f"of train_split={config.train_split!r}{held_out}, so an epoch holds no full batch; "
+      "use a smaller batch_size or a larger train_split"
+    )
+  return ga.steps_per_epoch(num_train, config.batch_size)
+
+
+def member_plan(seed, keep, epoch, *, batch_size: int) -> input_pipeline.EpochPlan:
+  """A member's :func:`~gradamp_jax.input_pipeline.epoch_plan` over its ``keep`` (its
+  training examples' positions in the pool), as positions in the pool."""
+  plan = input_pipeline.epoch_plan(seed, epoch, num_examples=keep.shape[0], batch_size=batch_size)
+  return plan._replace(order=keep[plan.order])
+
+
+def positions(keep: list) -> np.ndarray:
+  """The members' ``keep`` stacked, int32 ``(K, num_train)``."""
+  return np.stack([np.asarray(k, np.int32) for k in keep])
