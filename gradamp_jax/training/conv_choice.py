@@ -91,7 +91,7 @@ def measure(repeats: int = 3, batch: int = 128) -> dict[str, float]:
 
 
 @functools.cache
-def fastest(*, log=lambda line: print(line, file=sys.stderr, flush=True)) -> str:
+def fastest() -> str:
   """This machine's faster implementation: ``lax`` off the CPU; else from the cache, or
   measured and cached (the first writer of the key wins). Once per process."""
   if jax.default_backend() != "cpu":
@@ -106,12 +106,10 @@ def fastest(*, log=lambda line: print(line, file=sys.stderr, flush=True)) -> str
     _write_once(path, dict(key, choice=choice, seconds=seconds))
     recorded = _read_choice(path) or choice
     times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in seconds.items())
-    log(
-      f"conv=auto: {recorded} on this CPU (a ResNet-8's convolutions forward and backward: "
-      f"{times}; kept in {path})"
-    )
+    how = f"a ResNet-8's convolutions forward and backward: {times}"
   else:
-    log(f"conv=auto: {recorded} on this CPU (measured before, kept in {path})")
+    how = "measured before"
+  print(f"conv=auto: {recorded} on this CPU ({how}; kept in {path})", file=sys.stderr, flush=True)
   return recorded
 
 
