@@ -233,3 +233,38 @@ def test_each_members_gradient_keeps_a_members_nan_its_own():
     assert np.isnan(losses[0]) and np.isfinite(losses[1])
     finite[summed] = all(np.isfinite(g[1]).all() for g in jax.tree.leaves(grads))
   assert finite == {False: True, True: False}
+
+
+def test_a_cohort_shares_the_update_counters_not_a_parameter_named_count():
+  """The counters (fields of the state's named tuples) are kept once; a user's parameter
+  named ``count`` or ``step`` is a member's own, stacked like any parameter, and a
+  training step ``vmap``-ped over the members' axes runs."""
+  params = {"offset": {"count": jnp.zeros(3), "step": jnp.ones(3)}}
+  tx = optax.chain(optax.sgd(0.1, momentum=0.9), optax.scale_by_schedule(lambda n: 1.0))
+  members = [
+    steps_lib.TrainState(
+      jnp.zeros([], jnp.int32),
+      jax.tree.map(lambda x, k=k: x + k, params),
+      {},
+      tx.init(params),
+      jnp.full([], -1, jnp.int32),
+    )  # fmt: skip
+    for k in range(2)
+  ]
+  stacked = cohort.stack(members)
+  assert stacked.step.shape == () and stacked.opt_state[1].count.shape == ()
+  np.testing.assert_array_equal(stacked.params["offset"]["count"], [[0, 0, 0], [1, 1, 1]])
+  assert stacked.bad_step.shape == (2,)
+
+  def step(state, target):
+    grads = jax.grad(lambda p: jnp.sum((p["offset"]["count"] - target) ** 2))(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state._replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    )
+
+  axes = cohort.member_axes(stacked)
+  stepped = jax.vmap(step, in_axes=(axes, 0), out_axes=axes)(stacked, jnp.asarray([1.0, 3.0]))
+  for k, target in enumerate([1.0, 3.0]):
+    want = step(members[k], target)
+    jax.tree.map(np.testing.assert_allclose, cohort.member(stepped, k), want)

@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 import gradamp_jax as ga
 from configs import default
 from gradamp_jax import input_pipeline, jsonl, run_folder
-from gradamp_jax.training import config_fields, optimizer, outputs, train
+from gradamp_jax.training import cohort, config_fields, optimizer, outputs, train
 from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 
@@ -132,6 +132,21 @@ def test_selection_happens_at_the_end_of_the_analysis_epoch(finished_run):
   assert sum(selected) > 0
 
 
+def assert_same_run(workdir, other, step):
+  """Two run folders hold the same rows and, at update ``step``, the same state, bitwise."""
+  with (
+    ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a,
+    ocp.CheckpointManager(os.path.join(other, "checkpoints")) as b,
+  ):
+    want, got = a.restore(step), b.restore(step)
+  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(x, y)
+  for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
+    assert _strip_timing(read(os.path.join(other, name))) == _strip_timing(
+      read(os.path.join(workdir, name))
+    )
+
+
 def assert_resuming_epoch_3_is_bitwise(config, workdir, resumed):
   """A copy of the finished run ``workdir`` that lost its epoch-3 checkpoint resumes from
   epoch 2 (mid-phase: the analysis accumulators are in the state) to the same state and
@@ -140,17 +155,18 @@ def assert_resuming_epoch_3_is_bitwise(config, workdir, resumed):
   shutil.rmtree(os.path.join(resumed, "checkpoints", str(3 * STEPS)))
   with mock_cifar():
     train.train_and_evaluate(config, resumed)
-  with (
-    ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as a,
-    ocp.CheckpointManager(os.path.join(resumed, "checkpoints")) as b,
-  ):
-    want, got = a.restore(3 * STEPS), b.restore(3 * STEPS)
-  for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
-    np.testing.assert_array_equal(x, y)
-  for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
-    assert _strip_timing(read(os.path.join(resumed, name))) == _strip_timing(
-      read(os.path.join(workdir, name))
-    )
+  assert_same_run(workdir, resumed, 3 * STEPS)
+
+
+def test_a_cohort_on_a_cpu_trains_each_member_as_its_run_alone_bitwise(finished_run, tmp_path):
+  """On a CPU a cohort runs each member with its run's own program: member seed 0 ends with
+  its run alone's state and rows, bit for bit; member seed 1 is a run of its own."""
+  workdir, _ = finished_run
+  configs, workdirs = cohort.members_of(tiny_config(), str(tmp_path), ["seed=0,1"])
+  with mock_cifar():
+    rows = train.train_cohort(configs, workdirs)
+  assert_same_run(workdir, workdirs[0], 3 * STEPS)
+  assert [r["epoch"] for r in rows] == [3, 3] and rows[0]["train_loss"] != rows[1]["train_loss"]
 
 
 def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
