@@ -39,30 +39,6 @@ from gradamp_jax import actions as ga_actions
 from gradamp_jax import phases as ga_phases
 from gradamp_jax import run_folder
 
-RUN_COLUMNS = (
-  "workdir",
-  "model",
-  "dataset",
-  "optimizer",
-  "method",
-  "where",
-  "action",
-  "action_params",
-  "measure",
-  "case",
-  "threshold",
-  "reselect_every",
-  "ratio",
-  "seed",
-  "finished",
-  "epochs",
-  "final_test_accuracy",
-  "final_val_accuracy",
-  "best_test_accuracy",
-  "mean_epoch_seconds",
-  "timed_epochs",
-  "machine",
-)
 GROUP_KEYS = (
   "model",
   "dataset",
@@ -77,20 +53,26 @@ GROUP_KEYS = (
   "reselect_every",
   "ratio",
 )
-SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
-FAMILY_KEYS = (
-  "model",
-  "dataset",
-  "optimizer",
-  "reselect_every",
-  "method",
-  "where",
-  "action",
-  "measure",
-  "case",
+RUN_COLUMNS = (
+  "workdir",
+  *GROUP_KEYS,
+  "seed",
+  "finished",
+  "epochs",
+  "final_test_accuracy",
+  "final_val_accuracy",
+  "best_test_accuracy",
+  "mean_epoch_seconds",
+  "timed_epochs",
+  "machine",
 )
+SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
 # What a family's runs may differ in besides the seed: chosen on validation (see above).
 SETTING_KEYS = ("threshold", "ratio", "action_params")
+# The keys of a row of epoch_times.csv: a group without its setting and re-selection.
+TIME_KEYS = tuple(k for k in GROUP_KEYS if k not in SETTING_KEYS + ("reselect_every",))
+# A family: model, dataset, optimizer, then the re-selection, then the method's keys.
+FAMILY_KEYS = TIME_KEYS[:3] + ("reselect_every",) + TIME_KEYS[3:]
 CHOSEN_COLUMNS = {
   "threshold": "chosen_threshold",
   "ratio": "chosen_ratio",
@@ -109,15 +91,7 @@ COMPARISON_COLUMNS = FAMILY_KEYS + (
   "diff_ci_high",
   "paper_best",
 )
-EPOCH_TIME_COLUMNS = (
-  "model",
-  "dataset",
-  "optimizer",
-  "method",
-  "where",
-  "action",
-  "measure",
-  "case",
+EPOCH_TIME_COLUMNS = TIME_KEYS + (
   "n",
   "seconds_mean",
   "seconds_std",
@@ -133,18 +107,12 @@ APPLIES = {
   "random": ("where", "action", "ratio", "reselect_every"),
   "all": ("where", "action", "reselect_every"),
 }
-_TEXT_COLUMNS = (
-  "model",
-  "dataset",
-  "optimizer",
-  "method",
-  "where",
-  "action",
-  "action_params",
-  "chosen_params",
-  "measure",
-)
 _INT_COLUMNS = ("case", "reselect_every", "seed", "epochs", "timed_epochs", "n")
+_FLOAT_COLUMNS = ("threshold", "chosen_threshold", "ratio", "chosen_ratio")
+_TEXT_COLUMNS = (
+  *(k for k in GROUP_KEYS if k not in _INT_COLUMNS + _FLOAT_COLUMNS),
+  "chosen_params",
+)
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
 
 
@@ -281,7 +249,7 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
   for column in _TEXT_COLUMNS:
     if column in frame:
       frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-  for column in ("threshold", "chosen_threshold", "ratio", "chosen_ratio"):
+  for column in _FLOAT_COLUMNS:
     if column in frame:
       frame[column] = frame[column].astype(float)
   return frame
