@@ -10,8 +10,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 import gradamp_jax as ga
-from gradamp_jax import analysis, jsonl
-from gradamp_jax.analysis import report
+from gradamp_jax import analysis, jsonl, run_folder
+from gradamp_jax.analysis import labels, report, statistics
+from gradamp_jax.analysis import runs as ga_runs
 
 # t_{0.975} quantiles of Student's t with 1, 2 and 3 degrees of freedom (printed tables).
 T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631}
@@ -85,24 +86,24 @@ def test_find_runs_at_any_depth(tmp_path):
     (tmp_path / folder / "config.json").write_text("{}")
   for folder in ("a", "b/c/d"):
     (tmp_path / folder / "metrics.jsonl").write_text("")
-  assert analysis.find_runs(str(tmp_path)) == [str(tmp_path / "a"), str(tmp_path / "b/c/d")]
+  assert run_folder.find_runs(str(tmp_path)) == [str(tmp_path / "a"), str(tmp_path / "b/c/d")]
   with pytest.raises(ValueError, match="ROOT .* is not a directory"):
-    analysis.find_runs(str(tmp_path / "nowhere"))
+    run_folder.find_runs(str(tmp_path / "nowhere"))
 
 
 def test_run_row_percent_finished_and_seconds():
   metrics = pd.DataFrame(epochs([0.5, 0.75, 0.625], val=[0.4, 0.5, 0.55]))
-  row = analysis.run_row("w", config(), metrics)
+  row = ga_runs.run_row("w", config(), metrics)
   assert row["finished"] and row["epochs"] == 3
   assert row["final_test_accuracy"] == 62.5 and row["final_val_accuracy"] == pytest.approx(55)
   assert row["best_test_accuracy"] == 75.0
   assert row["mean_epoch_seconds"] == 3.0  # epochs 2 and 3; epoch 1 compiles
-  unfinished = analysis.run_row("w", config(), metrics.iloc[:2])
+  unfinished = ga_runs.run_row("w", config(), metrics.iloc[:2])
   assert not unfinished["finished"] and unfinished["epochs"] == 2
   assert math.isnan(unfinished["final_test_accuracy"])
-  no_val = analysis.run_row("w", config(), pd.DataFrame(epochs([0.5, 0.75, 0.625])))
+  no_val = ga_runs.run_row("w", config(), pd.DataFrame(epochs([0.5, 0.75, 0.625])))
   assert no_val["final_test_accuracy"] == 62.5 and math.isnan(no_val["final_val_accuracy"])
-  empty = analysis.run_row("w", config(), pd.DataFrame())
+  empty = ga_runs.run_row("w", config(), pd.DataFrame())
   assert not empty["finished"] and empty["epochs"] == 0
 
 
@@ -110,7 +111,7 @@ APPLIES_ACTION = ("intelligent", "matched_random", "random", "all")
 
 
 def test_keys_that_do_not_apply_are_empty():
-  keys = {m: analysis.run_keys(config(m)) for m in analysis.APPLIES}
+  keys = {m: ga_runs.run_keys(config(m)) for m in ga_runs.APPLIES}
   assert keys["none"] == dict(
     model="resnet8",
     dataset="cifar10",
@@ -151,7 +152,7 @@ def test_load_runs_tolerates_unfinished_and_half_written_runs(tmp_path):
   write_jsonl(str(broken / "metrics.jsonl"), [])
   (broken / "config.json").write_text('{"model": "res')  # killed while writing
   runs = analysis.load_runs(str(tmp_path)).set_index("workdir")
-  assert list(runs.reset_index().columns) == list(analysis.RUN_COLUMNS)
+  assert list(runs.reset_index().columns) == list(ga_runs.RUN_COLUMNS)
   assert runs.loc[str(good), "finished"] and runs.loc[str(good), "final_test_accuracy"] == 70
   assert not runs.loc[str(cut), "finished"] and runs.loc[str(cut), "epochs"] == 2
   assert not runs.loc[str(broken), "finished"] and runs.loc[str(broken), "epochs"] == 0
@@ -162,17 +163,17 @@ def test_load_runs_tolerates_unfinished_and_half_written_runs(tmp_path):
 
 
 def test_sample_std_and_t_interval_by_hand():
-  assert analysis.sample_std([1.0, 2.0, 4.0]) == pytest.approx(math.sqrt(7 / 3))
-  assert math.isnan(analysis.sample_std([3.0]))
+  assert statistics.sample_std([1.0, 2.0, 4.0]) == pytest.approx(math.sqrt(7 / 3))
+  assert math.isnan(statistics.sample_std([3.0]))
   values = [1.0, 2.0, 4.0]
-  mean, low, high = analysis.t_interval(values)
+  mean, low, high = statistics.t_interval(values)
   half = T975[2] * math.sqrt(7 / 3) / math.sqrt(3)
   assert (mean, low, high) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half))
-  mean, low, high = analysis.t_interval([-1.0, 3.0])
+  mean, low, high = statistics.t_interval([-1.0, 3.0])
   assert (mean, low, high) == pytest.approx((1.0, 1 - T975[1] * 2, 1 + T975[1] * 2))
-  mean, low, high = analysis.t_interval([2.5])
+  mean, low, high = statistics.t_interval([2.5])
   assert mean == 2.5 and math.isnan(low) and math.isnan(high)
-  low99 = analysis.t_interval([1.0, 2.0, 4.0, 4.5], confidence=0.99)[1]
+  low99 = statistics.t_interval([1.0, 2.0, 4.0, 4.5], confidence=0.99)[1]
   want = scipy_stats.t.interval(0.99, 3, loc=2.875, scale=scipy_stats.sem([1, 2, 4, 4.5]))
   assert low99 == pytest.approx(want[0])
 
@@ -181,7 +182,7 @@ def runs_frame(rows):
   """A runs table from (method, threshold, seed, test %, val % or None[, extra keys])."""
   out = []
   for method, threshold, seed, test, val, *extra in rows:
-    keys = analysis.run_keys(config(method, seed, threshold, **(extra[0] if extra else {})))
+    keys = ga_runs.run_keys(config(method, seed, threshold, **(extra[0] if extra else {})))
     out.append(
       dict(
         workdir=f"{method}-{threshold}-{seed}",
@@ -194,7 +195,7 @@ def runs_frame(rows):
         mean_epoch_seconds=10.0,
       )
     )
-  return analysis.typed_frame(pd.DataFrame(out, columns=list(analysis.RUN_COLUMNS)))
+  return ga_runs.typed_frame(pd.DataFrame(out, columns=list(ga_runs.RUN_COLUMNS)))
 
 
 def test_summarize_groups_over_seeds():
@@ -208,7 +209,7 @@ def test_summarize_groups_over_seeds():
     ]
   )
   summary = analysis.summarize(runs)
-  assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS)
+  assert list(summary.columns) == list(ga_runs.SUMMARY_COLUMNS)
   none, t10, t15 = (summary.iloc[i] for i in range(3))
   assert none["method"] == "none" and pd.isna(none["threshold"]) and pd.isna(none["measure"])
   assert (none["n"], none["test_mean"], none["test_best"], none["val_mean"]) == (
@@ -227,7 +228,7 @@ def test_choose_setting_ties_to_the_smaller_and_falls_back_to_test():
   groups = pd.DataFrame(
     dict(threshold=[1.5, 1.0, 2.0], val_mean=[80.0, 80.0, 79.0], test_mean=[90.0, 91.0, 95.0])
   )
-  choose = lambda: analysis.statistics.choose_setting(groups, ("threshold",))
+  choose = lambda: statistics.choose_setting(groups, ("threshold",))
   assert choose() == ({"threshold": 1.0}, "validation")
   groups.loc[2, "val_mean"] = np.nan
   assert choose() == ({"threshold": 2.0}, "test")
@@ -251,7 +252,7 @@ def test_compare_pairs_by_seed_at_the_chosen_threshold():
     + [("all", None, 1, 93.5, 83.0)]
   )
   table = analysis.compare(runs)
-  assert list(table.columns) == list(analysis.COMPARISON_COLUMNS)
+  assert list(table.columns) == list(ga_runs.COMPARISON_COLUMNS)
   assert table["method"].tolist() == ["none", "all", "random", "intelligent", "matched_random"]
   rows = table.set_index("method")
   none = rows.loc["none"]
@@ -311,7 +312,7 @@ def test_an_action_parameter_is_chosen_like_a_threshold_and_kept_apart_in_groups
   )
   assert runs["threshold"].isna().tolist()[2:] == [True] * 4 + [False] * 2  # no threshold
   summary = analysis.summarize(runs)
-  assert len(summary) == 4 and not analysis.group_conflicts(runs)
+  assert len(summary) == 4 and not ga_runs.group_conflicts(runs)
   table = analysis.compare(runs)
   row = table[table["action"] == "scale_by_zscore"].iloc[0]
   assert (row["chosen_params"], row["chosen_by"], row["n"]) == (
@@ -321,13 +322,13 @@ def test_an_action_parameter_is_chosen_like_a_threshold_and_kept_apart_in_groups
   )
   assert pd.isna(row["chosen_threshold"]) and row["test_mean"] == 92.0
   assert row["diff_mean"] == 2.0 and row["paper_best"] == 95.0
-  assert analysis.setting_text(row) == "alpha=1 hi=2 lo=0"
-  assert sorted(analysis.chosen_runs(runs, row)["final_test_accuracy"]) == [91.0, 93.0]
+  assert labels.setting_text(row) == "alpha=1 hi=2 lo=0"
+  assert sorted(statistics.chosen_runs(runs, row)["final_test_accuracy"]) == [91.0, 93.0]
   amplify = table[table["action"] == "amplify"].iloc[0]
   assert (amplify["chosen_threshold"], amplify["n"]) == (1.0, 2) and pd.isna(
     amplify["chosen_params"]
   )
-  assert analysis.setting_text(amplify) == "t=1"
+  assert labels.setting_text(amplify) == "t=1"
 
 
 def test_compare_chooses_on_test_when_a_run_lacks_validation():
@@ -357,8 +358,8 @@ def test_optimizers_have_their_own_baseline_and_placements_their_own_families():
   assert (smart["optimizer"] == "adamw").all()
   assert smart.loc["gradients", "diff_mean"] == pytest.approx(1.0)  # against adamw's none
   assert smart.loc["updates", "diff_mean"] == pytest.approx(4.5)
-  labels = [analysis.family_label(r) for _, r in table.iterrows()]
-  assert "G′ c1" in labels and "G′ c1 (updates)" in labels
+  names = [labels.family_label(r) for _, r in table.iterrows()]
+  assert "G′ c1" in names and "G′ c1 (updates)" in names
 
 
 def test_compare_leaves_out_unfinished_runs_and_keeps_settings_apart():
@@ -388,7 +389,7 @@ def test_epoch_times_overhead_percent():
   )
   runs["mean_epoch_seconds"] = [10.0, 12.0, 11.0, 12.1]
   table = analysis.epoch_times(runs)
-  assert list(table.columns) == list(analysis.EPOCH_TIME_COLUMNS)
+  assert list(table.columns) == list(ga_runs.EPOCH_TIME_COLUMNS)
   table = table.set_index("method")
   assert table.loc["none", "seconds_mean"] == 11.0 and table.loc["none", "overhead_percent"] == 0
   assert table.loc["intelligent", "seconds_mean"] == pytest.approx(11.55)
@@ -401,14 +402,14 @@ def test_timed_epochs_are_a_runs_own_past_each_starts_first():
   seconds = [90.0, 50.0, 60.0, 95.0, 70.0, 80.0]
   rows = [dict(epoch=e, epoch_seconds=s, test_accuracy=0.5) for e, s in enumerate(seconds, 1)]
   old = pd.DataFrame(rows)  # written before starts were marked
-  assert analysis.timed_epochs(old).tolist() == [50, 60, 95, 70, 80]  # epoch 1 left out
-  assert analysis.timed_epochs(old, forked_at=2).tolist() == [95, 70, 80]  # 1-2 copied
+  assert ga_runs.timed_epochs(old).tolist() == [50, 60, 95, 70, 80]  # epoch 1 left out
+  assert ga_runs.timed_epochs(old, forked_at=2).tolist() == [95, 70, 80]  # 1-2 copied
   marked = pd.DataFrame(
     [dict(r, first_epoch_after_start=r["epoch"] in (1, 4)) for r in rows]  # resumed at 4
   )
-  assert analysis.timed_epochs(marked).tolist() == [50, 60, 70, 80]
-  assert analysis.timed_epochs(marked, forked_at=5).tolist() == []  # its only epoch warms up
-  row = analysis.run_row("w", config(phases=((6, 0.1, 0, 1),)), marked, forked_at=5)
+  assert ga_runs.timed_epochs(marked).tolist() == [50, 60, 70, 80]
+  assert ga_runs.timed_epochs(marked, forked_at=5).tolist() == []  # its only epoch warms up
+  row = ga_runs.run_row("w", config(phases=((6, 0.1, 0, 1),)), marked, forked_at=5)
   assert row["timed_epochs"] == 0 and math.isnan(row["mean_epoch_seconds"])
 
 
@@ -464,7 +465,7 @@ def test_selection_tables_and_overlap():
   a = stats({2: (1, 0, 1), 5: (0, 1, 0)}, by_measure={2: (1, 1, 0), 5: (0, 1, 0)})
   b = stats({2: (1, 1, 0), 5: (0, 0, 0)})
   assert analysis.selection_table(a).to_numpy().tolist() == [[1, 0], [0, 1], [1, 0]]
-  frequency = analysis.selection_frequency([a, b])
+  frequency = statistics.selection_frequency([a, b])
   assert list(frequency.index) == ["conv", "bn", "fc"]
   np.testing.assert_array_equal(frequency.to_numpy(), [[1, 0], [0.5, 0.5], [0.5, 0]])
   counts = analysis.selected_counts(a)
@@ -495,12 +496,12 @@ def test_directionality_table_in_network_order_mean_over_runs():
     + directionality_rows(2, [0.2, 0.2, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1])
   )
   b = a.assign(G=a["G"] + 0.1)
-  table = analysis.directionality_table([a.iloc[::-1], b], "G")  # row order does not matter
+  table = statistics.directionality_table([a.iloc[::-1], b], "G")  # row order does not matter
   assert list(table.index) == ["conv1", "bn1", "layer1/conv", "fc"]
   np.testing.assert_allclose(table[1], [0.15, 0.25, 0.35, 0.45])
   np.testing.assert_allclose(table[2], [0.25] * 4)
   with pytest.raises(ValueError, match="measure='g'"):
-    analysis.directionality_table([a], "g")
+    statistics.directionality_table([a], "g")
 
 
 def test_measure_agreement_by_hand():
@@ -530,7 +531,8 @@ def test_measure_agreement_by_hand():
 def test_mean_curves_over_runs(tmp_path):
   for seed, accs in ((0, [0.5, 0.7]), (1, [0.3, 0.5])):
     write_jsonl(str(tmp_path / str(seed) / "metrics.jsonl"), epochs(accs))
-  curves = analysis.mean_curves([str(tmp_path / "0"), str(tmp_path / "1")])
+  metrics = [analysis.read_frame(str(tmp_path / s), "metrics.jsonl") for s in ("0", "1")]
+  curves = statistics.mean_curves(metrics)
   assert curves["epoch"].tolist() == [1, 2] and curves["n"].tolist() == [2, 2]
   np.testing.assert_allclose(curves["test_accuracy"], [40.0, 60.0])
   np.testing.assert_allclose(curves["train_accuracy"], [20.0, 30.0])
@@ -550,8 +552,8 @@ def test_threshold_figure_draws_the_summary():
     + [("matched_random", 1.0, 0, 89.0, None), ("random", None, 0, 88.0, None)]
   )
   ax = figures.plot_threshold_curves(analysis.summarize(runs))
-  labels = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert labels == ["none (91.00, n=2)", "random (88.00, n=1)", "G′ c1", "matched G′ c1"]
+  legend = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert legend == ["none (91.00, n=2)", "random (88.00, n=1)", "G′ c1", "matched G′ c1"]
   line = ax.containers[0]  # the intelligent curve: means at 1.0 and 1.5
   np.testing.assert_allclose(np.asarray(line.lines[0].get_ydata(), float), [91.5, 92.0])
   band = [p for p in ax.patches][0].get_extents()
@@ -569,7 +571,7 @@ def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
   run("c", config(seed=1, phases=((1, 0.1, 0, 1), (2, 0.1, 1, 2), (3, 0.01, 1, 2))))
   run("n0", config("none", seed=0, measure="G"))  # measure does not apply to none
   run("n1", dict(config("none", seed=1), image_folder="/data/a"))  # data location may differ
-  problems = analysis.group_conflicts(analysis.load_runs(str(tmp_path)))
+  problems = ga_runs.group_conflicts(analysis.load_runs(str(tmp_path)))
   assert problems == [
     "model=resnet8, dataset=cifar10, optimizer=sgd, method=intelligent, where=gradients, "
     "action=amplify, measure=G_prime, case=1, threshold=1.0, reselect_every=0: seed 1 occurs "

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from mock_sweep import copy_sweep
 
-from gradamp_jax import analysis
-from gradamp_jax.analysis import report
+from gradamp_jax import analysis, run_folder
+from gradamp_jax.analysis import report, statistics
+from gradamp_jax.analysis import runs as ga_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -63,7 +64,7 @@ def test_report_writes_every_file(reported):
 def test_runs_csv_against_the_run_files(reported):
   root, out = reported
   runs = pd.read_csv(os.path.join(out, "runs.csv"))
-  assert list(runs.columns) == list(analysis.RUN_COLUMNS)
+  assert list(runs.columns) == list(ga_runs.RUN_COLUMNS)
   assert len(runs) == 12 and runs["finished"].all() and (runs["epochs"] == 3).all()
   for _, run in runs.iterrows():
     last = last_row(run["workdir"])
@@ -88,7 +89,7 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
   layers = [
     entry["layer"] for entry in json.load(open(os.path.join(none.iloc[0], "run.json")))["layers"]
   ]
-  table = analysis.directionality_table(
+  table = statistics.directionality_table(
     [analysis.read_frame(w, "directionality.jsonl") for w in none], "G_prime"
   )
   assert list(table.index) == layers and list(table.columns) == [1, 2, 3]
@@ -110,7 +111,7 @@ def test_directionality_and_matched_overlap_from_the_run_files(reported):
 def finals_by_hand(root):
   """{(method, threshold): {seed: (test %, val %)}} read straight from the run files."""
   out = defaultdict(dict)
-  for workdir in analysis.find_runs(root):
+  for workdir in run_folder.find_runs(root):
     config = json.load(open(os.path.join(workdir, "config.json")))
     amp, last = config["amplification"], last_row(workdir)
     threshold = amp["threshold"] if amp["method"] in ("intelligent", "matched_random") else None
@@ -125,7 +126,7 @@ def test_summary_and_comparison_by_hand(reported):
   root, out = reported
   finals = finals_by_hand(root)
   summary = pd.read_csv(os.path.join(out, "summary.csv"))
-  assert list(summary.columns) == list(analysis.SUMMARY_COLUMNS) and len(summary) == 6
+  assert list(summary.columns) == list(ga_runs.SUMMARY_COLUMNS) and len(summary) == 6
   for _, row in summary.iterrows():
     threshold = None if pd.isna(row["threshold"]) else row["threshold"]
     tests = [t for t, _ in finals[row["method"], threshold].values()]
@@ -134,7 +135,7 @@ def test_summary_and_comparison_by_hand(reported):
     assert row["test_std"] == pytest.approx(np.std(tests, ddof=1), abs=1e-3)
 
   comparison = pd.read_csv(os.path.join(out, "comparison.csv"))
-  assert list(comparison.columns) == list(analysis.COMPARISON_COLUMNS)
+  assert list(comparison.columns) == list(ga_runs.COMPARISON_COLUMNS)
   assert comparison["method"].tolist() == ["none", "all", "random", "intelligent", "matched_random"]
   rows = comparison.set_index("method")
   val = {t: np.mean([v for _, v in finals["intelligent", t].values()]) for t in (0.5, 1.0)}

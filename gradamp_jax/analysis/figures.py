@@ -1,4 +1,4 @@
-"""The report's figures, drawn from the tables of :mod:`gradamp_jax.analysis`.
+"""The report's figures, drawn from the tables of :mod:`gradamp_jax.analysis.statistics`.
 
 ``plot_*`` functions draw on a matplotlib ``ax`` (the current one by default) and return
 it; ``*_figure`` functions build one whole figure of the report (or return None when the
@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradamp_jax import analysis, measures, run_folder
+from gradamp_jax import measures, run_folder
+from gradamp_jax.analysis import labels, statistics
+from gradamp_jax.analysis.runs import measure_columns, read_frames
 
 
 def _axes(ax):
@@ -24,7 +26,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   std over seeds, against the original model's mean ± std band (the paper's Figs. 2–10).
 
   Args:
-    summary: rows of :func:`analysis.summarize` for one model, dataset and re-selection
+    summary: rows of :func:`statistics.summarize` for one model, dataset and re-selection
       (plus that model's ``none`` row); ``matched_random`` is drawn dashed, ``random`` and
       ``all`` as dotted lines.
   """
@@ -40,7 +42,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
     rows = summary[summary["method"] == method]
     for key, group in rows.groupby(["measure", "case", "where"], sort=True):
       group = group.sort_values("threshold")
-      label = analysis.family_label(group.iloc[0])
+      label = labels.family_label(group.iloc[0])
       color = colors.setdefault(key, f"C{len(colors)}")
       ax.errorbar(
         group["threshold"],
@@ -58,7 +60,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
         row["test_mean"],
         color=f"C{6 + i}",
         linestyle=":",
-        label=f"{analysis.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})",
+        label=f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})",
       )
   ax.set_xlabel("threshold on the normalized measure")
   ax.set_ylabel("final test accuracy (%)")
@@ -69,7 +71,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
 def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
   """Test (solid) and train (dashed) accuracy per epoch, mean over seeds, of named
   configurations (the paper's Fig. 11); ``curves`` maps a label to
-  :func:`analysis.mean_curves`."""
+  :func:`statistics.mean_curves`."""
   ax = _axes(ax)
   for label, curve in curves.items():
     n = int(curve["n"].min()) if len(curve) else 0
@@ -93,7 +95,7 @@ def plot_layer_heatmap(
   colorbar: bool = True,
 ):
   """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
-  :func:`analysis.selection_frequency` or :func:`analysis.directionality_table`. Without
+  :func:`statistics.selection_frequency` or :func:`statistics.directionality_table`. Without
   ``colorbar`` the caller draws one (e.g. one for a row of panels on one scale)."""
   import matplotlib.pyplot as plt
 
@@ -144,7 +146,7 @@ def _only_first_column_names(axes) -> None:
 
 def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   """Mean number of selected layers per selection event vs threshold, per measure and
-  case, error bars over seeds; ``sizes`` from :func:`analysis.selection_sizes`."""
+  case, error bars over seeds; ``sizes`` from :func:`statistics.selection_sizes`."""
   ax = _axes(ax)
   for (measure, case, where), group in sizes.groupby(["measure", "case", "where"], sort=True):
     group = group.sort_values("threshold")
@@ -154,7 +156,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
       yerr=group["selected_std"].astype(float).fillna(0),
       marker="o",
       capsize=2,
-      label=analysis.family_label(
+      label=labels.family_label(
         dict(method="intelligent", measure=measure, case=case, where=where)
       ),
     )
@@ -206,7 +208,7 @@ def plot_measure_scatter(
 
 def settings(comparison: pd.DataFrame) -> list[tuple]:
   """The (model, dataset, reselect_every, optimizer) of the amplified rows of
-  :func:`analysis.compare`: one set of figures each."""
+  :func:`statistics.compare`: one set of figures each."""
   amplified = comparison[comparison["method"] != "none"]
   return sorted(
     {
@@ -223,7 +225,7 @@ def _setting(model, dataset, optimizer) -> str:
 
 def _title(model, dataset, reselect, optimizer) -> str:
   setting = _setting(model, dataset, optimizer)
-  return f"{setting}, re-selection {analysis.reselection_label(reselect)}"
+  return f"{setting}, re-selection {labels.reselection_label(reselect)}"
 
 
 def _in_setting(frame, model, dataset, reselect, optimizer, with_none=True):
@@ -235,8 +237,14 @@ def _in_setting(frame, model, dataset, reselect, optimizer, with_none=True):
 
 
 def _label(row) -> str:
-  setting = analysis.setting_text(row)
-  return f"{analysis.family_label(row)} {setting}" if setting else analysis.family_label(row)
+  setting = labels.setting_text(row)
+  return f"{labels.family_label(row)} {setting}" if setting else labels.family_label(row)
+
+
+def _chosen_frames(runs, row, name: str):
+  """File ``name`` of each run behind a row of :func:`statistics.compare` (those with
+  rows)."""
+  return read_frames(statistics.chosen_runs(runs, row)["workdir"], name).values()
 
 
 def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):
@@ -256,7 +264,8 @@ def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
   """Layers selected vs threshold for one setting, or None without selections."""
   import matplotlib.pyplot as plt
 
-  sizes = analysis.selection_sizes(_in_setting(runs, model, dataset, reselect, optimizer, False))
+  subset = _in_setting(runs, model, dataset, reselect, optimizer, False)
+  sizes = statistics.selection_sizes(subset, read_frames(subset["workdir"], run_folder.LAYER_STATS))
   if sizes.empty:
     return None
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -270,7 +279,7 @@ def curves_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   import matplotlib.pyplot as plt
 
   curves = {
-    _label(row): analysis.mean_curves(analysis.chosen_runs(runs, row)["workdir"])
+    _label(row): statistics.mean_curves(list(_chosen_frames(runs, row, run_folder.METRICS)))
     for _, row in _in_setting(comparison, model, dataset, reselect, optimizer).iterrows()
   }
   fig, ax = plt.subplots(figsize=(8, 5))
@@ -289,13 +298,9 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
   rows = _in_setting(comparison, model, dataset, reselect, optimizer, False)
   panels = []
   for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
-    stats = [
-      analysis.read_frame(w, run_folder.LAYER_STATS)
-      for w in analysis.chosen_runs(runs, row)["workdir"]
-    ]
-    stats = [s for s in stats if len(s)]
+    stats = list(_chosen_frames(runs, row, run_folder.LAYER_STATS))
     if stats:
-      panels.append((_label(row), analysis.selection_frequency(stats), len(stats)))
+      panels.append((_label(row), statistics.selection_frequency(stats), len(stats)))
   if not panels:
     return None
   fig, axes = _heatmap_grid(len(panels), max(len(t) for _, t, _ in panels))
@@ -320,8 +325,8 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   frames = [f for f in frames if len(f)]
   if not frames:
     return None
-  names = [m for m in analysis.measure_columns(frames[0]) if all(m in f for f in frames)]
-  tables = {m: analysis.directionality_table(frames, m) for m in names}
+  names = [m for m in measure_columns(frames[0]) if all(m in f for f in frames)]
+  tables = {m: statistics.directionality_table(frames, m) for m in names}
   scales = _shared_scales(tables)
   fig, axes = _heatmap_grid(len(names), len(tables[names[0]]))
   for ax, (measure, table) in zip(axes, tables.items()):
@@ -354,17 +359,10 @@ def _shared_scales(tables: dict) -> dict:
 
 def original_directionality_figure(runs, comparison, model, dataset, optimizer="sgd"):
   """:func:`directionality_figure` of the ``none`` runs of one model, dataset and optimizer."""
-  none = comparison[
-    analysis.matches(
-      comparison, analysis.none_key(dict(model=model, dataset=dataset, optimizer=optimizer))
-    )
-  ]
-  if none.empty:
+  none = statistics.none_row(comparison, model, dataset, optimizer)
+  if none is None:
     return None
-  frames = [
-    analysis.read_frame(w, run_folder.DIRECTIONALITY)
-    for w in analysis.chosen_runs(runs, none.iloc[0])["workdir"]
-  ]
+  frames = list(_chosen_frames(runs, none, run_folder.DIRECTIONALITY))
   setting = _setting(model, dataset, optimizer)
   return directionality_figure(frames, f"{setting}, none")
 

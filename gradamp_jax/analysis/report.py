@@ -17,7 +17,8 @@ Reads every run folder under ROOT at any depth (a folder holding ``config.json``
   configurations (Fig. 11), how often each layer was selected, G and G′ of every layer over
   depth and epochs, layers selected vs threshold.
 
-Accuracies are in percent everywhere. The statistics are :mod:`gradamp_jax.analysis`'s.
+Accuracies are in percent everywhere. The statistics are
+:mod:`gradamp_jax.analysis.statistics`'s.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ import sys
 
 import pandas as pd
 
-from gradamp_jax import analysis
-from gradamp_jax.analysis import figures
+from gradamp_jax.analysis import figures, statistics
+from gradamp_jax.analysis.labels import family_label, reselection_label, setting_text
+from gradamp_jax.analysis.runs import group_conflicts, is_missing, load_runs
 
 
 def _fmt(value, digits: int = 2) -> str:
-  return "" if analysis.is_missing(value) else f"{value:.{digits}f}"
+  return "" if is_missing(value) else f"{value:.{digits}f}"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -47,32 +49,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _mean_std(mean, std, n) -> str:
-  if analysis.is_missing(mean):
+  if is_missing(mean):
     return ""
-  spread = f" ± {std:.2f}" if not analysis.is_missing(std) else ""
+  spread = f" ± {std:.2f}" if not is_missing(std) else ""
   return f"{mean:.2f}{spread} (n={int(n)})"
 
 
 def _cell(row) -> str:
   """``mean ± std (n), t=…`` for the paper-shaped tables."""
   text = _mean_std(row["test_mean"], row["test_std"], row["n"])
-  setting = analysis.setting_text(row)
+  setting = setting_text(row)
   return f"{text}, {setting}" if setting else text
 
 
 def _diff(row) -> str:
-  if analysis.is_missing(row["diff_mean"]):
+  if is_missing(row["diff_mean"]):
     return ""
   text = f"{row['diff_mean']:+.2f}"
-  if not analysis.is_missing(row["diff_ci_low"]):
+  if not is_missing(row["diff_ci_low"]):
     text += f" [{row['diff_ci_low']:+.2f}, {row['diff_ci_high']:+.2f}]"
   return text
-
-
-def _none_row(comparison, model, dataset, optimizer):
-  key = analysis.none_key(dict(model=model, dataset=dataset, optimizer=optimizer))
-  rows = comparison[analysis.matches(comparison, key)]
-  return rows.iloc[0] if len(rows) else None
 
 
 def paper_tables(comparison: pd.DataFrame) -> str:
@@ -81,19 +77,19 @@ def paper_tables(comparison: pd.DataFrame) -> str:
   parts = []
   amplified = comparison[comparison["method"] != "none"]
   for dataset, table in amplified.groupby("dataset", sort=True):
-    labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
+    labels = list(dict.fromkeys(family_label(r) for _, r in table.iterrows()))
     chosen, best = [], []
     for (model, optimizer, reselect), rows in table.groupby(
       ["model", "optimizer", "reselect_every"], sort=True
     ):
-      none = _none_row(comparison, model, dataset, optimizer)
+      none = statistics.none_row(comparison, model, dataset, optimizer)
       base = dict(
         model=model,
         optimizer=optimizer,
-        reselection=analysis.reselection_label(reselect),
+        reselection=reselection_label(reselect),
         none=_mean_std(none["test_mean"], none["test_std"], none["n"]) if none is not None else "",
       )
-      cells = {analysis.family_label(r): r for _, r in rows.iterrows()}
+      cells = {family_label(r): r for _, r in rows.iterrows()}
       chosen.append(
         dict(base, **{label: _cell(cells[label]) if label in cells else "" for label in labels})
       )
@@ -123,11 +119,11 @@ def difference_table(comparison: pd.DataFrame) -> str:
         "model": r["model"],
         "dataset": r["dataset"],
         "optimizer": r["optimizer"],
-        "reselection": analysis.reselection_label(r["reselect_every"]),
-        "family": analysis.family_label(r),
+        "reselection": reselection_label(r["reselect_every"]),
+        "family": family_label(r),
         "setting (chosen by)": ""
-        if analysis.is_missing(r["chosen_by"])
-        else f"{analysis.setting_text(r)} ({r['chosen_by']})",
+        if is_missing(r["chosen_by"])
+        else f"{setting_text(r)} ({r['chosen_by']})",
         "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
         "Δ vs none [95 % CI]": _diff(r),
         "best run %": _fmt(r["paper_best"]),
@@ -151,21 +147,21 @@ def time_tables(times: pd.DataFrame) -> str:
   explained below its table."""
   parts = []
   for dataset, table in times.groupby("dataset", sort=True):
-    labels = list(dict.fromkeys(analysis.family_label(r) for _, r in table.iterrows()))
+    labels = list(dict.fromkeys(family_label(r) for _, r in table.iterrows()))
     rows, notes = [], []
     for (model, optimizer), group in table.groupby(["model", "optimizer"], sort=True):
-      cells = {analysis.family_label(r): r for _, r in group.iterrows()}
+      cells = {family_label(r): r for _, r in group.iterrows()}
       row = dict(model=model, optimizer=optimizer)
       for label in labels:
         r = cells.get(label)
         if r is not None and r["note"]:
           notes.append(f"{model}, {optimizer}, {label}: {r['note']}")
-        if r is None or analysis.is_missing(r["seconds_mean"]):
+        if r is None or is_missing(r["seconds_mean"]):
           row[label] = "—" if r is not None else ""
           continue
         text = f"{r['seconds_mean']:.2f}"
-        text += f" ± {r['seconds_std']:.2f}" if not analysis.is_missing(r["seconds_std"]) else ""
-        if label != "none" and not analysis.is_missing(r["overhead_percent"]):
+        text += f" ± {r['seconds_std']:.2f}" if not is_missing(r["seconds_std"]) else ""
+        if label != "none" and not is_missing(r["overhead_percent"]):
           text += f" ({r['overhead_percent']:+.1f} %)"
         row[label] = text + f" (n={int(r['n'])})"
       rows.append(row)
@@ -229,7 +225,7 @@ def write_report(root: str, out: str, log=print) -> dict:
   Raises:
     ValueError: ``root`` is not a folder or holds no run folder.
   """
-  runs = analysis.load_runs(root)
+  runs = load_runs(root)
   if runs.empty:
     raise ValueError(
       f"ROOT {root!r}: no run folder (one holding config.json and metrics.jsonl) at any depth"
@@ -239,9 +235,9 @@ def write_report(root: str, out: str, log=print) -> dict:
   os.makedirs(out, exist_ok=True)
   tables = dict(
     runs=runs,
-    summary=analysis.summarize(runs),
-    comparison=analysis.compare(runs),
-    epoch_times=analysis.epoch_times(runs),
+    summary=statistics.summarize(runs),
+    comparison=statistics.compare(runs),
+    epoch_times=statistics.epoch_times(runs),
   )
   for name, table in tables.items():
     path = os.path.join(out, f"{name}.csv")
@@ -282,7 +278,7 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
   ]
   if by:
     lines += [f"Thresholds here were chosen on: {', '.join(sorted(by))}.", ""]
-  problems = analysis.group_conflicts(runs)
+  problems = group_conflicts(runs)
   if problems:
     lines += (
       ["**Check these groups** (their runs are pooled as seeds of one configuration):", ""]

@@ -1,4 +1,4 @@
-"""Reading run folders and the statistics of the report; the notebooks call only these.
+"""Reading run folders: one row per run, a run's files, and the keys that group runs.
 
 A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.json``,
 ``layer_stats.jsonl`` (one row per layer at each selection) and ``directionality.jsonl``
@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from gradamp_jax import actions as ga_actions
+from gradamp_jax import measures, run_folder
 from gradamp_jax import phases as ga_phases
-from gradamp_jax import run_folder
 
 GROUP_KEYS = (
   "model",
@@ -123,6 +123,13 @@ def read_frame(workdir: str, name: str) -> pd.DataFrame:
   """JSON-lines file ``name`` of a run (``run_folder.METRICS``, ...) as a DataFrame (see
   :func:`~gradamp_jax.run_folder.read_rows`); empty when missing."""
   return pd.DataFrame(run_folder.read_rows(workdir, name, missing_ok=True))
+
+
+def read_frames(workdirs, name: str) -> dict[str, pd.DataFrame]:
+  """:func:`read_frame` of each run, by workdir (in the given order); runs without rows of
+  ``name`` left out."""
+  frames = {w: read_frame(w, name) for w in workdirs}
+  return {w: frame for w, frame in frames.items() if len(frame)}
 
 
 def load_run(workdir: str) -> dict:
@@ -258,3 +265,37 @@ def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def is_missing(value) -> bool:
   """None, pandas' NA or a float NaN."""
   return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def measure_columns(directionality: pd.DataFrame) -> list[str]:
+  """The measures a ``directionality.jsonl`` frame records: the registered ones in
+  definition order, then any other (a measure of one's own this process has not
+  registered), in file order."""
+  known = [m for m in measures.MEASURES if m in directionality]
+  keys = set(run_folder.DIRECTIONALITY_KEYS) | set(known)
+  return known + [c for c in directionality.columns if c not in keys]
+
+
+def group_conflicts(runs: pd.DataFrame) -> list[str]:
+  """Problems with the groups of finished runs that differ only in seed
+  (:data:`GROUP_KEYS`), one sentence each: a seed that occurs more than once in a group, or
+  config fields outside :data:`GROUP_KEYS` (and the seed and data location) that differ
+  between a group's runs (their ``config.json``), e.g. ``phases`` or
+  ``amplification.eligible``."""
+  problems = []
+  done = runs[runs["finished"]]
+  for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
+    name = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, keys) if not is_missing(v))
+    repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
+    if repeated:
+      problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
+    configs = [run_folder.read_json(w, run_folder.CONFIG, default={}) for w in group["workdir"]]
+    ignored = ["seed", *(f"amplification.{k}" for k in GROUP_KEYS + ("method",))]
+    if keys[GROUP_KEYS.index("method")] == "none":
+      ignored.append("amplification.")
+    fields = sorted(
+      {k for c in configs[1:] for k in run_folder.differing_fields(configs[0], c, ignored)}
+    )
+    if fields:
+      problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
+  return problems

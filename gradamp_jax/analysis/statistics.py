@@ -1,7 +1,7 @@
-"""Statistics of the report over run tables: group summaries, threshold choice, paired
-differences to ``none``, epoch times, and per-layer selection and directionality tables.
-
-How results are compared is defined in :mod:`gradamp_jax.analysis.runs`.
+"""Statistics of the report over run tables: group summaries, setting choice, paired
+differences to ``none``, epoch times, mean curves, and per-layer selection and
+directionality tables. Tables in, tables out: the files are read by
+:mod:`gradamp_jax.analysis.runs`, which also defines how results are compared.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from gradamp_jax import actions as ga_actions
-from gradamp_jax import amplification as ga_amplification
-from gradamp_jax import measures, run_folder
+from gradamp_jax import measures
 from gradamp_jax.analysis.runs import (
   CHOSEN_COLUMNS,
   COMPARISON_COLUMNS,
@@ -24,8 +22,9 @@ from gradamp_jax.analysis.runs import (
   METHOD_ORDER,
   SETTING_KEYS,
   SUMMARY_COLUMNS,
+  TIME_KEYS,
   is_missing,
-  read_frame,
+  measure_columns,
   typed_frame,
 )
 
@@ -91,13 +90,6 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
   )
 
 
-def choose_threshold(groups: pd.DataFrame) -> tuple[float, str]:
-  """The chosen threshold of one family and how it was chosen (:func:`choose_setting` of
-  ``threshold``)."""
-  setting, by = choose_setting(groups, ("threshold",))
-  return setting["threshold"], by
-
-
 def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
   """The chosen setting of one family (its values of ``keys``) and how it was chosen.
 
@@ -158,7 +150,7 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     setting, by = _family_setting(summary[matches(summary, key)], family, chosen.get(pair))
     if key["method"] == "intelligent" and setting.get("threshold") is not None:
       chosen[pair] = setting["threshold"], by
-    selected = family[matches_setting(family, setting)]
+    selected = family[matches(family, setting)]
     test = selected["final_test_accuracy"]
     diff, low, high = paired_difference(selected, baseline) if len(selected) else (np.nan,) * 3
     rows.append(
@@ -196,32 +188,29 @@ def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> 
   return choose_setting(groups, keys)
 
 
-def matches_setting(frame: pd.DataFrame, setting: dict) -> pd.Series:
-  """Rows of ``frame`` at ``setting`` (numbers compared with ``np.isclose``)."""
-  keep = pd.Series(True, index=frame.index)
-  for column, value in setting.items():
-    if value is None:
-      keep &= frame[column].isna()
-    elif isinstance(value, str):
-      keep &= frame[column].eq(value).fillna(False).astype(bool)
-    else:
-      keep &= np.isclose(frame[column].astype(float), value)
-  return keep
-
-
 def none_key(row) -> dict:
   """What a row's ``none`` baseline shares with it: model, dataset and optimizer."""
   return dict(model=row["model"], dataset=row["dataset"], optimizer=row["optimizer"], method="none")
 
 
+def none_row(comparison: pd.DataFrame, model, dataset, optimizer):
+  """The ``none`` row of :func:`compare` for one model, dataset and optimizer, or None."""
+  key = none_key(dict(model=model, dataset=dataset, optimizer=optimizer))
+  rows = comparison[matches(comparison, key)]
+  return rows.iloc[0] if len(rows) else None
+
+
 def matches(frame: pd.DataFrame, key: dict) -> pd.Series:
-  """Rows of ``frame`` equal to ``key`` on its columns, empty (missing) matching empty."""
+  """Rows of ``frame`` equal to ``key`` on its columns: text compared exactly, numbers with
+  ``np.isclose``, an empty (missing) value matching empty."""
   keep = pd.Series(True, index=frame.index)
   for column, value in key.items():
     if is_missing(value):
       keep &= frame[column].isna()
-    else:
+    elif isinstance(value, str):
       keep &= frame[column].eq(value).fillna(False).astype(bool)
+    else:
+      keep &= np.isclose(frame[column].astype(float), value)
   return keep
 
 
@@ -233,7 +222,7 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
   done = runs[runs["finished"]]
   family = done[matches(done, key)]
   setting = {k: row[c] for k, c in CHOSEN_COLUMNS.items() if not is_missing(row.get(c))}
-  return family[matches_setting(family, setting)]
+  return family[matches(family, setting)]
 
 
 def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
@@ -242,9 +231,8 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   overhead in percent against ``none`` (``100 · (mean / none's mean − 1)``) where both
   were timed on one machine; ``note`` says why runs or the overhead are left out."""
   done = runs[runs["finished"]]
-  keys = ["model", "dataset", "optimizer", "method", "where", "action", "measure", "case"]
   rows, machines = [], []
-  for values, group in done.groupby(keys, dropna=False, sort=False):
+  for values, group in done.groupby(list(TIME_KEYS), dropna=False, sort=False):
     timed = group[group["mean_epoch_seconds"].notna()]
     seconds = timed["mean_epoch_seconds"]
     untimed = len(group) - len(timed)
@@ -255,7 +243,7 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
       else ""
     )
     rows.append(
-      dict(zip(keys, values), n=len(timed), seconds_mean=seconds.mean(), note=note)
+      dict(zip(TIME_KEYS, values), n=len(timed), seconds_mean=seconds.mean(), note=note)
       | dict(seconds_std=sample_std(seconds))
     )
     machines.append(set(timed["machine"].dropna()) if "machine" in timed else set())
@@ -286,37 +274,13 @@ def _overhead(table: pd.DataFrame, machines: list, i: int) -> tuple:
   return 100 * (row["seconds_mean"] / table.loc[j, "seconds_mean"] - 1), note
 
 
-def group_conflicts(runs: pd.DataFrame) -> list[str]:
-  """Problems with the groups of :func:`summarize`, one sentence each: a seed that occurs
-  more than once in a group, or config fields outside :data:`GROUP_KEYS` (and the seed
-  and data location) that differ between a group's runs, e.g. ``phases`` or
-  ``amplification.eligible``."""
-  problems = []
-  done = runs[runs["finished"]]
-  for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
-    name = ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, keys) if not is_missing(v))
-    repeated = sorted(group["seed"][group["seed"].duplicated()].unique())
-    if repeated:
-      problems.append(f"{name}: seed {', '.join(map(str, repeated))} occurs more than once")
-    configs = [run_folder.read_json(w, run_folder.CONFIG, default={}) for w in group["workdir"]]
-    ignored = ["seed", *(f"amplification.{k}" for k in GROUP_KEYS + ("method",))]
-    if keys[GROUP_KEYS.index("method")] == "none":
-      ignored.append("amplification.")
-    fields = sorted(
-      {k for c in configs[1:] for k in run_folder.differing_fields(configs[0], c, ignored)}
-    )
-    if fields:
-      problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
-  return problems
-
-
 # ----------------------------------------------------------------------------- curves
 
 
-def mean_curves(workdirs, columns=("train_accuracy", "test_accuracy")) -> pd.DataFrame:
-  """Per-epoch mean over runs of metrics ``columns`` (percent), with ``n`` runs per epoch."""
-  frames = [read_frame(w, run_folder.METRICS) for w in workdirs]
-  frames = [f for f in frames if len(f)]
+def mean_curves(metrics: list[pd.DataFrame], columns=("train_accuracy", "test_accuracy")):
+  """Per-epoch mean over runs (their ``metrics.jsonl`` frames) of ``columns`` (percent),
+  with ``n`` runs per epoch."""
+  frames = [f for f in metrics if len(f)]
   if not frames:
     return pd.DataFrame(columns=["epoch", "n", *columns])
   stacked = pd.concat(frames)
@@ -325,52 +289,13 @@ def mean_curves(workdirs, columns=("train_accuracy", "test_accuracy")) -> pd.Dat
   return curves.reset_index()
 
 
-def reselection_label(reselect_every) -> str:
-  """``once per phase`` for 0, else ``every k epochs``."""
-  return "once per phase" if reselect_every == 0 else f"every {reselect_every} epochs"
-
-
-def family_label(row) -> str:
-  """A short name of a family: ``none``, ``all``, ``random``, ``G′ c1``,
-  ``matched G′ c1``, ``freeze G′ c3`` (an action other than amplify; no case for an action
-  without a threshold: ``scale_by_zscore G′``); ``… (updates)`` when the factor
-  multiplies the updates."""
-  method, action = row["method"], row.get("action")
-  name = str(method)
-  if method in ga_amplification.MEASURED_METHODS:
-    name = measures.label(row["measure"])
-    if getattr(ga_actions.ACTIONS.get(action), "thresholded", True):
-      name += f" c{int(row['case'])}"
-    name = name if method == "intelligent" else f"matched {name}"
-  if isinstance(action, str) and action != "amplify":
-    name = f"{action} {name}"
-  return f"{name} (updates)" if row.get("where") == "updates" else name
-
-
-def setting_text(row) -> str:
-  """A comparison row's chosen setting, e.g. ``t=1``, ``ratio=0.3``, ``alpha=0.5 hi=2 lo=0``
-  (empty when there is none)."""
-  parts = []
-  if not is_missing(row.get("chosen_threshold")):
-    parts.append(f"t={row['chosen_threshold']:g}")
-  if not is_missing(row.get("chosen_ratio")):
-    parts.append(f"ratio={row['chosen_ratio']:g}")
-  if not is_missing(row.get("chosen_params")):
-    parts.append(str(row["chosen_params"]))
-  return ", ".join(parts)
-
-
 # ----------------------------------------------------------------------------- layers
 
 
 def selection_table(layer_stats: pd.DataFrame) -> pd.DataFrame:
-  """Layers (network order) × selection epochs: 1 where the layer was amplified after
-  that analysis."""
-  if layer_stats.empty:
-    return pd.DataFrame()
-  return layer_stats.pivot_table(
-    index="layer", columns="epoch", values="selected", aggfunc="max", sort=False
-  ).astype(int)
+  """Layers (network order) × selection epochs of one run: 1 where the layer was amplified
+  after that analysis (:func:`selection_frequency` of the run alone)."""
+  return selection_frequency([layer_stats]).astype(int)
 
 
 def selection_frequency(layer_stats: list[pd.DataFrame]) -> pd.DataFrame:
@@ -422,15 +347,6 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
   return table.droplevel("index")
 
 
-def measure_columns(directionality: pd.DataFrame) -> list[str]:
-  """The measures a ``directionality.jsonl`` frame records: the registered ones in
-  definition order, then any other (a measure of one's own this process has not
-  registered), in file order."""
-  known = [m for m in measures.MEASURES if m in directionality]
-  keys = set(run_folder.DIRECTIONALITY_KEYS) | set(known)
-  return known + [c for c in directionality.columns if c not in keys]
-
-
 def measure_agreement(
   directionality: pd.DataFrame,
   case: int = 1,
@@ -471,19 +387,16 @@ def measure_agreement(
   return pd.DataFrame(rows, columns=columns)
 
 
-def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
+def selection_sizes(runs: pd.DataFrame, layer_stats: dict) -> pd.DataFrame:
   """Layers selected per selection event of the finished ``intelligent`` runs: per group
   (:data:`GROUP_KEYS`) ``n`` runs, ``selected_mean`` and ``selected_std`` (ddof=1 over runs
-  of each run's mean over its events) and ``eligible`` layers."""
+  of each run's mean over its events) and ``eligible`` layers. ``layer_stats`` maps a
+  workdir to its run's ``layer_stats.jsonl`` frame; runs without one are left out."""
   done = runs[runs["finished"] & (runs["method"] == "intelligent")]
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
-    per_run, eligible = [], 0
-    for workdir in group["workdir"]:
-      counts = selected_counts(read_frame(workdir, run_folder.LAYER_STATS))
-      if len(counts):
-        per_run.append(counts["selected"].mean())
-        eligible = max(eligible, int(counts["eligible"].max()))
+    counts = [selected_counts(layer_stats[w]) for w in group["workdir"] if w in layer_stats]
+    per_run = [c["selected"].mean() for c in counts if len(c)]
     if per_run:
       rows.append(
         dict(
@@ -491,7 +404,7 @@ def selection_sizes(runs: pd.DataFrame) -> pd.DataFrame:
           n=len(per_run),
           selected_mean=float(np.mean(per_run)),
           selected_std=sample_std(per_run),
-          eligible=eligible,
+          eligible=max(int(c["eligible"].max()) for c in counts if len(c)),
         )
       )
   columns = list(GROUP_KEYS) + ["n", "selected_mean", "selected_std", "eligible"]
