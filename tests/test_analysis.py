@@ -561,6 +561,65 @@ def test_threshold_figure_draws_the_summary():
   plt.close("all")
 
 
+def test_a_single_threshold_is_drawn_as_one_point_per_family():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from gradamp_jax.analysis import figures
+
+  runs = runs_frame(
+    [("none", 0, s, 90.0, None) for s in (0, 1)]
+    + [("intelligent", 1.0, s, 91.0 + s, None) for s in (0, 1)]
+    + [("intelligent", 1.0, s, 93.0, None, dict(measure="G")) for s in (0, 1)]
+    + [("matched_random", 1.0, 0, 89.0, None)]
+  )
+  _, ax = plt.subplots()
+  figures.plot_threshold_curves(analysis.summarize(runs), ax=ax)
+  names = [t.get_text() for t in ax.get_xticklabels()]
+  assert names == ["G c1", "G′ c1", "matched G′ c1"]  # not 0.96, 0.98, ... around t=1
+  assert ax.get_xlim() == (-0.5, 2.5) and "threshold 1" in ax.get_xlabel()
+  points = [c.lines[0] for c in ax.containers]
+  assert [list(p.get_xdata()) for p in points] == [[0], [1], [2]]
+  assert [list(p.get_ydata()) for p in points] == [[93.0], [91.5], [89.0]]
+  assert all(p.get_linestyle() == "None" and p.get_marker() == "o" for p in points)
+  two = runs_frame([("intelligent", t, 0, 90.0 + t, None) for t in (1.0, 2.0)])
+  _, ax = plt.subplots()
+  figures.plot_threshold_curves(analysis.summarize(two), ax=ax)
+  assert list(ax.containers[0].lines[0].get_xdata()) == [1.0, 2.0]  # a threshold axis
+  assert ax.get_xlabel() == "threshold on the normalized measure"
+  plt.close("all")
+
+
+def test_every_training_curve_shows_on_integer_epochs():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.colors import to_hex
+
+  from gradamp_jax.analysis import figures
+
+  same = pd.DataFrame(dict(epoch=[1, 2], n=2, train_accuracy=[20.0, 30.0], test_accuracy=[25, 35]))
+  ax = figures.plot_training_curves({"none": same, "all": same.copy()})
+  none, all_ = (line for line in ax.get_lines() if " test " in line.get_label())
+  assert none.get_marker() != all_.get_marker()  # the same points, two shapes
+  assert {none.get_markerfacecolor(), all_.get_markerfacecolor()} == {"none"}  # hollow
+  assert none.get_zorder() > all_.get_zorder()  # the first listed is drawn on top
+  lo, hi = ax.get_xlim()
+  assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1, 2]  # no 1.25, 1.5, ...
+  runs = analysis.load_runs(QUICKSTART_SWEEP)  # 11 configurations over 3 epochs
+  fig = figures.curves_figure(runs, analysis.compare(runs), "resnet8", "cifar10", 0)
+  tests = [line for line in fig.axes[0].get_lines() if " test " in line.get_label()]
+  styles = {(to_hex(line.get_color()), line.get_marker()) for line in tests}
+  assert len(tests) == 11 and len(styles) == 11
+  assert "None" not in {marker for _, marker in styles}
+  lo, hi = fig.axes[0].get_xlim()
+  assert [t for t in fig.axes[0].get_xticks() if lo <= t <= hi] == [1, 2, 3]
+  plt.close("all")
+
+
 def test_group_conflicts_name_repeated_seeds_and_differing_fields(tmp_path):
   def run(name, cfg):
     write_jsonl(str(tmp_path / name / "metrics.jsonl"), epochs([0.5, 0.6, 0.7]))

@@ -24,6 +24,8 @@ def _axes(ax):
 def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   """Test accuracy vs threshold per measure and case, mean with error bars of the sample
   std over seeds, against the original model's mean ± std band (the paper's Figs. 2–10).
+  Runs at one threshold only are drawn as one point per family, side by side
+  (:func:`_threshold_positions`).
 
   Args:
     summary: rows of :func:`statistics.summarize` for one model, dataset and re-selection
@@ -37,23 +39,28 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
     n = int(none["n"].iloc[0])
     ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2)
     ax.axhline(mean, color="0.3", label=f"none ({mean:.2f}, n={n})")
+  families = [
+    (style, key, group.sort_values("threshold"))
+    for method, style in (("intelligent", "-"), ("matched_random", "--"))
+    for key, group in summary[summary["method"] == method].groupby(
+      ["measure", "case", "where", "action"], dropna=False, sort=True
+    )
+  ]
+  groups = [group for _, _, group in families]
+  names = [labels.family_label(group.iloc[0]) for group in groups]
+  apart = _one_threshold(groups)
   colors = {}
-  for method, style in (("intelligent", "-"), ("matched_random", "--")):
-    rows = summary[summary["method"] == method]
-    for key, group in rows.groupby(["measure", "case", "where"], sort=True):
-      group = group.sort_values("threshold")
-      label = labels.family_label(group.iloc[0])
-      color = colors.setdefault(key, f"C{len(colors)}")
-      ax.errorbar(
-        group["threshold"],
-        group["test_mean"],
-        yerr=group["test_std"].astype(float).fillna(0),
-        fmt="o" + style,
-        color=color,
-        capsize=2,
-        label=label,
-        alpha=1.0 if style == "-" else 0.6,
-      )
+  for (style, key, group), name, x in zip(families, names, _threshold_positions(groups)):
+    ax.errorbar(
+      x,
+      group["test_mean"],
+      yerr=group["test_std"].astype(float).fillna(0),
+      fmt="o" if apart else "o" + style,
+      color=colors.setdefault(key, f"C{len(colors)}"),
+      capsize=2,
+      label=name,
+      alpha=1.0 if style == "-" else 0.6,
+    )
   for i, method in enumerate(("random", "all")):
     for _, row in summary[summary["method"] == method].iterrows():
       ax.axhline(
@@ -62,27 +69,82 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
         linestyle=":",
         label=f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})",
       )
-  ax.set_xlabel("threshold on the normalized measure")
+  _threshold_axis(ax, groups, names)
   ax.set_ylabel("final test accuracy (%)")
   ax.legend(fontsize="small")
   return ax
 
 
+def _one_threshold(groups: list[pd.DataFrame]) -> bool:
+  """Whether the rows of ``groups`` (one per family) hold at most one threshold."""
+  return bool(groups) and len(_thresholds(groups)) <= 1
+
+
+def _thresholds(groups: list[pd.DataFrame]) -> np.ndarray:
+  return pd.concat([g["threshold"] for g in groups]).dropna().unique()
+
+
+def _threshold_positions(groups: list[pd.DataFrame]) -> list[np.ndarray]:
+  """The x of each group's rows: their thresholds or, when all rows are at one threshold
+  (or none: an action without one), the group's place, one beside the other."""
+  if _one_threshold(groups):
+    return [np.full(len(g), i, float) for i, g in enumerate(groups)]
+  return [g["threshold"].to_numpy(float) for g in groups]
+
+
+def _threshold_axis(ax, groups: list[pd.DataFrame], names: list[str]) -> None:
+  """The x axis of :func:`_threshold_positions`: the threshold, or the families by name
+  with the one threshold they were run at."""
+  if not _one_threshold(groups):
+    ax.set_xlabel("threshold on the normalized measure")
+    return
+  ax.set_xticks(range(len(groups)), names, rotation=20, horizontalalignment="right")
+  ax.set_xlim(-0.5, len(groups) - 0.5)
+  thresholds = _thresholds(groups)
+  ax.set_xlabel(
+    f"family (run at threshold {thresholds[0]:g} only)" if len(thresholds) else "family"
+  )
+
+
+# The training curves' markers, one per curve.
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*", "h")
+
+
 def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
   """Test (solid) and train (dashed) accuracy per epoch, mean over seeds, of named
   configurations (the paper's Fig. 11); ``curves`` maps a label to
-  :func:`statistics.mean_curves`."""
+  :func:`statistics.mean_curves`. Each configuration has a colour and a hollow marker of
+  its own (:func:`_curve_style`), so that curves lying on one another all show, the first
+  (``none`` in the report) on top; the epoch axis has integer ticks."""
+  from matplotlib.ticker import MaxNLocator
+
   ax = _axes(ax)
-  for label, curve in curves.items():
+  for i, (label, curve) in enumerate(curves.items()):
     n = int(curve["n"].min()) if len(curve) else 0
-    (line,) = ax.plot(curve["epoch"], curve["test_accuracy"], label=f"{label} test (n={n})")
-    ax.plot(
-      curve["epoch"], curve["train_accuracy"], "--", color=line.get_color(), label=f"{label} train"
-    )
+    style = _curve_style(i, len(curves), len(curve))
+    ax.plot(curve["epoch"], curve["test_accuracy"], **style, label=f"{label} test (n={n})")
+    ax.plot(curve["epoch"], curve["train_accuracy"], "--", **style, label=f"{label} train")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set_xlabel("epoch")
   ax.set_ylabel("accuracy (%)")
   ax.legend(fontsize="x-small", ncol=2)
   return ax
+
+
+def _curve_style(i: int, num_curves: int, num_epochs: int) -> dict:
+  """Curve ``i`` of ``num_curves``: the ten default colours, then their light variants
+  (tab20), a hollow marker (:data:`MARKERS`), at most ~15 markers a curve, offset from the
+  neighbours' where there are fewer, and earlier curves drawn above later ones."""
+  import matplotlib
+
+  step = max(1, num_epochs // 15)
+  return dict(
+    color=matplotlib.colormaps["tab20"]((2 * i) % 20 + (i // 10) % 2),
+    marker=MARKERS[i % len(MARKERS)],
+    markerfacecolor="none",
+    markevery=(i % step, step),
+    zorder=3 - i / num_curves,
+  )
 
 
 def plot_layer_heatmap(
@@ -146,23 +208,26 @@ def _only_first_column_names(axes) -> None:
 
 def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   """Mean number of selected layers per selection event vs threshold, per measure and
-  case, error bars over seeds; ``sizes`` from :func:`statistics.selection_sizes`."""
+  case, error bars over seeds (at one threshold only: one point per family, side by side);
+  ``sizes`` from :func:`statistics.selection_sizes`."""
   ax = _axes(ax)
-  for (measure, case, where), group in sizes.groupby(["measure", "case", "where"], sort=True):
-    group = group.sort_values("threshold")
+  groups = [
+    group.sort_values("threshold")
+    for _, group in sizes.groupby(["measure", "case", "where", "action"], dropna=False, sort=True)
+  ]
+  names = [labels.family_label(group.iloc[0]) for group in groups]
+  for group, name, x in zip(groups, names, _threshold_positions(groups)):
     ax.errorbar(
-      group["threshold"],
+      x,
       group["selected_mean"],
       yerr=group["selected_std"].astype(float).fillna(0),
       marker="o",
       capsize=2,
-      label=labels.family_label(
-        dict(method="intelligent", measure=measure, case=case, where=where)
-      ),
+      label=name,
     )
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
-  ax.set_xlabel("threshold on the normalized measure")
+  _threshold_axis(ax, groups, names)
   ax.set_ylabel("layers selected per selection")
   ax.legend(fontsize="small")
   return ax
