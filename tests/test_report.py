@@ -56,7 +56,7 @@ def test_report_writes_every_file(reported):
   for name in os.listdir(out):
     if name.endswith(".png"):
       assert f"]({name})" in text
-  assert "12 runs, 12 finished, 0 unfinished" in text
+  assert "\n12 runs, all finished.\n" in text and "left out of every statistic" not in text
   assert "chosen on: validation" in text and "(n=2)" in text
   assert "Check these groups" not in text
 
@@ -169,7 +169,34 @@ def test_report_tolerates_killed_and_unfinished_runs(mock_sweep, tmp_path):
   summary = pd.read_csv(os.path.join(out, "summary.csv"))
   assert summary.loc[summary["threshold"] == 1.0, "n"].tolist() == [1]
   text = open(os.path.join(out, "report.md")).read()
-  assert "13 runs, 11 finished, 2 unfinished" in text and cut in text
+  assert (
+    "\n13 runs, 11 finished. 2 unfinished runs (listed below and in `runs.csv`) are left out "
+    "of every statistic.\n" in text
+  )
+  assert cut in text
+
+
+def test_the_report_opens_with_the_runs_it_leaves_out():
+  runs = analysis.load_runs(os.path.join(ROOT, "results", "quickstart-sweep"))  # 11 runs
+
+  def opening(runs):
+    tables = dict(
+      runs=runs, comparison=analysis.compare(runs), epoch_times=analysis.epoch_times(runs)
+    )
+    return report.report_markdown("sweep", tables, []).splitlines()[2]
+
+  assert opening(runs) == "11 runs, all finished."
+  runs.loc[3, "finished"] = False
+  assert opening(runs) == (
+    "11 runs, 10 finished. 1 unfinished run (listed below and in `runs.csv`) is left out of "
+    "every statistic."
+  )
+  runs.loc[[0, 5], "finished"] = False
+  assert opening(runs) == (
+    "11 runs, 8 finished. 3 unfinished runs (listed below and in `runs.csv`) are left out of "
+    "every statistic."
+  )
+  assert opening(runs.iloc[[1]]) == "1 run, finished."
 
 
 def test_report_command_line(tmp_path):
@@ -204,4 +231,7 @@ def test_report_with_no_finished_run(tmp_path):
   assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
   assert pd.read_csv(out / "comparison.csv").empty
   assert pd.read_csv(out / "runs.csv")["epochs"].tolist() == [1]
-  assert "1 runs, 0 finished, 1 unfinished" in (out / "report.md").read_text()
+  assert (
+    "\n1 run, 0 finished. 1 unfinished run (listed below and in `runs.csv`) is left out of "
+    "every statistic.\n" in (out / "report.md").read_text()
+  )

@@ -251,6 +251,19 @@ def write_report(root: str, out: str, log=print) -> dict:
   return tables
 
 
+def runs_sentence(total: int, unfinished: int) -> str:
+  """The report's first line: how many runs it read and which of them it leaves out."""
+  runs = f"{total} run" + ("" if total == 1 else "s")
+  if not unfinished:
+    return f"{runs}, all finished." if total > 1 else f"{runs}, finished."
+  left_out = (
+    f"{unfinished} unfinished run (listed below and in `runs.csv`) is"
+    if unfinished == 1
+    else f"{unfinished} unfinished runs (listed below and in `runs.csv`) are"
+  )
+  return f"{runs}, {total - unfinished} finished. {left_out} left out of every statistic."
+
+
 def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
   runs, comparison = tables["runs"], tables["comparison"]
   unfinished = runs[~runs["finished"]]
@@ -258,8 +271,7 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
   lines = [
     f"# Results of the runs under `{root}`",
     "",
-    f"{len(runs)} runs, {int(runs['finished'].sum())} finished, {len(unfinished)} "
-    "unfinished (listed below and in `runs.csv`, left out of every statistic).",
+    runs_sentence(len(runs), len(unfinished)),
     "",
     "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
     "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
