@@ -1,6 +1,9 @@
 """Config files' arguments and sweeps."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -147,3 +150,25 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
     )
     == []
   )
+
+
+def test_a_config_file_outside_the_repository_imports_the_shipped_ones(tmp_path):
+  (tmp_path / "mine.py").write_text(
+    "from configs import quickstart\n\n\n"
+    "def get_config():\n"
+    "  config = quickstart.get_config()\n"
+    "  config.amplification.threshold = 0.5\n"
+    "  return config\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as after the install
+  result = subprocess.run(
+    [sys.executable, "-m", "gradamp_jax.main", "--config", "mine.py", "--workdir", "run"]
+    + ["--config.seed=-1"],  # refused once the file is loaded: nothing is trained
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert result.returncode == 2, result.stderr
+  assert result.stderr == "error: config.seed: must be an integer in [0, 2147483647], got -1\n"
