@@ -76,7 +76,7 @@ def get_config():
   amp.method = "intelligent"  # none | intelligent | random | matched_random | all
   amp.measure = "G_prime"  # G | G_prime
   amp.case = 1  # 1: Ĝ > t (upper tail); 2: |Ĝ| > t (two-sided); 3: Ĝ < -t (lower tail)
-  amp.threshold = 1.0
+  amp.threshold = 1.0  # t > 0: case 2 refuses t <= 0 (every layer), cases 1 and 3 warn
   amp.reselect_every = 0  # epochs; 0: once per amplified phase
   amp.ratio = 0.3  # fraction of layers for method=random
   amp.eligible = "all"  # all | kernels (Conv/Dense only)

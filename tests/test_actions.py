@@ -195,7 +195,7 @@ def test_an_action_of_ones_own_drives_a_training_run(tmp_path, monkeypatch):
   actions.register(
     actions.Action("halve", lambda s, p: jnp.where(s.selected, 0.5, 1.0), {}, False, False, "")
   )
-  config = tiny_config(action="halve", threshold=0.0)  # G, case 2: |Ĝ| > 0
+  config = tiny_config(action="halve", threshold=0.3)  # G, case 2: |Ĝ| > 0.3
   with mock_cifar():
     train.train_and_evaluate(config, str(tmp_path))
   stats = read(str(tmp_path / "layer_stats.jsonl"))

@@ -253,9 +253,25 @@ def action_conflict(config):
   return None
 
 
+def every_layer_threshold(config):
+  """The rule across fields of a threshold: case 2 (|Ĝ| > t) of a measure's rule refuses
+  t <= 0, which selects every layer, unless the action reads no selection."""
+  amp = config.amplification
+  if (
+    amp.method in ("intelligent", "matched_random")
+    and amp.action != "scale_by_zscore"
+    and amp.case == 2
+    and amp.threshold <= 0
+  ):
+    return "amplification.threshold"
+  return None
+
+
 def cross_field_problem(config):
   """The field a valid-field config is refused for by a rule across fields, or None."""
-  return "amplification.measure" if untracked_measure(config) else action_conflict(config)
+  if untracked_measure(config):
+    return "amplification.measure"
+  return action_conflict(config) or every_layer_threshold(config)
 
 
 @settings(
@@ -398,6 +414,8 @@ def valid_small_configs(draw):
   if amp.action == "scale_by_zscore":
     amp.method = "intelligent"
     amp.hi = max(amp.hi, amp.lo + 1.0)
+  if every_layer_threshold(config):
+    amp.threshold = 1.0
   config.batch_size = draw(st.sampled_from([2, 4]))
   config.phases = draw(DOMAINS["phases"][0])
   return config

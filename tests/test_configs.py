@@ -172,3 +172,44 @@ def test_a_config_file_outside_the_repository_imports_the_shipped_ones(tmp_path)
   )
   assert result.returncode == 2, result.stderr
   assert result.stderr == "error: config.seed: must be an integer in [0, 2147483647], got -1\n"
+
+
+@pytest.mark.parametrize("method", ["intelligent", "matched_random"])
+@pytest.mark.parametrize("threshold", [0.0, -0.5])
+def test_case_2_refuses_a_threshold_that_selects_every_layer(method, threshold):
+  config = quickstart.get_config(f"method={method},case=2,threshold={threshold}")
+  with pytest.raises(ValueError) as info:
+    config_fields.validate_config(config)
+  assert str(info.value) == (
+    f"config.amplification.threshold: must be > 0 under case 2 (|Ĝ| > t), got {threshold!r}; "
+    "a threshold <= 0 selects every eligible layer whatever the measure (method='all' does that)"
+  )
+  config.amplification.threshold = 0.01
+  config_fields.validate_config(config)
+  config.amplification.update(threshold=threshold, method="random")  # the threshold unread
+  config_fields.validate_config(config)
+  config.amplification.update(method="intelligent", action="scale_by_zscore", where="updates")
+  config_fields.validate_config(config)  # every layer: the threshold unread
+  assert optimizer.config_warnings(config) == []
+
+
+@pytest.mark.parametrize(
+  "case, threshold, warning",
+  [
+    (1, -0.5, "case 1 (Ĝ > t) selects every layer above the mean and those up to 0.5 std below "
+     "it, not the upper tail"),
+    (1, 0.0, "case 1 (Ĝ > t) selects every layer above the mean, not the upper tail"),
+    (3, -1.0, "case 3 (Ĝ < -t) selects every layer below the mean and those up to 1 std above "
+     "it, not the lower tail"),
+    (3, 0.0, "case 3 (Ĝ < -t) selects every layer below the mean, not the lower tail"),
+  ],
+)  # fmt: skip
+def test_a_threshold_at_or_below_zero_in_one_tail_is_named_in_one_line(case, threshold, warning):
+  config = quickstart.get_config(f"case={case},threshold={threshold}")
+  config_fields.validate_config(config)  # it runs
+  assert optimizer.config_warnings(config) == [
+    f"warning: amplification.threshold={threshold:g} under {warning}; a threshold > 0 selects "
+    "the tail"
+  ]
+  config.amplification.threshold = 0.25
+  assert optimizer.config_warnings(config) == []

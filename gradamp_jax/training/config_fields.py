@@ -25,7 +25,12 @@ from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
 from gradamp_jax import models, run_folder
 from gradamp_jax.phases import is_finite_real, is_int, parse_phases
-from gradamp_jax.training.optimizer import OPTIMIZERS, action_params, create_amplification
+from gradamp_jax.training.optimizer import (
+  OPTIMIZERS,
+  action_params,
+  create_amplification,
+  selects_by_threshold,
+)
 
 DATASETS = ("cifar10", "cifar100")
 MAX_SEED = 2**31 - 1
@@ -280,6 +285,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "(one state layout for every run of a sweep) or select by a tracked one"
     )
   _check_action(amp)
+  _check_threshold(amp)
   try:  # the transforms check measure, case, threshold and ratio themselves
     create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
@@ -306,3 +312,13 @@ def _check_action(amp) -> None:
     ga_actions.check_params(amp.action, action_params(amp))
   except ValueError as e:
     raise ValueError(f"config.amplification.{e}") from None
+
+
+def _check_threshold(amp) -> None:
+  """Case 2 (``|Ĝ| > t``) with ``t <= 0`` selects every eligible layer by construction."""
+  if selects_by_threshold(amp) and amp.case == 2 and amp.threshold <= 0:
+    raise ValueError(
+      f"config.amplification.threshold: must be > 0 under case 2 (|Ĝ| > t), got "
+      f"{amp.threshold!r}; a threshold <= 0 selects every eligible layer whatever the "
+      "measure (method='all' does that)"
+    )

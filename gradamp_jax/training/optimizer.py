@@ -68,6 +68,13 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   )
 
 
+def selects_by_threshold(amp) -> bool:
+  """Whether ``amp.threshold`` decides the selection: a measure's rule (``intelligent``, or
+  the count of ``matched_random``) with an action that reads the selected layers."""
+  action = ga.actions.ACTIONS.get(amp.action)
+  return amp.method in ga.amplification.MEASURED_METHODS and bool(action and action.thresholded)
+
+
 def action_params(amp) -> dict:
   """The parameters of ``amp.action`` from their ``config.amplification`` fields."""
   return {name: amp[name] for name in ga.actions.ACTIONS[amp.action].params if name in amp}
@@ -118,9 +125,10 @@ def create_optimizer(
 
 def config_warnings(config) -> list[str]:
   """One line for each thing a valid config does that is unlikely to be meant: a factor
-  its optimizer undoes, learning rates far from the optimizer's usual ones, an amplified
-  phase of one epoch (all analysis: it amplifies nothing)."""
-  found = [placement_warning(config), learning_rate_warning(config)]
+  its optimizer undoes, learning rates far from the optimizer's usual ones, a threshold
+  that selects the mean and beyond instead of a tail, an amplified phase of one epoch (all
+  analysis: it amplifies nothing)."""
+  found = [placement_warning(config), learning_rate_warning(config), threshold_warning(config)]
   if config.amplification.method != "none":
     start = 0
     for number, phase in enumerate(ga.parse_phases(config.phases), 1):
@@ -146,6 +154,24 @@ def learning_rate_warning(config) -> Optional[str]:
     f"optimizer={config.optimizer!r} is outside its usual range [{low:g}, {high:g}]; the "
     "phases' learning rates are the optimizer's (configs/quickstart.py:optimizer=adamw picks "
     "the AdamW study's)"
+  )
+
+
+def threshold_warning(config) -> Optional[str]:
+  """One line when case 1 (``Ĝ > t``) or 3 (``Ĝ < -t``) has ``t <= 0``: its selection holds
+  every layer on one side of the mean (and more), not a tail.
+  (Case 2 with ``t <= 0`` is refused: ``config_fields.validate_config``.)"""
+  amp = config.amplification
+  if not selects_by_threshold(amp) or amp.case == 2 or amp.threshold > 0:
+    return None
+  rule, side, other, tail = (
+    ("Ĝ > t", "above", "below", "upper") if amp.case == 1 else ("Ĝ < -t", "below", "above", "lower")
+  )
+  beyond = f" and those up to {-amp.threshold:g} std {other} it" if amp.threshold < 0 else ""
+  return (
+    f"warning: amplification.threshold={amp.threshold:g} under case {amp.case} ({rule}) "
+    f"selects every layer {side} the mean{beyond}, not the {tail} tail; a threshold > 0 "
+    "selects the tail"
   )
 
 
