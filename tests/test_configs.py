@@ -119,7 +119,9 @@ def test_an_action_refused_with_its_fields_named():
 
 def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
   from configs import replication
-  from gradamp_jax import analysis, run_folder
+  from gradamp_jax import run_folder
+  from gradamp_jax.analysis.labels import family_label
+  from gradamp_jax.analysis.runs import run_keys
 
   runs = replication.get_sweep("grid=actions,first_seed=3")
   assert len(runs) == 3 * 10 and {r["seed"] for r in runs} == {3, 4, 5}
@@ -128,8 +130,8 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
     config = replication.get_config(",".join(f"{k}={v}" for k, v in run.items()))
     config_fields.validate_config(config)
     layouts.add(tuple(config.tracked_measures))
-    keys = analysis.run_keys(json.loads(config.to_json_best_effort()))
-    label = (analysis.family_label(keys), keys["threshold"], config.amplification.alpha)
+    keys = run_keys(json.loads(config.to_json_best_effort()))
+    label = (family_label(keys), keys["threshold"], config.amplification.alpha)
     labels.setdefault(label, set()).add(config.seed)
   assert layouts == {("G", "G_prime", "GSNR")}  # one tree per seed when branched
   assert all(seeds == {3, 4, 5} for seeds in labels.values()) and len(labels) == 10
