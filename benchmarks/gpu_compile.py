@@ -45,7 +45,7 @@ from configs import quickstart  # noqa: E402
 from gradamp_jax import input_pipeline  # noqa: E402
 from gradamp_jax.training import cohort, optimizer, steps  # noqa: E402
 
-LOOP_STEPS = 50  # steps per call on a GPU (steps.steps_per_call)
+LOOP_STEPS = 50  # steps per call on a GPU (steps.steps_per_dispatch)
 PROGRAMS = ("step", "loop")  # one step per call; the default loop, counted per step
 TARGETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_targets")
 # Dense peak flops (bf16 tensor cores; float32 without them) and memory bandwidth, per card.

@@ -79,16 +79,19 @@ def base_config(model, dtype, batch_size):
   return config
 
 
-def step_throughput(model, dtype, batch_size, steps, repeats, per_call=None, ready=None):
+def step_throughput(model, dtype, batch_size, steps, repeats, per_dispatch=None, ready=None):
   """Compile seconds and best images/s of the training chunk over ``repeats`` × ``steps``
-  steps, ``per_call`` steps per call (default: all); with ``ready`` (a path), waits for
+  steps, ``per_dispatch`` steps per call (default: all); with ``ready`` (a path), waits for
   ``ready + '.go'`` after compiling (concurrent runs)."""
   from benchmarks.harness import Trainer, synthetic_split
   from gradamp_jax import input_pipeline
 
   data = input_pipeline.to_device(synthetic_split(steps * batch_size))
   trainer = Trainer(
-    base_config(model, dtype, batch_size), data, steps_per_epoch=10_000, per_call=per_call or steps
+    base_config(model, dtype, batch_size),
+    data,
+    steps_per_epoch=10_000,
+    per_dispatch=per_dispatch or steps,
   )
   start = time.perf_counter()
   trainer.run(0, 1)
@@ -264,17 +267,19 @@ def main():
       batch_size=batch_size,
       images_per_second=rate,
       compile_seconds=compile_seconds,
-      steps_per_call=sizes["steps"],
+      steps_per_dispatch=sizes["steps"],
     )
   model, dtype, batch_size = sizes["main"]
-  _, rate = step_throughput(model, dtype, batch_size, sizes["steps"], sizes["repeats"], per_call=1)
+  _, rate = step_throughput(
+    model, dtype, batch_size, sizes["steps"], sizes["repeats"], per_dispatch=1
+  )
   add(
     name="step, 1 per call",
     model=model,
     dtype=dtype,
     batch_size=batch_size,
     images_per_second=rate,
-    steps_per_call=1,
+    steps_per_dispatch=1,
   )
   row, extra = epoch_time(
     model, dtype, batch_size, (sizes["train_images"], sizes["test_images"]), args.image_folder

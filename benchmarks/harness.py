@@ -39,9 +39,9 @@ def synthetic_dataset(train_images: int, test_images: int) -> input_pipeline.Dat
 class Trainer:
   """A config's training state and compiled chunk over a split on the first device.
 
-  ``run(start, stop)`` runs steps ``start .. stop - 1`` of one epoch's plan, ``per_call``
+  ``run(start, stop)`` runs steps ``start .. stop - 1`` of one epoch's plan, ``per_dispatch``
   steps per call (default: the training program's choice for this backend,
-  ``steps_lib.steps_per_call``), ``stop`` at most the split's steps per epoch, and returns
+  ``steps_lib.steps_per_dispatch``), ``stop`` at most the split's steps per epoch, and returns
   without waiting;
   ``wait()`` waits for the state. The amplification schedule follows the update count,
   so successive calls move through its epochs (``steps_per_epoch`` updates each).
@@ -52,21 +52,21 @@ class Trainer:
     config,
     data: input_pipeline.DeviceSplit,
     steps_per_epoch: int,
-    per_call: int | None = None,
+    per_dispatch: int | None = None,
   ):
     tx = optimizer.create_optimizer(config, steps_per_epoch)
     graphdef, self.state = steps_lib.create_train_state(config, 10, tx)
     self.data = data
-    self.per_call = per_call or steps_lib.steps_per_call(config)
+    self.per_dispatch = per_dispatch or steps_lib.steps_per_dispatch(config)
     self.chunk = jax.jit(
       steps_lib.make_train_chunk(
         graphdef,
         tx,
         input_pipeline.CIFAR10_MEAN,
         input_pipeline.CIFAR10_STD,
-        loop=self.per_call > 1,
+        loop=self.per_dispatch > 1,
       ),
-      donate_argnums=steps_lib.chunk_donation(self.per_call > 1),
+      donate_argnums=steps_lib.chunk_donation(self.per_dispatch > 1),
     )
     num_examples = len(data.labels)
     self.plan = input_pipeline.epoch_plan(
@@ -76,7 +76,7 @@ class Trainer:
     self.history = {k: jnp.zeros(steps, jnp.float32) for k in steps_lib.STEP_METRICS}
 
   def run(self, start: int, stop: int) -> None:
-    for a, b in train.chunk_bounds(start, stop, self.per_call):
+    for a, b in train.chunk_bounds(start, stop, self.per_dispatch):
       self.state, self.history, _ = self.chunk(self.state, self.data, self.plan, a, b, self.history)
 
   def wait(self):

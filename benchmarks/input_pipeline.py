@@ -9,11 +9,11 @@ Measures in one process, the measurements taking turns (``--repeats`` rounds):
    device: no input pipeline at all;
 3. the training program's chunk (``steps_lib.make_train_chunk``) one step per call: the batch
    gathered and augmented inside the step (what ``steps_per_dispatch=1`` runs);
-4. the same chunk with ``--steps_per_call`` steps per call, in a loop on the device.
+4. the same chunk with ``--steps_per_dispatch`` steps per call, in a loop on the device.
 
 Data: the training images of ``--image_folder`` or, without it, 50,000 random uint8 images
 of CIFAR's shape. Prints the median images/s with the range and the ratios that decide
-``steps_lib.steps_per_call``'s automatic choice. Usage::
+``steps_lib.steps_per_dispatch``'s automatic choice. Usage::
 
   python benchmarks/input_pipeline.py --image_folder ~/data/cifar10-jpg
 """
@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--image_folder", default=None, help="image folder; default: synthetic")
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--steps", type=int, default=20, help="timed steps per turn")
-  parser.add_argument("--steps_per_call", type=int, default=10, help="steps per call in 4")
+  parser.add_argument("--steps_per_dispatch", type=int, default=10, help="steps per call in 4")
   parser.add_argument("--repeats", type=int, default=3, help="turns of each measurement")
   return parser.parse_args()
 
@@ -116,7 +116,7 @@ def main():
     jax.block_until_ready(state)
 
   trainers = {
-    n: Trainer(config, data, steps_per_epoch, per_call=n) for n in (1, args.steps_per_call)
+    n: Trainer(config, data, steps_per_epoch, per_dispatch=n) for n in (1, args.steps_per_dispatch)
   }
   for trainer in trainers.values():
     trainer.run(0, 1)
@@ -131,17 +131,17 @@ def main():
     rates["pipeline"].append(num_epoch / timed(lambda: jax.block_until_ready(augment(data, plan))))
     rates["bare"].append(steps * b / timed(bare))
     rates["one"].append(steps * b / timed(lambda: chunked(trainers[1])))
-    rates["many"].append(steps * b / timed(lambda: chunked(trainers[args.steps_per_call])))
+    rates["many"].append(steps * b / timed(lambda: chunked(trainers[args.steps_per_dispatch])))
   pipeline = report(f"1. pipeline alone ({num_epoch} images per call):", rates["pipeline"])
   bare_rate = report(f"2. resnet8 step, fixed batch {b} on the device:", rates["bare"])
   one = report("3. resnet8 step, augmented in the step, 1 per call:", rates["one"])
   many = report(
-    f"4. resnet8 steps, augmented, {args.steps_per_call} per call (loop):", rates["many"]
+    f"4. resnet8 steps, augmented, {args.steps_per_dispatch} per call (loop):", rates["many"]
   )
   print(
     f"pipeline / bare step: {pipeline / bare_rate:.0f}x; 3 / 2: {one / bare_rate:.3f}; "
     f"4 / 3: {many / one:.3f} (automatic steps per call here: "
-    f"{steps_lib.steps_per_call(config)})"
+    f"{steps_lib.steps_per_dispatch(config)})"
   )
 
 

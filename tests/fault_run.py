@@ -72,31 +72,46 @@ def inject(fault: str) -> None:
     ocp.CheckpointManager.save = save_then_die
     return
   epoch, step = (int(x) for x in where.split("."))
-  train_epoch = train.train_epoch
 
-  def train_epoch_with_signal(train_chunk, *args, **kwargs):
-    def chunk_after_signal(state, data, plan, start, stop, history):
-      if kwargs["epoch"] == epoch and start <= step < stop:
+  def chunk_after_signal(train_chunk, current_epoch):
+    def chunk(state, data, plan, start, stop, history):
+      if current_epoch == epoch and start <= step < stop:
         fire(signum)
       return train_chunk(state, data, plan, start, stop, history)
 
-    return train_epoch(chunk_after_signal, *args, **kwargs)
+    return chunk
 
-  train.train_epoch = train_epoch_with_signal
+  wrap_chunks(chunk_after_signal, first_only=True)  # one signal per step, not one a member
 
 
 def slow_down(seconds: float) -> None:
   """Sleeps ``seconds`` before every training call: a window for a scheduler's signal."""
+
+  def slow_chunk(train_chunk, current_epoch):
+    def chunk(*args):
+      time.sleep(seconds)
+      return train_chunk(*args)
+
+    return chunk
+
+  wrap_chunks(slow_chunk, first_only=False)
+
+
+def wrap_chunks(wrap, *, first_only: bool) -> None:
+  """Replaces the training chunk of each of the members' programs (the first only, with
+  ``first_only``) by ``wrap(train_chunk, epoch)``."""
   train_epoch = train.train_epoch
 
-  def slow_train_epoch(train_chunk, *args, **kwargs):
-    def slow_chunk(*chunk_args):
-      time.sleep(seconds)
-      return train_chunk(*chunk_args)
+  def wrapped_train_epoch(groups, *args, **kwargs):
+    groups = [
+      g._replace(train_chunk=wrap(g.train_chunk, kwargs["epoch"]))
+      if i == 0 or not first_only
+      else g
+      for i, g in enumerate(groups)
+    ]
+    return train_epoch(groups, *args, **kwargs)
 
-    return train_epoch(slow_chunk, *args, **kwargs)
-
-  train.train_epoch = slow_train_epoch
+  train.train_epoch = wrapped_train_epoch
 
 
 def log_loads(path: str) -> None:

@@ -197,7 +197,7 @@ def test_a_finished_run_is_done_at_once_and_a_run_ends_with_one_line(
   assert capsys.readouterr().out.startswith("Run stopped after epoch 3 (3/5 epochs")
 
 
-def test_steps_per_call_change_nothing_and_compile_once(
+def test_steps_per_dispatch_change_nothing_and_compile_once(
   finished_run, tmp_path, monkeypatch, capsys
 ):
   """4 steps per call (calls of 4 and 2 steps) against one call per epoch: bitwise the same
@@ -217,10 +217,10 @@ def test_steps_per_call_change_nothing_and_compile_once(
 
   monkeypatch.setattr(steps_lib, "make_train_chunk", counted)
   outputs = []
-  for per_call in (4, STEPS):
+  for per_dispatch in (4, STEPS):
     config = tiny_config()
-    config.steps_per_dispatch = per_call
-    workdir = tmp_path / str(per_call)
+    config.steps_per_dispatch = per_dispatch
+    workdir = tmp_path / str(per_dispatch)
     with mock_cifar():
       train.train_and_evaluate(config, str(workdir))
     with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:

@@ -218,11 +218,11 @@ def planned_cohort_bytes(config, dataset, members: int) -> int:
   pool on the device included); nothing but one initial state is placed."""
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   spe = data_lib.steps_per_epoch(config, len(dataset.train))
-  per_call = steps_lib.steps_per_call(config)
+  per_dispatch = steps_lib.steps_per_dispatch(config)
   graphdef, state = steps_lib.create_train_state(
     config, dataset.num_classes, optimizer.create_optimizer(config, spe)
   )
-  chunk = make_cohort_chunk(config, spe, graphdef, dataset.mean, dataset.std, loop=per_call > 1)
+  chunk = make_cohort_chunk(config, spe, graphdef, dataset.mean, dataset.std, loop=per_dispatch > 1)
   pool = len(dataset.train) + (len(dataset.validation) if dataset.validation else 0)
   plan = functools.partial(
     input_pipeline.epoch_plan, num_examples=len(dataset.train), batch_size=config.batch_size
@@ -235,14 +235,14 @@ def planned_cohort_bytes(config, dataset, members: int) -> int:
     jax.ShapeDtypeStruct((pool,), jnp.int32),
   )
   history = {k: jax.ShapeDtypeStruct((members, spe), jnp.float32) for k in steps_lib.STEP_METRICS}
-  args = (stacked, data, plans, 0, per_call, history, member_rules([config] * members))
+  args = (stacked, data, plans, 0, per_dispatch, history, member_rules([config] * members))
 
   def spec(x):
     dtype = getattr(x, "dtype", None) or jnp.result_type(x)
     return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=sharding)
 
   args = jax.tree.map(spec, args)
-  donate = steps_lib.chunk_donation(per_call > 1)
+  donate = steps_lib.chunk_donation(per_dispatch > 1)
   compiled = jax.jit(chunk, donate_argnums=donate).lower(*args).compile()
   return planned_bytes(compiled.memory_analysis())
 

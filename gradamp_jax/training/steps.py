@@ -161,7 +161,7 @@ def make_train_chunk(graphdef, tx, mean, std, batch_sharding=None, *, loop: bool
   of the epoch (arrays of length steps_per_epoch), filled in at indices ``start .. stop - 1``.
   With ``loop=False`` a call runs step ``start`` alone, without a loop (``stop`` must be
   ``start + 1``): XLA:CPU runs convolution gradients inside loops many times slower than
-  outside them (jax-ml/jax#12868; see :func:`steps_per_call`).
+  outside them (jax-ml/jax#12868; see :func:`steps_per_dispatch`).
   """
   train_step = make_train_step(graphdef, tx)
 
@@ -192,7 +192,7 @@ def chunk_donation(loop: bool) -> tuple[int, ...]:
   return (0, 5) if loop else (5,)
 
 
-def steps_per_call(config) -> int:
+def steps_per_dispatch(config) -> int:
   """Training steps per jitted call: ``config.steps_per_dispatch``, or for 0 (automatic)
   1 on a CPU, where steps in a loop run many times slower (``make_train_chunk``;
   ``benchmarks/input_pipeline.py`` measures both), and 50 on other backends."""

@@ -126,8 +126,8 @@ def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
 
 def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
   """The last metrics row when ``metrics.jsonl`` and the newest checkpoint that restores
-  already hold every epoch asked for, found without reading the data or compiling the
-  programs (``run.json`` gives the state's shapes); else None. (One process only: the
+  already hold every epoch asked for, found without reading the data or compiling anything
+  (``run.json`` and the config give the state's shapes); else None. (One process only: the
   processes of a run decide together, after restoring.)"""
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
   info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
@@ -137,7 +137,9 @@ def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
     return None
   spe = info["steps_per_epoch"]
   tx = optimizer.create_optimizer(config, spe)
-  _, target = steps_lib.create_train_state(config, info["num_classes"], tx)
+  shapes = jax.eval_shape(lambda: steps_lib.create_train_state(config, info["num_classes"], tx)[1])
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
   with checkpointing.RunCheckpoints(
     workdir, keep=config.keep_checkpoints, steps_per_epoch=spe
   ) as checkpoints:
@@ -319,7 +321,7 @@ def _jit_run(config, spe, graphdef, tx, state, mean, std, mesh: Mesh) -> dict:
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state_sharding = jax.tree.map(lambda _: replicated, state)
-  loop = steps_lib.steps_per_call(config) > 1
+  loop = steps_lib.steps_per_dispatch(config) > 1
   chunk = steps_lib.make_train_chunk(graphdef, tx, mean, std, batch_sharding, loop=loop)
   evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
   plan = functools.partial(data_lib.member_plan, batch_size=config.batch_size)
@@ -357,12 +359,12 @@ def _run_programs(k: int, jitted: dict, seed: int, keep, eval_data: dict, mesh) 
 def _stacked_programs(configs, spe, graphdef, mean, std, keep, eval_data, mesh) -> Programs:
   """Every member's :class:`Programs` as one ``vmap``-ped program; ``eval_data``'s
   validation split stacked (each member's own), its test split shared."""
-  per_call = steps_lib.steps_per_call(configs[0])
+  per_dispatch = steps_lib.steps_per_dispatch(configs[0])
   rules = cohort.member_rules(configs)
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   replicated = NamedSharding(mesh, PartitionSpec())
   chunk = cohort.make_cohort_chunk(
-    configs[0], spe, graphdef, mean, std, batch_sharding, loop=per_call > 1
+    configs[0], spe, graphdef, mean, std, batch_sharding, loop=per_dispatch > 1
   )
   evaluate = steps_lib.make_evaluate(graphdef, mean, std, batch_sharding)
   seeds = np.asarray([c.seed for c in configs], np.int32)
@@ -378,7 +380,7 @@ def _stacked_programs(configs, spe, graphdef, mean, std, keep, eval_data, mesh) 
 
   # The members' numbers are arguments, not constants: one compiled program (and one entry
   # of the persistent compilation cache) serves every cohort of K members of this config.
-  train_chunk = jax.jit(chunk, donate_argnums=steps_lib.chunk_donation(per_call > 1))
+  train_chunk = jax.jit(chunk, donate_argnums=steps_lib.chunk_donation(per_dispatch > 1))
   plans = jax.jit(jax.vmap(plan, in_axes=(0, 0, None)))
   return Programs(
     members=tuple(range(len(configs))),
@@ -397,10 +399,10 @@ def _replicate(tree, mesh: Mesh):
   return jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree)
 
 
-def warn_if_looping_on_cpu(per_call: int) -> None:
-  if per_call > 1 and jax.default_backend() == "cpu" and jax.process_index() == 0:
+def warn_if_looping_on_cpu(per_dispatch: int) -> None:
+  if per_dispatch > 1 and jax.default_backend() == "cpu" and jax.process_index() == 0:
     print(
-      f"warning: steps_per_dispatch={per_call} runs the steps in a loop, which XLA:CPU "
+      f"warning: steps_per_dispatch={per_dispatch} runs the steps in a loop, which XLA:CPU "
       "compiles to much slower convolution gradients (30x for resnet8 in BENCHMARKS.md); "
       "0 (automatic) runs one step per call on a CPU",
       file=sys.stderr,
@@ -439,7 +441,7 @@ class Members(NamedTuple):
     if stacked is None:
       stacked = len(configs) > 1 and jax.default_backend() != "cpu"
     groups = _programs(configs, spe, graphdef, txs, states, data, mesh, stacked)
-    warn_if_looping_on_cpu(steps_lib.steps_per_call(configs[0]))
+    warn_if_looping_on_cpu(steps_lib.steps_per_dispatch(configs[0]))
     for warning in optimizer.config_warnings(configs[0]) if jax.process_index() == 0 else ():
       print(warning, file=sys.stderr, flush=True)
     pool = input_pipeline.to_device(data.pool, mesh)
@@ -493,7 +495,7 @@ class Members(NamedTuple):
       epoch=epoch,
       start=start,
       steps=self.steps_per_epoch,
-      chunk=steps_lib.steps_per_call(self.configs[0]),
+      chunk=steps_lib.steps_per_dispatch(self.configs[0]),
       batch_size=self.configs[0].batch_size * len(self.workdirs),
       stop=stop,
     )
