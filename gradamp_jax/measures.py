@@ -32,8 +32,7 @@ SUMS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def _safe_ratio(numerator, denominator):
-  """``numerator / denominator``; 0 where the denominator is 0, NaN where either is not
-  finite (a non-finite gradient was accumulated)."""
+  """0 where the denominator is 0; NaN where either is not finite."""
   positive = denominator > 0
   ratio = jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), 0.0)
   return jnp.where(jnp.isfinite(numerator) & jnp.isfinite(denominator), ratio, jnp.nan)
@@ -54,13 +53,9 @@ def directionality_g(signed_sum, abs_sum):
   return _safe_ratio(jnp.abs(signed_sum), abs_sum)
 
 
-def weight_directionality(signed_sum, abs_sum):
-  """Per-weight ratio ``r_li = |Σ_j g_lij| / Σ_j |g_lij|`` of eq. 7 (0 where never moved)."""
-  return _safe_ratio(jnp.abs(signed_sum), abs_sum)
-
-
 def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
-  """Layer gradient directionality ratio G′ (eq. 7): the mean over weights of ``r_li``.
+  """Layer gradient directionality ratio G′ (eq. 7): the mean over weights of
+  ``r_li = |Σ_j g_lij| / Σ_j |g_lij|`` (0 for a weight that never moved).
 
   Args:
     signed_sums: list of per-weight ``Σ_j g`` arrays, one per parameter leaf.
@@ -72,20 +67,18 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
     ``G′`` per layer, in [0, 1]; every weight of a layer counts equally. NaN for a
     layer with a non-finite sum.
   """
-  ratios = [weight_directionality(s, a) for s, a in zip(signed_sums, abs_sums)]
+  ratios = [_safe_ratio(jnp.abs(s), a) for s, a in zip(signed_sums, abs_sums)]
   return layer_mean(ratios, leaf_layer, num_layers)
 
 
 def layer_sum(leaves, leaf_layer, num_layers):
-  """Per layer ``(L,)`` float32, the sum of all elements of the layer's leaves: one sum per
-  leaf, then one segment sum (a small program, whatever the number of leaves)."""
+  """Per layer ``(L,)`` float32, the sum of its leaves' elements (one segment sum)."""
   per_leaf = jnp.stack([jnp.sum(leaf.astype(jnp.float32)) for leaf in leaves])
   return jax.ops.segment_sum(per_leaf, jnp.asarray(leaf_layer, jnp.int32), num_layers)
 
 
 def layer_mean(per_weight, leaf_layer, num_layers):
-  """Per layer, the mean of per-weight values over all the layer's weights (every weight
-  counts equally, whichever leaf holds it)."""
+  """Per layer, the mean of per-weight values over all its weights, each counting equally."""
   counts = [0] * num_layers
   for values, layer in zip(per_weight, leaf_layer):
     counts[layer] += values.size
@@ -276,30 +269,20 @@ def register(measure: Measure, *, replace: bool = False) -> Measure:
 def _check_definition(measure) -> None:
   if not isinstance(measure, Measure):
     raise ValueError(f"register takes a measures.Measure, got {type(measure).__name__}")
-  valid = {
-    "name": isinstance(measure.name, str) and measure.name.isidentifier(),
-    "label": isinstance(measure.label, str) and bool(measure.label),
-    "sums": isinstance(measure.sums, (tuple, list))
-    and bool(measure.sums)
-    and all(s in SUMS for s in measure.sums),
-    "per_weight": isinstance(measure.per_weight, bool),
-    "value": callable(measure.value),
-    "reference": isinstance(measure.reference, str),
-    "bounds": measure.bounds is None or _is_range(measure.bounds),
+  m = measure
+  sums_ok = isinstance(m.sums, (tuple, list)) and bool(m.sums) and all(s in SUMS for s in m.sums)
+  checks = {  # field: (valid, what it must be)
+    "name": (isinstance(m.name, str) and m.name.isidentifier(), "a Python identifier"),
+    "label": (isinstance(m.label, str) and bool(m.label), "a non-empty string"),
+    "sums": (sums_ok, f"a non-empty tuple of {tuple(SUMS)}"),
+    "per_weight": (isinstance(m.per_weight, bool), "True or False"),
+    "value": (callable(m.value), "a function of a Window"),
+    "reference": (isinstance(m.reference, str), "a string"),
+    "bounds": (m.bounds is None or _is_range(m.bounds), "None or (low, high) with low < high"),
   }
-  allowed = dict(
-    name="a Python identifier",
-    label="a non-empty string",
-    sums=f"a non-empty tuple of {tuple(SUMS)}",
-    per_weight="True or False",
-    value="a function of a Window",
-    reference="a string",
-    bounds="None or (low, high) with low < high",
-  )
-  for field, ok in valid.items():
+  for field, (ok, allowed) in checks.items():
     if not ok:
-      value = getattr(measure, field)
-      raise ValueError(f"Measure.{field}: must be {allowed[field]}, got {value!r}")
+      raise ValueError(f"Measure.{field}: must be {allowed}, got {getattr(m, field)!r}")
 
 
 def _is_range(bounds) -> bool:
