@@ -53,8 +53,10 @@ class Action(NamedTuple):
     name: its key in configs (``amplification.action``) and run files.
     scale: ``scale(selection, params) -> (L,)`` float32, the factor each layer's gradients
       (or updates) receive while the selection is active; 1 leaves a layer alone.
-    params: name -> :class:`Param`, the action's parameters (``amplification.<name>`` in
-      the training program).
+    params: name -> :class:`Param`, the action's parameters: in the training program the
+      config fields ``amplification.<name>`` (in the config file or as
+      ``--config.amplification.<name>=``), checked by the ``Param``, its default where the
+      config has none.
     uses_measure: it reads ``normalized`` (so it needs a selection by a measure).
     updates_only: only with ``where="updates"`` (e.g. a scale of 0: on the gradients,
       momentum and weight decay would still move the layer).
@@ -161,7 +163,10 @@ def register(action: Action, *, replace: bool = False) -> Action:
   float32 from a :class:`Selection`, 1 for every ineligible layer; ``params`` are checked
   by their :class:`Param` before training. Then ``intelligent_amplification`` and
   ``random_amplification`` take it (``action=``), ``config.amplification.action`` accepts
-  it, and ``layer_stats.jsonl`` records each layer's scale.
+  it, each parameter is the config field ``amplification.<name>`` (``config.json`` records
+  it where the config sets it; the names of the selection's own fields, ``threshold``,
+  ``case`` and the like, are refused there) and ``layer_stats.jsonl`` records each layer's
+  scale.
 
   Raises:
     ValueError: for a bad field (named), or a name already registered.
@@ -182,6 +187,9 @@ def register(action: Action, *, replace: bool = False) -> Action:
     raise ValueError(f"Action.scale: must be a function, got {action.scale!r}")
   if not all(isinstance(p, Param) for p in dict(action.params).values()):
     raise ValueError("Action.params: must map names to actions.Param")
+  for name in dict(action.params):
+    if not (isinstance(name, str) and name.isidentifier()):
+      raise ValueError(f"Action.params: names must be Python identifiers, got {name!r}")
   if action.name in _BUILT_IN or (action.name in ACTIONS and not replace):
     kind = "built-in" if action.name in _BUILT_IN else "registered; pass replace=True to replace it"
     raise ValueError(f"action {action.name!r} is already {kind}")

@@ -2,6 +2,11 @@
 SGD-momentum and AdamW updates under both placements, the freeze invariant, the lower-tail
 rule and an action of one's own."""
 
+import json
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -203,3 +208,135 @@ def test_an_action_of_ones_own_drives_a_training_run(tmp_path, monkeypatch):
   assert all(r["scale"] == (0.5 if r["selected"] else 1.0) for r in stats)
   metrics = read(str(tmp_path / "metrics.jsonl"))
   assert metrics[-1]["amplified_layers"] == sum(r["selected"] for r in stats)
+
+
+# A config file of a user's own, outside the package: it registers an action with a parameter
+# when read, and sets the parameter as a config field.
+OWN_ACTION_FILE = """
+import jax.numpy as jnp
+
+from configs import quickstart
+from gradamp_jax import actions
+
+actions.register(
+  actions.Action(
+    "damp",
+    lambda s, p: jnp.where(s.selected, p["gamma"], 1.0),
+    {"gamma": actions.Param(0.5, lambda x: 0 <= x <= 1, "a number in [0, 1]")},
+    uses_measure=False,
+    updates_only=False,
+    reference="the selected layers x gamma",
+  ),
+  replace=True,  # a process may read the file more than once
+)
+
+
+def get_config():
+  config = quickstart.get_config()
+  config.amplification.action = "damp"
+  config.amplification.gamma = 0.25
+  return config
+"""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_own_action(tmp_path, *overrides):
+  """tests/fault_run.py (the command line on mock CIFAR, tiny) with the file above."""
+  config_file = tmp_path / "own_action.py"
+  config_file.write_text(OWN_ACTION_FILE)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), str(tmp_path / "run")]
+    + ["--config.phases=((2, 0.05, 1, 2),)", *overrides],  # analyse epoch 1, damp epoch 2
+    capture_output=True,
+    text=True,
+    timeout=600,
+    cwd=ROOT,
+    env=dict(os.environ, FAULT_CONFIG=str(config_file)),
+  )
+
+
+def own_action_config(monkeypatch, tmp_path):
+  """The config of the file above, read here (its action registered in a copy of ACTIONS)."""
+  import importlib.util
+
+  monkeypatch.setattr(actions, "ACTIONS", dict(actions.ACTIONS))
+  (tmp_path / "own_action.py").write_text(OWN_ACTION_FILE)
+  spec = importlib.util.spec_from_file_location("own_action", tmp_path / "own_action.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.lock()  # as the command line reads it
+  return config
+
+
+def test_a_registered_actions_parameter_is_a_config_field(monkeypatch, tmp_path):
+  from gradamp_jax.training import config_fields, optimizer
+
+  config = own_action_config(monkeypatch, tmp_path)
+  config_fields.validate_config(config)  # set in the file
+  assert optimizer.action_params(config.amplification) == {"gamma": 0.25}
+  config_fields.apply_overrides(config, ["--config.amplification.gamma=1"])
+  config_fields.validate_config(config)
+  assert optimizer.action_params(config.amplification) == {"gamma": 1.0}
+  with config.unlocked():
+    del config.amplification["gamma"]  # not set: the Param's default
+  config_fields.validate_config(config)
+  assert actions.check_params("damp", optimizer.action_params(config.amplification)) == {
+    "gamma": 0.5
+  }
+  config_fields.apply_overrides(config, ["--config.amplification.gamma=0.75"])  # not in it
+  assert config.amplification.gamma == 0.75 and config.is_locked
+  for override, message in (
+    ("gamma=2", "config.amplification.gamma: must be a number in [0, 1], got 2.0"),
+    ("gamma=x", "config.amplification.gamma: must be a number in [0, 1], got 'x'"),
+    ("gama=0.1", "config.amplification.gama: unknown field; did you mean amplification.gamma?"),
+  ):
+    with pytest.raises(ValueError) as info:
+      config_fields.apply_overrides(config, [f"--config.amplification.{override}"])
+      config_fields.validate_config(config)
+    assert str(info.value) == message
+  config.amplification.gamma = -1.0  # in the file
+  with pytest.raises(ValueError, match=r"^config.amplification.gamma: must be a number in \[0"):
+    config_fields.validate_config(config)
+
+
+def test_an_action_parameter_may_not_take_a_selection_fields_name(monkeypatch):
+  from configs import quickstart
+  from gradamp_jax.training import config_fields
+
+  monkeypatch.setattr(actions, "ACTIONS", dict(actions.ACTIONS))
+  param = actions.Param(1.0, lambda x: x > 0, "a number > 0")
+  with pytest.raises(ValueError, match="Action.params: names must be Python identifiers, got"):
+    actions.register(
+      actions.Action("cut", lambda s, p: s.factor, {"my-t": param}, False, False, "")
+    )
+  actions.register(
+    actions.Action("cut", lambda s, p: s.factor, {"threshold": param}, False, False, "")
+  )
+  config = quickstart.get_config()
+  config.amplification.action = "cut"
+  with pytest.raises(ValueError) as info:
+    config_fields.validate_config(config)
+  assert str(info.value) == (
+    "config.amplification.action: 'cut' has a parameter 'threshold', which is the "
+    "selection's field amplification.threshold; give the parameter another name"
+  )
+
+
+@pytest.mark.slow  # trains a run
+def test_a_registered_actions_parameter_is_a_config_field_end_to_end(tmp_path):
+  result = run_own_action(tmp_path, "--config.amplification.gama=0.125")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr == (
+    "error: config.amplification.gama: unknown field; did you mean amplification.gamma?\n"
+  )
+  result = run_own_action(tmp_path, "--config.amplification.gamma=0.125")  # the file: 0.25
+  assert result.returncode == 0, result.stderr[-3000:]
+  workdir = tmp_path / "run"
+  with open(workdir / "config.json") as f:
+    recorded = json.load(f)["amplification"]
+  assert (recorded["action"], recorded["gamma"]) == ("damp", 0.125)
+  with open(workdir / "layer_stats.jsonl") as f:
+    stats = [json.loads(line) for line in f]
+  assert {r["action"] for r in stats} == {"damp"} and any(r["selected"] for r in stats)
+  assert [r["scale"] for r in stats] == [0.125 if r["selected"] else 1.0 for r in stats]

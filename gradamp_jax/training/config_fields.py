@@ -1,11 +1,14 @@
 """What each config field allows, and ``--config.field=value`` overrides checked against it.
 
-Every field of ``configs/default.py`` has a rule here. :func:`check_fields` checks a whole
-config (unknown and missing fields included) and :func:`apply_overrides` applies command-line
-overrides; both raise ``ValueError("config.<field>: <what is allowed>, got <value>")`` and
-nothing else, before any data is read or anything is compiled. Checks that involve several
-fields or the machine (device count, the amplification transforms) are in
-``config_fields.validate_config``, which calls :func:`check_fields` first.
+Every field of ``configs/default.py`` has a rule here, and every parameter of a registered
+action is a field ``amplification.<name>`` checked by its :class:`~gradamp_jax.actions.Param`
+(:func:`param_rules`; optional: a config without it gives the action the ``Param``'s
+default). :func:`check_fields` checks a whole config (unknown and missing fields included)
+and :func:`apply_overrides` applies command-line overrides; both raise
+``ValueError("config.<field>: <what is allowed>, got <value>")`` and nothing else, before any
+data is read or anything is compiled. Checks that involve several fields or the machine
+(device count, the amplification transforms) are in ``config_fields.validate_config``, which
+calls :func:`check_fields` first.
 """
 
 from __future__ import annotations
@@ -146,6 +149,45 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# The fields of the selection itself in ``config.amplification``: an action's parameter is a
+# field beside them (``amplification.<name>``), so it may take none of their names.
+SELECTION_FIELDS = (
+  "method",
+  "measure",
+  "case",
+  "action",
+  "threshold",
+  "reselect_every",
+  "ratio",
+  "eligible",
+  "where",
+)
+
+
+def _param_rule(param: ga_actions.Param) -> tuple[Callable[[Any], bool], str]:
+  return (lambda x: is_finite_real(x) and bool(param.check(x))), param.allowed
+
+
+def param_rules(action: str | None = None) -> dict[str, tuple[Callable[[Any], bool], str]]:
+  """The rules of the registered actions' parameters that :data:`RULES` lacks (those of
+  actions registered from one's own code or config file), as they are when called:
+  ``amplification.<name>``, a finite number its ``Param`` allows. Where several actions
+  have a parameter of one name, ``action``'s ``Param`` (the config's action) decides."""
+  first = [ga_actions.ACTIONS[action]] if action in ga_actions.ACTIONS else []
+  rules = {}
+  for registered in (*first, *ga_actions.ACTIONS.values()):
+    for name, param in dict(registered.params).items():
+      field = f"amplification.{name}"
+      if field not in RULES and field not in rules:
+        rules[field] = _param_rule(param)
+  return rules
+
+
+def rules(action: str | None = None) -> dict[str, tuple[Callable[[Any], bool], str]]:
+  """Every known field's rule: :data:`RULES` and :func:`param_rules`."""
+  return {**RULES, **param_rules(action)}
+
+
 def _fail(field: str, allowed: str, value: Any):
   raise ValueError(f"config.{field}: must be {allowed}, got {value!r}")
 
@@ -162,11 +204,13 @@ def unknown_field(field: str, known) -> str:
   return f"config.{field}: unknown field; known fields: {', '.join(known)}"
 
 
-def check_field(field: str, value: Any) -> None:
-  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed for it."""
-  if field not in RULES:
-    raise ValueError(unknown_field(field, RULES))
-  ok, allowed = RULES[field]
+def check_field(field: str, value: Any, action: str | None = None) -> None:
+  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed for it (``action``:
+  the config's, whose ``Param`` checks a parameter several actions name)."""
+  known = rules(action)
+  if field not in known:
+    raise ValueError(unknown_field(field, known))
+  ok, allowed = known[field]
   try:
     good = ok(value)
   except (ValueError, TypeError, ArithmeticError) as e:
@@ -176,10 +220,12 @@ def check_field(field: str, value: Any) -> None:
 
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
-  """Checks every field of ``config`` against :data:`RULES`; unknown or missing ones fail."""
+  """Checks every field of ``config`` against :func:`rules`; unknown fields and missing ones
+  of :data:`RULES` fail (a registered action's parameter may be left out: its default)."""
   values = run_folder.flat_config(config)
+  action = values.get("amplification.action")
   for field, value in values.items():
-    check_field(field, value)
+    check_field(field, value, action)
   missing = [f for f in RULES if f not in values]
   if missing:
     raise ValueError(
@@ -187,11 +233,13 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def parse_value(field: str, text: str, current: Any) -> Any:
-  """Converts override ``text`` to the type of the field's ``current`` value."""
-  rule = RULES.get(field)
+def parse_value(field: str, text: str, current: Any, action: str | None = None) -> Any:
+  """Converts override ``text`` to the type of the field's ``current`` value (``action``:
+  as for :func:`check_field`)."""
+  known = rules(action)
+  rule = known.get(field)
   if rule is None:
-    raise ValueError(unknown_field(field, RULES))
+    raise ValueError(unknown_field(field, known))
   allowed = rule[1]
   stripped = text.strip()
   if isinstance(current, bool) or rule is _BOOL:
@@ -225,6 +273,9 @@ def parse_value(field: str, text: str, current: Any) -> Any:
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
   """Applies ``field=value`` overrides (``--config.`` prefix optional) to ``config``.
 
+  A registered action's parameter (:func:`param_rules`) is a number, set whether the config
+  has it or not.
+
   Raises:
     ValueError: naming the field, for an unknown field, a group given a value, or a
       value that cannot be converted to the field's type. Values are converted only;
@@ -236,20 +287,28 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
     field, sep, text = body.partition("=")
     if not sep:
       raise ValueError(f"config override {item!r}: expected --config.field=value")
-    if field not in known:
-      groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
-      if field in groups:
-        raise ValueError(
-          f"config.{field}: is a group of fields; set one of them, e.g. "
-          f"--config.{next(f for f in known if f.startswith(field + '.'))}=..."
-        )
-      raise ValueError(unknown_field(field, known))
-    value = parse_value(field, text, known[field])
+    action = known.get("amplification.action")
+    params = param_rules(action)
+    if field not in known and field not in params:
+      _refuse_unknown(field, known, params)
+    value = parse_value(field, text, 0.0 if field in params else known[field], action)
     node, _, leaf = field.rpartition(".")
     target = config[node] if node else config
-    with target.ignore_type():
+    with target.unlocked(), target.ignore_type():
       target[leaf] = value
     known[field] = value
+
+
+def _refuse_unknown(field: str, known: dict, params: dict):
+  """Raises the ``ValueError`` of an override of ``field``, neither a field of the config
+  (``known``) nor a registered action's parameter (``params``)."""
+  groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
+  if field in groups:
+    raise ValueError(
+      f"config.{field}: is a group of fields; set one of them, e.g. "
+      f"--config.{next(f for f in known if f.startswith(field + '.'))}=..."
+    )
+  raise ValueError(unknown_field(field, [*known, *params]))
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -297,6 +356,12 @@ def _check_action(amp) -> None:
   action = ga_actions.ACTIONS[amp.action]
   if amp.method == "none":
     return
+  taken = [name for name in action.params if name in SELECTION_FIELDS]
+  if taken:
+    raise ValueError(
+      f"config.amplification.action: {amp.action!r} has a parameter {taken[0]!r}, which is "
+      f"the selection's field amplification.{taken[0]}; give the parameter another name"
+    )
   if action.updates_only and amp.where != "updates":
     raise ValueError(
       f"config.amplification.action: {amp.action!r} needs amplification.where='updates', "
