@@ -209,3 +209,123 @@ def test_cohort_groups_runs_that_differ_only_in_seed_and_rule_numbers(
   assert all(c[c.index("--cohort") + 1] == "4" and "--branch" in c for c in jobs)
   record = json.load(open(tmp_path / "sweep.json"))
   assert record["tree_jobs"] == ["100", "101"] and record["job_trees"] == [[0, 2, 4], [1, 3, 5]]
+
+
+QUICKSTART = ["--config", "configs/quickstart.py", "--sweep", "seeds=2"]
+
+
+def test_only_keeps_the_runs_whose_fields_take_the_values_and_list_prints_them(
+  tmp_path, monkeypatch, capsys
+):
+  from configs import quickstart
+
+  monkeypatch.chdir(ROOT)
+  root = tmp_path / "root"
+  only = ["--only", "threshold=1", "--only", "case=2,1", "--only", "method=matched_random"]
+  runs = sweep.main([*QUICKSTART, "--root", str(root), *only, "--list", "--mode", "local"])
+  expected = [
+    r
+    for r in quickstart.get_sweep("seeds=2")
+    if r["method"] == "matched_random" and r.get("threshold") == 1.0 and r.get("case") in (1, 2)
+  ]
+  assert len(expected) == 8 and [r["args"] for r in runs] == expected
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 8
+  for line, args in zip(lines, expected):
+    workdir, fields = line.split("  ")
+    assert workdir == str(root / "-".join(f"{k}={v}" for k, v in args.items()))
+    assert fields.split() == [f"{k}={v}" for k, v in args.items()]
+  assert not root.exists()  # nothing run, nothing recorded
+
+
+def test_only_runs_the_part_in_print_and_local_mode(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(ROOT)
+  argv = [*QUICKSTART, "--root", str(tmp_path), "--only", "method=none,all", "--only", "seed=1"]
+  sweep.main([*argv, "--mode", "print"])
+  commands = capsys.readouterr().out.splitlines()
+  assert [c.split("--workdir ")[1] for c in commands] == [
+    str(tmp_path / "validation_fraction=0.1-method=none-seed=1"),
+    str(tmp_path / "validation_fraction=0.1-method=all-seed=1"),
+  ]
+  record = json.load(open(tmp_path / "sweep.json"))
+  assert len(record["runs"]) == 2 and record["only"] == ["method=none,all", "seed=1"]
+  calls = []
+  monkeypatch.setattr(local.subprocess, "call", lambda command: calls.append(command) or 0)
+  sweep.main([*argv, "--mode", "local"])
+  assert [shlex.join(c) for c in calls] == commands
+
+
+def test_only_selects_before_cohorts_and_trees_in_every_mode(tmp_path, monkeypatch, capsys):
+  from gradamp_jax.sweeps import cohorts
+
+  monkeypatch.chdir(ROOT)
+  argv = ["--config", "configs/replication.py", "--sweep", "grid=actions,first_seed=3"]
+  argv += ["--root", str(tmp_path), "--cohort", "4", "--only", "seed=4"]
+  sweep.main([*argv, "--mode", "print"])
+  commands = [shlex.split(c) for c in capsys.readouterr().out.splitlines()]
+  # seed 4's 10 runs: groups of 1, 2, 1, 2, 2, 1, 1 runs
+  assert len(commands) == 7 and all(c[c.index("--only") + 1] == "seed=4" for c in commands)
+  trained = []
+  monkeypatch.setattr(cohorts, "train_one", lambda c, workdirs, until: trained.append(workdirs))
+  for command in commands:  # each cohort's process trains the cohort of the runs kept
+    sweep.main(command[3:])
+  selected = [r["workdir"] for r in json.load(open(tmp_path / "sweep.json"))["runs"]]
+  assert len(selected) == 10 and all(w.endswith("-seed=4") for w in selected)
+  assert sorted(w for cohort in trained for w in cohort) == sorted(selected)
+  submitted = []
+
+  def submit(commands, folder, **options):
+    submitted.append(commands)
+    return [types.SimpleNamespace(job_id=str(100 + i)) for i in range(len(commands))]
+
+  monkeypatch.setattr(cluster, "submit", submit)
+  for mode in (["--cohort", "2"], ["--branch"], []):
+    sweep.main([*argv[:-4], "--only", "seed=4", "--mode", "slurm", *mode])
+    jobs = [shlex.split(c) for c in submitted.pop()]
+    for job in jobs:  # a run's own command, or the launcher's with the selection
+      flag = "--workdir" if "--workdir" in job else "--only"
+      assert re.fullmatch(r"(.*-)?seed=4", job[job.index(flag) + 1]), job
+    assert len(json.load(open(tmp_path / "sweep.json"))["runs"]) == 10
+  assert len(jobs) == 10  # one job per run kept
+
+
+@pytest.mark.parametrize(
+  "only, message",
+  [
+    (
+      ["sed=0"],
+      "--only sed=0: the sweep's runs have no field sed; their fields: validation_fraction, "
+      "method, seed, measure, case, threshold",
+    ),
+    (
+      ["seed=0,2,3"],
+      "--only seed=0,2,3: no run of the sweep has seed=2 or seed=3; seed is one of 0, 1",
+    ),
+    (
+      ["method=none", "threshold=1"],
+      "--only threshold=1: keeps none of the runs --only method=none keeps; none of them has a "
+      "threshold",
+    ),
+    (
+      ["case=1", "measure=G", "method=all"],
+      "--only method=all: keeps none of the runs --only case=1 --only measure=G keeps; among "
+      "them method is one of intelligent, matched_random",
+    ),
+  ],
+)
+def test_only_refuses_a_field_or_value_the_sweep_lacks_and_an_empty_selection(
+  tmp_path, monkeypatch, only, message
+):
+  monkeypatch.chdir(ROOT)
+  with pytest.raises(SystemExit) as raised:
+    sweep.main([*QUICKSTART, "--root", str(tmp_path), *[a for o in only for a in ("--only", o)]])
+  assert str(raised.value) == message
+  assert not (tmp_path / "sweep.json").exists()
+
+
+@pytest.mark.parametrize("text", ["seed", "seed=", "=0", "seed=0,"])
+def test_only_needs_field_equals_values(tmp_path, capsys, text):
+  with pytest.raises(SystemExit) as raised:
+    sweep.main([*QUICKSTART, "--root", str(tmp_path), "--only", text])
+  assert raised.value.code == 2
+  assert f"argument --only: {text!r}: expected FIELD=V1,V2" in capsys.readouterr().err

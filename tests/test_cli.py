@@ -26,6 +26,8 @@ SWEEP_OPTIONS = (
   "root",
   "mode",
   "runs_per_device",
+  "only",
+  "list",
   "partition",
   "time_min",
   "gpus",

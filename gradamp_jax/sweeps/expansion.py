@@ -58,6 +58,67 @@ def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[di
   return out
 
 
+def select(runs: list[dict], only) -> list[dict]:
+  """The runs that every ``--only FIELD=V1,V2`` keeps (``only``: ``(FIELD, (V1, V2))``
+  pairs), in the sweep's order: those whose ``FIELD`` is one of the values (a number
+  compared as a number, a bool as true/false, anything else as its text).
+
+  >>> runs = [dict(args=dict(method="none", seed=s)) for s in (0, 1)]
+  >>> [r["args"]["seed"] for r in select(runs, [("seed", ("1.0",))])]
+  [1]
+
+  Raises:
+    SystemExit: one line naming the flag, for a field no run has (with the fields), a value
+      no run takes (with the field's values) or a combination that keeps no run.
+  """
+  fields = list(dict.fromkeys(k for run in runs for k in run["args"]))
+  kept, applied = runs, []
+  for field, texts in only:
+    flag = f"--only {field}={','.join(texts)}"
+    if field not in fields:
+      raise SystemExit(
+        f"{flag}: the sweep's runs have no field {field}; their fields: {', '.join(fields)}"
+      )
+    unknown = [t for t in texts if not _keeps(runs, field, t)]
+    if unknown:
+      raise SystemExit(
+        f"{flag}: no run of the sweep has {' or '.join(f'{field}={t}' for t in unknown)}; "
+        f"{field} is one of {_values(runs, field)}"
+      )
+    left = [r for r in kept if any(_keeps([r], field, t) for t in texts)]
+    if not left:
+      among = _values(kept, field)
+      among = f"among them {field} is one of {among}" if among else f"none of them has a {field}"
+      raise SystemExit(f"{flag}: keeps none of the runs {' '.join(applied)} keeps; {among}")
+    kept, applied = left, [*applied, flag]
+  return kept
+
+
+def _keeps(runs: list[dict], field: str, text: str) -> bool:
+  """Whether a run of ``runs`` has ``field`` equal to ``text`` (read as the run's value)."""
+  for run in runs:
+    if field not in run["args"]:
+      continue
+    value = run["args"][field]
+    if isinstance(value, bool):
+      if text.lower() in (("true", "1", "yes") if value else ("false", "0", "no")):
+        return True
+    elif isinstance(value, (int, float)):
+      try:
+        if float(text) == value:
+          return True
+      except ValueError:
+        pass
+    elif str(value) == text:
+      return True
+  return False
+
+
+def _values(runs: list[dict], field: str) -> str:
+  """The values ``field`` takes in ``runs``, in their order (empty: no run has it)."""
+  return ", ".join(dict.fromkeys(str(r["args"][field]) for r in runs if field in r["args"]))
+
+
 def member_configs(args, runs, overrides) -> list:
   """Each run's config, built here from the config file and the overrides."""
   from gradamp_jax.training import config_fields
@@ -72,7 +133,11 @@ def member_configs(args, runs, overrides) -> list:
 
 
 def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -> dict:
-  """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs and ``more``."""
-  record = dict(config=args.config, sweep=args.sweep, runs=runs, **more)
+  """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs (with ``--only``, the
+  runs kept, and ``only``: the selections) and ``more``."""
+  record = dict(config=args.config, sweep=args.sweep, runs=runs)
+  if getattr(args, "only", None):
+    record["only"] = [f"{field}={','.join(values)}" for field, values in args.only]
+  record.update(more)
   run_folder.write_json(args.root, name, record)
   return record

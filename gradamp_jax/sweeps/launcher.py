@@ -20,6 +20,10 @@ r"""Expands a config's sweep into runs and launches them.
     # branched, each level's segments of one program trained as cohorts of at most K
     python launch/sweep.py ... --mode local --branch --cohort 8
 
+    # a part of the sweep: the runs whose method is none or all, of seed 0 (in any mode);
+    # --list prints them (workdir and fields) and runs nothing
+    python launch/sweep.py ... --only method=none,all --only seed=0 --list
+
 ``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
 ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
 in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
@@ -33,11 +37,16 @@ from gradamp_jax.sweeps import branched, cluster, cohorts, expansion, local, opt
 
 
 def main(argv=None):
-  """``launch/sweep.py``: expands the sweep, records it in ``ROOT/sweep.json`` and launches
-  it; returns what the part that ran returns (the SLURM jobs, the cohorts' names, the
-  branched sweep's record)."""
+  """``launch/sweep.py``: expands the sweep (the runs every ``--only`` keeps), lists it
+  (``--list``: returns the runs) or records it in ``ROOT/sweep.json`` and launches it;
+  returns what the part that ran returns (the SLURM jobs, the cohorts' names, the branched
+  sweep's record)."""
   args, overrides = options.parse(argv, description=__doc__)
-  runs = expansion.expand(args.config, args.sweep, args.root, overrides)
+  runs = expansion.select(
+    expansion.expand(args.config, args.sweep, args.root, overrides), args.only
+  )
+  if args.list:
+    return list_runs(runs)
   if args.cohort == "auto":
     args.cohort = cohorts.choose_size(args, runs, overrides)
   os.makedirs(args.root, exist_ok=True)
@@ -48,6 +57,13 @@ def main(argv=None):
   if args.branch and args.mode != "print":
     return branched.run(args, runs, overrides)
   return run_each(args, runs)
+
+
+def list_runs(runs) -> list[dict]:
+  """``--list``: each run's workdir and fields, one line each; returns the runs."""
+  for run in runs:
+    print(f"{run['workdir']}  {' '.join(f'{k}={v}' for k, v in run['args'].items())}")
+  return runs
 
 
 def run_each(args, runs):

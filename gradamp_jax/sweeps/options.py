@@ -20,6 +20,7 @@ def parse(argv=None, description: str | None = None):
     description=description, formatter_class=argparse.RawDescriptionHelpFormatter
   )
   _add_sweep_args(parser)
+  _add_selection_args(parser.add_argument_group("choosing runs"))
   _add_slurm_args(parser.add_argument_group("SLURM jobs (--mode slurm)"))
   _add_branch_args(parser.add_argument_group("branched sweeps"))
   _add_cohort_args(parser.add_argument_group("cohorts"))
@@ -33,7 +34,12 @@ def relaunch(args, overrides, *which: str) -> list[str]:
   part ``which`` names here (``--cohort K --cohort_index I``, ``--branch --tree K,..``, ...),
   with the overrides: a job's, a slot's or a segment's command."""
   me = [*THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
-  return [*me, "--mode", "local", *which, *overrides]
+  return [*me, *only_args(args.only), "--mode", "local", *which, *overrides]
+
+
+def only_args(only) -> list[str]:
+  """``--only FIELD=V1,V2`` for each selection in ``only`` (:func:`parse`'s ``args.only``)."""
+  return [a for field, values in only for a in ("--only", f"{field}={','.join(values)}")]
 
 
 def _add_sweep_args(parser) -> None:
@@ -54,6 +60,27 @@ def _add_sweep_args(parser) -> None:
     help="local: run this many runs (with --branch: trees) at once on each "
     "visible GPU (on a machine without GPUs: at once here); logs in "
     "ROOT/logs/",
+  )
+
+
+def _add_selection_args(parser) -> None:
+  """A part of the sweep (:func:`gradamp_jax.sweeps.expansion.select`), and listing it."""
+  parser.add_argument(
+    "--only",
+    type=_selection,
+    action="append",
+    default=[],
+    metavar="FIELD=V1,V2",
+    help="keep only the runs whose FIELD (a key of the sweep's runs, as in their names) is "
+    "one of these values, numbers compared as numbers (threshold=1 keeps threshold=1.0); "
+    "repeatable: a run is kept when every --only keeps it; before --cohort and --branch "
+    "group the runs, in every mode",
+  )
+  parser.add_argument(
+    "--list",
+    action="store_true",
+    help="print the runs (with --only: the runs kept), one line each: its workdir and "
+    "fields; then exit without running or recording anything",
   )
 
 
@@ -156,6 +183,18 @@ def _cohort_size(text: str) -> int | str:
   if not text.isdigit() or int(text) < 1:
     raise argparse.ArgumentTypeError(f"{text!r}: a positive number of runs, or auto")
   return int(text)
+
+
+def _selection(text: str) -> tuple[str, tuple[str, ...]]:
+  """``--only``'s value: ``FIELD=V1,V2``, as ``(FIELD, (V1, V2))``."""
+  field, sep, values = text.partition("=")
+  texts = tuple(v.strip() for v in values.split(","))
+  if not sep or not field.strip() or not all(texts):
+    raise argparse.ArgumentTypeError(
+      f"{text!r}: expected FIELD=V1,V2 (a field of the sweep's runs and its values, "
+      "e.g. method=none,intelligent)"
+    )
+  return field.strip(), texts
 
 
 def _tree_numbers(text: str) -> list[int]:
