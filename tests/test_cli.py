@@ -86,3 +86,20 @@ def test_the_check_catches_a_flag_that_is_only_named():
   assert described("  --root ROOT           parent folder\n", "root")
   assert not described("usage: sweep.py [-h] --root ROOT\n", "root")
   assert not described("  --cohort_index I: ...\n", "cohort")
+
+
+@pytest.mark.parametrize("value", ["auto", "8"])
+def test_the_training_program_points_cohort_auto_and_k_to_the_sweep_launcher(tmp_path, value):
+  done = subprocess.run(
+    [sys.executable, "-m", "gradamp_jax.main", "--config", "configs/quickstart.py"]
+    + ["--workdir", str(tmp_path / "run"), "--cohort", value],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+  (line,) = done.stderr.strip().splitlines()  # one line, naming the flag and where K lives
+  assert line.startswith(f"error: --cohort '{value}': expected FIELD=V1,V2,...")
+  assert "are the sweep launcher's: launch/sweep.py --cohort auto" in line
+  assert not (tmp_path / "run").exists()

@@ -110,7 +110,11 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
   for flag in cohort_flags:
     field, sep, values = flag.partition("=")
     if not sep or not values:
-      raise ValueError(f"--cohort {flag!r}: expected FIELD=V1,V2,...")
+      raise ValueError(
+        f"--cohort {flag!r}: expected FIELD=V1,V2,... (a run per value, trained here as one "
+        "cohort); --cohort auto and --cohort K group a sweep's runs into cohorts and are the "
+        "sweep launcher's: launch/sweep.py --cohort auto (docs/sweeps.md#cohorts)"
+      )
     if field not in COHORT_FIELDS:
       raise ValueError(
         f"--cohort {field}: a cohort's runs may differ only in {', '.join(COHORT_FIELDS)}"

@@ -62,7 +62,8 @@ _FLAG_TABLE = (
     None,
     "FIELD=V1,V2,...: train one run for each combination of these values as one program "
     "(gradamp_jax.training.cohort), each in WORKDIR/FIELD=V-...; FIELD is seed or an "
-    "amplification rule field (threshold, alpha, lo, hi).",
+    "amplification rule field (threshold, alpha, lo, hi). --cohort K and --cohort auto, "
+    "which group a sweep's runs, are launch/sweep.py's.",
   ),
 )
 (
