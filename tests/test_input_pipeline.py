@@ -108,7 +108,8 @@ def test_tfds_not_prepared_without_download(tmp_path):
   assert time.monotonic() - start < 5
   message = str(error.value)
   assert str(tmp_path / "cifar10") in message
-  assert "--config.download=True" in message and "--config.image_folder=PATH" in message
+  assert "(--config.download=True, the default)" in message  # undoes --config.download=False
+  assert "--config.data_dir" in message and "--config.image_folder=PATH" in message
 
 
 @pytest.fixture
@@ -151,9 +152,16 @@ def test_tfds_not_prepared_host_unreachable(tmp_path, monkeypatch):
     raise OSError("Network is unreachable")
 
   monkeypatch.setattr(socket, "create_connection", unreachable)
-  with pytest.raises(ConnectionError, match=r"www\.cs\.toronto\.edu:443.*Network is unreachable"):
+  with pytest.raises(
+    ConnectionError, match=r"www\.cs\.toronto\.edu:443.*Network is unreachable"
+  ) as error:
     ip.load("cifar10", data_dir=str(tmp_path), download=True)
   assert attempts == [("www.cs.toronto.edu", 443)]
+  # Downloading is what failed: the ways out are connectivity, prepared data or an image folder.
+  message = str(error.value)
+  assert "--config.download" not in message
+  assert "once this machine reaches www.cs.toronto.edu" in message
+  assert "--config.data_dir" in message and "--config.image_folder=PATH" in message
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,15 +53,16 @@ def _tfds_warnings_quiet():
 def _prepare(builder, download: bool) -> None:
   """Downloads and prepares ``builder``'s data after checking that this can work."""
   name, where = builder.name, builder.data_dir
-  how = (
-    f"either run once with --config.download=True on a machine with internet and "
-    f'TensorFlow (pip install "gradamp_jax[prepare]"), or point --config.data_dir at a folder '
-    f"holding a prepared {name} (array_record), or pass --config.image_folder=PATH (a folder "
-    f"with {LAYOUT}; docs/data.md)"
+  elsewhere = (
+    f"point --config.data_dir at a folder holding a prepared {name} (array_record; prepared "
+    f"by the same command on a machine with internet, then copied), or pass "
+    f"--config.image_folder=PATH (a folder with {LAYOUT}; docs/data.md)"
   )
   if not download:
     raise FileNotFoundError(
-      f"TFDS {name} is not prepared: looked for it in {where}. To provide it, {how}."
+      f"TFDS {name} is not prepared: looked for it in {where}. To provide it, either let the "
+      f"program download it (--config.download=True, the default) on a machine with internet "
+      f'and TensorFlow (pip install "gradamp_jax[prepare]"), or {elsewhere}.'
     )
   if not _tensorflow_available():
     raise ImportError(
@@ -71,7 +72,10 @@ def _prepare(builder, download: bool) -> None:
     )
   # For both CIFAR builders the archive is served from the homepage's host.
   host = urllib.parse.urlparse(builder.info.homepage).hostname
-  _check_reachable(host, 443, _CONNECT_TIMEOUT_S, purpose=f"to download {name} into {where}; {how}")
+  offline = f"run the same command again once this machine reaches {host}, or {elsewhere}"
+  _check_reachable(
+    host, 443, _CONNECT_TIMEOUT_S, purpose=f"to download {name} into {where}; {offline}"
+  )
   builder.download_and_prepare()
 
 
