@@ -287,3 +287,71 @@ def test_links_to_sections_resolve():
       linked = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
       headings = re.findall(r"^#+ (.+)$", read(linked), re.M)
       assert anchor in {slug(h) for h in headings}, f"{path} links to {linked}#{anchor}"
+
+
+# The README's Python code, run as a user copies it, after a setup of what it leaves to the
+# reader: a tiny MLP (three layers) on 256 random examples, two full batches of 128 per epoch.
+README_SETUP = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+num_examples = 256
+_rng = np.random.default_rng(0)
+_images = jnp.asarray(_rng.normal(size=(num_examples, 8)), jnp.float32)
+_labels = jnp.asarray(_rng.integers(0, 3, num_examples), jnp.int32)
+params = {
+  f"dense{i}": {
+    "kernel": jnp.asarray(_rng.normal(size=(m, n)) / np.sqrt(m), jnp.float32),
+    "bias": jnp.zeros(n, jnp.float32),
+  }
+  for i, (m, n) in enumerate([(8, 16), (16, 16), (16, 3)])
+}
+
+
+def loss_fn(params, batch):
+  x, y = batch
+  for i in range(3):
+    x = x @ params[f"dense{i}"]["kernel"] + params[f"dense{i}"]["bias"]
+    x = jax.nn.relu(x) if i < 2 else x
+  return optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
+
+
+def train_batches(epoch):
+  order = np.random.default_rng(epoch).permutation(num_examples)
+  for start in range(0, num_examples - 127, 128):
+    yield _images[order[start : start + 128]], _labels[order[start : start + 128]]
+"""
+
+
+def python_blocks(markdown: str) -> list[str]:
+  return re.findall(r"^```python\n(.*?)^```", markdown, re.M | re.S)
+
+
+def test_readme_code_runs_as_written_on_a_tiny_model():
+  import gradamp_jax as ga
+  from configs import default
+
+  blocks = python_blocks(read("README.md"))
+  assert len(blocks) == 2
+  space = {}
+  for name, code in [
+    ("setup", README_SETUP),
+    *((f"README block {k}", b) for k, b in enumerate(blocks)),
+  ]:
+    exec(compile(code, name, "exec"), space)
+  spe, sgd_phases = space["steps_per_epoch"], space["phases"]
+  assert spe == 2
+  ga.check_epoch_start(space["opt_state"], 151, spe)  # the loop made every update of params_1
+  assert [r["layer"] for r in ga.selection_report(space["opt_state"], space["params"])] == [
+    "dense0",
+    "dense1",
+    "dense2",
+  ]
+  # The second block's phases: params_1 at the AdamW study's rates (configs/default.py).
+  scale = default.STUDIED_OPTIMIZERS["adamw"]["lr_scale"]
+  starts = [0] + [end for end, *_ in sgd_phases[:-1]]
+  for start, (_, lr, _, _) in zip(starts, sgd_phases):
+    assert float(space["schedule"](start * spe)) == pytest.approx(lr * scale)
+  assert [p[::2] for p in space["adam_phases"]] == [p[::2] for p in sgd_phases]
