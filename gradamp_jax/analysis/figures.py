@@ -15,17 +15,56 @@ from gradamp_jax.analysis import labels, statistics
 from gradamp_jax.analysis.runs import measure_columns, read_frames
 
 
-def _axes(ax):
-  import matplotlib.pyplot as plt
+def _pyplot():
+  import matplotlib.pyplot as plt  # on first use: the report chooses its backend before
 
-  return ax or plt.gca()
+  return plt
+
+
+def _axes(ax):
+  return ax or _pyplot().gca()
+
+
+def _families(frame: pd.DataFrame) -> list[tuple]:
+  """``(key, rows sorted by threshold)`` of each family: measure, case, placement, action."""
+  by = frame.groupby(["measure", "case", "where", "action"], dropna=False, sort=True)
+  return [(key, group.sort_values("threshold")) for key, group in by]
+
+
+def _thresholds(groups: list[pd.DataFrame]):
+  return pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
+
+
+def _one_threshold(groups: list[pd.DataFrame]) -> bool:
+  """Whether the families' rows hold at most one threshold (drawn side by side, by name)."""
+  return bool(groups) and len(_thresholds(groups)) <= 1
+
+
+def _plot_families(ax, groups: list[pd.DataFrame], column: str, styles: list[dict]) -> None:
+  """Each family's ``{column}_mean`` ± ``{column}_std`` against its threshold or, when all
+  rows are at one threshold (or none: an action without one), at its place, one beside the
+  other, named on the x axis with that threshold."""
+  names = [labels.family_label(group.iloc[0]) for group in groups]
+  apart = _one_threshold(groups)
+  for i, (group, name, style) in enumerate(zip(groups, names, styles)):
+    x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float)
+    yerr = group[f"{column}_std"].astype(float).fillna(0)
+    ax.errorbar(x, group[f"{column}_mean"], yerr=yerr, capsize=2, label=name, **style)
+  if not apart:
+    ax.set_xlabel("threshold on the normalized measure")
+    return
+  ax.set_xticks(range(len(groups)), names, rotation=20, horizontalalignment="right")
+  ax.set_xlim(-0.5, len(groups) - 0.5)
+  thresholds = _thresholds(groups)
+  ax.set_xlabel(
+    f"family (run at threshold {thresholds[0]:g} only)" if len(thresholds) else "family"
+  )
 
 
 def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   """Test accuracy vs threshold per measure and case, mean with error bars of the sample
   std over seeds, against the original model's mean ± std band (the paper's Figs. 2–10).
-  Runs at one threshold only are drawn as one point per family, side by side
-  (:func:`_threshold_positions`).
+  Runs at one threshold only are drawn as one point per family, side by side.
 
   Args:
     summary: rows of :func:`statistics.summarize` for one model, dataset and re-selection
@@ -36,74 +75,31 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   none = summary[summary["method"] == "none"]
   if len(none):
     mean, std = float(none["test_mean"].iloc[0]), np.nan_to_num(none["test_std"].iloc[0])
-    n = int(none["n"].iloc[0])
     ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2)
-    ax.axhline(mean, color="0.3", label=f"none ({mean:.2f}, n={n})")
+    ax.axhline(mean, color="0.3", label=f"none ({mean:.2f}, n={int(none['n'].iloc[0])})")
   families = [
-    (style, key, group.sort_values("threshold"))
-    for method, style in (("intelligent", "-"), ("matched_random", "--"))
-    for key, group in summary[summary["method"] == method].groupby(
-      ["measure", "case", "where", "action"], dropna=False, sort=True
-    )
+    (line, key, group)
+    for method, line in (("intelligent", "-"), ("matched_random", "--"))
+    for key, group in _families(summary[summary["method"] == method])
   ]
   groups = [group for _, _, group in families]
-  names = [labels.family_label(group.iloc[0]) for group in groups]
-  apart = _one_threshold(groups)
-  colors = {}
-  for (style, key, group), name, x in zip(families, names, _threshold_positions(groups)):
-    ax.errorbar(
-      x,
-      group["test_mean"],
-      yerr=group["test_std"].astype(float).fillna(0),
-      fmt="o" if apart else "o" + style,
+  apart, colors = _one_threshold(groups), {}
+  styles = [
+    dict(
+      fmt="o" if apart else "o" + line,
       color=colors.setdefault(key, f"C{len(colors)}"),
-      capsize=2,
-      label=name,
-      alpha=1.0 if style == "-" else 0.6,
+      alpha=1.0 if line == "-" else 0.6,
     )
+    for line, key, _ in families
+  ]
+  _plot_families(ax, groups, "test", styles)
   for i, method in enumerate(("random", "all")):
     for _, row in summary[summary["method"] == method].iterrows():
-      ax.axhline(
-        row["test_mean"],
-        color=f"C{6 + i}",
-        linestyle=":",
-        label=f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})",
-      )
-  _threshold_axis(ax, groups, names)
+      label = f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})"
+      ax.axhline(row["test_mean"], color=f"C{6 + i}", linestyle=":", label=label)
   ax.set_ylabel("final test accuracy (%)")
   ax.legend(fontsize="small")
   return ax
-
-
-def _one_threshold(groups: list[pd.DataFrame]) -> bool:
-  """Whether the rows of ``groups`` (one per family) hold at most one threshold."""
-  return bool(groups) and len(_thresholds(groups)) <= 1
-
-
-def _thresholds(groups: list[pd.DataFrame]) -> np.ndarray:
-  return pd.concat([g["threshold"] for g in groups]).dropna().unique()
-
-
-def _threshold_positions(groups: list[pd.DataFrame]) -> list[np.ndarray]:
-  """The x of each group's rows: their thresholds or, when all rows are at one threshold
-  (or none: an action without one), the group's place, one beside the other."""
-  if _one_threshold(groups):
-    return [np.full(len(g), i, float) for i, g in enumerate(groups)]
-  return [g["threshold"].to_numpy(float) for g in groups]
-
-
-def _threshold_axis(ax, groups: list[pd.DataFrame], names: list[str]) -> None:
-  """The x axis of :func:`_threshold_positions`: the threshold, or the families by name
-  with the one threshold they were run at."""
-  if not _one_threshold(groups):
-    ax.set_xlabel("threshold on the normalized measure")
-    return
-  ax.set_xticks(range(len(groups)), names, rotation=20, horizontalalignment="right")
-  ax.set_xlim(-0.5, len(groups) - 0.5)
-  thresholds = _thresholds(groups)
-  ax.set_xlabel(
-    f"family (run at threshold {thresholds[0]:g} only)" if len(thresholds) else "family"
-  )
 
 
 # The training curves' markers, one per curve.
@@ -132,9 +128,8 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
 
 
 def _curve_style(i: int, num_curves: int, num_epochs: int) -> dict:
-  """Curve ``i`` of ``num_curves``: the ten default colours, then their light variants
-  (tab20), a hollow marker (:data:`MARKERS`), at most ~15 markers a curve, offset from the
-  neighbours' where there are fewer, and earlier curves drawn above later ones."""
+  """Curve ``i``: tab20's dark colours, then its light ones; a hollow marker, at most ~15 a
+  curve, offset from the neighbours'; earlier curves drawn above later ones."""
   import matplotlib
 
   step = max(1, num_epochs // 15)
@@ -159,21 +154,17 @@ def plot_layer_heatmap(
   """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
   :func:`statistics.selection_frequency` or :func:`statistics.directionality_table`. Without
   ``colorbar`` the caller draws one (e.g. one for a row of panels on one scale)."""
-  import matplotlib.pyplot as plt
-
   ax = _axes(ax)
-  image = ax.imshow(
-    table.to_numpy(float), aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax, cmap=cmap
-  )
-  epochs = list(table.columns)
+  values = table.to_numpy(float)
+  image = ax.imshow(values, aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax, cmap=cmap)
+  epochs, names = list(table.columns), list(table.index)
   step = max(1, len(epochs) // 12)
   ax.set_xticks(range(0, len(epochs), step), [str(e) for e in epochs[::step]])
-  names = list(table.index)
   step = max(1, len(names) // 40)
   ax.set_yticks(range(0, len(names), step), names[::step], fontsize="x-small")
   ax.set_xlabel("epoch")
   if colorbar:
-    plt.colorbar(image, ax=ax, label=label)
+    ax.figure.colorbar(image, ax=ax, label=label)
   return ax
 
 
@@ -181,20 +172,12 @@ MAX_COLUMNS = 3  # heatmap panels per row of a figure
 
 
 def _heatmap_grid(num_panels: int, num_layers: int):
-  """A figure of ``num_panels`` layers × epochs panels, at most :data:`MAX_COLUMNS` a row,
-  layer names on the first column only; returns ``(figure, axes in reading order)``."""
-  import matplotlib.pyplot as plt
-
+  """``(figure, axes in reading order)``: ``num_panels`` layers × epochs panels, at most
+  :data:`MAX_COLUMNS` a row."""
   columns = min(num_panels, MAX_COLUMNS)
   rows = -(-num_panels // columns)
-  height = max(2.5, 0.12 * num_layers + 1.2)
-  fig, axes = plt.subplots(
-    rows,
-    columns,
-    figsize=(3.0 * columns + 2.2, height * rows + 0.4),
-    squeeze=False,
-    layout="constrained",
-  )
+  size = (3.0 * columns + 2.2, max(2.5, 0.12 * num_layers + 1.2) * rows + 0.4)
+  fig, axes = _pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
   for ax in axes.ravel()[num_panels:]:
     ax.set_visible(False)
   return fig, list(axes.ravel()[:num_panels])
@@ -211,23 +194,10 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   case, error bars over seeds (at one threshold only: one point per family, side by side);
   ``sizes`` from :func:`statistics.selection_sizes`."""
   ax = _axes(ax)
-  groups = [
-    group.sort_values("threshold")
-    for _, group in sizes.groupby(["measure", "case", "where", "action"], dropna=False, sort=True)
-  ]
-  names = [labels.family_label(group.iloc[0]) for group in groups]
-  for group, name, x in zip(groups, names, _threshold_positions(groups)):
-    ax.errorbar(
-      x,
-      group["selected_mean"],
-      yerr=group["selected_std"].astype(float).fillna(0),
-      marker="o",
-      capsize=2,
-      label=name,
-    )
+  groups = [group for _, group in _families(sizes)]
+  _plot_families(ax, groups, "selected", [dict(marker="o")] * len(groups))
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
-  _threshold_axis(ax, groups, names)
   ax.set_ylabel("layers selected per selection")
   ax.legend(fontsize="small")
   return ax
@@ -240,9 +210,8 @@ def plot_zscores(layer_stats: pd.DataFrame, epoch: int, threshold: float, case: 
   rows = layer_stats[layer_stats["epoch"] == epoch]
   colors = np.where(rows["selected"].astype(bool), "C3", "C0")
   ax.bar(range(len(rows)), rows["normalized"].astype(float), color=colors)
-  ax.axhline(threshold, color="k", linestyle="--", linewidth=1)
-  if case == 2:
-    ax.axhline(-threshold, color="k", linestyle="--", linewidth=1)
+  for t in (threshold, -threshold) if case == 2 else (threshold,):
+    ax.axhline(t, color="k", linestyle="--", linewidth=1)
   ax.set_xticks(range(len(rows)), list(rows["layer"]), rotation=90, fontsize="x-small")
   ax.set_ylabel("normalized measure (z)")
   ax.set_title(f"selection after epoch {epoch} (red: amplified)")
@@ -254,17 +223,14 @@ def plot_measure_scatter(
 ):
   """Measure ``y`` against ``x`` (G′ against G by default) of every eligible layer at one
   epoch, coloured by depth."""
-  import matplotlib.pyplot as plt
-
   ax = _axes(ax)
-  rows = directionality[
-    (directionality["epoch"] == epoch) & directionality["eligible"].astype(bool)
-  ]
+  at = directionality["epoch"] == epoch
+  rows = directionality[at & directionality["eligible"].astype(bool)]
   points = ax.scatter(rows[x], rows[y], c=rows["index"], cmap="viridis", s=18)
   ax.set_xlabel(measures.axis_label(x))
   ax.set_ylabel(measures.axis_label(y))
   ax.set_title(f"epoch {epoch}")
-  plt.colorbar(points, ax=ax, label="layer index (network order)")
+  ax.figure.colorbar(points, ax=ax, label="layer index (network order)")
   return ax
 
 
@@ -275,12 +241,8 @@ def settings(comparison: pd.DataFrame) -> list[tuple]:
   """The (model, dataset, reselect_every, optimizer) of the amplified rows of
   :func:`statistics.compare`: one set of figures each."""
   amplified = comparison[comparison["method"] != "none"]
-  return sorted(
-    {
-      (r["model"], r["dataset"], int(r["reselect_every"]), r["optimizer"])
-      for _, r in amplified.iterrows()
-    }
-  )
+  keys = amplified[["model", "dataset", "reselect_every", "optimizer"]].itertuples(index=False)
+  return sorted({(model, dataset, int(reselect), opt) for model, dataset, reselect, opt in keys})
 
 
 def _setting(model, dataset, optimizer) -> str:
@@ -307,59 +269,50 @@ def _label(row) -> str:
 
 
 def _chosen_frames(runs, row, name: str):
-  """File ``name`` of each run behind a row of :func:`statistics.compare` (those with
-  rows)."""
+  """File ``name`` of each run behind a row of :func:`statistics.compare` (those with rows)."""
   return read_frames(statistics.chosen_runs(runs, row)["workdir"], name).values()
+
+
+def _figure(size, plot, table, title: str, **title_style):
+  """A figure of one ``plot`` of ``table``, titled."""
+  fig, ax = _pyplot().subplots(figsize=size)
+  plot(table, ax=ax)
+  ax.set_title(title, **title_style)
+  return fig
 
 
 def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):
   """Figs. 2–10 for one setting, or None without ``intelligent`` runs."""
-  import matplotlib.pyplot as plt
-
   subset = _in_setting(summary, model, dataset, reselect, optimizer)
   if not (subset["method"] == "intelligent").any():
     return None
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  plot_threshold_curves(subset, ax=ax)
-  ax.set_title(_title(model, dataset, reselect, optimizer))
-  return fig
+  return _figure(
+    (7, 4.5), plot_threshold_curves, subset, _title(model, dataset, reselect, optimizer)
+  )
 
 
 def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
   """Layers selected vs threshold for one setting, or None without selections."""
-  import matplotlib.pyplot as plt
-
   subset = _in_setting(runs, model, dataset, reselect, optimizer, False)
   sizes = statistics.selection_sizes(subset, read_frames(subset["workdir"], run_folder.LAYER_STATS))
   if sizes.empty:
     return None
-  fig, ax = plt.subplots(figsize=(7, 4))
-  plot_selection_sizes(sizes, ax=ax)
-  ax.set_title(_title(model, dataset, reselect, optimizer))
-  return fig
+  return _figure((7, 4), plot_selection_sizes, sizes, _title(model, dataset, reselect, optimizer))
 
 
 def curves_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   """Fig. 11: the chosen configuration of every family and ``none``, mean over seeds."""
-  import matplotlib.pyplot as plt
-
   curves = {
     _label(row): statistics.mean_curves(list(_chosen_frames(runs, row, run_folder.METRICS)))
     for _, row in _in_setting(comparison, model, dataset, reselect, optimizer).iterrows()
   }
-  fig, ax = plt.subplots(figsize=(8, 5))
-  plot_training_curves(curves, ax=ax)
-  ax.set_title(
-    f"{_title(model, dataset, reselect, optimizer)}: chosen configurations, mean over seeds",
-    fontsize="small",
-  )
-  return fig
+  title = f"{_title(model, dataset, reselect, optimizer)}: chosen configurations, mean over seeds"
+  return _figure((8, 5), plot_training_curves, curves, title, fontsize="small")
 
 
 def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):
   """How often each layer was selected at each selection event, over the seeds of each
   family's chosen configuration; None without layer statistics."""
-
   rows = _in_setting(comparison, model, dataset, reselect, optimizer, False)
   panels = []
   for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
@@ -374,10 +327,8 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
     ax.set_title(f"{label} (n={n})", fontsize="small")
   _only_first_column_names(axes)
   fig.colorbar(axes[0].images[0], ax=axes, label="fraction of runs", shrink=0.6, aspect=30)
-  fig.suptitle(
-    f"{_title(model, dataset, reselect, optimizer)}: layers selected at each selection",
-    fontsize="small",
-  )
+  title = _title(model, dataset, reselect, optimizer)
+  fig.suptitle(f"{title}: layers selected at each selection", fontsize="small")
   return fig
 
 
@@ -404,8 +355,7 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
 
 
 def _shared_scales(tables: dict) -> dict:
-  """Measure name -> ``(vmin, vmax)``: one scale per set of bounds, ``(None, None)`` (the
-  data's own) for unbounded measures."""
+  """Measure -> ``(vmin, vmax)``: one scale per set of bounds; ``(None, None)`` if unbounded."""
   top = {}
   for measure, table in tables.items():
     bounds = measures.bounds(measure)
@@ -428,21 +378,18 @@ def original_directionality_figure(runs, comparison, model, dataset, optimizer="
   if none is None:
     return None
   frames = list(_chosen_frames(runs, none, run_folder.DIRECTIONALITY))
-  setting = _setting(model, dataset, optimizer)
-  return directionality_figure(frames, f"{setting}, none")
+  return directionality_figure(frames, f"{_setting(model, dataset, optimizer)}, none")
 
 
 def zscore_figures(layer_stats: pd.DataFrame, threshold: float, case: int) -> list:
   """One :func:`plot_zscores` figure per selection of a run with a measure (none for
   runs without normalized values, e.g. ``random``)."""
-  import matplotlib.pyplot as plt
-
   if layer_stats.empty or layer_stats["normalized"].isna().any():
     return []
   out = []
   for epoch in sorted(layer_stats["epoch"].unique()):
     width = max(6.0, 0.25 * int((layer_stats["epoch"] == epoch).sum()))
-    fig, ax = plt.subplots(figsize=(width, 3.5))
+    fig, ax = _pyplot().subplots(figsize=(width, 3.5))
     plot_zscores(layer_stats, epoch, threshold, case, ax=ax)
     fig.tight_layout()
     out.append(fig)

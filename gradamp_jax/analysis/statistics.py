@@ -50,6 +50,11 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
   return mean, mean - half, mean + half
 
 
+def _accuracy(test: pd.Series) -> dict:
+  """``n``, ``test_mean`` and ``test_std`` of final test accuracies."""
+  return dict(n=len(test), test_mean=test.mean(), test_std=sample_std(test))
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   """``summary.csv``: one row per group of finished runs differing only in seed
   (:data:`SUMMARY_COLUMNS`; accuracies in percent)."""
@@ -57,15 +62,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     test, val = group["final_test_accuracy"], group["final_val_accuracy"]
+    val_mean = val.mean() if val.notna().all() else np.nan
     rows.append(
-      dict(
-        zip(GROUP_KEYS, keys),
-        n=len(group),
-        test_mean=test.mean(),
-        test_std=sample_std(test),
-        test_best=test.max(),
-        val_mean=val.mean() if val.notna().all() else np.nan,
-      )
+      dict(zip(GROUP_KEYS, keys), **_accuracy(test), test_best=test.max(), val_mean=val_mean)
     )
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))))
 
@@ -134,46 +133,34 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   """
   done = runs[runs["finished"]]
   summary = summarize(runs)
-  rows = []
-  chosen = {}  # the family's keys but the method -> intelligent's threshold choice
-  families = list(done.groupby(list(FAMILY_KEYS), dropna=False, sort=False))
+  rows, chosen = [], {}  # chosen: the family's keys but the method -> intelligent's choice
   method_at = FAMILY_KEYS.index("method")
-  families.sort(key=lambda item: item[0][method_at] == "matched_random")  # intelligent first
+  families = sorted(  # intelligent before matched_random
+    done.groupby(list(FAMILY_KEYS), dropna=False, sort=False),
+    key=lambda item: item[0][method_at] == "matched_random",
+  )
   for keys, family in families:
     key = dict(zip(FAMILY_KEYS, keys))
-    baseline = done[matches(done, none_key(key))]
     if key["method"] == "none":
-      test = family["final_test_accuracy"]
-      rows.append(dict(key, n=len(family), test_mean=test.mean(), test_std=sample_std(test)))
+      rows.append(dict(key, **_accuracy(family["final_test_accuracy"])))
       continue
     pair = tuple(key[k] for k in FAMILY_KEYS if k != "method")
     setting, by = _family_setting(summary[matches(summary, key)], family, chosen.get(pair))
     if key["method"] == "intelligent" and setting.get("threshold") is not None:
       chosen[pair] = setting["threshold"], by
     selected = family[matches(family, setting)]
-    test = selected["final_test_accuracy"]
-    diff, low, high = paired_difference(selected, baseline) if len(selected) else (np.nan,) * 3
-    rows.append(
-      dict(
-        key,
-        paper_best=family["final_test_accuracy"].max(),
-        **{CHOSEN_COLUMNS[k]: v for k, v in setting.items()},
-        chosen_by=by if setting else None,
-        n=len(selected),
-        test_mean=test.mean() if len(test) else np.nan,
-        test_std=sample_std(test),
-        diff_mean=diff,
-        diff_ci_low=low,
-        diff_ci_high=high,
-      )
-    )
+    baseline = done[matches(done, none_key(key))]
+    diff = paired_difference(selected, baseline) if len(selected) else (np.nan,) * 3
+    row = dict(key, **_accuracy(selected["final_test_accuracy"]), chosen_by=by if setting else None)
+    row.update({CHOSEN_COLUMNS[k]: v for k, v in setting.items()})
+    row.update(zip(("diff_mean", "diff_ci_low", "diff_ci_high"), diff))
+    rows.append(dict(row, paper_best=family["final_test_accuracy"].max()))
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
 
 
 def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> tuple:
-  """The setting of one family: :func:`choose_setting` over the keys its groups differ in
-  (always the threshold where there is one), the threshold ``intelligent`` chose (a
-  ``(threshold, by)`` pair) when the family has runs at it."""
+  """:func:`choose_setting` over the keys the family's groups differ in (the threshold
+  always, where there is one), at the ``(threshold, by)`` ``intelligent`` chose if it can."""
   keys = [
     k
     for k in SETTING_KEYS
@@ -216,9 +203,7 @@ def matches(frame: pd.DataFrame, key: dict) -> pd.Series:
 
 def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
   """The finished runs behind one row of :func:`compare`."""
-  key = {k: row[k] for k in FAMILY_KEYS}
-  if row["method"] == "none":
-    key = none_key(row)
+  key = none_key(row) if row["method"] == "none" else {k: row[k] for k in FAMILY_KEYS}
   done = runs[runs["finished"]]
   family = done[matches(done, key)]
   setting = {k: row[c] for k, c in CHOSEN_COLUMNS.items() if not is_missing(row.get(c))}
@@ -234,18 +219,11 @@ def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
   rows, machines = [], []
   for values, group in done.groupby(list(TIME_KEYS), dropna=False, sort=False):
     timed = group[group["mean_epoch_seconds"].notna()]
-    seconds = timed["mean_epoch_seconds"]
-    untimed = len(group) - len(timed)
-    note = (
-      f"{untimed} of {len(group)} runs untimed: no epoch of their own past the first after "
-      "a start (forked or branched late, or resumed every epoch)"
-      if untimed
-      else ""
-    )
-    rows.append(
-      dict(zip(TIME_KEYS, values), n=len(timed), seconds_mean=seconds.mean(), note=note)
-      | dict(seconds_std=sample_std(seconds))
-    )
+    seconds, untimed = timed["mean_epoch_seconds"], len(group) - len(timed)
+    note = f"{untimed} of {len(group)} runs untimed: no epoch of their own past the first after "
+    note += "a start (forked or branched late, or resumed every epoch)"
+    row = dict(zip(TIME_KEYS, values), n=len(timed), seconds_mean=seconds.mean())
+    rows.append(dict(row, seconds_std=sample_std(seconds), note=note if untimed else ""))
     machines.append(set(timed["machine"].dropna()) if "machine" in timed else set())
   table = pd.DataFrame(rows, columns=list(EPOCH_TIME_COLUMNS))
   for i in range(len(table)):  # a RangeIndex: positions are labels
@@ -260,21 +238,15 @@ def _overhead(table: pd.DataFrame, machines: list, i: int) -> tuple:
   if not len(found) or is_missing(row["seconds_mean"]):
     return np.nan, note
   j = int(found[0])
+  both = machines[i] | machines[j]
   reason = ""
   if is_missing(table.loc[j, "seconds_mean"]):
-    reason = "overhead left out: none has no timed run"
-  elif len(machines[i] | machines[j]) > 1:
-    reason = (
-      "overhead left out: timed on other machines than none ("
-      + "; ".join(sorted(machines[i] | machines[j]))
-      + ")"
-    )
+    reason = "none has no timed run"
+  elif len(both) > 1:
+    reason = f"timed on other machines than none ({'; '.join(sorted(both))})"
   if reason:
-    return np.nan, "; ".join(n for n in (note, reason) if n)
+    return np.nan, "; ".join(n for n in (note, f"overhead left out: {reason}") if n)
   return 100 * (row["seconds_mean"] / table.loc[j, "seconds_mean"] - 1), note
-
-
-# ----------------------------------------------------------------------------- curves
 
 
 def mean_curves(metrics: list[pd.DataFrame], columns=("train_accuracy", "test_accuracy")):
@@ -287,9 +259,6 @@ def mean_curves(metrics: list[pd.DataFrame], columns=("train_accuracy", "test_ac
   curves = stacked.groupby("epoch")[list(columns)].mean() * 100
   curves.insert(0, "n", stacked.groupby("epoch").size())
   return curves.reset_index()
-
-
-# ----------------------------------------------------------------------------- layers
 
 
 def selection_table(layer_stats: pd.DataFrame) -> pd.DataFrame:
@@ -317,15 +286,12 @@ def selected_counts(layer_stats: pd.DataFrame) -> pd.DataFrame:
   if layer_stats.empty:
     return pd.DataFrame(columns=["epoch", "selected", "eligible"])
   stats = layer_stats.assign(selected=layer_stats["selected"].astype(bool))
-  grouped = stats.groupby("epoch", sort=True)
-  table = pd.DataFrame(dict(selected=grouped["selected"].sum(), eligible=grouped["eligible"].sum()))
+  columns = ["selected", "eligible"]
   if "selected_by_measure" in stats:
     by = stats["selected_by_measure"].fillna(False).astype(bool)
     stats = stats.assign(by_measure=by, overlap=by & stats["selected"])
-    grouped = stats.groupby("epoch", sort=True)
-    table["by_measure"] = grouped["by_measure"].sum()
-    table["overlap"] = grouped["overlap"].sum()
-  return table.astype(int).reset_index()
+    columns += ["by_measure", "overlap"]
+  return stats.groupby("epoch", sort=True)[columns].sum().astype(int).reset_index()
 
 
 def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd.DataFrame:
@@ -347,6 +313,14 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
   return table.droplevel("index")
 
 
+def _select(values: np.ndarray, case: int, threshold: float) -> np.ndarray:
+  """The layers the selection picks from ``values``: its own z-score (eqs. 6, 8) and threshold
+  rule, in float32 as in training."""
+  everyone = np.ones(len(values), bool)
+  z = measures.normalize(values, everyone)
+  return np.asarray(measures.select_layers(z, everyone, case=case, threshold=threshold))
+
+
 def measure_agreement(
   directionality: pd.DataFrame,
   case: int = 1,
@@ -365,25 +339,10 @@ def measure_agreement(
   eligible = directionality[directionality["eligible"].astype(bool)]
   rows = []
   for epoch, frame in eligible.groupby("epoch", sort=True):
-    picks = {}
-    for measure in (first, second):
-      # The selection's own z-score (eqs. 6, 8) and threshold rule, in float32 as in training.
-      everyone = np.ones(len(frame), bool)
-      z = measures.normalize(frame[measure].to_numpy(), everyone)
-      picks[measure] = np.asarray(
-        measures.select_layers(z, everyone, case=case, threshold=threshold)
-      )
+    a, b = (_select(frame[m].to_numpy(), case, threshold) for m in (first, second))
     rho = scipy_stats.spearmanr(frame[first], frame[second]).statistic if len(frame) > 1 else np.nan
-    both = int((picks[first] & picks[second]).sum())
-    values = (
-      epoch,
-      len(frame),
-      float(rho),
-      int(picks[first].sum()),
-      int(picks[second].sum()),
-      both,
-    )
-    rows.append(dict(zip(columns, values)))
+    counts = (int(a.sum()), int(b.sum()), int((a & b).sum()))
+    rows.append(dict(zip(columns, (epoch, len(frame), float(rho), *counts))))
   return pd.DataFrame(rows, columns=columns)
 
 
@@ -396,16 +355,11 @@ def selection_sizes(runs: pd.DataFrame, layer_stats: dict) -> pd.DataFrame:
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     counts = [selected_counts(layer_stats[w]) for w in group["workdir"] if w in layer_stats]
-    per_run = [c["selected"].mean() for c in counts if len(c)]
-    if per_run:
-      rows.append(
-        dict(
-          zip(GROUP_KEYS, keys),
-          n=len(per_run),
-          selected_mean=float(np.mean(per_run)),
-          selected_std=sample_std(per_run),
-          eligible=max(int(c["eligible"].max()) for c in counts if len(c)),
-        )
-      )
+    counts = [c for c in counts if len(c)]
+    if counts:
+      per_run = [c["selected"].mean() for c in counts]
+      mean, std = float(np.mean(per_run)), sample_std(per_run)
+      row = dict(zip(GROUP_KEYS, keys), n=len(per_run), selected_mean=mean, selected_std=std)
+      rows.append(dict(row, eligible=max(int(c["eligible"].max()) for c in counts)))
   columns = list(GROUP_KEYS) + ["n", "selected_mean", "selected_std", "eligible"]
   return _sorted(typed_frame(pd.DataFrame(rows, columns=columns)))
