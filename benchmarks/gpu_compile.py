@@ -610,7 +610,7 @@ MAX_SMALL_COPY = 4096  # elements: per-layer vectors and scalars, never a parame
 def check(rows):
   """What the tuned step guarantees: at most one conditional (the epoch-end measures) and no
   copy of a parameter-sized array (the accumulators are updated in place). A cohort keeps
-  its conditional (the shared update counters: ``cohort.SHARED_LEAVES``), takes its kernel
+  its conditional (the shared update counters: ``cohort.COUNTERS``), takes its kernel
   gradients with cuDNN's backward-filter convolutions and copies no more than its members'
   per-layer vectors (``steps.members_value_and_grad``)."""
   problems = []

@@ -1,6 +1,9 @@
 """The training program: ``python -m gradamp_jax.main``.
 
-* :mod:`~gradamp_jax.training.train`: ``train_and_evaluate``, the loop of a run;
+* :mod:`~gradamp_jax.training.train`: ``train_and_evaluate`` and ``train_cohort``, the one
+  loop of a run (a cohort of one) and of a cohort;
+* :mod:`~gradamp_jax.training.cohort`: what is particular to cohorts of several runs;
+* :mod:`~gradamp_jax.training.data`: a config's data, read once for every member;
 * :mod:`~gradamp_jax.training.steps`: the state and the jitted functions (step, chunk,
   evaluation);
 * :mod:`~gradamp_jax.training.optimizer`: the optax chain a config asks for;
