@@ -4,7 +4,7 @@
 One implementation of the accumulation serves both :func:`directionality_monitor` (every
 epoch, nothing amplified) and the amplification transforms (their analysis windows, or
 every epoch when they also track). It keeps only the sums the tracked measures need
-(:func:`~gradamp_jax.measures_lib.needed_sums`). The state is arrays only, so it runs inside
+(:func:`~gradamp_jax.measures.needed_sums`). The state is arrays only, so it runs inside
 ``jit`` without recompiling and is checkpointed with the rest of the optimizer state.
 """
 
@@ -48,13 +48,8 @@ class DirectionalityState:
     self.count, self.epoch, self.layers_id = count, epoch, layers_id
     # Canonical order (definitions, then sums), whatever order a caller or jax.tree.map
     # (which sorts dict keys) gives: one tree structure per tracked set.
-    order = list(measures_lib.MEASURES)
-    self.values = {
-      k: values[k]
-      for k in sorted(
-        values, key=lambda k: (k not in order, order.index(k) if k in order else 0, k)
-      )
-    }
+    rank = {k: i for i, k in enumerate(measures_lib.MEASURES)}
+    self.values = {k: values[k] for k in sorted(values, key=lambda k: (rank.get(k, len(rank)), k))}
     self.sums = {k: sums[k] for k in measures_lib.SUMS if k in sums}
 
   @property
@@ -62,15 +57,8 @@ class DirectionalityState:
     return tuple(self.values)
 
   def replace(self, **changes) -> DirectionalityState:
-    fields = dict(
-      count=self.count,
-      epoch=self.epoch,
-      values=self.values,
-      sums=self.sums,
-      layers_id=self.layers_id,
-    )
-    fields.update(changes)
-    return DirectionalityState(**fields)
+    fields = {k: getattr(self, k) for k in ("count", "epoch", "values", "sums", "layers_id")}
+    return DirectionalityState(**{**fields, **changes})
 
   def tree_flatten_with_keys(self):
     children = [(GetAttrKey("count"), self.count), (GetAttrKey("epoch"), self.epoch)]
@@ -118,7 +106,7 @@ def _per_weight(state: DirectionalityState) -> bool:
 
 
 def _added(state: DirectionalityState, leaves, index) -> dict:
-  """Each sum plus this update's contribution (:data:`~gradamp_jax.measures_lib.SUMS`)."""
+  """Each sum plus this update's contribution (:data:`~gradamp_jax.measures.SUMS`)."""
   out = {}
   for name, acc in state.sums.items():
     fn = measures_lib.SUMS[name]
@@ -182,8 +170,7 @@ def update_state(
     finishes, lambda s: measure_window(s, index, steps_per_epoch), lambda s: s.values, state
   )
   epoch = jnp.where(finishes, state.count // steps_per_epoch + 1, state.epoch)
-  state = state.replace(epoch=epoch, values=values)
-  return state.replace(count=state.count + 1)
+  return state.replace(epoch=epoch, values=values, count=state.count + 1)
 
 
 def directionality_monitor(
@@ -229,27 +216,13 @@ def directionality_monitor(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def find_directionality(opt_state) -> DirectionalityState:
-  """The most recent :class:`DirectionalityState` in an optimizer state.
-
-  A monitor's state, or the one inside an amplification transform's state; where
-  there are several, the one with the latest finished epoch (the first on ties).
-  """
-  found = layers_lib.find_instances(opt_state, DirectionalityState)
-  if not found:
-    raise ValueError(
-      "the optimizer state holds no DirectionalityState; chain "
-      "directionality_monitor(steps_per_epoch) into the optimizer"
-    )
-  return max(found, key=lambda s: int(s.epoch))
-
-
 def directionality_report(opt_state, params) -> list[dict]:
   """The tracked measures of every layer for the last finished epoch, one row per layer.
 
   Args:
     opt_state: an optimizer state containing a :class:`DirectionalityState` (from
-      :func:`directionality_monitor`, or an amplification transform that tracks).
+      :func:`directionality_monitor`, or an amplification transform that tracks); where
+      it holds several, the one with the latest finished epoch (the first on ties).
     params: the parameters (give the layer names, docs/method.md §2).
 
   Returns:
@@ -264,7 +237,13 @@ def directionality_report(opt_state, params) -> list[dict]:
     >>> import pandas as pd
     >>> df = pd.DataFrame(ga.directionality_report(opt_state, params))  # doctest: +SKIP
   """
-  state = jax.device_get(find_directionality(opt_state))
+  found = layers_lib.find_instances(opt_state, DirectionalityState)
+  if not found:
+    raise ValueError(
+      "the optimizer state holds no DirectionalityState; chain "
+      "directionality_monitor(steps_per_epoch) into the optimizer"
+    )
+  state = jax.device_get(max(found, key=lambda s: int(s.epoch)))
   num_layers = len(next(iter(state.values.values())))
   names = layers_lib.check_names(params, int(state.layers_id), num_layers)
   epoch = int(state.epoch)

@@ -55,14 +55,6 @@ def _key_str(key) -> str:
   return str(key)
 
 
-def _strip_variable_keys(path: tuple) -> tuple:
-  # NNX Variables are pytree nodes whose array sits behind attribute keys
-  # (``.value``); parameter containers use dict/sequence keys.
-  while path and isinstance(path[-1], jax.tree_util.GetAttrKey):
-    path = path[:-1]
-  return path
-
-
 def layer_index(params: PyTree) -> LayerIndex:
   """Groups the leaves of ``params`` (or of any tree of the same structure) into layers.
 
@@ -79,27 +71,24 @@ def layer_index(params: PyTree) -> LayerIndex:
   flat, _ = jax.tree_util.tree_flatten_with_path(params)
   if not flat:
     raise ValueError("params: the parameter tree has no leaves, so it has no layers")
-  names: list[str] = []
-  lookup: dict[str, int] = {}
-  leaf_layer, leaf_sizes, owned = [], [], []
+  owned: dict[str, list[str]] = {}  # layer name -> its parameters, in order of appearance
+  leaf_layer, leaf_sizes = [], []
   for path, leaf in flat:
-    keys = [_key_str(k) for k in _strip_variable_keys(tuple(path))]
+    path = tuple(path)
+    while path and isinstance(path[-1], jax.tree_util.GetAttrKey):  # an NNX Variable's .value
+      path = path[:-1]
+    keys = [_key_str(k) for k in path]
     if len(keys) < 2:
       raise ValueError(
         f"params: leaf at path {'/'.join(keys) or '<root>'!r} is not inside a module; "
         "a layer is a parameter path without its last key"
       )
     name = "/".join(keys[:-1])
-    if name not in lookup:
-      lookup[name] = len(names)
-      names.append(name)
-      owned.append([])
-    leaf_layer.append(lookup[name])
+    owned.setdefault(name, []).append(keys[-1])
+    leaf_layer.append(list(owned).index(name))
     leaf_sizes.append(int(getattr(leaf, "size", 1)))
-    owned[lookup[name]].append(keys[-1])
-  return LayerIndex(
-    tuple(names), tuple(leaf_layer), tuple(leaf_sizes), tuple(tuple(p) for p in owned)
-  )
+  params_of = tuple(tuple(p) for p in owned.values())
+  return LayerIndex(tuple(owned), tuple(leaf_layer), tuple(leaf_sizes), params_of)
 
 
 def layer_names(params: PyTree) -> tuple[str, ...]:
@@ -134,7 +123,7 @@ def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
     ValueError: for an unknown ``eligible`` value, or when no layer is eligible.
   """
   if eligible is None or eligible == "all":
-    mask = tuple(True for _ in index.names)
+    mask = (True,) * index.num_layers
   elif eligible == "kernels":
     mask = tuple("kernel" in owned for owned in index.param_names)
   elif callable(eligible):
@@ -150,15 +139,6 @@ def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
       f"(first: {list(index.names[:3])})"
     )
   return mask
-
-
-def describe_eligible(eligible: Eligible) -> str:
-  """A printable record of the eligibility rule, stored with the run's statistics."""
-  if eligible is None:
-    return "all"
-  if callable(eligible):
-    return getattr(eligible, "__name__", repr(eligible))
-  return str(eligible)
 
 
 def check_leaves_match(index: LayerIndex, leaves: Sequence) -> None:
