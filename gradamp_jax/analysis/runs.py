@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -40,31 +39,14 @@ from gradamp_jax import measures, run_folder
 from gradamp_jax import phases as ga_phases
 
 GROUP_KEYS = (
-  "model",
-  "dataset",
-  "optimizer",
-  "method",
-  "where",
-  "action",
-  "action_params",
-  "measure",
-  "case",
-  "threshold",
-  "reselect_every",
-  "ratio",
+  ("model", "dataset", "optimizer")
+  + ("method", "where", "action", "action_params", "measure", "case")
+  + ("threshold", "reselect_every", "ratio")
 )
 RUN_COLUMNS = (
-  "workdir",
-  *GROUP_KEYS,
-  "seed",
-  "finished",
-  "epochs",
-  "final_test_accuracy",
-  "final_val_accuracy",
-  "best_test_accuracy",
-  "mean_epoch_seconds",
-  "timed_epochs",
-  "machine",
+  ("workdir", *GROUP_KEYS, "seed", "finished", "epochs")
+  + ("final_test_accuracy", "final_val_accuracy", "best_test_accuracy")
+  + ("mean_epoch_seconds", "timed_epochs", "machine")
 )
 SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
 # What a family's runs may differ in besides the seed: chosen on validation (see above).
@@ -73,31 +55,15 @@ SETTING_KEYS = ("threshold", "ratio", "action_params")
 TIME_KEYS = tuple(k for k in GROUP_KEYS if k not in SETTING_KEYS + ("reselect_every",))
 # A family: model, dataset, optimizer, then the re-selection, then the method's keys.
 FAMILY_KEYS = TIME_KEYS[:3] + ("reselect_every",) + TIME_KEYS[3:]
-CHOSEN_COLUMNS = {
-  "threshold": "chosen_threshold",
-  "ratio": "chosen_ratio",
-  "action_params": "chosen_params",
-}
-COMPARISON_COLUMNS = FAMILY_KEYS + (
-  "chosen_threshold",
-  "chosen_ratio",
-  "chosen_params",
-  "chosen_by",
-  "n",
-  "test_mean",
-  "test_std",
-  "diff_mean",
-  "diff_ci_low",
-  "diff_ci_high",
-  "paper_best",
+CHOSEN_COLUMNS = dict(
+  threshold="chosen_threshold", ratio="chosen_ratio", action_params="chosen_params"
 )
-EPOCH_TIME_COLUMNS = TIME_KEYS + (
-  "n",
-  "seconds_mean",
-  "seconds_std",
-  "overhead_percent",
-  "note",
+COMPARISON_COLUMNS = (
+  FAMILY_KEYS
+  + ("chosen_threshold", "chosen_ratio", "chosen_params", "chosen_by")
+  + ("n", "test_mean", "test_std", "diff_mean", "diff_ci_low", "diff_ci_high", "paper_best")
 )
+EPOCH_TIME_COLUMNS = TIME_KEYS + ("n", "seconds_mean", "seconds_std", "overhead_percent", "note")
 
 # The amplification keys that mean something for each method; the others are left empty.
 APPLIES = {
@@ -114,9 +80,6 @@ _TEXT_COLUMNS = (
   "chosen_params",
 )
 METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
-
-
-# ----------------------------------------------------------------------------- reading
 
 
 def read_frame(workdir: str, name: str) -> pd.DataFrame:
@@ -157,12 +120,7 @@ def run_keys(config: dict) -> dict:
   amp = config.get("amplification", {})
   method = amp.get("method")
   applies = APPLIES.get(method, ())
-  keys = dict(
-    model=config.get("model"),
-    dataset=config.get("dataset"),
-    optimizer=config.get("optimizer"),
-    method=method,
-  )
+  keys = dict({k: config.get(k) for k in ("model", "dataset", "optimizer")}, method=method)
   for key in ("where", "action", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
   keys["action_params"] = None
@@ -175,12 +133,6 @@ def run_keys(config: dict) -> dict:
   return keys
 
 
-def num_epochs(config: dict) -> Optional[int]:
-  """The last phase's end epoch, or None when the config has no phases."""
-  phases = config.get("phases")
-  return ga_phases.num_epochs(phases) if phases else None
-
-
 def run_row(
   workdir: str, config: dict, metrics: pd.DataFrame, forked_at: int = 0, machine=None
 ) -> dict:
@@ -189,12 +141,11 @@ def run_row(
   ``mean_epoch_seconds`` is the mean over the run's :func:`timed_epochs` (NaN when there
   are none), ``timed_epochs`` their number; ``machine`` is where it started (``run.json``).
   """
-  row = dict(workdir=workdir, **run_keys(config))
   epochs = int(metrics["epoch"].max()) if len(metrics) else 0
-  row["finished"] = bool(epochs and epochs == num_epochs(config))
-  row["epochs"] = epochs
-  row["final_test_accuracy"] = row["final_val_accuracy"] = np.nan
-  row["best_test_accuracy"] = row["mean_epoch_seconds"] = np.nan
+  phases = config.get("phases")
+  finished = bool(epochs and phases and epochs == ga_phases.num_epochs(phases))
+  row = dict(workdir=workdir, **run_keys(config), finished=finished, epochs=epochs)
+  row["final_test_accuracy"] = row["final_val_accuracy"] = row["best_test_accuracy"] = np.nan
   if epochs:
     last = metrics.sort_values("epoch").iloc[-1]
     if row["finished"]:
@@ -203,10 +154,8 @@ def run_row(
         row["final_val_accuracy"] = 100 * float(last["val_accuracy"])
     row["best_test_accuracy"] = 100 * float(metrics["test_accuracy"].max())
   seconds = timed_epochs(metrics, forked_at)
-  row["timed_epochs"] = len(seconds)
   row["mean_epoch_seconds"] = float(seconds.mean()) if len(seconds) else np.nan
-  row["machine"] = machine
-  return row
+  return dict(row, timed_epochs=len(seconds), machine=machine)
 
 
 def timed_epochs(metrics: pd.DataFrame, forked_at: int = 0) -> pd.Series:
