@@ -48,18 +48,23 @@ def markdown_table(frame: pd.DataFrame) -> str:
   return "\n".join(lines)
 
 
-def _mean_std(mean, std, n) -> str:
+def _mean_std(mean, std, n, note: str = "") -> str:
+  """``mean ± std{note} (n=…)``; empty without a mean, no spread without a std."""
   if is_missing(mean):
     return ""
   spread = f" ± {std:.2f}" if not is_missing(std) else ""
-  return f"{mean:.2f}{spread} (n={int(n)})"
+  return f"{mean:.2f}{spread}{note} (n={int(n)})"
+
+
+def _test(row) -> str:
+  """:func:`_mean_std` of a row's test accuracy; empty without a row."""
+  return "" if row is None else _mean_std(row["test_mean"], row["test_std"], row["n"])
 
 
 def _cell(row) -> str:
   """``mean ± std (n), t=…`` for the paper-shaped tables."""
-  text = _mean_std(row["test_mean"], row["test_std"], row["n"])
   setting = setting_text(row)
-  return f"{text}, {setting}" if setting else text
+  return f"{_test(row)}, {setting}" if setting else _test(row)
 
 
 def _diff(row) -> str:
@@ -82,23 +87,11 @@ def paper_tables(comparison: pd.DataFrame) -> str:
     for (model, optimizer, reselect), rows in table.groupby(
       ["model", "optimizer", "reselect_every"], sort=True
     ):
-      none = statistics.none_row(comparison, model, dataset, optimizer)
-      base = dict(
-        model=model,
-        optimizer=optimizer,
-        reselection=reselection_label(reselect),
-        none=_mean_std(none["test_mean"], none["test_std"], none["n"]) if none is not None else "",
-      )
+      base = dict(model=model, optimizer=optimizer, reselection=reselection_label(reselect))
+      base["none"] = _test(statistics.none_row(comparison, model, dataset, optimizer))
       cells = {family_label(r): r for _, r in rows.iterrows()}
-      chosen.append(
-        dict(base, **{label: _cell(cells[label]) if label in cells else "" for label in labels})
-      )
-      best.append(
-        dict(
-          base,
-          **{label: _fmt(cells[label]["paper_best"]) if label in cells else "" for label in labels},
-        )
-      )
+      for out, cell in ((chosen, _cell), (best, lambda r: _fmt(r["paper_best"]))):
+        out.append(dict(base, **{k: cell(cells[k]) if k in cells else "" for k in labels}))
     parts.append(
       f"### {dataset}: mean ± std over seeds at the chosen setting\n\n"
       + markdown_table(pd.DataFrame(chosen))
@@ -114,23 +107,35 @@ def difference_table(comparison: pd.DataFrame) -> str:
   """Markdown: every family's chosen threshold, test accuracy and paired difference."""
   rows = []
   for _, r in comparison[comparison["method"] != "none"].iterrows():
+    chosen = "" if is_missing(r["chosen_by"]) else f"{setting_text(r)} ({r['chosen_by']})"
     rows.append(
       {
-        "model": r["model"],
-        "dataset": r["dataset"],
-        "optimizer": r["optimizer"],
+        **{k: r[k] for k in ("model", "dataset", "optimizer")},
         "reselection": reselection_label(r["reselect_every"]),
         "family": family_label(r),
-        "setting (chosen by)": ""
-        if is_missing(r["chosen_by"])
-        else f"{setting_text(r)} ({r['chosen_by']})",
-        "test %": _mean_std(r["test_mean"], r["test_std"], r["n"]),
+        "setting (chosen by)": chosen,
+        "test %": _test(r),
         "Δ vs none [95 % CI]": _diff(r),
         "best run %": _fmt(r["paper_best"]),
       }
     )
   return markdown_table(pd.DataFrame(rows))
 
+
+_CHOICE_TEXT = (
+  "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over the "
+  "runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted for one "
+  "run), with the number of seeds n. Each amplified family (method, action, measure, case, "
+  "re-selection) is reported at one setting (its threshold, a random selection's ratio, the "
+  "action's parameters, where its runs have several): with a validation split in every run of "
+  "the family, the setting with the highest mean validation accuracy (ties to the smaller, "
+  "`chosen_by = validation`); otherwise the one with the highest mean test accuracy "
+  "(`chosen_by = test`, the paper's protocol: optimistic). `matched_random` (as many random "
+  "layers as the measure chose) is reported at the threshold chosen for the intelligent family "
+  "with the same measure and case. Δ is the mean difference to `none` over the seeds both have "
+  "(same seed: same initialisation and data order), with a 95 % Student-t interval for at "
+  "least two pairs."
+)
 
 _TIME_TEXT = (
   "Mean seconds per epoch of each run (training and evaluation) over the epochs it trained "
@@ -159,11 +164,9 @@ def time_tables(times: pd.DataFrame) -> str:
         if r is None or is_missing(r["seconds_mean"]):
           row[label] = "—" if r is not None else ""
           continue
-        text = f"{r['seconds_mean']:.2f}"
-        text += f" ± {r['seconds_std']:.2f}" if not is_missing(r["seconds_std"]) else ""
-        if label != "none" and not is_missing(r["overhead_percent"]):
-          text += f" ({r['overhead_percent']:+.1f} %)"
-        row[label] = text + f" (n={int(r['n'])})"
+        overhead = label != "none" and not is_missing(r["overhead_percent"])
+        note = f" ({r['overhead_percent']:+.1f} %)" if overhead else ""
+        row[label] = _mean_std(r["seconds_mean"], r["seconds_std"], r["n"], note)
       rows.append(row)
     text = f"### {dataset}: seconds per epoch (overhead against none)\n\n"
     text += markdown_table(pd.DataFrame(rows))
@@ -171,9 +174,6 @@ def time_tables(times: pd.DataFrame) -> str:
       text += "\n\nLeft out (—), or without an overhead:\n\n" + "\n".join(f"- {n}" for n in notes)
     parts.append(text)
   return "\n\n".join(parts)
-
-
-# ----------------------------------------------------------------------------- figures
 
 
 def iter_figures(runs, summary, comparison):
@@ -213,9 +213,6 @@ def draw_figures(runs, summary, comparison, out: str) -> list[str]:
       plt.close(fig)
       written.append(name)
   return written
-
-
-# ----------------------------------------------------------------------------- report
 
 
 def write_report(root: str, out: str, log=print) -> dict:
@@ -265,64 +262,28 @@ def runs_sentence(total: int, unfinished: int) -> str:
 
 
 def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
+  """``report.md`` of :func:`write_report`'s ``tables`` and figures ``pngs``."""
   runs, comparison = tables["runs"], tables["comparison"]
   unfinished = runs[~runs["finished"]]
   by = comparison["chosen_by"].dropna().unique().tolist()
-  lines = [
-    f"# Results of the runs under `{root}`",
-    "",
-    runs_sentence(len(runs), len(unfinished)),
-    "",
-    "Accuracy is the test accuracy (%) after a run's last epoch. Each number is a mean over "
-    "the runs that differ only in seed, ± the sample standard deviation (ddof=1, omitted "
-    "for one run), with the number of seeds n. Each amplified family (method, action, "
-    "measure, case, re-selection) is reported at one setting (its threshold, a random "
-    "selection's ratio, the action's parameters, where its runs have several): with a "
-    "validation split in every run of the family, the setting with the highest mean "
-    "validation accuracy (ties to the smaller, `chosen_by = validation`); otherwise the "
-    "one with the highest mean test accuracy (`chosen_by = test`, the paper's protocol: "
-    "optimistic). "
-    "`matched_random` (as many random layers as the measure chose) is reported at the "
-    "threshold chosen for the intelligent family with the same measure and case. Δ is the "
-    "mean difference to `none` over the seeds both have (same seed: same initialisation "
-    "and data order), with a 95 % Student-t interval for at least two pairs.",
-    "",
-  ]
+  parts = [f"# Results of the runs under `{root}`", runs_sentence(len(runs), len(unfinished))]
+  parts.append(_CHOICE_TEXT)
   if by:
-    lines += [f"Thresholds here were chosen on: {', '.join(sorted(by))}.", ""]
+    parts.append(f"Thresholds here were chosen on: {', '.join(sorted(by))}.")
   problems = group_conflicts(runs)
   if problems:
-    lines += (
-      ["**Check these groups** (their runs are pooled as seeds of one configuration):", ""]
-      + [f"- {p}" for p in problems]
-      + [""]
-    )
-  lines += [
-    "## Test accuracy (Tables 3–4)",
-    "",
-    paper_tables(comparison),
-    "",
-    "## Differences to the original model, paired by seed",
-    "",
-    difference_table(comparison),
-    "",
-    "## Time per epoch (Tables 1–2)",
-    "",
-    _TIME_TEXT,
-    "",
-    time_tables(tables["epoch_times"]),
-    "",
-  ]
+    parts.append("**Check these groups** (their runs are pooled as seeds of one configuration):")
+    parts.append("\n".join(f"- {p}" for p in problems))
+  parts += ["## Test accuracy (Tables 3–4)", paper_tables(comparison)]
+  parts += ["## Differences to the original model, paired by seed", difference_table(comparison)]
+  parts += ["## Time per epoch (Tables 1–2)", _TIME_TEXT, time_tables(tables["epoch_times"])]
   if len(unfinished):
-    lines += [
+    parts += [
       "## Unfinished runs",
-      "",
       markdown_table(unfinished[["workdir", "method", "seed", "epochs"]]),
-      "",
     ]
-  lines += ["## Figures", ""]
-  lines += [f"![{name}]({name})" for name in pngs]
-  return "\n".join(lines) + "\n"
+  parts.append("## Figures")
+  return "\n\n".join(parts) + "\n\n" + "".join(f"![{name}]({name})\n" for name in pngs)
 
 
 def main(argv=None) -> int:
