@@ -32,11 +32,11 @@ from gradamp_jax import measures
 from gradamp_jax import phases as phases_lib
 
 CONTROLS = (None, "matched_random")
-# The selection methods a config names (``amplification.method``, docs/training.md): no
-# amplification, intelligent selection (and its matched-random control, which selects by a
-# measure too), random selection, and every eligible layer.
+# The selection methods of ``amplification.method`` (docs/training.md): none, intelligent, its
+# matched-random control (selecting by a measure too), random, and every eligible layer.
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 MEASURED_METHODS = ("intelligent", "matched_random")
+PLACEMENTS = ("gradients", "updates")
 
 
 class AmplificationState(NamedTuple):
@@ -47,25 +47,24 @@ class AmplificationState(NamedTuple):
     eligible: bool per layer, fixed at init.
     mask: 1.0 for the layers of the latest selection, else 0.0.
     scale: the factor each layer receives while the latest selection is active, from the
-      transform's action (:mod:`~gradamp_jax.actions`; ``amplify``: ``selection_factor``
-      for the selected layers, 1 elsewhere).
+      transform's action (:mod:`~gradamp_jax.actions`; ``amplify``: ``selection_factor`` for
+      the selected layers, 1 elsewhere).
     measure_mask: 1.0 for the layers the measure's threshold rule chose at the latest
-      selection; equals ``mask`` but for the matched-random control (zeros for random
-      selection).
-    selection_phase: index of the phase the latest selection belongs to (-1: none);
-      the mask is applied only while training is inside that phase.
+      selection; equals ``mask`` but for the matched-random control (zeros for random selection).
+    selection_phase: index of the phase the latest selection belongs to (-1: none); the mask
+      is applied only while training is inside that phase.
     selection_step: update count at which the latest selection took effect (-1: none).
     selection_epoch: 1-based epoch whose gradients were analysed for it (for random
       selections: the last epoch before it, 0 if none).
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
-    measure: the selection measure's value per layer at the latest selection (G, eq. 4; G′, eq. 7;
-      any of ``MEASURES``; zeros for random selection).
+    measure: the selection measure's value per layer at the latest selection (G, eq. 4; G′,
+      eq. 7; any of ``MEASURES``; zeros for random selection).
     normalized: Ĝ or Ĝ′ per layer at the latest selection.
     directionality: the accumulators of the analysis windows (or of every epoch, with
-      ``track_directionality``) and the last measured epoch's G and G′; empty for
-      random selection.
+      ``track_directionality``) and the last measured epoch's G and G′; empty for random
+      selection.
     key: PRNG key for random selections.
     layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
@@ -98,6 +97,12 @@ class _Tables(NamedTuple):
 
 
 def _schedule_tables(phases, reselect_every: Optional[int], wait_first_epoch: bool) -> _Tables:
+  phases = phases_lib.parse_phases(phases)
+  if reselect_every is not None and not phases_lib.is_positive_integer(reselect_every):
+    raise ValueError(
+      f"reselect_every must be None (once per amplified phase) or a positive number "
+      f"of epochs, got {reselect_every!r}"
+    )
   total = phases_lib.num_epochs(phases)
   phase = np.full(total + 1, -1, np.int32)
   factor = np.ones(total + 1, np.float32)
@@ -110,24 +115,13 @@ def _schedule_tables(phases, reselect_every: Optional[int], wait_first_epoch: bo
     if ph.is_amp:
       factor[start:end] = ph.factor
       first = start + 1 if wait_first_epoch else start
-      period = reselect_every or (end - start)  # None: once per phase
+      period = int(reselect_every or (end - start))  # None: once per phase
       for point in range(first, end, period):
         select_at_start[point] = True
         if point - 1 >= start:
           window[point - 1] = True
     start = end
   return _Tables(phase, factor, window, select_at_start)
-
-
-def _check_reselect_every(reselect_every) -> Optional[int]:
-  if reselect_every is None:
-    return None
-  if not phases_lib.is_positive_integer(reselect_every):
-    raise ValueError(
-      f"reselect_every must be None (once per amplified phase) or a positive number "
-      f"of epochs, got {reselect_every!r}"
-    )
-  return int(reselect_every)
 
 
 def selection_epochs(
@@ -143,51 +137,86 @@ def selection_epochs(
     >>> selection_epochs([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)])
     [51, 101]
   """
-  tables = _schedule_tables(
-    phases_lib.parse_phases(phases), _check_reselect_every(reselect_every), wait_first_epoch=True
-  )
+  tables = _schedule_tables(phases, reselect_every, wait_first_epoch=True)
   return [int(e) for e in np.flatnonzero(tables.select_at_start)]
 
 
-# A chooser maps (state whose directionality holds the analysed epoch, key) to
-# (mask, measure's own mask, measure values, normalized values).
-Chooser = Callable[[AmplificationState, jax.Array], tuple]
+class _Rule(NamedTuple):
+  """A selection rule: ``choose(state, key)`` gives (mask, the measure's own mask, values,
+  normalized values) from the analysed epoch's ``measure`` (None: a random draw)."""
+
+  choose: Callable[[AmplificationState, jax.Array], tuple]
+  measure: Optional[str]
+  wait_first_epoch: bool
+
+
+def _measure_rule(measure: str, case: int, threshold, control: Optional[str]) -> _Rule:
+  measures.check_measure(measure)
+  case = measures.check_case(case)
+  if not (phases_lib.is_traced(threshold) or phases_lib.is_finite_real(threshold)):
+    raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+  if control not in CONTROLS:
+    raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
+  threshold = threshold if phases_lib.is_traced(threshold) else float(threshold)
+
+  def choose(state, key):
+    values = state.directionality.values[measure]  # the analysed epoch's
+    normalized = measures.normalize(values, state.eligible)
+    chosen = measures.select_layers(normalized, state.eligible, case=case, threshold=threshold)
+    if control == "matched_random":
+      drawn = measures.random_subset(key, state.eligible, jnp.sum(chosen))
+      return drawn, chosen, values, normalized
+    return chosen, chosen, values, normalized
+
+  return _Rule(choose, measure, wait_first_epoch=True)
+
+
+def _random_rule(ratio: float, wait_first_epoch: bool) -> _Rule:
+  if not phases_lib.is_finite_real(ratio) or not 0.0 <= float(ratio) <= 1.0:
+    raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
+  ratio = float(ratio)
+
+  def choose(state, key):
+    # round(ratio × n) for every possible number n of eligible layers, halves up.
+    counts = [int(math.floor(ratio * n + 0.5)) for n in range(state.eligible.shape[0] + 1)]
+    count = jnp.asarray(counts, jnp.int32)[jnp.sum(state.eligible)]
+    chosen = measures.random_subset(key, state.eligible, count)
+    zeros = jnp.zeros(state.eligible.shape, jnp.float32)
+    return chosen, zeros, zeros, zeros
+
+  return _Rule(choose, None, wait_first_epoch)
+
+
+def _checked_action(action: str, action_params, rule: _Rule) -> tuple[str, dict]:
+  if rule.measure is None and actions_lib.check_action(action).uses_measure:
+    raise ValueError(
+      f"action {action!r} reads the normalized measure, which a random selection has not; "
+      "select by a measure (intelligent_amplification)"
+    )
+  return action, actions_lib.check_params(action, action_params)
 
 
 def _tracked(track_directionality, measure: Optional[str]) -> tuple[str, ...]:
-  """The measures a transform's state keeps: those tracked every epoch (``True``: G and
-  G′) plus the selection's own; empty for an untracked random selection."""
+  """Measures kept in the state: those tracked every epoch plus the rule's own."""
   if isinstance(track_directionality, str):
     raise ValueError(
       "track_directionality must be a bool or a sequence of measure names, "
       f"got {track_directionality!r}"
     )
-  if track_directionality is True:
-    names = list(measures.DEFAULT_TRACKED)
-  else:
-    names = list(track_directionality or ())
-  if measure is not None and measure not in names:
-    names.append(measure)
+  every = measures.DEFAULT_TRACKED if track_directionality is True else track_directionality
+  names = list(every or ())
+  names += [measure] if measure is not None and measure not in names else []
   return measures.tracked_set(names) if names else ()
 
 
 def _amplification(
-  phases,
-  steps_per_epoch,
-  *,
-  chooser: Chooser,
-  tracked: tuple[str, ...],
-  every_epoch: bool,
-  reselect_every,
-  wait_first_epoch: bool,
-  seed: int,
-  eligible,
-  action: tuple[str, dict],
+  phases, steps_per_epoch, rule: _Rule, track_directionality, reselect_every, seed, eligible, action
 ) -> optax.GradientTransformation:
-  phases = phases_lib.parse_phases(phases)
+  tracked = _tracked(track_directionality, rule.measure)
+  every_epoch = bool(track_directionality)
+  tables = _schedule_tables(phases, reselect_every, rule.wait_first_epoch)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
-  tables = _schedule_tables(phases, _check_reselect_every(reselect_every), wait_first_epoch)
-  last_epoch = phases_lib.num_epochs(phases)
+  last_epoch = len(tables.phase) - 1
 
   def init_fn(params):
     return _init_state(params, tracked=tracked, eligible=eligible, seed=seed)
@@ -202,10 +231,10 @@ def _amplification(
     phase = jnp.asarray(tables.phase)[epoch]
 
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
-    # Computed every update and kept by element-wise selects: a conditional would cost a
-    # copy of each of its outputs on a GPU, more than these per-layer vectors themselves.
+    # Computed every update and kept by element-wise selects: on a GPU a conditional would
+    # copy each of its outputs, more than these per-layer vectors cost.
     factor = jnp.asarray(tables.factor)[epoch]
-    chosen = _select(state, chooser, action, phase, epoch, factor)
+    chosen = _select(state, rule.choose, action, phase, epoch, factor)
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
 
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
@@ -252,11 +281,10 @@ def _init_state(params, *, tracked, eligible, seed) -> AmplificationState:
   )
 
 
-def _select(state: AmplificationState, chooser: Chooser, action, phase, epoch, factor):
-  """``state`` after a selection by ``chooser`` in ``phase`` at 0-based ``epoch``, with
-  ``action`` (name, params) turning it into per-layer scales."""
+def _select(state: AmplificationState, choose, action, phase, epoch, factor):
+  """``state`` after a selection by ``choose`` at 0-based ``epoch``, scaled by ``action``."""
   key, subkey = jax.random.split(state.key)
-  mask, measure_mask, values, normalized = chooser(state, subkey)
+  mask, measure_mask, values, normalized = choose(state, subkey)
   selection = actions_lib.Selection(mask.astype(bool), normalized, state.eligible, factor)
   return state._replace(
     mask=mask.astype(jnp.float32),
@@ -288,9 +316,6 @@ def _scale_leaves(leaves, index, scale) -> list:
   ]
 
 
-PLACEMENTS = ("gradients", "updates")
-
-
 class AmplifiedOptimizerState(NamedTuple):
   """State of :func:`amplify`: the amplification transform's and the optimizer's."""
 
@@ -319,8 +344,8 @@ def amplify(
     updates are multiplied by the factor — a per-layer learning-rate multiplier, the same
     for every optimizer.
 
-  Both placements have one state layout (:class:`AmplifiedOptimizerState`), so a checkpoint of one
-  restores into the other, and :func:`selection_report` and
+  Both placements have one state layout (:class:`AmplifiedOptimizerState`), so a checkpoint
+  of one restores into the other, and :func:`selection_report` and
   :func:`~gradamp_jax.directionality_report` read either.
 
   Args:
@@ -370,102 +395,52 @@ def intelligent_amplification(
   action: str = "amplify",
   action_params: Optional[dict] = None,
 ) -> optax.GradientTransformation:
-  """Intelligent gradient amplification (Basodi et al. 2023, §3, Algorithm 1).
+  """Intelligent gradient amplification (Basodi et al. 2023, arXiv:2305.18445, Algorithm 1).
 
-  In each amplified phase the first epoch is an analysis window: the raw gradients of
-  its steps are accumulated and nothing is amplified. At its end every layer gets its
-  directionality G (eq. 4) or G′ (eq. 7), z-scored across the eligible layers (eqs. 6,
-  8); the layers past the threshold (case 1: ``Ĝ > t``; case 2: ``|Ĝ| > t``) have their
-  gradients multiplied by the phase's factor (eq. 2) from the next step to the end of
-  the phase. With ``reselect_every=k`` a new selection is made every k epochs from the
-  last epoch's statistics, the current one staying active meanwhile.
+  The first epoch of each amplified phase is an analysis window: its raw gradients are
+  accumulated, nothing is amplified. At its end every layer gets its directionality G (eq. 4)
+  or G′ (eq. 7), z-scored across the eligible layers (eqs. 6, 8); the layers past the
+  threshold have their gradients multiplied by the phase's factor (eq. 2) from the next step
+  to the end of the phase. A layer with a non-finite gradient in the window gets a NaN
+  measure: left out of the normalisation, not selected; the next window starts clean.
 
   Args:
     phases: the training strategy, :class:`~gradamp_jax.Phase` or 4-tuples
       ``(end_epoch, learning_rate, is_amp, amp_factor)``.
     steps_per_epoch: optimizer updates per epoch (>= 1).
-    measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two
-      scalars of state per layer), ``"G_prime"`` (eq. 7; two float32 arrays the size of
-      the parameters) or ``"GSNR"`` (gradient signal-to-noise ratio; two arrays).
-    case: the threshold rule: 1 (upper tail, ``Ĝ > threshold``), 2 (two-sided,
-      ``|Ĝ| > threshold``) or 3 (lower tail, ``Ĝ < −threshold``: the least directional
-      layers, e.g. to freeze them).
-    threshold: the threshold on the normalized measure (finite; or a traced scalar, one
-      per member when a cohort's step is ``vmap``-ped, checked beforehand).
-    reselect_every: re-selection period in epochs; ``None`` selects once per phase.
-    control: ``None``, or ``"matched_random"`` to amplify as many layers as the measure
-      selected, but chosen uniformly at random (a control beyond the paper).
+    measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two scalars
+      of state per layer), ``"G_prime"`` (eq. 7) or ``"GSNR"`` (gradient signal-to-noise
+      ratio; each two float32 arrays the size of the parameters).
+    case: 1 (upper tail, ``Ĝ > threshold``), 2 (``|Ĝ| > threshold``) or 3 (lower tail,
+      ``Ĝ < −threshold``: the least directional layers, e.g. to freeze them).
+    threshold: finite; or a traced scalar (one per member of a ``vmap``-ped cohort).
+    reselect_every: select anew every k epochs from the last epoch's statistics, the
+      current selection staying active meanwhile; ``None`` selects once per phase.
+    control: ``None``, or ``"matched_random"``: as many layers as the measure selected,
+      drawn uniformly at random (a control beyond the paper).
     seed: seed of the PRNG key kept in the state (used by ``matched_random``).
-    eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate
-      on layer names; only eligible layers are normalized and may be amplified.
-    track_directionality: measure every layer over every epoch, not only the analysis
-      windows, as :func:`~gradamp_jax.directionality_monitor` does (read with
-      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′ (two float32
-      parameter-sized arrays, also for ``measure="G"``), a sequence of measure names
-      tracks those; ``measure`` is always among them. The accumulators are shared with
-      the selection; one set of tracked measures gives one state layout.
-    action: what the selection does to each layer, a name of
-      :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (the paper, eq. 2),
-      ``"freeze"`` (scale 0: use ``amplify(..., where="updates")``) or
-      ``"scale_by_zscore"`` (every eligible layer × ``clip(1 + alpha·Ĝ, lo, hi)``).
-    action_params: the action's parameters (e.g. ``dict(alpha=0.5)``), defaults for
-      those not given.
-
-  A layer that sees a non-finite gradient in an analysis window gets a NaN measure: it
-  is left out of the normalisation and not selected; the other layers are selected as
-  usual, and the next window starts from clean accumulators.
+    eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate on
+      layer names; only eligible layers are normalized and may be amplified.
+    track_directionality: measure every epoch, not only the analysis windows (as
+      :func:`~gradamp_jax.directionality_monitor`; read with
+      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a sequence of
+      names those, ``measure`` always among them (one state layout per tracked set).
+    action: a name of :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (eq. 2),
+      ``"freeze"`` (scale 0: use ``amplify(..., where="updates")``) or ``"scale_by_zscore"``
+      (every eligible layer × ``clip(1 + alpha·Ĝ, lo, hi)``).
+    action_params: the action's parameters (e.g. ``dict(alpha=0.5)``), defaults for others.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
 
   Raises:
     ValueError: for a bad strategy, ``steps_per_epoch``, measure, case, threshold,
-      ``reselect_every`` or control; at ``init``, when ``eligible`` leaves no layer.
-
-  Example:
-    >>> import optax, gradamp_jax as ga
-    >>> phases = [(1, 0.1, 0, 1), (3, 0.1, 1, 2)]
-    >>> tx = optax.chain(
-    ...     ga.intelligent_amplification(phases, 100, measure="G", case=2, threshold=1.5),
-    ...     optax.sgd(ga.learning_rate_schedule(phases, 100), momentum=0.9))
-
-  References:
-    Basodi, Pusuluri, Xiao, Pan. Intelligent gradient amplification for deep neural
-    networks. arXiv:2305.18445.
+      ``reselect_every``, control or action; at ``init``, when ``eligible`` leaves no layer.
   """
-  measures.check_measure(measure)
-  case = measures.check_case(case)
-  action = (action, actions_lib.check_params(action, action_params))
-  if not (phases_lib.is_traced(threshold) or phases_lib.is_finite_real(threshold)):
-    raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-  if control not in CONTROLS:
-    raise ValueError(f"control must be one of {CONTROLS}, got {control!r}")
-  threshold = threshold if phases_lib.is_traced(threshold) else float(threshold)
-
-  def chooser(state, key):
-    values = state.directionality.values[measure]  # the analysed epoch's
-    normalized = measures.normalize(values, state.eligible)
-    chosen = measures.select_layers(normalized, state.eligible, case=case, threshold=threshold)
-    if control == "matched_random":
-      return (
-        measures.random_subset(key, state.eligible, jnp.sum(chosen)),
-        chosen,
-        values,
-        normalized,
-      )
-    return chosen, chosen, values, normalized
-
+  rule = _measure_rule(measure, case, threshold, control)
+  action = _checked_action(action, action_params, rule)
   return _amplification(
-    phases,
-    steps_per_epoch,
-    chooser=chooser,
-    tracked=_tracked(track_directionality, measure),
-    every_epoch=bool(track_directionality),
-    reselect_every=reselect_every,
-    wait_first_epoch=True,
-    seed=seed,
-    eligible=eligible,
-    action=action,
+    phases, steps_per_epoch, rule, track_directionality, reselect_every, seed, eligible, action
   )
 
 
@@ -484,11 +459,10 @@ def random_amplification(
 ) -> optax.GradientTransformation:
   """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
-  At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L``
-  eligible layers (halves round up) are drawn uniformly without replacement from the
-  PRNG key in the state and amplified by the phase's factor until the next selection
-  point. ``ratio=1.0`` amplifies every eligible layer (for SGD, a plain learning-rate
-  increase on them).
+  At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L`` eligible
+  layers (halves round up) are drawn uniformly without replacement from the PRNG key in the
+  state and amplified by the phase's factor until the next selection point. ``ratio=1.0``
+  amplifies every eligible layer (for SGD, a plain learning-rate increase on them).
 
   Args:
     phases: the training strategy (see :func:`~gradamp_jax.parse_phases`).
@@ -500,15 +474,13 @@ def random_amplification(
     wait_first_epoch: keep the phase's first epoch un-amplified, the timing of the
       intelligent selector (the default, for a fair comparison); ``False`` draws at the
       phase's first step.
-    track_directionality: measure G and G′ (``True``) or the named measures of every
-      layer over every epoch (read with
-      :func:`~gradamp_jax.directionality_report`). The state then has the layout of
-      :func:`intelligent_amplification`'s with tracking, whatever the ratio, so runs that
-      differ only in their selection rule can start from one another's checkpoints
-      (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0`` amplifies nothing: a tracked,
-      un-amplified run.
-    action, action_params: as in :func:`intelligent_amplification`, but not an action
-      that reads the measure (``scale_by_zscore``): ``"freeze"`` freezes the drawn layers.
+    track_directionality: measure G and G′ (``True``) or the named measures of every layer
+      over every epoch (read with :func:`~gradamp_jax.directionality_report`). The state then
+      has the layout of :func:`intelligent_amplification`'s with tracking, whatever the
+      ratio, so runs that differ only in their selection rule can start from one another's
+      checkpoints (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0``: a tracked, un-amplified run.
+    action, action_params: as in :func:`intelligent_amplification`, but not an action that
+      reads the measure (``scale_by_zscore``): ``"freeze"`` freezes the drawn layers.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -517,35 +489,10 @@ def random_amplification(
     >>> import gradamp_jax as ga
     >>> tx = ga.random_amplification([(1, 0.1, 0, 1), (3, 0.1, 1, 2)], 100, ratio=0.3)
   """
-  if not phases_lib.is_finite_real(ratio) or not 0.0 <= float(ratio) <= 1.0:
-    raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
-  ratio = float(ratio)
-  if actions_lib.check_action(action).uses_measure:
-    raise ValueError(
-      f"action {action!r} reads the normalized measure, which a random selection has not; "
-      "select by a measure (intelligent_amplification)"
-    )
-  action = (action, actions_lib.check_params(action, action_params))
-
-  def chooser(state, key):
-    # round(ratio × n) for every possible number n of eligible layers, halves up.
-    counts = [int(math.floor(ratio * n + 0.5)) for n in range(state.eligible.shape[0] + 1)]
-    count = jnp.asarray(counts, jnp.int32)[jnp.sum(state.eligible)]
-    chosen = measures.random_subset(key, state.eligible, count)
-    zeros = jnp.zeros(state.eligible.shape, jnp.float32)
-    return chosen, zeros, zeros, zeros
-
+  rule = _random_rule(ratio, wait_first_epoch)
+  action = _checked_action(action, action_params, rule)
   return _amplification(
-    phases,
-    steps_per_epoch,
-    chooser=chooser,
-    tracked=_tracked(track_directionality, None),
-    every_epoch=bool(track_directionality),
-    reselect_every=reselect_every,
-    wait_first_epoch=wait_first_epoch,
-    seed=seed,
-    eligible=eligible,
-    action=action,
+    phases, steps_per_epoch, rule, track_directionality, reselect_every, seed, eligible, action
   )
 
 
