@@ -534,25 +534,45 @@ def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
     )
 
 
-def selection_report(opt_state, params) -> list[dict]:
-  """The latest layer selection, one row per layer, ready for ``pandas.DataFrame``.
+def _reported_layers(state: AmplificationState, params, mask) -> tuple[str, ...]:
+  """The state's layer names, checked against ``params`` as ``optax.masked`` hands them."""
+  kept = params
+  if mask is not None:
+    tree = mask(params) if callable(mask) else mask
+    kept = jax.tree.map(lambda keep, p: p if keep else None, tree, params)
+  try:
+    return layers_lib.check_names(kept, int(state.layers_id), len(state.mask))
+  except ValueError as error:
+    if mask is None and len(layers_lib.layer_names(params)) > len(state.mask):
+      raise ValueError(
+        f"{error}: for a transform inside optax.masked(transform, mask), pass that mask "
+        "(selection_report(opt_state, params, mask=mask))"
+      ) from None
+    raise
+
+
+def selection_report(opt_state, params, mask=None) -> list[dict]:
+  """The latest layer selection, one row per layer of ``params``, for ``pandas.DataFrame``.
 
   Args:
     opt_state: an optimizer state containing one :class:`AmplificationState`.
     params: the parameters (gives the layer names, docs/method.md §2).
+    mask: for a transform inside ``optax.masked(transform, mask)``, that mask (a tree of
+      bools like ``params`` or a prefix of it, or a callable on ``params``): the transform
+      selected among the layers with a masked-in parameter; the others are ``masked_out``.
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``scale`` (the factor the action gives the layer
-    while the selection is active), ``value`` (the selection measure's value, as in
-    ``layer_stats.jsonl``: G, eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized``
-    (Ĝ, eqs. 6, 8), ``selected``,
-    ``selected_by_measure`` (the threshold rule's own choice; differs from ``selected``
-    only for the matched-random control), ``factor``, ``step`` (update count at which the
-    selection took effect) and ``epoch`` (the epoch analysed). Empty before the first
-    selection.
+    Rows with ``layer``, ``eligible``, ``value`` (the selection measure's value, as in
+    ``layer_stats.jsonl``: G, eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized`` (Ĝ,
+    eqs. 6, 8), ``selected``, ``scale`` (the factor the action gives the layer while the
+    selection is active), ``selected_by_measure`` (the threshold rule's own choice; differs
+    from ``selected`` only for the matched-random control), ``factor``, ``step`` (update
+    count at which the selection took effect), ``epoch`` (the epoch analysed) and
+    ``masked_out`` (the transform never saw the layer: not eligible, not selected, scale 1,
+    NaN value and normalized). Empty before the first selection.
 
   Raises:
-    ValueError: when ``params`` are not the ones the state was built for.
+    ValueError: when ``params`` (masked by ``mask``) are not the ones the state was built for.
 
   Example:
     >>> import pandas as pd
@@ -561,9 +581,14 @@ def selection_report(opt_state, params) -> list[dict]:
   state = jax.device_get(find_state(opt_state))
   if int(state.num_selections) == 0:
     return []
-  names = layers_lib.check_names(params, int(state.layers_id), len(state.mask))
-  return [
-    dict(
+  names = _reported_layers(state, params, mask)
+  latest = dict(
+    factor=float(state.selection_factor),
+    step=int(state.selection_step),
+    epoch=int(state.selection_epoch),
+  )
+  rows = {
+    name: dict(
       layer=name,
       eligible=bool(state.eligible[i]),
       value=float(state.measure[i]),
@@ -571,9 +596,11 @@ def selection_report(opt_state, params) -> list[dict]:
       selected=bool(state.mask[i] > 0),
       scale=float(state.scale[i]),
       selected_by_measure=bool(state.measure_mask[i] > 0),
-      factor=float(state.selection_factor),
-      step=int(state.selection_step),
-      epoch=int(state.selection_epoch),
+      **latest,
+      masked_out=False,
     )
     for i, name in enumerate(names)
-  ]
+  }
+  out = dict(eligible=False, value=math.nan, normalized=math.nan, selected=False, scale=1.0)
+  out.update(selected_by_measure=False, **latest, masked_out=True)
+  return [rows.get(name, dict(layer=name, **out)) for name in layers_lib.layer_names(params)]

@@ -577,6 +577,60 @@ def test_transform_accepts_nnx_state():
   assert int(ga.find_state(state).selection_epoch) == 1
 
 
+MASKED_OUT_LAYER1 = {
+  "layer0": True,
+  "layer1": False,
+  "layer2": True,
+  "layer3": {"w0": False, "w1": True},
+}
+
+
+@pytest.mark.parametrize(
+  "mask",
+  [
+    {
+      "layer0": {"w0": True},
+      "layer1": {"w0": False},
+      "layer2": {"w0": True},
+      "layer3": {"w0": False, "w1": True},
+    },
+    MASKED_OUT_LAYER1,  # a prefix of the params
+    lambda params: MASKED_OUT_LAYER1,
+  ],
+  ids=["tree", "prefix", "callable"],
+)
+def test_selection_report_inside_optax_masked(mask):
+  params = make_params([[(3,)], [(4,)], [(3,)], [(2,), (2,)]])
+  spe = 2
+  # layer1 has the most direction, but it is masked out: layer0 is selected among the others.
+  grads = random_grads(params, np.random.default_rng(0), 3 * spe, bias=[2.0, 3.0, 0.0, 0.1])
+  amp = lambda: ga.intelligent_amplification(PHASES, spe, measure="G", case=1, threshold=1.0)
+  outs, state = run(optax.chain(optax.masked(amp(), mask), optax.sgd(0.1)), params, grads)
+  expected = [[1, 1, 1, 1]] * (2 * spe) + [[2, 1, 1, 1]] * spe  # epoch 3: layer0 amplified
+  np.testing.assert_allclose(observed_scales(grads, outs, 4), -0.1 * np.array(expected), rtol=1e-5)
+
+  report = ga.selection_report(state, params, mask=mask)
+  assert [r["layer"] for r in report] == ["layer0", "layer1", "layer2", "layer3"]
+  masked_in = [r for r in report if not r["masked_out"]]
+  assert [r["layer"] for r in masked_in] == ["layer0", "layer2", "layer3"]
+  assert [r["selected"] for r in masked_in] == [True, False, False]
+  assert {(r["epoch"], r["step"], r["factor"]) for r in report} == {(2, 2 * spe, 2.0)}
+  # The masked-in layers are reported as the transform alone reports them on those leaves.
+  keep = lambda tree: dict(
+    layer0=tree["layer0"], layer2=tree["layer2"], layer3={"w1": tree["layer3"]["w1"]}
+  )
+  _, alone = run(amp(), keep(params), [keep(g) for g in grads])
+  assert masked_in == ga.selection_report(alone, keep(params))
+  (out,) = [r for r in report if r["masked_out"]]
+  assert out["layer"] == "layer1" and math.isnan(out["value"]) and math.isnan(out["normalized"])
+  assert not (out["selected"] or out["selected_by_measure"] or out["eligible"])
+  assert out["scale"] == 1.0  # optax.masked passes its updates through
+  with pytest.raises(
+    ValueError, match="params have 4 layers but the optimizer state has 3: .*mask=mask"
+  ):
+    ga.selection_report(state, params)
+
+
 # ----------------------------------------------------------------------------- random
 
 
