@@ -340,3 +340,19 @@ def test_a_registered_actions_parameter_is_a_config_field_end_to_end(tmp_path):
     stats = [json.loads(line) for line in f]
   assert {r["action"] for r in stats} == {"damp"} and any(r["selected"] for r in stats)
   assert [r["scale"] for r in stats] == [0.125 if r["selected"] else 1.0 for r in stats]
+
+
+def test_a_registered_actions_parameter_is_a_cohort_field_traced_per_member(monkeypatch, tmp_path):
+  """A cohort's members may differ in a registered action's parameter: each member's value
+  is traced (its own in the one program); a member that leaves it out takes the default."""
+  from gradamp_jax.training import cohort
+
+  config = own_action_config(monkeypatch, tmp_path)
+  configs, workdirs = cohort.members_of(config, str(tmp_path), ["amplification.gamma=0.125,1"])
+  assert [c.amplification.gamma for c in configs] == [0.125, 1.0]
+  cohort.check_cohort(configs, workdirs)
+  assert cohort.groups(configs, 2) == [[0, 1]]
+  np.testing.assert_array_equal(cohort.member_rules(configs)["gamma"], [0.125, 1.0])
+  with config.unlocked():
+    del config.amplification["gamma"]
+  np.testing.assert_array_equal(cohort.member_rules([config])["gamma"], [0.5])

@@ -9,7 +9,7 @@ device's memory holds (:func:`auto_size`).
 
 Each member keeps what makes it a run of its own: its init, shuffle, crops, flips and
 random selections (its ``seed``), its validation hold-out, its selection rule's numbers
-(:data:`TRACED_FIELDS`, traced, one per member) and its run folder, with every file a run
+(:func:`member_rules`, traced, one per member) and its run folder, with every file a run
 writes. On a CPU, where ``vmap`` buys nothing, each member trains with its run's own
 program and equals its run alone bitwise; under ``vmap`` a member equals its run alone up
 to the rounding of the batched convolutions (docs/training.md, "Cohorts").
@@ -33,7 +33,8 @@ from gradamp_jax.training import config_fields, optimizer
 from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 
-# The config fields a cohort's members may differ in; every other field is shared.
+# The config fields a cohort's members may differ in, with the parameters of the config's
+# action (:func:`cohort_fields`); every other field is shared.
 COHORT_FIELDS = (
   "seed",
   "amplification.threshold",
@@ -41,8 +42,14 @@ COHORT_FIELDS = (
   "amplification.lo",
   "amplification.hi",
 )
-# The amplification fields passed to the optimizer traced (one value per member).
-TRACED_FIELDS = ("threshold", "alpha", "lo", "hi")
+
+
+def cohort_fields(config) -> tuple[str, ...]:
+  """:data:`COHORT_FIELDS` and ``amplification.<name>`` of each parameter of the config's
+  action (a registered action's included): what a cohort's members may differ in."""
+  params = ga.actions.ACTIONS[config.amplification.action].params
+  extra = [f"amplification.{n}" for n in params if f"amplification.{n}" not in COHORT_FIELDS]
+  return (*COHORT_FIELDS, *extra)
 
 
 def check_cohort(configs, workdirs) -> None:
@@ -57,21 +64,22 @@ def check_cohort(configs, workdirs) -> None:
   if jax.process_count() > 1:
     raise ValueError("a cohort trains in one process; run without --distributed")
   first = json.loads(configs[0].to_json_best_effort())
+  fields = cohort_fields(configs[0])
   for k, config in enumerate(configs[1:], 1):
     other = json.loads(config.to_json_best_effort())
-    differing = run_folder.differing_fields(first, other, ignore=COHORT_FIELDS)
+    differing = run_folder.differing_fields(first, other, ignore=fields)
     if differing:
       field = differing[0]
       a, b = (run_folder.flat_config(c).get(field) for c in (first, other))
       raise ValueError(
         f"config.{field}: cohort members must share it (member 0: {a!r}, member {k}: "
-        f"{b!r}); a cohort's runs may differ only in {', '.join(COHORT_FIELDS)}"
+        f"{b!r}); a cohort's runs may differ only in {', '.join(fields)}"
       )
 
 
 def groups(configs, size: int) -> list[list[int]]:
   """The positions of ``configs`` grouped into cohorts of at most ``size``: configs equal
-  but in :data:`COHORT_FIELDS` share one, in order of first appearance.
+  but in :func:`cohort_fields` share one, in order of first appearance.
 
   >>> from configs import quickstart
   >>> a, b, c = (quickstart.get_config() for _ in range(3))
@@ -83,7 +91,7 @@ def groups(configs, size: int) -> list[list[int]]:
     raise ValueError(f"--cohort: must be a positive number of runs, got {size}")
   shared: dict[str, list[int]] = {}
   for k, config in enumerate(configs):
-    shared.setdefault(config_key(config, ignore=COHORT_FIELDS), []).append(k)
+    shared.setdefault(config_key(config, ignore=cohort_fields(config)), []).append(k)
   return [ks[i : i + size] for ks in shared.values() for i in range(0, len(ks), size)]
 
 
@@ -103,7 +111,7 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
   ([0, 1], ['runs/c/seed=0', 'runs/c/seed=1'])
 
   Raises:
-    ValueError: naming the flag, for a field outside :data:`COHORT_FIELDS` or a value
+    ValueError: naming the flag, for a field outside :func:`cohort_fields` or a value
       the field does not take.
   """
   axes = []
@@ -115,9 +123,9 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
         "cohort); --cohort auto and --cohort K group a sweep's runs into cohorts and are the "
         "sweep launcher's: launch/sweep.py --cohort auto (docs/sweeps.md#cohorts)"
       )
-    if field not in COHORT_FIELDS:
+    if field not in cohort_fields(config):
       raise ValueError(
-        f"--cohort {field}: a cohort's runs may differ only in {', '.join(COHORT_FIELDS)}"
+        f"--cohort {field}: a cohort's runs may differ only in {', '.join(cohort_fields(config))}"
       )
     axes.append([(field, v.strip()) for v in values.split(",")])
   configs, workdirs = [], []
@@ -131,11 +139,17 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
 
 
 def member_rules(configs) -> dict[str, np.ndarray]:
-  """The traced rule fields the members' method and action read, float32 ``(K,)`` each."""
+  """The rule fields the members' method and action read (the threshold, the action's
+  parameters, a parameter a config leaves out at its default), float32 ``(K,)`` each: the
+  optimizer takes them traced, one value per member."""
   amp = configs[0].amplification
+  params = ga.actions.ACTIONS[amp.action].params
   names = ["threshold"] if amp.method in ga.amplification.MEASURED_METHODS else []
-  names += [n for n in ga.actions.ACTIONS[amp.action].params if n in TRACED_FIELDS]
-  return {n: np.asarray([c.amplification[n] for c in configs], np.float32) for n in names}
+
+  def value(config, name):
+    return config.amplification[name] if name in config.amplification else params[name].default
+
+  return {n: np.asarray([value(c, n) for c in configs], np.float32) for n in [*names, *params]}
 
 
 # The update counters: fields of these names of the state's named tuples (the TrainState's

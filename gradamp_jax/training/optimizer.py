@@ -36,7 +36,7 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets no transform (None).
 
   ``rule`` replaces ``config.amplification`` fields (names of
-  :data:`gradamp_jax.training.cohort.TRACED_FIELDS`) by traced values: a cohort member's.
+  :func:`gradamp_jax.training.cohort.member_rules`) by traced values: a cohort member's.
   """
   amp = config.amplification
   rule = dict(rule or {})

@@ -75,7 +75,7 @@ def train_cohort(
   configs, workdirs, *, until_epoch: int | None = None, stacked: bool | None = None
 ) -> list[dict]:
   """Trains ``configs`` (one per workdir, differing at most in
-  :data:`~gradamp_jax.training.cohort.COHORT_FIELDS`) together: each member as
+  :func:`~gradamp_jax.training.cohort.cohort_fields`) together: each member as
   :func:`train_and_evaluate` trains it alone, into its own workdir.
 
   Members already finished are left out (their last rows are returned as they are). A
@@ -95,7 +95,7 @@ def train_cohort(
 
   Raises:
     ValueError: for a bad config or configs that differ in a field outside
-      :data:`~gradamp_jax.training.cohort.COHORT_FIELDS` (named).
+      :func:`~gradamp_jax.training.cohort.cohort_fields` (named).
     NonFiniteError: naming the members whose loss or gradients stopped being finite,
       once the others finished.
   """
