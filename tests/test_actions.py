@@ -356,3 +356,16 @@ def test_a_registered_actions_parameter_is_a_cohort_field_traced_per_member(monk
   with config.unlocked():
     del config.amplification["gamma"]
   np.testing.assert_array_equal(cohort.member_rules([config])["gamma"], [0.5])
+
+
+def test_an_epoch_line_says_what_the_action_does():
+  from gradamp_jax.training.outputs import describe_scales
+
+  assert describe_scales("amplify", np.array([2.0, 1.0, 2.0, 2.0])) == "amplified 3 layers"
+  assert describe_scales("freeze", np.array([0.0, 1.0, 0.0])) == "froze 2 layers"
+  assert describe_scales("own", np.array([0.5, 1.0])) == "scaled 1 layer by 0.5"
+  assert describe_scales("scale_by_zscore", np.array([0.6, 1.4, 1.0, 0.9])) == (
+    "scaled 3 layers by 0.6–1.4"
+  )
+  assert describe_scales("amplify", np.ones(4)) == describe_scales("amplify", np.ones(0))
+  assert describe_scales("amplify", np.ones(0)) == "no layer acted on"

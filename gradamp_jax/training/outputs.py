@@ -177,6 +177,34 @@ def amplified_layers(config, opt_state) -> int:
   return int(np.sum(amp.scale != 1)) if amp.active else 0
 
 
+def action_text(config, opt_state) -> str:
+  """What the selection in effect does, as an epoch's line says it (:func:`describe_scales`)."""
+  if config.amplification.method == "none":
+    return describe_scales(config.amplification.action, np.ones(0))
+  amp = jax.device_get(ga.find_state(opt_state))
+  scale = np.asarray(amp.scale) if amp.active else np.ones(0)
+  return describe_scales(config.amplification.action, scale)
+
+
+def describe_scales(action: str, scale) -> str:
+  """``amplified 3 layers`` (the paper's action), ``froze 3 layers`` (a scale of 0),
+  ``scaled 19 layers by 0.6–1.4`` (any other scales), ``no layer acted on``.
+
+  >>> describe_scales("scale_by_zscore", np.array([0.61, 1.0, 1.44]))
+  'scaled 2 layers by 0.61–1.4'
+  """
+  scales = np.asarray(scale)[np.asarray(scale) != 1]
+  if not scales.size:
+    return "no layer acted on"
+  layers = f"{scales.size} layer{'s' if scales.size > 1 else ''}"
+  if np.all(scales == 0):
+    return f"froze {layers}"
+  if action == "amplify":
+    return f"amplified {layers}"
+  low, high = float(scales.min()), float(scales.max())
+  return f"scaled {layers} by {low:.2g}" + (f"–{high:.2g}" if high != low else "")
+
+
 def num_selections(config, opt_state) -> int:
   if config.amplification.method == "none":
     return 0
@@ -197,10 +225,13 @@ class RunOutputs:
     state: the state the run starts from (its selections so far are already recorded).
     start_step: the update the run starts from (0, or a restored checkpoint's).
     write: whether this process writes the files.
+    label: printed before each epoch's line (a cohort's member names itself).
   """
 
-  def __init__(self, workdir: str, config, info: dict, state, *, start_step: int, write: bool):
-    self.config, self.write_files = config, write
+  def __init__(
+    self, workdir: str, config, info: dict, state, *, start_step: int, write: bool, label=""
+  ):
+    self.config, self.write_files, self.label = config, write, label
     self.depth = {layer["layer"]: layer["index"] for layer in info["layers"]}
     self.eligible = {layer["layer"]: layer["eligible"] for layer in info["layers"]}
     self.selections = num_selections(config, state.opt_state)
@@ -246,10 +277,10 @@ class RunOutputs:
     self.summary.flush()
     num_epochs = ga.num_epochs(self.config.phases)
     print(
-      f"epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
+      f"{self.label}epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
       f"{row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f} %  test loss "
-      f"{row['test_loss']:.4f} acc {100 * row['test_accuracy']:.2f} %  amplified "
-      f"{row['amplified_layers']} layers  {row['epoch_seconds']:.1f}s "
+      f"{row['test_loss']:.4f} acc {100 * row['test_accuracy']:.2f} %  "
+      f"{action_text(self.config, state.opt_state)}  {row['epoch_seconds']:.1f}s "
       f"({row['images_per_second']:.0f} img/s)",
       flush=True,
     )

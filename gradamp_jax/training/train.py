@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import time
 from typing import Any, Callable, NamedTuple
@@ -455,14 +456,22 @@ class Members(NamedTuple):
     dataset = self.datasets[k]
     depth = outputs.network_depth(self.graphdef, state, dataset.train.images.shape[1:])
     info = outputs.run_info(self.configs[k], dataset, self.steps_per_epoch, state.params, depth)
+    label = ""
     if len(self.workdirs) > 1:
       info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
+      label = f"[{os.path.basename(os.path.normpath(self.workdirs[k]))}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
+    write = jax.process_index() == 0
     return outputs.RunOutputs(
-      self.workdirs[k], self.configs[k], info, state, start_step=start_step,
-      write=jax.process_index() == 0,
-    )  # fmt: skip
+      self.workdirs[k],
+      self.configs[k],
+      info,
+      state,
+      start_step=start_step,
+      write=write,
+      label=label,
+    )
 
   def stack(self, states: list) -> list:
     """The members' states as the groups' states."""
