@@ -204,6 +204,7 @@ def test_a_killed_and_signalled_cohort_with_a_damaged_member_resumes_bitwise(
   assert result.returncode == 0, result.stderr[-3000:]
   assert "warning: checkpoint 14 cannot be restored" in result.stderr
   assert "Resumed every member from its checkpoint at update 12" in result.stdout
+  assert all(f"[{member}] epoch 3/3  lr" in result.stdout for member in MEMBERS)
   counts = []
   for member in MEMBERS:
     assert_same(tmp_path / member, cohort_reference[member])
