@@ -37,17 +37,7 @@ from gradamp_jax.training.workdir_lock import WorkdirLock
 # is selected, runs that differ in them are one computation, bit for bit. ``where`` is not
 # among them: on several devices the two placements' programs round differently from the
 # first step (tests/test_fork.py).
-RULE_FIELDS = (
-  "method",
-  "measure",
-  "case",
-  "threshold",
-  "ratio",
-  "action",
-  "alpha",
-  "lo",
-  "hi",
-)
+RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "action", "alpha", "lo", "hi")
 _RULE_PATHS = tuple(f"amplification.{f}" for f in RULE_FIELDS)
 
 
@@ -57,11 +47,6 @@ def computation_fields(config: dict) -> dict:
   ignored = set(run_folder.RESUMABLE_FIELDS) | set(_RULE_PATHS)
   flat = run_folder.flat_config(config)
   return {k: v for k, v in sorted(flat.items()) if k not in ignored}
-
-
-def differing_fields(parent: dict, child: dict) -> list[str]:
-  """The :func:`computation_fields` in which two configs differ."""
-  return run_folder.differing_fields(parent, child, _RULE_PATHS)
 
 
 def replay_selections(
@@ -88,28 +73,11 @@ def replay_selections(
   by_epoch: dict[int, dict] = {}
   for row in rows:
     by_epoch.setdefault(row["epoch"], {})[row["layer"]] = row
-  nan_for_none = lambda v: np.nan if v is None else v
-  update = jax.jit(tx.update)
-  zeros = jax.tree.map(jnp.zeros_like, params)
+  update, zeros = jax.jit(tx.update), jax.tree.map(jnp.zeros_like, params)
   state, selections = tx.init(params), []
   for epoch in range(1, until_epoch + 1):
-    recorded = by_epoch.get(epoch, {})
-    missing = [n for n in names if n not in recorded]
-    if missing:
-      raise ValueError(
-        f"directionality of epoch {epoch} is not recorded for layer(s) "
-        f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
-      )
+    values = _recorded(by_epoch.get(epoch, {}), names, state.directionality.measures, epoch)
     count = jnp.asarray(epoch * steps_per_epoch, jnp.int32)
-    unrecorded = [m for m in state.directionality.measures if m not in recorded[names[0]]]
-    if unrecorded:
-      raise ValueError(
-        f"directionality of epoch {epoch} does not record measure(s) {', '.join(unrecorded)}"
-      )
-    values = {
-      m: jnp.asarray([nan_for_none(recorded[n][m]) for n in names], jnp.float32)
-      for m in state.directionality.measures
-    }
     stats = state.directionality.replace(
       count=count, epoch=jnp.asarray(epoch, jnp.int32), values=values
     )
@@ -119,6 +87,25 @@ def replay_selections(
       selections.append(after)
       state = after
   return selections
+
+
+def _recorded(recorded: dict, names: list, measures, epoch: int) -> dict:
+  """Each of ``measures`` of the layers ``names`` in one epoch's rows (None read as NaN)."""
+  missing = [n for n in names if n not in recorded]
+  if missing:
+    raise ValueError(
+      f"directionality of epoch {epoch} is not recorded for layer(s) "
+      f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+    )
+  unrecorded = [m for m in measures if m not in recorded[names[0]]]
+  if unrecorded:
+    raise ValueError(
+      f"directionality of epoch {epoch} does not record measure(s) {', '.join(unrecorded)}"
+    )
+  nan_for_none = lambda v: np.nan if v is None else v
+  return {
+    m: jnp.asarray([nan_for_none(recorded[n][m]) for n in names], jnp.float32) for m in measures
+  }
 
 
 def selection_key(selection, where: str) -> tuple:
@@ -175,16 +162,9 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   lock = WorkdirLock(workdir).acquire()
   try:
     # Files first, the checkpoint last: a fork cut short is made again.
-    outputs.write_fork(
-      workdir,
-      config,
-      parent,
-      epoch,
-      step,
-      metrics=metrics,
-      directionality=directions,
-      layer_stats=_selection_rows(config, mine, template.params, info),
-    )
+    rows = dict(metrics=metrics, directionality=directions)
+    rows["layer_stats"] = _selection_rows(config, mine, template.params, info)
+    outputs.write_fork(workdir, config, parent, epoch, step, **rows)
     with checkpointing.RunCheckpoints(
       workdir, keep=config.keep_checkpoints, steps_per_epoch=steps_per_epoch
     ) as checkpoints:
@@ -195,8 +175,7 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
 
 
 def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, dict]:
-  """The parent's ``config.json`` and ``run.json``, once it is known that ``config`` may
-  fork from it at ``epoch``."""
+  """The parent's ``config.json`` and ``run.json``, once ``config`` may fork from it there."""
   try:
     parent_config = run_folder.read_json(parent, run_folder.CONFIG)
     info = run_folder.read_json(parent, run_folder.RUN_INFO)
@@ -208,7 +187,7 @@ def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, di
       f"{where}: track_directionality must be true in both runs (their "
       "optimizer states then have one layout)"
     )
-  changed = differing_fields(parent_config, child_config)
+  changed = run_folder.differing_fields(parent_config, child_config, _RULE_PATHS)
   if changed:
     raise ValueError(
       f"{where}: the configs differ in {', '.join(changed)}; only the "
@@ -221,18 +200,13 @@ def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, di
 
 
 def _same_selections(where, config, parent_config, template, directions, info, epoch) -> list:
-  """This run's selections before the fork (made at the first step of epochs <= ``epoch``),
-  once it is known that the parent's rule made the same ones."""
-  steps_per_epoch = info["steps_per_epoch"]
+  """This run's selections before the fork (at the first step of epochs <= ``epoch``), once
+  the parent's rule is known to make the same ones."""
+  replay = lambda c: replay_selections(
+    c, template.params, directions, info["steps_per_epoch"], epoch - 1
+  )
   try:
-    mine = replay_selections(config, template.params, directions, steps_per_epoch, epoch - 1)
-    theirs = replay_selections(
-      ml_collections.ConfigDict(parent_config),
-      template.params,
-      directions,
-      steps_per_epoch,
-      epoch - 1,
-    )
+    mine, theirs = replay(config), replay(ml_collections.ConfigDict(parent_config))
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from None
   for a, b in zip(mine, theirs):
@@ -268,8 +242,8 @@ def _restore_parent(where: str, parent: str, step: int, template, steps_per_epoc
 
 
 def _with_own_selection(where: str, state, own):
-  """``state`` (the parent's) with this run's view of its selection ``own``: the parent's
-  records its own rule's measure and z-scores."""
+  """The parent's ``state`` with this run's record of the selection ``own`` (its measure and
+  z-scores)."""
   restored = ga.find_state(state.opt_state)
   if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
     raise ValueError(
