@@ -41,10 +41,8 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
 # The built-in models; names() lists these and every registered one.
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
-# How convolutions compute: XLA's own, or with the kernel gradient as one im2col matrix
-# product (models/conv.py; the same values up to rounding). Which is faster depends on the
-# CPU, so it is a choice: conv="auto" times both on the machine at hand and keeps the faster
-# (gradamp_jax/training/conv_choice.py).
+# How convolutions compute (:func:`create`'s ``conv``); conv="auto" in a config times both on
+# the machine at hand and keeps the faster (gradamp_jax/training/conv_choice.py).
 CONV_IMPLEMENTATIONS: dict[str, Callable] = {
   "lax": lax.conv_general_dilated,
   "im2col": conv_lib.conv_general_dilated,
@@ -125,7 +123,7 @@ def contract_problem(model, num_classes: int) -> str | None:
     return "no parameter is named 'kernel' (eligible='kernels' would select no layer)"
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   for train in (True, False):
-    forward = functools.partial(_logits, graphdef, rest, train=train)
+    forward = lambda p, s, x, train=train: nnx.merge(graphdef, p, s, rest)(x, train=train)
     try:
       out = jax.eval_shape(forward, params, stats, x)
     except Exception as e:  # whatever the model raises, said in one line
@@ -135,10 +133,6 @@ def contract_problem(model, num_classes: int) -> str | None:
         f"model(x, train={train}) gives {out.dtype}{list(out.shape)}, not (2, {num_classes}) logits"
       )
   return None
-
-
-def _logits(graphdef, rest, params, stats, x, *, train):
-  return nnx.merge(graphdef, params, stats, rest)(x, train=train)
 
 
 def create(

@@ -30,12 +30,8 @@ class BasicBlock(nnx.Module):
   expansion = 1
 
   def __init__(self, in_features: int, features: int, stride: int, *, dtype, rngs: nnx.Rngs):
-    self.conv1 = common.conv(
-      in_features, features, 3, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
-    )
-    self.bn1 = common.batch_norm(features, dtype=dtype, rngs=rngs)
-    self.conv2 = common.conv(features, features, 3, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn2 = common.batch_norm(features, dtype=dtype, rngs=rngs)
+    self.conv1, self.bn1 = _conv_bn(in_features, features, 3, stride, dtype=dtype, rngs=rngs)
+    self.conv2, self.bn2 = _conv_bn(features, features, 3, dtype=dtype, rngs=rngs)
     _add_shortcut(self, in_features, features * self.expansion, stride, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -51,14 +47,9 @@ class Bottleneck(nnx.Module):
 
   def __init__(self, in_features: int, features: int, stride: int, *, dtype, rngs: nnx.Rngs):
     out_features = features * self.expansion
-    self.conv1 = common.conv(in_features, features, 1, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn1 = common.batch_norm(features, dtype=dtype, rngs=rngs)
-    self.conv2 = common.conv(
-      features, features, 3, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
-    )
-    self.bn2 = common.batch_norm(features, dtype=dtype, rngs=rngs)
-    self.conv3 = common.conv(features, out_features, 1, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn3 = common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+    self.conv1, self.bn1 = _conv_bn(in_features, features, 1, dtype=dtype, rngs=rngs)
+    self.conv2, self.bn2 = _conv_bn(features, features, 3, stride, dtype=dtype, rngs=rngs)
+    self.conv3, self.bn3 = _conv_bn(features, out_features, 1, dtype=dtype, rngs=rngs)
     _add_shortcut(self, in_features, out_features, stride, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -68,18 +59,21 @@ class Bottleneck(nnx.Module):
     return nnx.relu(y + _shortcut(self, x, train=train))
 
 
-def _add_shortcut(
-  block: nnx.Module, in_features: int, out_features: int, stride: int, *, dtype, rngs
-):
+def _conv_bn(in_features, out_features, kernel_size, stride=1, *, dtype, rngs):
+  """A bias-free convolution and its BatchNorm, made in that order."""
+  conv = common.conv(
+    in_features, out_features, kernel_size, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
+  )
+  return conv, common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+
+
+def _add_shortcut(block: nnx.Module, in_features: int, out_features: int, stride: int, **kwargs):
   """Gives ``block`` a 1x1 conv + BN projection if the shape changes, else ``None``s."""
   if stride != 1 or in_features != out_features:
-    block.shortcut_conv = common.conv(
-      in_features, out_features, 1, strides=stride, use_bias=False, dtype=dtype, rngs=rngs
-    )
-    block.shortcut_bn = common.batch_norm(out_features, dtype=dtype, rngs=rngs)
+    conv_bn = _conv_bn(in_features, out_features, 1, stride, **kwargs)
   else:
-    block.shortcut_conv = None
-    block.shortcut_bn = None
+    conv_bn = (None, None)
+  block.shortcut_conv, block.shortcut_bn = conv_bn
 
 
 def _shortcut(block: nnx.Module, x: jax.Array, *, train: bool) -> jax.Array:
@@ -115,8 +109,7 @@ class ResNet(nnx.Module):
       raise ValueError(
         f"stage_sizes {tuple(stage_sizes)} and widths {tuple(widths)} must have the same length"
       )
-    self.conv1 = common.conv(3, widths[0], 3, use_bias=False, dtype=dtype, rngs=rngs)
-    self.bn1 = common.batch_norm(widths[0], dtype=dtype, rngs=rngs)
+    self.conv1, self.bn1 = _conv_bn(3, widths[0], 3, dtype=dtype, rngs=rngs)
     in_features = widths[0]
     self.stage_names = tuple(f"layer{i + 1}" for i in range(len(stage_sizes)))
     for i, (name, num_blocks, width) in enumerate(
