@@ -4,15 +4,13 @@ Chain one of these before an optimizer (the paper's placement: gradients are amp
 or wrap an optimizer with :func:`amplify` to choose where the factor applies::
 
     tx = optax.chain(
-        ga.intelligent_amplification(phases, steps_per_epoch, measure="G_prime",
-                                     case=1, threshold=1.0),
+        ga.intelligent_amplification(phases, steps_per_epoch, measure="G", threshold=1.0),
         optax.sgd(ga.learning_rate_schedule(phases, steps_per_epoch), momentum=0.9))
-    tx = ga.amplify(optax.adamw(schedule), ga.intelligent_amplification(...),
-                    where="updates")  # a per-layer learning-rate multiplier
+    tx = ga.amplify(optax.adamw(schedule), ga.intelligent_amplification(...), where="updates")
 
-The whole schedule (phases, analysis windows, selections, random draws) runs inside
-``jit`` from arrays in the optimizer state: no host round-trip and no recompilation at
-phase changes, and a restored checkpoint resumes mid-phase.
+The whole schedule (phases, analysis windows, selections, random draws) runs inside ``jit``
+from arrays in the optimizer state: no host round-trip and no recompilation at phase changes,
+and a restored checkpoint resumes mid-phase.
 """
 
 from __future__ import annotations
@@ -51,11 +49,10 @@ class AmplificationState(NamedTuple):
       the selected layers, 1 elsewhere).
     measure_mask: 1.0 for the layers the measure's threshold rule chose at the latest
       selection; equals ``mask`` but for the matched-random control (zeros for random selection).
-    selection_phase: index of the phase the latest selection belongs to (-1: none); the mask
-      is applied only while training is inside that phase.
+    selection_phase: the latest selection's phase index (-1: none); its mask applies only
+      while training is inside that phase.
     selection_step: update count at which the latest selection took effect (-1: none).
-    selection_epoch: 1-based epoch whose gradients were analysed for it (for random
-      selections: the last epoch before it, 0 if none).
+    selection_epoch: 1-based epoch analysed for it (random: the last before it, 0 if none).
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
@@ -302,9 +299,8 @@ def _select(state: AmplificationState, choose, action, phase, epoch, factor):
 
 
 def applied_scale(state: AmplificationState) -> jax.Array:
-  """The factor each layer's gradients (or updates) receive at the update that produced
-  ``state``: the action's scale (:func:`~gradamp_jax.actions.layer_scale`) while a selection
-  is active, 1 elsewhere."""
+  """The factor of each layer at the update that produced ``state``: the action's scale while
+  a selection is active, 1 elsewhere."""
   return jnp.where(state.active, state.scale, 1.0)
 
 
@@ -332,20 +328,18 @@ def amplify(
   """An optimizer whose selected layers are amplified before or after it.
 
   ``amplification`` (:func:`intelligent_amplification` or :func:`random_amplification`)
-  always sees the raw gradients: it measures them and makes its selections from them.
+  always measures and selects from the raw gradients.
 
-  * ``where="gradients"`` (the paper's eqs. 2–3): the selected layers' gradients are
-    multiplied by the factor before ``optimizer`` sees them; the same as
-    ``optax.chain(amplification, optimizer)``. Under SGD this multiplies those layers'
-    step; under Adam the factor cancels once the second moment has caught up (after
-    about ``1 / (1 - b2)`` steps), and LAMB's and LARS's per-layer trust ratios cancel it
-    at once (docs/method.md §9).
-  * ``where="updates"``: ``optimizer`` sees the raw gradients and the selected layers'
-    updates are multiplied by the factor — a per-layer learning-rate multiplier, the same
-    for every optimizer.
+  * ``where="gradients"`` (eqs. 2–3): the selected layers' gradients are multiplied by the
+    factor before ``optimizer`` sees them, as in ``optax.chain(amplification, optimizer)``.
+    Under SGD this multiplies those layers' step; under Adam the factor cancels once the
+    second moment has caught up (about ``1 / (1 - b2)`` steps), under LAMB and LARS at once
+    (their per-layer trust ratios; docs/method.md §9).
+  * ``where="updates"``: the selected layers' updates are multiplied by the factor — a
+    per-layer learning-rate multiplier, the same for every optimizer.
 
-  Both placements have one state layout (:class:`AmplifiedOptimizerState`), so a checkpoint
-  of one restores into the other, and :func:`selection_report` and
+  Both placements have one state layout (:class:`AmplifiedOptimizerState`): a checkpoint of
+  one restores into the other, and :func:`selection_report` and
   :func:`~gradamp_jax.directionality_report` read either.
 
   Args:
@@ -356,10 +350,8 @@ def amplify(
   Example:
     >>> import optax, gradamp_jax as ga
     >>> phases = [(1, 1e-3, 0, 1), (3, 1e-3, 1, 2)]
-    >>> tx = ga.amplify(
-    ...     optax.adamw(ga.learning_rate_schedule(phases, 100)),
-    ...     ga.intelligent_amplification(phases, 100, measure="G_prime"),
-    ...     where="updates")
+    >>> tx = ga.amplify(optax.adamw(ga.learning_rate_schedule(phases, 100)),
+    ...                 ga.intelligent_amplification(phases, 100), where="updates")
   """
   if where not in PLACEMENTS:
     raise ValueError(f"where must be one of {PLACEMENTS}, got {where!r}")
@@ -395,36 +387,34 @@ def intelligent_amplification(
   action: str = "amplify",
   action_params: Optional[dict] = None,
 ) -> optax.GradientTransformation:
-  """Intelligent gradient amplification (Basodi et al. 2023, arXiv:2305.18445, Algorithm 1).
+  """Intelligent gradient amplification (Basodi et al. 2023, arXiv:2305.18445, §3, Algorithm 1).
 
   The first epoch of each amplified phase is an analysis window: its raw gradients are
-  accumulated, nothing is amplified. At its end every layer gets its directionality G (eq. 4)
-  or G′ (eq. 7), z-scored across the eligible layers (eqs. 6, 8); the layers past the
-  threshold have their gradients multiplied by the phase's factor (eq. 2) from the next step
-  to the end of the phase. A layer with a non-finite gradient in the window gets a NaN
-  measure: left out of the normalisation, not selected; the next window starts clean.
+  accumulated, nothing is amplified. At its end each layer gets its directionality G (eq. 4) or
+  G′ (eq. 7), z-scored across the eligible layers (eqs. 6, 8); the layers past the threshold
+  get their gradients times the phase's factor (eq. 2) from the next step to the phase's end.
+  A layer with a non-finite gradient in the window gets a NaN measure: left out of the
+  normalisation, not selected; the next window starts clean.
 
   Args:
-    phases: the training strategy, :class:`~gradamp_jax.Phase` or 4-tuples
-      ``(end_epoch, learning_rate, is_amp, amp_factor)``.
-    steps_per_epoch: optimizer updates per epoch (>= 1).
+    phases, steps_per_epoch: the training strategy (:class:`~gradamp_jax.Phase` or 4-tuples
+      ``(end_epoch, learning_rate, is_amp, amp_factor)``) and optimizer updates per epoch (>= 1).
     measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two scalars
       of state per layer), ``"G_prime"`` (eq. 7) or ``"GSNR"`` (gradient signal-to-noise
       ratio; each two float32 arrays the size of the parameters).
     case: 1 (upper tail, ``Ĝ > threshold``), 2 (``|Ĝ| > threshold``) or 3 (lower tail,
       ``Ĝ < −threshold``: the least directional layers, e.g. to freeze them).
-    threshold: finite; or a traced scalar (one per member of a ``vmap``-ped cohort).
+    threshold: on Ĝ; finite, or a traced scalar (one per member of a ``vmap``-ped cohort).
     reselect_every: select anew every k epochs from the last epoch's statistics, the
       current selection staying active meanwhile; ``None`` selects once per phase.
-    control: ``None``, or ``"matched_random"``: as many layers as the measure selected,
-      drawn uniformly at random (a control beyond the paper).
+    control: ``None``, or ``"matched_random"`` (beyond the paper): as many layers as the
+      measure selected, drawn uniformly at random.
     seed: seed of the PRNG key kept in the state (used by ``matched_random``).
     eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate on
       layer names; only eligible layers are normalized and may be amplified.
-    track_directionality: measure every epoch, not only the analysis windows (as
-      :func:`~gradamp_jax.directionality_monitor`; read with
-      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a sequence of
-      names those, ``measure`` always among them (one state layout per tracked set).
+    track_directionality: measure every epoch, as :func:`~gradamp_jax.directionality_monitor`
+      (read with :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a
+      sequence of names those; ``measure`` always among them (one state layout per set).
     action: a name of :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (eq. 2),
       ``"freeze"`` (scale 0: use ``amplify(..., where="updates")``) or ``"scale_by_zscore"``
       (every eligible layer × ``clip(1 + alpha·Ĝ, lo, hi)``).
@@ -435,7 +425,7 @@ def intelligent_amplification(
 
   Raises:
     ValueError: for a bad strategy, ``steps_per_epoch``, measure, case, threshold,
-      ``reselect_every``, control or action; at ``init``, when ``eligible`` leaves no layer.
+      ``reselect_every``, control or action; at ``init``, if ``eligible`` leaves no layer.
   """
   rule = _measure_rule(measure, case, threshold, control)
   action = _checked_action(action, action_params, rule)
@@ -460,25 +450,21 @@ def random_amplification(
   """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
   At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L`` eligible
-  layers (halves round up) are drawn uniformly without replacement from the PRNG key in the
-  state and amplified by the phase's factor until the next selection point. ``ratio=1.0``
-  amplifies every eligible layer (for SGD, a plain learning-rate increase on them).
+  layers (halves round up) are drawn uniformly without replacement from the state's PRNG key
+  and amplified by the phase's factor until the next selection point. ``ratio=1.0`` amplifies
+  every eligible layer (for SGD, a plain learning-rate increase on them).
 
   Args:
-    phases: the training strategy (see :func:`~gradamp_jax.parse_phases`).
-    steps_per_epoch: optimizer updates per epoch (>= 1).
+    phases, steps_per_epoch, reselect_every (re-draw period), eligible: as in
+      :func:`intelligent_amplification`.
     ratio: fraction of eligible layers to amplify, in [0, 1].
     seed: seed of the PRNG key carried in the state.
-    reselect_every: re-draw period in epochs; ``None`` draws once per phase.
-    eligible: as in :func:`intelligent_amplification`.
-    wait_first_epoch: keep the phase's first epoch un-amplified, the timing of the
-      intelligent selector (the default, for a fair comparison); ``False`` draws at the
-      phase's first step.
-    track_directionality: measure G and G′ (``True``) or the named measures of every layer
-      over every epoch (read with :func:`~gradamp_jax.directionality_report`). The state then
-      has the layout of :func:`intelligent_amplification`'s with tracking, whatever the
-      ratio, so runs that differ only in their selection rule can start from one another's
-      checkpoints (:mod:`gradamp_jax.sweeps.fork`); ``ratio=0.0``: a tracked, un-amplified run.
+    wait_first_epoch: keep the phase's first epoch un-amplified, the intelligent selector's
+      timing (the default, for a fair comparison); ``False`` draws at the phase's first step.
+    track_directionality: as in :func:`intelligent_amplification`, whose state layout with
+      tracking this state then has, whatever the ratio: runs that differ only in their
+      selection rule can start from one another's checkpoints (:mod:`gradamp_jax.sweeps.fork`);
+      ``ratio=0.0`` is a tracked, un-amplified run.
     action, action_params: as in :func:`intelligent_amplification`, but not an action that
       reads the measure (``scale_by_zscore``): ``"freeze"`` freezes the drawn layers.
 
@@ -509,10 +495,10 @@ def find_state(opt_state) -> AmplificationState:
 def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
   """Checks that a loop's epoch ``epoch`` (1-based) starts where the transforms count it.
 
-  The transforms count epochs as ``update_count // steps_per_epoch``: call this at the
-  start of each epoch of an own loop to catch one that makes more (or fewer) updates per
-  epoch than ``steps_per_epoch`` (e.g. a ragged last batch) before it shifts selections.
-  Works with any optimizer state that holds an amplification transform or a
+  The transforms count epochs as ``update_count // steps_per_epoch``: call this at the start
+  of each epoch of an own loop to catch one that makes more (or fewer) updates per epoch than
+  ``steps_per_epoch`` (e.g. a ragged last batch) before it shifts selections. Works with any
+  optimizer state holding an amplification transform or a
   :func:`~gradamp_jax.directionality_monitor`. Not jit-able (reads the count).
 
   Raises:
@@ -527,10 +513,10 @@ def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
   count, expected = int(counters[0]), (int(epoch) - 1) * int(steps_per_epoch)
   if count != expected:
     raise ValueError(
-      f"epoch {epoch} starts after {count} updates, but with steps_per_epoch="
-      f"{steps_per_epoch} the transforms expect {expected}: the loop makes "
-      f"{count / max(int(epoch) - 1, 1):g} updates per epoch; drop the ragged last batch "
-      "(ga.steps_per_epoch) or pass the number of updates it really makes"
+      f"epoch {epoch} starts after {count} updates, but with steps_per_epoch={steps_per_epoch} "
+      f"the transforms expect {expected}: the loop makes {count / max(int(epoch) - 1, 1):g} "
+      "updates per epoch; drop the ragged last batch (ga.steps_per_epoch) or pass the number "
+      "of updates it really makes"
     )
 
 
