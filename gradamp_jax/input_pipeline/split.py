@@ -47,10 +47,6 @@ class Dataset:
   std: tuple[float, float, float]
 
 
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
 def read_in_threads(fn, n: int, chunk: int = 512) -> None:
   """Calls ``fn(range)`` on consecutive chunks of ``range(n)`` in a thread pool."""
   chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
