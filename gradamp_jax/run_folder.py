@@ -51,10 +51,9 @@ FORK = "fork.json"
 METRICS = "metrics.jsonl"
 LAYER_STATS = "layer_stats.jsonl"
 DIRECTIONALITY = "directionality.jsonl"
-# metrics.jsonl: the columns that time an epoch (they differ between runs of one
-# computation), among them the mark of the first epoch a start of training (a process, or a
-# call of train_and_evaluate) trained: its warm-up makes its time incomparable (absent in
-# files written before it was recorded).
+# metrics.jsonl: the columns that time an epoch (they differ between runs of one computation),
+# among them the mark of the first epoch after a start of training (a process, or a call of
+# train_and_evaluate), whose warm-up makes its time incomparable (absent in older files).
 FIRST_AFTER_START = "first_epoch_after_start"
 TIMING_FIELDS = ("epoch_seconds", "images_per_second", FIRST_AFTER_START)
 # The columns of a directionality.jsonl row besides one per tracked measure.
@@ -70,14 +69,8 @@ NOT_RUNS = (CHECKPOINTS, BAD_CHECKPOINTS, TENSORBOARD)
 
 # Config fields that say where the data lives or how the run is kept, not what it computes:
 # a run resumes under other values of them.
-RESUMABLE_FIELDS = (
-  "data_dir",
-  "image_folder",
-  "download",
-  "eval_batch_size",
-  "steps_per_dispatch",
-  "keep_checkpoints",
-)
+_DATA_LOCATION = ("data_dir", "image_folder", "download")
+RESUMABLE_FIELDS = _DATA_LOCATION + ("eval_batch_size", "steps_per_dispatch", "keep_checkpoints")
 
 _REQUIRED = object()
 
@@ -137,11 +130,9 @@ def read_rows(
   return rows
 
 
-def rows_writer(
-  workdir: str, name: str, keep: Callable[[dict], bool] | None = None
-) -> jsonl.JsonlWriter:
-  """A writer appending rows to JSON-lines file ``name`` of ``workdir``
-  (:class:`gradamp_jax.jsonl.JsonlWriter`; ``keep`` as there)."""
+def rows_writer(workdir: str, name: str, keep: Callable[[dict], bool] | None = None):
+  """A :class:`gradamp_jax.jsonl.JsonlWriter` appending rows to JSON-lines file ``name`` of
+  ``workdir`` (``keep`` as there)."""
   return jsonl.JsonlWriter(path(workdir, name), keep=keep)
 
 
@@ -194,11 +185,8 @@ def differing_fields(a: dict, b: dict, ignore: Iterable[str] = ()) -> list[str]:
   ignore = set(RESUMABLE_FIELDS) | set(ignore)
   prefixes = tuple(i for i in ignore if i.endswith("."))
   a, b = flat_config(a), flat_config(b)
-  return sorted(
-    k
-    for k in set(a) | set(b)
-    if k not in ignore and not k.startswith(prefixes) and a.get(k) != b.get(k)
-  )
+  differ = [k for k in set(a) | set(b) if a.get(k) != b.get(k)]
+  return sorted(k for k in differ if k not in ignore and not k.startswith(prefixes))
 
 
 def find_runs(root: str) -> list[str]:

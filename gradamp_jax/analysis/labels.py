@@ -33,11 +33,5 @@ def family_label(row) -> str:
 def setting_text(row) -> str:
   """A comparison row's chosen setting, e.g. ``t=1``, ``ratio=0.3``, ``alpha=0.5 hi=2 lo=0``
   (empty when there is none)."""
-  parts = []
-  if not is_missing(row.get("chosen_threshold")):
-    parts.append(f"t={row['chosen_threshold']:g}")
-  if not is_missing(row.get("chosen_ratio")):
-    parts.append(f"ratio={row['chosen_ratio']:g}")
-  if not is_missing(row.get("chosen_params")):
-    parts.append(str(row["chosen_params"]))
-  return ", ".join(parts)
+  shown = (("chosen_threshold", "t={:g}"), ("chosen_ratio", "ratio={:g}"), ("chosen_params", "{}"))
+  return ", ".join(text.format(row[k]) for k, text in shown if not is_missing(row.get(k)))

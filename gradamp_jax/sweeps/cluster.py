@@ -124,17 +124,9 @@ def submit_sweep(args, commands: list[str], per: str = "run") -> list:
   launcher's options ``args``, job logs in ``ROOT/slurm/``, and says so in one line; when
   sbatch refuses them, exits with one line giving sbatch's reason and the option behind it."""
   logs = os.path.join(args.root, "slurm")
+  options = ("cluster", "partition", "time_min", "gpus", "cpus", "mem_gb")
   try:
-    jobs = submit(
-      commands,
-      os.path.join(logs, "%j"),
-      cluster=args.cluster,
-      partition=args.partition,
-      time_min=args.time_min,
-      gpus=args.gpus,
-      cpus=args.cpus,
-      mem_gb=args.mem_gb,
-    )
+    jobs = submit(commands, os.path.join(logs, "%j"), **{k: getattr(args, k) for k in options})
   except submitit.core.utils.FailedJobError as e:
     raise SystemExit(refusal(str(e), args)) from None
   ids = ", ".join(j.job_id for j in jobs)
