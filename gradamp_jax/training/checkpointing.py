@@ -86,25 +86,17 @@ def restore_newest(
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int, target):
-  """Checkpoint ``step`` restored into ``target``'s layout (ValueError if it differs)."""
+  """Checkpoint ``step`` restored into ``target``'s layout; ValueError if it differs in
+  structure, shape or dtype (a checkpoint of another model or config)."""
   state = manager.restore(step, args=ocp.args.StandardRestore(target))
-  check_matches(state, target)
-  return state
-
-
-def check_matches(state, target) -> None:
-  """A checkpoint of another model or config differs in structure, shape or dtype."""
   if jax.tree.structure(state) != jax.tree.structure(target):
     raise ValueError("its tree structure differs from this run's state")
-  for path, a, b in zip(
-    jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(state), jax.tree.leaves(target)
-  ):
+  flat, _ = jax.tree_util.tree_flatten_with_path(state)
+  for (path, a), b in zip(flat, jax.tree.leaves(target)):
     if np.shape(a) != np.shape(b) or np.result_type(a) != np.result_type(b):
-      raise ValueError(
-        f"{jax.tree_util.keystr(path[0])} is {np.result_type(a)}"
-        f"{list(np.shape(a))}, this run's is {np.result_type(b)}"
-        f"{list(np.shape(b))}"
-      )
+      got, want = (f"{np.result_type(x)}{list(np.shape(x))}" for x in (a, b))
+      raise ValueError(f"{jax.tree_util.keystr(path)} is {got}, this run's is {want}")
+  return state
 
 
 def _set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> str:
@@ -135,10 +127,8 @@ class PartialEpoch:
   def save(self, step: int, metrics: dict) -> None:
     """Records ``metrics`` (arrays over the epoch's steps so far) for checkpoint ``step``."""
     if jax.process_index() == 0:
-      record = dict(
-        step=step, metrics={k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
-      )
-      jsonl.replace_text(self.path, json.dumps(record))
+      values = {k: [float(x) for x in np.asarray(v)] for k, v in metrics.items()}
+      jsonl.replace_text(self.path, json.dumps(dict(step=step, metrics=values)))
     sync("partial epoch saved")
 
   def check(self, step: int, state) -> None:

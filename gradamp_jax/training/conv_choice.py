@@ -30,7 +30,6 @@ import numpy as np
 from gradamp_jax import models, run_folder
 
 AUTO = "auto"
-CHOICES = (AUTO, *models.CONV_IMPLEMENTATIONS)
 
 
 def cache_dir() -> str:
@@ -99,12 +98,12 @@ def fastest() -> str:
   key = dict(machine_key(), measured=MEASUREMENT)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir(), f"conv-{digest}.json")
-  recorded = _read_choice(path)
+  recorded = _recorded(path, "choice")
   if recorded is None:
     seconds = measure()
     choice = min(seconds, key=seconds.get)
     _write_once(path, dict(key, choice=choice, seconds=seconds))
-    recorded = _read_choice(path) or choice
+    recorded = _recorded(path, "choice") or choice
     times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in seconds.items())
     how = f"a ResNet-8's convolutions forward and backward: {times}"
   else:
@@ -113,10 +112,11 @@ def fastest() -> str:
   return recorded
 
 
-def _read_choice(path: str) -> str | None:
+def _recorded(path: str, field: str) -> str | None:
+  """The implementation ``field`` of JSON file ``path`` names, if it names one."""
   try:
     with open(path) as f:
-      choice = json.load(f).get("choice")
+      choice = json.load(f).get(field)
   except (OSError, ValueError):
     return None
   return choice if choice in models.CONV_IMPLEMENTATIONS else None
@@ -138,21 +138,14 @@ def _write_once(path: str, record: dict) -> None:
     print(f"warning: conv=auto could not keep its choice in {path} ({e})", file=sys.stderr)
 
 
-def recorded_choice(workdir: str | None) -> str | None:
-  """The concrete ``conv`` a run folder's ``config.json`` recorded, if any."""
-  if not workdir:
-    return None
-  choice = run_folder.read_json(workdir, run_folder.CONFIG, default={}).get("conv")
-  return choice if choice in models.CONV_IMPLEMENTATIONS else None
-
-
 def resolve(config, *workdirs: str | None):
   """``config`` with ``conv`` concrete: as given, or for ``auto`` the choice the first of
   ``workdirs`` that recorded one made (a run being resumed, a fork's parent), else
   :func:`fastest`. With several processes, every process takes the lead's choice."""
   if config.conv != AUTO:
     return config
-  choice = next(filter(None, map(recorded_choice, workdirs)), None)
+  recorded = (_recorded(run_folder.path(w, run_folder.CONFIG), "conv") for w in workdirs if w)
+  choice = next(filter(None, recorded), None)
   if choice is None:
     choice = fastest()
     if jax.process_count() > 1:

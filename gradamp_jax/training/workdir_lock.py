@@ -17,8 +17,6 @@ import time
 
 from gradamp_jax import run_folder
 
-LOCK_NAME = run_folder.LOCK
-
 
 class WorkdirBusyError(RuntimeError):
   """Another live run holds the workdir."""
@@ -38,7 +36,7 @@ class WorkdirLock:
   """
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_NAME)
+    self.path = run_folder.path(workdir, run_folder.LOCK)
     self._fd: int | None = None
 
   def acquire(self) -> "WorkdirLock":
@@ -97,10 +95,7 @@ def _read(fd: int) -> dict | None:
 def _describe(holder: dict | None) -> str:
   if not holder:
     return "another run (lock file empty)"
-  started = holder.get("started")
-  when = (
-    time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
-    if isinstance(started, (int, float))
-    else ""
-  )
+  started, when = holder.get("started"), ""
+  if isinstance(started, (int, float)):
+    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
   return f"pid {holder.get('pid')} on host {holder.get('host')}{when}"
