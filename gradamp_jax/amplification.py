@@ -559,34 +559,26 @@ def selection_report(opt_state, params, mask=None) -> list[dict]:
 
   Raises:
     ValueError: when ``params`` (masked by ``mask``) are not the ones the state was built for.
-
-  Example:
-    >>> import pandas as pd
-    >>> df = pd.DataFrame(ga.selection_report(opt_state, params))  # doctest: +SKIP
   """
   state = jax.device_get(find_state(opt_state))
   if int(state.num_selections) == 0:
     return []
-  names = _reported_layers(state, params, mask)
-  latest = dict(
+  at = {name: i for i, name in enumerate(_reported_layers(state, params, mask))}
+  return [_report_row(state, name, at.get(name)) for name in layers_lib.layer_names(params)]
+
+
+def _report_row(state: AmplificationState, name: str, i: Optional[int]) -> dict:
+  out = i is None  # masked out
+  return dict(
+    layer=name,
+    eligible=not out and bool(state.eligible[i]),
+    value=math.nan if out else float(state.measure[i]),
+    normalized=math.nan if out else float(state.normalized[i]),
+    selected=not out and bool(state.mask[i] > 0),
+    scale=1.0 if out else float(state.scale[i]),
+    selected_by_measure=not out and bool(state.measure_mask[i] > 0),
     factor=float(state.selection_factor),
     step=int(state.selection_step),
     epoch=int(state.selection_epoch),
+    masked_out=out,
   )
-  rows = {
-    name: dict(
-      layer=name,
-      eligible=bool(state.eligible[i]),
-      value=float(state.measure[i]),
-      normalized=float(state.normalized[i]),
-      selected=bool(state.mask[i] > 0),
-      scale=float(state.scale[i]),
-      selected_by_measure=bool(state.measure_mask[i] > 0),
-      **latest,
-      masked_out=False,
-    )
-    for i, name in enumerate(names)
-  }
-  out = dict(eligible=False, value=math.nan, normalized=math.nan, selected=False, scale=1.0)
-  out.update(selected_by_measure=False, **latest, masked_out=True)
-  return [rows.get(name, dict(layer=name, **out)) for name in layers_lib.layer_names(params)]
