@@ -28,20 +28,17 @@ class DirectionalityState:
   """Accumulators of the epoch in progress (or, from an epoch's last update to the next
   measured epoch's first, of the finished one) and the measures of the last finished epoch.
 
-  A pytree whose children are, by name: ``count`` (updates seen), ``epoch`` (1-based epoch
-  whose measures the state holds; 0: none finished), one ``(L,)`` float32 array per tracked
-  measure (its value over that epoch; NaN for a layer that saw a non-finite gradient), one
-  accumulator per needed sum (per weight, float32 and parameter-shaped, or per layer
-  ``(L,)``), and ``layers_id`` (CRC-32 of the layer names, to check reports against the
-  parameters). Tracking G and G′ gives the children ``count, epoch, G, G_prime,
+  A pytree whose children are named ``count``, ``epoch``, then the values' and the sums'
+  names, then ``layers_id``: tracking G and G′ gives ``count, epoch, G, G_prime,
   signed_sum, abs_sum, layers_id``.
 
   Attributes:
     count: updates seen.
-    epoch: the epoch the values belong to.
-    values: measure name -> per-layer values.
-    sums: sum name -> accumulator.
-    layers_id: CRC-32 of the layer names.
+    epoch: the 1-based epoch whose measures the state holds (0: none finished).
+    values: measure name -> ``(L,)`` float32 values over that epoch (NaN for a layer that
+      saw a non-finite gradient).
+    sums: sum name -> accumulator, per weight (float32, parameter-shaped) or per layer ``(L,)``.
+    layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
 
   def __init__(self, count, epoch, values: dict, sums: dict, layers_id):
@@ -139,20 +136,10 @@ def update_state(
   steps_per_epoch: int,
   gate=True,
 ) -> DirectionalityState:
-  """Adds one update's raw gradients; the update that completes an epoch computes its
-  measures, and the next epoch's first update starts the accumulators afresh.
-
-  Args:
-    state: the current state.
-    leaves: the gradient leaves, in ``index``'s order.
-    index: the layer grouping.
-    steps_per_epoch: updates per epoch.
-    gate: a (traced) bool: whether this update's epoch is measured. It must be the
-      same for all updates of an epoch; ungated epochs cost a predicate only.
-
-  Returns:
-    The new state (``count`` + 1).
-  """
+  """Adds one update's raw gradient ``leaves`` (in ``index``'s order); the update that
+  completes an epoch computes its measures, and the next epoch's first update starts the
+  accumulators afresh. ``gate``, a (traced) bool the same for all updates of an epoch, says
+  whether the epoch is measured (ungated epochs cost a predicate only); ``count`` + 1."""
   gate = jnp.asarray(gate, bool)
   starts = state.count % steps_per_epoch == 0
   # Element-wise selects, not a conditional: XLA fuses the accumulation into the other

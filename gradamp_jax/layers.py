@@ -108,20 +108,10 @@ def layer_names(params: PyTree) -> tuple[str, ...]:
 
 
 def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
-  """Which layers may be amplified and take part in the normalisation (docs/method.md §2).
-
-  Args:
-    index: the model's :class:`LayerIndex`.
-    eligible: ``None`` or ``"all"`` (every layer, the default), ``"kernels"`` (layers
-      owning a ``kernel``: Conv and Dense, not BatchNorm), or a predicate on the
-      layer name.
-
-  Returns:
-    One bool per layer.
-
-  Raises:
-    ValueError: for an unknown ``eligible`` value, or when no layer is eligible.
-  """
+  """Which layers may be amplified and take part in the normalisation (docs/method.md §2),
+  one bool per layer of ``index``. ``eligible``: ``None`` or ``"all"`` (every layer, the
+  default), ``"kernels"`` (layers owning a ``kernel``: Conv and Dense, not BatchNorm), or a
+  predicate on the layer name. ValueError for another value, or when no layer is eligible."""
   if eligible is None or eligible == "all":
     mask = (True,) * index.num_layers
   elif eligible == "kernels":
@@ -155,11 +145,8 @@ def names_id(names: Sequence[str]) -> int:
 
 
 def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> tuple[str, ...]:
-  """The layer names of ``params``, after checking they are the ones a state was built for.
-
-  Raises:
-    ValueError: when the number of layers or their names differ.
-  """
+  """The layer names of ``params``, after checking they are the ones a state was built for
+  (ValueError when the number of layers or their names differ)."""
   names = layer_names(params)
   if len(names) != state_num_layers:
     raise ValueError(
@@ -175,34 +162,21 @@ def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> t
 
 
 def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...]:
-  """The layer names in the order ``fn(params)`` first uses their parameters.
-
-  For a model's forward pass this is the network's depth order (stem first, head last),
-  which the parameter tree's alphabetical order is not. Traced only; nothing runs.
-
-  Args:
-    fn: a function of the parameters, e.g. ``lambda p: model_apply(p, x)``.
-    params: the parameter tree.
-
-  Returns:
-    Every layer name once; layers that ``fn`` never uses come last, in tree order.
-  """
+  """The layer names in the order ``fn(params)`` first uses their parameters; layers it never
+  uses come last, in tree order. For a model's forward pass (``fn``, e.g.
+  ``lambda p: model_apply(p, x)``) this is the network's depth order (stem first, head
+  last), which the parameter tree's alphabetical order is not. Traced only; nothing runs."""
   index = layer_index(params)
   leaves, treedef = jax.tree.flatten(params)
-  closed = jax.make_jaxpr(lambda *xs: fn(treedef.unflatten(list(xs))))(*leaves)
-  position = {id(v): i for i, v in enumerate(closed.jaxpr.invars)}
-  first_use = [len(closed.jaxpr.eqns)] * len(leaves)
-  for step, eqn in reversed(list(enumerate(closed.jaxpr.eqns))):
+  jaxpr = jax.make_jaxpr(lambda *xs: fn(treedef.unflatten(list(xs))))(*leaves).jaxpr
+  leaf_of = {id(v): i for i, v in enumerate(jaxpr.invars)}
+  first = [len(jaxpr.eqns)] * index.num_layers  # the first equation reading each layer
+  for step, eqn in reversed(list(enumerate(jaxpr.eqns))):
     for v in eqn.invars:
-      if id(v) in position:
-        first_use[position[id(v)]] = step
-  layer_first = [
-    min(s for s, owner in zip(first_use, index.leaf_layer) if owner == layer)
-    for layer in range(index.num_layers)
-  ]
-  return tuple(
-    index.names[i] for i in sorted(range(index.num_layers), key=lambda i: (layer_first[i], i))
-  )
+      if id(v) in leaf_of:
+        first[index.leaf_layer[leaf_of[id(v)]]] = step
+  order = sorted(range(index.num_layers), key=lambda i: (first[i], i))
+  return tuple(index.names[i] for i in order)
 
 
 def find_instances(tree: PyTree, classes) -> list:

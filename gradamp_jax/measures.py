@@ -256,13 +256,12 @@ def register(measure: Measure, *, replace: bool = False) -> Measure:
     >>> _ = measures.MEASURES.pop("mean_abs")  # (this example leaves MEASURES as it was)
   """
   _check_definition(measure)
-  if measure.name in _BUILT_IN or (measure.name in MEASURES and not replace):
-    kind = "built-in" if measure.name in _BUILT_IN else "registered"
-    raise ValueError(
-      f"measure {measure.name!r} is already {kind}"
-      + ("" if kind == "built-in" else "; pass replace=True to replace it")
-    )
-  MEASURES[measure.name] = measure
+  name = measure.name
+  if name in _BUILT_IN:
+    raise ValueError(f"measure {name!r} is already built-in")
+  if name in MEASURES and not replace:
+    raise ValueError(f"measure {name!r} is already registered; pass replace=True to replace it")
+  MEASURES[name] = measure
   return measure
 
 
