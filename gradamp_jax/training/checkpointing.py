@@ -34,18 +34,11 @@ def restore_newest(
   step_of=lambda state: int(state.step),
   check=None,
 ) -> tuple[int, Any]:
-  """Restores the newest checkpoint of ``manager`` that matches ``target``.
-
-  Args:
-    manager: the run's checkpoint manager, indexed by update count.
-    target: a state of the run's structure, shapes and dtypes (with its shardings).
-    workdir: the run's workdir; unrestorable checkpoints go to ``workdir/bad_checkpoints``.
-    step_of: the update count recorded in a restored state; it must equal the index.
-    check: optional ``check(step, state)`` raising ValueError for a checkpoint that
-      cannot be used (e.g. a mid-epoch one without its :class:`PartialEpoch` record).
-
-  Returns:
-    ``(step, state)``, or ``(0, target)`` when there is nothing to resume.
+  """``(step, state)`` of the newest checkpoint of ``manager`` (indexed by update count) that
+  restores into ``target`` (the run's structure, shapes, dtypes and shardings), whose
+  ``step_of(state)`` is its index and that ``check(step, state)``, if given, does not refuse
+  with ValueError (e.g. a mid-epoch one without its :class:`PartialEpoch` record); each that
+  fails goes to ``workdir/bad_checkpoints``. ``(0, target)`` when there is nothing to resume.
 
   Raises:
     NoRestorableCheckpointError: no checkpoint restores, yet the workdir holds
@@ -71,13 +64,11 @@ def restore_newest(
       )
       failures.append(f"{step} ({reason})")
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
-  epochs = [r.get("epoch", 0) for r in rows]
-  if failures or max(epochs, default=0) > 1:
-    what = (
-      f"no checkpoint restores (tried {', '.join(failures)})"
-      if failures
-      else f"it holds metrics of {max(epochs)} epochs and no checkpoint"
-    )
+  epochs = max((r.get("epoch", 0) for r in rows), default=0)
+  if failures or epochs > 1:
+    what = f"it holds metrics of {epochs} epochs and no checkpoint"
+    if failures:
+      what = f"no checkpoint restores (tried {', '.join(failures)})"
     raise NoRestorableCheckpointError(
       f"workdir: {workdir!r}: {what}; refusing to start over on its results: move them "
       "away or use a new workdir"
