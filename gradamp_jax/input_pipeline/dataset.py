@@ -82,18 +82,10 @@ def load_for_seeds(
   validation_fraction: float = 0.0,
   download: bool = True,
 ) -> tuple[Split, list[Dataset], list[np.ndarray]]:
-  """Reads a dataset once for runs that differ in seed (a cohort).
-
-  Args:
-    seeds: the runs' seeds (each one's validation hold-out).
-    dataset, data_dir, image_folder, train_split, validation_fraction, download: as
-      :func:`load` takes them.
-
-  Returns:
-    ``(pool, datasets, indices)``: the training split before the hold-out; for each seed
-    the :class:`Dataset` that ``load(seed=seed, ...)`` returns; and the int32 positions of
-    its training examples in ``pool``.
-  """
+  """Reads a dataset once for runs that differ in seed (a cohort); the other arguments are
+  :func:`load`'s. Returns ``(pool, datasets, indices)``: the training split before the
+  hold-out; for each of ``seeds`` the :class:`Dataset` that ``load(seed=seed, ...)``
+  returns; and the int32 positions of its training examples in ``pool``."""
   if not 0.0 <= validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
   if image_folder is not None:
