@@ -143,13 +143,7 @@ def _curve_style(i: int, num_curves: int, num_epochs: int) -> dict:
 
 
 def plot_layer_heatmap(
-  table: pd.DataFrame,
-  ax=None,
-  label: str = "",
-  vmin=None,
-  vmax=None,
-  cmap="viridis",
-  colorbar: bool = True,
+  table: pd.DataFrame, ax=None, label: str = "", vmin=None, vmax=None, cmap="viridis", colorbar=True
 ):
   """A layers × epochs table (network order top to bottom) as a heatmap: e.g.
   :func:`statistics.selection_frequency` or :func:`statistics.directionality_table`. Without
@@ -171,22 +165,22 @@ def plot_layer_heatmap(
 MAX_COLUMNS = 3  # heatmap panels per row of a figure
 
 
-def _heatmap_grid(num_panels: int, num_layers: int):
-  """``(figure, axes in reading order)``: ``num_panels`` layers × epochs panels, at most
-  :data:`MAX_COLUMNS` a row."""
-  columns = min(num_panels, MAX_COLUMNS)
-  rows = -(-num_panels // columns)
+def _heatmaps(panels: list[tuple], num_layers: int, title: str):
+  """``(figure, axes)`` of :func:`plot_layer_heatmap` panels ``(title, table, options)``, at
+  most :data:`MAX_COLUMNS` a row, layer names on the first column only."""
+  columns = min(len(panels), MAX_COLUMNS)
+  rows = -(-len(panels) // columns)
   size = (3.0 * columns + 2.2, max(2.5, 0.12 * num_layers + 1.2) * rows + 0.4)
   fig, axes = _pyplot().subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
-  for ax in axes.ravel()[num_panels:]:
+  for ax in axes.ravel()[len(panels) :]:
     ax.set_visible(False)
-  return fig, list(axes.ravel()[:num_panels])
-
-
-def _only_first_column_names(axes) -> None:
-  for i, ax in enumerate(axes):
-    if i % MAX_COLUMNS:
-      ax.tick_params(labelleft=False)
+  axes = list(axes.ravel()[: len(panels)])
+  for i, (ax, (name, table, options)) in enumerate(zip(axes, panels)):
+    plot_layer_heatmap(table, ax=ax, **options)
+    ax.set_title(name, fontsize="small")
+    ax.tick_params(labelleft=i % MAX_COLUMNS == 0)
+  fig.suptitle(title, fontsize="small")
+  return fig, axes
 
 
 def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
@@ -314,21 +308,17 @@ def selection_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"
   """How often each layer was selected at each selection event, over the seeds of each
   family's chosen configuration; None without layer statistics."""
   rows = _in_setting(comparison, model, dataset, reselect, optimizer, False)
-  panels = []
+  panels, options = [], dict(vmin=0, vmax=1, colorbar=False)
   for _, row in rows[rows["method"].isin(["intelligent", "matched_random", "random"])].iterrows():
     stats = list(_chosen_frames(runs, row, run_folder.LAYER_STATS))
     if stats:
-      panels.append((_label(row), statistics.selection_frequency(stats), len(stats)))
+      name = f"{_label(row)} (n={len(stats)})"
+      panels.append((name, statistics.selection_frequency(stats), options))
   if not panels:
     return None
-  fig, axes = _heatmap_grid(len(panels), max(len(t) for _, t, _ in panels))
-  for ax, (label, table, n) in zip(axes, panels):
-    plot_layer_heatmap(table, ax=ax, vmin=0, vmax=1, colorbar=False)
-    ax.set_title(f"{label} (n={n})", fontsize="small")
-  _only_first_column_names(axes)
+  title = f"{_title(model, dataset, reselect, optimizer)}: layers selected at each selection"
+  fig, axes = _heatmaps(panels, max(len(t) for _, t, _ in panels), title)
   fig.colorbar(axes[0].images[0], ax=axes, label="fraction of runs", shrink=0.6, aspect=30)
-  title = _title(model, dataset, reselect, optimizer)
-  fig.suptitle(f"{title}: layers selected at each selection", fontsize="small")
   return fig
 
 
@@ -344,14 +334,12 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   names = [m for m in measure_columns(frames[0]) if all(m in f for f in frames)]
   tables = {m: statistics.directionality_table(frames, m) for m in names}
   scales = _shared_scales(tables)
-  fig, axes = _heatmap_grid(len(names), len(tables[names[0]]))
-  for ax, (measure, table) in zip(axes, tables.items()):
+  panels = []
+  for measure, table in tables.items():
     name = measures.axis_label(measure)
-    plot_layer_heatmap(table, ax=ax, label=name, vmin=scales[measure][0], vmax=scales[measure][1])
-    ax.set_title(name, fontsize="small")
-  _only_first_column_names(axes)
-  fig.suptitle(f"{title} (mean over {len(frames)} runs)", fontsize="small")
-  return fig
+    panels.append((name, table, dict(label=name, vmin=scales[measure][0], vmax=scales[measure][1])))
+  title = f"{title} (mean over {len(frames)} runs)"
+  return _heatmaps(panels, len(tables[names[0]]), title)[0]
 
 
 def _shared_scales(tables: dict) -> dict:

@@ -230,12 +230,8 @@ def write_report(root: str, out: str, log=print) -> dict:
   finished = int(runs["finished"].sum())
   log(f"read {len(runs)} runs under {root}: {finished} finished, {len(runs) - finished} unfinished")
   os.makedirs(out, exist_ok=True)
-  tables = dict(
-    runs=runs,
-    summary=statistics.summarize(runs),
-    comparison=statistics.compare(runs),
-    epoch_times=statistics.epoch_times(runs),
-  )
+  tables = dict(runs=runs, summary=statistics.summarize(runs), comparison=statistics.compare(runs))
+  tables["epoch_times"] = statistics.epoch_times(runs)
   for name, table in tables.items():
     path = os.path.join(out, f"{name}.csv")
     table.to_csv(path, index=False, float_format="%.6g")

@@ -197,17 +197,13 @@ def machine_of(info: dict):
 
 def typed_frame(frame: pd.DataFrame) -> pd.DataFrame:
   """Integer columns as nullable integers (empty, not ``1.0``, in CSV files)."""
-  for column in _INT_COLUMNS:
-    if column in frame:
-      frame[column] = pd.array(
-        [None if is_missing(v) else int(v) for v in frame[column]], dtype="Int64"
-      )
-  for column in _TEXT_COLUMNS:
-    if column in frame:
-      frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
-  for column in _FLOAT_COLUMNS:
-    if column in frame:
-      frame[column] = frame[column].astype(float)
+  for column in frame.columns.intersection(_INT_COLUMNS):
+    values = [None if is_missing(v) else int(v) for v in frame[column]]
+    frame[column] = pd.array(values, dtype="Int64")
+  for column in frame.columns.intersection(_TEXT_COLUMNS):
+    frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+  for column in frame.columns.intersection(_FLOAT_COLUMNS):
+    frame[column] = frame[column].astype(float)
   return frame
 
 
@@ -242,9 +238,7 @@ def group_conflicts(runs: pd.DataFrame) -> list[str]:
     ignored = ["seed", *(f"amplification.{k}" for k in GROUP_KEYS + ("method",))]
     if keys[GROUP_KEYS.index("method")] == "none":
       ignored.append("amplification.")
-    fields = sorted(
-      {k for c in configs[1:] for k in run_folder.differing_fields(configs[0], c, ignored)}
-    )
+    fields = {k for c in configs[1:] for k in run_folder.differing_fields(configs[0], c, ignored)}
     if fields:
-      problems.append(f"{name}: runs pooled over seeds differ in {', '.join(fields)}")
+      problems.append(f"{name}: runs pooled over seeds differ in {', '.join(sorted(fields))}")
   return problems

@@ -99,10 +99,8 @@ def run_forest(
     todo = []
     for members, start, until, _ in segments:
       if epochs_done(members[0].workdir) < until:
-        log(
-          f"{members[0].name}: epochs {start + 1}-{until}"
-          + (f" (shared by {len(members)} runs)" if len(members) > 1 else "")
-        )
+        shared = f" (shared by {len(members)} runs)" if len(members) > 1 else ""
+        log(f"{members[0].name}: epochs {start + 1}-{until}{shared}")
         todo.append((members[0], until))
     if todo:
       train_segments(todo)
@@ -116,19 +114,12 @@ def run_forest(
 def _segment_end(members, start) -> tuple[int, bool]:
   """Where a group's next segment ends: its next selection epoch (True: it may fork
   there), or the end of the schedule (False)."""
-  rep = members[0]
-  points = (
-    [
-      e
-      for e in ga.selection_epochs(
-        rep.config.phases, rep.config.amplification.reselect_every or None
-      )
-      if e > start
-    ]
-    if len(members) > 1
-    else []
-  )
-  return (points[0], True) if points else (ga.num_epochs(rep.config.phases), False)
+  config = members[0].config
+  points = []
+  if len(members) > 1:
+    every = config.amplification.reselect_every or None
+    points = [e for e in ga.selection_epochs(config.phases, every) if e > start]
+  return (points[0], True) if points else (ga.num_epochs(config.phases), False)
 
 
 def _branch(members, until: int, forks: bool, log, rows) -> list:
@@ -175,6 +166,5 @@ def count_epochs(tree: list[dict], members: list[Member]) -> dict:
   """``epochs_trained`` (the tree's trained segments) against ``epochs_members`` (the sum
   over members of their schedules' epochs)."""
   trained = sum(r["trained"][1] - r["trained"][0] + 1 for r in tree if "trained" in r)
-  return dict(
-    epochs_trained=trained, epochs_members=sum(ga.num_epochs(m.config.phases) for m in members)
-  )
+  scheduled = sum(ga.num_epochs(m.config.phases) for m in members)
+  return dict(epochs_trained=trained, epochs_members=scheduled)
