@@ -10,12 +10,10 @@ Evaluation splits sit on the device in padded batches (:func:`to_device_batches`
 TensorFlow is never imported here (TFDS reads its prepared array_record files without it),
 so the pipeline cannot reserve accelerator memory.
 
-Two sources:
-
-* TFDS ``cifar10`` / ``cifar100`` (fine labels), prepared once with TensorFlow installed
-  (``pip install "gradamp_jax[prepare]"``) on a machine with internet;
-* a local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}`` (the layout
-  ``tfds.ImageFolder`` reads), decoded with PIL; class ids follow the sorted class names.
+Two sources (:func:`load`): TFDS ``cifar10`` / ``cifar100`` (fine labels), prepared once with
+TensorFlow installed (``pip install "gradamp_jax[prepare]"``) on a machine with internet, or
+a local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}`` (the layout
+``tfds.ImageFolder`` reads), decoded with PIL; class ids follow the sorted class names.
 
 Example::
 

@@ -44,10 +44,7 @@ def conv_general_dilated(
     and all(d == 1 for d in (lhs_dilation or (1, 1)))
     and all(d == 1 for d in (rhs_dilation or (1, 1)))
     and not isinstance(padding, str)
-    and (
-      dimension_numbers is None
-      or dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT)
-    )
+    and dimension_numbers in (None, lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUT))
   )
   if not plain:
     return lax.conv_general_dilated(

@@ -33,9 +33,7 @@ AUTO = "auto"
 
 
 def cache_dir() -> str:
-  return os.environ.get("GRADAMP_JAX_CACHE") or os.path.join(
-    os.path.expanduser("~"), ".cache", "gradamp_jax"
-  )
+  return os.environ.get("GRADAMP_JAX_CACHE") or os.path.expanduser("~/.cache/gradamp_jax")
 
 
 def machine_key() -> dict:
