@@ -12,7 +12,6 @@ All functions are pure ``jax.numpy`` and run inside ``jit``.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
@@ -289,7 +288,7 @@ def _is_range(bounds) -> bool:
     low, high = (float(b) for b in bounds)
   except (TypeError, ValueError):
     return False
-  return not (math.isnan(low) or math.isnan(high)) and low < high
+  return low < high  # False where either is NaN
 
 
 def label(name: str) -> str:
