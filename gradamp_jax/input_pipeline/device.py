@@ -108,17 +108,10 @@ def epoch_plan(seed, epoch, *, num_examples: int, batch_size: int) -> EpochPlan:
 
 
 def random_crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array) -> jax.Array:
-  """Crops each image out of its zero-padded copy and mirrors the selected ones.
-
-  Args:
-    images: (B, H, W, C) array.
-    offsets: (B, 2) ints in [0, 2 * CROP_PADDING]: top-left corner (row, column) of the
-      crop within the image padded by ``CROP_PADDING`` zeros on each side.
-    flips: (B,) bools: mirror horizontally (after cropping).
-
-  Returns:
-    (B, H, W, C) array of the same dtype.
-  """
+  """Crops each of ``images`` (B, H, W, C) out of its copy padded by ``CROP_PADDING`` zeros
+  on each side, at the top-left corner (row, column) ``offsets`` (B, 2) gives, in
+  [0, 2 * CROP_PADDING]; then mirrors horizontally those ``flips`` (B,) selects. The result
+  has the shape and dtype of ``images``."""
   b, h, w, _ = images.shape
   p = CROP_PADDING
   padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
