@@ -31,31 +31,23 @@ def _families(frame: pd.DataFrame) -> list[tuple]:
   return [(key, group.sort_values("threshold")) for key, group in by]
 
 
-def _thresholds(groups: list[pd.DataFrame]):
-  return pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
-
-
-def _one_threshold(groups: list[pd.DataFrame]) -> bool:
-  """Whether the families' rows hold at most one threshold (drawn side by side, by name)."""
-  return bool(groups) and len(_thresholds(groups)) <= 1
-
-
-def _plot_families(ax, groups: list[pd.DataFrame], column: str, styles: list[dict]) -> None:
+def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
   """Each family's ``{column}_mean`` ± ``{column}_std`` against its threshold or, when all
   rows are at one threshold (or none: an action without one), at its place, one beside the
-  other, named on the x axis with that threshold."""
+  other, named on the x axis with that threshold. ``style(i, apart)``: family ``i``'s
+  ``errorbar`` options."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
-  apart = _one_threshold(groups)
-  for i, (group, name, style) in enumerate(zip(groups, names, styles)):
+  thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
+  apart = bool(groups) and len(thresholds) <= 1
+  for i, (group, name) in enumerate(zip(groups, names)):
     x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float)
     yerr = group[f"{column}_std"].astype(float).fillna(0)
-    ax.errorbar(x, group[f"{column}_mean"], yerr=yerr, capsize=2, label=name, **style)
+    ax.errorbar(x, group[f"{column}_mean"], yerr=yerr, capsize=2, label=name, **style(i, apart))
   if not apart:
     ax.set_xlabel("threshold on the normalized measure")
     return
   ax.set_xticks(range(len(groups)), names, rotation=20, horizontalalignment="right")
   ax.set_xlim(-0.5, len(groups) - 0.5)
-  thresholds = _thresholds(groups)
   ax.set_xlabel(
     f"family (run at threshold {thresholds[0]:g} only)" if len(thresholds) else "family"
   )
@@ -82,17 +74,16 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
     for method, line in (("intelligent", "-"), ("matched_random", "--"))
     for key, group in _families(summary[summary["method"] == method])
   ]
-  groups = [group for _, _, group in families]
-  apart, colors = _one_threshold(groups), {}
-  styles = [
-    dict(
-      fmt="o" if apart else "o" + line,
-      color=colors.setdefault(key, f"C{len(colors)}"),
-      alpha=1.0 if line == "-" else 0.6,
+  palette = {}
+  colors = [palette.setdefault(key, f"C{len(palette)}") for _, key, _ in families]
+
+  def style(i, apart):
+    line = families[i][0]
+    return dict(
+      fmt="o" if apart else "o" + line, color=colors[i], alpha=1.0 if line == "-" else 0.6
     )
-    for line, key, _ in families
-  ]
-  _plot_families(ax, groups, "test", styles)
+
+  _plot_families(ax, [group for _, _, group in families], "test", style)
   for i, method in enumerate(("random", "all")):
     for _, row in summary[summary["method"] == method].iterrows():
       label = f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})"
@@ -189,7 +180,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   ``sizes`` from :func:`statistics.selection_sizes`."""
   ax = _axes(ax)
   groups = [group for _, group in _families(sizes)]
-  _plot_families(ax, groups, "selected", [dict(marker="o")] * len(groups))
+  _plot_families(ax, groups, "selected", lambda i, apart: dict(marker="o"))
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
   ax.set_ylabel("layers selected per selection")
@@ -226,9 +217,6 @@ def plot_measure_scatter(
   ax.set_title(f"epoch {epoch}")
   ax.figure.colorbar(points, ax=ax, label="layer index (network order)")
   return ax
-
-
-# ----------------------------------------------------------------------------- figures
 
 
 def settings(comparison: pd.DataFrame) -> list[tuple]:
@@ -337,13 +325,13 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   panels = []
   for measure, table in tables.items():
     name = measures.axis_label(measure)
-    panels.append((name, table, dict(label=name, vmin=scales[measure][0], vmax=scales[measure][1])))
+    panels.append((name, table, dict(label=name, **scales[measure])))
   title = f"{title} (mean over {len(frames)} runs)"
   return _heatmaps(panels, len(tables[names[0]]), title)[0]
 
 
 def _shared_scales(tables: dict) -> dict:
-  """Measure -> ``(vmin, vmax)``: one scale per set of bounds; ``(None, None)`` if unbounded."""
+  """Measure -> its ``vmin`` and ``vmax``: one scale per set of bounds; none if unbounded."""
   top = {}
   for measure, table in tables.items():
     bounds = measures.bounds(measure)
@@ -354,9 +342,8 @@ def _shared_scales(tables: dict) -> dict:
   scales = {}
   for measure in tables:
     bounds = measures.bounds(measure)
-    high = top.get(bounds)
-    usable = bounds is not None and high is not None and high > bounds[0]
-    scales[measure] = (bounds[0], high) if usable else (None, None)
+    usable = bounds is not None and top[bounds] > bounds[0]
+    scales[measure] = dict(vmin=bounds[0], vmax=top[bounds]) if usable else {}
   return scales
 
 

@@ -7,23 +7,14 @@ A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.jso
 file is needed.
 
 Accuracies are fractions in the run files and percent in everything returned here. How
-results are compared (docs/method.md §8):
-
-* the final accuracy of a run is its last epoch's test accuracy, defined only for finished
-  runs (every epoch of its phases done); unfinished runs are listed and left out of every
-  statistic;
-* a group is the runs that differ only in seed (:data:`GROUP_KEYS`); its spread is the
-  sample standard deviation (ddof=1, undefined for one run);
-* a family (:data:`FAMILY_KEYS`) is a group without its setting (:data:`SETTING_KEYS`: the
-  threshold, a random selection's ratio, the action's parameters such as ``alpha``): its
-  setting is chosen on the validation split when every run of the family has one (highest
-  mean validation accuracy, ties to the smaller setting), else on test (the paper's
-  protocol, optimistic); ``matched_random`` takes the threshold chosen for ``intelligent``
-  with its measure and case;
-* the threshold of an action that acts on every eligible layer (``scale_by_zscore``:
-  :attr:`~gradamp_jax.actions.Action.thresholded` False) is left empty;
-* a family's difference to ``none`` pairs runs by seed: mean difference and a 95 % Student-t
-  interval.
+results are compared is docs/method.md §8: a run's final accuracy is its last epoch's test
+accuracy, for finished runs only (unfinished runs are listed, and left out of every
+statistic); a group (:data:`GROUP_KEYS`) is the runs that differ only in seed; a family
+(:data:`FAMILY_KEYS`) is a group without its setting (:data:`SETTING_KEYS`: the threshold, a
+random selection's ratio, the action's parameters such as ``alpha``), which
+:func:`~gradamp_jax.analysis.statistics.choose_setting` chooses. The threshold of an action
+that acts on every eligible layer (``scale_by_zscore``:
+:attr:`~gradamp_jax.actions.Action.thresholded` False) is left empty.
 """
 
 from __future__ import annotations
@@ -49,7 +40,7 @@ RUN_COLUMNS = (
   + ("mean_epoch_seconds", "timed_epochs", "machine")
 )
 SUMMARY_COLUMNS = GROUP_KEYS + ("n", "test_mean", "test_std", "test_best", "val_mean")
-# What a family's runs may differ in besides the seed: chosen on validation (see above).
+# What a family's runs may differ in besides the seed (see above).
 SETTING_KEYS = ("threshold", "ratio", "action_params")
 # The keys of a row of epoch_times.csv: a group without its setting and re-selection.
 TIME_KEYS = tuple(k for k in GROUP_KEYS if k not in SETTING_KEYS + ("reselect_every",))

@@ -75,18 +75,11 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
   if frame.empty:
     return frame.reset_index(drop=True)
   order = {m: i for i, m in enumerate(METHOD_ORDER)}
-  rank = frame["method"].map(lambda m: order.get(m, len(order)))
-  keys = (
-    [k for k in ("model", "dataset", "reselect_every") if k in frame]
-    + ["_rank"]
-    + [k for k in ("measure", "case", "threshold", "chosen_threshold", "ratio") if k in frame]
-  )
-  return (
-    frame.assign(_rank=rank)
-    .sort_values(keys, na_position="first", kind="stable")
-    .drop(columns="_rank")
-    .reset_index(drop=True)
-  )
+  first = [k for k in ("model", "dataset", "reselect_every") if k in frame]
+  then = [k for k in ("measure", "case", "threshold", "chosen_threshold", "ratio") if k in frame]
+  ranked = frame.assign(_rank=frame["method"].map(lambda m: order.get(m, len(order))))
+  ranked = ranked.sort_values([*first, "_rank", *then], na_position="first", kind="stable")
+  return ranked.drop(columns="_rank").reset_index(drop=True)
 
 
 def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:

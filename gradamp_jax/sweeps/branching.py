@@ -34,17 +34,13 @@ class Member(NamedTuple):
   workdir: str
 
 
-def computation_key(config) -> str:
-  """Equal for configs that are one computation until their first selection."""
-  return json.dumps(fork_lib.computation_fields(json.loads(config.to_json_best_effort())))
-
-
 def roots(members: list[Member]) -> list[list[Member]]:
-  """Members grouped by :func:`computation_key` (in order of first appearance); each group
-  is one tree. Members that do not track directionality are trees of their own."""
+  """Members grouped by :func:`fork.computation_fields` (in order of first appearance); each
+  group is one tree. Members that do not track directionality are trees of their own."""
   groups: dict[str, list[Member]] = {}
   for m in members:
-    key = computation_key(m.config) if m.config.track_directionality else m.name
+    fields = fork_lib.computation_fields(json.loads(m.config.to_json_best_effort()))
+    key = json.dumps(fields) if m.config.track_directionality else m.name
     groups.setdefault(key, []).append(m)
   return list(groups.values())
 

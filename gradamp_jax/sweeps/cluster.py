@@ -91,10 +91,7 @@ def submit(
   """
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
   params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=1, name=name)
-  if cpus:
-    params["cpus_per_task"] = cpus
-  if mem_gb:
-    params["mem_gb"] = mem_gb
+  params.update({k: v for k, v in dict(cpus_per_task=cpus, mem_gb=mem_gb).items() if v})
   if executor.cluster == "slurm":
     params.update(
       slurm_signal_delay_s=signal_delay_s, slurm_additional_parameters={"requeue": True}

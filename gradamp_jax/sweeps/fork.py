@@ -159,8 +159,7 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
   if mine:
     state = _with_own_selection(where, state, mine[-1])
   outputs.check_workdir(workdir)
-  lock = WorkdirLock(workdir).acquire()
-  try:
+  with WorkdirLock(workdir):
     # Files first, the checkpoint last: a fork cut short is made again.
     rows = dict(metrics=metrics, directionality=directions)
     rows["layer_stats"] = _selection_rows(config, mine, template.params, info)
@@ -169,8 +168,6 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
       workdir, keep=config.keep_checkpoints, steps_per_epoch=steps_per_epoch
     ) as checkpoints:
       checkpoints.save(step, state)
-  finally:
-    lock.release()
   return True
 
 
