@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -175,11 +176,13 @@ def test_resume_mid_phase_is_bitwise_identical(finished_run, tmp_path):
 
 
 def test_a_finished_run_is_done_at_once_and_a_run_ends_with_one_line(
-  finished_run, monkeypatch, capsys
+  finished_run, monkeypatch, capsys, caplog
 ):
   workdir, last = finished_run
   monkeypatch.setattr(data_lib, "load", lambda configs: pytest.fail("read data"))
-  assert train.train_and_evaluate(tiny_config(), workdir) == last  # no data, no compile
+  with jax.log_compiles(), caplog.at_level(logging.WARNING, logger="jax"):
+    assert train.train_and_evaluate(tiny_config(), workdir) == last
+  assert not [r for r in caplog.records if "ompil" in r.getMessage()]  # nothing compiled
   assert train.train_and_evaluate(tiny_config(), workdir, until_epoch=2) == last
   out = capsys.readouterr().out.splitlines()
   assert out[0] == f"Run in {workdir} already trained 3 of 3 epochs (asked for 3); nothing to do."
