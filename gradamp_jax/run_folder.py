@@ -125,9 +125,7 @@ def read_rows(
     until_epoch: only the rows of epochs up to this one (rows with an ``epoch`` field).
   """
   rows = jsonl.read_jsonl(path(workdir, name), missing_ok=missing_ok)
-  if until_epoch is not None:
-    rows = [r for r in rows if r["epoch"] <= until_epoch]
-  return rows
+  return rows if until_epoch is None else [r for r in rows if r["epoch"] <= until_epoch]
 
 
 def rows_writer(workdir: str, name: str, keep: Callable[[dict], bool] | None = None):

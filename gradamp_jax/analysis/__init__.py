@@ -4,10 +4,8 @@ The analysis reads files only: it never imports the training program (only the m
 measure and action definitions, for their labels and parameters), so it runs wherever the
 run folders are (a laptop, a notebook), without accelerators.
 
-* :mod:`~gradamp_jax.analysis.runs`: run folders into DataFrames (one row per run), a
-  run's files, and the keys that group runs;
-* :mod:`~gradamp_jax.analysis.statistics`: groups, setting choice, paired differences,
-  curves, selection and directionality tables (tables in, tables out);
+* :mod:`~gradamp_jax.analysis.runs`: run folders into DataFrames, and the keys that group runs;
+* :mod:`~gradamp_jax.analysis.statistics`: the tables of the report (tables in, tables out);
 * :mod:`~gradamp_jax.analysis.labels`: the names of families and settings;
 * :mod:`~gradamp_jax.analysis.figures`: matplotlib figures of those tables;
 * :mod:`~gradamp_jax.analysis.report`: ``python -m gradamp_jax.report ROOT --out DIR``.

@@ -32,10 +32,8 @@ def _families(frame: pd.DataFrame) -> list[tuple]:
 
 
 def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
-  """Each family's ``{column}_mean`` ± ``{column}_std`` against its threshold or, when all
-  rows are at one threshold (or none: an action without one), at its place, one beside the
-  other, named on the x axis with that threshold. ``style(i, apart)``: family ``i``'s
-  ``errorbar`` options."""
+  """Each family's ``{column}_mean`` ± ``{column}_std`` (``style(i, apart)`` its options) at
+  its thresholds or, all rows at one threshold (or none), side by side, named on the x axis."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1
@@ -119,8 +117,7 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], ax=None):
 
 
 def _curve_style(i: int, num_curves: int, num_epochs: int) -> dict:
-  """Curve ``i``: tab20's dark colours, then its light ones; a hollow marker, at most ~15 a
-  curve, offset from the neighbours'; earlier curves drawn above later ones."""
+  """tab20's dark, then light colours; hollow markers (~15 a curve, offset); earlier on top."""
   import matplotlib
 
   step = max(1, num_epochs // 15)
@@ -227,20 +224,17 @@ def settings(comparison: pd.DataFrame) -> list[tuple]:
   return sorted({(model, dataset, int(reselect), opt) for model, dataset, reselect, opt in keys})
 
 
-def _setting(model, dataset, optimizer) -> str:
-  """``model, dataset``, and the optimizer when it is not the paper's SGD."""
-  return f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
-
-
 def _title(model, dataset, reselect, optimizer) -> str:
-  setting = _setting(model, dataset, optimizer)
-  return f"{setting}, re-selection {labels.reselection_label(reselect)}"
+  """``model, dataset``, the optimizer unless the paper's SGD, the re-selection unless None."""
+  title = f"{model}, {dataset}" + ("" if optimizer == "sgd" else f", {optimizer}")
+  if reselect is None:
+    return title
+  return f"{title}, re-selection {labels.reselection_label(reselect)}"
 
 
 def _in_setting(frame, model, dataset, reselect, optimizer, with_none=True):
-  keep = (
-    (frame["model"] == model) & (frame["dataset"] == dataset) & (frame["optimizer"] == optimizer)
-  )
+  keep = (frame["model"] == model) & (frame["dataset"] == dataset)
+  keep &= frame["optimizer"] == optimizer
   same = frame["reselect_every"].eq(reselect).fillna(False).astype(bool)
   return frame[keep & (same | ((frame["method"] == "none") & with_none))]
 
@@ -268,9 +262,8 @@ def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):
   subset = _in_setting(summary, model, dataset, reselect, optimizer)
   if not (subset["method"] == "intelligent").any():
     return None
-  return _figure(
-    (7, 4.5), plot_threshold_curves, subset, _title(model, dataset, reselect, optimizer)
-  )
+  title = _title(model, dataset, reselect, optimizer)
+  return _figure((7, 4.5), plot_threshold_curves, subset, title)
 
 
 def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
@@ -353,7 +346,7 @@ def original_directionality_figure(runs, comparison, model, dataset, optimizer="
   if none is None:
     return None
   frames = list(_chosen_frames(runs, none, run_folder.DIRECTIONALITY))
-  return directionality_figure(frames, f"{_setting(model, dataset, optimizer)}, none")
+  return directionality_figure(frames, f"{_title(model, dataset, None, optimizer)}, none")
 
 
 def zscore_figures(layer_stats: pd.DataFrame, threshold: float, case: int) -> list:

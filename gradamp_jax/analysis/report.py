@@ -187,10 +187,8 @@ def iter_figures(runs, summary, comparison):
     yield f"selection_{tag}.png", figures.selection_figure(runs, comparison, *setting)
   origins = zip(comparison["model"], comparison["dataset"], comparison["optimizer"])
   for model, dataset, optimizer in sorted(set(origins)):
-    yield (
-      f"directionality_{model}_{dataset}{_optimizer_tag(optimizer)}.png",
-      figures.original_directionality_figure(runs, comparison, model, dataset, optimizer),
-    )
+    name = f"directionality_{model}_{dataset}{_optimizer_tag(optimizer)}.png"
+    yield name, figures.original_directionality_figure(runs, comparison, model, dataset, optimizer)
 
 
 def _optimizer_tag(optimizer) -> str:

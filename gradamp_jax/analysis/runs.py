@@ -114,14 +114,11 @@ def run_keys(config: dict) -> dict:
   keys = dict({k: config.get(k) for k in ("model", "dataset", "optimizer")}, method=method)
   for key in ("where", "action", "measure", "case", "threshold", "reselect_every", "ratio"):
     keys[key] = amp.get(key) if key in applies else None
-  keys["action_params"] = None
   action = ga_actions.ACTIONS.get(keys["action"])
-  if action is not None:
-    keys["action_params"] = ga_actions.params_text(action.name, amp)
-    if not action.thresholded:
-      keys["threshold"] = None
-  keys["seed"] = config.get("seed")
-  return keys
+  keys["action_params"] = None if action is None else ga_actions.params_text(action.name, amp)
+  if action is not None and not action.thresholded:
+    keys["threshold"] = None
+  return dict(keys, seed=config.get("seed"))
 
 
 def run_row(

@@ -62,10 +62,8 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     test, val = group["final_test_accuracy"], group["final_val_accuracy"]
-    val_mean = val.mean() if val.notna().all() else np.nan
-    rows.append(
-      dict(zip(GROUP_KEYS, keys), **_accuracy(test), test_best=test.max(), val_mean=val_mean)
-    )
+    row = dict(zip(GROUP_KEYS, keys), **_accuracy(test), test_best=test.max())
+    rows.append(dict(row, val_mean=val.mean() if val.notna().all() else np.nan))
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))))
 
 
@@ -96,10 +94,8 @@ def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
   """
   by = "validation" if groups["val_mean"].notna().all() else "test"
   score = groups["val_mean" if by == "validation" else "test_mean"]
-  best = groups.assign(_score=-score).sort_values(
-    ["_score", *keys], na_position="first", kind="stable"
-  )
-  first = best.iloc[0]
+  ranked = groups.assign(_score=-score)
+  first = ranked.sort_values(["_score", *keys], na_position="first", kind="stable").iloc[0]
   return {k: None if is_missing(first[k]) else first[k] for k in keys}, by
 
 
@@ -154,11 +150,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
 def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> tuple:
   """:func:`choose_setting` over the keys the family's groups differ in (the threshold
   always, where there is one), at the ``(threshold, by)`` ``intelligent`` chose if it can."""
-  keys = [
-    k
-    for k in SETTING_KEYS
-    if (k == "threshold" and family[k].notna().any()) or groups[k].nunique(dropna=False) > 1
-  ]
+  varies = lambda k: groups[k].nunique(dropna=False) > 1
+  keys = [k for k in SETTING_KEYS if (k == "threshold" and family[k].notna().any()) or varies(k)]
   if not keys:
     return {}, None
   if intelligent is not None and np.isclose(family["threshold"], intelligent[0]).any():
@@ -299,16 +292,13 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
     )
   if not frames:
     return pd.DataFrame()
-  stacked = pd.concat(frames)
-  table = stacked.pivot_table(
-    index=["index", "layer"], columns="epoch", values=measure, aggfunc="mean"
-  ).sort_index(level="index")
+  by = dict(index=["index", "layer"], columns="epoch", values=measure, aggfunc="mean")
+  table = pd.concat(frames).pivot_table(**by).sort_index(level="index")
   return table.droplevel("index")
 
 
 def _select(values: np.ndarray, case: int, threshold: float) -> np.ndarray:
-  """The layers the selection picks from ``values``: its own z-score (eqs. 6, 8) and threshold
-  rule, in float32 as in training."""
+  """The layers picked from ``values`` by the selection's own z-score (eqs. 6, 8) and rule."""
   everyone = np.ones(len(values), bool)
   z = measures.normalize(values, everyone)
   return np.asarray(measures.select_layers(z, everyone, case=case, threshold=threshold))

@@ -108,8 +108,7 @@ def run_forest(
 
 
 def _segment_end(members, start) -> tuple[int, bool]:
-  """Where a group's next segment ends: its next selection epoch (True: it may fork
-  there), or the end of the schedule (False)."""
+  """``(its next selection epoch, True)`` or ``(the schedule's last epoch, False)``."""
   config = members[0].config
   points = []
   if len(members) > 1:
@@ -119,8 +118,7 @@ def _segment_end(members, start) -> tuple[int, bool]:
 
 
 def _branch(members, until: int, forks: bool, log, rows) -> list:
-  """Forks a group's other members from its trunk at ``until``; returns the groups that
-  go on from there (none at the end of the schedule)."""
+  """Forks a group's other members from its trunk at ``until``; returns the groups going on."""
   rep = members[0]
   if not forks:
     for m in members[1:]:
@@ -146,13 +144,12 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
   the end of ``epoch`` (in order of first appearance)."""
   info = run_folder.read_json(trunk.workdir, run_folder.RUN_INFO)
   rows = run_folder.read_rows(trunk.workdir, run_folder.DIRECTIONALITY, until_epoch=epoch)
-  tx = optimizer.create_optimizer(trunk.config, info["steps_per_epoch"])
+  steps_per_epoch = info["steps_per_epoch"]
+  tx = optimizer.create_optimizer(trunk.config, steps_per_epoch)
   _, state = steps_lib.create_train_state(trunk.config, info["num_classes"], tx)
   groups: dict[tuple, list[Member]] = {}
   for m in members:
-    selections = fork_lib.replay_selections(
-      m.config, state.params, rows, info["steps_per_epoch"], epoch
-    )
+    selections = fork_lib.replay_selections(m.config, state.params, rows, steps_per_epoch, epoch)
     key = tuple(fork_lib.selection_key(s, fork_lib.placement(m.config)) for s in selections)
     groups.setdefault(key, []).append(m)
   return list(groups.values())

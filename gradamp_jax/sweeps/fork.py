@@ -6,10 +6,8 @@ have one optimizer-state layout and are the same computation until their selecti
 same initialisation, data order and updates. :func:`fork` starts a run from another's
 checkpoint at the end of an epoch, after checking that the two are that same computation
 up to there, by replaying both rules' selections on the parent's recorded G and G′
-(:func:`replay_selections`). From the command line::
-
-    python -m gradamp_jax.main --config configs/quickstart.py:threshold=0.5 \\
-        --workdir runs/qs-t0.5 --fork_from runs/qs-t1.0 --fork_epoch 2
+(:func:`replay_selections`). From the command line: ``python -m gradamp_jax.main`` with
+``--fork_from PARENT --fork_epoch EPOCH`` (docs/sweeps.md).
 
 The forked run's folder is an ordinary run folder: ``metrics.jsonl`` and
 ``directionality.jsonl`` hold the parent's rows up to the fork, ``layer_stats.jsonl`` the
@@ -197,11 +195,9 @@ def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, di
 
 
 def _same_selections(where, config, parent_config, template, directions, info, epoch) -> list:
-  """This run's selections before the fork (at the first step of epochs <= ``epoch``), once
-  the parent's rule is known to make the same ones."""
-  replay = lambda c: replay_selections(
-    c, template.params, directions, info["steps_per_epoch"], epoch - 1
-  )
+  """This run's selections before the fork, once the parent's rule is known to make the same."""
+  steps_per_epoch = info["steps_per_epoch"]
+  replay = lambda c: replay_selections(c, template.params, directions, steps_per_epoch, epoch - 1)
   try:
     mine, theirs = replay(config), replay(ml_collections.ConfigDict(parent_config))
   except ValueError as e:
@@ -219,10 +215,9 @@ def _same_selections(where, config, parent_config, template, directions, info, e
 
 def _restore_parent(where: str, parent: str, step: int, template, steps_per_epoch: int):
   """The parent's state at update ``step``, restored into ``template``'s layout."""
-  checkpoints = checkpointing.RunCheckpoints(
+  with checkpointing.RunCheckpoints(
     parent, keep=None, steps_per_epoch=steps_per_epoch, read_only=True
-  )
-  with checkpoints:
+  ) as checkpoints:
     kept = checkpoints.steps()
     if step not in kept:
       raise ValueError(
@@ -239,8 +234,7 @@ def _restore_parent(where: str, parent: str, step: int, template, steps_per_epoc
 
 
 def _with_own_selection(where: str, state, own):
-  """The parent's ``state`` with this run's record of the selection ``own`` (its measure and
-  z-scores)."""
+  """The parent's ``state`` with this run's record (measure, z-scores) of the selection ``own``."""
   restored = ga.find_state(state.opt_state)
   if not (np.array_equal(restored.mask, own.mask) and np.array_equal(restored.key, own.key)):
     raise ValueError(
@@ -250,13 +244,9 @@ def _with_own_selection(where: str, state, own):
   amp = restored._replace(
     measure_mask=own.measure_mask, measure=own.measure, normalized=own.normalized, scale=own.scale
   )
-  return state._replace(
-    opt_state=jax.tree.map(
-      lambda x: amp if isinstance(x, ga.AmplificationState) else x,
-      state.opt_state,
-      is_leaf=lambda x: isinstance(x, ga.AmplificationState),
-    )
-  )
+  is_amp = lambda x: isinstance(x, ga.AmplificationState)
+  opt_state = jax.tree.map(lambda x: amp if is_amp(x) else x, state.opt_state, is_leaf=is_amp)
+  return state._replace(opt_state=opt_state)
 
 
 def _selection_rows(config, selections: list, params, info: dict) -> list[dict]:
