@@ -24,60 +24,48 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Training configuration file.", lock_config=True
 )
-# The program's other flags: how each is defined, its name, default and help.
-_FLAG_TABLE = (
-  (flags.DEFINE_string, "workdir", None, "Directory for outputs and checkpoints."),
-  (
-    flags.DEFINE_bool,
-    "distributed",
-    False,
-    "Call jax.distributed.initialize() first (multi-process runs).",
-  ),
-  (
-    flags.DEFINE_string,
-    "coordinator_address",
-    None,
-    "With --distributed: host:port of process 0 (clusters that "
-    "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).",
-  ),
-  (flags.DEFINE_integer, "num_processes", None, "With --distributed."),
-  (flags.DEFINE_integer, "process_id", None, "With --distributed: 0 .. N-1."),
-  (
-    flags.DEFINE_string,
-    "fork_from",
-    None,
-    "Start from this run's checkpoint at the end of --fork_epoch "
-    "(gradamp_jax.sweeps.fork): the runs may differ only in their selection rule.",
-  ),
-  (flags.DEFINE_integer, "fork_epoch", None, "With --fork_from: the epoch."),
-  (
-    flags.DEFINE_integer,
-    "until_epoch",
-    None,
-    "Stop after this epoch's checkpoint (run again without it to go on).",
-  ),
-  (
-    flags.DEFINE_multi_string,
-    "cohort",
-    None,
-    "FIELD=V1,V2,...: train one run for each combination of these values as one program "
-    "(gradamp_jax.training.cohort), each in WORKDIR/FIELD=V-...; FIELD is seed or an "
-    "amplification rule field (threshold, alpha, lo, hi). --cohort K and --cohort auto, "
-    "which group a sweep's runs, are launch/sweep.py's.",
-  ),
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
+_DISTRIBUTED = flags.DEFINE_bool(
+  "distributed", False, "Call jax.distributed.initialize() first (multi-process runs)."
 )
-(
-  _WORKDIR,
-  _DISTRIBUTED,
-  _COORDINATOR,
-  _NUM_PROCESSES,
-  _PROCESS_ID,
-  _FORK_FROM,
-  _FORK_EPOCH,
-  _UNTIL_EPOCH,
-  _COHORT,
-) = (define(name, default, text) for define, name, default, text in _FLAG_TABLE)
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "With --distributed: host:port of process 0 (clusters that "
+  "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
+_FORK_FROM = flags.DEFINE_string(
+  "fork_from",
+  None,
+  "Start from this run's checkpoint at the end of --fork_epoch "
+  "(gradamp_jax.sweeps.fork): the runs may differ only in their selection rule.",
+)
+_FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
+_UNTIL_EPOCH = flags.DEFINE_integer(
+  "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on)."
+)
+_COHORT = flags.DEFINE_multi_string(
+  "cohort",
+  None,
+  "FIELD=V1,V2,...: train one run for each combination of these values as one program "
+  "(gradamp_jax.training.cohort), each in WORKDIR/FIELD=V-...; FIELD is seed or an "
+  "amplification rule field (threshold, alpha, lo, hi). --cohort K and --cohort auto, "
+  "which group a sweep's runs, are launch/sweep.py's.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+# What a bad flag or config file raises while the flags are parsed.
+_LOAD_ERRORS = (
+  flags.Error,
+  ValueError,
+  OSError,
+  ImportError,
+  SyntaxError,
+  AttributeError,
+  KeyError,
+  TypeError,
+)
 _OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
 
 
@@ -102,16 +90,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     argv = FLAGS(rest)
     FLAGS.config.keys()  # a config file that failed to load raises here
     return argv
-  except (
-    flags.Error,
-    ValueError,
-    OSError,
-    ImportError,
-    SyntaxError,
-    AttributeError,
-    KeyError,
-    TypeError,
-  ) as e:
+  except _LOAD_ERRORS as e:
     _usage_error(_last_line(e))
 
 
@@ -196,8 +175,7 @@ def start_distributed():
 
 
 def _exit(message: str, status: int, prefix: str = "error: "):
-  """Prints ``message`` once and exits; with several processes, at once: the others see
-  this process go and end too, instead of waiting at a collective or the shutdown barrier."""
+  """Prints ``message`` and exits; with several processes at once, so the others end too."""
   if message:
     if jax.process_count() > 1:
       first = message.splitlines()[0]
