@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import numpy as np
 
 import gradamp_jax as ga
 from gradamp_jax import input_pipeline
@@ -74,8 +73,3 @@ def member_plan(seed, keep, epoch, *, batch_size: int) -> input_pipeline.EpochPl
   training examples' positions in the pool), as positions in the pool."""
   plan = input_pipeline.epoch_plan(seed, epoch, num_examples=keep.shape[0], batch_size=batch_size)
   return plan._replace(order=keep[plan.order])
-
-
-def positions(keep: list) -> np.ndarray:
-  """The members' ``keep`` stacked, int32 ``(K, num_train)``."""
-  return np.stack([np.asarray(k, np.int32) for k in keep])

@@ -297,15 +297,10 @@ def _failures(members: Members, failed: dict) -> str:
 
 class Programs(NamedTuple):
   """The jitted functions that train some of a cohort's members: one member with its run's
-  own program, or several in one program, ``vmap``-ped over their states stacked along a
-  leading axis (:func:`~gradamp_jax.training.cohort.stack`). ``state`` below is the
-  group's: one member's :class:`~gradamp_jax.training.steps.TrainState`, or the stacked.
-
-  ``train_chunk`` (:func:`~gradamp_jax.training.steps.make_train_chunk`) donates the
-  history and, when it loops, the state (:func:`~gradamp_jax.training.steps.chunk_donation`);
-  orbax's asynchronous save may still read a saved state while later chunks run, so
-  ``split`` gives the members' states in buffers of their own.
-  """
+  own program, or several ``vmap``-ped over their states stacked (``cohort.stack``);
+  ``state`` is the group's. ``train_chunk`` donates the history and, when it loops, the
+  state (``steps.chunk_donation``): ``split`` gives the members' states in buffers of their
+  own, which orbax's asynchronous save may still read while later chunks run."""
 
   members: tuple[int, ...]  # positions in the cohort
   train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
@@ -517,27 +512,27 @@ class Members(NamedTuple):
     return group_states, metrics
 
   def epoch_rows(self, epoch, group_states, states, metrics, start: int, started: float) -> list:
-    """Every member's ``metrics.jsonl`` row of a finished epoch (:func:`epoch_row`)."""
-    train_seconds = time.perf_counter() - started
-    sums = [None] * len(self.workdirs)
+    """Every member's ``metrics.jsonl`` row of a finished epoch: the means of its per-step
+    ``metrics`` (steps ``start ..`` timed), its evaluation of each split (``test``, ``val``),
+    the layers acted on and the time since ``started``."""
+    train_seconds, spe = time.perf_counter() - started, self.steps_per_epoch
+    lr = float(ga.learning_rate_schedule(self.configs[0].phases, spe)((epoch - 1) * spe))
+    rows = [None] * len(self.workdirs)
     for g, state in zip(self.groups, group_states):
-      group_sums = jax.device_get(g.evaluate(state))
+      sums = jax.device_get(g.evaluate(state))
       for i, k in enumerate(g.members):
-        sums[k] = {name: {key: v[i] for key, v in s.items()} for name, s in group_sums.items()}
-    return [
-      epoch_row(
-        c,
-        self.steps_per_epoch,
-        epoch,
-        metrics[k],
-        sums[k],
-        states[k].opt_state,
-        start=start,
-        started=started,
-        train_seconds=train_seconds,
-      )  # fmt: skip
-      for k, c in enumerate(self.configs)
-    ]
+        mean = {n: float(np.mean(v)) for n, v in metrics[k].items()}
+        row = dict(epoch=epoch, step=epoch * spe, lr=lr, train_loss=mean["loss"])
+        row.update(train_accuracy=mean["accuracy"], grad_norm=mean["grad_norm"])
+        for name, s in sums.items():
+          row[f"{name}_loss"] = float(s["loss"][i]) / float(s["count"][i])
+          row[f"{name}_accuracy"] = float(s["correct"][i]) / float(s["count"][i])
+        row["amplified_layers"] = outputs.amplified_layers(self.configs[k], states[k].opt_state)
+        row["epoch_seconds"] = time.perf_counter() - started
+        images = (len(metrics[k]["loss"]) - start) * self.configs[k].batch_size
+        row["images_per_second"] = images / train_seconds
+        rows[k] = row
+    return rows
 
 
 def _programs(configs, spe, graphdef, txs, states, data, mesh, stacked: bool) -> list:
@@ -563,40 +558,6 @@ def _programs(configs, spe, graphdef, txs, states, data, mesh, stacked: bool) ->
     eval_data = dict(test=test, **({"val": vals[k]} if vals else {}))
     groups.append(_run_programs(k, jitted[key], config.seed, keep[k], eval_data, mesh))
   return groups
-
-
-def epoch_row(
-  config,
-  steps_per_epoch: int,
-  epoch: int,
-  metrics: dict,
-  sums: dict,
-  opt_state,
-  *,
-  start: int,
-  started: float,
-  train_seconds: float,
-) -> dict:
-  """``metrics.jsonl``'s row of a finished epoch: the means of the per-step ``metrics``
-  (steps ``start ..`` timed over ``train_seconds``), the evaluation ``sums`` of each split
-  (``test``, ``val``), the amplified layers and the time since ``started``."""
-  mean = {k: float(np.mean(v)) for k, v in metrics.items()}
-  lr_schedule = ga.learning_rate_schedule(config.phases, steps_per_epoch)
-  row = dict(
-    epoch=epoch,
-    step=epoch * steps_per_epoch,
-    lr=float(lr_schedule((epoch - 1) * steps_per_epoch)),
-    train_loss=mean["loss"],
-    train_accuracy=mean["accuracy"],
-    grad_norm=mean["grad_norm"],
-  )
-  for name, split_sums in sums.items():
-    row[f"{name}_loss"] = float(split_sums["loss"]) / float(split_sums["count"])
-    row[f"{name}_accuracy"] = float(split_sums["correct"]) / float(split_sums["count"])
-  row["amplified_layers"] = outputs.amplified_layers(config, opt_state)
-  row["epoch_seconds"] = time.perf_counter() - started
-  row["images_per_second"] = (len(metrics["loss"]) - start) * config.batch_size / train_seconds
-  return row
 
 
 class _Progress:
