@@ -16,7 +16,7 @@ from gradamp_jax.analysis.runs import measure_columns, read_frames
 
 
 def _pyplot():
-  import matplotlib.pyplot as plt  # on first use: the report chooses its backend before
+  import matplotlib.pyplot as plt  # when first drawing: the report sets its backend first
 
   return plt
 
