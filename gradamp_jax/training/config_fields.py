@@ -1,14 +1,9 @@
 """What each config field allows, and ``--config.field=value`` overrides checked against it.
 
-Every field of ``configs/default.py`` has a rule here, and every parameter of a registered
-action is a field ``amplification.<name>`` checked by its :class:`~gradamp_jax.actions.Param`
-(:func:`param_rules`; optional: a config without it gives the action the ``Param``'s
-default). :func:`check_fields` checks a whole config (unknown and missing fields included)
-and :func:`apply_overrides` applies command-line overrides; both raise
+:func:`check_fields` and :func:`apply_overrides` raise
 ``ValueError("config.<field>: <what is allowed>, got <value>")`` and nothing else, before any
-data is read or anything is compiled. Checks that involve several fields or the machine
-(device count, the amplification transforms) are in ``config_fields.validate_config``, which
-calls :func:`check_fields` first.
+data is read; :func:`validate_config` adds the checks that involve several fields or the
+machine (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from gradamp_jax.training.optimizer import (
   selects_by_threshold,
 )
 
+_Rule = tuple[Callable[[Any], bool], Any]  # a field's predicate and what it allows
 DATASETS = ("cifar10", "cifar100")
 MAX_SEED = 2**31 - 1
 # A CIFAR split (train or test), optionally sliced by counts or percentages; "+" joins parts.
@@ -42,11 +38,7 @@ _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
 _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
 
 
-def _non_negative(x) -> bool:
-  return is_finite_real(x) and x >= 0
-
-
-def _choice(options) -> tuple[Callable[[Any], bool], str]:
+def _choice(options) -> _Rule:
   return (lambda x: isinstance(x, str) and x in options), f"one of {', '.join(options)}"
 
 
@@ -64,12 +56,21 @@ def _measure_names() -> tuple[str, ...]:
   return tuple(ga_measures.MEASURES)
 
 
-def _registered(names: Callable[[], tuple[str, ...]]) -> tuple[Callable[[Any], bool], Any]:
-  """A choice among a registry's names, read when checked (registered ones included)."""
+def _registered(names: Callable[[], tuple[str, ...]]) -> _Rule:
+  """A choice among a registry's names as they are when checked."""
   return (lambda x: isinstance(x, str) and x in names()), _OneOf(names)
 
 
-def _int_range(low, high=None) -> tuple[Callable[[Any], bool], str]:
+def _number(ok: Callable[[float], bool], allowed: str) -> _Rule:
+  return (lambda x: is_finite_real(x) and ok(x)), allowed
+
+
+_NON_NEGATIVE = _number(lambda x: x >= 0, "a finite number >= 0")
+_POSITIVE = _number(lambda x: x > 0, "a finite number > 0")
+_FRACTION = _number(lambda x: 0 <= x < 1, "a number in [0, 1)")
+
+
+def _int_range(low, high=None) -> _Rule:
   allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
   return (lambda x: is_int(x) and x >= low and (high is None or x <= high)), allowed
 
@@ -96,7 +97,7 @@ def _measure_set(x) -> bool:
 
 
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+RULES: dict[str, _Rule] = {
   "model": _registered(models.names),
   "dataset": _choice(DATASETS),
   "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
@@ -106,7 +107,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     lambda x: isinstance(x, str) and bool(_SPLIT.match(x.replace(" ", ""))),
     "train or test, optionally sliced: train, train[:20%], train[1000:5000]",
   ),
-  "validation_fraction": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
+  "validation_fraction": _FRACTION,
   "batch_size": _int_range(1),
   "eval_batch_size": _int_range(1),
   "phases": (
@@ -115,12 +116,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))",
   ),
   "optimizer": _choice(OPTIMIZERS),
-  "momentum": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "weight_decay": ((lambda x: is_finite_real(x) and x >= 0), "a finite number >= 0"),
-  "adam_b1": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "adam_b2": ((lambda x: is_finite_real(x) and 0 <= x < 1), "a number in [0, 1)"),
-  "adam_eps": ((lambda x: is_finite_real(x) and x > 0), "a finite number > 0"),
-  "lars_trust_coefficient": ((lambda x: is_finite_real(x) and x > 0), "a finite number > 0"),
+  "momentum": _FRACTION,
+  "weight_decay": _NON_NEGATIVE,
+  "adam_b1": _FRACTION,
+  "adam_b2": _FRACTION,
+  "adam_eps": _POSITIVE,
+  "lars_trust_coefficient": _POSITIVE,
   "seed": _int_range(0, MAX_SEED),
   "half_precision": _BOOL,
   "conv": _choice(("auto", *models.CONV_IMPLEMENTATIONS)),
@@ -138,12 +139,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "1 (upper tail), 2 (two-sided) or 3 (lower tail)",
   ),
   "amplification.action": _registered(lambda: tuple(ga_actions.ACTIONS)),
-  "amplification.alpha": (_non_negative, "a finite number >= 0"),
-  "amplification.lo": (_non_negative, "a finite number >= 0"),
-  "amplification.hi": (_non_negative, "a finite number >= 0"),
+  "amplification.alpha": _NON_NEGATIVE,
+  "amplification.lo": _NON_NEGATIVE,
+  "amplification.hi": _NON_NEGATIVE,
   "amplification.threshold": (is_finite_real, "a finite number"),
   "amplification.reselect_every": _int_range(0),
-  "amplification.ratio": ((lambda x: is_finite_real(x) and 0 <= x <= 1), "a number in [0, 1]"),
+  "amplification.ratio": _number(lambda x: 0 <= x <= 1, "a number in [0, 1]"),
   "amplification.eligible": _choice(layers_lib.ELIGIBLE_CHOICES),
   "amplification.where": _choice(ga_amplification.PLACEMENTS),
 }
@@ -151,39 +152,25 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 # The fields of the selection itself in ``config.amplification``: an action's parameter is a
 # field beside them (``amplification.<name>``), so it may take none of their names.
-SELECTION_FIELDS = (
-  "method",
-  "measure",
-  "case",
-  "action",
-  "threshold",
-  "reselect_every",
-  "ratio",
-  "eligible",
-  "where",
+SELECTION_FIELDS = tuple(
+  "method measure case action threshold reselect_every ratio eligible where".split()
 )
 
 
-def _param_rule(param: ga_actions.Param) -> tuple[Callable[[Any], bool], str]:
-  return (lambda x: is_finite_real(x) and bool(param.check(x))), param.allowed
-
-
-def param_rules(action: str | None = None) -> dict[str, tuple[Callable[[Any], bool], str]]:
-  """The rules of the registered actions' parameters that :data:`RULES` lacks (those of
-  actions registered from one's own code or config file), as they are when called:
-  ``amplification.<name>``, a finite number its ``Param`` allows. Where several actions
-  have a parameter of one name, ``action``'s ``Param`` (the config's action) decides."""
+def param_rules(action: str | None = None) -> dict[str, _Rule]:
+  """``amplification.<name>``'s rule for each registered action's parameter :data:`RULES`
+  lacks: a finite number its ``Param`` allows (``action``'s ``Param`` where several have it)."""
   first = [ga_actions.ACTIONS[action]] if action in ga_actions.ACTIONS else []
   rules = {}
   for registered in (*first, *ga_actions.ACTIONS.values()):
     for name, param in dict(registered.params).items():
       field = f"amplification.{name}"
       if field not in RULES and field not in rules:
-        rules[field] = _param_rule(param)
+        rules[field] = _number(param.check, param.allowed)
   return rules
 
 
-def rules(action: str | None = None) -> dict[str, tuple[Callable[[Any], bool], str]]:
+def rules(action: str | None = None) -> dict[str, _Rule]:
   """Every known field's rule: :data:`RULES` and :func:`param_rules`."""
   return {**RULES, **param_rules(action)}
 
@@ -205,8 +192,8 @@ def unknown_field(field: str, known) -> str:
 
 
 def check_field(field: str, value: Any, action: str | None = None) -> None:
-  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed for it (``action``:
-  the config's, whose ``Param`` checks a parameter several actions name)."""
+  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed (``action``: the
+  config's, as for :func:`param_rules`)."""
   known = rules(action)
   if field not in known:
     raise ValueError(unknown_field(field, known))
@@ -221,7 +208,7 @@ def check_field(field: str, value: Any, action: str | None = None) -> None:
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
   """Checks every field of ``config`` against :func:`rules`; unknown fields and missing ones
-  of :data:`RULES` fail (a registered action's parameter may be left out: its default)."""
+  of :data:`RULES` fail (an action's parameter may be left out: its default)."""
   values = run_folder.flat_config(config)
   action = values.get("amplification.action")
   for field, value in values.items():
@@ -234,8 +221,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
 
 
 def parse_value(field: str, text: str, current: Any, action: str | None = None) -> Any:
-  """Converts override ``text`` to the type of the field's ``current`` value (``action``:
-  as for :func:`check_field`)."""
+  """Converts override ``text`` to the type of the field's ``current`` value."""
   known = rules(action)
   rule = known.get(field)
   if rule is None:
@@ -255,14 +241,9 @@ def parse_value(field: str, text: str, current: Any, action: str | None = None) 
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
       _fail(field, allowed, text)
     return tuple(value) if isinstance(value, list) else value
-  if isinstance(current, int):
+  if isinstance(current, (int, float)):
     try:
-      return int(stripped)
-    except ValueError:
-      _fail(field, allowed, text)
-  if isinstance(current, float):
-    try:
-      return float(stripped)
+      return (int if isinstance(current, int) else float)(stripped)
     except ValueError:
       _fail(field, allowed, text)
   if current is None and stripped in ("None", "none", ""):
@@ -300,8 +281,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 
 def _refuse_unknown(field: str, known: dict, params: dict):
-  """Raises the ``ValueError`` of an override of ``field``, neither a field of the config
-  (``known``) nor a registered action's parameter (``params``)."""
+  """Raises the ``ValueError`` for an override of a field neither known nor a parameter."""
   groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
   if field in groups:
     raise ValueError(
@@ -312,10 +292,8 @@ def _refuse_unknown(field: str, known: dict, params: dict):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the config before any data is read or anything is compiled.
-
-  Every field is checked against :data:`RULES`; then what involves several
-  fields or this machine.
+  """Checks the config before any data is read: :func:`check_fields`, then what involves
+  several fields or this machine.
 
   Raises:
     ValueError: naming the bad field and what is allowed.
