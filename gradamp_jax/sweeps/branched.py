@@ -1,12 +1,5 @@
-"""The launcher's ``--branch``: a sweep trained as trees (:mod:`gradamp_jax.sweeps.branching`).
-
-:func:`run` groups the runs into trees and trains them here (:func:`train_trees`), several
-at a time per GPU (:func:`run_trees_concurrently`), or submits one SLURM job per tree (with
-``--cohort K``, per cohort of trees); each of those processes is the launcher again with
-``--tree K,..`` (:func:`command`). A tree's segments train in processes of their own
-(:func:`segment_trainer`): a run's command, or with ``--cohort K`` the launcher training a
-cohort of segments.
-"""
+"""The launcher's ``--branch``: a sweep trained as trees (:mod:`gradamp_jax.sweeps.branching`,
+docs/sweeps.md); each tree, or group of trees, runs as the launcher again (:func:`command`)."""
 
 import os
 import shlex
@@ -18,17 +11,15 @@ from gradamp_jax.sweeps import cluster, cohorts, expansion, local, options
 
 
 def command(args, overrides, trees: list[int] | None = None) -> list[str]:
-  """This launcher, training the trees here (or trees ``trees``): a job's or a slot's
-  command."""
+  """This launcher, training the trees (or trees ``trees``) here: a job's or a slot's command."""
   which = ["--branch"] + ([] if args.cohort is None else ["--cohort", str(args.cohort)])
   which += [] if trees is None else ["--tree", ",".join(map(str, trees))]
   return options.relaunch(args, overrides, *which)
 
 
 def run(args, runs, overrides):
-  """``--branch``: local mode trains the trees here (or trees ``--tree``); slurm mode
-  submits one job per tree (with ``--cohort K``, per cohort of at most K trees whose
-  trunks share a program), each running this command with ``--mode local --tree K,..``."""
+  """``--branch``: local mode trains the trees (or trees ``--tree``) here; slurm mode submits
+  one job per tree (with ``--cohort K``, per cohort of trees), each :func:`command`."""
   import jax
 
   jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
@@ -133,9 +124,8 @@ def write_record(args, runs, name: str, num_trees: int, branch: dict) -> dict:
 
 
 def run_trees_concurrently(args, runs, overrides, jobs_trees: list[list[int]]) -> dict:
-  """``--branch --runs_per_device N``: each group of trees is this command with ``--tree
-  K,..`` in a slot of :func:`~gradamp_jax.sweeps.local.run_concurrently`; their records
-  are merged into ``ROOT/sweep.json``."""
+  """``--branch --runs_per_device N``: each group of trees in a slot of its own; their
+  records merged into ``ROOT/sweep.json``."""
   started = time.time()
   local.run_all(
     [(f"tree{group[0]}", command(args, overrides, group)) for group in jobs_trees],

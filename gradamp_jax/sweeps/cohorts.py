@@ -1,12 +1,5 @@
 """The launcher's ``--cohort K``: a sweep's runs grouped into cohorts, each trained as one
-program (:func:`gradamp_jax.training.train.train_cohort`).
-
-:func:`run` groups the runs (:func:`gradamp_jax.training.cohort.groups`) and prints the
-cohorts' commands, trains them here (each in a process of its own) or submits one SLURM job
-per cohort; each of those processes is the launcher again with ``--cohort_index I``
-(:func:`command`), which trains that one cohort (:func:`train_one`). ``--cohort auto``
-chooses K first (:func:`choose_size`).
-"""
+program (docs/sweeps.md); each cohort runs as the launcher again (:func:`command`)."""
 
 import os
 import shlex
@@ -22,10 +15,8 @@ def command(args, overrides, *which: str) -> list[str]:
 
 
 def run(args, runs, overrides):
-  """``--cohort K``: the runs grouped into cohorts; print mode prints their commands, local
-  mode trains them one after another, each in a process of its own (or
-  ``--runs_per_device`` at a time), slurm mode submits one job per cohort. With
-  ``--cohort_index`` or ``--cohort_runs``, trains that one cohort here. Returns the
+  """``--cohort K``: the cohorts' commands printed, run here or submitted as a job each (or
+  with ``--cohort_index`` or ``--cohort_runs``, that one cohort trained here). Returns the
   cohorts' run names (slurm: the jobs)."""
   from gradamp_jax.training import cohort
 
@@ -52,8 +43,7 @@ def run(args, runs, overrides):
 
 
 def _chosen(args, runs, configs):
-  """The configs and workdirs of the cohort ``--cohort_runs`` names (or the cohort
-  ``--cohort_index``)."""
+  """The configs and workdirs of the cohort ``--cohort_runs`` (or ``--cohort_index``)."""
   from gradamp_jax.training import cohort
 
   if args.cohort_runs is not None:
@@ -82,10 +72,9 @@ def train_one(configs, workdirs, until_epoch: int | None = None):
 
 
 def choose_size(args, runs, overrides) -> int:
-  """``--cohort auto``: the largest K that fits (:func:`gradamp_jax.training.cohort.auto_size`)
-  for the sweep's first run of each model, dataset, batch size and precision (the fields
-  that set a member's memory; the margin leaves room for the methods' differences), the
-  smallest of them; one line each says why."""
+  """``--cohort auto``: the smallest of the largest K that fit
+  (:func:`gradamp_jax.training.cohort.auto_size`) for the first run of each model, dataset,
+  batch size and precision (what sets a member's memory); one line each says why."""
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the runs need the GPU
   if args.runs_per_device:  # what each of them may take (local.run_concurrently)
     os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = local.memory_fraction(args.runs_per_device)

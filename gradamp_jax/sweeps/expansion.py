@@ -1,10 +1,4 @@
-"""A config's sweep as runs: their names, commands, workdirs and configs; the sweep's record.
-
-A config file's ``get_sweep(arg)`` lists the runs' config arguments; :func:`expand` gives
-each run a name, a workdir under the sweep's root and the command that trains it alone;
-:func:`member_configs` builds the runs' configs here; :func:`write_record` writes
-``ROOT/sweep.json`` (or a part's record) for the report and for resuming.
-"""
+"""A config's sweep as runs: their names, commands, workdirs and configs; the sweep's record."""
 
 import importlib.util
 import os
@@ -36,24 +30,15 @@ def config_arg(args: dict) -> str:
 
 
 def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[dict]:
-  """The sweep's runs: name, args, workdir and the command that runs each alone.
-
-  ``overrides`` (``--config.FIELD=VALUE`` strings) are appended to every command.
-  """
+  """The sweep's runs: name, args, workdir and the command that runs each alone, with the
+  ``--config.FIELD=VALUE`` ``overrides``."""
   runs = load_config_module(config_path).get_sweep(sweep_arg)
   out = []
   for args in runs:
     workdir = os.path.join(root, run_name(args))
-    command = [
-      sys.executable,
-      "-m",
-      "gradamp_jax.main",
-      "--config",
-      f"{config_path}:{config_arg(args)}",
-      "--workdir",
-      workdir,
-      *overrides,
-    ]
+    config = f"{config_path}:{config_arg(args)}"
+    command = [sys.executable, "-m", "gradamp_jax.main", "--config", config, "--workdir", workdir]
+    command += overrides
     out.append(dict(name=run_name(args), args=args, workdir=workdir, command=shlex.join(command)))
   return out
 

@@ -1,9 +1,4 @@
-"""Running a sweep's commands on this machine: one after another, or several per GPU.
-
-:func:`run_all` runs ``(name, argv)`` commands (runs, cohorts or trees) one after another
-here, or with ``per_device`` that many at once on each visible GPU
-(:func:`run_concurrently`), and ends the launcher with one line naming the failed ones.
-"""
+"""Running a sweep's commands on this machine: one after another, or several per GPU."""
 
 import os
 import subprocess
@@ -12,9 +7,8 @@ import time
 
 def run_all(commands, what: str, per_device: int | None, log_dir: str, notes=None) -> None:
   """Runs ``commands`` (``(name, argv)`` pairs; ``what`` they are, e.g. ``run``): one after
-  another, each announced with its ``notes`` entry (if given), or ``per_device`` at a time
-  on each visible GPU with their logs in ``log_dir``. Exits with one line naming those that
-  failed; running the same command again resumes them."""
+  another, each announced with its ``notes`` entry, or ``per_device`` at a time on each
+  visible GPU with their logs in ``log_dir``. Exits with one line naming those that failed."""
   if per_device:
     failed = run_concurrently(commands, per_device, visible_gpus(), log_dir)
   else:
@@ -36,20 +30,15 @@ def visible_gpus() -> list[str]:
   """The GPU ids to hand out: ``$CUDA_VISIBLE_DEVICES`` if set, else those ``nvidia-smi -L``
   lists; empty on a machine without GPUs."""
   if "CUDA_VISIBLE_DEVICES" in os.environ:
-    return [
-      d.strip()
-      for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")
-      if d.strip() and d.strip() != "-1"
-    ]
+    ids = [d.strip() for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
+    return [d for d in ids if d and d != "-1"]
   try:
     listing = subprocess.run(
       ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60
     ).stdout
   except (OSError, subprocess.TimeoutExpired):
     return []
-  return [
-    str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))
-  ]
+  return [str(i) for i in range(sum(line.startswith("GPU ") for line in listing.splitlines()))]
 
 
 def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:

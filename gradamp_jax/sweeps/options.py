@@ -1,10 +1,4 @@
-"""The sweep launcher's command line: its arguments, and the command it runs itself with.
-
-:func:`parse` reads ``launch/sweep.py``'s arguments (and the ``--config.FIELD=VALUE``
-overrides for every run); :func:`relaunch` is the launcher's own command for a part of the
-sweep (a cohort, a segment's cohort, a tree or a cohort of trees), run in a process of its
-own here or as a SLURM job.
-"""
+"""The sweep launcher's command line: its arguments, and the command it runs itself with."""
 
 import argparse
 import sys
@@ -15,14 +9,15 @@ THIS_COMMAND = (sys.executable, "-m", "gradamp_jax.sweeps.launcher")
 
 def parse(argv=None, description: str | None = None):
   """The launcher's arguments and the ``--config.FIELD=VALUE`` overrides for every run;
-  ``description`` (the launcher's usage) heads ``--help``."""
+  ``description`` heads ``--help``."""
   parser = argparse.ArgumentParser(
     description=description, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  _add_sweep_args(parser)
-  _add_selection_args(parser.add_argument_group("choosing runs"))
-  _add_slurm_args(parser.add_argument_group("SLURM jobs (--mode slurm)"))
-  _add_branch_args(parser.add_argument_group("branched sweeps"))
+  _add_sweep_args(parser, parser.add_argument_group("choosing runs"))
+  _add_slurm_args(
+    parser.add_argument_group("SLURM jobs (--mode slurm)"),
+    parser.add_argument_group("branched sweeps"),
+  )
   _add_cohort_args(parser.add_argument_group("cohorts"))
   args, overrides = parser.parse_known_args(argv)
   _check_args(parser, args, overrides)
@@ -42,8 +37,8 @@ def only_args(only) -> list[str]:
   return [a for field, values in only for a in ("--only", f"{field}={','.join(values)}")]
 
 
-def _add_sweep_args(parser) -> None:
-  """The sweep and where and how its runs go."""
+def _add_sweep_args(parser, selection) -> None:
+  """The sweep, where and how its runs go; ``selection``: a part of it, and listing it."""
   parser.add_argument("--config", required=True, help="config file with get_sweep(arg)")
   parser.add_argument("--sweep", default="", help="argument of get_sweep, key=value,...")
   parser.add_argument("--root", required=True, help="parent folder of the runs' workdirs")
@@ -61,11 +56,7 @@ def _add_sweep_args(parser) -> None:
     "visible GPU (on a machine without GPUs: at once here); logs in "
     "ROOT/logs/",
   )
-
-
-def _add_selection_args(parser) -> None:
-  """A part of the sweep (:func:`gradamp_jax.sweeps.expansion.select`), and listing it."""
-  parser.add_argument(
+  selection.add_argument(
     "--only",
     type=_selection,
     action="append",
@@ -76,7 +67,7 @@ def _add_selection_args(parser) -> None:
     "repeatable: a run is kept when every --only keeps it; before --cohort and --branch "
     "group the runs, in every mode",
   )
-  parser.add_argument(
+  selection.add_argument(
     "--list",
     action="store_true",
     help="print the runs (with --only: the runs kept), one line each: its workdir and "
@@ -84,8 +75,8 @@ def _add_selection_args(parser) -> None:
   )
 
 
-def _add_slurm_args(parser) -> None:
-  """What each SLURM job asks for."""
+def _add_slurm_args(parser, branch) -> None:
+  """What each SLURM job asks for; ``branch``: branched sweeps."""
   parser.add_argument("--partition", default=None, help="slurm: partition")
   parser.add_argument("--time_min", type=int, default=24 * 60, help="slurm: minutes per job")
   parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
@@ -97,18 +88,14 @@ def _add_slurm_args(parser) -> None:
     choices=("slurm", "local"),
     help="slurm: submitit's executor (local: run the jobs on this machine)",
   )
-
-
-def _add_branch_args(parser) -> None:
-  """Branched sweeps."""
-  parser.add_argument(
+  branch.add_argument(
     "--branch",
     action="store_true",
     help="train runs that are the same computation once and fork them where "
     "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
     "one job per tree",
   )
-  parser.add_argument(
+  branch.add_argument(
     "--tree",
     type=_tree_numbers,
     default=None,
@@ -117,7 +104,6 @@ def _add_branch_args(parser) -> None:
 
 
 def _add_cohort_args(parser) -> None:
-  """Cohorts."""
   parser.add_argument(
     "--cohort",
     type=_cohort_size,
