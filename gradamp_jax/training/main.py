@@ -25,8 +25,14 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Training configuration file.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
+_FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
 _DISTRIBUTED = flags.DEFINE_bool(
   "distributed", False, "Call jax.distributed.initialize() first (multi-process runs)."
+)
+_UNTIL_EPOCH = flags.DEFINE_integer(
+  "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on)."
 )
 _COORDINATOR = flags.DEFINE_string(
   "coordinator_address",
@@ -34,17 +40,11 @@ _COORDINATOR = flags.DEFINE_string(
   "With --distributed: host:port of process 0 (clusters that "
   "jax.distributed.initialize() recognises, e.g. SLURM, need none of these three).",
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: 0 .. N-1.")
 _FORK_FROM = flags.DEFINE_string(
   "fork_from",
   None,
   "Start from this run's checkpoint at the end of --fork_epoch "
   "(gradamp_jax.sweeps.fork): the runs may differ only in their selection rule.",
-)
-_FORK_EPOCH = flags.DEFINE_integer("fork_epoch", None, "With --fork_from: the epoch.")
-_UNTIL_EPOCH = flags.DEFINE_integer(
-  "until_epoch", None, "Stop after this epoch's checkpoint (run again without it to go on)."
 )
 _COHORT = flags.DEFINE_multi_string(
   "cohort",

@@ -17,26 +17,20 @@ _GRADIENT_FACTOR_FATE = {
 }
 # Learning rates outside these get a warning: far from where each optimizer is used
 # (docs/adamw.md: AdamW's best rate for ResNet-8 on CIFAR-10 was 1e-2, SGD's 0.1).
-USUAL_LEARNING_RATES = {
-  "sgd": (1e-4, 1.0),
-  "adamw": (1e-5, 3e-2),
-  "lamb": (1e-5, 3e-2),
-  "lars": (1e-3, 30.0),
-}
+USUAL_LEARNING_RATES = dict(
+  sgd=(1e-4, 1.0), adamw=(1e-5, 3e-2), lamb=(1e-5, 3e-2), lars=(1e-3, 30.0)
+)
 
 
 def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = None):
   """The amplification transform the config asks for.
 
-  With ``track_directionality`` every method, ``none`` included (a random selection of
-  no layer), gets a transform with one state layout that measures
-  ``config.tracked_measures`` (G and G′ by default) every epoch:
-  runs that differ only in their selection rule are then the same computation until
-  their selections differ, and one can start from another's checkpoint
-  (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets no transform (None).
-
-  ``rule`` replaces ``config.amplification`` fields (names of
-  :func:`gradamp_jax.training.cohort.member_rules`) by traced values: a cohort member's.
+  With ``track_directionality`` every method, ``none`` included (a random selection of no
+  layer), gets a transform of one state layout that measures ``config.tracked_measures``
+  every epoch: runs that differ only in their selection rule are the same computation until
+  their selections differ (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets None.
+  ``rule``: traced ``config.amplification`` fields, a cohort member's
+  (:func:`gradamp_jax.training.cohort.member_rules`).
   """
   amp = config.amplification
   rule = dict(rule or {})
@@ -50,7 +44,6 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   )
   if amp.method == "none" and not track:
     return None
-  # Tracking shares the selection's accumulators.
   if amp.method in ga.amplification.MEASURED_METHODS:
     return ga.intelligent_amplification(
       config.phases,
@@ -81,13 +74,9 @@ def action_params(amp) -> dict:
 
 
 def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """``config.optimizer`` with the phases' learning rates.
-
-  ``sgd``: weight decay added to the gradient (coupled, as PyTorch's
-  ``SGD(weight_decay=...)``), then momentum. ``adamw`` and ``lamb``: decoupled weight decay
-  (optax multiplies it by the learning rate). ``lars``: optax's LARS with
-  ``config.momentum``.
-  """
+  """``config.optimizer`` with the phases' learning rates. ``sgd``: weight decay added to the
+  gradient (coupled, as PyTorch's ``SGD(weight_decay=...)``), then momentum; ``adamw`` and
+  ``lamb``: decoupled weight decay; ``lars``: optax's LARS with ``config.momentum``."""
   learning_rate = ga.learning_rate_schedule(config.phases, steps_per_epoch)
   name, decay = config.optimizer, config.weight_decay
   adam = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
@@ -124,10 +113,9 @@ def create_optimizer(
 
 
 def config_warnings(config) -> list[str]:
-  """One line for each thing a valid config does that is unlikely to be meant: a factor
-  its optimizer undoes, learning rates far from the optimizer's usual ones, a threshold
-  that selects the mean and beyond instead of a tail, an amplified phase of one epoch (all
-  analysis: it amplifies nothing)."""
+  """One line for each thing a valid config does that is unlikely to be meant: a factor its
+  optimizer undoes, unusual learning rates, a threshold that selects no tail, an amplified
+  phase of one epoch (all analysis: it amplifies nothing)."""
   found = [placement_warning(config), learning_rate_warning(config), threshold_warning(config)]
   if config.amplification.method != "none":
     start = 0
@@ -159,8 +147,7 @@ def learning_rate_warning(config) -> Optional[str]:
 
 def threshold_warning(config) -> Optional[str]:
   """One line when case 1 (``Ĝ > t``) or 3 (``Ĝ < -t``) has ``t <= 0``: its selection holds
-  every layer on one side of the mean (and more), not a tail.
-  (Case 2 with ``t <= 0`` is refused: ``config_fields.validate_config``.)"""
+  every layer on one side of the mean, not a tail (case 2 refuses it: validate_config)."""
   amp = config.amplification
   if not selects_by_threshold(amp) or amp.case == 2 or amp.threshold > 0:
     return None

@@ -1,11 +1,6 @@
-"""Every file a run writes into its workdir, but the checkpoints (the names and formats:
-:mod:`gradamp_jax.run_folder`).
-
-:class:`RunOutputs` owns them for a run that trains: ``config.json`` and ``run.json``
-(:func:`run_info`), the rows of ``metrics.jsonl``, ``layer_stats.jsonl``
-(:func:`layer_stat_rows`) and ``directionality.jsonl``, and the TensorBoard scalars.
-:func:`write_fork` writes them for a run that starts from another's checkpoint.
-"""
+"""Every file a run writes into its workdir but the checkpoints (formats:
+:mod:`gradamp_jax.run_folder`): :class:`RunOutputs` for a run that trains, :func:`write_fork`
+for one that starts from another's checkpoint."""
 
 from __future__ import annotations
 
@@ -63,14 +58,8 @@ def data_fingerprint(dataset) -> str:
 
 
 # run.json fields that must not change when a run resumes: the data it trains on.
-DATA_IDENTITY = (
-  "dataset",
-  "num_train",
-  "num_validation",
-  "num_test",
-  "num_classes",
-  "steps_per_epoch",
-  "data_fingerprint",
+DATA_IDENTITY = tuple(
+  "dataset num_train num_validation num_test num_classes steps_per_epoch data_fingerprint".split()
 )
 
 
@@ -131,8 +120,8 @@ def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) ->
 
 
 def layer_stat_rows(config, opt_state, params) -> list[dict]:
-  """``layer_stats.jsonl`` rows of the latest selection; matched random also keeps the
-  measure's own choice (``selected_by_measure``), so the overlap can be reported."""
+  """``layer_stats.jsonl`` rows of the latest selection (matched random: with the measure's
+  own choice, ``selected_by_measure``)."""
   amp = config.amplification
   measured = amp.method in ga.amplification.MEASURED_METHODS
   rows = []
@@ -158,19 +147,17 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
 
 
 def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[dict]:
-  """``directionality.jsonl`` rows: every tracked measure (a column each) of every layer for
-  the last finished epoch."""
+  """``directionality.jsonl`` rows: each tracked measure of each layer, last finished epoch."""
   rows = []
   for r in ga.directionality_report(opt_state, params):
-    keys = run_folder.DIRECTIONALITY_KEYS
-    values = {k: finite_or_none(v) for k, v in r.items() if k not in keys}
+    values = {k: finite_or_none(v) for k, v in r.items() if k not in run_folder.DIRECTIONALITY_KEYS}
     rows.append(dict(epoch=r["epoch"], layer=r["layer"], eligible=eligible[r["layer"]], **values))
   return rows
 
 
 def amplified_layers(config, opt_state) -> int:
-  """How many layers the selection in effect acts on, a scale other than 1 (0 outside
-  amplified phases)."""
+  """How many layers the selection in effect scales by other than 1 (0 outside amplified
+  phases)."""
   if config.amplification.method == "none":
     return 0
   amp = jax.device_get(ga.find_state(opt_state))
@@ -179,10 +166,10 @@ def amplified_layers(config, opt_state) -> int:
 
 def action_text(config, opt_state) -> str:
   """What the selection in effect does, as an epoch's line says it (:func:`describe_scales`)."""
-  if config.amplification.method == "none":
-    return describe_scales(config.amplification.action, np.ones(0))
-  amp = jax.device_get(ga.find_state(opt_state))
-  scale = np.asarray(amp.scale) if amp.active else np.ones(0)
+  scale = np.ones(0)
+  if config.amplification.method != "none":
+    amp = jax.device_get(ga.find_state(opt_state))
+    scale = np.asarray(amp.scale) if amp.active else scale
   return describe_scales(config.amplification.action, scale)
 
 
@@ -212,7 +199,7 @@ def num_selections(config, opt_state) -> int:
 
 
 class RunOutputs:
-  """The files of a run that trains (see the module's docstring).
+  """A training run's ``config.json``, ``run.json``, JSON-lines rows and TensorBoard scalars.
 
   Opening them writes ``config.json`` and ``run.json``; a run resumed at update
   ``start_step`` keeps the JSON-lines rows before it and appends after them. Only the lead
@@ -291,8 +278,8 @@ class RunOutputs:
 
 
 def print_summary(workdir: str, num_epochs: int) -> None:
-  """One line at the end of a run (or a segment of it): where it stands, its test accuracy,
-  its best epoch and its training time, from ``metrics.jsonl``."""
+  """One line at the end of a run (or a segment): where it stands, its test accuracy, best
+  epoch and training time."""
   rows = run_folder.read_rows(workdir, METRICS)
   last = rows[-1]
   best = max(rows, key=lambda r: r["test_accuracy"])
@@ -322,13 +309,11 @@ def write_fork(
   directionality: list[dict],
   layer_stats: list[dict],
 ) -> None:
-  """A forked run's files: the parent's metrics and directionality up to the fork, the
-  run's own selections, its config, the parent's ``run.json``, and ``fork.json`` (every
-  fork the run was made from, in order). A stale ``partial_epoch.json`` is removed."""
-  for name, rows in (
-    (METRICS, metrics),
-    (DIRECTIONALITY, directionality),
-    (LAYER_STATS, layer_stats),
+  """A forked run's files: the parent's metrics and directionality up to the fork, its own
+  selections and config, the parent's ``run.json`` and ``fork.json`` (every fork, in order);
+  a stale ``partial_epoch.json`` is removed."""
+  for name, rows in zip(
+    (METRICS, DIRECTIONALITY, LAYER_STATS), (metrics, directionality, layer_stats)
   ):
     run_folder.rows_writer(workdir, name).write(rows)
   partial = run_folder.path(workdir, run_folder.PARTIAL_EPOCH)
