@@ -1,14 +1,10 @@
-"""Per-layer actions: what a selection does to each layer (docs/method.md §10).
+"""Per-layer actions: what a selection does to each layer (docs/method.md §10, docs/actions.md).
 
-A selection chooses layers (the threshold rule of §3.6, or a random draw) and z-scores the
-measure across the eligible layers; an :class:`Action` turns that into one **scale** per
-layer, by which the layer's gradients (or updates, ``where="updates"``) are multiplied while
-the selection is active. The paper's action is ``amplify`` (eq. 2: the selected layers ×
-the phase's factor); ``freeze`` and ``scale_by_zscore`` act on the same statistics as the
-methods that freeze layers by their gradients or scale them continuously do. An action of
-one's own is one definition passed to :func:`register`.
-
-All ``scale`` functions are pure ``jax.numpy`` and run inside ``jit``.
+An :class:`Action` turns a selection (the threshold rule of §3.6, or a random draw) into one
+**scale** per layer, by which the layer's gradients (or updates) are multiplied while the
+selection is active. The paper's action is ``amplify`` (eq. 2: the selected layers × the
+phase's factor). An action of one's own is one definition passed to :func:`register`; all
+``scale`` functions are pure ``jax.numpy`` and run inside ``jit``.
 """
 
 from __future__ import annotations

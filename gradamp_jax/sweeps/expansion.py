@@ -81,22 +81,19 @@ def select(runs: list[dict], only) -> list[dict]:
 
 def _keeps(runs: list[dict], field: str, text: str) -> bool:
   """Whether a run of ``runs`` has ``field`` equal to ``text`` (read as the run's value)."""
-  for run in runs:
-    if field not in run["args"]:
-      continue
-    value = run["args"][field]
-    if isinstance(value, bool):
-      if text.lower() in (("true", "1", "yes") if value else ("false", "0", "no")):
-        return True
-    elif isinstance(value, (int, float)):
-      try:
-        if float(text) == value:
-          return True
-      except ValueError:
-        pass
-    elif str(value) == text:
-      return True
-  return False
+  return any(field in run["args"] and _equals(run["args"][field], text) for run in runs)
+
+
+def _equals(value, text: str) -> bool:
+  """Whether ``text`` reads as ``value``: a bool as true/false, a number as a number."""
+  if isinstance(value, bool):
+    return text.lower() in (("true", "1", "yes") if value else ("false", "0", "no"))
+  if isinstance(value, (int, float)):
+    try:
+      return float(text) == value
+    except ValueError:
+      return False
+  return str(value) == text
 
 
 def _values(runs: list[dict], field: str) -> str:

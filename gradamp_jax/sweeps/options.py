@@ -3,9 +3,6 @@
 import argparse
 import sys
 
-# How the launcher runs itself (a cohort or a tree in its own process, or as a SLURM job).
-THIS_COMMAND = (sys.executable, "-m", "gradamp_jax.sweeps.launcher")
-
 
 def parse(argv=None, description: str | None = None):
   """The launcher's arguments and the ``--config.FIELD=VALUE`` overrides for every run;
@@ -28,8 +25,9 @@ def relaunch(args, overrides, *which: str) -> list[str]:
   """This launcher with the sweep's config, sweep and root in ``--mode local``, training the
   part ``which`` names here (``--cohort K --cohort_index I``, ``--branch --tree K,..``, ...),
   with the overrides: a job's, a slot's or a segment's command."""
-  me = [*THIS_COMMAND, "--config", args.config, "--sweep", args.sweep, "--root", args.root]
-  return [*me, *only_args(args.only), "--mode", "local", *which, *overrides]
+  me = [sys.executable, "-m", "gradamp_jax.sweeps.launcher", "--config", args.config]
+  me += ["--sweep", args.sweep, "--root", args.root, *only_args(args.only), "--mode", "local"]
+  return [*me, *which, *overrides]
 
 
 def only_args(only) -> list[str]:
@@ -51,7 +49,6 @@ def _add_sweep_args(parser, selection) -> None:
   parser.add_argument(
     "--runs_per_device",
     type=int,
-    default=None,
     help="local: run this many runs (with --branch: trees) at once on each "
     "visible GPU (on a machine without GPUs: at once here); logs in "
     "ROOT/logs/",
@@ -77,11 +74,11 @@ def _add_sweep_args(parser, selection) -> None:
 
 def _add_slurm_args(parser, branch) -> None:
   """What each SLURM job asks for; ``branch``: branched sweeps."""
-  parser.add_argument("--partition", default=None, help="slurm: partition")
+  parser.add_argument("--partition", help="slurm: partition")
   parser.add_argument("--time_min", type=int, default=24 * 60, help="slurm: minutes per job")
   parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
-  parser.add_argument("--cpus", type=int, default=None, help="slurm: CPUs per run")
-  parser.add_argument("--mem_gb", type=float, default=None, help="slurm: memory per run")
+  parser.add_argument("--cpus", type=int, help="slurm: CPUs per run")
+  parser.add_argument("--mem_gb", type=float, help="slurm: memory per run")
   parser.add_argument(
     "--cluster",
     default="slurm",
@@ -98,7 +95,6 @@ def _add_slurm_args(parser, branch) -> None:
   branch.add_argument(
     "--tree",
     type=_tree_numbers,
-    default=None,
     help="with --branch: run only these trees (0-based, comma-separated; what a slurm job runs)",
   )
 
@@ -107,7 +103,6 @@ def _add_cohort_args(parser) -> None:
   parser.add_argument(
     "--cohort",
     type=_cohort_size,
-    default=None,
     help="train runs that differ only in seed or the selection rule's numbers K at a time "
     "as one program (gradamp_jax.training.cohort); with slurm, one job per cohort; with "
     "--branch, each level's segments of one program as cohorts (and slurm: one job per "
@@ -117,24 +112,19 @@ def _add_cohort_args(parser) -> None:
   parser.add_argument(
     "--cohort_memory_gib",
     type=float,
-    default=None,
     help="with --cohort auto: the memory a cohort may use (default: this machine's GPU's)",
   )
   parser.add_argument(
     "--cohort_index",
     type=int,
-    default=None,
     help="with --cohort: train only this cohort (0-based; what a job or a slot runs)",
   )
   parser.add_argument(
     "--cohort_runs",
-    default=None,
     help="with --cohort: train these runs (names, comma-separated) as one cohort (what a "
     "branched sweep's segment runs)",
   )
-  parser.add_argument(
-    "--until_epoch", type=int, default=None, help="with --cohort_runs: stop after this epoch"
-  )
+  parser.add_argument("--until_epoch", type=int, help="with --cohort_runs: stop after this epoch")
 
 
 def _check_args(parser, args, overrides) -> None:
