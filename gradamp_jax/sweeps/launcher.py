@@ -37,10 +37,8 @@ from gradamp_jax.sweeps import branched, cluster, cohorts, expansion, local, opt
 
 
 def main(argv=None):
-  """``launch/sweep.py``: expands the sweep (the runs every ``--only`` keeps), lists it
-  (``--list``: returns the runs) or records it in ``ROOT/sweep.json`` and launches it;
-  returns what the part that ran returns (the SLURM jobs, the cohorts' names, the branched
-  sweep's record)."""
+  """``launch/sweep.py``: the sweep (the runs every ``--only`` keeps) listed, or recorded in
+  ``ROOT/sweep.json`` and launched; returns what the part that ran returns."""
   args, overrides = options.parse(argv, description=__doc__)
   runs = expansion.select(
     expansion.expand(args.config, args.sweep, args.root, overrides), args.only

@@ -43,11 +43,8 @@ def visible_gpus() -> list[str]:
 
 def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
   """Runs ``commands`` (``(name, argv)`` pairs), ``per_device`` at a time on each of
-  ``devices`` (GPU ids; empty: this machine as it is), in order as slots free up.
-
-  Each process sees only its GPU (``CUDA_VISIBLE_DEVICES``) and may take 0.9/``per_device``
-  of its memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``); its output goes to
-  ``log_dir/NAME.log``. Returns the names of the commands that failed.
+  ``devices`` (GPU ids; empty: this machine), each seeing only its GPU and 0.9/``per_device``
+  of its memory, its output in ``log_dir/NAME.log``. Returns the names of those that failed.
   """
   os.makedirs(log_dir, exist_ok=True)
   free = [(device, k) for device in (devices or [None]) for k in range(per_device)]
