@@ -140,12 +140,11 @@ def check_params(name: str, params: dict | None) -> dict:
   out = {}
   for key, param in action.params.items():
     value = params.get(key, param.default)
-    if phases_lib.is_traced(value):  # a cohort member's, checked before tracing
-      out[key] = value
-      continue
-    if not param.check(value):
-      raise ValueError(f"{key}: must be {param.allowed}, got {value!r}")
-    out[key] = float(value)
+    if not phases_lib.is_traced(value):  # a cohort member's was checked before tracing
+      if not param.check(value):
+        raise ValueError(f"{key}: must be {param.allowed}, got {value!r}")
+      value = float(value)
+    out[key] = value
   traced = any(phases_lib.is_traced(v) for v in out.values())
   if name == "scale_by_zscore" and not traced and not out["lo"] < out["hi"]:
     raise ValueError(f"hi: must be above lo ({out['lo']:g}), got {out['hi']:g}")

@@ -1,10 +1,9 @@
-"""JSON-lines outputs that a crash never leaves half-written.
+"""JSON-lines outputs that a crash never leaves half-written (docs/reliability.md).
 
-Each :meth:`JsonlWriter.write` appends its rows with one ``write`` system call on a file
-opened for appending, then ``fsync``: a killed process leaves either all of those rows or
-none. Should a write still end short (a full disk, a power cut), opening the file again
-drops the unterminated tail, and :func:`read_jsonl` ignores it, so readers never see a
-broken line.
+Each :meth:`JsonlWriter.write` appends its rows with one ``write`` system call, then
+``fsync``: a killed process leaves all of those rows or none. A write that still ends short
+(a full disk, a power cut) leaves an unterminated tail: opening the file again drops it, and
+:func:`read_jsonl` ignores it.
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ class JsonlWriter:
 
   def __init__(self, path: str, keep: Callable[[dict], bool] | None = None):
     self.path = path
-    if keep is not None and os.path.exists(path):
-      rows = [r for r in read_jsonl(path) if keep(r)]
-      replace_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-    elif keep is None and os.path.exists(path):
+    if os.path.exists(path) and keep is None:
       os.remove(path)
+    elif os.path.exists(path):
+      replace_text(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if keep(r)))
 
   def write(self, rows: Iterable[dict]) -> None:
     data = "".join(json.dumps(row) + "\n" for row in rows).encode()

@@ -1,9 +1,7 @@
 """What each config field allows, and ``--config.field=value`` overrides checked against it.
 
-:func:`check_fields` and :func:`apply_overrides` raise
-``ValueError("config.<field>: <what is allowed>, got <value>")`` and nothing else, before any
-data is read; :func:`validate_config` adds the checks that involve several fields or the
-machine (docs/architecture.md).
+Every check raises a ``ValueError`` naming the field (``config.<field>: <what is allowed>,
+got <value>``) and nothing else, before any data is read (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -23,12 +21,7 @@ from gradamp_jax import layers as layers_lib
 from gradamp_jax import measures as ga_measures
 from gradamp_jax import models, run_folder
 from gradamp_jax.phases import is_finite_real, is_int, parse_phases
-from gradamp_jax.training.optimizer import (
-  OPTIMIZERS,
-  action_params,
-  create_amplification,
-  selects_by_threshold,
-)
+from gradamp_jax.training import optimizer
 
 _Rule = tuple[Callable[[Any], bool], Any]  # a field's predicate and what it allows
 DATASETS = ("cifar10", "cifar100")
@@ -39,7 +32,9 @@ _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
 
 
 def _choice(options) -> _Rule:
-  return (lambda x: isinstance(x, str) and x in options), f"one of {', '.join(options)}"
+  """A choice among ``options``, or a registry's names (a function) as they are when checked."""
+  names = options if callable(options) else lambda: tuple(options)
+  return (lambda x: isinstance(x, str) and x in names()), _OneOf(names)
 
 
 class _OneOf:
@@ -54,11 +49,6 @@ class _OneOf:
 
 def _measure_names() -> tuple[str, ...]:
   return tuple(ga_measures.MEASURES)
-
-
-def _registered(names: Callable[[], tuple[str, ...]]) -> _Rule:
-  """A choice among a registry's names as they are when checked."""
-  return (lambda x: isinstance(x, str) and x in names()), _OneOf(names)
 
 
 def _number(ok: Callable[[float], bool], allowed: str) -> _Rule:
@@ -79,11 +69,6 @@ def _optional_text(x) -> bool:
   return x is None or (isinstance(x, str) and x.strip() != "")
 
 
-def _phases_ok(x) -> bool:
-  parse_phases(x)  # raises ValueError naming the phase and its field
-  return True
-
-
 _BOOL = (lambda x: isinstance(x, bool)), "true or false"
 
 
@@ -98,7 +83,7 @@ def _measure_set(x) -> bool:
 
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
 RULES: dict[str, _Rule] = {
-  "model": _registered(models.names),
+  "model": _choice(models.names),
   "dataset": _choice(DATASETS),
   "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
   "download": _BOOL,
@@ -111,11 +96,11 @@ RULES: dict[str, _Rule] = {
   "batch_size": _int_range(1),
   "eval_batch_size": _int_range(1),
   "phases": (
-    _phases_ok,
+    lambda x: bool(parse_phases(x)),  # raises ValueError naming the phase and its field
     "a non-empty tuple of (end_epoch, learning_rate, is_amp, "
     "amp_factor), e.g. ((1, 0.1, 0, 1), (3, 0.1, 1, 2))",
   ),
-  "optimizer": _choice(OPTIMIZERS),
+  "optimizer": _choice(optimizer.OPTIMIZERS),
   "momentum": _FRACTION,
   "weight_decay": _NON_NEGATIVE,
   "adam_b1": _FRACTION,
@@ -133,12 +118,12 @@ RULES: dict[str, _Rule] = {
     _OneOf(_measure_names, "a non-empty list of distinct measures from"),
   ),
   "amplification.method": _choice(ga_amplification.METHODS),
-  "amplification.measure": _registered(_measure_names),
+  "amplification.measure": _choice(_measure_names),
   "amplification.case": (
     (lambda x: is_int(x) and x in ga_measures.CASES),
     "1 (upper tail), 2 (two-sided) or 3 (lower tail)",
   ),
-  "amplification.action": _registered(lambda: tuple(ga_actions.ACTIONS)),
+  "amplification.action": _choice(lambda: tuple(ga_actions.ACTIONS)),
   "amplification.alpha": _NON_NEGATIVE,
   "amplification.lo": _NON_NEGATIVE,
   "amplification.hi": _NON_NEGATIVE,
@@ -252,15 +237,12 @@ def parse_value(field: str, text: str, current: Any, action: str | None = None) 
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> None:
-  """Applies ``field=value`` overrides (``--config.`` prefix optional) to ``config``.
-
-  A registered action's parameter (:func:`param_rules`) is a number, set whether the config
-  has it or not.
+  """Applies ``field=value`` overrides (``--config.`` prefix optional) to ``config``; an
+  action's parameter (:func:`param_rules`) is a number, set whether the config has it or not.
 
   Raises:
-    ValueError: naming the field, for an unknown field, a group given a value, or a
-      value that cannot be converted to the field's type. Values are converted only;
-      :func:`check_fields` checks them.
+    ValueError: naming the field, for an unknown field, a group given a value, or a value
+      not of the field's type (values are converted only; :func:`check_fields` checks them).
   """
   known = run_folder.flat_config(config)
   for item in overrides:
@@ -293,11 +275,7 @@ def _refuse_unknown(field: str, known: dict, params: dict):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the config before any data is read: :func:`check_fields`, then what involves
-  several fields or this machine.
-
-  Raises:
-    ValueError: naming the bad field and what is allowed.
-  """
+  several fields or this machine; a ``ValueError`` names the bad field and what is allowed."""
   check_fields(config)
   if config.image_folder and not os.path.isdir(os.path.expanduser(config.image_folder)):
     raise ValueError(
@@ -324,7 +302,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_action(amp)
   _check_threshold(amp)
   try:  # the transforms check measure, case, threshold and ratio themselves
-    create_amplification(config, steps_per_epoch=1)
+    optimizer.create_amplification(config, steps_per_epoch=1)
   except ValueError as e:
     raise ValueError(f"config.amplification: {e}") from None
 
@@ -352,14 +330,14 @@ def _check_action(amp) -> None:
       f"layer; amplification.method must be 'intelligent', got {amp.method!r}"
     )
   try:
-    ga_actions.check_params(amp.action, action_params(amp))
+    ga_actions.check_params(amp.action, optimizer.action_params(amp))
   except ValueError as e:
     raise ValueError(f"config.amplification.{e}") from None
 
 
 def _check_threshold(amp) -> None:
   """Case 2 (``|Ĝ| > t``) with ``t <= 0`` selects every eligible layer by construction."""
-  if selects_by_threshold(amp) and amp.case == 2 and amp.threshold <= 0:
+  if optimizer.selects_by_threshold(amp) and amp.case == 2 and amp.threshold <= 0:
     raise ValueError(
       f"config.amplification.threshold: must be > 0 under case 2 (|Ĝ| > t), got "
       f"{amp.threshold!r}; a threshold <= 0 selects every eligible layer whatever the "

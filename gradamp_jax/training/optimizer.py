@@ -99,12 +99,9 @@ def create_optimizer(
   config, steps_per_epoch: int, rule: Optional[dict] = None
 ) -> optax.GradientTransformation:
   """The base optimizer wrapped by the amplification (:func:`gradamp_jax.amplify`) at
-  ``config.amplification.where``; the base optimizer alone for ``none`` without tracking.
-  ``rule``: traced amplification fields (:func:`create_amplification`).
-
-  Only the loss gradient is amplified: weight decay is part of the base optimizer. With
-  ``where="updates"`` the factor multiplies the base optimizer's update, decay included.
-  """
+  ``config.amplification.where`` (alone for ``none`` without tracking); ``rule`` as for
+  :func:`create_amplification`. Weight decay is the base optimizer's: amplified only with
+  ``where="updates"``, which multiplies the base optimizer's update."""
   base = create_base_optimizer(config, steps_per_epoch)
   amplification = create_amplification(config, steps_per_epoch, rule)
   if amplification is None:
