@@ -62,22 +62,17 @@ def train_trees(args, runs, overrides, trees) -> dict:
   log = lambda line: print(f"  {line}", flush=True)  # noqa: E731
   train_segments = segment_trainer(args, runs, overrides)
   if args.cohort is not None:
-    print(
-      f"trees {', '.join(str(k + 1) for k in chosen)} of {len(trees)}, level by level", flush=True
-    )
+    numbers = ", ".join(str(k + 1) for k in chosen)
+    print(f"trees {numbers} of {len(trees)}, level by level", flush=True)
     tree = branching.run_forest([trees[k] for k in chosen], train_segments, log=log)
   else:
     for k in chosen:
       print(f"tree {k + 1}/{len(trees)}: {len(trees[k])} runs", flush=True)
       tree += branching.run_forest([trees[k]], train_segments, log=log)
   counts = branching.count_epochs(tree, [m for k in chosen for m in trees[k]])
-  return write_record(
-    args,
-    runs,
-    run_folder.sweep_record(None if args.tree is None else args.tree[0]),
-    len(chosen),
-    dict(tree=tree, **counts, seconds=round(time.time() - started, 1)),
-  )
+  branch = dict(tree=tree, **counts, seconds=round(time.time() - started, 1))
+  name = run_folder.sweep_record(None if args.tree is None else args.tree[0])
+  return write_record(args, runs, name, len(chosen), branch)
 
 
 def segment_trainer(args, runs, overrides):
@@ -127,16 +122,10 @@ def run_trees_concurrently(args, runs, overrides, jobs_trees: list[list[int]]) -
   """``--branch --runs_per_device N``: each group of trees in a slot of its own; their
   records merged into ``ROOT/sweep.json``."""
   started = time.time()
-  local.run_all(
-    [(f"tree{group[0]}", command(args, overrides, group)) for group in jobs_trees],
-    "tree",
-    args.runs_per_device,
-    os.path.join(args.root, "logs"),
-  )
-  parts = [
-    run_folder.read_json(args.root, run_folder.sweep_record(group[0]))["branch"]
-    for group in jobs_trees
-  ]
+  commands = [(f"tree{group[0]}", command(args, overrides, group)) for group in jobs_trees]
+  local.run_all(commands, "tree", args.runs_per_device, os.path.join(args.root, "logs"))
+  records = [run_folder.read_json(args.root, run_folder.sweep_record(g[0])) for g in jobs_trees]
+  parts = [record["branch"] for record in records]
   num_trees = sum(len(group) for group in jobs_trees)
   branch = dict(
     tree=[node for part in parts for node in part["tree"]],

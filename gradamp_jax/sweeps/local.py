@@ -67,10 +67,8 @@ def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str
       free.append(slot)
       if process.returncode:
         failed.append(name)
-      print(
-        f"{'finished' if not process.returncode else f'FAILED ({process.returncode})'} {name}",
-        flush=True,
-      )
+      status = f"FAILED ({process.returncode})" if process.returncode else "finished"
+      print(f"{status} {name}", flush=True)
   return failed
 
 

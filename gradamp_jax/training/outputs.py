@@ -126,20 +126,13 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
   measured = amp.method in ga.amplification.MEASURED_METHODS
   rows = []
   for r in ga.selection_report(opt_state, params):
-    row = dict(
-      epoch=r["epoch"],
-      step=r["step"],
-      layer=r["layer"],
-      measure=amp.measure if measured else None,
-      value=finite_or_none(r["value"]) if measured else None,
-      normalized=finite_or_none(r["normalized"]) if measured else None,
-      selected=r["selected"],
-      scale=r["scale"],
-      factor=r["factor"],
-      eligible=r["eligible"],
-      method=amp.method,
-      action=amp.action,
-    )
+    row = {key: r[key] for key in ("epoch", "step", "layer")}
+    row.update(measure=None, value=None, normalized=None)
+    if measured:
+      row.update(measure=amp.measure, value=finite_or_none(r["value"]))
+      row["normalized"] = finite_or_none(r["normalized"])
+    row.update({key: r[key] for key in ("selected", "scale", "factor", "eligible")})
+    row.update(method=amp.method, action=amp.action)
     if amp.method == "matched_random":
       row["selected_by_measure"] = r["selected_by_measure"]
     rows.append(row)
@@ -201,18 +194,10 @@ def num_selections(config, opt_state) -> int:
 class RunOutputs:
   """A training run's ``config.json``, ``run.json``, JSON-lines rows and TensorBoard scalars.
 
-  Opening them writes ``config.json`` and ``run.json``; a run resumed at update
-  ``start_step`` keeps the JSON-lines rows before it and appends after them. Only the lead
-  process writes (``write``); on the others the methods only keep count.
-
-  Args:
-    workdir: the run's folder.
-    config: its config.
-    info: :func:`run_info`.
-    state: the state the run starts from (its selections so far are already recorded).
-    start_step: the update the run starts from (0, or a restored checkpoint's).
-    write: whether this process writes the files.
-    label: printed before each epoch's line (a cohort's member names itself).
+  Opening them writes ``config.json`` and ``run.json`` (``info``: :func:`run_info`); a run
+  resumed from ``state`` at update ``start_step`` keeps the JSON-lines rows before it and
+  appends after them. Only the process with ``write`` writes; the others only keep count.
+  ``label`` is printed before each epoch's line (a cohort's member names itself).
   """
 
   def __init__(
@@ -242,9 +227,8 @@ class RunOutputs:
     if selections > self.selections:
       self.selections = selections
       if self.write_files:
-        self.layer_stats.write(
-          in_network_order(layer_stat_rows(self.config, state.opt_state, state.params), self.depth)
-        )
+        rows = layer_stat_rows(self.config, state.opt_state, state.params)
+        self.layer_stats.write(in_network_order(rows, self.depth))
 
   def record_epoch(self, row: dict, state) -> None:
     """Writes an epoch's metrics ``row``, its selection and directionality, and prints it."""
@@ -253,11 +237,8 @@ class RunOutputs:
       return
     self.metrics.write([row])
     if self.config.track_directionality:
-      self.directionality.write(
-        in_network_order(
-          directionality_rows(state.opt_state, state.params, self.eligible), self.depth
-        )
-      )
+      rows = directionality_rows(state.opt_state, state.params, self.eligible)
+      self.directionality.write(in_network_order(rows, self.depth))
     for key, value in row.items():
       if key not in ("epoch", "step", run_folder.FIRST_AFTER_START):
         self.summary.add_scalar(key, value, row["epoch"])
