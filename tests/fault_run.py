@@ -116,7 +116,7 @@ def wrap_chunks(wrap, *, first_only: bool) -> None:
 
 def log_loads(path: str) -> None:
   """Appends "PROCESS start|end DOWNLOAD TIME" to ``path`` around each data load."""
-  load = input_pipeline.load
+  load = input_pipeline.load_for_seeds
 
   def logged_load(*args, **kwargs):
     def log(what):
@@ -128,7 +128,7 @@ def log_loads(path: str) -> None:
     log("end")
     return result
 
-  input_pipeline.load = logged_load
+  input_pipeline.load_for_seeds = logged_load
 
 
 if __name__ == "__main__":

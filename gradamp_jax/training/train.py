@@ -304,7 +304,7 @@ class Programs(NamedTuple):
 
   members: tuple[int, ...]  # positions in the cohort
   train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
-  evaluate: Callable  # state -> {split: {sum: (len(members),)}}
+  evaluate: Callable  # state -> {split: {sum: a value, or one per member when stacked}}
   epoch_plan: Callable  # epoch -> the members' plans
   put_history: Callable  # {metric: host (len(members), steps)} -> the chunk's history
   stack: Callable  # the members' states -> state
@@ -337,14 +337,10 @@ def _jit_run(config, spe, graphdef, tx, state, mean, std, mesh: Mesh) -> dict:
 def _run_programs(k: int, jitted: dict, seed: int, keep, eval_data: dict, mesh) -> Programs:
   """Member ``k``'s :class:`Programs` from its run's ``jitted`` functions (:func:`_jit_run`)."""
 
-  def evaluate(state):
-    sums = {name: jitted["evaluate"](state, split) for name, split in eval_data.items()}
-    return jax.tree.map(lambda x: jnp.reshape(x, (1,)), sums)
-
   return Programs(
     members=(k,),
     train_chunk=jitted["train_chunk"],
-    evaluate=evaluate,
+    evaluate=lambda state: {n: jitted["evaluate"](state, s) for n, s in eval_data.items()},
     epoch_plan=lambda epoch: jitted["epoch_plan"](seed, keep, epoch),
     put_history=lambda history: _replicate({n: v[0] for n, v in history.items()}, mesh),
     stack=lambda states: states[0],
@@ -524,9 +520,10 @@ class Members(NamedTuple):
         mean = {n: float(np.mean(v)) for n, v in metrics[k].items()}
         row = dict(epoch=epoch, step=epoch * spe, lr=lr, train_loss=mean["loss"])
         row.update(train_accuracy=mean["accuracy"], grad_norm=mean["grad_norm"])
-        for name, s in sums.items():
-          row[f"{name}_loss"] = float(s["loss"][i]) / float(s["count"][i])
-          row[f"{name}_accuracy"] = float(s["correct"][i]) / float(s["count"][i])
+        for name, split_sums in sums.items():
+          s = {key: np.reshape(v, -1)[i] for key, v in split_sums.items()}  # scalars alone
+          row[f"{name}_loss"] = float(s["loss"]) / float(s["count"])
+          row[f"{name}_accuracy"] = float(s["correct"]) / float(s["count"])
         row["amplified_layers"] = outputs.amplified_layers(self.configs[k], states[k].opt_state)
         row["epoch_seconds"] = time.perf_counter() - started
         images = (len(metrics[k]["loss"]) - start) * self.configs[k].batch_size
