@@ -274,9 +274,9 @@ def print_summary(workdir: str, num_epochs: int) -> None:
   )
 
 
-def last_metrics(workdir: str) -> dict:
-  """The last epoch's row of a run's ``metrics.jsonl``."""
-  return run_folder.read_rows(workdir, METRICS)[-1]
+def last_metrics(workdir: str) -> dict | None:
+  """The last epoch's row of a run's ``metrics.jsonl``; None before its first epoch ends."""
+  return (run_folder.read_rows(workdir, METRICS, missing_ok=True) or [None])[-1]
 
 
 def write_fork(

@@ -231,7 +231,7 @@ def _epochs(members: Members, states, carried, start_step, last, checkpoints, re
   """The epochs of :func:`_train`: train, check each member, record, checkpoint, stop."""
   spe, workdirs = members.steps_per_epoch, members.workdirs
   failed: dict[int, str] = {}  # member -> why it stopped
-  rows = [_last_row(w) if start_step else None for w in workdirs]
+  rows = [outputs.last_metrics(w) if start_step else None for w in workdirs]
   groups = members.stack(states)
   where = checkpoints[0].directory if len(workdirs) == 1 else "each member's workdir"
   with preemption.StopRequest() as stop:
@@ -262,11 +262,6 @@ def _epochs(members: Members, states, carried, start_step, last, checkpoints, re
   if failed:
     raise NonFiniteError(_failures(members, failed))
   return rows
-
-
-def _last_row(workdir: str) -> dict | None:
-  """A member's last metrics row so far: none before its first epoch ends."""
-  return (run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True) or [None])[-1]
 
 
 def _check_members(members: Members, states, epoch: int, checkpoints, failed: dict) -> None:
