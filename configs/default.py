@@ -45,6 +45,7 @@ def use_optimizer(config, name: str):
 def get_config():
   config = ml_collections.ConfigDict()
   config.model = "resnet18"
+  config.width = 1.0  # channel multiplier of the VGG and ResNet families (0.25: VGG 16-128)
   config.dataset = "cifar10"  # cifar10 | cifar100
   config.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: TFDS default)
   config.download = True  # let TFDS download and prepare when missing

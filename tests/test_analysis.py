@@ -553,11 +553,57 @@ def test_threshold_figure_draws_the_summary():
   )
   ax = figures.plot_threshold_curves(analysis.summarize(runs))
   legend = [t.get_text() for t in ax.get_legend().get_texts()]
-  assert legend == ["none (91.00, n=2)", "random (88.00, n=1)", "G′ c1", "matched G′ c1"]
+  assert legend == [
+    "none, mean ± std (91.00, n=2)",
+    "random (88.00, n=1)",
+    "G′ c1 (n=2)",
+    "matched G′ c1 (n=1)",
+  ]
   line = ax.containers[0]  # the intelligent curve: means at 1.0 and 1.5
   np.testing.assert_allclose(np.asarray(line.lines[0].get_ydata(), float), [91.5, 92.0])
   band = [p for p in ax.patches][0].get_extents()
   assert band.height > 0  # the none mean ± std band
+  plt.close("all")
+
+
+def test_the_threshold_figure_keeps_its_legend_off_the_data_and_names_n_per_point():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from gradamp_jax.analysis import figures
+
+  thresholds = (0.5, 1.0, 1.5, 2.0)
+  runs = runs_frame(
+    [("none", 0, s, 60.0 + s, None) for s in range(5)]
+    + [("all", None, s, 61.0, None) for s in range(5)]
+    + [("intelligent", t, s, 60.0 + t, None) for t in thresholds for s in range(5) if t + s < 6]
+    + [("matched_random", t, s, 59.0 + t, None) for t in (1.0, 2.0) for s in range(5)]
+  )
+  fig = figures.threshold_figure(analysis.summarize(runs), "resnet8", "cifar10", 0)
+  fig.tight_layout()
+  fig.canvas.draw()
+  ax = fig.axes[0]
+  legend = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert legend == [
+    "none, mean ± std (62.00, n=5)",
+    "all (61.00, n=5)",
+    "G′ c1 (n=4–5)",  # the seed 4 run at t=2 is missing
+    "matched G′ c1 (n=5)",
+  ]
+  assert [a.get_text() for a in ax.texts] == ["n=4"]  # the point that has fewer runs
+  intelligent, matched = (c.lines[0] for c in ax.containers)
+  assert list(intelligent.get_xdata()) == list(thresholds)
+  assert list(matched.get_xdata()) == [1.0, 2.0] and matched.get_linestyle() == "--"
+  assert matched.get_color() == intelligent.get_color()
+  renderer = fig.canvas.get_renderer()
+  legend_box, axes_box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent()
+  assert legend_box.x0 >= axes_box.x1  # beside the data, not over it
+  assert legend_box.x1 <= fig.bbox.x1 + 1  # and inside the figure
+  width, height = fig.get_size_inches() * 110  # the report's dpi
+  assert width <= 1400 and height <= 1400
+  assert axes_box.width >= 0.5 * fig.bbox.width  # the data keeps most of the figure
   plt.close("all")
 
 
@@ -583,7 +629,8 @@ def test_a_single_threshold_is_drawn_as_one_point_per_family():
   points = [c.lines[0] for c in ax.containers]
   assert [list(p.get_xdata()) for p in points] == [[0], [1], [2]]
   assert [list(p.get_ydata()) for p in points] == [[93.0], [91.5], [89.0]]
-  assert all(p.get_linestyle() == "None" and p.get_marker() == "o" for p in points)
+  assert all(p.get_linestyle() == "None" for p in points)
+  assert [p.get_marker() for p in points] == ["o", "o", "s"]  # matched random: squares
   two = runs_frame([("intelligent", t, 0, 90.0 + t, None) for t in (1.0, 2.0)])
   _, ax = plt.subplots()
   figures.plot_threshold_curves(analysis.summarize(two), ax=ax)

@@ -171,6 +171,33 @@ def test_parameter_count(name):
   assert sum(leaf.size for leaf in jax.tree.leaves(params)) == PARAM_COUNTS[name]
 
 
+# At a width multiplier (config.width), by hand from the same definitions:
+# vgg19 x 0.25 (16, 16 | 32, 32 | 64 x 4 | 128 x 4 | 128 x 4 channels): per conv 9*c_in*c_out
+# + c_out, per BatchNorm 2*c_out: 480 + 2,352 + 4,704 + 9,312 + 18,624 + 3 * 37,056
+# + 74,112 + 7 * 147,840, and the classifier 128*10 + 10 = 1,290.
+# resnet8 x 0.5 (8 | 16 | 32 channels): stem 216 + 16; layer1 2 * (576 + 16); layer2
+# 1,152 + 32, 2,304 + 32 and the projection 128 + 32; layer3 4,608 + 64, 9,216 + 64 and
+# 512 + 64; the classifier 32*10 + 10 = 330.
+WIDTH_PARAM_COUNTS = {("vgg19", 0.25): 1_256_922, ("resnet8", 0.5): 19_954}
+
+
+@pytest.mark.parametrize("name, width", sorted(WIDTH_PARAM_COUNTS))
+def test_parameter_count_at_a_width(name, width):
+  model = nnx.eval_shape(lambda: models.create(name, 10, width=width))
+  params = nnx.state(model, nnx.Param)
+  assert sum(leaf.size for leaf in jax.tree.leaves(params)) == WIDTH_PARAM_COUNTS[name, width]
+  assert _layers(params).keys() == _layers(nnx.state(_abstract_model(name), nnx.Param)).keys()
+
+
+def test_a_width_is_refused_when_not_positive_or_when_the_builder_has_none(registry):
+  with pytest.raises(ValueError, match=r"width must be a positive number, got 0"):
+    models.create("vgg11", 10, width=0)
+  registry.register("tiny_cnn", TinyCNN)
+  assert models.create("tiny_cnn", 10, width=1.0).conv.out_features == 4
+  with pytest.raises(ValueError, match=r"model 'tiny_cnn' takes no width multiplier"):
+    models.create("tiny_cnn", 10, width=0.5)
+
+
 @pytest.mark.parametrize("name", sorted(LAYER_COUNTS))
 def test_each_conv_dense_batchnorm_is_one_layer(name):
   model = _abstract_model(name)
@@ -412,6 +439,16 @@ def test_an_unregistered_model_name_is_refused_naming_the_registered(registry):
   with pytest.raises(
     ValueError, match=r"config.model: must be one of vgg11, .*, tiny_cnn, got 'tiny'"
   ):
+    config_fields.validate_config(config)
+
+
+def test_a_config_width_must_be_positive():
+  from configs import default
+  from gradamp_jax.training import config_fields
+
+  config = default.get_config()
+  config.width = -0.5
+  with pytest.raises(ValueError, match=r"config.width: must be a finite number > 0, got -0.5"):
     config_fields.validate_config(config)
 
 

@@ -31,18 +31,33 @@ def _families(frame: pd.DataFrame) -> list[tuple]:
   return [(key, group.sort_values("threshold")) for key, group in by]
 
 
+def _n_text(group: pd.DataFrame) -> str:
+  """``n=5`` when every point of a family has 5 runs, ``n=3–5`` when they differ."""
+  counts = group["n"].astype(int)
+  low, high = counts.min(), counts.max()
+  return f"n={low}" if low == high else f"n={low}–{high}"
+
+
 def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
   """Each family's ``{column}_mean`` ± ``{column}_std`` (``style(i, apart)`` its options) at
-  its thresholds or, all rows at one threshold (or none), side by side, named on the x axis."""
+  its thresholds or, all rows at one threshold (or none), side by side, named on the x axis.
+  The legend names the runs per point; a point whose count differs from its family's
+  largest is marked with its own ``n``."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1
   for i, (group, name) in enumerate(zip(groups, names)):
     x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float)
+    y = group[f"{column}_mean"].to_numpy(float)
     yerr = group[f"{column}_std"].astype(float).fillna(0)
-    ax.errorbar(x, group[f"{column}_mean"], yerr=yerr, capsize=2, label=name, **style(i, apart))
+    label = f"{name} ({_n_text(group)})"
+    ax.errorbar(x, y, yerr=yerr, capsize=2, label=label, **style(i, apart))
+    for xi, yi, n in zip(x, y, group["n"].astype(int)):
+      if n != group["n"].max():
+        ax.annotate(f"n={n}", (xi, yi), xytext=(4, -10), textcoords="offset points", fontsize=7)
   if not apart:
     ax.set_xlabel("threshold on the normalized measure")
+    ax.set_xticks(sorted(thresholds))
     return
   ax.set_xticks(range(len(groups)), names, rotation=20, horizontalalignment="right")
   ax.set_xlim(-0.5, len(groups) - 0.5)
@@ -51,22 +66,29 @@ def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
   )
 
 
+def _legend_outside(ax) -> None:
+  """The legend to the right of the axes, clear of the data."""
+  ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+
+
 def plot_threshold_curves(summary: pd.DataFrame, ax=None):
   """Test accuracy vs threshold per measure and case, mean with error bars of the sample
-  std over seeds, against the original model's mean ± std band (the paper's Figs. 2–10).
+  std over seeds, against the original model's mean ± std band (the paper's Figs. 3–10).
   Runs at one threshold only are drawn as one point per family, side by side.
 
   Args:
     summary: rows of :func:`statistics.summarize` for one model, dataset and re-selection
-      (plus that model's ``none`` row); ``matched_random`` is drawn dashed, ``random`` and
-      ``all`` as dotted lines.
+      (plus that model's ``none`` row); ``matched_random`` is drawn dashed in its
+      intelligent family's colour, ``random`` and ``all`` as dotted lines; every label
+      gives the runs per point (``n``).
   """
   ax = _axes(ax)
   none = summary[summary["method"] == "none"]
   if len(none):
     mean, std = float(none["test_mean"].iloc[0]), np.nan_to_num(none["test_std"].iloc[0])
     ax.axhspan(mean - std, mean + std, color="0.5", alpha=0.2)
-    ax.axhline(mean, color="0.3", label=f"none ({mean:.2f}, n={int(none['n'].iloc[0])})")
+    label = f"none, mean ± std ({mean:.2f}, n={int(none['n'].iloc[0])})"
+    ax.axhline(mean, color="0.3", label=label)
   families = [
     (line, key, group)
     for method, line in (("intelligent", "-"), ("matched_random", "--"))
@@ -77,9 +99,9 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
 
   def style(i, apart):
     line = families[i][0]
-    return dict(
-      fmt="o" if apart else "o" + line, color=colors[i], alpha=1.0 if line == "-" else 0.6
-    )
+    marker = "o" if line == "-" else "s"
+    fmt = marker if apart else marker + line
+    return dict(fmt=fmt, color=colors[i], alpha=1.0 if line == "-" else 0.7)
 
   _plot_families(ax, [group for _, _, group in families], "test", style)
   for i, method in enumerate(("random", "all")):
@@ -87,7 +109,7 @@ def plot_threshold_curves(summary: pd.DataFrame, ax=None):
       label = f"{labels.family_label(row)} ({row['test_mean']:.2f}, n={int(row['n'])})"
       ax.axhline(row["test_mean"], color=f"C{6 + i}", linestyle=":", label=label)
   ax.set_ylabel("final test accuracy (%)")
-  ax.legend(fontsize="small")
+  _legend_outside(ax)
   return ax
 
 
@@ -181,7 +203,7 @@ def plot_selection_sizes(sizes: pd.DataFrame, ax=None):
   if len(sizes):
     ax.axhline(sizes["eligible"].max(), color="0.5", linestyle=":", label="eligible layers")
   ax.set_ylabel("layers selected per selection")
-  ax.legend(fontsize="small")
+  _legend_outside(ax)
   return ax
 
 
@@ -263,7 +285,7 @@ def threshold_figure(summary, model, dataset, reselect, optimizer="sgd"):
   if not (subset["method"] == "intelligent").any():
     return None
   title = _title(model, dataset, reselect, optimizer)
-  return _figure((7, 4.5), plot_threshold_curves, subset, title)
+  return _figure((9, 4.5), plot_threshold_curves, subset, title)
 
 
 def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
@@ -272,7 +294,7 @@ def selection_sizes_figure(runs, model, dataset, reselect, optimizer="sgd"):
   sizes = statistics.selection_sizes(subset, read_frames(subset["workdir"], run_folder.LAYER_STATS))
   if sizes.empty:
     return None
-  return _figure((7, 4), plot_selection_sizes, sizes, _title(model, dataset, reselect, optimizer))
+  return _figure((9, 4), plot_selection_sizes, sizes, _title(model, dataset, reselect, optimizer))
 
 
 def curves_figure(runs, comparison, model, dataset, reselect, optimizer="sgd"):

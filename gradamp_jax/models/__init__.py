@@ -14,6 +14,7 @@ config's ``model`` field and the training program then take its name in that pro
 """
 
 import functools
+import inspect
 import re
 from collections.abc import Callable
 
@@ -67,7 +68,9 @@ def register(name: str, builder: Callable[..., nnx.Module], *, replace: bool = F
   * its state is ``nnx.Param`` and ``nnx.BatchStat`` only (BatchNorm running statistics
     are ``nnx.BatchStat``; the training step splits the model into these two);
   * at least one layer owns a parameter named ``kernel`` (what ``eligible="kernels"``
-    selects: convolutions and dense layers, not normalisation).
+    selects: convolutions and dense layers, not normalisation);
+  * optionally, a keyword ``width`` (a positive float, 1 by default): the width multiplier
+    that ``config.width`` sets; a builder without it runs at ``width=1`` only.
 
   Convolutions built as ``nnx.Conv`` follow ``config.conv`` (``im2col`` or ``lax``); others
   always compute as they are written. A layer is a parameter's path less its last key
@@ -136,7 +139,13 @@ def contract_problem(model, num_classes: int) -> str | None:
 
 
 def create(
-  name: str, num_classes: int, *, seed: int = 0, dtype=jnp.float32, conv: str = "lax"
+  name: str,
+  num_classes: int,
+  *,
+  seed: int = 0,
+  dtype=jnp.float32,
+  conv: str = "lax",
+  width: float = 1.0,
 ) -> nnx.Module:
   """Builds a freshly initialised model.
 
@@ -149,13 +158,15 @@ def create(
     conv: one of ``CONV_IMPLEMENTATIONS``: ``"lax"`` (``lax.conv_general_dilated``, every
       backend) or ``"im2col"`` (the kernel gradient as one matrix product, for CPUs where
       XLA's kernel-gradient convolution is slow; faster on some CPUs, slower on others).
+    width: width multiplier of the channels (``config.width``; 0.25: VGG 16-128 channels),
+      for the built-in models and registered builders that take a ``width`` keyword.
 
   Returns:
     The model, an ``nnx.Module`` called as ``model(x, train=bool)``.
 
   Raises:
-    ValueError: unknown ``name`` or ``conv``, non-positive ``num_classes`` or non-float
-      ``dtype``.
+    ValueError: unknown ``name`` or ``conv``, non-positive ``num_classes`` or ``width``,
+      a ``width`` other than 1 for a builder without one, or non-float ``dtype``.
   """
   if name not in _BUILDERS:
     raise ValueError(f"Unknown model name {name!r}; known models: {', '.join(names())}")
@@ -167,11 +178,27 @@ def create(
     )
   if conv not in CONV_IMPLEMENTATIONS:
     raise ValueError(f"Unknown conv {conv!r}; known: {', '.join(CONV_IMPLEMENTATIONS)}")
-  model = _BUILDERS[name](num_classes, dtype=dtype, rngs=nnx.Rngs(params=seed))
+  builder, scale = _BUILDERS[name], _width_kwargs(name, width)
+  model = builder(num_classes, **scale, dtype=dtype, rngs=nnx.Rngs(params=seed))
   for _, module in nnx.iter_graph(model):
     if isinstance(module, nnx.Conv):
       module.conv_general_dilated = CONV_IMPLEMENTATIONS[conv]
   return model
+
+
+def _width_kwargs(name: str, width: float) -> dict:
+  """``{"width": width}`` for a builder that takes it; ``{}`` at width 1 for one that does not."""
+  if isinstance(width, bool) or not isinstance(width, int | float) or width <= 0:
+    raise ValueError(f"width must be a positive number, got {width!r}")
+  builder = _BUILDERS[name]
+  while isinstance(builder, functools.partial):
+    builder = builder.func
+  signature = inspect.signature(builder.__init__ if isinstance(builder, type) else builder)
+  if "width" in signature.parameters:
+    return {"width": float(width)}
+  if width != 1:
+    raise ValueError(f"model {name!r} takes no width multiplier (its builder has no 'width')")
+  return {}
 
 
 __all__ = [

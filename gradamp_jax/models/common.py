@@ -20,6 +20,11 @@ BATCH_NORM_EPSILON = 1e-5
 CONV_KERNEL_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def scaled(channels: int, width: float) -> int:
+  """``channels`` times the width multiplier ``width``, rounded, at least 1."""
+  return max(1, round(channels * width))
+
+
 def conv(
   in_features: int,
   out_features: int,

@@ -91,6 +91,7 @@ class ResNet(nnx.Module):
     widths: base channel count of each stage; the first is also the stem width.
       Every stage after the first halves the spatial size in its first block.
     num_classes: output size of the classifier.
+    width: width multiplier of every stage's channels (:func:`common.scaled`).
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
     rngs: parameter initialisation randomness.
   """
@@ -102,6 +103,7 @@ class ResNet(nnx.Module):
     widths: Sequence[int],
     num_classes: int,
     *,
+    width: float = 1.0,
     dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
@@ -109,17 +111,18 @@ class ResNet(nnx.Module):
       raise ValueError(
         f"stage_sizes {tuple(stage_sizes)} and widths {tuple(widths)} must have the same length"
       )
+    widths = [common.scaled(w, width) for w in widths]
     self.conv1, self.bn1 = _conv_bn(3, widths[0], 3, dtype=dtype, rngs=rngs)
     in_features = widths[0]
     self.stage_names = tuple(f"layer{i + 1}" for i in range(len(stage_sizes)))
-    for i, (name, num_blocks, width) in enumerate(
+    for i, (name, num_blocks, features) in enumerate(
       zip(self.stage_names, stage_sizes, widths, strict=True)
     ):
       blocks = []
       for j in range(num_blocks):
         stride = 2 if (i > 0 and j == 0) else 1
-        blocks.append(block(in_features, width, stride, dtype=dtype, rngs=rngs))
-        in_features = width * block.expansion
+        blocks.append(block(in_features, features, stride, dtype=dtype, rngs=rngs))
+        in_features = features * block.expansion
       setattr(self, name, nnx.List(blocks))
     self.fc = common.dense(in_features, num_classes, dtype=dtype, rngs=rngs)
 
@@ -133,9 +136,13 @@ class ResNet(nnx.Module):
     return self.fc(x)
 
 
-def resnet_cifar(depth: int, num_classes: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> ResNet:
+def resnet_cifar(
+  depth: int, num_classes: int, *, width: float = 1.0, dtype=jnp.float32, rngs: nnx.Rngs
+) -> ResNet:
   """He et al. (2016) CIFAR ResNet of depth ``6n + 2`` (e.g. 20, 32, 44, 56, 110)."""
   if depth < 8 or (depth - 2) % 6:
     raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
   n = (depth - 2) // 6
-  return ResNet(BasicBlock, (n, n, n), (16, 32, 64), num_classes, dtype=dtype, rngs=rngs)
+  return ResNet(
+    BasicBlock, (n, n, n), (16, 32, 64), num_classes, width=width, dtype=dtype, rngs=rngs
+  )

@@ -40,6 +40,7 @@ class VGG(nnx.Module):
   Args:
     stages: output channels of each convolution, one tuple per stage (see ``STAGES``).
     num_classes: output size of the classifier.
+    width: width multiplier of every convolution's channels (:func:`common.scaled`).
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
     rngs: parameter initialisation randomness.
   """
@@ -49,16 +50,18 @@ class VGG(nnx.Module):
     stages: Sequence[Sequence[int]],
     num_classes: int,
     *,
+    width: float = 1.0,
     dtype=jnp.float32,
     rngs: nnx.Rngs,
   ):
     blocks, pool_after = [], []
     in_features = 3
     for stage in stages:
-      for i, width in enumerate(stage):
-        blocks.append(ConvBN(in_features, width, dtype=dtype, rngs=rngs))
+      for i, channels in enumerate(stage):
+        out_features = common.scaled(channels, width)
+        blocks.append(ConvBN(in_features, out_features, dtype=dtype, rngs=rngs))
         pool_after.append(i == len(stage) - 1)
-        in_features = width
+        in_features = out_features
     self.features = nnx.List(blocks)
     self.pool_after = tuple(pool_after)
     self.fc = common.dense(in_features, num_classes, dtype=dtype, rngs=rngs)

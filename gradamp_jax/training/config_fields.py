@@ -84,6 +84,7 @@ def _measure_set(x) -> bool:
 # field: (predicate, what is allowed). Predicates return False or raise ValueError.
 RULES: dict[str, _Rule] = {
   "model": _choice(models.names),
+  "width": _POSITIVE,
   "dataset": _choice(DATASETS),
   "data_dir": (_optional_text, "a directory path or None (the TFDS default)"),
   "download": _BOOL,

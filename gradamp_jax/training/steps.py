@@ -226,7 +226,12 @@ def create_train_state(config, num_classes: int, tx):
   """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   model = models.create(
-    config.model, num_classes, seed=config.seed, dtype=dtype, conv=conv_choice.resolve(config).conv
+    config.model,
+    num_classes,
+    seed=config.seed,
+    dtype=dtype,
+    conv=conv_choice.resolve(config).conv,
+    width=config.width,
   )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   params = params.to_pure_dict()
