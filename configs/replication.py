@@ -45,7 +45,11 @@ GRIDS = ("study", "full", "placement", "lr", "actions")
 
 
 def get_config(arg=None):
-  args = parse_arg(arg, **ARGS)
+  return build(parse_arg(arg, **ARGS))
+
+
+def build(args: dict):
+  """The config of parsed arguments ``args`` (every key of :data:`ARGS`)."""
   config = default.get_config()
   config.model = "resnet8"
   config.train_split = "train[:11111]"

@@ -154,6 +154,32 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
   )
 
 
+def test_the_depth_study_pairs_its_eight_arms_on_five_seeds_on_a_narrow_vgg19():
+  from configs import depth
+  from gradamp_jax.analysis.labels import family_label
+  from gradamp_jax.analysis.runs import run_keys
+
+  runs = depth.get_sweep()
+  assert len(runs) == 5 * 8 and {r["seed"] for r in runs} == set(range(5))
+  arms = {}
+  for run in runs:
+    config = depth.get_config(",".join(f"{k}={v}" for k, v in run.items()))
+    config_fields.validate_config(config)
+    assert (config.model, config.width, config.tracked_measures) == ("vgg19", 0.25, ("G_prime",))
+    assert config.phases == ((1, 0.05, 0, 1), (3, 0.05, 1, 2), (5, 0.005, 1, 2), (6, 0.005, 0, 1))
+    keys = run_keys(json.loads(config.to_json_best_effort()))
+    arms.setdefault((family_label(keys), keys["threshold"]), set()).add(config.seed)
+  assert all(seeds == set(range(5)) for seeds in arms.values())
+  assert sorted(arms, key=str) == sorted(
+    [("none", None), ("all", None)]
+    + [("G′ c1", t) for t in (0.5, 1.0, 1.5, 2.0)]
+    + [("matched G′ c1", t) for t in (1.0, 2.0)],
+    key=str,
+  )
+  with pytest.raises(ValueError, match="seeds=0: must be at least 1"):
+    depth.get_sweep("seeds=0")
+
+
 def test_a_config_file_outside_the_repository_imports_the_shipped_ones(tmp_path):
   (tmp_path / "mine.py").write_text(
     "from configs import quickstart\n\n\n"
