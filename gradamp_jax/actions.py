@@ -1,10 +1,8 @@
 """Per-layer actions: what a selection does to each layer (docs/method.md §10, docs/actions.md).
 
-An :class:`Action` turns a selection (the threshold rule of §3.6, or a random draw) into one
-**scale** per layer, by which the layer's gradients (or updates) are multiplied while the
-selection is active. The paper's action is ``amplify`` (eq. 2: the selected layers × the
-phase's factor). An action of one's own is one definition passed to :func:`register`; all
-``scale`` functions are pure ``jax.numpy`` and run inside ``jit``.
+An :class:`Action` turns a selection into one **scale** per layer, multiplying its gradients
+(or updates) while the selection is active. The paper's is ``amplify`` (eq. 2); one's own is
+one :func:`register` call.
 """
 
 from __future__ import annotations
@@ -22,8 +20,8 @@ class Selection(NamedTuple):
 
   Attributes:
     selected: bool ``(L,)``, the layers the rule (or the random draw) chose.
-    normalized: ``(L,)`` float32 Ĝ, the z-scored measure (eqs. 6, 8); zeros for a random
-      selection, NaN for a layer whose measure is not finite.
+    normalized: ``(L,)`` float32 Ĝ (eqs. 6, 8); zeros for a random selection, NaN where
+      the measure is not finite.
     eligible: bool ``(L,)``; an ineligible layer must get scale 1.
     factor: the phase's factor (a float32 scalar).
   """
@@ -47,18 +45,13 @@ class Action(NamedTuple):
 
   Attributes:
     name: its key in configs (``amplification.action``) and run files.
-    scale: ``scale(selection, params) -> (L,)`` float32, the factor each layer's gradients
-      (or updates) receive while the selection is active; 1 leaves a layer alone.
-    params: name -> :class:`Param`, the action's parameters: in the training program the
-      config fields ``amplification.<name>`` (in the config file or as
-      ``--config.amplification.<name>=``), checked by the ``Param``, its default where the
-      config has none.
+    scale: ``scale(selection, params) -> (L,)`` float32 factors; 1 leaves a layer alone.
+    params: name -> :class:`Param`; config fields ``amplification.<name>``.
     uses_measure: it reads ``normalized`` (so it needs a selection by a measure).
     updates_only: only with ``where="updates"`` (e.g. a scale of 0: on the gradients,
       momentum and weight decay would still move the layer).
     reference: where it comes from.
-    thresholded: it reads ``selected`` (so the rule's threshold matters; False for an
-      action of every eligible layer, such as ``scale_by_zscore``).
+    thresholded: it reads ``selected`` (False for ``scale_by_zscore``).
   """
 
   name: str
@@ -129,8 +122,7 @@ def check_action(name: str) -> Action:
 
 
 def check_params(name: str, params: dict | None) -> dict:
-  """``params`` of action ``name`` checked, with the defaults of those not given (a
-  traced value, a cohort member's, passes as it is: its config was checked)."""
+  """``params`` of action ``name`` checked, with the defaults of those not given."""
   action = check_action(name)
   params = dict(params or {})
   unknown = sorted(set(params) - set(action.params))
@@ -154,14 +146,9 @@ def check_params(name: str, params: dict | None) -> dict:
 def register(action: Action, *, replace: bool = False) -> Action:
   """Adds an action of one's own to :data:`ACTIONS`, from one's own code or config file.
 
-  The contract: ``scale(selection, params)`` is traceable ``jax.numpy`` returning ``(L,)``
-  float32 from a :class:`Selection`, 1 for every ineligible layer; ``params`` are checked
-  by their :class:`Param` before training. Then ``intelligent_amplification`` and
-  ``random_amplification`` take it (``action=``), ``config.amplification.action`` accepts
-  it, each parameter is the config field ``amplification.<name>`` (``config.json`` records
-  it where the config sets it; the names of the selection's own fields, ``threshold``,
-  ``case`` and the like, are refused there) and ``layer_stats.jsonl`` records each layer's
-  scale.
+  ``scale(selection, params)`` must be traceable ``jax.numpy`` returning ``(L,)`` float32,
+  1 for every ineligible layer. Then the transforms and ``config.amplification.action`` take
+  it, and each parameter is the config field ``amplification.<name>``.
 
   Raises:
     ValueError: for a bad field (named), or a name already registered.
@@ -193,8 +180,8 @@ def register(action: Action, *, replace: bool = False) -> Action:
 
 
 def params_text(name: str, params: dict | None) -> str | None:
-  """Action ``name``'s parameters as one sorted ``key=value`` string (the defaults for
-  those not given), None for an action without parameters or one not registered here.
+  """Action ``name``'s parameters (defaults filled in) as one sorted ``key=value`` string;
+  None for an action without parameters or not registered.
 
   >>> params_text("scale_by_zscore", {"alpha": 0.5})
   'alpha=0.5 hi=2 lo=0'

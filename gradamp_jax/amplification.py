@@ -1,16 +1,14 @@
 """Gradient amplification as optax transforms (Basodi et al. 2023; Basodi et al. 2020).
 
-Chain one of these before an optimizer (the paper's placement: gradients are amplified),
-or wrap an optimizer with :func:`amplify` to choose where the factor applies::
+Chain one before an optimizer (the paper's placement), or wrap one with :func:`amplify`::
 
     tx = optax.chain(
         ga.intelligent_amplification(phases, steps_per_epoch, measure="G", threshold=1.0),
         optax.sgd(ga.learning_rate_schedule(phases, steps_per_epoch), momentum=0.9))
     tx = ga.amplify(optax.adamw(schedule), ga.intelligent_amplification(...), where="updates")
 
-The whole schedule (phases, analysis windows, selections, random draws) runs inside ``jit``
-from arrays in the optimizer state: no host round-trip and no recompilation at phase changes,
-and a restored checkpoint resumes mid-phase.
+The whole schedule runs inside ``jit`` from arrays in the optimizer state: no recompilation
+at phase changes, and a restored checkpoint resumes mid-phase.
 """
 
 from __future__ import annotations
@@ -30,8 +28,7 @@ from gradamp_jax import measures
 from gradamp_jax import phases as phases_lib
 
 CONTROLS = (None, "matched_random")
-# The selection methods of ``amplification.method`` (docs/training.md): none, intelligent, its
-# matched-random control (selecting by a measure too), random, and every eligible layer.
+# ``amplification.method`` (docs/training.md).
 METHODS = ("none", "intelligent", "random", "matched_random", "all")
 MEASURED_METHODS = ("intelligent", "matched_random")
 PLACEMENTS = ("gradients", "updates")
@@ -44,24 +41,21 @@ class AmplificationState(NamedTuple):
     count: number of updates seen.
     eligible: bool per layer, fixed at init.
     mask: 1.0 for the layers of the latest selection, else 0.0.
-    scale: the factor each layer receives while the latest selection is active, from the
-      transform's action (:mod:`~gradamp_jax.actions`; ``amplify``: ``selection_factor`` for
-      the selected layers, 1 elsewhere).
-    measure_mask: 1.0 for the layers the measure's threshold rule chose at the latest
-      selection; equals ``mask`` but for the matched-random control (zeros for random selection).
-    selection_phase: the latest selection's phase index (-1: none); its mask applies only
-      while training is inside that phase.
+    scale: each layer's factor from the action (:mod:`~gradamp_jax.actions`) while the
+      latest selection is active.
+    measure_mask: the threshold rule's own choice; differs from ``mask`` only for the
+      matched-random control (zeros for random selection).
+    selection_phase: the latest selection's phase index (-1: none); it applies only inside
+      that phase.
     selection_step: update count at which the latest selection took effect (-1: none).
     selection_epoch: 1-based epoch analysed for it (random: the last before it, 0 if none).
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
-    measure: the selection measure's value per layer at the latest selection (G, eq. 4; G′,
-      eq. 7; any of ``MEASURES``; zeros for random selection).
-    normalized: Ĝ or Ĝ′ per layer at the latest selection.
-    directionality: the accumulators of the analysis windows (or of every epoch, with
-      ``track_directionality``) and the last measured epoch's G and G′; empty for random
-      selection.
+    measure: the selection measure per layer at the latest selection (zeros for random).
+    normalized: its z-score (Ĝ) per layer.
+    directionality: the :class:`~gradamp_jax.directionality.DirectionalityState` of the
+      analysis windows (or every epoch, when tracking); empty for random selection.
     key: PRNG key for random selections.
     layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
@@ -126,9 +120,8 @@ def selection_epochs(
 ) -> list[int]:
   """The 1-based epochs whose statistics a selection analyses, in order.
 
-  A selection analysing epoch ``e`` takes effect at the first step of epoch ``e + 1``;
-  runs that differ only in their selection rule are the same computation up to the end of
-  the first such epoch (docs/method.md §5; the timing of random selection is the same).
+  A selection analysing epoch ``e`` takes effect at the first step of epoch ``e + 1``
+  (docs/method.md §5; random selection has the same timing).
 
   Example:
     >>> selection_epochs([(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)])
@@ -139,8 +132,7 @@ def selection_epochs(
 
 
 class _Rule(NamedTuple):
-  """A selection rule: ``choose(state, key)`` gives (mask, the measure's own mask, values,
-  normalized values) from the analysed epoch's ``measure`` (None: a random draw)."""
+  """``choose(state, key)`` -> (mask, the measure's own mask, values, normalized values)."""
 
   choose: Callable[[AmplificationState, jax.Array], tuple]
   measure: Optional[str]
@@ -228,8 +220,7 @@ def _amplification(
     phase = jnp.asarray(tables.phase)[epoch]
 
     do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
-    # Computed every update and kept by element-wise selects: on a GPU a conditional would
-    # copy each of its outputs, more than these per-layer vectors cost.
+    # Element-wise selects, not a conditional (which would copy each output on a GPU).
     factor = jnp.asarray(tables.factor)[epoch]
     chosen = _select(state, rule.choose, action, phase, epoch, factor)
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
@@ -299,8 +290,7 @@ def _select(state: AmplificationState, choose, action, phase, epoch, factor):
 
 
 def applied_scale(state: AmplificationState) -> jax.Array:
-  """The factor of each layer at the update that produced ``state``: the action's scale while
-  a selection is active, 1 elsewhere."""
+  """Each layer's factor at the update that produced ``state`` (1 outside a selection)."""
   return jnp.where(state.active, state.scale, 1.0)
 
 
@@ -327,20 +317,15 @@ def amplify(
 ) -> optax.GradientTransformation:
   """An optimizer whose selected layers are amplified before or after it.
 
-  ``amplification`` (:func:`intelligent_amplification` or :func:`random_amplification`)
-  always measures and selects from the raw gradients.
+  ``amplification`` always measures and selects from the raw gradients.
 
-  * ``where="gradients"`` (eqs. 2–3): the selected layers' gradients are multiplied by the
-    factor before ``optimizer`` sees them, as in ``optax.chain(amplification, optimizer)``.
-    Under SGD this multiplies those layers' step; under Adam the factor cancels once the
-    second moment has caught up (about ``1 / (1 - b2)`` steps), under LAMB and LARS at once
-    (their per-layer trust ratios; docs/method.md §9).
-  * ``where="updates"``: the selected layers' updates are multiplied by the factor — a
-    per-layer learning-rate multiplier, the same for every optimizer.
+  * ``where="gradients"`` (eqs. 2–3): as ``optax.chain(amplification, optimizer)``. Under
+    Adam the factor cancels after about ``1 / (1 - b2)`` steps, under LAMB and LARS at once
+    (docs/method.md §9).
+  * ``where="updates"``: the selected layers' updates are scaled — a per-layer
+    learning-rate multiplier for every optimizer.
 
-  Both placements have one state layout (:class:`AmplifiedOptimizerState`): a checkpoint of
-  one restores into the other, and :func:`selection_report` and
-  :func:`~gradamp_jax.directionality_report` read either.
+  Both placements share one state layout (:class:`AmplifiedOptimizerState`).
 
   Args:
     optimizer: any optax transformation producing updates (e.g. ``optax.adamw(...)``).
@@ -389,35 +374,30 @@ def intelligent_amplification(
 ) -> optax.GradientTransformation:
   """Intelligent gradient amplification (Basodi et al. 2023, arXiv:2305.18445, §3, Algorithm 1).
 
-  The first epoch of each amplified phase is an analysis window: its raw gradients are
-  accumulated, nothing is amplified. At its end each layer gets its directionality G (eq. 4) or
-  G′ (eq. 7), z-scored across the eligible layers (eqs. 6, 8); the layers past the threshold
-  get their gradients times the phase's factor (eq. 2) from the next step to the phase's end.
-  A layer with a non-finite gradient in the window gets a NaN measure: left out of the
-  normalisation, not selected; the next window starts clean.
+  The first epoch of each amplified phase is an analysis window (nothing amplified). At its
+  end each layer's measure is z-scored across the eligible layers (eqs. 6, 8); the layers past
+  the threshold get the phase's factor (eq. 2) until the phase ends. A layer with a non-finite
+  gradient in the window gets a NaN measure and is not selected.
 
   Args:
     phases, steps_per_epoch: the training strategy (:class:`~gradamp_jax.Phase` or 4-tuples
       ``(end_epoch, learning_rate, is_amp, amp_factor)``) and optimizer updates per epoch (>= 1).
-    measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4; two scalars
-      of state per layer), ``"G_prime"`` (eq. 7) or ``"GSNR"`` (gradient signal-to-noise
-      ratio; each two float32 arrays the size of the parameters).
-    case: 1 (upper tail, ``Ĝ > threshold``), 2 (``|Ĝ| > threshold``) or 3 (lower tail,
-      ``Ĝ < −threshold``: the least directional layers, e.g. to freeze them).
+    measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4),
+      ``"G_prime"`` (eq. 7), ``"GSNR"``, or a registered one.
+    case: 1 (``Ĝ > threshold``), 2 (``|Ĝ| > threshold``) or 3 (``Ĝ < −threshold``).
     threshold: on Ĝ; finite, or a traced scalar (one per member of a ``vmap``-ped cohort).
-    reselect_every: select anew every k epochs from the last epoch's statistics, the
-      current selection staying active meanwhile; ``None`` selects once per phase.
-    control: ``None``, or ``"matched_random"`` (beyond the paper): as many layers as the
-      measure selected, drawn uniformly at random.
+    reselect_every: select anew every k epochs from the last epoch's statistics; ``None``
+      selects once per phase.
+    control: ``None``, or ``"matched_random"``: as many layers as the measure selected,
+      drawn uniformly at random.
     seed: seed of the PRNG key kept in the state (used by ``matched_random``).
     eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate on
       layer names; only eligible layers are normalized and may be amplified.
-    track_directionality: measure every epoch, as :func:`~gradamp_jax.directionality_monitor`
-      (read with :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a
-      sequence of names those; ``measure`` always among them (one state layout per set).
+    track_directionality: also measure every epoch (read with
+      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a sequence of
+      names those; ``measure`` always among them.
     action: a name of :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (eq. 2),
-      ``"freeze"`` (scale 0: use ``amplify(..., where="updates")``) or ``"scale_by_zscore"``
-      (every eligible layer × ``clip(1 + alpha·Ĝ, lo, hi)``).
+      ``"freeze"`` (use ``amplify(..., where="updates")``) or ``"scale_by_zscore"``.
     action_params: the action's parameters (e.g. ``dict(alpha=0.5)``), defaults for others.
 
   Returns:
@@ -450,9 +430,8 @@ def random_amplification(
   """Random layer amplification (Basodi et al. 2020 [16]; docs/method.md §6).
 
   At each selection point of an amplified phase, ``round(ratio × L)`` of the ``L`` eligible
-  layers (halves round up) are drawn uniformly without replacement from the state's PRNG key
-  and amplified by the phase's factor until the next selection point. ``ratio=1.0`` amplifies
-  every eligible layer (for SGD, a plain learning-rate increase on them).
+  layers (halves round up) are drawn uniformly without replacement and amplified until the
+  next selection point.
 
   Args:
     phases, steps_per_epoch, reselect_every (re-draw period), eligible: as in
@@ -460,13 +439,11 @@ def random_amplification(
     ratio: fraction of eligible layers to amplify, in [0, 1].
     seed: seed of the PRNG key carried in the state.
     wait_first_epoch: keep the phase's first epoch un-amplified, the intelligent selector's
-      timing (the default, for a fair comparison); ``False`` draws at the phase's first step.
-    track_directionality: as in :func:`intelligent_amplification`, whose state layout with
-      tracking this state then has, whatever the ratio: runs that differ only in their
-      selection rule can start from one another's checkpoints (:mod:`gradamp_jax.sweeps.fork`);
-      ``ratio=0.0`` is a tracked, un-amplified run.
+      timing (the default); ``False`` draws at the phase's first step.
+    track_directionality: as in :func:`intelligent_amplification` (the same state layout,
+      so runs can fork from one another's checkpoints).
     action, action_params: as in :func:`intelligent_amplification`, but not an action that
-      reads the measure (``scale_by_zscore``): ``"freeze"`` freezes the drawn layers.
+      reads the measure (``scale_by_zscore``).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -495,11 +472,8 @@ def find_state(opt_state) -> AmplificationState:
 def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
   """Checks that a loop's epoch ``epoch`` (1-based) starts where the transforms count it.
 
-  The transforms count epochs as ``update_count // steps_per_epoch``: call this at the start
-  of each epoch of an own loop to catch one that makes more (or fewer) updates per epoch than
-  ``steps_per_epoch`` (e.g. a ragged last batch) before it shifts selections. Works with any
-  optimizer state holding an amplification transform or a
-  :func:`~gradamp_jax.directionality_monitor`. Not jit-able (reads the count).
+  Catches a loop that makes more (or fewer) updates per epoch than ``steps_per_epoch``
+  (e.g. a ragged last batch) before it shifts selections. Not jit-able.
 
   Raises:
     ValueError: the update count is not ``(epoch - 1) * steps_per_epoch``.
@@ -548,14 +522,11 @@ def selection_report(opt_state, params, mask=None) -> list[dict]:
       selected among the layers with a masked-in parameter; the others are ``masked_out``.
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``value`` (the selection measure's value, as in
-    ``layer_stats.jsonl``: G, eq. 4; G′, eq. 7; any of ``MEASURES``), ``normalized`` (Ĝ,
-    eqs. 6, 8), ``selected``, ``scale`` (the factor the action gives the layer while the
-    selection is active), ``selected_by_measure`` (the threshold rule's own choice; differs
-    from ``selected`` only for the matched-random control), ``factor``, ``step`` (update
-    count at which the selection took effect), ``epoch`` (the epoch analysed) and
-    ``masked_out`` (the transform never saw the layer: not eligible, not selected, scale 1,
-    NaN value and normalized). Empty before the first selection.
+    Rows with ``layer``, ``eligible``, ``value`` (the measure: G, eq. 4; G′, eq. 7; ...),
+    ``normalized`` (Ĝ, eqs. 6, 8), ``selected``, ``scale``, ``selected_by_measure`` (differs
+    from ``selected`` only for the matched-random control), ``factor``, ``step`` (when the
+    selection took effect), ``epoch`` (the epoch analysed) and ``masked_out`` (not seen by the
+    transform: scale 1, NaN value). Empty before the first selection.
 
   Raises:
     ValueError: when ``params`` (masked by ``mask``) are not the ones the state was built for.

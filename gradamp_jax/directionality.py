@@ -1,11 +1,8 @@
 """Per-epoch selection measures of every layer (G, eq. 4; G′, eq. 7; any of
 :data:`~gradamp_jax.measures.MEASURES`) as optax state.
 
-One implementation of the accumulation serves both :func:`directionality_monitor` (every
-epoch, nothing amplified) and the amplification transforms (their analysis windows, or
-every epoch when they also track). It keeps only the sums the tracked measures need
-(:func:`~gradamp_jax.measures.needed_sums`). The state is arrays only, so it runs inside
-``jit`` without recompiling and is checkpointed with the rest of the optimizer state.
+One accumulation serves :func:`directionality_monitor` and the amplification transforms,
+keeping only the sums the tracked measures need; the state is arrays only.
 """
 
 from __future__ import annotations
@@ -25,12 +22,10 @@ from gradamp_jax import phases as phases_lib
 
 @jax.tree_util.register_pytree_with_keys_class
 class DirectionalityState:
-  """Accumulators of the epoch in progress (or, from an epoch's last update to the next
-  measured epoch's first, of the finished one) and the measures of the last finished epoch.
+  """Accumulators of the epoch in progress and the measures of the last finished epoch.
 
-  A pytree whose children are named ``count``, ``epoch``, then the values' and the sums'
-  names, then ``layers_id``: tracking G and G′ gives ``count, epoch, G, G_prime,
-  signed_sum, abs_sum, layers_id``.
+  A pytree with children ``count``, ``epoch``, the values', the sums', ``layers_id``: for G
+  and G′, ``count, epoch, G, G_prime, signed_sum, abs_sum, layers_id``.
 
   Attributes:
     count: updates seen.
@@ -43,8 +38,7 @@ class DirectionalityState:
 
   def __init__(self, count, epoch, values: dict, sums: dict, layers_id):
     self.count, self.epoch, self.layers_id = count, epoch, layers_id
-    # Canonical order (definitions, then sums), whatever order a caller or jax.tree.map
-    # (which sorts dict keys) gives: one tree structure per tracked set.
+    # Canonical order whatever jax.tree.map (which sorts keys) gives: one tree per set.
     rank = {k: i for i, k in enumerate(measures_lib.MEASURES)}
     self.values = {k: values[k] for k in sorted(values, key=lambda k: (rank.get(k, len(rank)), k))}
     self.sums = {k: sums[k] for k in measures_lib.SUMS if k in sums}
@@ -80,8 +74,7 @@ class DirectionalityState:
 
 
 def init_state(params, index: layers_lib.LayerIndex, tracked: Sequence[str]) -> DirectionalityState:
-  """Zero accumulators for the measures ``tracked``; per-weight ones are float32 whatever
-  the parameter dtype."""
+  """Zero accumulators (float32) for the measures ``tracked``."""
   tracked = measures_lib.tracked_set(tracked)
   names, per_weight = measures_lib.needed_sums(tracked)
   num_layers = index.num_layers
@@ -136,23 +129,17 @@ def update_state(
   steps_per_epoch: int,
   gate=True,
 ) -> DirectionalityState:
-  """Adds one update's raw gradient ``leaves`` (in ``index``'s order); the update that
-  completes an epoch computes its measures, and the next epoch's first update starts the
-  accumulators afresh. ``gate``, a (traced) bool the same for all updates of an epoch, says
-  whether the epoch is measured (ungated epochs cost a predicate only); ``count`` + 1."""
+  """Adds one update's raw gradient ``leaves``; an epoch's last update computes its measures,
+  the next epoch's first resets the sums. ``gate`` (traced, per epoch): measure this epoch."""
   gate = jnp.asarray(gate, bool)
   starts = state.count % steps_per_epoch == 0
-  # Element-wise selects, not a conditional: XLA fuses the accumulation into the other
-  # passes over the gradients and updates the accumulators in place. They are reset at an
-  # epoch's first update, so that the measures can read the finished sums afterwards.
+  # Element-wise selects, not a conditional: XLA fuses them and updates in place.
   kept = jax.tree.map(lambda acc: jnp.where(starts, jnp.zeros_like(acc), acc), state.sums)
   added = _added(state.replace(sums=kept), leaves, index)
   state = state.replace(
     sums=jax.tree.map(lambda new, acc: jnp.where(gate, new, acc), added, state.sums)
   )
   finishes = gate & ((state.count + 1) % steps_per_epoch == 0)
-  # The measures only at the epoch's last update: a branch that reads the sums and returns
-  # per-layer values.
   values = jax.lax.cond(
     finishes, lambda s: measure_window(s, index, steps_per_epoch), lambda s: s.values, state
   )
@@ -164,17 +151,10 @@ def directionality_monitor(
   steps_per_epoch: int, measures: Sequence[str] = measures_lib.DEFAULT_TRACKED
 ) -> optax.GradientTransformation:
   """Measures G (eq. 4) and G′ (eq. 7) — or any defined measures — of every layer over
-  every epoch; amplifies nothing.
+  every epoch; the gradients pass through unchanged.
 
-  The gradients pass through unchanged. Each update adds its gradients to the sums the
-  measures need (for G and G′: ``Σ_j g`` and ``Σ_j |g|`` per weight, two float32
-  parameter-sized accumulators; GSNR adds ``Σ_j g²``); the update that completes epoch
-  ``e`` computes epoch ``e``'s measures and keeps them in the state; the next epoch's first
-  update resets the accumulators. Read them with :func:`directionality_report`. Chain it
-  first to measure the raw gradients.
-
-  A layer that receives a non-finite gradient during an epoch reports NaN for that
-  epoch; the next epoch starts from clean accumulators.
+  Read with :func:`directionality_report`; chain it first to measure the raw gradients. A
+  layer with a non-finite gradient during an epoch reports NaN for that epoch.
 
   Args:
     steps_per_epoch: optimizer updates per epoch (>= 1).
@@ -207,15 +187,13 @@ def directionality_report(opt_state, params) -> list[dict]:
   """The tracked measures of every layer for the last finished epoch, one row per layer.
 
   Args:
-    opt_state: an optimizer state containing a :class:`DirectionalityState` (from
-      :func:`directionality_monitor`, or an amplification transform that tracks); where
-      it holds several, the one with the latest finished epoch (the first on ties).
+    opt_state: an optimizer state containing a :class:`DirectionalityState`; of several, the
+      one with the latest finished epoch (the first on ties).
     params: the parameters (give the layer names, docs/method.md §2).
 
   Returns:
-    Rows with ``layer``, ``index`` (position in network order), ``epoch`` (1-based,
-    the last finished epoch) and one column per tracked measure, e.g. ``G`` (eq. 4) and
-    ``G_prime`` (eq. 7). Empty before the first epoch completes.
+    Rows with ``layer``, ``index``, ``epoch`` (the last finished) and one column per tracked
+    measure, e.g. ``G`` (eq. 4) and ``G_prime`` (eq. 7). Empty before the first epoch ends.
 
   Raises:
     ValueError: when the optimizer state holds none, or was built for other layers.

@@ -1,9 +1,8 @@
 """JSON-lines outputs that a crash never leaves half-written (docs/reliability.md).
 
-Each :meth:`JsonlWriter.write` appends its rows with one ``write`` system call, then
-``fsync``: a killed process leaves all of those rows or none. A write that still ends short
-(a full disk, a power cut) leaves an unterminated tail: opening the file again drops it, and
-:func:`read_jsonl` ignores it.
+Each :meth:`JsonlWriter.write` appends its rows with one ``write`` call, then ``fsync``; an
+unterminated tail (a write cut short) is dropped by the next writer and ignored by
+:func:`read_jsonl`.
 """
 
 from __future__ import annotations
@@ -14,13 +13,8 @@ from typing import Callable, Iterable
 
 
 class JsonlWriter:
-  """Appends JSON rows to ``path``.
-
-  Args:
-    path: the file.
-    keep: ``None`` starts the file afresh; otherwise a predicate on rows: the rows already
-      in the file for which it is false (those past a resumed checkpoint) are dropped.
-  """
+  """Appends JSON rows to ``path``; ``keep``: ``None`` starts the file afresh, else the rows
+  already in it for which this predicate is false are dropped."""
 
   def __init__(self, path: str, keep: Callable[[dict], bool] | None = None):
     self.path = path
@@ -49,15 +43,8 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str, *, missing_ok: bool = False) -> list[dict]:
-  """The complete rows of a JSON-lines file.
-
-  An unterminated last line (a write cut short) is ignored; a line that does not parse
-  anywhere else raises ``ValueError`` naming the file and line.
-
-  Args:
-    path: the file.
-    missing_ok: return ``[]`` for a missing file instead of raising ``FileNotFoundError``.
-  """
+  """The complete rows of a JSON-lines file (``[]`` when missing and ``missing_ok``): an
+  unterminated last line is ignored, another bad line raises ``ValueError`` naming it."""
   if missing_ok and not os.path.exists(path):
     return []
   with open(path, "rb") as f:

@@ -1,10 +1,7 @@
 """What a "layer" is: the one place that groups parameters into layers (docs/method.md §2).
 
-A layer is a module that directly owns parameters, found from the parameter tree's
-paths: a parameter's layer is its path without the last key. ``conv1/kernel`` and
-``conv1/bias`` form layer ``conv1``; ``bn1/scale`` and ``bn1/bias`` form ``bn1``.
-Works for Linen parameter dicts and for NNX ``State`` (whose leaves carry a trailing
-``.value`` attribute key, dropped here).
+A parameter's layer is its path without the last key: ``conv1/kernel`` and ``conv1/bias``
+form layer ``conv1``. Works for Linen parameter dicts and NNX ``State``.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ class LayerIndex(NamedTuple):
   """Static grouping of a parameter tree's leaves into layers.
 
   Attributes:
-    names: layer names, ``/``-joined path keys, in order of first appearance in the
-      tree's flattening order.
+    names: layer names, ``/``-joined path keys, in the tree's flattening order.
     leaf_layer: for each leaf (flattening order), the index of its layer in ``names``.
     leaf_sizes: number of scalars of each leaf.
     param_names: for each layer, the names of the parameters it owns (last keys).
@@ -58,13 +54,6 @@ def _key_str(key) -> str:
 def layer_index(params: PyTree) -> LayerIndex:
   """Groups the leaves of ``params`` (or of any tree of the same structure) into layers.
 
-  Args:
-    params: a Linen parameter dict, an NNX ``State`` of parameters, or any pytree whose
-      leaf paths name parameters.
-
-  Returns:
-    A :class:`LayerIndex`.
-
   Raises:
     ValueError: if a leaf sits at the root (it has no layer) or the tree has no leaves.
   """
@@ -94,12 +83,6 @@ def layer_index(params: PyTree) -> LayerIndex:
 def layer_names(params: PyTree) -> tuple[str, ...]:
   """Names of the layers of a parameter tree (docs/method.md §2): each path without its last key.
 
-  Args:
-    params: Linen parameter dict or NNX parameter ``State``.
-
-  Returns:
-    The layer names, ``/``-joined, in the tree's flattening order.
-
   Example:
     >>> layer_names({"conv": {"kernel": 0., "bias": 0.}, "bn": {"scale": 0., "bias": 0.}})
     ('bn', 'conv')
@@ -108,10 +91,9 @@ def layer_names(params: PyTree) -> tuple[str, ...]:
 
 
 def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
-  """Which layers may be amplified and take part in the normalisation (docs/method.md §2),
-  one bool per layer of ``index``. ``eligible``: ``None`` or ``"all"`` (every layer, the
-  default), ``"kernels"`` (layers owning a ``kernel``: Conv and Dense, not BatchNorm), or a
-  predicate on the layer name. ValueError for another value, or when no layer is eligible."""
+  """Which layers may be amplified and take part in the normalisation (docs/method.md §2):
+  ``None``/``"all"``, ``"kernels"`` (layers owning a ``kernel``) or a predicate on the name.
+  ValueError for another value, or when no layer is eligible."""
   if eligible is None or eligible == "all":
     mask = (True,) * index.num_layers
   elif eligible == "kernels":
@@ -162,10 +144,8 @@ def check_names(params: PyTree, state_names_id: int, state_num_layers: int) -> t
 
 
 def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...]:
-  """The layer names in the order ``fn(params)`` first uses their parameters; layers it never
-  uses come last, in tree order. For a model's forward pass (``fn``, e.g.
-  ``lambda p: model_apply(p, x)``) this is the network's depth order (stem first, head
-  last), which the parameter tree's alphabetical order is not. Traced only; nothing runs."""
+  """The layer names in the order ``fn(params)`` first uses their parameters (for a forward
+  pass, depth order), unused ones last in tree order. Traced only; nothing runs."""
   index = layer_index(params)
   leaves, treedef = jax.tree.flatten(params)
   jaxpr = jax.make_jaxpr(lambda *xs: fn(treedef.unflatten(list(xs))))(*leaves).jaxpr
@@ -180,7 +160,6 @@ def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...
 
 
 def find_instances(tree: PyTree, classes) -> list:
-  """The nodes of ``tree`` that are instances of ``classes`` (a class or a tuple), in tree
-  order: how the transforms' states are found inside a chain's or a wrapper's state."""
+  """The nodes of ``tree`` that are instances of ``classes``, in tree order."""
   is_match = lambda x: isinstance(x, classes)
   return [x for x in jax.tree.leaves(tree, is_leaf=is_match) if is_match(x)]

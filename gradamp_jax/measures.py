@@ -1,13 +1,9 @@
 """Per-layer selection measures and the threshold rules (paper §3.2–3.6).
 
-A measure is one :class:`Measure` definition in :data:`MEASURES`: its name and label, the
-per-parameter sums it needs over a window of steps (:data:`SUMS`: Σg, Σ|g|, Σg²), and how
-those sums become one value per layer. Everything else — the accumulators the monitor and
-the transforms keep, selection, the reports, the run files, forks and the analysis — reads
-the definitions, so a measure of one's own is one definition passed to :func:`register`,
-from one's own code or config file (docs/method.md §3 shows how).
-
-All functions are pure ``jax.numpy`` and run inside ``jit``.
+A measure is one :class:`Measure` in :data:`MEASURES`: its name, label, the sums it needs
+over a window of steps (:data:`SUMS`) and how they become one value per layer. Everything else
+reads the definitions, so a measure of one's own is one :func:`register` call
+(docs/method.md §3). All functions are pure ``jax.numpy`` and run inside ``jit``.
 """
 
 from __future__ import annotations
@@ -38,16 +34,15 @@ def _safe_ratio(numerator, denominator):
 
 
 def directionality_g(signed_sum, abs_sum):
-  """Layer gradient directionality ratio G (eq. 4).
-
-  ``G_l = |Σ_i Σ_j g_lij| / Σ_i Σ_j |g_lij|``, 0 where the denominator is 0 (docs/method.md §3).
+  """Layer gradient directionality ratio G (eq. 4): ``|Σ_i Σ_j g_lij| / Σ_i Σ_j |g_lij|``.
 
   Args:
     signed_sum: per layer, ``Σ_i Σ_j g_lij`` over its weights i and the window's steps j.
     abs_sum: per layer, ``Σ_i Σ_j |g_lij|``.
 
   Returns:
-    ``G`` per layer, in [0, 1] (eq. 5); NaN for a layer whose sums are not finite.
+    ``G`` per layer, in [0, 1] (eq. 5); 0 where the denominator is 0, NaN where a sum is not
+    finite.
   """
   return _safe_ratio(jnp.abs(signed_sum), abs_sum)
 
@@ -63,8 +58,7 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
     num_layers: number of layers.
 
   Returns:
-    ``G′`` per layer, in [0, 1]; every weight of a layer counts equally. NaN for a
-    layer with a non-finite sum.
+    ``G′`` per layer, in [0, 1]; NaN for a layer with a non-finite sum.
   """
   ratios = [_safe_ratio(jnp.abs(s), a) for s, a in zip(signed_sums, abs_sums)]
   return layer_mean(ratios, leaf_layer, num_layers)
@@ -77,7 +71,7 @@ def layer_sum(leaves, leaf_layer, num_layers):
 
 
 def layer_mean(per_weight, leaf_layer, num_layers):
-  """Per layer, the mean of per-weight values over all its weights, each counting equally."""
+  """Per layer, the mean of per-weight values over all its weights."""
   counts = [0] * num_layers
   for values, layer in zip(per_weight, leaf_layer):
     counts[layer] += values.size
@@ -87,15 +81,11 @@ def layer_mean(per_weight, leaf_layer, num_layers):
 
 def gradient_snr(signed_sums, square_sums, steps: int, leaf_layer, num_layers):
   """Gradient signal-to-noise ratio (Liu et al., ICLR 2020), averaged over each layer's
-  weights: per weight, the squared mean of its gradient over the window's ``steps`` divided
-  by their variance, ``r_i = μ_i² / σ_i²`` with ``μ_i = Σ_j g / m`` and
-  ``σ_i² = Σ_j g² / m − μ_i²`` (population variance over the m steps).
+  weights: ``r_i = μ_i² / σ_i²`` with ``μ_i = Σ_j g / m``, ``σ_i² = Σ_j g² / m − μ_i²``.
 
-  A weight whose gradient was 0 at every step gets 0 (no signal). The variance is floored
-  at float32's resolution of the second moment, ``eps · Σ_j g² / m`` with ``eps = 2⁻²³``:
-  below it, ``Σ g²/m − μ²`` is rounding noise, so a weight with a constant non-zero
-  gradient (no measurable variance: one step, or identical steps) gets ``1/eps ≈ 8.4e6``,
-  the largest ratio float32 sums can resolve, and never inf or NaN.
+  A weight whose gradient was always 0 gets 0. The variance is floored at
+  ``eps · Σ_j g² / m`` (``eps = 2⁻²³``, below which it is rounding noise), so a constant
+  non-zero gradient gets ``1/eps ≈ 8.4e6``, never inf or NaN.
 
   Args:
     signed_sums: list of per-weight ``Σ_j g`` arrays, one per parameter leaf.
@@ -148,8 +138,7 @@ class Window(NamedTuple):
     return self.sums[name]
 
   def layer_means(self, name: str) -> jax.Array:
-    """Per-layer mean ``(L,)`` of sum ``name`` over the layer's weights (only when
-    ``per_weight``; every weight counts equally)."""
+    """Per-layer mean ``(L,)`` of sum ``name`` over the layer's weights (``per_weight``)."""
     return layer_mean(self.weights(name), self.leaf_layer, self.num_layers)
 
 
@@ -160,14 +149,10 @@ class Measure(NamedTuple):
     name: its key in configs, optimizer state and output columns.
     label: how figures and reports print it.
     sums: the :data:`SUMS` it needs over a window.
-    per_weight: whether it needs those sums per weight; ``False`` if per-layer totals
-      suffice (then a transform that tracks it alone keeps two scalars per layer).
-    value: ``value(window) -> (L,)`` float32 per-layer values (NaN for a layer whose sums
-      are not finite).
-    reference: where it is defined; an equation named last (``"…, eq. 7"``) labels the
-      figures' axes.
-    bounds: ``(low, high)``, the range its values lie in (G and G′: ``(0, 1)``), or
-      ``None`` when unbounded; figures of bounded measures share one colour scale.
+    per_weight: whether it needs those sums per weight (else per-layer totals).
+    value: ``value(window) -> (L,)`` float32 per-layer values (NaN where sums are not finite).
+    reference: where it is defined; an equation named last (``"…, eq. 7"``) labels axes.
+    bounds: ``(low, high)``, the range of its values, or ``None`` when unbounded.
   """
 
   name: str
@@ -221,18 +206,10 @@ _BUILT_IN = frozenset(MEASURES)
 def register(measure: Measure, *, replace: bool = False) -> Measure:
   """Adds a measure of one's own to :data:`MEASURES`, from one's own code or config file.
 
-  Once registered it is a measure like G, G′ and GSNR: ``intelligent_amplification``
-  selects by it (``measure=``), ``directionality_monitor`` and ``tracked_measures`` track
-  it (one column of ``directionality.jsonl``), ``config.amplification.measure`` accepts
-  it, and forks, branched sweeps, the report and the figures read it. A run's config file
-  that registers it at import makes every process of the run (a fork, a sweep's members)
-  know it; the report needs no registration (it labels an unknown column by its name).
-
-  The contract: ``name`` is a Python identifier; ``sums`` are names of :data:`SUMS`;
-  ``value(window)`` is traceable ``jax.numpy`` returning ``(L,)`` float32, one value per
-  layer of ``window`` (:class:`Window`: ``layer_totals``, ``weights``, ``layer_means``,
-  ``steps``), NaN where the sums are not finite. Selection z-scores the values across the
-  eligible layers (eqs. 6, 8) and thresholds them, so any scale will do.
+  Once registered it is a measure like G, G′ and GSNR for selection, tracking, configs,
+  forks, sweeps and figures. A config file that registers it at import makes every process
+  of the run know it. ``value(window)`` must be traceable ``jax.numpy`` returning ``(L,)``
+  float32 (:class:`Window`); selection z-scores it (eqs. 6, 8), so any scale will do.
 
   Args:
     measure: its definition.
@@ -326,11 +303,9 @@ def needed_sums(names: Sequence[str]) -> tuple[tuple[str, ...], bool]:
 def normalize(values, eligible):
   """Z-score across the eligible layers (eqs. 6 and 8), population std.
 
-  Where the std is below 1e-6 or not finite (one eligible layer, all layers equal)
-  every normalized value is 0, so nothing is selected for a positive threshold and
-  nothing becomes NaN (docs/method.md §4). Ineligible layers get 0. An eligible layer whose
-  measure is not finite (it saw a non-finite gradient) is left out of the mean and std
-  and gets NaN, which no threshold rule selects.
+  Where the std is below 1e-6 or not finite every value is 0 (docs/method.md §4);
+  ineligible layers get 0. An eligible layer with a non-finite measure is left out of the
+  mean and std and gets NaN, which no threshold rule selects.
 
   Args:
     values: measure per layer, shape ``(L,)``.
@@ -354,9 +329,8 @@ def normalize(values, eligible):
 
 
 def select_layers(normalized, eligible, *, case: int, threshold: float):
-  """The threshold rules: the paper's (§3.6) case 1 ``Ĝ > t`` (upper tail) and case 2
-  ``|Ĝ| > t`` (two-sided), and case 3 ``Ĝ < −t`` (lower tail: the least directional
-  layers, which the freezing methods act on).
+  """The threshold rules: the paper's (§3.6) case 1 ``Ĝ > t`` and case 2 ``|Ĝ| > t``, and
+  case 3 ``Ĝ < −t`` (the least directional layers).
 
   Args:
     normalized: ``Ĝ`` per layer (NaN: never selected).
@@ -373,10 +347,7 @@ def select_layers(normalized, eligible, *, case: int, threshold: float):
 
 
 def random_subset(key, eligible, count):
-  """``count`` of the eligible layers, uniformly without replacement (docs/method.md §6).
-
-  ``count`` may be a traced integer (the matched-random control).
-  """
+  """``count`` (maybe traced) of the eligible layers, uniformly without replacement."""
   eligible = jnp.asarray(eligible, bool)
   noise = jax.random.uniform(key, eligible.shape)
   noise = jnp.where(eligible, noise, 2.0)  # ineligible layers rank last

@@ -1,9 +1,7 @@
 """Training strategies: phases ``(end_epoch, learning_rate, is_amp, amp_factor)``.
 
-A strategy is the paper's ``params`` list (Basodi et al. 2023, §4, Fig. 1), e.g.
-``[(50, 0.1, 0, 1), (100, 0.1, 1, 2), (130, 0.01, 1, 2), (150, 0.01, 0, 1)]``.
-Epochs count from 1; a phase covers the epochs after the previous phase's end up to
-and including its own ``end_epoch``.
+The paper's ``params`` list (Basodi et al. 2023, §4, Fig. 1), e.g. ``[(50, 0.1, 0, 1),
+(100, 0.1, 1, 2)]``. Epochs count from 1; a phase ends with its ``end_epoch``, inclusive.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ class Phase(NamedTuple):
   Attributes:
     end_epoch: last epoch (1-based, inclusive) of the phase.
     learning_rate: constant learning rate within the phase.
-    is_amp: whether this phase amplifies (the gradients or the updates of the selected
-      layers, by ``amplification.where``).
+    is_amp: whether this phase amplifies.
     amp_factor: amplification factor ``a`` of eq. 2 (1 when ``is_amp`` is false).
   """
 
@@ -51,13 +48,11 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
       ``(end_epoch, learning_rate, is_amp, amp_factor)`` (docs/method.md §5).
 
   Returns:
-    The phases as a tuple of :class:`Phase`; ``is_amp`` becomes a bool and a
-    non-amplified phase keeps the factor given (it is ignored when applied).
+    A tuple of :class:`Phase`; ``is_amp`` becomes a bool.
 
   Raises:
-    ValueError: naming the bad phase and field, for a malformed entry, end epochs
-      that are not positive and strictly increasing, a learning rate or factor
-      that is not positive and finite.
+    ValueError: naming the bad phase and field: a malformed entry, end epochs not positive
+      and strictly increasing, a learning rate or factor not positive and finite.
 
   Example:
     >>> parse_phases([(1, 0.1, 0, 1), (3, 0.1, 1, 2)])[1]
@@ -101,13 +96,9 @@ def num_epochs(phases: Iterable[PhaseLike]) -> int:
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-  """Updates per epoch as the schedule counts them: full batches only (50,000 CIFAR images
-  in batches of 128 give 390 steps).
-
-  The transforms and :func:`learning_rate_schedule` place epoch ``e`` at updates
-  ``(e - 1) * steps_per_epoch ..``; a loop that also trains on a ragged last batch drifts a
-  step per epoch, silently. Drop the remainder (``drop_remainder=True`` in tf.data or
-  grain), or check with :func:`~gradamp_jax.check_epoch_start`.
+  """Updates per epoch as the schedule counts them: full batches only (50,000 images in
+  batches of 128 give 390). A loop that also trains on a ragged last batch drifts a step per
+  epoch; check with :func:`~gradamp_jax.check_epoch_start`.
 
   Raises:
     ValueError: ``batch_size`` is not a positive integer or exceeds ``num_examples``.
@@ -131,9 +122,8 @@ def check_steps_per_epoch(steps_per_epoch: int) -> int:
 def learning_rate_schedule(phases: Iterable[PhaseLike], steps_per_epoch: int) -> optax.Schedule:
   """Piecewise-constant learning rate of a strategy, as an optax schedule.
 
-  Update ``t`` (0-based, as counted by optax) belongs to epoch ``t // steps_per_epoch + 1``
-  and gets the learning rate of that epoch's phase. Past the last phase the last
-  learning rate is kept.
+  Update ``t`` (0-based) gets the rate of epoch ``t // steps_per_epoch + 1``'s phase; past
+  the last phase the last rate is kept.
 
   Args:
     phases: the strategy (see :func:`parse_phases`).
@@ -164,7 +154,7 @@ def _is_seq(x) -> bool:
 
 
 def is_traced(x) -> bool:
-  """Whether ``x`` is a JAX tracer (a value inside ``jit``/``vmap``, checked elsewhere)."""
+  """Whether ``x`` is a JAX tracer."""
   return isinstance(x, jax.core.Tracer)
 
 

@@ -1,7 +1,4 @@
-"""``python -m gradamp_jax.report ROOT --out DIR``: tables and figures of a sweep's runs.
-
-The report lives in :mod:`gradamp_jax.analysis.report`; this module keeps the short name.
-"""
+"""``python -m gradamp_jax.report ROOT --out DIR``: :mod:`gradamp_jax.analysis.report`."""
 
 import sys
 

@@ -1,28 +1,7 @@
 """The run folder: the name of every file a run keeps in its workdir, with their readers
-and writers. Training, sweeps, analysis and benchmarks open a run's files only through
-this module.
-
-A run's workdir holds
-
-* :data:`CONFIG` (``config.json``): the resolved config;
-* :data:`RUN_INFO` (``run.json``): devices, versions, the data's size and fingerprint, the
-  layers in network order;
-* :data:`METRICS` (``metrics.jsonl``): one row per epoch;
-* :data:`LAYER_STATS` (``layer_stats.jsonl``): one row per layer at every selection;
-* :data:`DIRECTIONALITY` (``directionality.jsonl``): every tracked measure of every layer at
-  every epoch, when tracked;
-* :data:`FORK` (``fork.json``): the forks a forked run was made from, in order;
-* :data:`CHECKPOINTS` (``checkpoints/``), :data:`PARTIAL_EPOCH` (``partial_epoch.json``) and
-  :data:`BAD_CHECKPOINTS` (``bad_checkpoints/``): :mod:`gradamp_jax.training.checkpointing`;
-* :data:`TENSORBOARD` (``tensorboard/``): the metrics as TensorBoard scalars;
-* :data:`LOCK` (``.lock``): the lock of the process writing the run
-  (:mod:`gradamp_jax.training.workdir_lock`).
-
-A sweep's root holds :data:`SWEEP` (``sweep.json``; ``sweep-tree{K}.json`` for tree ``K``
-of a branched sweep run as one job per tree) beside its runs' folders.
-
-JSON files are replaced whole (a crash leaves the old file or the new one); JSON-lines files
-are appended whole (:mod:`gradamp_jax.jsonl`).
+and writers (docs/training.md lists the files). Everything opens a run's files through this
+module. JSON files are replaced whole; JSON-lines files are appended whole
+(:mod:`gradamp_jax.jsonl`). A sweep's root holds :data:`SWEEP` beside its runs' folders.
 
 >>> import tempfile
 >>> workdir = tempfile.mkdtemp()
@@ -51,9 +30,8 @@ FORK = "fork.json"
 METRICS = "metrics.jsonl"
 LAYER_STATS = "layer_stats.jsonl"
 DIRECTIONALITY = "directionality.jsonl"
-# metrics.jsonl: the columns that time an epoch (they differ between runs of one computation),
-# among them the mark of the first epoch after a start of training (a process, or a call of
-# train_and_evaluate), whose warm-up makes its time incomparable (absent in older files).
+# metrics.jsonl: the columns that time an epoch, among them the mark of the first epoch after
+# a start of training, whose warm-up makes its time incomparable (absent in older files).
 FIRST_AFTER_START = "first_epoch_after_start"
 TIMING_FIELDS = ("epoch_seconds", "images_per_second", FIRST_AFTER_START)
 # The columns of a directionality.jsonl row besides one per tracked measure.
@@ -67,8 +45,7 @@ SWEEP = "sweep.json"
 # Folders of a run that hold no run folders (not searched by find_runs).
 NOT_RUNS = (CHECKPOINTS, BAD_CHECKPOINTS, TENSORBOARD)
 
-# Config fields that say where the data lives or how the run is kept, not what it computes:
-# a run resumes under other values of them.
+# Config fields that do not change what a run computes: it resumes under other values.
 _DATA_LOCATION = ("data_dir", "image_folder", "download")
 RESUMABLE_FIELDS = _DATA_LOCATION + ("eval_batch_size", "steps_per_dispatch", "keep_checkpoints")
 
@@ -88,11 +65,8 @@ def is_run(workdir: str) -> bool:
 def read_json(workdir: str, name: str, *, default: Any = _REQUIRED) -> Any:
   """The contents of JSON file ``name`` of ``workdir``.
 
-  Args:
-    workdir: the run's (or sweep's) folder.
-    name: :data:`CONFIG`, :data:`RUN_INFO`, :data:`FORK`, :data:`SWEEP`, ...
-    default: returned when the file is missing or does not parse; without it, those raise
-      ``OSError`` or ``ValueError``.
+  ``default`` is returned when the file is missing or does not parse; without it, those
+  raise ``OSError`` or ``ValueError``.
   """
   try:
     with open(path(workdir, name)) as f:
@@ -118,11 +92,8 @@ def read_rows(
 ) -> list[dict]:
   """The complete rows of JSON-lines file ``name`` of ``workdir``.
 
-  Args:
-    workdir: the run's folder.
-    name: :data:`METRICS`, :data:`LAYER_STATS` or :data:`DIRECTIONALITY`.
-    missing_ok: ``[]`` for a missing file instead of ``FileNotFoundError``.
-    until_epoch: only the rows of epochs up to this one (rows with an ``epoch`` field).
+  ``missing_ok``: ``[]`` for a missing file, not ``FileNotFoundError``; ``until_epoch``:
+  only the rows of epochs up to this one.
   """
   rows = jsonl.read_jsonl(path(workdir, name), missing_ok=missing_ok)
   return rows if until_epoch is None else [r for r in rows if r["epoch"] <= until_epoch]

@@ -14,10 +14,8 @@ def reselection_label(reselect_every) -> str:
 
 
 def family_label(row) -> str:
-  """A short name of a family: ``none``, ``all``, ``random``, ``G′ c1``,
-  ``matched G′ c1``, ``freeze G′ c3`` (an action other than amplify; no case for an action
-  without a threshold: ``scale_by_zscore G′``); ``… (updates)`` when the factor
-  multiplies the updates."""
+  """A short name of a family: ``none``, ``random``, ``G′ c1``, ``matched G′ c1``, ``freeze
+  G′ c3``, ``scale_by_zscore G′``; ``… (updates)`` when the factor multiplies the updates."""
   method, action = row["method"], row.get("action")
   name = str(method)
   if method in ga_amplification.MEASURED_METHODS:

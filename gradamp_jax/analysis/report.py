@@ -2,23 +2,9 @@
 
     python -m gradamp_jax.report ROOT --out DIR
 
-Reads every run folder under ROOT at any depth (a folder holding ``config.json`` and
-``metrics.jsonl``) and writes into DIR:
-
-* ``runs.csv``: one row per run, finished or not;
-* ``summary.csv``: one row per group of finished runs that differ only in seed;
-* ``comparison.csv``: per model, dataset, re-selection and amplified family, the test
-  accuracy at the chosen threshold, the paired difference to ``none`` with its 95 % t
-  interval, and the paper's best-of;
-* ``epoch_times.csv``: seconds per epoch and overhead against ``none`` (Tables 1–2);
-* ``report.md``: these tables shaped like the paper's Tables 1–4, with how thresholds were
-  chosen and how many seeds each number has;
-* PNG figures: accuracy vs threshold (Figs. 2–10), training curves of the chosen
-  configurations (Fig. 11), how often each layer was selected, G and G′ of every layer over
-  depth and epochs, layers selected vs threshold.
-
-Accuracies are in percent everywhere. The statistics are
-:mod:`gradamp_jax.analysis.statistics`'s.
+Reads every run folder under ROOT at any depth and writes into DIR ``runs.csv``,
+``summary.csv``, ``comparison.csv``, ``epoch_times.csv``, ``report.md`` (shaped like the
+paper's Tables 1–4) and PNG figures (docs/sweeps.md). Accuracies are in percent everywhere.
 """
 
 from __future__ import annotations
@@ -147,9 +133,8 @@ _TIME_TEXT = (
 
 
 def time_tables(times: pd.DataFrame) -> str:
-  """Markdown shaped like the paper's Tables 1–2: seconds per epoch (mean ± std over the
-  timed runs) and overhead against ``none``; a cell left out, or without its overhead, is
-  explained below its table."""
+  """Markdown shaped like the paper's Tables 1–2: seconds per epoch and overhead against
+  ``none``; a cell left out, or without its overhead, is explained below its table."""
   parts = []
   for dataset, table in times.groupby("dataset", sort=True):
     labels = list(dict.fromkeys(family_label(r) for _, r in table.iterrows()))
@@ -214,8 +199,8 @@ def draw_figures(runs, summary, comparison, out: str) -> list[str]:
 
 
 def write_report(root: str, out: str, log=print) -> dict:
-  """Reads the runs under ``root`` and writes every table, figure and ``report.md`` into
-  ``out``; returns the tables (``runs``, ``summary``, ``comparison``, ``epoch_times``).
+  """Writes every table, figure and ``report.md`` of the runs under ``root`` into ``out``;
+  returns the tables.
 
   Raises:
     ValueError: ``root`` is not a folder or holds no run folder.

@@ -1,20 +1,9 @@
 """Reading run folders: one row per run, a run's files, and the keys that group runs.
 
-A run folder holds ``config.json`` and ``metrics.jsonl``, and may hold ``run.json``,
-``layer_stats.jsonl`` (one row per layer at each selection) and ``directionality.jsonl``
-(the tracked measures of every layer at every epoch), all written by
-:mod:`gradamp_jax.training.train`. Runs may lie at any depth under a sweep's root; no index
-file is needed.
-
-Accuracies are fractions in the run files and percent in everything returned here. How
-results are compared is docs/method.md §8: a run's final accuracy is its last epoch's test
-accuracy, for finished runs only (unfinished runs are listed, and left out of every
-statistic); a group (:data:`GROUP_KEYS`) is the runs that differ only in seed; a family
-(:data:`FAMILY_KEYS`) is a group without its setting (:data:`SETTING_KEYS`: the threshold, a
-random selection's ratio, the action's parameters such as ``alpha``), which
-:func:`~gradamp_jax.analysis.statistics.choose_setting` chooses. The threshold of an action
-that acts on every eligible layer (``scale_by_zscore``:
-:attr:`~gradamp_jax.actions.Action.thresholded` False) is left empty.
+Accuracies are fractions in the run files and percent here. How results are compared is
+docs/method.md §8: finished runs only; a group (:data:`GROUP_KEYS`) is the runs that differ
+only in seed; a family (:data:`FAMILY_KEYS`) is a group without its setting
+(:data:`SETTING_KEYS`). An action that is not thresholded has its threshold left empty.
 """
 
 from __future__ import annotations
@@ -74,14 +63,12 @@ METHOD_ORDER = ("none", "all", "random", "intelligent", "matched_random")
 
 
 def read_frame(workdir: str, name: str) -> pd.DataFrame:
-  """JSON-lines file ``name`` of a run (``run_folder.METRICS``, ...) as a DataFrame (see
-  :func:`~gradamp_jax.run_folder.read_rows`); empty when missing."""
+  """JSON-lines file ``name`` of a run as a DataFrame; empty when missing."""
   return pd.DataFrame(run_folder.read_rows(workdir, name, missing_ok=True))
 
 
 def read_frames(workdirs, name: str) -> dict[str, pd.DataFrame]:
-  """:func:`read_frame` of each run, by workdir (in the given order); runs without rows of
-  ``name`` left out."""
+  """:func:`read_frame` of each run, by workdir; runs without rows left out."""
   frames = {w: read_frame(w, name) for w in workdirs}
   return {w: frame for w, frame in frames.items() if len(frame)}
 
@@ -124,11 +111,7 @@ def run_keys(config: dict) -> dict:
 def run_row(
   workdir: str, config: dict, metrics: pd.DataFrame, forked_at: int = 0, machine=None
 ) -> dict:
-  """One row of ``runs.csv`` (accuracies in percent).
-
-  ``mean_epoch_seconds`` is the mean over the run's :func:`timed_epochs` (NaN when there
-  are none), ``timed_epochs`` their number; ``machine`` is where it started (``run.json``).
-  """
+  """One row of ``runs.csv``; ``mean_epoch_seconds`` is over the :func:`timed_epochs`."""
   epochs = int(metrics["epoch"].max()) if len(metrics) else 0
   phases = config.get("phases")
   finished = bool(epochs and phases and epochs == ga_phases.num_epochs(phases))
@@ -147,10 +130,9 @@ def run_row(
 
 
 def timed_epochs(metrics: pd.DataFrame, forked_at: int = 0) -> pd.Series:
-  """The seconds of the epochs a run trained itself past a process's warm-up: those after
-  ``forked_at`` (the epoch it was forked or branched at, whose rows it copied; 0 if none),
-  less the first epoch of each process (``first_epoch_after_start``; in files without that
-  column, the first after ``forked_at``). Times of other epochs are not comparable."""
+  """The seconds of the epochs after ``forked_at`` (where it was forked or branched; 0 if
+  none), less the first of each process (``first_epoch_after_start``, and the first after
+  ``forked_at``): the only comparable times."""
   if not len(metrics):
     return pd.Series([], dtype=float)
   own = metrics[metrics["epoch"] > forked_at]
@@ -201,20 +183,16 @@ def is_missing(value) -> bool:
 
 
 def measure_columns(directionality: pd.DataFrame) -> list[str]:
-  """The measures a ``directionality.jsonl`` frame records: the registered ones in
-  definition order, then any other (a measure of one's own this process has not
-  registered), in file order."""
+  """The measures a ``directionality.jsonl`` frame records: the registered ones in definition
+  order, then any other in file order."""
   known = [m for m in measures.MEASURES if m in directionality]
   keys = set(run_folder.DIRECTIONALITY_KEYS) | set(known)
   return known + [c for c in directionality.columns if c not in keys]
 
 
 def group_conflicts(runs: pd.DataFrame) -> list[str]:
-  """Problems with the groups of finished runs that differ only in seed
-  (:data:`GROUP_KEYS`), one sentence each: a seed that occurs more than once in a group, or
-  config fields outside :data:`GROUP_KEYS` (and the seed and data location) that differ
-  between a group's runs (their ``config.json``), e.g. ``phases`` or
-  ``amplification.eligible``."""
+  """Problems with the groups of finished runs, one sentence each: a repeated seed, or config
+  fields outside :data:`GROUP_KEYS` that differ between a group's runs (e.g. ``phases``)."""
   problems = []
   done = runs[runs["finished"]]
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):

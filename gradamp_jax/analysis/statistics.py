@@ -1,8 +1,5 @@
-"""Statistics of the report over run tables: group summaries, setting choice, paired
-differences to ``none``, epoch times, mean curves, and per-layer selection and
-directionality tables. Tables in, tables out: the files are read by
-:mod:`gradamp_jax.analysis.runs`, which also defines how results are compared.
-"""
+"""Statistics of the report over run tables (read by :mod:`gradamp_jax.analysis.runs`):
+tables in, tables out."""
 
 from __future__ import annotations
 
@@ -36,11 +33,8 @@ def sample_std(values) -> float:
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-  """Mean and two-sided Student-t confidence interval of the mean of ``values``.
-
-  ``mean ± t_{(1+confidence)/2, n-1} · s / √n`` with the sample std ``s`` (ddof=1); the
-  interval is NaN for fewer than two values.
-  """
+  """Mean and two-sided Student-t confidence interval ``mean ± t_{(1+c)/2, n-1} · s / √n``
+  of ``values`` (NaN for fewer than two)."""
   values = np.asarray(values, float)
   n = len(values)
   mean = float(values.mean()) if n else np.nan
@@ -88,9 +82,8 @@ def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
     keys: the columns of :data:`SETTING_KEYS` the family's groups differ in.
 
   Returns:
-    ``(setting, "validation")``: the group of highest ``val_mean`` when every group has one
-    (every run of the family had a validation split); else ``(setting, "test")``: highest
-    ``test_mean``. Ties go to the smaller setting (``keys`` in order, empty first).
+    ``(setting, "validation")``: highest ``val_mean`` when every group has one; else
+    ``(setting, "test")``: highest ``test_mean``. Ties go to the smaller setting.
   """
   by = "validation" if groups["val_mean"].notna().all() else "test"
   score = groups["val_mean" if by == "validation" else "test_mean"]
@@ -109,16 +102,10 @@ def paired_difference(runs: pd.DataFrame, baseline: pd.DataFrame) -> tuple:
 
 
 def compare(runs: pd.DataFrame) -> pd.DataFrame:
-  """``comparison.csv`` (:data:`COMPARISON_COLUMNS`): per (model, dataset, reselect_every)
-  and amplified family, the test accuracy at the chosen setting, its paired difference
-  to ``none`` and the paper's best-of; plus one row per ``none`` group.
-
-  The setting (threshold, ratio, action parameters) is chosen by :func:`choose_setting`
-  among those the family's runs differ in, except that ``matched_random`` takes the
-  threshold (and ``chosen_by``) of the ``intelligent`` family with the same model,
-  dataset, re-selection, action, measure and case when it has runs at it. ``paper_best``
-  is the best final test accuracy of any run of the family (all settings and seeds), the
-  paper's Tables 3–4 protocol.
+  """``comparison.csv`` (:data:`COMPARISON_COLUMNS`): per amplified family, the test accuracy
+  at the chosen setting (:func:`choose_setting`), its paired difference to ``none`` and
+  ``paper_best`` (best run of the family, Tables 3–4); plus one row per ``none`` group.
+  ``matched_random`` takes its ``intelligent`` family's threshold when it has runs at it.
   """
   done = runs[runs["finished"]]
   summary = summarize(runs)
@@ -197,10 +184,9 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
 
 
 def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
-  """Tables 1–2: mean ± std of ``mean_epoch_seconds`` per (model, dataset, method,
-  measure, case) over the finished runs with timed epochs (:func:`timed_epochs`), and the
-  overhead in percent against ``none`` (``100 · (mean / none's mean − 1)``) where both
-  were timed on one machine; ``note`` says why runs or the overhead are left out."""
+  """Tables 1–2: mean ± std of ``mean_epoch_seconds`` per :data:`TIME_KEYS` group, and the
+  overhead in percent against ``none`` where both were timed on one machine; ``note`` says
+  why runs or the overhead are left out."""
   done = runs[runs["finished"]]
   rows, machines = [], []
   for values, group in done.groupby(list(TIME_KEYS), dropna=False, sort=False):
@@ -236,8 +222,7 @@ def _overhead(table: pd.DataFrame, machines: list, i: int) -> tuple:
 
 
 def mean_curves(metrics: list[pd.DataFrame], columns=("train_accuracy", "test_accuracy")):
-  """Per-epoch mean over runs (their ``metrics.jsonl`` frames) of ``columns`` (percent),
-  with ``n`` runs per epoch."""
+  """Per-epoch mean over runs' metrics frames of ``columns`` (percent), with ``n`` runs."""
   frames = [f for f in metrics if len(f)]
   if not frames:
     return pd.DataFrame(columns=["epoch", "n", *columns])
@@ -248,14 +233,12 @@ def mean_curves(metrics: list[pd.DataFrame], columns=("train_accuracy", "test_ac
 
 
 def selection_table(layer_stats: pd.DataFrame) -> pd.DataFrame:
-  """Layers (network order) × selection epochs of one run: 1 where the layer was amplified
-  after that analysis (:func:`selection_frequency` of the run alone)."""
+  """Layers × selection epochs of one run: 1 where the layer was selected."""
   return selection_frequency([layer_stats]).astype(int)
 
 
 def selection_frequency(layer_stats: list[pd.DataFrame]) -> pd.DataFrame:
-  """Layers (network order) × selection events: the fraction of runs (e.g. the seeds of
-  one configuration) that selected the layer at that event."""
+  """Layers (network order) × selection events: the fraction of runs that selected it."""
   frames = [s for s in layer_stats if len(s)]
   if not frames:
     return pd.DataFrame()
@@ -266,9 +249,8 @@ def selection_frequency(layer_stats: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def selected_counts(layer_stats: pd.DataFrame) -> pd.DataFrame:
-  """Per selection event (``epoch``): ``selected`` layers, ``eligible`` layers and, for
-  ``matched_random``, ``by_measure`` (layers the measure chose) and ``overlap`` (chosen
-  by both)."""
+  """Per selection event: ``selected``, ``eligible`` and, for ``matched_random``,
+  ``by_measure`` and ``overlap`` layer counts."""
   if layer_stats.empty:
     return pd.DataFrame(columns=["epoch", "selected", "eligible"])
   stats = layer_stats.assign(selected=layer_stats["selected"].astype(bool))
@@ -281,8 +263,7 @@ def selected_counts(layer_stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd.DataFrame:
-  """Layers (network order) × epochs of ``measure`` (a column of ``directionality.jsonl``:
-  ``G``, ``G_prime``, or any tracked measure), mean over the given runs' frames."""
+  """Layers (network order) × epochs of tracked ``measure``, mean over the runs' frames."""
   frames = [d for d in directionality if len(d)]
   missing = [i for i, d in enumerate(frames) if measure not in d]
   if missing:
@@ -311,10 +292,8 @@ def measure_agreement(
   first: str = "G",
   second: str = "G_prime",
 ) -> pd.DataFrame:
-  """Per epoch of one run, how far two measures (G and G′ by default) agree over the
-  eligible layers: Spearman's rank correlation ``spearman``, the layers each would select
-  at ``threshold`` (``selected_<first>``, ``selected_<second>``; case 1: ``z > t``, case 2:
-  ``|z| > t``) and how many both select (``both``)."""
+  """Per epoch of one run, how far two measures agree over the eligible layers: ``spearman``,
+  the layers each would select (``selected_<first>``, ``selected_<second>``) and ``both``."""
   measures.check_case(case)
   columns = ["epoch", "layers", "spearman", f"selected_{first}", f"selected_{second}", "both"]
   if directionality.empty:
@@ -330,10 +309,9 @@ def measure_agreement(
 
 
 def selection_sizes(runs: pd.DataFrame, layer_stats: dict) -> pd.DataFrame:
-  """Layers selected per selection event of the finished ``intelligent`` runs: per group
-  (:data:`GROUP_KEYS`) ``n`` runs, ``selected_mean`` and ``selected_std`` (ddof=1 over runs
-  of each run's mean over its events) and ``eligible`` layers. ``layer_stats`` maps a
-  workdir to its run's ``layer_stats.jsonl`` frame; runs without one are left out."""
+  """Layers selected per event of the finished ``intelligent`` runs, per group: ``n``,
+  ``selected_mean``, ``selected_std`` (over runs' means) and ``eligible``. ``layer_stats``
+  maps a workdir to its frame; runs without one are left out."""
   done = runs[runs["finished"] & (runs["method"] == "intelligent")]
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):

@@ -1,19 +1,11 @@
 """CIFAR input pipeline: whole splits read once into numpy, then held on the device as uint8.
 
-CIFAR is small (the 50,000 training images are 150 MB as uint8), so each split is read once
-into numpy and copied once to every device (:func:`to_device`). Each epoch's shuffle,
-random crops (zero padding 4) and horizontal flips are drawn on the device from
-``fold_in(key(seed), epoch)`` (:func:`epoch_plan`), so an epoch is a pure function of
-(seed, epoch), and each batch is gathered, augmented and normalised inside the jitted
-training step (:func:`train_batch`): nothing crosses from the host during training.
-Evaluation splits sit on the device in padded batches (:func:`to_device_batches`).
-TensorFlow is never imported here (TFDS reads its prepared array_record files without it),
-so the pipeline cannot reserve accelerator memory.
-
-Two sources (:func:`load`): TFDS ``cifar10`` / ``cifar100`` (fine labels), prepared once with
-TensorFlow installed (``pip install "gradamp_jax[prepare]"``) on a machine with internet, or
-a local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}`` (the layout
-``tfds.ImageFolder`` reads), decoded with PIL; class ids follow the sorted class names.
+Each split is read once into numpy and copied once to every device (:func:`to_device`). An
+epoch's shuffle, crops and flips are drawn on the device from ``fold_in(key(seed), epoch)``
+(:func:`epoch_plan`) and each batch is gathered, augmented and normalised inside the jitted
+step (:func:`train_batch`): nothing crosses from the host during training. TensorFlow is
+never imported here. Sources (:func:`load`): TFDS ``cifar10`` / ``cifar100``, or a local
+image folder (docs/data.md).
 
 Example::
 

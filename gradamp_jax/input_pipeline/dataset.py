@@ -29,28 +29,21 @@ def load(
   """Reads a dataset into memory.
 
   Args:
-    dataset: ``"cifar10"`` or ``"cifar100"`` (fine labels), read with TFDS; not used when
-      ``image_folder`` is given.
+    dataset: ``"cifar10"`` or ``"cifar100"`` (fine labels), read with TFDS.
     data_dir: TFDS data directory (default: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
     image_folder: read ``<image_folder>/{train,test}/<class>/*.{jpg,jpeg,png}`` instead of
-      TFDS. Class ids follow the sorted class folder names. ``Dataset.name`` is the folder's
-      base name.
-    train_split: the training split. For TFDS any split string passes through (e.g.
-      ``"train[:20%]"``). For an image folder it is ``train``, ``train[:N]``, ``train[:P%]``,
-      ``train[A:B]`` (bounds may be percentages); the training files are ordered round-robin
-      over the sorted classes, each class in sorted file-name order, and the slice is taken
-      from that order, so a prefix keeps the classes balanced.
-    validation_fraction: fraction in [0, 1) of the training split held out as validation:
-      the last ``round(fraction * N)`` examples of a permutation drawn with ``seed``. Both
-      parts keep their original order.
+      TFDS (class ids follow the sorted class names).
+    train_split: the training split: for TFDS any split string; for an image folder
+      ``train``, ``train[:N]``, ``train[:P%]`` or ``train[A:B]``, sliced from the files
+      ordered round-robin over the classes (a prefix keeps them balanced).
+    validation_fraction: fraction in [0, 1) of the training split held out as validation
+      (:func:`hold_out_indices`).
     seed: seed of the validation hold-out.
-    download: for TFDS, download and prepare the dataset if ``data_dir`` does not hold it
-      (needs TensorFlow and internet, checked first).
+    download: for TFDS, download and prepare the dataset if ``data_dir`` does not hold it.
 
   Returns:
-    The ``Dataset``. Its ``mean``/``std`` are the published CIFAR constants for TFDS data and
-    for an image folder with exactly the CIFAR-10 class names, otherwise the statistics of
-    the (post hold-out) training images.
+    The ``Dataset``; ``mean``/``std`` are the CIFAR constants for TFDS data and an image
+    folder of CIFAR-10's classes, else the training images' statistics.
 
   Raises:
     ValueError: unknown ``dataset``, bad ``train_split`` or ``validation_fraction``, or an
@@ -82,10 +75,8 @@ def load_for_seeds(
   validation_fraction: float = 0.0,
   download: bool = True,
 ) -> tuple[Split, list[Dataset], list[np.ndarray]]:
-  """Reads a dataset once for runs that differ in seed (a cohort); the other arguments are
-  :func:`load`'s. Returns ``(pool, datasets, indices)``: the training split before the
-  hold-out; for each of ``seeds`` the :class:`Dataset` that ``load(seed=seed, ...)``
-  returns; and the int32 positions of its training examples in ``pool``."""
+  """Reads a dataset once for runs that differ in seed; ``(pool, datasets, indices)``: the
+  training split before the hold-out, each seed's :func:`load` and its positions in ``pool``."""
   if not 0.0 <= validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
   if image_folder is not None:

@@ -43,9 +43,8 @@ class EpochPlan(NamedTuple):
 
 
 def place(array, sharding: jax.sharding.Sharding) -> jax.Array:
-  """``array`` (which every process holds whole) as a ``jax.Array`` with ``sharding``: each
-  process places the parts its devices need. Unlike ``jax.device_put``, the processes'
-  copies are not compared (a NaN-filled array would never compare equal)."""
+  """``array`` (every process holds it whole) as a ``jax.Array`` with ``sharding``; unlike
+  ``jax.device_put``, the processes' copies are not compared (NaN never compares equal)."""
   array = np.asarray(array)
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
@@ -89,10 +88,8 @@ def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -
 def epoch_plan(seed, epoch, *, num_examples: int, batch_size: int) -> EpochPlan:
   """The shuffle, crop corners and flips of an epoch: a pure function of (seed, epoch).
 
-  Drawn with ``jax.random`` from ``fold_in(key(seed), epoch)``: a permutation of the
-  examples (the last incomplete batch dropped), crop corners uniform in
-  [0, 2 * CROP_PADDING] and flips with probability 1/2. Jit-able (``seed`` and ``epoch``
-  may be traced).
+  From ``fold_in(key(seed), epoch)``: a permutation (the last incomplete batch dropped),
+  crop corners uniform in [0, 2 * CROP_PADDING], flips with probability 1/2. Jit-able.
   """
   steps = steps_per_epoch(num_examples, batch_size)
   if steps == 0:

@@ -84,10 +84,8 @@ def _tensorflow_available() -> bool:
 
 
 def _check_reachable(host: str, port: int, timeout: float, *, purpose: str) -> None:
-  """Raises ConnectionError unless a TCP connection to host:port opens within ``timeout``.
-
-  The connection runs in a daemon thread so that a hanging DNS lookup cannot block either.
-  """
+  """Raises ConnectionError unless a TCP connection to host:port opens within ``timeout``
+  (in a daemon thread, so that a hanging DNS lookup cannot block)."""
   outcome: list[BaseException | None] = []
 
   def connect():

@@ -43,8 +43,7 @@ def run(args, runs, overrides):
 
 
 def tree_groups(args, trees) -> list[list[int]]:
-  """The trees a job (or a slot) trains: one each, or with ``--cohort K`` cohorts of at
-  most K trees whose trunks share a program (their first segments train as one)."""
+  """The trees a job (or a slot) trains: one each, or with ``--cohort K`` cohorts of trees."""
   if args.cohort is None:
     return [[k] for k in range(len(trees))]
   from gradamp_jax.training import cohort
@@ -53,8 +52,8 @@ def tree_groups(args, trees) -> list[list[int]]:
 
 
 def train_trees(args, runs, overrides, trees) -> dict:
-  """Trains the trees (or trees ``--tree``) here: one after another, or with ``--cohort``
-  level by level, each level's segments of one program as cohorts. Writes their record."""
+  """Trains the trees (or trees ``--tree``) here, one after another or with ``--cohort``
+  level by level, and writes their record."""
   from gradamp_jax.sweeps import branching
 
   chosen = range(len(trees)) if args.tree is None else args.tree
@@ -76,9 +75,8 @@ def train_trees(args, runs, overrides, trees) -> dict:
 
 
 def segment_trainer(args, runs, overrides):
-  """``train_segments(segments)`` for :func:`~gradamp_jax.sweeps.branching.run_forest`:
-  each ``(member, until_epoch)`` trained in a process of its own, or with ``--cohort K``
-  the segments that end at one epoch and share a program as cohorts of at most K."""
+  """``train_segments(segments)`` for :func:`~gradamp_jax.sweeps.branching.run_forest`: each
+  segment in a process of its own, or with ``--cohort K`` as cohorts."""
   run_commands = {r["name"]: shlex.split(r["command"]) for r in runs}
 
   def train(names: list[str], until_epoch: int):

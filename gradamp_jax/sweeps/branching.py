@@ -1,16 +1,11 @@
 """Branched sweeps: train what a grid's runs share once, fork where their selections differ.
 
-Runs of a grid that differ only in their selection rule (:data:`fork.RULE_FIELDS`) are the
-same computation until their first selection, and runs whose rules pick the same layers
-stay the same computation until the next one. :func:`run_tree` trains such a group as a
-tree: one member (the first) trains to the next selection epoch; every member's own rule
-is evaluated on that trajectory's recorded statistics (:func:`fork.replay_selections`);
-members are grouped by the selections they would make; each group continues from the
-checkpoint at the end of the analysed epoch (:func:`fork.fork`), and so on. Members that
-never part from their group get a copy of its trajectory with their own selection record.
-Every member ends with an ordinary run folder. :func:`run_forest` grows several trees
-level by level, so that the segments of one level that share a program can train as one
-cohort.
+Runs that differ only in their selection rule (:data:`fork.RULE_FIELDS`) are one computation
+until their selections differ. :func:`run_tree` trains such a group as a tree: the first
+member trains to the next selection epoch, the members are grouped by the selections their
+rules make on its statistics, each group forks from there (:func:`fork.fork`), and so on.
+Every member ends with an ordinary run folder. :func:`run_forest` grows several trees level
+by level, so that one level's segments can train as cohorts.
 """
 
 from __future__ import annotations
@@ -35,8 +30,8 @@ class Member(NamedTuple):
 
 
 def roots(members: list[Member]) -> list[list[Member]]:
-  """Members grouped by :func:`fork.computation_fields` (in order of first appearance); each
-  group is one tree. Members that do not track directionality are trees of their own."""
+  """Members grouped into trees by :func:`fork.computation_fields`; members that do not
+  track directionality are trees of their own."""
   groups: dict[str, list[Member]] = {}
   for m in members:
     fields = fork_lib.computation_fields(json.loads(m.config.to_json_best_effort()))
@@ -83,11 +78,8 @@ def run_forest(
   train_segments: Callable[[list[tuple[Member, int]]], None],
   log: Callable[[str], None] = print,
 ) -> list[dict]:
-  """Trains several trees level by level: every tree's (and, after a fork, every group's)
-  next segment is handed to ``train_segments`` at once, as ``(member, until_epoch)`` pairs,
-  so that segments of one program can train as one cohort
-  (:func:`gradamp_jax.training.train.train_cohort`). Returns the trees' rows, as
-  :func:`run_tree` does."""
+  """Trains several trees level by level: each level's segments go to ``train_segments`` at
+  once, as ``(member, until_epoch)`` pairs. Returns the rows as :func:`run_tree` does."""
   rows: list[dict] = []
   frontier = [(members, 0) for members in trees]
   while frontier:
@@ -141,7 +133,7 @@ def _fork(member, parent, epoch, log, rows):
 
 def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list[list[Member]]:
   """Members grouped by the selections their rules make on ``trunk``'s statistics up to
-  the end of ``epoch`` (in order of first appearance)."""
+  the end of ``epoch``."""
   info = run_folder.read_json(trunk.workdir, run_folder.RUN_INFO)
   rows = run_folder.read_rows(trunk.workdir, run_folder.DIRECTIONALITY, until_epoch=epoch)
   steps_per_epoch = info["steps_per_epoch"]
@@ -156,8 +148,7 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
 
 
 def count_epochs(tree: list[dict], members: list[Member]) -> dict:
-  """``epochs_trained`` (the tree's trained segments) against ``epochs_members`` (the sum
-  over members of their schedules' epochs)."""
+  """``epochs_trained`` by the tree against ``epochs_members``, the members' schedules."""
   trained = sum(r["trained"][1] - r["trained"][0] + 1 for r in tree if "trained" in r)
   scheduled = sum(ga.num_epochs(m.config.phases) for m in members)
   return dict(epochs_trained=trained, epochs_members=scheduled)

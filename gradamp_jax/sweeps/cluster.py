@@ -1,11 +1,8 @@
 """SLURM jobs through submitit: one job per run, requeued when preempted or timed out.
 
 :class:`TrainingJob` runs a training command in a child process. When SLURM preempts the
-job or its time limit nears, the child stops at a step boundary after saving a checkpoint
-(``gradamp_jax.training.preemption``) and the job is requeued; the requeued job runs the same
-command, which resumes. ``launch/sweep.py --mode slurm`` submits a sweep this way
-(:func:`submit_sweep`); a request sbatch refuses ends the launcher with one line naming the
-option behind it (:func:`refusal`).
+job or its time limit nears, the child checkpoints and stops, and the job is requeued to run
+the same command, which resumes.
 """
 
 from __future__ import annotations
@@ -25,10 +22,8 @@ from gradamp_jax.training.preemption import EXIT_PREEMPTED
 class TrainingJob(submitit.helpers.Checkpointable):
   """A submitit job running ``command`` (a shell-quoted string); requeued on preemption.
 
-  submitit calls :meth:`checkpoint` on its preemption / pre-timeout signal (USR2): the
-  child is told to stop (SIGTERM; it may have had the cluster's signal already), and the
-  job is requeued once the child has saved its checkpoint. A child that stopped by itself
-  on a signal (exit status ``EXIT_PREEMPTED``) has the job requeued the same way.
+  On submitit's preemption signal (:meth:`checkpoint`) the child gets SIGTERM and the job
+  is requeued once it has saved; a child that exits ``EXIT_PREEMPTED`` is requeued too.
   """
 
   def __init__(self, command: str, poll_s: float = 0.5):
@@ -117,9 +112,8 @@ _REFUSED_OPTIONS = (
 
 
 def submit_sweep(args, commands: list[str], per: str = "run") -> list:
-  """Submits ``commands`` as SLURM jobs (one ``per`` run, cohort, tree, ...) with the
-  launcher's options ``args``, job logs in ``ROOT/slurm/``, and says so in one line; when
-  sbatch refuses them, exits with one line giving sbatch's reason and the option behind it."""
+  """Submits ``commands`` as SLURM jobs (one ``per`` run, cohort, tree, ...), logs in
+  ``ROOT/slurm/``; when sbatch refuses them, exits with one line (:func:`refusal`)."""
   logs = os.path.join(args.root, "slurm")
   options = ("cluster", "partition", "time_min", "gpus", "cpus", "mem_gb")
   try:

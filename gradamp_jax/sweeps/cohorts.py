@@ -15,9 +15,8 @@ def command(args, overrides, *which: str) -> list[str]:
 
 
 def run(args, runs, overrides):
-  """``--cohort K``: the cohorts' commands printed, run here or submitted as a job each (or
-  with ``--cohort_index`` or ``--cohort_runs``, that one cohort trained here). Returns the
-  cohorts' run names (slurm: the jobs)."""
+  """``--cohort K``: the cohorts' commands printed, run here or submitted (or with
+  ``--cohort_index``/``--cohort_runs`` one cohort trained here); their run names or jobs."""
   from gradamp_jax.training import cohort
 
   configs = expansion.member_configs(args, runs, overrides)
@@ -72,9 +71,8 @@ def train_one(configs, workdirs, until_epoch: int | None = None):
 
 
 def choose_size(args, runs, overrides) -> int:
-  """``--cohort auto``: the smallest of the largest K that fit
-  (:func:`gradamp_jax.training.cohort.auto_size`) for the first run of each model, dataset,
-  batch size and precision (what sets a member's memory); one line each says why."""
+  """``--cohort auto``: the smallest :func:`gradamp_jax.training.cohort.auto_size` over the
+  sweep's models, datasets, batch sizes and precisions, with one line each."""
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the runs need the GPU
   if args.runs_per_device:  # what each of them may take (local.run_concurrently)
     os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = local.memory_fraction(args.runs_per_device)

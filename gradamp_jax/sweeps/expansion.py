@@ -44,17 +44,15 @@ def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[di
 
 
 def select(runs: list[dict], only) -> list[dict]:
-  """The runs that every ``--only FIELD=V1,V2`` keeps (``only``: ``(FIELD, (V1, V2))``
-  pairs), in the sweep's order: those whose ``FIELD`` is one of the values (a number
-  compared as a number, a bool as true/false, anything else as its text).
+  """The runs that every ``--only`` (``(FIELD, (V1, V2))``) keeps, in the sweep's order.
 
   >>> runs = [dict(args=dict(method="none", seed=s)) for s in (0, 1)]
   >>> [r["args"]["seed"] for r in select(runs, [("seed", ("1.0",))])]
   [1]
 
   Raises:
-    SystemExit: one line naming the flag, for a field no run has (with the fields), a value
-      no run takes (with the field's values) or a combination that keeps no run.
+    SystemExit: one line naming the flag, for a field or value no run has, or a combination
+      that keeps no run.
   """
   fields = list(dict.fromkeys(k for run in runs for k in run["args"]))
   kept, applied = runs, []
@@ -115,8 +113,7 @@ def member_configs(args, runs, overrides) -> list:
 
 
 def write_record(args, runs: list[dict], name: str = run_folder.SWEEP, **more) -> dict:
-  """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs (with ``--only``, the
-  runs kept, and ``only``: the selections) and ``more``."""
+  """Writes the sweep's record ``ROOT/NAME``: its config, sweep, runs, ``only`` and ``more``."""
   record = dict(config=args.config, sweep=args.sweep, runs=runs)
   if getattr(args, "only", None):
     record["only"] = [f"{field}={','.join(values)}" for field, values in args.only]

@@ -1,19 +1,11 @@
 """Starting a run from another run's checkpoint: the primitive of branched sweeps.
 
-Two runs that track directionality and whose configs differ only in their selection rule
-(:data:`RULE_FIELDS`: the amplification's method, measure, case, threshold, ratio and action)
-have one optimizer-state layout and are the same computation until their selections differ: the
-same initialisation, data order and updates. :func:`fork` starts a run from another's
-checkpoint at the end of an epoch, after checking that the two are that same computation
-up to there, by replaying both rules' selections on the parent's recorded G and G′
-(:func:`replay_selections`). From the command line: ``python -m gradamp_jax.main`` with
-``--fork_from PARENT --fork_epoch EPOCH`` (docs/sweeps.md).
-
-The forked run's folder is an ordinary run folder: ``metrics.jsonl`` and
-``directionality.jsonl`` hold the parent's rows up to the fork, ``layer_stats.jsonl`` the
-run's own selections (its rule on the shared statistics), ``checkpoints/`` the parent's
-state at the fork with the run's own selection record, ``fork.json`` where it came from.
-Running it then continues from the fork; its TensorBoard files start there.
+Two runs that track directionality and differ only in their selection rule
+(:data:`RULE_FIELDS`) are the same computation until their selections differ. :func:`fork`
+starts a run from another's checkpoint at the end of an epoch, once replaying both rules'
+selections on the parent's recorded measures (:func:`replay_selections`) shows they agree up
+to there. The forked run's folder is an ordinary run folder holding the parent's rows up to
+the fork and its own selections (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -31,17 +23,14 @@ from gradamp_jax.training import checkpointing, config_fields, conv_choice, opti
 from gradamp_jax.training import steps as steps_lib
 from gradamp_jax.training.workdir_lock import WorkdirLock
 
-# Fields of ``config.amplification`` that only decide what a selection does: before a layer
-# is selected, runs that differ in them are one computation, bit for bit. ``where`` is not
-# among them: on several devices the two placements' programs round differently from the
-# first step (tests/test_fork.py).
+# Fields of ``config.amplification`` that only decide what a selection does. Not ``where``:
+# on several devices the two placements round differently from the first step.
 RULE_FIELDS = ("method", "measure", "case", "threshold", "ratio", "action", "alpha", "lo", "hi")
 _RULE_PATHS = tuple(f"amplification.{f}" for f in RULE_FIELDS)
 
 
 def computation_fields(config: dict) -> dict:
-  """A config (as a ``config.json`` dict), flat, less its selection rule and data location:
-  what must be equal for two runs to be one computation until their selections differ."""
+  """A ``config.json`` dict, flat, less its selection rule and :data:`RESUMABLE_FIELDS`."""
   ignored = set(run_folder.RESUMABLE_FIELDS) | set(_RULE_PATHS)
   flat = run_folder.flat_config(config)
   return {k: v for k, v in sorted(flat.items()) if k not in ignored}
@@ -52,11 +41,9 @@ def replay_selections(
 ) -> list:
   """The selections ``config``'s own rule makes from recorded statistics.
 
-  A run selects at the first step of epoch ``e + 1`` from epoch ``e``'s measures (G, eq. 4;
-  G′, eq. 7; every tracked one); this runs the config's amplification transform on the
-  values that ``directionality.jsonl`` ``rows`` recorded (float32 values, exact in JSON) for epochs
-  ``1 .. until_epoch``, with zero gradients, so the rule, the z-scores (eqs. 6, 8) and the
-  random draws (from the key in the state) are those of the run itself.
+  Runs the config's amplification transform with zero gradients on the measures that
+  ``directionality.jsonl`` ``rows`` recorded for epochs ``1 .. until_epoch``, so the rule,
+  the z-scores (eqs. 6, 8) and the random draws are those of the run itself.
 
   Returns:
     The :class:`~gradamp_jax.AmplificationState` right after each selection, in order.
@@ -107,8 +94,7 @@ def _recorded(recorded: dict, names: list, measures, epoch: int) -> dict:
 
 
 def selection_key(selection, where: str) -> tuple:
-  """What makes later training differ: when a selection takes effect, the scale it gives
-  each layer, and where the scales apply (when any is not 1)."""
+  """What makes later training differ: when a selection takes effect, its scales and where."""
   scale = np.asarray(selection.scale, np.float32)
   return (int(selection.selection_step), scale.tobytes(), where if (scale != 1).any() else None)
 
@@ -129,12 +115,11 @@ def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: in
 
   Returns:
     True if the fork was made, False if ``workdir`` already held a checkpoint at or past
-    the end of ``epoch`` (re-running a branched sweep skips what is done).
+    the end of ``epoch``.
 
   Raises:
-    ValueError: naming the fields in which the configs differ beyond the selection rule,
-      or the epoch before the fork at which their selections differ, or what the parent
-      lacks (the epoch's metrics, checkpoint or statistics).
+    ValueError: naming the fields beyond the selection rule the configs differ in, the epoch
+      their selections differ at, or what the parent lacks.
   """
   epoch = int(epoch)
   config_fields.validate_config(config)

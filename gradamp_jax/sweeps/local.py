@@ -6,9 +6,8 @@ import time
 
 
 def run_all(commands, what: str, per_device: int | None, log_dir: str, notes=None) -> None:
-  """Runs ``commands`` (``(name, argv)`` pairs; ``what`` they are, e.g. ``run``): one after
-  another, each announced with its ``notes`` entry, or ``per_device`` at a time on each
-  visible GPU with their logs in ``log_dir``. Exits with one line naming those that failed."""
+  """Runs ``commands`` (``(name, argv)`` pairs) one after another, or ``per_device`` at a time
+  on each visible GPU (logs in ``log_dir``); exits with one line naming those that failed."""
   if per_device:
     failed = run_concurrently(commands, per_device, visible_gpus(), log_dir)
   else:
@@ -42,10 +41,8 @@ def visible_gpus() -> list[str]:
 
 
 def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str) -> list[str]:
-  """Runs ``commands`` (``(name, argv)`` pairs), ``per_device`` at a time on each of
-  ``devices`` (GPU ids; empty: this machine), each seeing only its GPU and 0.9/``per_device``
-  of its memory, its output in ``log_dir/NAME.log``. Returns the names of those that failed.
-  """
+  """Runs ``commands``, ``per_device`` at a time on each of ``devices`` (empty: this machine),
+  each with its GPU's share of memory and its log ``log_dir/NAME.log``; returns the failed."""
   os.makedirs(log_dir, exist_ok=True)
   free = [(device, k) for device in (devices or [None]) for k in range(per_device)]
   pending, running, failed = list(commands), {}, []

@@ -1,9 +1,8 @@
 """Restoring the newest checkpoint that restores, and never starting over on results.
 
-A checkpoint can be unreadable: a truncated array file, missing metadata, a checkpoint
-written by another model or config. :func:`restore_newest` names each one that fails, moves
-it out of the way (to ``WORKDIR/bad_checkpoints/``, kept for inspection) and tries the next
-older one. When none restores but the workdir holds results, it refuses to start over.
+:func:`restore_newest` names each checkpoint that fails to restore, moves it to
+``WORKDIR/bad_checkpoints/`` and tries the next older one; when none restores but the
+workdir holds results, it refuses to start over.
 """
 
 from __future__ import annotations
@@ -34,11 +33,9 @@ def restore_newest(
   step_of=lambda state: int(state.step),
   check=None,
 ) -> tuple[int, Any]:
-  """``(step, state)`` of the newest checkpoint of ``manager`` (indexed by update count) that
-  restores into ``target`` (the run's structure, shapes, dtypes and shardings), whose
+  """``(step, state)`` of the newest checkpoint that restores into ``target``, whose
   ``step_of(state)`` is its index and that ``check(step, state)``, if given, does not refuse
-  with ValueError (e.g. a mid-epoch one without its :class:`PartialEpoch` record); each that
-  fails goes to ``workdir/bad_checkpoints``. ``(0, target)`` when there is nothing to resume.
+  with ValueError; each that fails is set aside. ``(0, target)`` when there is none.
 
   Raises:
     NoRestorableCheckpointError: no checkpoint restores, yet the workdir holds
@@ -77,8 +74,7 @@ def restore_newest(
 
 
 def restore_step(manager: ocp.CheckpointManager, step: int, target):
-  """Checkpoint ``step`` restored into ``target``'s layout; ValueError if it differs in
-  structure, shape or dtype (a checkpoint of another model or config)."""
+  """Checkpoint ``step`` restored into ``target``'s layout; ValueError if it differs."""
   state = manager.restore(step, args=ocp.args.StandardRestore(target))
   if jax.tree.structure(state) != jax.tree.structure(target):
     raise ValueError("its tree structure differs from this run's state")
@@ -103,12 +99,8 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, workdir: str) -> str:
 
 
 class PartialEpoch:
-  """The per-step metrics of an epoch that a signal interrupted, kept beside its checkpoint.
-
-  An epoch's metrics row averages every step of the epoch; a run resumed mid-epoch reads
-  the steps run before the interruption from ``WORKDIR/partial_epoch.json`` (float32
-  values, exact in JSON), so its row equals an uninterrupted run's.
-  """
+  """The per-step metrics of an epoch that a signal interrupted, kept beside its checkpoint
+  so that the resumed epoch's row equals an uninterrupted run's."""
 
   def __init__(self, workdir: str, steps_per_epoch: int):
     self.path = run_folder.path(workdir, run_folder.PARTIAL_EPOCH)
@@ -140,12 +132,8 @@ class PartialEpoch:
 
 
 class RunCheckpoints:
-  """A run's checkpoints, indexed by update count: epoch ends, and steps where a signal
-  stopped the run (with their :class:`PartialEpoch` record).
-
-  Saving at an epoch's end is asynchronous: the state saved must not be donated to later
-  steps (give it a copy). Use as a context manager: leaving waits for the last save.
-  """
+  """A run's checkpoints, indexed by update count. Saving is asynchronous: the state saved
+  must not be donated later. Leaving the context waits for the last save."""
 
   def __init__(
     self, workdir: str, *, keep: int | None, steps_per_epoch: int, read_only: bool = False
@@ -167,9 +155,8 @@ class RunCheckpoints:
     return restore_step(self.manager, step, target)
 
   def restore(self, state) -> tuple[int, Any, dict | None]:
-    """``(step, state, metrics)`` of the newest checkpoint that restores (:func:`restore_newest`),
-    ``metrics`` being the per-step metrics of its epoch's earlier steps (None at an
-    epoch's end); ``(0, state, None)`` when there is none."""
+    """``(step, state, metrics)`` of the newest checkpoint that restores, ``metrics`` those of
+    its epoch's earlier steps (None at an epoch's end)."""
     step, state = restore_newest(self.manager, state, self.workdir, check=self.partial.check)
     return step, state, self.partial.metrics if step % self.partial.steps_per_epoch else None
 

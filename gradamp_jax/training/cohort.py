@@ -1,18 +1,12 @@
 """Cohorts: K runs that differ only in data (:data:`COHORT_FIELDS`) trained together.
 
 :func:`~gradamp_jax.training.train.train_cohort` trains them; this module holds what is
-particular to K > 1: which configs may form a cohort (:func:`check_cohort`, :func:`groups`,
-:func:`members_of`), the members' states stacked along a leading axis (:func:`stack`,
-:func:`member`), the training chunk ``vmap``-ped over them (:func:`make_cohort_chunk`: one
-compiled program, one launch per kernel for K runs, on GPUs) and the largest cohort a
-device's memory holds (:func:`auto_size`).
+particular to K > 1: which configs may form a cohort, the members' stacked states, the
+training chunk ``vmap``-ped over them and the largest cohort a device's memory holds.
 
-Each member keeps what makes it a run of its own: its init, shuffle, crops, flips and
-random selections (its ``seed``), its validation hold-out, its selection rule's numbers
-(:func:`member_rules`, traced, one per member) and its run folder, with every file a run
-writes. On a CPU, where ``vmap`` buys nothing, each member trains with its run's own
-program and equals its run alone bitwise; under ``vmap`` a member equals its run alone up
-to the rounding of the batched convolutions (docs/training.md, "Cohorts").
+Each member keeps its seed, validation hold-out, rule numbers and run folder. On a CPU each
+member equals its run alone bitwise; under ``vmap`` up to the rounding of the batched
+convolutions (docs/training.md, "Cohorts").
 """
 
 from __future__ import annotations
@@ -33,8 +27,7 @@ from gradamp_jax.training import config_fields, optimizer
 from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 
-# The config fields a cohort's members may differ in, with the parameters of the config's
-# action (:func:`cohort_fields`); every other field is shared.
+# The config fields a cohort's members may differ in, with the action's (:func:`cohort_fields`).
 COHORT_FIELDS = (
   "seed",
   "amplification.threshold",
@@ -45,8 +38,7 @@ COHORT_FIELDS = (
 
 
 def cohort_fields(config) -> tuple[str, ...]:
-  """:data:`COHORT_FIELDS` and ``amplification.<name>`` of each parameter of the config's
-  action (a registered action's included): what a cohort's members may differ in."""
+  """:data:`COHORT_FIELDS` and ``amplification.<name>`` of each of the action's parameters."""
   params = ga.actions.ACTIONS[config.amplification.action].params
   extra = [f"amplification.{n}" for n in params if f"amplification.{n}" not in COHORT_FIELDS]
   return (*COHORT_FIELDS, *extra)
@@ -78,8 +70,8 @@ def check_cohort(configs, workdirs) -> None:
 
 
 def groups(configs, size: int) -> list[list[int]]:
-  """The positions of ``configs`` grouped into cohorts of at most ``size``: configs equal
-  but in :func:`cohort_fields` share one, in order of first appearance.
+  """The positions of ``configs`` grouped into cohorts of at most ``size`` (configs equal but
+  in :func:`cohort_fields`), in order of first appearance.
 
   >>> from configs import quickstart
   >>> a, b, c = (quickstart.get_config() for _ in range(3))
@@ -102,8 +94,8 @@ def config_key(config, ignore=()) -> str:
 
 
 def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, list[str]]:
-  """The members of ``--cohort FIELD=V1,V2,...`` flags: one config for each combination
-  of the fields' values (their product, in order), each in ``workdir/FIELD=V-...``.
+  """One config per combination of ``--cohort FIELD=V1,V2,...`` flags' values, each in
+  ``workdir/FIELD=V-...``.
 
   >>> from configs import quickstart
   >>> configs, workdirs = members_of(quickstart.get_config(), "runs/c", ["seed=0,1"])
@@ -111,8 +103,7 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
   ([0, 1], ['runs/c/seed=0', 'runs/c/seed=1'])
 
   Raises:
-    ValueError: naming the flag, for a field outside :func:`cohort_fields` or a value
-      the field does not take.
+    ValueError: naming the flag, for a field outside :func:`cohort_fields` or a bad value.
   """
   axes = []
   for flag in cohort_flags:
@@ -139,9 +130,7 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
 
 
 def member_rules(configs) -> dict[str, np.ndarray]:
-  """The rule fields the members' method and action read (the threshold, the action's
-  parameters, a parameter a config leaves out at its default), float32 ``(K,)`` each: the
-  optimizer takes them traced, one value per member."""
+  """The threshold and the action's parameters, float32 ``(K,)`` each (traced per member)."""
   amp = configs[0].amplification
   params = ga.actions.ACTIONS[amp.action].params
   names = ["threshold"] if amp.method in ga.amplification.MEASURED_METHODS else []
@@ -152,11 +141,8 @@ def member_rules(configs) -> dict[str, np.ndarray]:
   return {n: np.asarray([value(c, n) for c in configs], np.float32) for n in [*names, *params]}
 
 
-# The update counters: fields of these names of the state's named tuples (the TrainState's
-# ``step``; optax's and the amplification's ``count``, ``step`` and ``epoch``), never a
-# parameter (a dict entry, whatever its name). Equal in every member (they train in step),
-# a cohort keeps one of each: unbatched under vmap, so are the conditions derived from them
-# (the epoch-end measures stay a conditional, not both branches and a select).
+# The update counters (attributes, never dict entries): equal in every member, kept once and
+# unbatched under vmap, so the conditions derived from them stay conditionals.
 COUNTERS = ("step", "count", "epoch")
 
 
@@ -166,8 +152,7 @@ def _shared(path) -> bool:
 
 
 def stack(trees):
-  """Member states stacked along a new leading axis; the update counters
-  (:data:`COUNTERS`) once."""
+  """Member states stacked along a new leading axis; the counters once."""
   return jax.tree_util.tree_map_with_path(
     lambda path, *xs: xs[0] if _shared(path) else jnp.stack(xs), *trees
   )
@@ -184,10 +169,9 @@ def member_axes(tree):
 
 
 def make_cohort_chunk(config, spe, graphdef, mean, std, batch_sharding=None, *, loop: bool):
-  """Returns ``train_chunk(state, data, plan, start, stop, history, rules) -> (state,
-  history, loss)``: :func:`~gradamp_jax.training.steps.make_train_chunk` ``vmap``-ped over
-  the members (stacked ``state``, ``plan``, ``history`` and ``rules``, :func:`member_rules`;
-  ``data`` shared), ``loss`` the members' mean of their chunk's last step."""
+  """:func:`~gradamp_jax.training.steps.make_train_chunk` ``vmap``-ped over the members:
+  ``train_chunk(state, data, plan, start, stop, history, rules) -> (state, history, loss)``,
+  ``data`` shared, ``loss`` the members' mean."""
 
   def member_chunk(state, data, plan, rule, start, stop, history):
     tx = optimizer.create_optimizer(config, spe, rule=rule)
@@ -209,16 +193,14 @@ MEMORY_MARGIN = 0.8  # of a device's memory a cohort may plan for (XLA's reserve
 
 
 def planned_bytes(memory) -> int:
-  """The device memory a compiled program plans (its ``memory_analysis()``): arguments,
-  outputs and temporaries."""
+  """The device memory a compiled program's ``memory_analysis()`` plans."""
   return memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
 
 
 def largest_fitting(planned: dict[int, int], capacity: float, margin: float = MEMORY_MARGIN):
-  """The largest cohort size that fits in ``margin`` of ``capacity`` bytes, on the line
-  through the planned memory of the two largest cohort sizes of ``planned`` (``{K:
-  bytes}``); returns it (None if the memory does not grow with K), the bytes a member adds
-  and the bytes shared.
+  """The largest cohort size within ``margin`` of ``capacity`` bytes, on the line through the
+  two largest sizes of ``planned`` (``{K: bytes}``) (None if it does not grow with K), the
+  bytes a member adds and the bytes shared.
 
   >>> largest_fitting({1: 900, 2: 1600}, capacity=10_000)  # (8000 - 200) // 700
   (11, 700.0, 200.0)
@@ -231,9 +213,8 @@ def largest_fitting(planned: dict[int, int], capacity: float, margin: float = ME
 
 
 def planned_cohort_bytes(config, dataset, members: int) -> int:
-  """The memory XLA plans for the training chunk of a cohort of ``members`` runs of
-  ``config`` on the first device, lowered with inputs of ``dataset``'s shapes (the training
-  pool on the device included); nothing but one initial state is placed."""
+  """The memory XLA plans for the training chunk of a cohort of ``members`` on the first
+  device, for ``dataset``'s shapes."""
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   spe = data_lib.steps_per_epoch(config, len(dataset.train))
   per_dispatch = steps_lib.steps_per_dispatch(config)
@@ -266,9 +247,8 @@ def planned_cohort_bytes(config, dataset, members: int) -> int:
 
 
 def auto_size(config, capacity: float) -> tuple[int, str]:
-  """``--cohort auto``: the largest cohort of runs of ``config`` whose training chunk fits
-  in :data:`MEMORY_MARGIN` of ``capacity`` bytes (from XLA's planned memory of cohorts of 1 and 2 on
-  this machine's first device), and one line saying why."""
+  """``--cohort auto``: the largest cohort that fits in :data:`MEMORY_MARGIN` of ``capacity``
+  bytes (from XLA's plans for K = 1 and 2), and one line saying why."""
   dataset = data_lib.load_dataset(config)
   planned = {k: planned_cohort_bytes(config, dataset, k) for k in (1, 2)}
   largest, per_member, shared = largest_fitting(planned, capacity)

@@ -8,11 +8,8 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 
   Args:
     arg: the text after ``:`` in ``--config configs/x.py:ARG`` (may be None or empty).
-    **defaults: every allowed key with its default; a value is converted to the type of
-      its default (bool accepts true/false/1/0; a None default keeps the text).
-
-  Returns:
-    The defaults updated by ``arg``.
+    **defaults: every allowed key with its default, whose type a value is converted to
+      (bool accepts true/false/1/0; a None default keeps the text).
 
   Raises:
     ValueError: for an unknown key, a malformed item or a value of the wrong type.

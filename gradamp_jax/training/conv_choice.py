@@ -1,16 +1,10 @@
 """``config.conv = "auto"``: the faster convolution of this machine, measured once and kept.
 
-On a GPU (any backend but the CPU) ``auto`` is ``lax``. On a CPU, which of XLA's own
-convolution (``lax``) and the im2col kernel gradient (``im2col``,
-:mod:`gradamp_jax.models.conv`) is faster depends on the CPU (BENCHMARKS.md: 1.5x either
-way), so the first run on a machine times the kernel gradient of a 3x3, 16->16-channel
-convolution on a 128x32x32 batch both ways (a few seconds) and records the winner in a cache
-file keyed by the CPU model and the JAX version (``$GRADAMP_JAX_CACHE``, default
-``~/.cache/gradamp_jax``). The first writer of a key wins, so runs started together agree.
-
-A run records its resolved choice in ``config.json``: resuming it, forking from it and every
-member of a branched sweep use that choice, whatever the cache says now, so that resumption
-stays bitwise.
+Off the CPU ``auto`` is ``lax``. On a CPU, which of ``lax`` and ``im2col``
+(:mod:`gradamp_jax.models.conv`) is faster depends on the CPU (BENCHMARKS.md), so the first
+run on a machine times both and records the winner in a cache file keyed by the CPU model and
+the JAX version (``$GRADAMP_JAX_CACHE``, default ``~/.cache/gradamp_jax``; the first writer
+wins). A run records its choice in ``config.json``, which resuming and forking keep.
 """
 
 from __future__ import annotations
@@ -59,9 +53,8 @@ _STACK = ((1, 3, 16), (1, 16, 16), (1, 16, 16), (2, 16, 32), (1, 32, 32), (2, 32
 
 
 def measure(repeats: int = 3, batch: int = 128) -> dict[str, float]:
-  """Seconds per forward and backward pass (the input's and every kernel's gradient, as in
-  a training step) of the 3x3 convolutions of a ResNet-8 (:data:`_STACK`, ReLU between),
-  best of ``repeats``, for each implementation."""
+  """Seconds per forward and backward pass of :data:`_STACK`, best of ``repeats``, for each
+  implementation."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(batch, 32, 32, 3)), jnp.float32)
   kernels = [
@@ -137,9 +130,8 @@ def _write_once(path: str, record: dict) -> None:
 
 
 def resolve(config, *workdirs: str | None):
-  """``config`` with ``conv`` concrete: as given, or for ``auto`` the choice the first of
-  ``workdirs`` that recorded one made (a run being resumed, a fork's parent), else
-  :func:`fastest`. With several processes, every process takes the lead's choice."""
+  """``config`` with ``conv`` concrete: for ``auto`` the choice the first of ``workdirs``
+  recorded, else :func:`fastest` (the lead process's)."""
   if config.conv != AUTO:
     return config
   recorded = (_recorded(run_folder.path(w, run_folder.CONFIG), "conv") for w in workdirs if w)

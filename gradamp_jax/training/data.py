@@ -32,8 +32,8 @@ def data_args(config) -> dict:
 
 
 def load(configs) -> MembersData:
-  """Reads the members' data (their configs equal but in the seed); with several processes
-  the lead first (it may download and prepare it), then the others read what it prepared."""
+  """Reads the members' data; with several processes the lead first (it may download and
+  prepare it), then the others."""
 
   def read(download: bool) -> MembersData:
     seeds = [c.seed for c in configs]

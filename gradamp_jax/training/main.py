@@ -1,9 +1,7 @@
 """Command line: ``python -m gradamp_jax.main --config configs/<file>.py --workdir DIR``.
 
-Config fields can be overridden with ``--config.field=value``; a config file that takes
-arguments is given as ``configs/<file>.py:arg``. Running the same command again on the
-same workdir resumes from the latest checkpoint. ``--cohort FIELD=V1,V2,...`` trains runs
-that differ only in those fields as one program (:mod:`gradamp_jax.training.cohort`).
+Override config fields with ``--config.field=value``; a config file's argument is given as
+``configs/<file>.py:arg``. Running the same command again resumes.
 
 Exit statuses: 0 done; 1 the run failed (message on stderr); 2 bad command-line input
 (one line naming the flag or config field); 75 (``preemption.EXIT_PREEMPTED``) stopped by
@@ -56,16 +54,8 @@ _COHORT = flags.DEFINE_multi_string(
 )
 flags.mark_flags_as_required(["config", "workdir"])
 # What a bad flag or config file raises while the flags are parsed.
-_LOAD_ERRORS = (
-  flags.Error,
-  ValueError,
-  OSError,
-  ImportError,
-  SyntaxError,
-  AttributeError,
-  KeyError,
-  TypeError,
-)
+_LOAD_ERRORS = (flags.Error, ValueError, OSError, ImportError, SyntaxError, AttributeError)
+_LOAD_ERRORS += (KeyError, TypeError)
 _OVERRIDES: list[str] = []  # the --config.field=value arguments, applied in main()
 
 

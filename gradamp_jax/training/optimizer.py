@@ -26,11 +26,8 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   """The amplification transform the config asks for.
 
   With ``track_directionality`` every method, ``none`` included (a random selection of no
-  layer), gets a transform of one state layout that measures ``config.tracked_measures``
-  every epoch: runs that differ only in their selection rule are the same computation until
-  their selections differ (:mod:`gradamp_jax.sweeps.fork`). Without it, ``none`` gets None.
-  ``rule``: traced ``config.amplification`` fields, a cohort member's
-  (:func:`gradamp_jax.training.cohort.member_rules`).
+  layer), gets a transform of one state layout (:mod:`gradamp_jax.sweeps.fork`); without it,
+  ``none`` gets None. ``rule``: a cohort member's traced fields (``cohort.member_rules``).
   """
   amp = config.amplification
   rule = dict(rule or {})
@@ -62,8 +59,7 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
 
 
 def selects_by_threshold(amp) -> bool:
-  """Whether ``amp.threshold`` decides the selection: a measure's rule (``intelligent``, or
-  the count of ``matched_random``) with an action that reads the selected layers."""
+  """Whether ``amp.threshold`` decides the selection (a measured method, a thresholded action)."""
   action = ga.actions.ACTIONS.get(amp.action)
   return amp.method in ga.amplification.MEASURED_METHODS and bool(action and action.thresholded)
 
@@ -99,9 +95,7 @@ def create_optimizer(
   config, steps_per_epoch: int, rule: Optional[dict] = None
 ) -> optax.GradientTransformation:
   """The base optimizer wrapped by the amplification (:func:`gradamp_jax.amplify`) at
-  ``config.amplification.where`` (alone for ``none`` without tracking); ``rule`` as for
-  :func:`create_amplification`. Weight decay is the base optimizer's: amplified only with
-  ``where="updates"``, which multiplies the base optimizer's update."""
+  ``config.amplification.where``; weight decay is amplified only with ``where="updates"``."""
   base = create_base_optimizer(config, steps_per_epoch)
   amplification = create_amplification(config, steps_per_epoch, rule)
   if amplification is None:
@@ -110,9 +104,7 @@ def create_optimizer(
 
 
 def config_warnings(config) -> list[str]:
-  """One line for each thing a valid config does that is unlikely to be meant: a factor its
-  optimizer undoes, unusual learning rates, a threshold that selects no tail, an amplified
-  phase of one epoch (all analysis: it amplifies nothing)."""
+  """One line for each thing a valid config does that is unlikely to be meant."""
   found = [placement_warning(config), learning_rate_warning(config), threshold_warning(config)]
   if config.amplification.method != "none":
     start = 0
@@ -143,8 +135,7 @@ def learning_rate_warning(config) -> Optional[str]:
 
 
 def threshold_warning(config) -> Optional[str]:
-  """One line when case 1 (``Ĝ > t``) or 3 (``Ĝ < -t``) has ``t <= 0``: its selection holds
-  every layer on one side of the mean, not a tail (case 2 refuses it: validate_config)."""
+  """One line when case 1 (``Ĝ > t``) or 3 (``Ĝ < -t``) has ``t <= 0``: not a tail."""
   amp = config.amplification
   if not selects_by_threshold(amp) or amp.case == 2 or amp.threshold > 0:
     return None

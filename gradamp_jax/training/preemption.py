@@ -1,12 +1,8 @@
 """Stopping at a step boundary when asked: SIGTERM, SIGINT, SIGUSR1 and SIGUSR2.
 
-Clusters announce preemption and the end of a time limit with a signal (SLURM sends SIGTERM
-on preemption, and the signal of ``--signal``, e.g. USR1 or submitit's USR2, before the time
-limit). While :class:`StopRequest` is installed such a signal only sets a flag; the training
-loop checks it after every step, saves a checkpoint at that step and raises
-:class:`Preempted`; ``gradamp_jax.main`` then exits with :data:`EXIT_PREEMPTED`. Running the
-same command again resumes from that step. A second identical signal acts as usual (a second
-Ctrl-C stops at once).
+While :class:`StopRequest` is installed such a signal only sets a flag; the training loop
+saves a checkpoint and raises :class:`Preempted`, and ``gradamp_jax.main`` exits with
+:data:`EXIT_PREEMPTED`. A second identical signal acts as usual.
 """
 
 from __future__ import annotations
@@ -34,8 +30,7 @@ class Preempted(Exception):
 class StopRequest:
   """Catches :data:`SIGNALS` while installed; ``requested()`` says whether one came.
 
-  In a multi-process run every process must stop at the same step: ``requested()`` then
-  asks all processes (a small all-gather) and is true if any of them got a signal.
+  With several processes ``requested()`` is true if any of them got a signal.
 
   Example (the training loop saves a checkpoint, then raises :class:`Preempted`):
     >>> import os, signal

@@ -1,16 +1,9 @@
 """Training and evaluation: one run (``train_and_evaluate``) or a cohort of runs trained
 together (``train_cohort``); a run is a cohort of one.
 
-A cohort is the paper's Figure 1 as a loop, for each of its members: set up (data on the
-device, the optimizer with its amplification, the state, the compiled functions, the
-newest checkpoint), then per epoch: train its steps in chunks, evaluate, record
-(:class:`~gradamp_jax.training.outputs.RunOutputs`), checkpoint, and stop if a signal
-asked. Running the same command again resumes from the newest checkpoint; the files a run
-writes are listed in :mod:`gradamp_jax.training.outputs`.
-
-The members' programs (:class:`Programs`): a member alone, or on a CPU each member, trains
-with its run's own program; on other platforms a cohort of several trains as one program,
-``vmap``-ped over its stacked states (:mod:`gradamp_jax.training.cohort`).
+Per epoch: train in chunks, evaluate, record, checkpoint, stop if a signal asked; running
+again resumes from the newest checkpoint. A cohort of several trains as one program
+``vmap``-ped over its stacked states (:mod:`gradamp_jax.training.cohort`), but on a CPU.
 """
 
 from __future__ import annotations
@@ -48,9 +41,8 @@ def train_and_evaluate(
 ) -> dict:
   """Trains ``config.model`` on ``config.dataset`` with the configured amplification.
 
-  Resumes from the newest checkpoint in ``workdir`` that restores (one a fork wrote,
-  :mod:`gradamp_jax.sweeps.fork`, included); a finished run is not re-run. Holds
-  ``workdir``'s lock (:mod:`~gradamp_jax.training.workdir_lock`) while it runs.
+  Resumes from the newest checkpoint in ``workdir`` that restores; a finished run is not
+  re-run. Holds ``workdir``'s lock while it runs.
 
   Args:
     config: see ``configs/default.py`` for the fields.
@@ -75,14 +67,12 @@ def train_and_evaluate(
 def train_cohort(
   configs, workdirs, *, until_epoch: int | None = None, stacked: bool | None = None
 ) -> list[dict]:
-  """Trains ``configs`` (one per workdir, differing at most in
-  :func:`~gradamp_jax.training.cohort.cohort_fields`) together: each member as
-  :func:`train_and_evaluate` trains it alone, into its own workdir.
+  """Trains ``configs`` (differing at most in
+  :func:`~gradamp_jax.training.cohort.cohort_fields`) together, each as
+  :func:`train_and_evaluate` would alone, into its own workdir.
 
-  Members already finished are left out (their last rows are returned as they are). A
-  member whose loss goes non-finite is reported by name, stops writing (its last good
-  checkpoint is kept) and the others go on. Resuming restores every member at the newest
-  update all of them have a checkpoint of.
+  Finished members are left out. A member whose loss goes non-finite stops writing and the
+  others go on. Resuming restores every member at the newest update all have a checkpoint of.
 
   Args:
     configs: the members' configs.
@@ -126,10 +116,8 @@ def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
 
 
 def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
-  """The last metrics row when ``metrics.jsonl`` and the newest checkpoint that restores
-  already hold every epoch asked for, found without reading the data or compiling anything
-  (``run.json`` and the config give the state's shapes); else None. (One process only: the
-  processes of a run decide together, after restoring.)"""
+  """The last metrics row when the run already holds every epoch asked for (found without
+  reading the data or compiling); else None. One process only."""
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
   info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
   num_epochs = ga.num_epochs(config.phases)
@@ -161,8 +149,7 @@ def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int
 
 @contextlib.contextmanager
 def workdir_lock(workdir: str):
-  """Holds ``workdir``'s lock in the lead process (which writes every file but the
-  checkpoints' shards)."""
+  """Holds ``workdir``'s lock in the lead process (the one that writes the files)."""
   if jax.process_index() != 0:
     yield
     return
@@ -208,8 +195,8 @@ def _resumed(workdirs: list, step: int, spe: int) -> str:
 
 
 def _restore(members: Members, checkpoints: list) -> tuple[int, list, list]:
-  """Each member's state at the newest update every member has a checkpoint of that
-  restores, and its per-step metrics of that epoch's earlier steps."""
+  """Each member's state at the newest update all have a checkpoint of, and its per-step
+  metrics of that epoch's earlier steps."""
   restored = [c.restore(s) for c, s in zip(checkpoints, members.initial_states)]
   newest = min(step for step, _, _ in restored)
   kept = set.intersection(*(set(c.steps()) for c in checkpoints)) | {0}
@@ -265,8 +252,7 @@ def _epochs(members: Members, states, carried, start_step, last, checkpoints, re
 
 
 def _check_members(members: Members, states, epoch: int, checkpoints, failed: dict) -> None:
-  """Adds the members whose loss or gradients stopped being finite to ``failed``, saying
-  so; raises :class:`NonFiniteError` once none is left."""
+  """Adds the members that went non-finite to ``failed``; raises once none is left."""
   for k, state in enumerate(states):
     bad_step = int(state.bad_step)
     if bad_step >= 0 and k not in failed:
@@ -296,11 +282,9 @@ def _failures(members: Members, failed: dict) -> str:
 
 
 class Programs(NamedTuple):
-  """The jitted functions that train some of a cohort's members: one member with its run's
-  own program, or several ``vmap``-ped over their states stacked (``cohort.stack``);
-  ``state`` is the group's. ``train_chunk`` donates the history and, when it loops, the
-  state (``steps.chunk_donation``): ``split`` gives the members' states in buffers of their
-  own, which orbax's asynchronous save may still read while later chunks run."""
+  """The jitted functions that train one member, or several ``vmap``-ped over their stacked
+  states. ``train_chunk`` donates buffers (``steps.chunk_donation``): ``split`` gives the
+  members' states in buffers of their own, which orbax's asynchronous save may still read."""
 
   members: tuple[int, ...]  # positions in the cohort
   train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
@@ -312,8 +296,7 @@ class Programs(NamedTuple):
 
 
 def _jit_run(config, spe, graphdef, tx, state, mean, std, mesh: Mesh) -> dict:
-  """A run's jitted functions over ``mesh`` (1-D, axis ``data``), shared by the members
-  whose configs differ only in the seed."""
+  """A run's jitted functions over ``mesh`` (axis ``data``), shared across seeds."""
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
   state_sharding = jax.tree.map(lambda _: replicated, state)
@@ -336,7 +319,6 @@ def _jit_run(config, spe, graphdef, tx, state, mean, std, mesh: Mesh) -> dict:
 
 def _run_programs(k: int, jitted: dict, seed: int, keep, eval_data: dict, mesh) -> Programs:
   """Member ``k``'s :class:`Programs` from its run's ``jitted`` functions (:func:`_jit_run`)."""
-
   return Programs(
     members=(k,),
     train_chunk=jitted["train_chunk"],
@@ -349,8 +331,7 @@ def _run_programs(k: int, jitted: dict, seed: int, keep, eval_data: dict, mesh) 
 
 
 def _stacked_programs(configs, spe, graphdef, mean, std, keep, eval_data, mesh) -> Programs:
-  """Every member's :class:`Programs` as one ``vmap``-ped program; ``eval_data``'s
-  validation split stacked (each member's own), its test split shared."""
+  """Every member's :class:`Programs` as one ``vmap``-ped program (``val`` stacked)."""
   per_dispatch = steps_lib.steps_per_dispatch(configs[0])
   rules = cohort.member_rules(configs)
   batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
@@ -370,8 +351,7 @@ def _stacked_programs(configs, spe, graphdef, mean, std, keep, eval_data, mesh) 
       for name, split in eval_data.items()
     }
 
-  # The members' numbers are arguments, not constants: one compiled program (and one entry
-  # of the persistent compilation cache) serves every cohort of K members of this config.
+  # The members' numbers are arguments: one program serves every cohort of K members.
   train_chunk = jax.jit(chunk, donate_argnums=steps_lib.chunk_donation(per_dispatch > 1))
   plans = jax.jit(jax.vmap(plan, in_axes=(0, 0, None)))
   return Programs(
@@ -403,8 +383,7 @@ def warn_if_looping_on_cpu(per_dispatch: int) -> None:
 
 
 class Members(NamedTuple):
-  """What a cohort (a run: a cohort of one) sets up once: the data, the members' initial
-  states and the programs that train them."""
+  """What a cohort sets up once: the data, the initial states and the programs."""
 
   configs: list
   workdirs: list
@@ -477,9 +456,8 @@ class Members(NamedTuple):
     return states
 
   def train_epoch(self, group_states, epoch: int, start: int, carried: list, stop):
-    """Steps ``start ..`` of ``epoch`` for every member; returns the groups' states and
-    each member's per-step metrics of the epoch's steps done (``carried``: those of steps
-    run before a restart)."""
+    """Steps ``start ..`` of ``epoch``; returns the groups' states and each member's per-step
+    metrics (``carried``: those of steps run before a restart)."""
     history = {
       n: np.zeros((len(self.workdirs), self.steps_per_epoch), np.float32)
       for n in steps_lib.STEP_METRICS
@@ -508,9 +486,7 @@ class Members(NamedTuple):
     return group_states, metrics
 
   def epoch_rows(self, epoch, group_states, states, metrics, start: int, started: float) -> list:
-    """Every member's ``metrics.jsonl`` row of a finished epoch: the means of its per-step
-    ``metrics`` (steps ``start ..`` timed), its evaluation of each split (``test``, ``val``),
-    the layers acted on and the time since ``started``."""
+    """Every member's ``metrics.jsonl`` row of a finished epoch (steps ``start ..`` timed)."""
     train_seconds, spe = time.perf_counter() - started, self.steps_per_epoch
     lr = float(ga.learning_rate_schedule(self.configs[0].phases, spe)((epoch - 1) * spe))
     rows = [None] * len(self.workdirs)
@@ -533,8 +509,7 @@ class Members(NamedTuple):
 
 
 def _programs(configs, spe, graphdef, txs, states, data, mesh, stacked: bool) -> list:
-  """The :class:`Programs` that train the members: one stacked, or one per member (its
-  run's own functions, compiled once for the members that differ only in the seed)."""
+  """The :class:`Programs` that train the members: one stacked, or one per member."""
   mean, std = data.datasets[0].mean, data.datasets[0].std
   batch = configs[0].eval_batch_size
   test = input_pipeline.to_device_batches(data.datasets[0].test, batch, mesh)
@@ -599,17 +574,12 @@ def train_epoch(
   batch_size: int,
   stop=None,
 ):
-  """Runs steps ``start, ..., steps - 1`` of an epoch for each of ``groups``
-  (:class:`Programs`, with their ``states`` and ``histories``), ``chunk`` steps per call.
-
-  While a chunk runs, the host waits for the one before it (its last loss shows on the
-  progress bar), so the device never waits for the host and a ``stop()`` request (checked
-  after each chunk but the epoch's last) takes effect within two chunks.
+  """Runs steps ``start, ..., steps - 1`` of an epoch for each of ``groups``, ``chunk`` steps
+  per call. While a chunk runs the host waits for the one before, so the device never waits
+  and a ``stop()`` request takes effect within two chunks.
 
   Returns:
-    The new states, the histories (see
-    :func:`~gradamp_jax.training.steps.make_train_chunk`) and the number of steps of the
-    epoch done.
+    The new states, the histories and the number of steps of the epoch done.
   """
   states, histories = list(states), list(histories)
   plans = [g.epoch_plan(epoch) for g in groups]

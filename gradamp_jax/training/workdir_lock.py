@@ -1,9 +1,7 @@
 """One writer per workdir: ``WORKDIR/.lock``, held with ``flock`` and naming its holder.
 
-The lock file holds ``{"pid", "host", "started"}`` of the run holding it. The operating
-system releases an ``flock`` when its process ends, however it ends (``kill -9`` included),
-so a lock file whose lock is free was left by a run that is gone: it is taken over with a
-warning naming that run.
+The OS releases an ``flock`` when its process ends, however it ends, so a lock file whose
+lock is free was left by a run that is gone: it is taken over with a warning.
 """
 
 from __future__ import annotations
