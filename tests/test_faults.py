@@ -377,6 +377,84 @@ def test_second_run_on_a_busy_workdir_exits_naming_the_holder(tmp_path, capsys):
   assert capsys.readouterr().err == ""
 
 
+HOLD_AS = """
+import fcntl, json, os, sys, time
+fd = os.open(os.path.join(sys.argv[1], ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.pwrite(fd, sys.argv[2].encode(), 0)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def lost_host_lock(tmp_path):
+  """A held lock whose record names a process on a host that is gone (``gnode-lost``), run
+  by SLURM job 77 before its first restart; the lock held as a lost host's lock on NFS
+  outlives its process: by a live process here."""
+  record = dict(pid=4242, host="gnode-lost", started=None, slurm_job="77", slurm_restart=0)
+  holder = subprocess.Popen(
+    [sys.executable, "-c", HOLD_AS, str(tmp_path), json.dumps(record)],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  assert holder.stdout.readline() == "held\n"
+  yield str(tmp_path)
+  holder.kill()
+  holder.wait()
+
+
+def test_a_lock_held_from_another_host_is_refused_naming_both(lost_host_lock, monkeypatch):
+  monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same job, not restarted: the holder may run
+  monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+  with pytest.raises(WorkdirBusyError) as raised:
+    WorkdirLock(lost_host_lock).acquire()
+  message = str(raised.value)
+  assert "in use by pid 4242 on host gnode-lost (SLURM job 77)" in message
+  assert f"this process: pid {os.getpid()} on host {os.uname().nodename} (SLURM job 77)" in message
+
+
+def test_a_later_run_of_the_holders_slurm_job_breaks_its_lock(lost_host_lock, monkeypatch, capsys):
+  monkeypatch.setenv("SLURM_JOB_ID", "77")
+  monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued: the run that held it is gone
+  lock = WorkdirLock(lost_host_lock).acquire()
+  err = capsys.readouterr().err
+  assert "pid 4242 on host gnode-lost (SLURM job 77) holds the lock but is gone" in err
+  assert "taking over the lock of pid 4242 on host gnode-lost" in err
+  record = json.loads(open(os.path.join(lost_host_lock, ".lock")).read())
+  assert (record["pid"], record["slurm_job"], record["slurm_restart"]) == (os.getpid(), "77", 1)
+  lock.release()
+
+
+@pytest.mark.parametrize(
+  "holder, state, gone",
+  [
+    (dict(host="here", pid=None), None, False),  # this host, a live pid (set below)
+    (dict(host="here", pid=None, dead=True), None, True),  # this host, its pid gone
+    (dict(host="far", pid=1), None, False),  # another host, no scheduler to ask
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "RUNNING", False),
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "COMPLETING", False),
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "unknown", False),
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "PENDING", True),  # requeued
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), None, True),  # no longer listed
+  ],
+)
+def test_a_held_lock_is_gone_only_when_its_holder_is_known_gone(holder, state, gone):
+  from gradamp_jax.training.workdir_lock import holder_gone
+
+  holder = dict(holder)
+  if holder["host"] == "here":
+    dead = subprocess.run(
+      [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    holder.update(host="node-a", pid=int(dead.stdout) if holder.pop("dead", False) else os.getpid())
+  me = dict(host="node-a", pid=os.getpid(), slurm_job="9", slurm_restart=0)
+  asked = []
+  result = holder_gone(holder, me, job_state=lambda job: asked.append(job) or state)
+  assert result is gone
+  assert asked == (["5"] if "slurm_job" in holder else [])
+
+
 # ----------------------------------------------------------------------------- JSON lines
 
 

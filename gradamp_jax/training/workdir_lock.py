@@ -1,7 +1,12 @@
 """One writer per workdir: ``WORKDIR/.lock``, held with ``flock`` and naming its holder.
 
+The lock file names its holder: host, pid and, under SLURM, the job and its restart count.
 The OS releases an ``flock`` when its process ends, however it ends, so a lock file whose
-lock is free was left by a run that is gone: it is taken over with a warning.
+lock is free was left by a run that is gone: it is taken over with a warning. On a shared
+filesystem a lost host's lock can outlive its process; a held lock is then taken over only
+when its holder is known to be gone: on this host, its pid is gone; on another host, the
+scheduler says its SLURM job no longer runs (or this process is a later run of that same
+job, which SLURM never runs twice at once). Never by a timeout.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -39,16 +45,20 @@ class WorkdirLock:
 
   def acquire(self) -> "WorkdirLock":
     """Takes the lock at once or raises :class:`WorkdirBusyError` naming the holder."""
+    me = holder_record()
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-      holder = _describe(_read(fd))
+      holder = _read(fd)
       os.close(fd)
-      raise WorkdirBusyError(
-        f"workdir: {os.path.dirname(self.path)!r} is in use by {holder}; wait for it to "
-        f"end or use another workdir (lock: {self.path})"
-      ) from None
+      if not holder_gone(holder, me):
+        raise WorkdirBusyError(
+          f"workdir: {os.path.dirname(self.path)!r} is in use by {_describe(holder)}; wait "
+          f"for it to end or use another workdir (this process: {_describe(me)}; lock: "
+          f"{self.path})"
+        ) from None
+      fd = self._break(holder)
     previous = _read(fd)
     if previous:
       print(
@@ -57,12 +67,30 @@ class WorkdirLock:
         file=sys.stderr,
         flush=True,
       )
-    me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time())
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(me).encode(), 0)
     os.fsync(fd)
     self._fd = fd
     return self
+
+  def _break(self, holder: dict) -> int:
+    """A new lock file in place of one whose holder is gone but whose ``flock`` remains."""
+    print(
+      f"warning: {_describe(holder)} holds the lock but is gone (its host lost); breaking "
+      f"it ({self.path})",
+      file=sys.stderr,
+      flush=True,
+    )
+    os.unlink(self.path)
+    try:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+      raise WorkdirBusyError(
+        f"workdir: another process took the lock first ({self.path})"
+      ) from None
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)  # named in the takeover warning
+    return fd
 
   def release(self) -> None:
     """Empties the lock file and releases the lock (an empty file is not a stale lock)."""
@@ -78,6 +106,62 @@ class WorkdirLock:
 
   def __exit__(self, *exc):
     self.release()
+
+
+def holder_record() -> dict:
+  """This process as a lock file names it: host, pid, start time and, under SLURM, the job
+  (``slurm_job``) and its restart count (``slurm_restart``)."""
+  me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.time())
+  if os.environ.get("SLURM_JOB_ID"):
+    me["slurm_job"] = os.environ["SLURM_JOB_ID"]
+    me["slurm_restart"] = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+  return me
+
+
+def holder_gone(holder: dict | None, me: dict, job_state=None) -> bool:
+  """Whether the ``holder`` of a held lock is known to be gone (its lock left by a lost
+  host); ``job_state(job)`` is the scheduler's state of a SLURM job, ``None`` when it no
+  longer lists it (``squeue`` by default)."""
+  if not holder or holder.get("pid") == "?":
+    return False
+  if holder.get("host") == me["host"]:
+    return not _pid_alive(holder["pid"])
+  job = holder.get("slurm_job")
+  if not job:
+    return False  # another host, no scheduler to ask: only its owner can tell
+  if job == me.get("slurm_job"):
+    return holder.get("slurm_restart", 0) < me["slurm_restart"]  # an earlier run of this job
+  state = (job_state or squeue_state)(job)
+  return state not in RUNNING_STATES
+
+
+# The job states in which a SLURM job's processes may still run ("unknown": the scheduler
+# could not be asked).
+RUNNING_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "unknown")
+
+
+def squeue_state(job: str) -> str | None:
+  """SLURM's state of ``job`` (``RUNNING``, ``PENDING``, …), None when it no longer lists
+  it, ``unknown`` when the scheduler cannot be asked."""
+  try:
+    done = subprocess.run(
+      ["squeue", "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=30
+    )
+  except (OSError, subprocess.TimeoutExpired):
+    return "unknown"
+  if done.returncode and "Invalid job id" not in done.stderr:
+    return "unknown"
+  return done.stdout.strip() or None
+
+
+def _pid_alive(pid) -> bool:
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, ValueError, TypeError):
+    return True
+  return True
 
 
 def _read(fd: int) -> dict | None:
@@ -96,4 +180,5 @@ def _describe(holder: dict | None) -> str:
   started, when = holder.get("started"), ""
   if isinstance(started, (int, float)):
     when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started))
-  return f"pid {holder.get('pid')} on host {holder.get('host')}{when}"
+  job = f" (SLURM job {holder['slurm_job']})" if holder.get("slurm_job") else ""
+  return f"pid {holder.get('pid')} on host {holder.get('host')}{job}{when}"
