@@ -19,9 +19,8 @@ class Selection(NamedTuple):
   """What an action reads: one selection, per layer.
 
   Attributes:
-    selected: bool ``(L,)``, the layers the rule (or the random draw) chose.
-    normalized: ``(L,)`` float32 Ĝ (eqs. 6, 8); zeros for a random selection, NaN where
-      the measure is not finite.
+    selected: bool ``(L,)``, the layers chosen.
+    normalized: ``(L,)`` float32 Ĝ (eqs. 6, 8); zeros for a random selection.
     eligible: bool ``(L,)``; an ineligible layer must get scale 1.
     factor: the phase's factor (a float32 scalar).
   """
@@ -146,9 +145,8 @@ def check_params(name: str, params: dict | None) -> dict:
 def register(action: Action, *, replace: bool = False) -> Action:
   """Adds an action of one's own to :data:`ACTIONS`, from one's own code or config file.
 
-  ``scale(selection, params)`` must be traceable ``jax.numpy`` returning ``(L,)`` float32,
-  1 for every ineligible layer. Then the transforms and ``config.amplification.action`` take
-  it, and each parameter is the config field ``amplification.<name>``.
+  ``scale`` must be traceable ``jax.numpy``, 1 for every ineligible layer; each parameter
+  becomes the config field ``amplification.<name>``.
 
   Raises:
     ValueError: for a bad field (named), or a name already registered.

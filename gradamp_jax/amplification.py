@@ -41,21 +41,18 @@ class AmplificationState(NamedTuple):
     count: number of updates seen.
     eligible: bool per layer, fixed at init.
     mask: 1.0 for the layers of the latest selection, else 0.0.
-    scale: each layer's factor from the action (:mod:`~gradamp_jax.actions`) while the
-      latest selection is active.
-    measure_mask: the threshold rule's own choice; differs from ``mask`` only for the
-      matched-random control (zeros for random selection).
-    selection_phase: the latest selection's phase index (-1: none); it applies only inside
-      that phase.
+    scale: each layer's factor from the action while the latest selection is active.
+    measure_mask: the threshold rule's own choice (differs from ``mask`` for matched random).
+    selection_phase: the phase the latest selection applies in (-1: none).
     selection_step: update count at which the latest selection took effect (-1: none).
     selection_epoch: 1-based epoch analysed for it (random: the last before it, 0 if none).
     selection_factor: the factor the selected layers receive.
     num_selections: number of selections so far.
     active: whether the last update applied the mask.
-    measure: the selection measure per layer at the latest selection (zeros for random).
-    normalized: its z-score (Ĝ) per layer.
-    directionality: the :class:`~gradamp_jax.directionality.DirectionalityState` of the
-      analysis windows (or every epoch, when tracking); empty for random selection.
+    measure: the measure per layer at the latest selection (zeros for random selection).
+    normalized: its z-score Ĝ per layer.
+    directionality: the analysis windows' :class:`~gradamp_jax.DirectionalityState` (empty
+      for random selection).
     key: PRNG key for random selections.
     layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
@@ -327,11 +324,6 @@ def amplify(
 
   Both placements share one state layout (:class:`AmplifiedOptimizerState`).
 
-  Args:
-    optimizer: any optax transformation producing updates (e.g. ``optax.adamw(...)``).
-    amplification: an amplification transform of this module.
-    where: ``"gradients"`` or ``"updates"``.
-
   Example:
     >>> import optax, gradamp_jax as ga
     >>> phases = [(1, 1e-3, 0, 1), (3, 1e-3, 1, 2)]
@@ -380,21 +372,19 @@ def intelligent_amplification(
   gradient in the window gets a NaN measure and is not selected.
 
   Args:
-    phases, steps_per_epoch: the training strategy (:class:`~gradamp_jax.Phase` or 4-tuples
-      ``(end_epoch, learning_rate, is_amp, amp_factor)``) and optimizer updates per epoch (>= 1).
+    phases, steps_per_epoch: the training strategy (:func:`~gradamp_jax.parse_phases`) and
+      optimizer updates per epoch.
     measure: a name of :data:`~gradamp_jax.measures.MEASURES`: ``"G"`` (eq. 4),
       ``"G_prime"`` (eq. 7), ``"GSNR"``, or a registered one.
     case: 1 (``Ĝ > threshold``), 2 (``|Ĝ| > threshold``) or 3 (``Ĝ < −threshold``).
     threshold: on Ĝ; finite, or a traced scalar (one per member of a ``vmap``-ped cohort).
-    reselect_every: select anew every k epochs from the last epoch's statistics; ``None``
-      selects once per phase.
+    reselect_every: select anew every k epochs; ``None`` selects once per phase.
     control: ``None``, or ``"matched_random"``: as many layers as the measure selected,
-      drawn uniformly at random.
-    seed: seed of the PRNG key kept in the state (used by ``matched_random``).
-    eligible: ``None``/``"all"``, ``"kernels"`` (Conv/Dense layers only) or a predicate on
-      layer names; only eligible layers are normalized and may be amplified.
-    track_directionality: also measure every epoch (read with
-      :func:`~gradamp_jax.directionality_report`): ``True`` tracks G and G′, a sequence of
+      drawn at random (with the state's key, from ``seed``).
+    seed: seed of the PRNG key kept in the state.
+    eligible: ``None``/``"all"``, ``"kernels"`` or a predicate on layer names
+      (:func:`~gradamp_jax.layers.eligible_mask`).
+    track_directionality: also measure every epoch: ``True`` tracks G and G′, a sequence of
       names those; ``measure`` always among them.
     action: a name of :data:`~gradamp_jax.actions.ACTIONS`: ``"amplify"`` (eq. 2),
       ``"freeze"`` (use ``amplify(..., where="updates")``) or ``"scale_by_zscore"``.
@@ -404,8 +394,7 @@ def intelligent_amplification(
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
 
   Raises:
-    ValueError: for a bad strategy, ``steps_per_epoch``, measure, case, threshold,
-      ``reselect_every``, control or action; at ``init``, if ``eligible`` leaves no layer.
+    ValueError: for a bad argument; at ``init``, if ``eligible`` leaves no layer.
   """
   rule = _measure_rule(measure, case, threshold, control)
   action = _checked_action(action, action_params, rule)
@@ -434,16 +423,12 @@ def random_amplification(
   next selection point.
 
   Args:
-    phases, steps_per_epoch, reselect_every (re-draw period), eligible: as in
-      :func:`intelligent_amplification`.
     ratio: fraction of eligible layers to amplify, in [0, 1].
-    seed: seed of the PRNG key carried in the state.
     wait_first_epoch: keep the phase's first epoch un-amplified, the intelligent selector's
       timing (the default); ``False`` draws at the phase's first step.
-    track_directionality: as in :func:`intelligent_amplification` (the same state layout,
-      so runs can fork from one another's checkpoints).
-    action, action_params: as in :func:`intelligent_amplification`, but not an action that
-      reads the measure (``scale_by_zscore``).
+    phases, steps_per_epoch, seed, reselect_every, eligible, track_directionality, action,
+      action_params: as in :func:`intelligent_amplification` (one state layout), but not an
+      action that reads the measure (``scale_by_zscore``).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is an :class:`AmplificationState`.
@@ -470,10 +455,8 @@ def find_state(opt_state) -> AmplificationState:
 
 
 def check_epoch_start(opt_state, epoch: int, steps_per_epoch: int) -> None:
-  """Checks that a loop's epoch ``epoch`` (1-based) starts where the transforms count it.
-
-  Catches a loop that makes more (or fewer) updates per epoch than ``steps_per_epoch``
-  (e.g. a ragged last batch) before it shifts selections. Not jit-able.
+  """Checks that a loop's epoch ``epoch`` (1-based) starts where the transforms count it,
+  catching e.g. a ragged last batch before it shifts selections. Not jit-able.
 
   Raises:
     ValueError: the update count is not ``(epoch - 1) * steps_per_epoch``.
@@ -517,16 +500,12 @@ def selection_report(opt_state, params, mask=None) -> list[dict]:
   Args:
     opt_state: an optimizer state containing one :class:`AmplificationState`.
     params: the parameters (gives the layer names, docs/method.md §2).
-    mask: for a transform inside ``optax.masked(transform, mask)``, that mask (a tree of
-      bools like ``params`` or a prefix of it, or a callable on ``params``): the transform
-      selected among the layers with a masked-in parameter; the others are ``masked_out``.
+    mask: for a transform inside ``optax.masked(transform, mask)``, that mask.
 
   Returns:
-    Rows with ``layer``, ``eligible``, ``value`` (the measure: G, eq. 4; G′, eq. 7; ...),
-    ``normalized`` (Ĝ, eqs. 6, 8), ``selected``, ``scale``, ``selected_by_measure`` (differs
-    from ``selected`` only for the matched-random control), ``factor``, ``step`` (when the
-    selection took effect), ``epoch`` (the epoch analysed) and ``masked_out`` (not seen by the
-    transform: scale 1, NaN value). Empty before the first selection.
+    Rows with ``layer``, ``eligible``, ``value`` (G, eq. 4; G′, eq. 7; ...), ``normalized``
+    (Ĝ, eqs. 6, 8), ``selected``, ``scale``, ``selected_by_measure``, ``factor``, ``step``,
+    ``epoch`` (analysed) and ``masked_out`` (scale 1, NaN value); empty before a selection.
 
   Raises:
     ValueError: when ``params`` (masked by ``mask``) are not the ones the state was built for.

@@ -30,9 +30,8 @@ class DirectionalityState:
   Attributes:
     count: updates seen.
     epoch: the 1-based epoch whose measures the state holds (0: none finished).
-    values: measure name -> ``(L,)`` float32 values over that epoch (NaN for a layer that
-      saw a non-finite gradient).
-    sums: sum name -> accumulator, per weight (float32, parameter-shaped) or per layer ``(L,)``.
+    values: measure name -> ``(L,)`` float32 values over that epoch (NaN: non-finite).
+    sums: sum name -> accumulator, per weight (parameter-shaped) or per layer ``(L,)``.
     layers_id: CRC-32 of the layer names, to check reports against the parameters.
   """
 
@@ -157,8 +156,7 @@ def directionality_monitor(
   layer with a non-finite gradient during an epoch reports NaN for that epoch.
 
   Args:
-    steps_per_epoch: optimizer updates per epoch (>= 1).
-    measures: names of :data:`~gradamp_jax.measures.MEASURES` to track.
+    steps_per_epoch, measures: updates per epoch, and the measures to track.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a :class:`DirectionalityState`.

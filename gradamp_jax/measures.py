@@ -37,8 +37,8 @@ def directionality_g(signed_sum, abs_sum):
   """Layer gradient directionality ratio G (eq. 4): ``|Σ_i Σ_j g_lij| / Σ_i Σ_j |g_lij|``.
 
   Args:
-    signed_sum: per layer, ``Σ_i Σ_j g_lij`` over its weights i and the window's steps j.
-    abs_sum: per layer, ``Σ_i Σ_j |g_lij|``.
+    signed_sum, abs_sum: per layer, ``Σ_i Σ_j g_lij`` and ``Σ_i Σ_j |g_lij|`` over its
+      weights i and the window's steps j.
 
   Returns:
     ``G`` per layer, in [0, 1] (eq. 5); 0 where the denominator is 0, NaN where a sum is not
@@ -52,10 +52,8 @@ def directionality_g_prime(signed_sums, abs_sums, leaf_layer, num_layers):
   ``r_li = |Σ_j g_lij| / Σ_j |g_lij|`` (0 for a weight that never moved).
 
   Args:
-    signed_sums: list of per-weight ``Σ_j g`` arrays, one per parameter leaf.
-    abs_sums: list of per-weight ``Σ_j |g|`` arrays, same shapes.
-    leaf_layer: layer index of each leaf.
-    num_layers: number of layers.
+    signed_sums, abs_sums: per-weight ``Σ_j g`` and ``Σ_j |g|`` arrays, one per leaf.
+    leaf_layer, num_layers: each leaf's layer index, and the number of layers.
 
   Returns:
     ``G′`` per layer, in [0, 1]; NaN for a layer with a non-finite sum.
@@ -88,11 +86,9 @@ def gradient_snr(signed_sums, square_sums, steps: int, leaf_layer, num_layers):
   non-zero gradient gets ``1/eps ≈ 8.4e6``, never inf or NaN.
 
   Args:
-    signed_sums: list of per-weight ``Σ_j g`` arrays, one per parameter leaf.
-    square_sums: list of per-weight ``Σ_j g²`` arrays, same shapes.
+    signed_sums, square_sums: per-weight ``Σ_j g`` and ``Σ_j g²`` arrays, one per leaf.
     steps: the number m of steps summed.
-    leaf_layer: layer index of each leaf.
-    num_layers: number of layers.
+    leaf_layer, num_layers: as in :func:`directionality_g_prime`.
 
   Returns:
     GSNR per layer, >= 0; NaN for a layer with a non-finite sum.
@@ -111,12 +107,11 @@ class Window(NamedTuple):
   """The sums of one window of steps, as a :class:`Measure` reads them.
 
   Attributes:
-    sums: accumulator name (:data:`SUMS`) -> per-weight leaves (a list, in the layer
-      index's leaf order) or, without ``per_weight``, per-layer totals ``(L,)``.
+    sums: sum name (:data:`SUMS`) -> per-weight leaves or, without ``per_weight``, per-layer
+      totals ``(L,)``.
     per_weight: whether ``sums`` are per weight.
     steps: number of steps summed.
-    leaf_layer: layer index of each leaf.
-    num_layers: number of layers.
+    leaf_layer, num_layers: each leaf's layer index, and the number of layers.
   """
 
   sums: dict
@@ -206,17 +201,9 @@ _BUILT_IN = frozenset(MEASURES)
 def register(measure: Measure, *, replace: bool = False) -> Measure:
   """Adds a measure of one's own to :data:`MEASURES`, from one's own code or config file.
 
-  Once registered it is a measure like G, G′ and GSNR for selection, tracking, configs,
-  forks, sweeps and figures. A config file that registers it at import makes every process
-  of the run know it. ``value(window)`` must be traceable ``jax.numpy`` returning ``(L,)``
-  float32 (:class:`Window`); selection z-scores it (eqs. 6, 8), so any scale will do.
-
-  Args:
-    measure: its definition.
-    replace: allow replacing a registered measure of the same name (not a built-in one).
-
-  Returns:
-    ``measure``.
+  Then it is a measure like G for selection, tracking, configs, forks and figures (a config
+  file that registers it at import makes every process know it). ``value`` must be
+  traceable ``jax.numpy``; any scale will do. ``replace``: of a registered, not built-in, one.
 
   Raises:
     ValueError: for a bad field (named), or a name already registered.
@@ -308,11 +295,10 @@ def normalize(values, eligible):
   mean and std and gets NaN, which no threshold rule selects.
 
   Args:
-    values: measure per layer, shape ``(L,)``.
-    eligible: bool per layer, shape ``(L,)``.
+    values, eligible: the measure and a bool per layer, ``(L,)``.
 
   Returns:
-    ``Ĝ`` per layer, shape ``(L,)``.
+    ``Ĝ`` per layer, ``(L,)``.
   """
   values = jnp.asarray(values, jnp.float32)
   requested = jnp.asarray(eligible, bool)
@@ -333,10 +319,8 @@ def select_layers(normalized, eligible, *, case: int, threshold: float):
   case 3 ``Ĝ < −t`` (the least directional layers).
 
   Args:
-    normalized: ``Ĝ`` per layer (NaN: never selected).
-    eligible: bool per layer; ineligible layers are never selected.
-    case: 1, 2 or 3 (:data:`CASE_RULES`).
-    threshold: the threshold ``t``.
+    normalized, eligible: ``Ĝ`` and a bool per layer; NaN and ineligible: never selected.
+    case, threshold: 1, 2 or 3 (:data:`CASE_RULES`), and ``t``.
 
   Returns:
     bool per layer: whether the selection takes it.

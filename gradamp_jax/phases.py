@@ -44,8 +44,7 @@ def parse_phases(phases: Iterable[PhaseLike]) -> tuple[Phase, ...]:
   """Validates a strategy and returns it as a tuple of :class:`Phase`.
 
   Args:
-    phases: a non-empty sequence of :class:`Phase` or plain 4-tuples
-      ``(end_epoch, learning_rate, is_amp, amp_factor)`` (docs/method.md §5).
+    phases: a non-empty sequence of :class:`Phase` or plain 4-tuples (docs/method.md §5).
 
   Returns:
     A tuple of :class:`Phase`; ``is_amp`` becomes a bool.
@@ -124,10 +123,6 @@ def learning_rate_schedule(phases: Iterable[PhaseLike], steps_per_epoch: int) ->
 
   Update ``t`` (0-based) gets the rate of epoch ``t // steps_per_epoch + 1``'s phase; past
   the last phase the last rate is kept.
-
-  Args:
-    phases: the strategy (see :func:`parse_phases`).
-    steps_per_epoch: optimizer updates per epoch.
 
   Returns:
     A function from the update count to the learning rate, usable inside ``jit``.

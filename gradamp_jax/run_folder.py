@@ -126,8 +126,7 @@ def sweep_record(tree: int | None = None) -> str:
 
 
 def flat_config(config, prefix: str = "") -> dict[str, Any]:
-  """``{"a.b": value}`` for every leaf field of a config: a :data:`CONFIG` dict or an
-  ``ml_collections.ConfigDict``.
+  """``{"a.b": value}`` for every leaf field of a config dict or ``ConfigDict``.
 
   >>> flat_config({"seed": 0, "amplification": {"method": "all", "factor": 2.0}})
   {'seed': 0, 'amplification.method': 'all', 'amplification.factor': 2.0}
@@ -143,8 +142,8 @@ def flat_config(config, prefix: str = "") -> dict[str, Any]:
 
 
 def differing_fields(a: dict, b: dict, ignore: Iterable[str] = ()) -> list[str]:
-  """The fields (dotted names, sorted) in which two :data:`CONFIG` dicts differ, less
-  :data:`RESUMABLE_FIELDS` and ``ignore`` (field names, or prefixes ending in ``.``).
+  """The fields (dotted, sorted) two :data:`CONFIG` dicts differ in, less
+  :data:`RESUMABLE_FIELDS` and ``ignore`` (names, or prefixes ending in ``.``).
 
   >>> differing_fields({"seed": 0, "model": "vgg11"}, {"seed": 1, "model": "vgg11"})
   ['seed']
@@ -159,8 +158,7 @@ def differing_fields(a: dict, b: dict, ignore: Iterable[str] = ()) -> list[str]:
 
 
 def find_runs(root: str) -> list[str]:
-  """Run folders under ``root`` at any depth (:func:`is_run`), sorted; hidden folders and
-  a run's own folders (:data:`NOT_RUNS`) are not searched.
+  """Run folders under ``root`` at any depth, sorted (not searching :data:`NOT_RUNS`).
 
   Raises:
     ValueError: ``root`` is not a directory.

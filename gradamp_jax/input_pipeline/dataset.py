@@ -46,12 +46,10 @@ def load(
     folder of CIFAR-10's classes, else the training images' statistics.
 
   Raises:
-    ValueError: unknown ``dataset``, bad ``train_split`` or ``validation_fraction``, or an
-      image folder whose train/ and test/ classes differ.
-    FileNotFoundError: missing image folder or train/ / test/ inside it; TFDS data not
-      prepared and ``download=False``.
-    ImportError: TFDS data not prepared and TensorFlow (needed to prepare it) not installed.
-    ConnectionError: TFDS data not prepared and the download host unreachable.
+    ValueError: a bad argument, or an image folder whose train/ and test/ classes differ.
+    FileNotFoundError: a missing image folder (or its train/, test/); TFDS data not prepared
+      and ``download=False``.
+    ImportError, ConnectionError: TFDS data not prepared, and no TensorFlow or no internet.
   """
   (dataset,) = load_for_seeds(
     [seed],

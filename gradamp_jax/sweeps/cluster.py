@@ -75,13 +75,9 @@ def submit(
   """Submits one job per command (a job array on SLURM); returns the submitit jobs.
 
   Args:
-    commands: training commands, one per run.
     folder: where submitit keeps its job scripts and logs (``%j`` is the job id).
-    cluster: ``None`` picks SLURM when available, ``"local"`` runs here (for tests),
-      ``"slurm"`` insists on SLURM.
-    partition, time_min, gpus, cpus, mem_gb: per job: SLURM partition, time limit in
-      minutes, GPUs, CPUs and memory.
-    name: the job name.
+    cluster: ``None`` picks SLURM when available, ``"local"`` runs here, ``"slurm"`` insists.
+    partition, time_min, gpus, cpus, mem_gb, name: what each job asks SLURM for.
     signal_delay_s: the pre-timeout signal comes this many seconds before the limit.
   """
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)

@@ -107,11 +107,7 @@ def placement(config) -> str:
 def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: int) -> bool:
   """Starts ``workdir``'s run (of ``config``) from ``parent``'s state at the end of ``epoch``.
 
-  Args:
-    config: the run's own config.
-    workdir: its workdir; a run there that already reached ``epoch`` is left alone.
-    parent: the workdir of a run that has finished ``epoch`` and kept its checkpoint.
-    epoch: 1-based epoch at whose end the run starts.
+  ``parent`` must have finished ``epoch`` (1-based) and kept its checkpoint.
 
   Returns:
     True if the fork was made, False if ``workdir`` already held a checkpoint at or past
@@ -180,7 +176,7 @@ def _check_parent(where: str, config, parent: str, epoch: int) -> tuple[dict, di
 
 
 def _same_selections(where, config, parent_config, template, directions, info, epoch) -> list:
-  """This run's selections before the fork, once the parent's rule is known to make the same."""
+  """This run's selections before the fork, once checked against the parent's."""
   steps_per_epoch = info["steps_per_epoch"]
   replay = lambda c: replay_selections(c, template.params, directions, steps_per_epoch, epoch - 1)
   try:

@@ -45,7 +45,7 @@ def cohort_fields(config) -> tuple[str, ...]:
 
 
 def check_cohort(configs, workdirs) -> None:
-  """Refuses, in one line naming the field, configs that cannot train as one cohort."""
+  """Refuses, naming the field, configs that cannot train as one cohort."""
   if not configs or len(configs) != len(workdirs):
     raise ValueError(
       f"a cohort needs one workdir per config, got {len(configs)} configs and "
@@ -97,13 +97,12 @@ def members_of(config, workdir: str, cohort_flags: list[str]) -> tuple[list, lis
   """One config per combination of ``--cohort FIELD=V1,V2,...`` flags' values, each in
   ``workdir/FIELD=V-...``.
 
+  Raises ValueError naming the flag, for a field outside :func:`cohort_fields` or a bad value.
+
   >>> from configs import quickstart
   >>> configs, workdirs = members_of(quickstart.get_config(), "runs/c", ["seed=0,1"])
   >>> [c.seed for c in configs], workdirs
   ([0, 1], ['runs/c/seed=0', 'runs/c/seed=1'])
-
-  Raises:
-    ValueError: naming the flag, for a field outside :func:`cohort_fields` or a bad value.
   """
   axes = []
   for flag in cohort_flags:

@@ -1,6 +1,5 @@
-"""Every file a run writes into its workdir but the checkpoints (formats:
-:mod:`gradamp_jax.run_folder`): :class:`RunOutputs` for a run that trains, :func:`write_fork`
-for one that starts from another's checkpoint."""
+"""Every file a run writes but the checkpoints: :class:`RunOutputs` for a run that trains,
+:func:`write_fork` for a fork."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def check_same_experiment(config, workdir: str) -> None:
-  """Refuses to resume a workdir whose run used another config (but for data locations;
-  ``conv="auto"`` stands for the choice the run recorded)."""
+  """Refuses to resume a workdir whose run used another config (but for data locations)."""
   if not os.path.exists(run_folder.path(workdir, run_folder.CONFIG)):
     return
   before = run_folder.read_json(workdir, run_folder.CONFIG)  # unreadable: raises
@@ -120,8 +118,7 @@ def run_info(config, dataset, steps_per_epoch, params, depth: dict[str, int]) ->
 
 
 def layer_stat_rows(config, opt_state, params) -> list[dict]:
-  """``layer_stats.jsonl`` rows of the latest selection (matched random: with the measure's
-  own choice, ``selected_by_measure``)."""
+  """``layer_stats.jsonl`` rows of the latest selection."""
   amp = config.amplification
   measured = amp.method in ga.amplification.MEASURED_METHODS
   rows = []
@@ -149,8 +146,7 @@ def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[di
 
 
 def amplified_layers(config, opt_state) -> int:
-  """How many layers the selection in effect scales by other than 1 (0 outside amplified
-  phases)."""
+  """How many layers the selection in effect scales by other than 1."""
   if config.amplification.method == "none":
     return 0
   amp = jax.device_get(ga.find_state(opt_state))
@@ -167,8 +163,8 @@ def action_text(config, opt_state) -> str:
 
 
 def describe_scales(action: str, scale) -> str:
-  """``amplified 3 layers`` (the paper's action), ``froze 3 layers`` (a scale of 0),
-  ``scaled 19 layers by 0.6–1.4`` (any other scales), ``no layer acted on``.
+  """``amplified 3 layers``, ``froze 3 layers``, ``scaled 19 layers by 0.6–1.4`` or ``no
+  layer acted on``.
 
   >>> describe_scales("scale_by_zscore", np.array([0.61, 1.0, 1.44]))
   'scaled 2 layers by 0.61–1.4'
@@ -194,10 +190,8 @@ def num_selections(config, opt_state) -> int:
 class RunOutputs:
   """A training run's ``config.json``, ``run.json``, JSON-lines rows and TensorBoard scalars.
 
-  Opening them writes ``config.json`` and ``run.json`` (``info``: :func:`run_info`); a run
-  resumed from ``state`` at update ``start_step`` keeps the JSON-lines rows before it and
-  appends after them. Only the process with ``write`` writes; the others only keep count.
-  ``label`` is printed before each epoch's line (a cohort's member names itself).
+  A run resumed at update ``start_step`` keeps the rows before it. Only the process with
+  ``write`` writes; ``label`` is printed before each epoch's line.
   """
 
   def __init__(
@@ -259,8 +253,7 @@ class RunOutputs:
 
 
 def print_summary(workdir: str, num_epochs: int) -> None:
-  """One line at the end of a run (or a segment): where it stands, its test accuracy, best
-  epoch and training time."""
+  """One line at the end of a run (or a segment): its epochs, test accuracy and time."""
   rows = run_folder.read_rows(workdir, METRICS)
   last = rows[-1]
   best = max(rows, key=lambda r: r["test_accuracy"])
@@ -290,9 +283,8 @@ def write_fork(
   directionality: list[dict],
   layer_stats: list[dict],
 ) -> None:
-  """A forked run's files: the parent's metrics and directionality up to the fork, its own
-  selections and config, the parent's ``run.json`` and ``fork.json`` (every fork, in order);
-  a stale ``partial_epoch.json`` is removed."""
+  """A forked run's files: the parent's rows up to the fork and ``run.json``, its own
+  selections, config and ``fork.json``; a stale ``partial_epoch.json`` is removed."""
   for name, rows in zip(
     (METRICS, DIRECTIONALITY, LAYER_STATS), (metrics, directionality, layer_stats)
   ):

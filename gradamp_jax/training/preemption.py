@@ -28,9 +28,8 @@ class Preempted(Exception):
 
 
 class StopRequest:
-  """Catches :data:`SIGNALS` while installed; ``requested()`` says whether one came.
-
-  With several processes ``requested()`` is true if any of them got a signal.
+  """Catches :data:`SIGNALS` while installed; ``requested()`` says whether one came (to any
+  process of the run).
 
   Example (the training loop saves a checkpoint, then raises :class:`Preempted`):
     >>> import os, signal

@@ -47,19 +47,18 @@ def train_and_evaluate(
   Args:
     config: see ``configs/default.py`` for the fields.
     workdir: output directory.
-    until_epoch: stop after this epoch's checkpoint (a segment of the run; running
-      again without it continues); None trains to the end of the schedule.
+    until_epoch: stop after this epoch's checkpoint; None trains to the end.
 
   Returns:
     The last epoch's metrics row.
 
   Raises:
-    ValueError: for a bad config (before anything is compiled), or a workdir holding
-      another run or results that no checkpoint restores.
+    ValueError: for a bad config, or a workdir holding another run or results that no
+      checkpoint restores.
     WorkdirBusyError: another run holds ``workdir``.
-    NonFiniteError: when the loss or gradients stop being finite; the last good
-      checkpoint is kept.
-    Preempted: a signal asked the run to stop; a checkpoint at that step was saved.
+    NonFiniteError: the loss or gradients stopped being finite (the last good checkpoint
+      is kept).
+    Preempted: a signal asked the run to stop, after a checkpoint at that step.
   """
   return train_cohort([config], [workdir], until_epoch=until_epoch)[0]
 
@@ -75,9 +74,7 @@ def train_cohort(
   others go on. Resuming restores every member at the newest update all have a checkpoint of.
 
   Args:
-    configs: the members' configs.
-    workdirs: the members' output directories.
-    until_epoch: as :func:`train_and_evaluate` takes it.
+    configs, workdirs, until_epoch: as :func:`train_and_evaluate` takes them, one per member.
     stacked: train the members as one ``vmap``-ped program (True) or each with its run's
       own program (False); None: stacked for K > 1 but on a CPU.
 
@@ -87,8 +84,7 @@ def train_cohort(
   Raises:
     ValueError: for a bad config or configs that differ in a field outside
       :func:`~gradamp_jax.training.cohort.cohort_fields` (named).
-    NonFiniteError: naming the members whose loss or gradients stopped being finite,
-      once the others finished.
+    NonFiniteError: naming the members that went non-finite, once the others finished.
   """
   for config in configs:
     validate_config(config)
@@ -147,18 +143,12 @@ def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int
   )
 
 
-@contextlib.contextmanager
 def workdir_lock(workdir: str):
   """Holds ``workdir``'s lock in the lead process (the one that writes the files)."""
   if jax.process_index() != 0:
-    yield
-    return
+    return contextlib.nullcontext()
   outputs.check_workdir(workdir)
-  lock = WorkdirLock(workdir).acquire()
-  try:
-    yield
-  finally:
-    lock.release()
+  return WorkdirLock(workdir)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -432,16 +422,8 @@ class Members(NamedTuple):
       label = f"[{os.path.basename(os.path.normpath(self.workdirs[k]))}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
-    write = jax.process_index() == 0
-    return outputs.RunOutputs(
-      self.workdirs[k],
-      self.configs[k],
-      info,
-      state,
-      start_step=start_step,
-      write=write,
-      label=label,
-    )
+    options = dict(start_step=start_step, write=jax.process_index() == 0, label=label)
+    return outputs.RunOutputs(self.workdirs[k], self.configs[k], info, state, **options)
 
   def stack(self, states: list) -> list:
     """The members' states as the groups' states."""
