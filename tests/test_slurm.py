@@ -1,5 +1,6 @@
-"""Sweeps through a real SLURM scheduler: a one-node cluster on this machine
-(tests/slurm_cluster.py, Debian's slurm-wlm), started by the tests and stopped after.
+"""Sweeps through a real SLURM scheduler: a two-node cluster on this machine, each node a
+host of its own in a network namespace (tests/slurm_cluster.py, Debian's slurm-wlm), started
+by the tests and stopped after.
 
 Where no cluster can be started (not root, no apt) the tests are skipped with the reason;
 with ``$GRADAMP_REQUIRE_SLURM`` set (CI) they fail instead.
@@ -7,6 +8,7 @@ with ``$GRADAMP_REQUIRE_SLURM`` set (CI) they fail instead.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -106,35 +108,57 @@ def assert_same_run(a, b):
   chex.assert_trees_all_equal(state_a, state_b)  # one tree, every array bit for bit
 
 
+def job_record(job_id) -> dict:
+  """The scheduler's own record of a job (``scontrol show job``), as ``{field: value}``."""
+  text = subprocess.run(
+    ["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, check=True
+  ).stdout
+  return dict(item.split("=", 1) for item in text.split() if "=" in item)
+
+
+def with_option(options, name, value):
+  return [
+    x for k, v in dict(zip(options[::2], options[1::2]), **{name: value}).items() for x in (k, v)
+  ]
+
+
 @pytest.mark.parametrize(
   "grid, extra",
-  [("seeds", ["--cohort", "2"]), ("rules", ["--branch", "--cohort", "2"])],
-  ids=["seeds-cohort", "rules-branch-cohort"],
+  [("seeds", []), ("rules", ["--branch", "--cohort", "2"])],
+  ids=["seeds-two-nodes", "rules-branch-cohort"],
 )
 def test_sweep_through_slurm_equals_the_local_sweep(
   slurm, images, tmp_path, monkeypatch, grid, extra
 ):
-  """Two seeds as one cohort (one job), and a branched tree of two thresholds whose
-  members part after the trunk and train their last segment as one cohort (one job)."""
+  """Two seeds as two jobs of 2 CPUs each, one per node; and a branched tree of two
+  thresholds whose members part after the trunk and train their last segment as one
+  cohort (one job)."""
   monkeypatch.chdir(ROOT)
   # Here first: the jobs then load its programs from the session's compilation cache.
   run_sweep(tmp_path / "local", "local", images, grid, *extra)
-  jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *extra, *OPTIONS)
+  options = with_option(OPTIONS, "--cpus", "2") if not extra else OPTIONS  # a node each
+  jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *extra, *options)
   job_ids = [j.job_id for j in jobs]
-  assert len(job_ids) == 1  # one cohort of two runs; branched: one tree
+  assert len(job_ids) == (1 if extra else 2)  # branched: one tree, its cohort in one job
   with open(tmp_path / "slurm" / "sweep.json") as f:
     record = json.load(f)
-  assert record["tree_jobs" if "--branch" in extra else "cohort_jobs"] == job_ids
+  if extra:
+    assert record["tree_jobs"] == job_ids
   wait_for(job_ids)
-  assert [job.result() for job in jobs] == [0]  # the job's training command
+  assert [job.result() for job in jobs] == [0] * len(jobs)  # the jobs' training commands
+  nodes = [job_record(j)["BatchHost"] for j in job_ids]
+  print(f"jobs {job_ids} ran on {nodes}", file=sys.stderr)
+  if not extra:
+    assert sorted(nodes) == sorted(slurm_cluster.NODES)  # spread over both hosts
   workdirs = [
     os.path.join(tmp_path, "slurm", os.path.basename(r["workdir"])) for r in record["runs"]
   ]
   for workdir in workdirs:
     assert_same_run(workdir, workdir.replace(str(tmp_path / "slurm"), str(tmp_path / "local")))
-    info = run_folder.read_json(workdir, run_folder.RUN_INFO)
-    assert info["cohort"]["size"] == 2 and sorted(info["cohort"]["members"]) == sorted(workdirs)
   if "--branch" in extra:
+    for workdir in workdirs:
+      info = run_folder.read_json(workdir, run_folder.RUN_INFO)
+      assert info["cohort"]["size"] == 2 and sorted(info["cohort"]["members"]) == sorted(workdirs)
     tree = run_folder.read_json(tmp_path / "local", run_folder.SWEEP)["branch"]["tree"]
     assert tree[0] == dict(member=record["runs"][0]["name"], trained=[1, 2])  # the trunk
 
@@ -184,6 +208,51 @@ def test_job_preempted_by_the_scheduler_is_requeued_and_ends_identical(
   assert_same_run(str(workdir), reference)
 
 
+def lose_node(node: str) -> None:
+  """``node`` lost as a host is: every process on it (its slurmd, the job's slurmstepd and
+  training processes) killed at once with SIGKILL; no signal reaches the program."""
+  pids = subprocess.run(
+    ["ip", "netns", "pids", slurm_cluster.namespace(node)], capture_output=True, text=True
+  ).stdout.split()
+  for pid in map(int, pids):
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
+def test_a_job_on_a_lost_node_is_requeued_on_the_other_and_ends_identical(
+  slurm, tmp_path, monkeypatch, reference
+):
+  monkeypatch.setenv("FAULT_CALL_SECONDS", "0.75")  # a window to lose the node in epoch 2
+  workdir = tmp_path / "run"
+  (job,) = cluster.submit(
+    [fault_run(workdir)], str(tmp_path / "jobs" / "%j"), cluster="slurm", time_min=10, gpus=0
+  )
+  deadline = time.monotonic() + 300
+  while not run_folder.newest_step(str(workdir)):  # epoch 1's checkpoint done: in epoch 2
+    assert time.monotonic() < deadline, f"no checkpoint after 300 s: {job_log(job)}"
+    time.sleep(0.2)
+  lost = job_record(job.job_id)["BatchHost"]
+  lose_node(lost)
+  try:
+    deadline = time.monotonic() + 120
+    while slurm_cluster.node_states().get(lost) not in ("down", "down*"):
+      assert time.monotonic() < deadline, f"{lost} not marked down: {slurm_cluster.node_states()}"
+      time.sleep(0.5)
+    print(f"job {job.job_id} on {lost}; {lost} marked down", file=sys.stderr)
+    wait_for([job.job_id])
+  finally:
+    slurm_cluster.start_node(lost, slurm)  # back in service for the next tests
+  record = job_record(job.job_id)
+  print(f"requeued {record['Restarts']} time(s), ended on {record['BatchHost']}", file=sys.stderr)
+  assert record["BatchHost"] != lost and int(record["Restarts"]) >= 1
+  log = job_log(job)
+  assert "taking over the lock of pid" in log and f"on host {lost} (SLURM job" in log, log
+  assert "Resumed from the checkpoint" in log, log
+  assert_same_run(str(workdir), reference)
+
+
 @pytest.mark.parametrize(
   "option, value, words",
   [
@@ -196,8 +265,7 @@ def test_a_request_sbatch_refuses_is_one_line_naming_the_option(
   slurm, images, tmp_path, monkeypatch, option, value, words
 ):
   monkeypatch.chdir(ROOT)
-  options = dict(zip(OPTIONS[::2], OPTIONS[1::2]), **{option: value})
   with pytest.raises(SystemExit) as raised:
-    run_sweep(tmp_path, "slurm", images, "seeds", *[x for kv in options.items() for x in kv])
+    run_sweep(tmp_path, "slurm", images, "seeds", *with_option(OPTIONS, option, value))
   message = str(raised.value)
   assert message == f"sweep: sbatch refused the jobs: {words}"
