@@ -22,8 +22,7 @@ class LayerIndex(NamedTuple):
 
   Attributes:
     names: layer names, ``/``-joined path keys, in the tree's flattening order.
-    leaf_layer: for each leaf (flattening order), the index of its layer in ``names``.
-    leaf_sizes: number of scalars of each leaf.
+    leaf_layer, leaf_sizes: each leaf's index in ``names``, and number of scalars.
     param_names: for each layer, the names of the parameters it owns (last keys).
   """
 

@@ -81,9 +81,8 @@ def gradient_snr(signed_sums, square_sums, steps: int, leaf_layer, num_layers):
   """Gradient signal-to-noise ratio (Liu et al., ICLR 2020), averaged over each layer's
   weights: ``r_i = μ_i² / σ_i²`` with ``μ_i = Σ_j g / m``, ``σ_i² = Σ_j g² / m − μ_i²``.
 
-  A weight whose gradient was always 0 gets 0. The variance is floored at
-  ``eps · Σ_j g² / m`` (``eps = 2⁻²³``, below which it is rounding noise), so a constant
-  non-zero gradient gets ``1/eps ≈ 8.4e6``, never inf or NaN.
+  A weight whose gradient was always 0 gets 0. The variance is floored at ``eps · Σ_j g² / m``
+  (``eps = 2⁻²³``), so a constant non-zero gradient gets ``1/eps ≈ 8.4e6``, never inf.
 
   Args:
     signed_sums, square_sums: per-weight ``Σ_j g`` and ``Σ_j g²`` arrays, one per leaf.

@@ -199,8 +199,7 @@ def draw_figures(runs, summary, comparison, out: str) -> list[str]:
 
 
 def write_report(root: str, out: str, log=print) -> dict:
-  """Writes every table, figure and ``report.md`` of the runs under ``root`` into ``out``;
-  returns the tables.
+  """Writes every table, figure and ``report.md`` of the runs under ``root`` into ``out``.
 
   Raises:
     ValueError: ``root`` is not a folder or holds no run folder.

@@ -74,8 +74,8 @@ def read_frames(workdirs, name: str) -> dict[str, pd.DataFrame]:
 
 
 def load_run(workdir: str) -> dict:
-  """One run: ``config`` and ``info`` (``run.json``; ``{}`` when missing or unreadable)
-  dicts, and ``metrics``, ``layer_stats``, ``directionality`` DataFrames.
+  """One run: ``config`` and ``info`` dicts (``{}`` when unreadable), and ``metrics``,
+  ``layer_stats``, ``directionality`` DataFrames.
 
   Raises:
     ValueError: ``workdir`` is not a run folder (no ``config.json`` in it).
@@ -130,9 +130,8 @@ def run_row(
 
 
 def timed_epochs(metrics: pd.DataFrame, forked_at: int = 0) -> pd.Series:
-  """The seconds of the epochs after ``forked_at`` (where it was forked or branched; 0 if
-  none), less the first of each process (``first_epoch_after_start``, and the first after
-  ``forked_at``): the only comparable times."""
+  """The seconds of the epochs after ``forked_at`` (0 if not forked) less each process's
+  first (``first_epoch_after_start``, and the first after ``forked_at``): comparable times."""
   if not len(metrics):
     return pd.Series([], dtype=float)
   own = metrics[metrics["epoch"] > forked_at]

@@ -78,8 +78,8 @@ def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
   """The chosen setting of one family (its values of ``keys``) and how it was chosen.
 
   Args:
-    groups: the family's rows of :func:`summarize` (one per setting).
-    keys: the columns of :data:`SETTING_KEYS` the family's groups differ in.
+    groups, keys: the family's rows of :func:`summarize`, and the :data:`SETTING_KEYS` they
+      differ in.
 
   Returns:
     ``(setting, "validation")``: highest ``val_mean`` when every group has one; else
@@ -184,9 +184,8 @@ def chosen_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
 
 
 def epoch_times(runs: pd.DataFrame) -> pd.DataFrame:
-  """Tables 1–2: mean ± std of ``mean_epoch_seconds`` per :data:`TIME_KEYS` group, and the
-  overhead in percent against ``none`` where both were timed on one machine; ``note`` says
-  why runs or the overhead are left out."""
+  """Tables 1–2: mean ± std of ``mean_epoch_seconds`` per :data:`TIME_KEYS` group and the
+  overhead in percent against ``none`` (timed on one machine); ``note`` says what is left out."""
   done = runs[runs["finished"]]
   rows, machines = [], []
   for values, group in done.groupby(list(TIME_KEYS), dropna=False, sort=False):
@@ -309,9 +308,8 @@ def measure_agreement(
 
 
 def selection_sizes(runs: pd.DataFrame, layer_stats: dict) -> pd.DataFrame:
-  """Layers selected per event of the finished ``intelligent`` runs, per group: ``n``,
-  ``selected_mean``, ``selected_std`` (over runs' means) and ``eligible``. ``layer_stats``
-  maps a workdir to its frame; runs without one are left out."""
+  """Layers selected per event of the finished ``intelligent`` runs, per group (``n``, mean,
+  std over runs, ``eligible``), from ``layer_stats`` frames by workdir."""
   done = runs[runs["finished"] & (runs["method"] == "intelligent")]
   rows = []
   for keys, group in done.groupby(list(GROUP_KEYS), dropna=False, sort=False):

@@ -24,9 +24,8 @@ class DeviceSplit(NamedTuple):
 
 
 class EvalSplit(NamedTuple):
-  """An evaluation split on the device(s) in batches, each sharded along the batch axis:
-  ``images`` uint8 (num_batches, B, H, W, 3), ``labels`` int32 and ``mask`` float32
-  (num_batches, B); the last batch is padded with zero images, label 0 and mask 0."""
+  """An evaluation split on the device(s) in batches sharded along the batch axis: ``images``
+  uint8 (num_batches, B, H, W, 3), ``labels`` and ``mask`` (num_batches, B); mask 0: padding."""
 
   images: jax.Array
   labels: jax.Array
@@ -62,8 +61,7 @@ def to_device(split: Split, mesh: Mesh | None = None) -> DeviceSplit:
 
 
 def to_device_batches(split: Split, batch_size: int, mesh: Mesh | None = None) -> EvalSplit:
-  """Copies every example of ``split`` exactly once to the device(s), in order, as
-  ``batch_size`` batches sharded over ``mesh``'s ``data`` axis (see :class:`EvalSplit`)."""
+  """Every example of ``split`` once, in order, as an :class:`EvalSplit` over ``mesh``."""
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   n = len(split)
@@ -105,10 +103,8 @@ def epoch_plan(seed, epoch, *, num_examples: int, batch_size: int) -> EpochPlan:
 
 
 def random_crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array) -> jax.Array:
-  """Crops each of ``images`` (B, H, W, C) out of its copy padded by ``CROP_PADDING`` zeros
-  on each side, at the top-left corner (row, column) ``offsets`` (B, 2) gives, in
-  [0, 2 * CROP_PADDING]; then mirrors horizontally those ``flips`` (B,) selects. The result
-  has the shape and dtype of ``images``."""
+  """Crops each of ``images`` (B, H, W, C) out of its copy zero-padded by ``CROP_PADDING`` at
+  the corner ``offsets`` (B, 2) gives, then mirrors those ``flips`` (B,) selects."""
   b, h, w, _ = images.shape
   p = CROP_PADDING
   padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))

@@ -1,7 +1,5 @@
-"""A local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}``, decoded with PIL.
-
-The layout ``tfds.ImageFolder`` reads; class ids follow the sorted class names.
-"""
+"""A local image folder ``<root>/{train,test}/<class>/*.{jpg,jpeg,png}`` (as
+``tfds.ImageFolder`` reads it), decoded with PIL; class ids follow the sorted class names."""
 
 import os
 import re
@@ -81,9 +79,8 @@ _SPLIT_PATTERN = re.compile(r"train(?:\[(?P<start>\d+%?)?:(?P<stop>\d+%?)?\])?")
 
 
 def split_bounds(spec: str, num_examples: int) -> tuple[int, int]:
-  """Parses ``train``, ``train[:N]``, ``train[:P%]``, ``train[A:B]`` into [start, stop).
-
-  Percentages round to the closest index, as in TFDS.
+  """Parses ``train``, ``train[:N]``, ``train[:P%]``, ``train[A:B]`` into [start, stop)
+  (percentages round to the closest index, as in TFDS).
 
   Raises:
     ValueError: any other form, or bounds outside [0, num_examples] or selecting nothing.

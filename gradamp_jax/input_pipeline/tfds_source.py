@@ -1,8 +1,5 @@
-"""TFDS ``cifar10`` / ``cifar100`` read from prepared array_record files, without TensorFlow.
-
-Preparing (downloading) a dataset needs TensorFlow once (``pip install
-"gradamp_jax[prepare]"``) and internet; both are checked before anything starts.
-"""
+"""TFDS ``cifar10`` / ``cifar100`` read from prepared array_record files, without TensorFlow
+(preparing them needs TensorFlow and internet, both checked first)."""
 
 import contextlib
 import importlib.util

@@ -57,8 +57,8 @@ def run_tree(
 
   Args:
     members: the tree's members; the first trains the trunk.
-    train_segment: ``train_segment(member, until_epoch)`` trains the member's run (resuming
-      what its workdir holds) up to the end of ``until_epoch``.
+    train_segment: ``train_segment(member, until_epoch)`` trains (or resumes) the member's
+      run up to the end of ``until_epoch``.
     log: progress lines.
 
   Returns:

@@ -71,6 +71,7 @@ def submit(
   mem_gb: float | None = None,
   name: str = "gradamp",
   signal_delay_s: int = 120,
+  nodes: int = 1,
 ) -> list:
   """Submits one job per command (a job array on SLURM); returns the submitit jobs.
 
@@ -79,9 +80,12 @@ def submit(
     cluster: ``None`` picks SLURM when available, ``"local"`` runs here, ``"slurm"`` insists.
     partition, time_min, gpus, cpus, mem_gb, name: what each job asks SLURM for.
     signal_delay_s: the pre-timeout signal comes this many seconds before the limit.
+    nodes: nodes per job, one task (one process of the run) on each: the command runs on
+      every node and, with ``--distributed``, initialises JAX's multi-process runtime from
+      SLURM's environment (``gpus`` and ``cpus`` are per node).
   """
   executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-  params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=1, name=name)
+  params = dict(timeout_min=time_min, gpus_per_node=gpus, tasks_per_node=1, nodes=nodes, name=name)
   params.update({k: v for k, v in dict(cpus_per_task=cpus, mem_gb=mem_gb).items() if v})
   if executor.cluster == "slurm":
     params.update(
@@ -111,7 +115,7 @@ def submit_sweep(args, commands: list[str], per: str = "run") -> list:
   """Submits ``commands`` as SLURM jobs (one ``per`` run, cohort, tree, ...), logs in
   ``ROOT/slurm/``; when sbatch refuses them, exits with one line (:func:`refusal`)."""
   logs = os.path.join(args.root, "slurm")
-  options = ("cluster", "partition", "time_min", "gpus", "cpus", "mem_gb")
+  options = ("cluster", "partition", "time_min", "gpus", "cpus", "mem_gb", "nodes")
   try:
     jobs = submit(commands, os.path.join(logs, "%j"), **{k: getattr(args, k) for k in options})
   except submitit.core.utils.FailedJobError as e:

@@ -41,9 +41,8 @@ def replay_selections(
 ) -> list:
   """The selections ``config``'s own rule makes from recorded statistics.
 
-  Runs the config's amplification transform with zero gradients on the measures that
-  ``directionality.jsonl`` ``rows`` recorded for epochs ``1 .. until_epoch``, so the rule,
-  the z-scores (eqs. 6, 8) and the random draws are those of the run itself.
+  Runs the config's transform with zero gradients on the measures ``rows`` recorded for
+  epochs ``1 .. until_epoch``, so the rule and random draws are the run's own.
 
   Returns:
     The :class:`~gradamp_jax.AmplificationState` right after each selection, in order.

@@ -24,10 +24,8 @@ r"""Expands a config's sweep into runs and launches them.
     # --list prints them (workdir and fields) and runs nothing
     python launch/sweep.py ... --only method=none,all --only seed=0 --list
 
-``ROOT/sweep.json`` records every run's name, arguments and workdir (and SLURM job ids);
-``python -m gradamp_jax.report ROOT --out DIR`` reads the runs' folders. SLURM jobs' logs are
-in ``ROOT/slurm/``. A preempted or timed-out job checkpoints at a step boundary and is
-requeued; the requeued job resumes (``gradamp_jax.sweeps.cluster``).
+``ROOT/sweep.json`` records the runs (and SLURM job ids; logs in ``ROOT/slurm/``); a preempted
+job is requeued and resumes. ``python -m gradamp_jax.report ROOT --out DIR`` reads the runs.
 """
 
 import os
@@ -71,7 +69,8 @@ def run_each(args, runs):
     print("\n".join(r["command"] for r in runs))
     return None
   if args.mode == "slurm":
-    jobs = cluster.submit_sweep(args, [r["command"] for r in runs], "run")
+    spread = " --distributed" if args.nodes > 1 else ""  # one process per node
+    jobs = cluster.submit_sweep(args, [r["command"] + spread for r in runs], "run")
     for run, job in zip(runs, jobs):
       run["job_id"] = job.job_id
     expansion.write_record(args, runs)

@@ -22,9 +22,8 @@ def parse(argv=None, description: str | None = None):
 
 
 def relaunch(args, overrides, *which: str) -> list[str]:
-  """This launcher with the sweep's config, sweep and root in ``--mode local``, training the
-  part ``which`` names here (``--cohort K --cohort_index I``, ``--branch --tree K,..``, ...),
-  with the overrides: a job's, a slot's or a segment's command."""
+  """This launcher in ``--mode local`` training the part ``which`` names (``--cohort K
+  --cohort_index I``, ``--branch --tree K``, ...): a job's, a slot's or a segment's command."""
   me = [sys.executable, "-m", "gradamp_jax.sweeps.launcher", "--config", args.config]
   me += ["--sweep", args.sweep, "--root", args.root, *only_args(args.only), "--mode", "local"]
   return [*me, *which, *overrides]
@@ -79,6 +78,14 @@ def _add_slurm_args(parser, branch) -> None:
   parser.add_argument("--gpus", type=int, default=1, help="slurm: GPUs per run")
   parser.add_argument("--cpus", type=int, help="slurm: CPUs per run")
   parser.add_argument("--mem_gb", type=float, help="slurm: memory per run")
+  parser.add_argument(
+    "--nodes",
+    type=int,
+    default=1,
+    help="slurm: nodes per run, one process on each (--distributed: JAX's multi-process "
+    "runtime from SLURM's environment, the batch split across them); --gpus and --cpus "
+    "are per node",
+  )
   parser.add_argument(
     "--cluster",
     default="slurm",
@@ -137,6 +144,11 @@ def _check_args(parser, args, overrides) -> None:
     parser.error("--until_epoch goes with --cohort_runs")
   if args.tree is not None and not args.branch:
     parser.error("--tree goes with --branch")
+  if args.nodes != 1 and (args.nodes < 1 or args.mode != "slurm" or args.branch or args.cohort):
+    parser.error(
+      f"--nodes {args.nodes}: a positive number, with --mode slurm, without --branch and "
+      "--cohort (a run over several nodes is one job of one run)"
+    )
   if args.runs_per_device is not None and (
     args.mode != "local" or args.runs_per_device < 1 or args.tree is not None
   ):

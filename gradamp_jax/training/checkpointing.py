@@ -38,8 +38,7 @@ def restore_newest(
   with ValueError; each that fails is set aside. ``(0, target)`` when there is none.
 
   Raises:
-    NoRestorableCheckpointError: no checkpoint restores, yet the workdir holds
-      checkpoints or metrics past the first epoch.
+    NoRestorableCheckpointError: none restores, yet the workdir holds checkpoints or results.
   """
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):

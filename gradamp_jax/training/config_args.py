@@ -8,8 +8,7 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 
   Args:
     arg: the text after ``:`` in ``--config configs/x.py:ARG`` (may be None or empty).
-    **defaults: every allowed key with its default, whose type a value is converted to
-      (bool accepts true/false/1/0; a None default keeps the text).
+    **defaults: every allowed key with its default, whose type a value takes.
 
   Raises:
     ValueError: for an unknown key, a malformed item or a value of the wrong type.

@@ -70,9 +70,8 @@ def action_params(amp) -> dict:
 
 
 def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """``config.optimizer`` with the phases' learning rates. ``sgd``: weight decay added to the
-  gradient (coupled, as PyTorch's ``SGD(weight_decay=...)``), then momentum; ``adamw`` and
-  ``lamb``: decoupled weight decay; ``lars``: optax's LARS with ``config.momentum``."""
+  """``config.optimizer`` with the phases' learning rates; ``sgd``'s weight decay is coupled
+  (PyTorch's ``SGD(weight_decay=...)``), ``adamw``'s and ``lamb``'s decoupled."""
   learning_rate = ga.learning_rate_schedule(config.phases, steps_per_epoch)
   name, decay = config.optimizer, config.weight_decay
   adam = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)

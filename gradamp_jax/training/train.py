@@ -273,8 +273,7 @@ def _failures(members: Members, failed: dict) -> str:
 
 class Programs(NamedTuple):
   """The jitted functions that train one member, or several ``vmap``-ped over their stacked
-  states. ``train_chunk`` donates buffers (``steps.chunk_donation``): ``split`` gives the
-  members' states in buffers of their own, which orbax's asynchronous save may still read."""
+  states; ``split`` gives the members' states in buffers of their own (orbax may read them)."""
 
   members: tuple[int, ...]  # positions in the cohort
   train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
