@@ -81,3 +81,60 @@ class Trainer:
 
   def wait(self):
     return jax.block_until_ready(self.state)
+
+
+_COHORT_CHUNKS: dict = {}  # (config, steps per epoch, steps per call) -> the jitted chunk
+
+
+class CohortTrainer:
+  """``members`` copies of a config's initial training state stacked as one cohort (each
+  with its own plan: seed k for member k) and the training program's cohort chunk
+  (``cohort.make_cohort_chunk``) over a split on the first device; ``run`` and ``wait`` as
+  :class:`Trainer`'s. Trainers of one config share the jitted chunk: a second cohort of the
+  same size compiles nothing."""
+
+  def __init__(
+    self,
+    config,
+    data: input_pipeline.DeviceSplit,
+    steps_per_epoch: int,
+    members: int,
+    per_dispatch: int | None = None,
+  ):
+    from gradamp_jax.training import cohort
+
+    self.per_dispatch = per_dispatch or steps_lib.steps_per_dispatch(config)
+    loop = self.per_dispatch > 1
+    tx = optimizer.create_optimizer(config, steps_per_epoch)
+    graphdef, state = steps_lib.create_train_state(config, 10, tx)
+    self.state = cohort.stack([state] * members)
+    key = (cohort.config_key(config, ignore=("seed",)), steps_per_epoch, self.per_dispatch)
+    if key not in _COHORT_CHUNKS:
+      chunk = cohort.make_cohort_chunk(
+        config,
+        steps_per_epoch,
+        graphdef,
+        input_pipeline.CIFAR10_MEAN,
+        input_pipeline.CIFAR10_STD,
+        loop=loop,
+      )
+      _COHORT_CHUNKS[key] = jax.jit(chunk, donate_argnums=steps_lib.chunk_donation(loop))
+    self.chunk = _COHORT_CHUNKS[key]
+    self.data = data
+    num_examples = len(data.labels)
+    plan = lambda seed: input_pipeline.epoch_plan(
+      seed, 1, num_examples=num_examples, batch_size=config.batch_size
+    )
+    self.plans = jax.vmap(plan)(jnp.arange(members))
+    self.rules = cohort.member_rules([config] * members)
+    steps = input_pipeline.steps_per_epoch(num_examples, config.batch_size)
+    self.history = {k: jnp.zeros((members, steps), jnp.float32) for k in steps_lib.STEP_METRICS}
+
+  def run(self, start: int, stop: int) -> None:
+    for a, b in train.chunk_bounds(start, stop, self.per_dispatch):
+      self.state, self.history, _ = self.chunk(
+        self.state, self.data, self.plans, a, b, self.history, self.rules
+      )
+
+  def wait(self):
+    return jax.block_until_ready(self.state)

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 
+from benchmarks import gpu_checks, harness
 from gradamp_jax import analysis, run_folder
 from gradamp_jax.sweeps import launcher as sweep
 from gradamp_jax.training import cohort, train
@@ -21,7 +22,7 @@ from gradamp_jax.training import data as data_lib
 from gradamp_jax.training import steps as steps_lib
 from tests import slurm_sweep
 from tests.test_input_pipeline import _write_folder
-from tests.test_train import _strip_timing, mock_cifar, read, tiny_config
+from tests.test_train import mock_cifar, read, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,24 +70,49 @@ def test_a_member_acts_with_its_own_alpha(trained):
 
 
 def test_a_member_equals_its_run_alone_up_to_rounding(trained):
+  """Rows, selections and final state within the GPU suite's cohort tolerances (the same
+  comparison as its check, benchmarks/gpu_checks.py)."""
   workdirs, alone, _ = trained
   for member, single in zip(workdirs, alone):
     assert sorted(os.listdir(member)) == sorted(os.listdir(single))
-    got, want = (_strip_timing(read(os.path.join(w, "metrics.jsonl"))) for w in (member, single))
-    assert [r["epoch"] for r in got] == [1, 2, 3]
-    for a, b in zip(got, want):
-      assert a.keys() == b.keys()
-      for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=key)  # seen: 2e-7
-    got, want = (read(os.path.join(w, "layer_stats.jsonl")) for w in (member, single))
-    assert [(r["layer"], r["selected"]) for r in got] == [(r["layer"], r["selected"]) for r in want]
-    values = [[r["value"] for r in rows] for rows in (got, want)]
-    np.testing.assert_allclose(*values, rtol=1e-5)  # seen: 1e-6
-    for key in ("normalized", "scale"):  # z-scores of close values: seen 1.5e-5
-      np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want], atol=1e-4)
+    assert [r["epoch"] for r in read(os.path.join(member, "metrics.jsonl"))] == [1, 2, 3]
+    check = gpu_checks.compare_runs("member", [(member, single)], gpu_checks.COHORT)
+    assert check.passed, check.line()
     info, single_info = (run_folder.read_json(w, run_folder.RUN_INFO) for w in (member, single))
     assert info["data_fingerprint"] == single_info["data_fingerprint"]  # its own hold-out
     assert info["cohort"] == dict(size=3, members=workdirs, index=workdirs.index(member))
+
+
+def test_the_suites_cohort_check_fails_for_a_member_off_by_more_than_rounding(trained):
+  """A PASS of the GPU suite's check means something: the member's state moved by 1e-3 of
+  one array's largest value, or one selection flipped, fails it."""
+  workdirs, alone, _ = trained
+  member, single = gpu_checks.read_run(workdirs[0]), gpu_checks.read_run(alone[0])
+  assert gpu_checks.compare_runs("as trained", [(member, single)], gpu_checks.COHORT).passed
+  leaves = list(member.leaves)
+  leaves[1] = leaves[1] + 1e-3 * np.abs(leaves[1]).max()
+  check = gpu_checks.compare_runs(
+    "moved", [(member._replace(leaves=leaves), single)], gpu_checks.COHORT
+  )
+  assert not check.passed and "state differs by 0.001" in check.line()
+  stats = [dict(r) for r in member.rows["layer_stats.jsonl"]]
+  stats[0]["selected"] = not stats[0]["selected"]
+  rows = dict(member.rows, **{"layer_stats.jsonl": stats})
+  check = gpu_checks.compare_runs(
+    "flipped", [(member._replace(rows=rows), single)], gpu_checks.COHORT
+  )
+  assert check.line().startswith("FAIL flipped: ") and "selections differ" in check.line()
+
+
+def test_the_suites_nan_check_fails_for_the_summed_gradient_on_a_cpu(monkeypatch):
+  """With the members' summed gradient (the GPU's formulation), which XLA:CPU computes as one
+  masked convolution, the NaN member's gradient reaches the others and the GPU suite's NaN
+  check fails (it passes on a CPU's own program: CI's ``gpu_suite.py --tiny``)."""
+  always_summed = functools.partial(steps_lib.members_value_and_grad, summed=True)
+  monkeypatch.setattr(steps_lib, "members_value_and_grad", lambda *a, **_: always_summed(*a))
+  monkeypatch.setattr(harness, "_COHORT_CHUNKS", {})
+  check = gpu_checks.nan_stays_its_own("resnet8", "float32", 8, 1, 2)
+  assert not check.passed and check.numbers["arrays_differing"] > 0, check.line()
 
 
 def test_a_diverging_member_is_named_and_the_others_finish(trained):
