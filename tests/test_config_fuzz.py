@@ -122,6 +122,7 @@ def even_batch():
 # field: (allowed values, disallowed values), as the README and configs/default.py describe.
 DOMAINS = {
   "model": choice_field(models.MODEL_NAMES),
+  "width": positive_number(),
   "dataset": choice_field(("cifar10", "cifar100")),
   "data_dir": (
     st.one_of(st.none(), words),
@@ -398,6 +399,7 @@ def valid_small_configs(draw):
   for field in FIELDS:
     if field in (
       "model",
+      "width",
       "phases",
       "batch_size",
       "eval_batch_size",

@@ -14,6 +14,7 @@ import sys
 import time
 
 import chex
+import jax
 import orbax.checkpoint as ocp
 import pytest
 import slurm_cluster
@@ -95,15 +96,24 @@ def rows(path):
   return [{k: v for k, v in r.items() if k not in TIMING} for r in jsonl.read_jsonl(path)]
 
 
-def newest_state(workdir):
+def newest_state(workdir, like=None):
+  """The newest checkpoint's step and state; ``like``: a state whose tree and dtypes it is
+  restored into, on this process's first device (a checkpoint saved by several processes
+  names their devices)."""
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    return manager.latest_step(), manager.restore(manager.latest_step())
+    step = manager.latest_step()
+    if like is None:
+      return step, manager.restore(step)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like)
+    return step, manager.restore(step, args=ocp.args.StandardRestore(target))
 
 
 def assert_same_run(a, b):
   for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
     assert rows(os.path.join(a, name)) == rows(os.path.join(b, name)), name
-  (step_a, state_a), (step_b, state_b) = newest_state(a), newest_state(b)
+  step_b, state_b = newest_state(b)
+  step_a, state_a = newest_state(a, like=state_b)
   assert step_a == step_b
   chex.assert_trees_all_equal(state_a, state_b)  # one tree, every array bit for bit
 
@@ -250,6 +260,42 @@ def test_a_job_on_a_lost_node_is_requeued_on_the_other_and_ends_identical(
   log = job_log(job)
   assert "taking over the lock of pid" in log and f"on host {lost} (SLURM job" in log, log
   assert "Resumed from the checkpoint" in log, log
+  assert_same_run(str(workdir), reference)
+
+
+def test_one_run_over_two_nodes_equals_one_process_with_two_devices(
+  slurm, tmp_path, monkeypatch, reference
+):
+  """One process per node (``nodes=2``: srun), JAX's runtime initialised from SLURM's
+  environment (gloo between the two hosts), one CPU device each: the reference's run (one
+  process, two devices). Requeued by the scheduler in epoch 2, both processes checkpoint at
+  the same update and the requeued job resumes."""
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  monkeypatch.setenv("FAULT_CALL_SECONDS", "0.75")  # a window to requeue it in epoch 2
+  workdir = tmp_path / "run"
+  (job,) = cluster.submit(
+    [fault_run(workdir, "--distributed")],
+    str(tmp_path / "jobs" / "%j"),
+    cluster="slurm",
+    time_min=10,
+    gpus=0,
+    nodes=2,
+  )
+  deadline = time.monotonic() + 300
+  while not run_folder.newest_step(str(workdir)):  # epoch 1's checkpoint done: in epoch 2
+    assert time.monotonic() < deadline, f"no checkpoint after 300 s: {job_log(job)}"
+    time.sleep(0.2)
+  subprocess.run(["scontrol", "requeue", job.job_id], check=True)
+  wait_for([job.job_id])
+  record = job_record(job.job_id)
+  print(
+    f"job {job.job_id} on {record['NodeList']}, {record['Restarts']} restart(s)", file=sys.stderr
+  )
+  assert record["NodeList"] == "gnode[1-2]" and int(record["Restarts"]) >= 1
+  log = job_log(job)  # the lead process's (task 0) log: it alone reports
+  assert "devices: [CpuDevice(id=0), CpuDevice(id=2048)]" in log, log  # one per host
+  assert "Resumed from the checkpoint" in log, log
+  assert log.count("epoch 3/3") == 1, log
   assert_same_run(str(workdir), reference)
 
 
