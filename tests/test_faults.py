@@ -15,11 +15,11 @@ import sys
 import time
 from typing import NamedTuple
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from benchmarks import gpu_checks
 from gradamp_jax import jsonl, run_folder
 from gradamp_jax.training import checkpointing, preemption
 from gradamp_jax.training.workdir_lock import WorkdirBusyError, WorkdirLock
@@ -45,35 +45,15 @@ def run(workdir, fault=None, *overrides):
 
 def outputs(workdir):
   """Metrics and layer statistics without timings, and the final state's leaves."""
-  timing = run_folder.TIMING_FIELDS
-  rows = {
-    name: [
-      {k: v for k, v in r.items() if k not in timing}
-      for r in jsonl.read_jsonl(os.path.join(workdir, name))
-    ]
-    for name in ("metrics.jsonl", "layer_stats.jsonl")
-  }
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
     assert manager.latest_step() == 3 * STEPS
-  # Restored onto one device here, whatever devices and processes saved it.
-  path = os.path.join(workdir, "checkpoints", str(3 * STEPS), "default")
-  with ocp.StandardCheckpointer() as checkpointer:
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-      checkpointer.metadata(path).item_metadata,
-    )
-    state = checkpointer.restore(path, target)
-  return rows, jax.tree.leaves(state)
+  return gpu_checks.read_run(workdir, files=("metrics.jsonl", "layer_stats.jsonl"))
 
 
 def assert_same(workdir, reference):
-  rows, leaves = outputs(workdir)
-  want_rows, want_leaves = reference
-  assert rows == want_rows
-  assert len(leaves) == len(want_leaves)
-  for a, b in zip(leaves, want_leaves):
-    np.testing.assert_array_equal(a, b)
+  """Bitwise the same: the GPU suite's resume check (benchmarks/gpu_checks.py)."""
+  problems, _ = gpu_checks.compare(outputs(workdir), reference, gpu_checks.BITWISE)
+  assert not problems, problems
 
 
 @pytest.fixture(scope="module", autouse=True)
