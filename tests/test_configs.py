@@ -154,6 +154,21 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
   )
 
 
+def test_a_cohort_prints_each_members_warnings_once_naming_those_only_some_have(capsys):
+  from gradamp_jax.training import train
+
+  plain, low = quickstart.get_config(), quickstart.get_config()
+  low.amplification.threshold = -0.5  # case 1 with t <= 0: every member's own warning
+  plain.optimizer = low.optimizer = "adamw"  # SGD's rates under AdamW: both members'
+  plain.amplification.where = low.amplification.where = "updates"
+  train._print_warnings([plain, low], ["runs/a/t=1.0", "runs/a/t=-0.5/"])
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 2
+  assert lines[0].startswith("warning: learning rate 0.1 under optimizer='adamw'")  # both
+  (threshold_warning,) = optimizer.config_warnings(low)[1:]
+  assert lines[1] == f"[t=-0.5] {threshold_warning}"
+
+
 def test_the_depth_study_pairs_its_eight_arms_on_five_seeds_on_a_narrow_vgg19():
   from configs import depth
   from gradamp_jax.analysis.labels import family_label

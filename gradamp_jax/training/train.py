@@ -106,6 +106,20 @@ def train_cohort(
   return rows
 
 
+def _print_warnings(configs, workdirs) -> None:
+  """Each member's config warnings, once each; one that not every member has is prefixed
+  with the members that have it."""
+  found = [optimizer.config_warnings(c) for c in configs]
+  for warning in dict.fromkeys(w for ws in found for w in ws):
+    owners = [_member_name(w) for w, ws in zip(workdirs, found) if warning in ws]
+    prefix = "" if len(owners) == len(configs) else f"[{', '.join(owners)}] "
+    print(prefix + warning, file=sys.stderr, flush=True)
+
+
+def _member_name(workdir: str) -> str:
+  return os.path.basename(os.path.normpath(workdir))
+
+
 def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
   """The last epoch a call trains: the schedule's, or ``until_epoch`` if sooner."""
   return num_epochs if until_epoch is None else min(int(until_epoch), num_epochs)
@@ -402,8 +416,8 @@ class Members(NamedTuple):
       stacked = len(configs) > 1 and jax.default_backend() != "cpu"
     groups = _programs(configs, spe, graphdef, txs, states, data, mesh, stacked)
     warn_if_looping_on_cpu(steps_lib.steps_per_dispatch(configs[0]))
-    for warning in optimizer.config_warnings(configs[0]) if jax.process_index() == 0 else ():
-      print(warning, file=sys.stderr, flush=True)
+    if jax.process_index() == 0:
+      _print_warnings(configs, workdirs)
     pool = input_pipeline.to_device(data.pool, mesh)
     return cls(
       list(configs), list(workdirs), data.datasets, spe, ga.num_epochs(configs[0].phases),
@@ -418,7 +432,7 @@ class Members(NamedTuple):
     label = ""
     if len(self.workdirs) > 1:
       info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
-      label = f"[{os.path.basename(os.path.normpath(self.workdirs[k]))}] "
+      label = f"[{_member_name(self.workdirs[k])}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
     options = dict(start_step=start_step, write=jax.process_index() == 0, label=label)
