@@ -528,6 +528,27 @@ def test_measure_agreement_by_hand():
     analysis.measure_agreement(frame, case=4)
 
 
+def test_intelligent_against_matched_random_pairs_by_seed_at_each_threshold():
+  runs = runs_frame(
+    [("intelligent", 1.0, s, test, None) for s, test in ((0, 60.0), (1, 62.0), (2, 61.0))]
+    + [("matched_random", 1.0, s, test, None) for s, test in ((0, 59.0), (1, 61.5), (3, 70.0))]
+    + [("intelligent", 2.0, 0, 58.0, None), ("matched_random", 2.0, 0, 57.0, None)]
+    + [("intelligent", 0.5, 0, 58.0, None), ("none", 0, 0, 50.0, None)]  # no control at 0.5
+  )
+  table = statistics.against_matched(runs)
+  assert table["threshold"].tolist() == [1.0, 2.0] and table["n"].tolist() == [2, 1]
+  # Seeds 0 and 1 only: differences 1.0 and 0.5, mean 0.75, s = 0.3536, t(0.975, 1) = 12.706
+  half = 12.7062047 * np.std([1.0, 0.5], ddof=1) / np.sqrt(2)
+  np.testing.assert_allclose(
+    table.iloc[0][["diff_mean", "diff_ci_low", "diff_ci_high"]].to_numpy(float),
+    [0.75, 0.75 - half, 0.75 + half],
+    rtol=1e-6,
+  )
+  assert table.iloc[1]["diff_mean"] == 1.0 and pd.isna(table.iloc[1]["diff_ci_low"])
+  text = report.matched_table(table)
+  assert "| G′ c1 | 1 | 2 | +0.75 [" in text and "| G′ c1 | 2 | 1 | +1.00 |" in text
+
+
 def test_mean_curves_over_runs(tmp_path):
   for seed, accs in ((0, [0.5, 0.7]), (1, [0.3, 0.5])):
     write_jsonl(str(tmp_path / str(seed) / "metrics.jsonl"), epochs(accs))

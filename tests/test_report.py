@@ -41,6 +41,7 @@ def test_report_writes_every_file(reported):
       "summary.csv",
       "comparison.csv",
       "epoch_times.csv",
+      "matched.csv",
       "report.md",
       f"threshold_{tag}.png",
       f"selected_layers_{tag}.png",
@@ -59,6 +60,16 @@ def test_report_writes_every_file(reported):
   assert "\n12 runs, all finished.\n" in text and "left out of every statistic" not in text
   assert "chosen on: validation" in text and "(n=2)" in text
   assert "Check these groups" not in text
+  matched = pd.read_csv(os.path.join(out, "matched.csv"))  # intelligent at 0.5 against its control
+  assert matched["threshold"].tolist() == [0.5] and matched["n"].tolist() == [2]
+  runs = pd.read_csv(os.path.join(out, "runs.csv")).set_index(["method", "threshold", "seed"])
+  diffs = [
+    runs.loc[("intelligent", 0.5, s), "final_test_accuracy"]
+    - runs.loc[("matched_random", 0.5, s), "final_test_accuracy"]
+    for s in (0, 1)
+  ]
+  assert matched["diff_mean"].iloc[0] == pytest.approx(np.mean(diffs), abs=1e-4)
+  assert "## Intelligent against matched random, paired by seed" in text
 
 
 def test_runs_csv_against_the_run_files(reported):

@@ -214,6 +214,7 @@ def write_report(root: str, out: str, log=print) -> dict:
   os.makedirs(out, exist_ok=True)
   tables = dict(runs=runs, summary=statistics.summarize(runs), comparison=statistics.compare(runs))
   tables["epoch_times"] = statistics.epoch_times(runs)
+  tables["matched"] = statistics.against_matched(runs)
   for name, table in tables.items():
     path = os.path.join(out, f"{name}.csv")
     table.to_csv(path, index=False, float_format="%.6g")
@@ -239,6 +240,20 @@ def runs_sentence(total: int, unfinished: int) -> str:
   return f"{runs}, {total - unfinished} finished. {left_out} left out of every statistic."
 
 
+def matched_table(matched) -> str:
+  """Intelligent − matched random at each threshold (``matched.csv``), as markdown."""
+  rows = [
+    {
+      "family": family_label(row),
+      "threshold": f"{row['threshold']:g}",
+      "n": int(row["n"]),
+      "intelligent − matched [95 % CI]": _diff(row),
+    }
+    for _, row in matched.iterrows()
+  ]
+  return markdown_table(pd.DataFrame(rows))
+
+
 def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
   """``report.md`` of :func:`write_report`'s ``tables`` and figures ``pngs``."""
   runs, comparison = tables["runs"], tables["comparison"]
@@ -254,6 +269,9 @@ def report_markdown(root: str, tables: dict, pngs: list[str]) -> str:
     parts.append("\n".join(f"- {p}" for p in problems))
   parts += ["## Test accuracy (Tables 3–4)", paper_tables(comparison)]
   parts += ["## Differences to the original model, paired by seed", difference_table(comparison)]
+  matched = tables.get("matched")
+  if matched is not None and len(matched):
+    parts += ["## Intelligent against matched random, paired by seed", matched_table(matched)]
   parts += ["## Time per epoch (Tables 1–2)", _TIME_TEXT, time_tables(tables["epoch_times"])]
   if len(unfinished):
     parts += [

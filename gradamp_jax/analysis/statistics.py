@@ -134,6 +134,27 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
   return _sorted(typed_frame(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))))
 
 
+MATCHED_DIFF = ("diff_mean", "diff_ci_low", "diff_ci_high")
+
+
+def against_matched(runs: pd.DataFrame) -> pd.DataFrame:
+  """``matched.csv``: per ``intelligent`` group that has a ``matched_random`` group of the
+  same keys (threshold included), the paired difference intelligent − matched random in
+  final test accuracy over their shared seeds: ``n``, ``diff_mean`` and its 95 % t interval."""
+  done = runs[runs["finished"]]
+  rows = []
+  for keys, group in done[done["method"] == "intelligent"].groupby(
+    list(GROUP_KEYS), dropna=False, sort=False
+  ):
+    key = dict(zip(GROUP_KEYS, keys))
+    control = done[matches(done, dict(key, method="matched_random"))]
+    seeds = set(group["seed"]) & set(control["seed"])
+    if seeds:
+      diff = paired_difference(group, control)
+      rows.append(dict(key, n=len(seeds), **dict(zip(MATCHED_DIFF, diff))))
+  return _sorted(typed_frame(pd.DataFrame(rows, columns=[*GROUP_KEYS, "n", *MATCHED_DIFF])))
+
+
 def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> tuple:
   """:func:`choose_setting` over the keys the family's groups differ in (the threshold
   always, where there is one), at the ``(threshold, by)`` ``intelligent`` chose if it can."""

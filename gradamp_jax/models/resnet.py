@@ -88,12 +88,9 @@ class ResNet(nnx.Module):
   Args:
     block: ``BasicBlock`` or ``Bottleneck``.
     stage_sizes: number of blocks per stage; stage ``i`` is the attribute ``layer{i+1}``.
-    widths: base channel count of each stage; the first is also the stem width.
-      Every stage after the first halves the spatial size in its first block.
-    num_classes: output size of the classifier.
-    width: width multiplier of every stage's channels (:func:`common.scaled`).
-    dtype: computation dtype (parameters and BatchNorm statistics stay float32).
-    rngs: parameter initialisation randomness.
+    widths: base channel count of each stage (times ``width``); the first is also the stem
+      width. Every stage after the first halves the spatial size in its first block.
+    num_classes, width, dtype, rngs: as :func:`gradamp_jax.models.create` takes them.
   """
 
   def __init__(

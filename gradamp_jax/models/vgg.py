@@ -38,11 +38,9 @@ class VGG(nnx.Module):
   """A CIFAR VGG.
 
   Args:
-    stages: output channels of each convolution, one tuple per stage (see ``STAGES``).
-    num_classes: output size of the classifier.
-    width: width multiplier of every convolution's channels (:func:`common.scaled`).
-    dtype: computation dtype (parameters and BatchNorm statistics stay float32).
-    rngs: parameter initialisation randomness.
+    stages: output channels of each convolution, one tuple per stage (see ``STAGES``),
+      each multiplied by ``width`` (:func:`common.scaled`).
+    num_classes, width, dtype, rngs: as :func:`gradamp_jax.models.create` takes them.
   """
 
   def __init__(
