@@ -43,6 +43,27 @@ SWEEP_PARTS = 2
 SWEEP_TIMEOUT_S = 1800
 
 
+def uninterrupted_run() -> str:
+  """The workdir of the uninterrupted fault run (``tests/fault_run.py``, seed 0) that every
+  fault chain must end identical to: trained once per session by the first process that asks
+  (test_faults.py and test_slurm.py run in two workers), the others waiting on its lock."""
+  import fcntl
+
+  folder = os.path.join(SESSION, "uninterrupted")
+  workdir, done = os.path.join(folder, "run"), os.path.join(folder, "done")
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, "lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(done):
+      shutil.rmtree(workdir, ignore_errors=True)
+      command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), workdir]
+      result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+      if result.returncode:
+        raise RuntimeError(f"the uninterrupted run failed: {result.stderr[-3000:]}")
+      open(done, "w").close()
+  return workdir
+
+
 def _start_mock_sweep():
   """Starts tests/mock_sweep.py in two background processes, once per session: the first
   process to create the sweep's folder starts it; each part writes its exit status to

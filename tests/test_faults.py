@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import uninterrupted_run
 
 from benchmarks import gpu_checks
 from gradamp_jax import jsonl, run_folder
@@ -67,12 +68,9 @@ def compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The uninterrupted run (seed 0), the first to fill the module's compilation cache."""
-  workdir = tmp_path_factory.mktemp("uninterrupted")
-  result = run(workdir)
-  assert result.returncode == 0, result.stderr
-  return outputs(workdir)
+def reference():
+  """The uninterrupted run (seed 0, trained once per session: conftest.uninterrupted_run)."""
+  return outputs(uninterrupted_run())
 
 
 def test_compilation_cache_serves_a_second_seed(tmp_path, compilation_cache, reference):

@@ -13,20 +13,18 @@ import subprocess
 import sys
 import time
 
-import chex
-import jax
-import orbax.checkpoint as ocp
 import pytest
 import slurm_cluster
+from conftest import uninterrupted_run
 from test_input_pipeline import _write_folder
 
+from benchmarks import gpu_checks
 from gradamp_jax import jsonl, run_folder
 from gradamp_jax.sweeps import cluster
 from gradamp_jax.sweeps import launcher as sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
-TIMING = run_folder.TIMING_FIELDS
 OPTIONS = ["--partition", slurm_cluster.PARTITION, "--gpus", "0", "--cpus", "1", "--time_min", "10"]
 
 
@@ -92,30 +90,13 @@ def run_sweep(root, mode, images, grid, *extra):
   )
 
 
-def rows(path):
-  return [{k: v for k, v in r.items() if k not in TIMING} for r in jsonl.read_jsonl(path)]
-
-
-def newest_state(workdir, like=None):
-  """The newest checkpoint's step and state; ``like``: a state whose tree and dtypes it is
-  restored into, on this process's first device (a checkpoint saved by several processes
-  names their devices)."""
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    step = manager.latest_step()
-    if like is None:
-      return step, manager.restore(step)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like)
-    return step, manager.restore(step, args=ocp.args.StandardRestore(target))
-
-
 def assert_same_run(a, b):
-  for name in ("metrics.jsonl", "layer_stats.jsonl", "directionality.jsonl"):
-    assert rows(os.path.join(a, name)) == rows(os.path.join(b, name)), name
-  step_b, state_b = newest_state(b)
-  step_a, state_a = newest_state(a, like=state_b)
-  assert step_a == step_b
-  chex.assert_trees_all_equal(state_a, state_b)  # one tree, every array bit for bit
+  """Bitwise the same run (rows less timings, the newest checkpoint restored onto one device
+  whatever devices and processes saved it): the GPU suite's comparison."""
+  problems, _ = gpu_checks.compare(
+    gpu_checks.read_run(a), gpu_checks.read_run(b), gpu_checks.BITWISE
+  )
+  assert not problems, problems
 
 
 def job_record(job_id) -> dict:
@@ -178,28 +159,20 @@ def fault_run(workdir, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted fault-run, here."""
-  workdir = str(tmp_path_factory.mktemp("reference") / "run")
-  subprocess.run(fault_run(workdir).split(), check=True, capture_output=True)
-  return workdir
+def reference():
+  """The uninterrupted fault-run (trained once per session: conftest.uninterrupted_run)."""
+  return uninterrupted_run()
 
 
 def job_log(job):
   return job.stdout() + job.stderr()
 
 
-@pytest.mark.parametrize(
-  "preempt",
-  [
-    ["scancel", "--signal=USR2"],  # what the pre-timeout signal does
-    ["scontrol", "requeue"],  # the scheduler preempts and requeues
-  ],
-  ids=["scancel-signal", "scontrol-requeue"],
-)
 def test_job_preempted_by_the_scheduler_is_requeued_and_ends_identical(
-  slurm, tmp_path, monkeypatch, reference, preempt
+  slurm, tmp_path, monkeypatch, reference
 ):
+  """SLURM's pre-timeout signal (``scancel --signal=USR2``); a preemption by the scheduler
+  (``scontrol requeue``) is the two-node run's below."""
   monkeypatch.setenv("FAULT_CALL_SECONDS", "0.75")  # 9 calls: a 4.5 s window for the signal
   workdir = tmp_path / "run"
   (job,) = cluster.submit(
@@ -210,7 +183,7 @@ def test_job_preempted_by_the_scheduler_is_requeued_and_ends_identical(
   while not (metrics.exists() and jsonl.read_jsonl(metrics)):  # epoch 1 done: in epoch 2
     assert time.monotonic() < deadline, f"epoch 1 not done after 300 s: {job_log(job)}"
     time.sleep(0.2)
-  subprocess.run([*preempt, job.job_id], check=True)
+  subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
   wait_for([job.job_id])
   log = job_log(job)
   assert "requeueing" in log or "received SIGTERM" in log, log
