@@ -423,3 +423,21 @@ def test_bad_batch_arguments():
     ip.to_device_batches(split, 0)
   with pytest.raises(ValueError, match="mean and std"):
     ip.normalize_images(split.images, (0.5, 0.5), STD)
+
+
+def test_an_image_folder_is_trained_on_without_tensorflow_datasets(tmp_path):
+  """The training program and an image folder need no TFDS (a GPU image may lack it)."""
+  import subprocess
+  import sys
+
+  _write_folder(tmp_path, {"train": {"ant": 2, "bee": 2}, "test": {"ant": 1, "bee": 1}})
+  code = (
+    "import sys; sys.modules['tensorflow_datasets'] = None\n"  # importing it would fail
+    "from gradamp_jax import input_pipeline\n"
+    "import gradamp_jax.training.train, gradamp_jax.main\n"
+    f"d = input_pipeline.load(image_folder={str(tmp_path)!r})\n"
+    "print(len(d.train.labels), len(d.test.labels))\n"
+  )
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split() == ["4", "2"]

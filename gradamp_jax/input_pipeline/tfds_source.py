@@ -8,7 +8,6 @@ import threading
 import urllib.parse
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 
 from gradamp_jax.input_pipeline.image_folder import LAYOUT
@@ -25,6 +24,8 @@ def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
       f"dataset must be one of {', '.join(DATASETS)} (or pass --config.image_folder=PATH), "
       f"got {dataset!r}"
     )
+  import tensorflow_datasets as tfds  # here: an image folder is read without it
+
   # tfds.data_source needs random access, i.e. the array_record format.
   with _tfds_warnings_quiet():  # e.g. of a data folder not prepared: said below, once
     builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
