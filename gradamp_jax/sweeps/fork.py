@@ -86,10 +86,8 @@ def _recorded(recorded: dict, names: list, measures, epoch: int) -> dict:
     raise ValueError(
       f"directionality of epoch {epoch} does not record measure(s) {', '.join(unrecorded)}"
     )
-  nan_for_none = lambda v: np.nan if v is None else v
-  return {
-    m: jnp.asarray([nan_for_none(recorded[n][m]) for n in names], jnp.float32) for m in measures
-  }
+  values = {m: np.array([recorded[n][m] for n in names], float) for m in measures}  # None: NaN
+  return {m: jnp.asarray(v, jnp.float32) for m, v in values.items()}
 
 
 def selection_key(selection, where: str) -> tuple:

@@ -32,30 +32,18 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   amp = config.amplification
   rule = dict(rule or {})
   track = tuple(config.tracked_measures) if config.track_directionality else False
-  common = dict(
-    reselect_every=amp.reselect_every or None,
-    seed=config.seed,
-    eligible=amp.eligible,
-    action=amp.action,
-    action_params=action_params(amp) | {k: v for k, v in rule.items() if k != "threshold"},
-  )
   if amp.method == "none" and not track:
     return None
+  params = action_params(amp) | {k: v for k, v in rule.items() if k != "threshold"}
+  common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, action=amp.action)
+  common.update(eligible=amp.eligible, action_params=params, track_directionality=track)
   if amp.method in ga.amplification.MEASURED_METHODS:
-    return ga.intelligent_amplification(
-      config.phases,
-      steps_per_epoch,
-      measure=amp.measure,
-      case=amp.case,
-      threshold=rule.get("threshold", amp.threshold),
-      track_directionality=track,
-      control="matched_random" if amp.method == "matched_random" else None,
-      **common,
-    )
+    control = "matched_random" if amp.method == "matched_random" else None
+    threshold = rule.get("threshold", amp.threshold)
+    by = dict(measure=amp.measure, case=amp.case, threshold=threshold, control=control)
+    return ga.intelligent_amplification(config.phases, steps_per_epoch, **by, **common)
   ratio = {"none": 0.0, "all": 1.0}.get(amp.method, amp.ratio)
-  return ga.random_amplification(
-    config.phases, steps_per_epoch, ratio=ratio, track_directionality=track, **common
-  )
+  return ga.random_amplification(config.phases, steps_per_epoch, ratio=ratio, **common)
 
 
 def selects_by_threshold(amp) -> bool:
@@ -80,12 +68,8 @@ def create_base_optimizer(config, steps_per_epoch: int) -> optax.GradientTransfo
   if name == "lamb":
     return optax.lamb(learning_rate, weight_decay=decay, **adam)
   if name == "lars":
-    return optax.lars(
-      learning_rate,
-      weight_decay=decay,
-      trust_coefficient=config.lars_trust_coefficient,
-      momentum=config.momentum,
-    )
+    lars = dict(trust_coefficient=config.lars_trust_coefficient, momentum=config.momentum)
+    return optax.lars(learning_rate, weight_decay=decay, **lars)
   parts = [optax.add_decayed_weights(decay)] if decay else []
   return optax.chain(*parts, optax.sgd(learning_rate, momentum=config.momentum or None))
 

@@ -124,10 +124,8 @@ def layer_stat_rows(config, opt_state, params) -> list[dict]:
   rows = []
   for r in ga.selection_report(opt_state, params):
     row = {key: r[key] for key in ("epoch", "step", "layer")}
-    row.update(measure=None, value=None, normalized=None)
-    if measured:
-      row.update(measure=amp.measure, value=finite_or_none(r["value"]))
-      row["normalized"] = finite_or_none(r["normalized"])
+    row["measure"] = amp.measure if measured else None
+    row.update({k: finite_or_none(r[k]) if measured else None for k in ("value", "normalized")})
     row.update({key: r[key] for key in ("selected", "scale", "factor", "eligible")})
     row.update(method=amp.method, action=amp.action)
     if amp.method == "matched_random":
@@ -285,9 +283,8 @@ def write_fork(
 ) -> None:
   """A forked run's files: the parent's rows up to the fork and ``run.json``, its own
   selections, config and ``fork.json``; a stale ``partial_epoch.json`` is removed."""
-  for name, rows in zip(
-    (METRICS, DIRECTIONALITY, LAYER_STATS), (metrics, directionality, layer_stats)
-  ):
+  files = {METRICS: metrics, DIRECTIONALITY: directionality, LAYER_STATS: layer_stats}
+  for name, rows in files.items():
     run_folder.rows_writer(workdir, name).write(rows)
   partial = run_folder.path(workdir, run_folder.PARTIAL_EPOCH)
   if os.path.exists(partial):

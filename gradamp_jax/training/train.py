@@ -182,7 +182,10 @@ def _train(members: Members, until_epoch: int | None) -> list[dict]:
     ]
     start_step, states, carried = _restore(members, checkpoints)
     if start_step:
-      print(_resumed(workdirs, start_step, spe), flush=True)
+      who = "every member from its checkpoint" if len(workdirs) > 1 else "from the checkpoint"
+      where = "" if len(workdirs) > 1 else f" in {workdirs[0]}"
+      at = f"at update {start_step} (epoch {start_step / spe:.4g})"
+      print(f"Resumed {who} {at}{where}", flush=True)
     if start_step >= last * spe:
       for w in workdirs:
         _print_nothing_to_do(w, start_step // spe, members.num_epochs, last)
@@ -190,12 +193,6 @@ def _train(members: Members, until_epoch: int | None) -> list[dict]:
     records = [members.open_outputs(k, s, start_step) for k, s in enumerate(states)]
     exits.callback(lambda: [r.close() for r in records])
     return _epochs(members, states, carried, start_step, last, checkpoints, records)
-
-
-def _resumed(workdirs: list, step: int, spe: int) -> str:
-  if len(workdirs) > 1:
-    return f"Resumed every member from its checkpoint at update {step} (epoch {step / spe:.4g})"
-  return f"Resumed from the checkpoint at update {step} (epoch {step / spe:.4g}) in {workdirs[0]}"
 
 
 def _restore(members: Members, checkpoints: list) -> tuple[int, list, list]:
@@ -460,17 +457,14 @@ class Members(NamedTuple):
     for k, metrics in enumerate(carried):
       for name, values in (metrics or {}).items():
         history[name][k, : len(values)] = values
+    histories = [
+      g.put_history({n: v[list(g.members)] for n, v in history.items()}) for g in self.groups
+    ]
+    steps = dict(epoch=epoch, start=start, steps=self.steps_per_epoch, stop=stop)
+    steps["chunk"] = steps_lib.steps_per_dispatch(self.configs[0])
+    steps["batch_size"] = self.configs[0].batch_size * len(self.workdirs)
     group_states, histories, done = train_epoch(
-      self.groups,
-      group_states,
-      self.train_data,
-      [g.put_history({n: v[list(g.members)] for n, v in history.items()}) for g in self.groups],
-      epoch=epoch,
-      start=start,
-      steps=self.steps_per_epoch,
-      chunk=steps_lib.steps_per_dispatch(self.configs[0]),
-      batch_size=self.configs[0].batch_size * len(self.workdirs),
-      stop=stop,
+      self.groups, group_states, self.train_data, histories, **steps
     )
     metrics = [None] * len(self.workdirs)
     for g, group_history in zip(self.groups, jax.device_get(histories)):
