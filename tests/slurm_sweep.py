@@ -1,7 +1,8 @@
 """A two-run sweep small enough for the SLURM tests (``launch/sweep.py --config`` this file).
 
 ResNet-8 on a tiny image folder (``--config.image_folder=...``), 3 epochs of the fault-run
-schedule; ``grid=seeds``: one intelligent run per seed 0 and 1 (two trees when branched);
+schedule; ``grid=seeds``: one intelligent run per seed 0 .. ``seeds`` - 1 (default 2; a tree
+each when branched);
 ``grid=rules``: thresholds 0.5 and 1.0 at seed 0 (one tree).
 """
 
@@ -22,7 +23,7 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
-  args = parse_arg(arg, grid="seeds")
+  args = parse_arg(arg, grid="seeds", seeds=2)
   if args["grid"] == "seeds":
-    return [dict(seed=0), dict(seed=1)]
+    return [dict(seed=seed) for seed in range(args["seeds"])]
   return [dict(threshold=0.5), dict(threshold=1.0)]

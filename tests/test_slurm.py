@@ -115,41 +115,41 @@ def with_option(options, name, value):
 
 @pytest.mark.parametrize(
   "grid, extra",
-  [("seeds", []), ("rules", ["--branch", "--cohort", "2"])],
-  ids=["seeds-two-nodes", "rules-branch-cohort"],
+  [("seeds,seeds=4", ["--cohort", "2"]), ("rules", ["--branch", "--cohort", "2"])],
+  ids=["seeds-two-cohorts-two-nodes", "rules-branch-cohort"],
 )
 def test_sweep_through_slurm_equals_the_local_sweep(
   slurm, images, tmp_path, monkeypatch, grid, extra
 ):
-  """Two seeds as two jobs of 2 CPUs each, one per node; and a branched tree of two
-  thresholds whose members part after the trunk and train their last segment as one
-  cohort (one job)."""
+  """Four seeds as two cohorts of two, two jobs of 2 CPUs each: one per node; and a branched
+  tree of two thresholds whose members part after the trunk and train their last segment as
+  one cohort (one job)."""
   monkeypatch.chdir(ROOT)
+  branched = "--branch" in extra
   # Here first: the jobs then load its programs from the session's compilation cache.
   run_sweep(tmp_path / "local", "local", images, grid, *extra)
-  options = with_option(OPTIONS, "--cpus", "2") if not extra else OPTIONS  # a node each
+  options = OPTIONS if branched else with_option(OPTIONS, "--cpus", "2")  # a node each
   jobs = run_sweep(tmp_path / "slurm", "slurm", images, grid, *extra, *options)
   job_ids = [j.job_id for j in jobs]
-  assert len(job_ids) == (1 if extra else 2)  # branched: one tree, its cohort in one job
+  assert len(job_ids) == (1 if branched else 2)  # a job per cohort; branched: one tree
   with open(tmp_path / "slurm" / "sweep.json") as f:
     record = json.load(f)
-  if extra:
-    assert record["tree_jobs"] == job_ids
+  assert record["tree_jobs" if branched else "cohort_jobs"] == job_ids
   wait_for(job_ids)
   assert [job.result() for job in jobs] == [0] * len(jobs)  # the jobs' training commands
   nodes = [job_record(j)["BatchHost"] for j in job_ids]
   print(f"jobs {job_ids} ran on {nodes}", file=sys.stderr)
-  if not extra:
+  if not branched:
     assert sorted(nodes) == sorted(slurm_cluster.NODES)  # spread over both hosts
   workdirs = [
     os.path.join(tmp_path, "slurm", os.path.basename(r["workdir"])) for r in record["runs"]
   ]
+  assert len(workdirs) == (2 if branched else 4)
   for workdir in workdirs:
     assert_same_run(workdir, workdir.replace(str(tmp_path / "slurm"), str(tmp_path / "local")))
-  if "--branch" in extra:
-    for workdir in workdirs:
-      info = run_folder.read_json(workdir, run_folder.RUN_INFO)
-      assert info["cohort"]["size"] == 2 and sorted(info["cohort"]["members"]) == sorted(workdirs)
+    cohort = run_folder.read_json(workdir, run_folder.RUN_INFO)["cohort"]
+    assert cohort["size"] == 2 and workdir in cohort["members"]
+  if branched:
     tree = run_folder.read_json(tmp_path / "local", run_folder.SWEEP)["branch"]["tree"]
     assert tree[0] == dict(member=record["runs"][0]["name"], trained=[1, 2])  # the trunk
 
