@@ -26,6 +26,7 @@ os.environ.setdefault("GRADAMP_JAX_CACHE", os.path.join(SESSION, "gradamp_cache"
 # same program. Its key holds the program, the XLA flags and the backend, so it serves only
 # identical compilations.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(SESSION, "jax_cache"))
+COMPILATION_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -46,7 +47,8 @@ SWEEP_TIMEOUT_S = 1800
 def uninterrupted_run() -> str:
   """The workdir of the uninterrupted fault run (``tests/fault_run.py``, seed 0) that every
   fault chain must end identical to: trained once per session by the first process that asks
-  (test_faults.py and test_slurm.py run in two workers), the others waiting on its lock."""
+  (test_faults.py and test_slurm.py run in two workers), the others waiting on its lock; its
+  programs go to the session's compilation cache."""
   import fcntl
 
   folder = os.path.join(SESSION, "uninterrupted")
@@ -57,7 +59,10 @@ def uninterrupted_run() -> str:
     if not os.path.exists(done):
       shutil.rmtree(workdir, ignore_errors=True)
       command = [sys.executable, os.path.join(ROOT, "tests", "fault_run.py"), workdir]
-      result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE)
+      result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env
+      )
       if result.returncode:
         raise RuntimeError(f"the uninterrupted run failed: {result.stderr[-3000:]}")
       open(done, "w").close()

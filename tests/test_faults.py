@@ -57,30 +57,23 @@ def assert_same(workdir, reference):
   assert not problems, problems
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """This module's own persistent compilation cache, for its training subprocesses: they run
-  one at a time in one worker, so a test can see what a run adds to it."""
-  path = tmp_path_factory.mktemp("compilation_cache")
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv("JAX_COMPILATION_CACHE_DIR", str(path))
-    yield path
-
-
 @pytest.fixture(scope="module")
 def reference():
   """The uninterrupted run (seed 0, trained once per session: conftest.uninterrupted_run)."""
   return outputs(uninterrupted_run())
 
 
-def test_compilation_cache_serves_a_second_seed(tmp_path, compilation_cache, reference):
+def test_compilation_cache_serves_a_second_seed(tmp_path, monkeypatch):
   """With $JAX_COMPILATION_CACHE_DIR (README), a run that differs only in seed compiles
-  nothing new: every program it needs is already in the persistent cache."""
-  del reference  # seed 0 has run
-  before = sorted(os.listdir(compilation_cache))
+  nothing new: every program it needs is already in the persistent cache (a cache of the
+  test's own, so that nothing else adds to it meanwhile)."""
+  cache = tmp_path / "cache"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+  assert run(tmp_path / "seed0").returncode == 0
+  before = sorted(os.listdir(cache))
   result = run(tmp_path / "seed1", None, "--config.seed=1")
   assert result.returncode == 0, result.stderr
-  assert before and sorted(os.listdir(compilation_cache)) == before
+  assert before and sorted(os.listdir(cache)) == before
 
 
 # Kill points of the chain, each run resuming where the previous one was killed.
