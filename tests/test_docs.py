@@ -355,3 +355,17 @@ def test_readme_code_runs_as_written_on_a_tiny_model():
   for start, (_, lr, _, _) in zip(starts, sgd_phases):
     assert float(space["schedule"](start * spe)) == pytest.approx(lr * scale)
   assert [p[::2] for p in space["adam_phases"]] == [p[::2] for p in sgd_phases]
+
+
+def test_the_depth_study_status_matches_its_run_folders():
+  """docs/depth.md's count of finished runs and the accuracies it quotes come from
+  results/depth-study (no comparison is quoted before every arm has finished)."""
+  from gradamp_jax import analysis
+
+  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
+  status = flat(next(p for p in read("docs/depth.md").split("\n\n") if p.startswith("**Status")))
+  finished = runs[runs["finished"]]
+  assert f"of the study's 40 runs, {len(finished)} have finished" in status
+  for method, group in finished.groupby("method"):
+    quoted = ", ".join(f"{a:.2f}" for a in group.sort_values("seed")["final_test_accuracy"])
+    assert f"`{method}` on seeds" in status and quoted in status, method
