@@ -154,6 +154,15 @@ def test_the_actions_study_grid_pairs_every_arm_on_seeds_3_to_5_in_one_layout():
   )
 
 
+def test_none_with_any_action_validates_and_selects_nothing():
+  """``none`` selects no layer, so the action it names never acts (a sweep's shared action
+  may reach its ``none`` arm): the transform is the default's."""
+  config = quickstart.get_config("optimizer=adamw")
+  config.amplification.update(method="none", action="scale_by_zscore")
+  config_fields.validate_config(config)
+  assert optimizer.create_amplification(config, 10) is not None  # tracked: one layout
+
+
 def test_a_cohort_prints_each_members_warnings_once_naming_those_only_some_have(capsys):
   from gradamp_jax.training import train
 
