@@ -109,6 +109,13 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_dispatch=None,
     steps_per_epoch=10_000,
     per_dispatch=per_dispatch or steps,
   )
+  compile_seconds, best = _timed(trainer, steps, repeats, ready)
+  return compile_seconds, steps * batch_size / best
+
+
+def _timed(trainer, steps, repeats, ready=None):
+  """Seconds of ``trainer``'s first (compiling) call, and its best of ``repeats`` calls of
+  ``steps`` steps; ``ready``: a file to create, then wait for ``ready.go``, before timing."""
   start = time.perf_counter()
   trainer.run(0, 1)
   trainer.wait()
@@ -123,7 +130,7 @@ def step_throughput(model, dtype, batch_size, steps, repeats, per_dispatch=None,
     trainer.run(0, steps)
     trainer.wait()
     best = min(best, time.perf_counter() - start)
-  return compile_seconds, steps * batch_size / best
+  return compile_seconds, best
 
 
 def epoch_time(model, dtype, batch_size, sizes, image_folder):
@@ -148,16 +155,7 @@ def cohort_throughput(model, dtype, batch_size, steps, repeats, members):
   """Compile seconds and best aggregate images/s of a cohort of ``members`` runs (the
   training program's cohort chunk, ``steps`` steps per call), as :func:`step_throughput`."""
   trainer = gpu_checks.cohort_trainer(model, dtype, batch_size, steps, members)
-  start = time.perf_counter()
-  trainer.run(0, 1)
-  trainer.wait()
-  compile_seconds = time.perf_counter() - start
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    trainer.run(0, steps)
-    trainer.wait()
-    best = min(best, time.perf_counter() - start)
+  compile_seconds, best = _timed(trainer, steps, repeats)
   return compile_seconds, members * steps * batch_size / best
 
 
