@@ -521,28 +521,12 @@ def _programs(configs, spe, graphdef, txs, states, data, mesh, stacked: bool) ->
   return groups
 
 
-class _Progress:
-  """A progress bar over an epoch's steps on a terminal, advanced per chunk; else nothing."""
-
-  def __init__(self, epoch: int, start: int, steps: int, batch_size: int):
-    self.bar = None
-    if sys.stderr.isatty():
-      from tqdm import tqdm
-
-      self.bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False, unit="step")
-    self.batch_size, self.begin, self.done = batch_size, time.perf_counter(), 0
-
-  def update(self, steps: int, losses: list) -> None:
-    loss = float(np.mean([float(x) for x in losses]))  # waits for the chunk that computed it
-    if self.bar is not None:
-      self.done += steps
-      rate = self.done * self.batch_size / (time.perf_counter() - self.begin)
-      self.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", refresh=False)
-      self.bar.update(steps)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
+def _advance(bar, steps: int, losses: list, start: int, begin: float, batch_size: int) -> None:
+  """Waits for a chunk (its loss) and advances the progress ``bar`` by its ``steps``."""
+  loss = float(np.mean([float(x) for x in losses]))
+  rate = (bar.n + steps - start) * batch_size / (time.perf_counter() - begin)
+  bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.0f}", refresh=False)
+  bar.update(steps)
 
 
 def chunk_bounds(start: int, stop: int, size: int) -> list[tuple[int, int]]:
@@ -570,11 +554,14 @@ def train_epoch(
   Returns:
     The new states, the histories and the number of steps of the epoch done.
   """
+  from tqdm import tqdm
+
   states, histories = list(states), list(histories)
   plans = [g.epoch_plan(epoch) for g in groups]
-  progress = _Progress(epoch, start, steps, batch_size)
-  done, pending = start, None
-  try:
+  quiet = not sys.stderr.isatty()
+  bar = tqdm(total=steps, initial=start, desc=f"epoch {epoch}", leave=False, disable=quiet)
+  done, pending, timing = start, None, (start, time.perf_counter(), batch_size)
+  with bar:
     for a, b in chunk_bounds(start, steps, chunk):
       losses = []
       for i, group in enumerate(groups):
@@ -583,12 +570,10 @@ def train_epoch(
         )
         losses.append(loss)
       if pending is not None:
-        progress.update(*pending)  # waits for the previous chunk
+        _advance(bar, *pending, *timing)  # waits for the previous chunk
       pending, done = (b - a, losses), b
       if stop is not None and done < steps and stop():
         break
     if pending is not None:
-      progress.update(*pending)
-  finally:
-    progress.close()
+      _advance(bar, *pending, *timing)
   return states, histories, done
