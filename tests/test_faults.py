@@ -405,13 +405,13 @@ def test_a_later_run_of_the_holders_slurm_job_breaks_its_lock(lost_host_lock, mo
     (dict(host="far", pid=1), None, False),  # another host, no scheduler to ask
     (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "RUNNING", False),
     (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "COMPLETING", False),
-    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "unknown", False),
+    (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "cannot tell", False),  # raises
     (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), "PENDING", True),  # requeued
     (dict(host="far", pid=1, slurm_job="5", slurm_restart=0), None, True),  # no longer listed
   ],
 )
 def test_a_held_lock_is_gone_only_when_its_holder_is_known_gone(holder, state, gone):
-  from gradamp_jax.training.workdir_lock import holder_gone
+  from gradamp_jax.training.workdir_lock import JobStateUnknown, holder_gone
 
   holder = dict(holder)
   if holder["host"] == "here":
@@ -421,7 +421,14 @@ def test_a_held_lock_is_gone_only_when_its_holder_is_known_gone(holder, state, g
     holder.update(host="node-a", pid=int(dead.stdout) if holder.pop("dead", False) else os.getpid())
   me = dict(host="node-a", pid=os.getpid(), slurm_job="9", slurm_restart=0)
   asked = []
-  result = holder_gone(holder, me, job_state=lambda job: asked.append(job) or state)
+
+  def job_state(job):
+    asked.append(job)
+    if state == "cannot tell":  # the scheduler could not be asked
+      raise JobStateUnknown("squeue: timed out")
+    return state
+
+  result = holder_gone(holder, me, job_state=job_state)
   assert result is gone
   assert asked == (["5"] if "slurm_job" in holder else [])
 

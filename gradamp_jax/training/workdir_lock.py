@@ -119,9 +119,9 @@ def holder_record() -> dict:
 
 
 def holder_gone(holder: dict | None, me: dict, job_state=None) -> bool:
-  """Whether the ``holder`` of a held lock is known to be gone (its lock left by a lost
-  host); ``job_state(job)`` is the scheduler's state of a SLURM job, ``None`` when it no
-  longer lists it (``squeue`` by default)."""
+  """Whether the ``holder`` of a held lock is known to be gone (its lock left by a lost host);
+  ``job_state(job)``: a SLURM job's state (``squeue``'s by default), ``None`` when no longer
+  listed; it raises :class:`JobStateUnknown` when it cannot tell, and the lock is kept."""
   if not holder or holder.get("pid") == "?":
     return False
   if holder.get("host") == me["host"]:
@@ -131,26 +131,31 @@ def holder_gone(holder: dict | None, me: dict, job_state=None) -> bool:
     return False  # another host, no scheduler to ask: only its owner can tell
   if job == me.get("slurm_job"):
     return holder.get("slurm_restart", 0) < me["slurm_restart"]  # an earlier run of this job
-  state = (job_state or squeue_state)(job)
-  return state not in RUNNING_STATES
+  try:
+    return (job_state or squeue_state)(job) not in RUNNING_STATES
+  except JobStateUnknown:
+    return False  # cannot tell: the lock is kept
 
 
-# The job states in which a SLURM job's processes may still run ("unknown": the scheduler
-# could not be asked).
-RUNNING_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "unknown")
+# The job states in which a SLURM job's processes may still run.
+RUNNING_STATES = ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING")
+
+
+class JobStateUnknown(Exception):
+  """The scheduler could not be asked for a job's state."""
 
 
 def squeue_state(job: str) -> str | None:
   """SLURM's state of ``job`` (``RUNNING``, ``PENDING``, …), None when it no longer lists
-  it, ``unknown`` when the scheduler cannot be asked."""
+  it; raises :class:`JobStateUnknown` when the scheduler cannot be asked."""
   try:
     done = subprocess.run(
       ["squeue", "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=30
     )
-  except (OSError, subprocess.TimeoutExpired):
-    return "unknown"
+  except (OSError, subprocess.TimeoutExpired) as e:
+    raise JobStateUnknown(f"squeue: {e}") from None
   if done.returncode and "Invalid job id" not in done.stderr:
-    return "unknown"
+    raise JobStateUnknown(f"squeue: {done.stderr.strip()}")
   return done.stdout.strip() or None
 
 
@@ -160,7 +165,7 @@ def _pid_alive(pid) -> bool:
   except ProcessLookupError:
     return False
   except (PermissionError, ValueError, TypeError):
-    return True
+    pass
   return True
 
 
