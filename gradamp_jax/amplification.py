@@ -149,10 +149,8 @@ def _measure_rule(measure: str, case: int, threshold, control: Optional[str]) ->
     values = state.directionality.values[measure]  # the analysed epoch's
     normalized = measures.normalize(values, state.eligible)
     chosen = measures.select_layers(normalized, state.eligible, case=case, threshold=threshold)
-    if control == "matched_random":
-      drawn = measures.random_subset(key, state.eligible, jnp.sum(chosen))
-      return drawn, chosen, values, normalized
-    return chosen, chosen, values, normalized
+    drawn = measures.random_subset(key, state.eligible, jnp.sum(chosen)) if control else chosen
+    return drawn, chosen, values, normalized
 
   return _Rule(choose, measure, wait_first_epoch=True)
 
@@ -173,15 +171,6 @@ def _random_rule(ratio: float, wait_first_epoch: bool) -> _Rule:
   return _Rule(choose, None, wait_first_epoch)
 
 
-def _checked_action(action: str, action_params, rule: _Rule) -> tuple[str, dict]:
-  if rule.measure is None and actions_lib.check_action(action).uses_measure:
-    raise ValueError(
-      f"action {action!r} reads the normalized measure, which a random selection has not; "
-      "select by a measure (intelligent_amplification)"
-    )
-  return action, actions_lib.check_params(action, action_params)
-
-
 def _tracked(track_directionality, measure: Optional[str]) -> tuple[str, ...]:
   """Measures kept in the state: those tracked every epoch plus the rule's own."""
   if isinstance(track_directionality, str):
@@ -196,13 +185,18 @@ def _tracked(track_directionality, measure: Optional[str]) -> tuple[str, ...]:
 
 
 def _amplification(
-  phases, steps_per_epoch, rule: _Rule, track_directionality, reselect_every, seed, eligible, action
+  rule, phases, steps_per_epoch, reselect_every, seed, eligible, track_directionality, action
 ) -> optax.GradientTransformation:
+  name, params = action
+  if rule.measure is None and actions_lib.check_action(name).uses_measure:
+    raise ValueError(
+      f"action {name!r} reads the normalized measure, which a random selection has not; "
+      "select by a measure (intelligent_amplification)"
+    )
+  action = name, actions_lib.check_params(name, params)
   tracked = _tracked(track_directionality, rule.measure)
-  every_epoch = bool(track_directionality)
   tables = _schedule_tables(phases, reselect_every, rule.wait_first_epoch)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
-  last_epoch = len(tables.phase) - 1
 
   def init_fn(params):
     return _init_state(params, tracked=tracked, eligible=eligible, seed=seed)
@@ -210,33 +204,26 @@ def _amplification(
   def update_fn(updates, state, params=None):
     del params
     index = layers_lib.layer_index(updates)  # eligibility is in the state
-    leaves, treedef = jax.tree.flatten(updates)
+    leaves = jax.tree.leaves(updates)
     layers_lib.check_leaves_match(index, leaves)
-    epoch = jnp.minimum(state.count // steps_per_epoch, last_epoch)  # 0-based
-    first_step = state.count % steps_per_epoch == 0
+    epoch = jnp.minimum(state.count // steps_per_epoch, len(tables.phase) - 1)  # 0-based
     phase = jnp.asarray(tables.phase)[epoch]
-
-    do_select = first_step & jnp.asarray(tables.select_at_start)[epoch]
+    do_select = (state.count % steps_per_epoch == 0) & jnp.asarray(tables.select_at_start)[epoch]
     # Element-wise selects, not a conditional (which would copy each output on a GPU).
-    factor = jnp.asarray(tables.factor)[epoch]
-    chosen = _select(state, rule.choose, action, phase, epoch, factor)
+    chosen = _select(state, rule.choose, action, phase, epoch, jnp.asarray(tables.factor)[epoch])
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
-
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
-    active = (state.selection_phase >= 0) & (state.selection_phase == phase)
-    state = state._replace(active=active)
-    scaled = _scale_leaves(leaves, index, applied_scale(state))
+    state = state._replace(active=(state.selection_phase >= 0) & (state.selection_phase == phase))
+    scaled = _scaled(updates, applied_scale(state))
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
     if tracked:
-      gate = True if every_epoch else jnp.asarray(tables.window)[epoch]
+      gate = True if track_directionality else jnp.asarray(tables.window)[epoch]
       stats = directionality_lib.update_state(
         stats, leaves, index, steps_per_epoch=steps_per_epoch, gate=gate
       )
-
-    state = state._replace(count=state.count + 1, directionality=stats)
-    return treedef.unflatten(scaled), state
+    return scaled, state._replace(count=state.count + 1, directionality=stats)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -291,12 +278,12 @@ def applied_scale(state: AmplificationState) -> jax.Array:
   return jnp.where(state.active, state.scale, 1.0)
 
 
-def _scale_leaves(leaves, index, scale) -> list:
-  # In float32, so that low-precision leaves do not round the factor.
-  return [
-    (x * scale[layer].astype(jnp.promote_types(x.dtype, jnp.float32))).astype(x.dtype)
-    for x, layer in zip(leaves, index.leaf_layer)
-  ]
+def _scaled(tree, scale):
+  """``tree`` with each layer's leaves times its ``scale``, in float32 (no rounded factor)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  each = zip(leaves, layers_lib.layer_index(tree).leaf_layer)
+  wide = lambda x: jnp.promote_types(x.dtype, jnp.float32)
+  return treedef.unflatten([(x * scale[i].astype(wide(x))).astype(x.dtype) for x, i in each])
 
 
 class AmplifiedOptimizerState(NamedTuple):
@@ -341,9 +328,7 @@ def amplify(
     inputs = scaled if where == "gradients" else grads
     updates, opt_state = optimizer.update(inputs, state.optimizer, params, **extra_args)
     if where == "updates":
-      index = layers_lib.layer_index(updates)
-      leaves, treedef = jax.tree.flatten(updates)
-      updates = treedef.unflatten(_scale_leaves(leaves, index, applied_scale(amp_state)))
+      updates = _scaled(updates, applied_scale(amp_state))
     return updates, AmplifiedOptimizerState(amp_state, opt_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -397,10 +382,8 @@ def intelligent_amplification(
     ValueError: for a bad argument; at ``init``, if ``eligible`` leaves no layer.
   """
   rule = _measure_rule(measure, case, threshold, control)
-  action = _checked_action(action, action_params, rule)
-  return _amplification(
-    phases, steps_per_epoch, rule, track_directionality, reselect_every, seed, eligible, action
-  )
+  shared = (phases, steps_per_epoch, reselect_every, seed, eligible, track_directionality)
+  return _amplification(rule, *shared, (action, action_params))
 
 
 def random_amplification(
@@ -438,10 +421,8 @@ def random_amplification(
     >>> tx = ga.random_amplification([(1, 0.1, 0, 1), (3, 0.1, 1, 2)], 100, ratio=0.3)
   """
   rule = _random_rule(ratio, wait_first_epoch)
-  action = _checked_action(action, action_params, rule)
-  return _amplification(
-    phases, steps_per_epoch, rule, track_directionality, reselect_every, seed, eligible, action
-  )
+  shared = (phases, steps_per_epoch, reselect_every, seed, eligible, track_directionality)
+  return _amplification(rule, *shared, (action, action_params))
 
 
 def find_state(opt_state) -> AmplificationState:

@@ -121,9 +121,8 @@ class Window(NamedTuple):
 
   def layer_totals(self, name: str) -> jax.Array:
     """Per-layer total ``(L,)`` of sum ``name`` over the layer's weights."""
-    if not self.per_weight:
-      return self.sums[name]
-    return layer_sum(self.sums[name], self.leaf_layer, self.num_layers)
+    sums = self.sums[name]
+    return layer_sum(sums, self.leaf_layer, self.num_layers) if self.per_weight else sums
 
   def weights(self, name: str) -> list:
     """Per-weight leaves of sum ``name`` (only when ``per_weight``)."""
@@ -227,10 +226,9 @@ def register(measure: Measure, *, replace: bool = False) -> Measure:
   return measure
 
 
-def _check_definition(measure) -> None:
-  if not isinstance(measure, Measure):
-    raise ValueError(f"register takes a measures.Measure, got {type(measure).__name__}")
-  m = measure
+def _check_definition(m) -> None:
+  if not isinstance(m, Measure):
+    raise ValueError(f"register takes a measures.Measure, got {type(m).__name__}")
   sums_ok = isinstance(m.sums, (tuple, list)) and bool(m.sums) and all(s in SUMS for s in m.sums)
   checks = {  # field: (valid, what it must be)
     "name": (isinstance(m.name, str) and m.name.isidentifier(), "a Python identifier"),
@@ -306,8 +304,7 @@ def normalize(values, eligible):
   values = jnp.where(finite, values, 0.0)
   count = jnp.maximum(jnp.sum(eligible), 1)
   mean = jnp.sum(jnp.where(eligible, values, 0.0)) / count
-  var = jnp.sum(jnp.where(eligible, (values - mean) ** 2, 0.0)) / count
-  std = jnp.sqrt(var)
+  std = jnp.sqrt(jnp.sum(jnp.where(eligible, (values - mean) ** 2, 0.0)) / count)
   usable = jnp.isfinite(std) & (std >= STD_TOLERANCE)
   z = (values - mean) / jnp.where(usable, std, 1.0)
   return jnp.where(requested & ~finite, jnp.nan, jnp.where(usable & eligible, z, 0.0))
