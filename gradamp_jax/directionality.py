@@ -76,16 +76,13 @@ def init_state(params, index: layers_lib.LayerIndex, tracked: Sequence[str]) -> 
   """Zero accumulators (float32) for the measures ``tracked``."""
   tracked = measures_lib.tracked_set(tracked)
   names, per_weight = measures_lib.needed_sums(tracked)
-  num_layers = index.num_layers
-  if per_weight:
-    zeros = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
-  else:
-    zeros = lambda: jnp.zeros((num_layers,), jnp.float32)
+  per_layer = lambda: jnp.zeros((index.num_layers,), jnp.float32)
+  per_param = lambda: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
   return DirectionalityState(
     count=jnp.zeros([], jnp.int32),
     epoch=jnp.zeros([], jnp.int32),
-    values={m: jnp.zeros((num_layers,), jnp.float32) for m in tracked},
-    sums={name: zeros() for name in names},
+    values={m: per_layer() for m in tracked},
+    sums={name: (per_param if per_weight else per_layer)() for name in names},
     layers_id=jnp.asarray(layers_lib.names_id(index.names), jnp.uint32),
   )
 
@@ -98,17 +95,11 @@ def _added(state: DirectionalityState, leaves, index) -> dict:
   """Each sum plus this update's contribution (:data:`~gradamp_jax.measures.SUMS`)."""
   out = {}
   for name, acc in state.sums.items():
-    fn = measures_lib.SUMS[name]
+    terms = [measures_lib.SUMS[name](g.astype(jnp.float32)) for g in leaves]
     if _per_weight(state):
-      structure = jax.tree.structure(acc)
-      out[name] = structure.unflatten(
-        [a + fn(g.astype(jnp.float32)) for a, g in zip(jax.tree.leaves(acc), leaves)]
-      )
+      out[name] = jax.tree.map(jnp.add, acc, jax.tree.unflatten(jax.tree.structure(acc), terms))
     else:
-      totals = measures_lib.layer_sum(
-        [fn(g.astype(jnp.float32)) for g in leaves], index.leaf_layer, index.num_layers
-      )
-      out[name] = acc + totals
+      out[name] = acc + measures_lib.layer_sum(terms, index.leaf_layer, index.num_layers)
   return out
 
 
@@ -121,12 +112,7 @@ def measure_window(state: DirectionalityState, index, steps: int) -> dict:
 
 
 def update_state(
-  state: DirectionalityState,
-  leaves,
-  index: layers_lib.LayerIndex,
-  *,
-  steps_per_epoch: int,
-  gate=True,
+  state: DirectionalityState, leaves, index, *, steps_per_epoch: int, gate=True
 ) -> DirectionalityState:
   """Adds one update's raw gradient ``leaves``; an epoch's last update computes its measures,
   the next epoch's first resets the sums. ``gate`` (traced, per epoch): measure this epoch."""

@@ -98,13 +98,9 @@ def make_loss_and_grad(graphdef):
       lambda x, b: x if b else jnp.broadcast_to(x, (size, *jnp.shape(x))), params, batched[0]
     )
     in_axes = jax.tree.map(lambda b: 0 if b else None, batched[1:])
-    members = functools.partial(members_value_and_grad, loss_fn, in_axes)
+    each = lambda summed: functools.partial(members_value_and_grad, loss_fn, in_axes, summed=summed)
     out = jax.lax.platform_dependent(
-      params,
-      batch_stats,
-      batch,
-      cpu=functools.partial(members, summed=False),
-      default=functools.partial(members, summed=True),
+      params, batch_stats, batch, cpu=each(False), default=each(True)
     )
     return out, jax.tree.map(lambda _: True, out)
 
@@ -128,23 +124,6 @@ def make_train_step(graphdef, tx):
     return TrainState(state.step + 1, params, batch_stats, opt_state, bad_step), metrics
 
   return train_step
-
-
-def make_eval_step(graphdef):
-  """Returns ``eval_step(state, batch) -> sums`` of loss, correct and count (mask-weighted)."""
-
-  def eval_step(state: TrainState, batch):
-    model = nnx.merge(graphdef, state.params, state.batch_stats)
-    logits = model(batch["image"], train=False)
-    mask = batch["mask"]
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return dict(
-      loss=jnp.sum(cross_entropy(logits, batch["label"]) * mask),
-      correct=jnp.sum(correct * mask),
-      count=jnp.sum(mask),
-    )
-
-  return eval_step
 
 
 STEP_METRICS = ("loss", "accuracy", "grad_norm")
@@ -203,8 +182,7 @@ def steps_per_dispatch(config) -> int:
 
 def make_evaluate(graphdef, mean, std, batch_sharding=None):
   """Returns ``evaluate(state, split) -> sums`` of loss, correct and count over every
-  example of an :class:`~gradamp_jax.input_pipeline.EvalSplit`, in one call."""
-  eval_step = make_eval_step(graphdef)
+  example of an :class:`~gradamp_jax.input_pipeline.EvalSplit`, in one call (mask-weighted)."""
 
   def evaluate(state: TrainState, split):
     def body(totals, batch):
@@ -213,7 +191,12 @@ def make_evaluate(graphdef, mean, std, batch_sharding=None):
       batch = dict(image=image, label=labels, mask=mask)
       if batch_sharding is not None:
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-      return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+      logits = nnx.merge(graphdef, state.params, state.batch_stats)(batch["image"], train=False)
+      mask = batch["mask"]
+      correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+      loss = cross_entropy(logits, batch["label"])
+      sums = dict(loss=jnp.sum(loss * mask), correct=jnp.sum(correct * mask), count=jnp.sum(mask))
+      return jax.tree.map(jnp.add, totals, sums), None
 
     zero = jnp.zeros([], jnp.float32)
     totals, _ = jax.lax.scan(body, dict(loss=zero, correct=zero, count=zero), tuple(split))
@@ -225,21 +208,11 @@ def make_evaluate(graphdef, mean, std, batch_sharding=None):
 def create_train_state(config, num_classes: int, tx):
   """Builds the model and the initial :class:`TrainState`; returns (graphdef, state)."""
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  conv = conv_choice.resolve(config).conv
   model = models.create(
-    config.model,
-    num_classes,
-    seed=config.seed,
-    dtype=dtype,
-    conv=conv_choice.resolve(config).conv,
-    width=config.width,
+    config.model, num_classes, seed=config.seed, dtype=dtype, conv=conv, width=config.width
   )
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  params = params.to_pure_dict()
-  state = TrainState(
-    step=jnp.zeros([], jnp.int32),
-    params=params,
-    batch_stats=batch_stats.to_pure_dict(),
-    opt_state=tx.init(params),
-    bad_step=jnp.full([], -1, jnp.int32),
-  )
-  return graphdef, state
+  params, batch_stats = params.to_pure_dict(), batch_stats.to_pure_dict()
+  step, bad_step = jnp.zeros([], jnp.int32), jnp.full([], -1, jnp.int32)
+  return graphdef, TrainState(step, params, batch_stats, tx.init(params), bad_step)
