@@ -7,14 +7,12 @@ import subprocess
 import time
 
 from gradamp_jax import run_folder
-from gradamp_jax.sweeps import cluster, cohorts, expansion, local, options
+from gradamp_jax.sweeps import cluster, expansion, local, options
 
 
-def command(args, overrides, trees: list[int] | None = None) -> list[str]:
-  """This launcher, training the trees (or trees ``trees``) here: a job's or a slot's command."""
-  which = ["--branch"] + ([] if args.cohort is None else ["--cohort", str(args.cohort)])
-  which += [] if trees is None else ["--tree", ",".join(map(str, trees))]
-  return options.relaunch(args, overrides, *which)
+def command(args, overrides, trees: list[int]) -> list[str]:
+  """This launcher, training the trees ``trees`` here: a job's or a slot's command."""
+  return options.relaunch(args, overrides, "--branch", "--tree", ",".join(map(str, trees)))
 
 
 def run(args, runs, overrides):
@@ -25,30 +23,24 @@ def run(args, runs, overrides):
   jax.config.update("jax_platforms", "cpu")  # forks and replays only; leave accelerators be
   from gradamp_jax.sweeps import branching
 
-  members = [
-    branching.Member(run["name"], config, run["workdir"])
-    for run, config in zip(runs, expansion.member_configs(args, runs, overrides))
-  ]
+  configs = expansion.member_configs(args, runs, overrides)
+  members = [branching.Member(r["name"], c, r["workdir"]) for r, c in zip(runs, configs)]
   trees = branching.roots(members)
-  jobs_trees = tree_groups(args, trees)
+  jobs_trees = [[k] for k in range(len(trees))]  # what a job (or a slot) trains
+  if args.cohort is not None:
+    from gradamp_jax.training import cohort
+
+    jobs_trees = cohort.groups([tree[0].config for tree in trees], args.cohort)
   if args.mode == "slurm":
     commands = [shlex.join(command(args, overrides, group)) for group in jobs_trees]
-    what = "tree" if args.cohort is None else "cohort of trees"
-    jobs = cluster.submit_sweep(args, commands, what)
+    jobs = cluster.submit_sweep(
+      args, commands, "tree" if args.cohort is None else "cohort of trees"
+    )
     expansion.write_record(args, runs, tree_jobs=[j.job_id for j in jobs], job_trees=jobs_trees)
     return jobs
   if args.runs_per_device:
     return run_trees_concurrently(args, runs, overrides, jobs_trees)
   return train_trees(args, runs, overrides, trees)
-
-
-def tree_groups(args, trees) -> list[list[int]]:
-  """The trees a job (or a slot) trains: one each, or with ``--cohort K`` cohorts of trees."""
-  if args.cohort is None:
-    return [[k] for k in range(len(trees))]
-  from gradamp_jax.training import cohort
-
-  return cohort.groups([tree[0].config for tree in trees], args.cohort)
 
 
 def train_trees(args, runs, overrides, trees) -> dict:
@@ -58,7 +50,7 @@ def train_trees(args, runs, overrides, trees) -> dict:
 
   chosen = range(len(trees)) if args.tree is None else args.tree
   started, tree = time.time(), []
-  log = lambda line: print(f"  {line}", flush=True)  # noqa: E731
+  log = lambda line: print(f"  {line}", flush=True)
   train_segments = segment_trainer(args, runs, overrides)
   if args.cohort is not None:
     numbers = ", ".join(str(k + 1) for k in chosen)
@@ -83,7 +75,7 @@ def segment_trainer(args, runs, overrides):
     argv = [*run_commands[names[0]], "--until_epoch", str(until_epoch)]
     if len(names) > 1:
       which = ["--cohort_runs", ",".join(names), "--until_epoch", str(until_epoch)]
-      argv = cohorts.command(args, overrides, *which)
+      argv = options.relaunch(args, overrides, *which)
     if subprocess.call(argv) != 0:
       raise SystemExit(
         f"{', '.join(names)}: training to epoch {until_epoch} failed; run the same "
@@ -124,11 +116,7 @@ def run_trees_concurrently(args, runs, overrides, jobs_trees: list[list[int]]) -
   local.run_all(commands, "tree", args.runs_per_device, os.path.join(args.root, "logs"))
   records = [run_folder.read_json(args.root, run_folder.sweep_record(g[0])) for g in jobs_trees]
   parts = [record["branch"] for record in records]
-  num_trees = sum(len(group) for group in jobs_trees)
-  branch = dict(
-    tree=[node for part in parts for node in part["tree"]],
-    epochs_trained=sum(p["epochs_trained"] for p in parts),
-    epochs_members=sum(p["epochs_members"] for p in parts),
-    seconds=round(time.time() - started, 1),
-  )
-  return write_record(args, runs, run_folder.SWEEP, num_trees, branch)
+  branch = dict(tree=[node for part in parts for node in part["tree"]])
+  branch.update({k: sum(p[k] for p in parts) for k in ("epochs_trained", "epochs_members")})
+  branch["seconds"] = round(time.time() - started, 1)
+  return write_record(args, runs, run_folder.SWEEP, sum(map(len, jobs_trees)), branch)

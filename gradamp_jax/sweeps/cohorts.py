@@ -1,17 +1,11 @@
 """The launcher's ``--cohort K``: a sweep's runs grouped into cohorts, each trained as one
-program (docs/sweeps.md); each cohort runs as the launcher again (:func:`command`)."""
+program (docs/sweeps.md); each cohort runs as the launcher again (:func:`options.relaunch`)."""
 
 import os
 import shlex
 import sys
 
 from gradamp_jax.sweeps import cluster, expansion, local, options
-
-
-def command(args, overrides, *which: str) -> list[str]:
-  """This launcher, training one cohort here (``which``: ``--cohort_index I``, or
-  ``--cohort_runs NAMES --until_epoch E``): a job's, a slot's or a segment's command."""
-  return options.relaunch(args, overrides, "--cohort", str(args.cohort), *which)
 
 
 def run(args, runs, overrides):
@@ -24,9 +18,8 @@ def run(args, runs, overrides):
     return train_one(*_chosen(args, runs, configs), args.until_epoch)
   cohorts = cohort.groups(configs, args.cohort)
   names = [[runs[k]["name"] for k in c] for c in cohorts]
-  commands = [
-    (f"cohort{i}", command(args, overrides, "--cohort_index", str(i))) for i in range(len(cohorts))
-  ]
+  relaunch = lambda i: options.relaunch(args, overrides, "--cohort_index", str(i))
+  commands = [(f"cohort{i}", relaunch(i)) for i in range(len(cohorts))]
   if args.mode == "print":
     print("\n".join(shlex.join(c) for _, c in commands))
     return names

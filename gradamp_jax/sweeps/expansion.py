@@ -19,28 +19,21 @@ def load_config_module(path):
   return module
 
 
-def run_name(args: dict) -> str:
-  """A run's name: its config arguments, ``key=value-key=value``."""
-  return "-".join(f"{k}={v}" for k, v in args.items())
-
-
 def config_arg(args: dict) -> str:
   """A run's argument of its config file: ``key=value,key=value``."""
   return ",".join(f"{k}={v}" for k, v in args.items())
 
 
 def expand(config_path: str, sweep_arg: str, root: str, overrides=()) -> list[dict]:
-  """The sweep's runs: name, args, workdir and the command that runs each alone, with the
-  ``--config.FIELD=VALUE`` ``overrides``."""
-  runs = load_config_module(config_path).get_sweep(sweep_arg)
-  out = []
-  for args in runs:
-    workdir = os.path.join(root, run_name(args))
-    config = f"{config_path}:{config_arg(args)}"
-    command = [sys.executable, "-m", "gradamp_jax.main", "--config", config, "--workdir", workdir]
-    command += overrides
-    out.append(dict(name=run_name(args), args=args, workdir=workdir, command=shlex.join(command)))
-  return out
+  """The sweep's runs: name (its arguments, ``key=value-key=value``), args, workdir and the
+  command that runs each alone, with the ``--config.FIELD=VALUE`` ``overrides``."""
+  runs, program = [], [sys.executable, "-m", "gradamp_jax.main"]
+  for args in load_config_module(config_path).get_sweep(sweep_arg):
+    name = "-".join(f"{k}={v}" for k, v in args.items())
+    config, workdir = f"{config_path}:{config_arg(args)}", os.path.join(root, name)
+    command = [*program, "--config", config, "--workdir", workdir, *overrides]
+    runs.append(dict(name=name, args=args, workdir=workdir, command=shlex.join(command)))
+  return runs
 
 
 def select(runs: list[dict], only) -> list[dict]:

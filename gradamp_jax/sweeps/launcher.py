@@ -35,14 +35,15 @@ from gradamp_jax.sweeps import branched, cluster, cohorts, expansion, local, opt
 
 
 def main(argv=None):
-  """``launch/sweep.py``: the sweep (the runs every ``--only`` keeps) listed, or recorded in
-  ``ROOT/sweep.json`` and launched; returns what the part that ran returns."""
+  """``launch/sweep.py``: the sweep (the runs every ``--only`` keeps) listed (returns them), or
+  recorded in ``ROOT/sweep.json`` and launched; returns what the part that ran returns."""
   args, overrides = options.parse(argv, description=__doc__)
-  runs = expansion.select(
-    expansion.expand(args.config, args.sweep, args.root, overrides), args.only
-  )
-  if args.list:
-    return list_runs(runs)
+  runs = expansion.expand(args.config, args.sweep, args.root, overrides)
+  runs = expansion.select(runs, args.only)
+  if args.list:  # each run's workdir and fields, one line each
+    for run in runs:
+      print(f"{run['workdir']}  {' '.join(f'{k}={v}' for k, v in run['args'].items())}")
+    return runs
   if args.cohort == "auto":
     args.cohort = cohorts.choose_size(args, runs, overrides)
   os.makedirs(args.root, exist_ok=True)
@@ -53,13 +54,6 @@ def main(argv=None):
   if args.branch and args.mode != "print":
     return branched.run(args, runs, overrides)
   return run_each(args, runs)
-
-
-def list_runs(runs) -> list[dict]:
-  """``--list``: each run's workdir and fields, one line each; returns the runs."""
-  for run in runs:
-    print(f"{run['workdir']}  {' '.join(f'{k}={v}' for k, v in run['args'].items())}")
-  return runs
 
 
 def run_each(args, runs):

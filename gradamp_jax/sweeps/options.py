@@ -22,16 +22,14 @@ def parse(argv=None, description: str | None = None):
 
 
 def relaunch(args, overrides, *which: str) -> list[str]:
-  """This launcher in ``--mode local`` training the part ``which`` names (``--cohort K
-  --cohort_index I``, ``--branch --tree K``, ...): a job's, a slot's or a segment's command."""
+  """This launcher in ``--mode local`` (with ``--cohort K`` if given) training the part
+  ``which`` names (``--cohort_index I``, ``--branch --tree K``, ...): a job's, a slot's or a
+  segment's command."""
+  only = [a for field, values in args.only for a in ("--only", f"{field}={','.join(values)}")]
   me = [sys.executable, "-m", "gradamp_jax.sweeps.launcher", "--config", args.config]
-  me += ["--sweep", args.sweep, "--root", args.root, *only_args(args.only), "--mode", "local"]
-  return [*me, *which, *overrides]
-
-
-def only_args(only) -> list[str]:
-  """``--only FIELD=V1,V2`` for each selection in ``only`` (:func:`parse`'s ``args.only``)."""
-  return [a for field, values in only for a in ("--only", f"{field}={','.join(values)}")]
+  me += ["--sweep", args.sweep, "--root", args.root, *only, "--mode", "local"]
+  cohort = [] if args.cohort is None else ["--cohort", str(args.cohort)]
+  return [*me, *cohort, *which, *overrides]
 
 
 def _add_sweep_args(parser, selection) -> None:
