@@ -86,9 +86,9 @@ def load_for_seeds(
   datasets, indices = [], []
   for seed in seeds:
     keep, held_out = hold_out_indices(len(pool), validation_fraction, seed)
-    train = _take(pool, keep)
+    train = Split(pool.images[keep], pool.labels[keep])
     mean, std = stats if stats is not None else channel_stats(train.images)
-    validation = None if held_out is None else _take(pool, held_out)
+    validation = None if held_out is None else Split(pool.images[held_out], pool.labels[held_out])
     datasets.append(
       Dataset(name, len(class_names), class_names, train, test, validation, mean, std)
     )
@@ -100,8 +100,7 @@ def channel_stats(
   images: np.ndarray, chunk: int = 4096
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel mean and standard deviation of uint8 ``images``, in [0, 1] pixel units."""
-  total = np.zeros(3)
-  total_sq = np.zeros(3)
+  total, total_sq = np.zeros(3), np.zeros(3)
   for start in range(0, len(images), chunk):
     x = images[start : start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
     total += x.sum(axis=0)
@@ -126,10 +125,6 @@ def hold_out_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     )
   permutation = np.random.default_rng(seed).permutation(n)
   return np.sort(permutation[: n - num_validation]), np.sort(permutation[n - num_validation :])
-
-
-def _take(split: Split, indices: np.ndarray) -> Split:
-  return Split(images=split.images[indices], labels=split.labels[indices])
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -116,8 +116,7 @@ def random_crop_flip(images: jax.Array, offsets: jax.Array, flips: jax.Array) ->
 
 def normalize_images(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
   """uint8 images -> float32 ``(x / 255 - mean) / std`` (per channel, [0, 1] pixel units)."""
-  mean = np.asarray(mean, np.float32)
-  std = np.asarray(std, np.float32)
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
   if mean.shape != (3,) or std.shape != (3,) or np.any(std <= 0):
     raise ValueError(
       f"mean and std must be 3 per-channel values with std > 0, got mean={mean}, std={std}"

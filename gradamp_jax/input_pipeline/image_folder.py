@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from gradamp_jax.input_pipeline.split import Split, read_in_threads
+from gradamp_jax.input_pipeline.split import Split, read_split
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LAYOUT = "<image_folder>/train/<class>/*.jpg|png and <image_folder>/test/<class>/*.jpg|png"
@@ -116,20 +116,17 @@ def split_bounds(spec: str, num_examples: int) -> tuple[int, int]:
 def _decode(paths: Sequence[str], labels: np.ndarray) -> Split:
   """Decodes images to RGB uint8 with PIL in a thread pool; all must have the same size."""
   first = _read_image(paths[0])
-  images = np.empty((len(paths), *first.shape), np.uint8)
 
-  def decode(indices: range):
-    for i in indices:
-      image = _read_image(paths[i])
-      if image.shape != first.shape:
-        raise ValueError(
-          f"{paths[i]} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is "
-          f"{first.shape[1]}x{first.shape[0]}; all images must have the same size"
-        )
-      images[i] = image
+  def decode(i: int):
+    image = _read_image(paths[i])
+    if image.shape != first.shape:
+      raise ValueError(
+        f"{paths[i]} is {image.shape[1]}x{image.shape[0]} but {paths[0]} is "
+        f"{first.shape[1]}x{first.shape[0]}; all images must have the same size"
+      )
+    return image, labels[i]
 
-  read_in_threads(decode, len(paths))
-  return Split(images=images, labels=labels)
+  return read_split(len(paths), first.shape, decode)
 
 
 def _read_image(path: str) -> np.ndarray:

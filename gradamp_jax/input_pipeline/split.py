@@ -47,9 +47,17 @@ class Dataset:
   std: tuple[float, float, float]
 
 
-def read_in_threads(fn, n: int, chunk: int = 512) -> None:
-  """Calls ``fn(range)`` on consecutive chunks of ``range(n)`` in a thread pool."""
+def read_split(n: int, shape: tuple, example, chunk: int = 512) -> Split:
+  """The split of ``n`` examples whose images have ``shape``: ``example(i)`` is the ``i``-th
+  ``(image, label)``, called in a thread pool on consecutive chunks of ``range(n)``."""
+  images, labels = np.empty((n, *shape), np.uint8), np.empty(n, np.int32)
+
+  def read(indices: range):
+    for i in indices:
+      images[i], labels[i] = example(i)
+
   chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
   with concurrent.futures.ThreadPoolExecutor(_NUM_READ_THREADS) as pool:
-    for future in [pool.submit(fn, c) for c in chunks]:
+    for future in [pool.submit(read, c) for c in chunks]:
       future.result()  # re-raises a worker's exception
+  return Split(images=images, labels=labels)

@@ -3,15 +3,15 @@
 
 import contextlib
 import importlib.util
+import operator
 import socket
 import threading
 import urllib.parse
 
-import numpy as np
 from absl import logging
 
 from gradamp_jax.input_pipeline.image_folder import LAYOUT
-from gradamp_jax.input_pipeline.split import Split, read_in_threads
+from gradamp_jax.input_pipeline.split import Split, read_split
 
 DATASETS = ("cifar10", "cifar100")
 _CONNECT_TIMEOUT_S = 5.0
@@ -103,16 +103,5 @@ def _check_reachable(host: str, port: int, timeout: float, *, purpose: str) -> N
 
 def _read_source(source) -> Split:
   """Reads every record of a TFDS data source into numpy, several threads at a time."""
-  n = len(source)
-  first = source[0]
-  images = np.empty((n, *first["image"].shape), np.uint8)
-  labels = np.empty(n, np.int32)
-
-  def read(indices: range):
-    for i in indices:
-      example = source[i]
-      images[i] = example["image"]
-      labels[i] = example["label"]
-
-  read_in_threads(read, n)
-  return Split(images=images, labels=labels)
+  example = operator.itemgetter("image", "label")
+  return read_split(len(source), source[0]["image"].shape, lambda i: example(source[i]))

@@ -111,24 +111,15 @@ def _segment_end(members, start) -> tuple[int, bool]:
 
 def _branch(members, until: int, forks: bool, log, rows) -> list:
   """Forks a group's other members from its trunk at ``until``; returns the groups going on."""
-  rep = members[0]
-  if not forks:
-    for m in members[1:]:
-      _fork(m, rep, ga.num_epochs(rep.config.phases), log, rows)
-    return []
-  groups = group_by_selection(members, rep, until)
-  log(f"after epoch {until}: {len(members)} runs make {len(groups)} distinct selections")
-  for group in groups:
-    for m in group:
-      if m is not rep:
-        _fork(m, rep, until, log, rows)
-  return [(group, until) for group in groups]
-
-
-def _fork(member, parent, epoch, log, rows):
-  if fork_lib.fork(member.config, member.workdir, parent.workdir, epoch):
-    log(f"{member.name}: forked from {parent.name} at epoch {epoch}")
-  rows.append(dict(member=member.name, forked_from=parent.name, epoch=epoch))
+  rep = members[0]  # without forks, ``until`` is the schedule's last epoch
+  groups = group_by_selection(members, rep, until) if forks else [members]
+  if forks:
+    log(f"after epoch {until}: {len(members)} runs make {len(groups)} distinct selections")
+  for m in [m for group in groups for m in group if m is not rep]:
+    if fork_lib.fork(m.config, m.workdir, rep.workdir, until):
+      log(f"{m.name}: forked from {rep.name} at epoch {until}")
+    rows.append(dict(member=m.name, forked_from=rep.name, epoch=until))
+  return [(group, until) for group in groups] if forks else []
 
 
 def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list[list[Member]]:

@@ -94,9 +94,8 @@ def submit(
     if partition:
       params["slurm_partition"] = partition
   executor.update_parameters(**params)
-  with executor.batch():
-    jobs = [executor.submit(TrainingJob(command)) for command in commands]
-  return jobs
+  with executor.batch():  # the jobs have their ids once it ends
+    return [executor.submit(TrainingJob(command)) for command in commands]
 
 
 # Words of sbatch's refusals and the option behind each.

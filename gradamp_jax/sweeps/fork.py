@@ -32,8 +32,7 @@ _RULE_PATHS = tuple(f"amplification.{f}" for f in RULE_FIELDS)
 def computation_fields(config: dict) -> dict:
   """A ``config.json`` dict, flat, less its selection rule and :data:`RESUMABLE_FIELDS`."""
   ignored = set(run_folder.RESUMABLE_FIELDS) | set(_RULE_PATHS)
-  flat = run_folder.flat_config(config)
-  return {k: v for k, v in sorted(flat.items()) if k not in ignored}
+  return {k: v for k, v in sorted(run_folder.flat_config(config).items()) if k not in ignored}
 
 
 def replay_selections(
@@ -62,9 +61,7 @@ def replay_selections(
   for epoch in range(1, until_epoch + 1):
     values = _recorded(by_epoch.get(epoch, {}), names, state.directionality.measures, epoch)
     count = jnp.asarray(epoch * steps_per_epoch, jnp.int32)
-    stats = state.directionality.replace(
-      count=count, epoch=jnp.asarray(epoch, jnp.int32), values=values
-    )
+    stats = state.directionality.replace(count=count, epoch=jnp.int32(epoch), values=values)
     before = state._replace(count=count, directionality=stats)
     _, after = update(zeros, before)
     if int(after.num_selections) > int(before.num_selections):

@@ -10,12 +10,10 @@ def parse(argv=None, description: str | None = None):
   parser = argparse.ArgumentParser(
     description=description, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  _add_sweep_args(parser, parser.add_argument_group("choosing runs"))
-  _add_slurm_args(
-    parser.add_argument_group("SLURM jobs (--mode slurm)"),
-    parser.add_argument_group("branched sweeps"),
-  )
-  _add_cohort_args(parser.add_argument_group("cohorts"))
+  group = parser.add_argument_group  # --help lists the groups in this order
+  _add_sweep_args(parser, group("choosing runs"))
+  _add_slurm_args(group("SLURM jobs (--mode slurm)"), group("branched sweeps"))
+  _add_cohort_args(group("cohorts"))
   args, overrides = parser.parse_known_args(argv)
   _check_args(parser, args, overrides)
   return args, overrides
