@@ -31,24 +31,24 @@ _PART = r"(train|test)(\[-?\d*%?:-?\d*%?\]|\[-?\d+%?\])?"
 _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
 
 
-def _choice(options) -> _Rule:
-  """A choice among ``options``, or a registry's names (a function) as they are when checked."""
-  names = options if callable(options) else lambda: tuple(options)
-  return (lambda x: isinstance(x, str) and x in names()), _OneOf(names)
-
-
 class _OneOf:
-  """What is allowed: a registry's names as they are when the text is read."""
+  """What is allowed: ``options`` (a registry, or a function of the names) as they are when
+  the text is read."""
 
-  def __init__(self, names: Callable[[], tuple[str, ...]], words: str = "one of"):
-    self.names, self.words = names, words
+  def __init__(self, options, words: str = "one of"):
+    self.options, self.words = options, words
+
+  def names(self) -> tuple[str, ...]:
+    return tuple(self.options() if callable(self.options) else self.options)
 
   def __str__(self) -> str:
     return f"{self.words} {', '.join(self.names())}"
 
 
-def _measure_names() -> tuple[str, ...]:
-  return tuple(ga_measures.MEASURES)
+def _choice(options) -> _Rule:
+  """A choice among ``options`` (as :class:`_OneOf` reads them) when checked."""
+  allowed = _OneOf(options)
+  return (lambda x: isinstance(x, str) and x in allowed.names()), allowed
 
 
 def _number(ok: Callable[[float], bool], allowed: str) -> _Rule:
@@ -70,6 +70,7 @@ def _optional_text(x) -> bool:
 
 
 _BOOL = (lambda x: isinstance(x, bool)), "true or false"
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _measure_set(x) -> bool:
@@ -116,15 +117,15 @@ RULES: dict[str, _Rule] = {
   "track_directionality": _BOOL,
   "tracked_measures": (
     _measure_set,
-    _OneOf(_measure_names, "a non-empty list of distinct measures from"),
+    _OneOf(ga_measures.MEASURES, "a non-empty list of distinct measures from"),
   ),
   "amplification.method": _choice(ga_amplification.METHODS),
-  "amplification.measure": _choice(_measure_names),
+  "amplification.measure": _choice(ga_measures.MEASURES),
   "amplification.case": (
     (lambda x: is_int(x) and x in ga_measures.CASES),
     "1 (upper tail), 2 (two-sided) or 3 (lower tail)",
   ),
-  "amplification.action": _choice(lambda: tuple(ga_actions.ACTIONS)),
+  "amplification.action": _choice(ga_actions.ACTIONS),
   "amplification.alpha": _NON_NEGATIVE,
   "amplification.lo": _NON_NEGATIVE,
   "amplification.hi": _NON_NEGATIVE,
@@ -177,28 +178,25 @@ def unknown_field(field: str, known) -> str:
   return f"config.{field}: unknown field; known fields: {', '.join(known)}"
 
 
-def check_field(field: str, value: Any, action: str | None = None) -> None:
-  """Raises ``ValueError`` naming ``field`` unless ``value`` is allowed (``action``: the
-  config's, as for :func:`param_rules`)."""
-  known = rules(action)
+def _rule(field: str, known: dict[str, _Rule]) -> _Rule:
   if field not in known:
     raise ValueError(unknown_field(field, known))
-  ok, allowed = known[field]
-  try:
-    good = ok(value)
-  except (ValueError, TypeError, ArithmeticError) as e:
-    raise ValueError(f"config.{field}: {e}") from None
-  if not good:
-    _fail(field, allowed, value)
+  return known[field]
 
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
   """Checks every field of ``config`` against :func:`rules`; unknown fields and missing ones
   of :data:`RULES` fail (an action's parameter may be left out: its default)."""
   values = run_folder.flat_config(config)
-  action = values.get("amplification.action")
+  known = rules(values.get("amplification.action"))
   for field, value in values.items():
-    check_field(field, value, action)
+    ok, allowed = _rule(field, known)
+    try:
+      good = ok(value)
+    except (ValueError, TypeError, ArithmeticError) as e:
+      raise ValueError(f"config.{field}: {e}") from None
+    if not good:
+      _fail(field, allowed, value)
   missing = [f for f in RULES if f not in values]
   if missing:
     raise ValueError(
@@ -208,30 +206,17 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
 
 def parse_value(field: str, text: str, current: Any, action: str | None = None) -> Any:
   """Converts override ``text`` to the type of the field's ``current`` value."""
-  known = rules(action)
-  rule = known.get(field)
-  if rule is None:
-    raise ValueError(unknown_field(field, known))
-  allowed = rule[1]
-  stripped = text.strip()
-  if isinstance(current, bool) or rule is _BOOL:
-    lowered = stripped.lower()
-    if lowered in ("true", "1", "yes"):
-      return True
-    if lowered in ("false", "0", "no"):
-      return False
-    _fail(field, allowed, text)
-  if isinstance(current, (tuple, list)):
-    try:
+  rule, stripped = _rule(field, rules(action)), text.strip()
+  try:
+    if isinstance(current, bool) or rule is _BOOL:
+      return _BOOLEANS[stripped.lower()]
+    if isinstance(current, (tuple, list)):
       value = ast.literal_eval(stripped)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-      _fail(field, allowed, text)
-    return tuple(value) if isinstance(value, list) else value
-  if isinstance(current, (int, float)):
-    try:
+      return tuple(value) if isinstance(value, list) else value
+    if isinstance(current, (int, float)):
       return (int if isinstance(current, int) else float)(stripped)
-    except ValueError:
-      _fail(field, allowed, text)
+  except (KeyError, ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    _fail(field, rule[1], text)
   if current is None and stripped in ("None", "none", ""):
     return None
   return text
