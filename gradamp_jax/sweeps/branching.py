@@ -133,7 +133,7 @@ def group_by_selection(members: list[Member], trunk: Member, epoch: int) -> list
   groups: dict[tuple, list[Member]] = {}
   for m in members:
     selections = fork_lib.replay_selections(m.config, state.params, rows, steps_per_epoch, epoch)
-    key = tuple(fork_lib.selection_key(s, fork_lib.placement(m.config)) for s in selections)
+    key = tuple(fork_lib.selection_key(s, m.config.amplification.where) for s in selections)
     groups.setdefault(key, []).append(m)
   return list(groups.values())
 

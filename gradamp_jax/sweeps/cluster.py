@@ -27,8 +27,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
   """
 
   def __init__(self, command: str, poll_s: float = 0.5):
-    self.command = command
-    self.poll_s = poll_s
+    self.command, self.poll_s = command, poll_s
     self._child: subprocess.Popen | None = None
 
   def __call__(self) -> int:

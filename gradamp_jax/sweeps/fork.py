@@ -93,11 +93,6 @@ def selection_key(selection, where: str) -> tuple:
   return (int(selection.selection_step), scale.tobytes(), where if (scale != 1).any() else None)
 
 
-def placement(config) -> str:
-  """``amplification.where`` of a config or ``config.json`` dict."""
-  return config["amplification"]["where"]
-
-
 def fork(config: ml_collections.ConfigDict, workdir: str, parent: str, epoch: int) -> bool:
   """Starts ``workdir``'s run (of ``config``) from ``parent``'s state at the end of ``epoch``.
 
@@ -177,8 +172,9 @@ def _same_selections(where, config, parent_config, template, directions, info, e
     mine, theirs = replay(config), replay(ml_collections.ConfigDict(parent_config))
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from None
+  wheres = config.amplification.where, parent_config["amplification"]["where"]
   for a, b in zip(mine, theirs):
-    if selection_key(a, placement(config)) != selection_key(b, placement(parent_config)):
+    if selection_key(a, wheres[0]) != selection_key(b, wheres[1]):
       raise ValueError(
         f"{where}: the runs' selections differ at epoch "
         f"{int(a.selection_epoch) + 1} (this run acts on "

@@ -89,7 +89,7 @@ def fastest() -> str:
   key = dict(machine_key(), measured=MEASUREMENT)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
   path = os.path.join(cache_dir(), f"conv-{digest}.json")
-  recorded = _recorded(path, "choice")
+  recorded, how = _recorded(path, "choice"), "measured before"
   if recorded is None:
     seconds = measure()
     choice = min(seconds, key=seconds.get)
@@ -97,19 +97,13 @@ def fastest() -> str:
     recorded = _recorded(path, "choice") or choice
     times = ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in seconds.items())
     how = f"a ResNet-8's convolutions forward and backward: {times}"
-  else:
-    how = "measured before"
   print(f"conv=auto: {recorded} on this CPU ({how}; kept in {path})", file=sys.stderr, flush=True)
   return recorded
 
 
 def _recorded(path: str, field: str) -> str | None:
   """The implementation ``field`` of JSON file ``path`` names, if it names one."""
-  try:
-    with open(path) as f:
-      choice = json.load(f).get(field)
-  except (OSError, ValueError):
-    return None
+  choice = run_folder.read_json(*os.path.split(path), default={}).get(field)
   return choice if choice in models.CONV_IMPLEMENTATIONS else None
 
 

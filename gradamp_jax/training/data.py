@@ -19,32 +19,19 @@ class MembersData(NamedTuple):
   keep: list  # each member's int32 positions of its training examples in ``pool``
 
 
-def data_args(config) -> dict:
-  """The config's data fields as :func:`~gradamp_jax.input_pipeline.load` takes them, less
-  the dataset and the seed."""
-  return dict(
-    data_dir=config.data_dir,
-    image_folder=config.image_folder,
-    train_split=config.train_split,
-    validation_fraction=config.validation_fraction,
-    download=config.download,
-  )
+# The config's fields that :func:`~gradamp_jax.input_pipeline.load_for_seeds` takes, but for
+# the seeds and ``download``.
+_DATA_FIELDS = ("dataset", "data_dir", "image_folder", "train_split", "validation_fraction")
 
 
 def load(configs) -> MembersData:
   """Reads the members' data; with several processes the lead first (it may download and
   prepare it), then the others."""
-
-  def read(download: bool) -> MembersData:
-    seeds = [c.seed for c in configs]
-    args = dict(data_args(configs[0]), download=download)
-    return MembersData(*input_pipeline.load_for_seeds(seeds, configs[0].dataset, **args))
-
-  if jax.process_count() == 1:
-    return read(configs[0].download)
+  seeds, args = [c.seed for c in configs], {k: configs[0][k] for k in _DATA_FIELDS}
+  read = lambda download: input_pipeline.load_for_seeds(seeds, **args, download=download)
   data = read(configs[0].download) if jax.process_index() == 0 else None
-  checkpointing.sync("dataset prepared")
-  return data if data is not None else read(download=False)
+  checkpointing.sync("dataset prepared")  # a no-op in a single-process run
+  return MembersData(*(data if data is not None else read(False)))
 
 
 def load_dataset(config) -> input_pipeline.Dataset:

@@ -34,12 +34,9 @@ def create_amplification(config, steps_per_epoch: int, rule: Optional[dict] = No
   track = tuple(config.tracked_measures) if config.track_directionality else False
   if amp.method == "none" and not track:
     return None
-  action, params = (
-    amp.action,
-    action_params(amp) | {k: v for k, v in rule.items() if k != "threshold"},
-  )
-  if amp.method == "none":  # selects no layer, so no action acts: the default's transform
-    action, params = "amplify", {}
+  params = action_params(amp) | {k: v for k, v in rule.items() if k != "threshold"}
+  # none selects no layer, so no action acts: the default's transform
+  action, params = ("amplify", {}) if amp.method == "none" else (amp.action, params)
   common = dict(reselect_every=amp.reselect_every or None, seed=config.seed, action=action)
   common.update(eligible=amp.eligible, action_params=params, track_directionality=track)
   if amp.method in ga.amplification.MEASURED_METHODS:
