@@ -25,8 +25,7 @@ def read(root: str, train_split: str):
       f"image_folder {root} has no {' or '.join(s + '/' for s in missing)} subfolder; "
       f"expected {LAYOUT}."
     )
-  train_files = _class_files(os.path.join(root, "train"))
-  test_files = _class_files(os.path.join(root, "test"))
+  train_files, test_files = (_class_files(os.path.join(root, s)) for s in ("train", "test"))
   if set(train_files) != set(test_files):
     only_train = sorted(set(train_files) - set(test_files))
     only_test = sorted(set(test_files) - set(train_files))

@@ -1,7 +1,6 @@
 """TFDS ``cifar10`` / ``cifar100`` read from prepared array_record files, without TensorFlow
 (preparing them needs TensorFlow and internet, both checked first)."""
 
-import contextlib
 import importlib.util
 import operator
 import socket
@@ -26,26 +25,20 @@ def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
     )
   import tensorflow_datasets as tfds  # here: an image folder is read without it
 
-  # tfds.data_source needs random access, i.e. the array_record format.
-  with _tfds_warnings_quiet():  # e.g. of a data folder not prepared: said below, once
+  # tfds.data_source needs random access, i.e. the array_record format. TFDS logs through absl:
+  # errors only meanwhile (its warning of a data folder not prepared is said below, once).
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
     builder = tfds.builder(dataset, data_dir=data_dir, file_format="array_record")
     prepared = builder.is_prepared()
+  finally:
+    logging.set_verbosity(verbosity)
   if not prepared:
     _prepare(builder, download)
   sources = builder.as_data_source(split=[train_split, "test"])
   class_names = tuple(builder.info.features["label"].names)
   return dataset, class_names, _read_source(sources[0]), _read_source(sources[1])
-
-
-@contextlib.contextmanager
-def _tfds_warnings_quiet():
-  """absl logging (which TFDS logs through) at errors only, for the block."""
-  before = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
-  try:
-    yield
-  finally:
-    logging.set_verbosity(before)
 
 
 def _prepare(builder, download: bool) -> None:
@@ -82,8 +75,7 @@ def _tensorflow_available() -> bool:
 
 
 def _check_reachable(host: str, port: int, timeout: float, *, purpose: str) -> None:
-  """Raises ConnectionError unless a TCP connection to host:port opens within ``timeout``
-  (in a daemon thread, so that a hanging DNS lookup cannot block)."""
+  """Raises ConnectionError unless host:port connects in ``timeout`` (in a thread: DNS may hang)."""
   outcome: list[BaseException | None] = []
 
   def connect():

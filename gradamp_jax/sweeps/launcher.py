@@ -65,9 +65,7 @@ def run_each(args, runs):
   if args.mode == "slurm":
     spread = " --distributed" if args.nodes > 1 else ""  # one process per node
     jobs = cluster.submit_sweep(args, [r["command"] + spread for r in runs], "run")
-    for run, job in zip(runs, jobs):
-      run["job_id"] = job.job_id
-    expansion.write_record(args, runs)
+    expansion.write_record(args, [dict(r, job_id=j.job_id) for r, j in zip(runs, jobs)])
     return jobs
   commands = [(r["name"], shlex.split(r["command"])) for r in runs]
   local.run_all(commands, "run", args.runs_per_device, os.path.join(args.root, "logs"))
