@@ -119,9 +119,8 @@ def hold_out_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
   num_validation = round(fraction * n)
   if not 0 < num_validation < n:
     raise ValueError(
-      f"validation_fraction {fraction} of {n} training examples leaves "
-      f"{num_validation} validation and {n - num_validation} training examples; "
-      "both must be > 0"
+      f"validation_fraction {fraction} of {n} training examples leaves {num_validation} "
+      f"validation and {n - num_validation} training examples; both must be > 0"
     )
   permutation = np.random.default_rng(seed).permutation(n)
   return np.sort(permutation[: n - num_validation]), np.sort(permutation[n - num_validation :])

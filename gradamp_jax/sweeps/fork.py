@@ -176,9 +176,8 @@ def _same_selections(where, config, parent_config, template, directions, info, e
   for a, b in zip(mine, theirs):
     if selection_key(a, wheres[0]) != selection_key(b, wheres[1]):
       raise ValueError(
-        f"{where}: the runs' selections differ at epoch "
-        f"{int(a.selection_epoch) + 1} (this run acts on "
-        f"{int(np.sum(np.asarray(a.scale) != 1))} layers, the parent on "
+        f"{where}: the runs' selections differ at epoch {int(a.selection_epoch) + 1} (this run "
+        f"acts on {int(np.sum(np.asarray(a.scale) != 1))} layers, the parent on "
         f"{int(np.sum(np.asarray(b.scale) != 1))}); they are not the same computation"
       )
   return mine

@@ -44,9 +44,8 @@ def _add_sweep_args(parser, selection) -> None:
   parser.add_argument(
     "--runs_per_device",
     type=int,
-    help="local: run this many runs (with --branch: trees) at once on each "
-    "visible GPU (on a machine without GPUs: at once here); logs in "
-    "ROOT/logs/",
+    help="local: run this many runs (with --branch: trees) at once on each visible GPU (on a "
+    "machine without GPUs: at once here); logs in ROOT/logs/",
   )
   selection.add_argument(
     "--only",
@@ -78,9 +77,8 @@ def _add_slurm_args(parser, branch) -> None:
     "--nodes",
     type=int,
     default=1,
-    help="slurm: nodes per run, one process on each (--distributed: JAX's multi-process "
-    "runtime from SLURM's environment, the batch split across them); --gpus and --cpus "
-    "are per node",
+    help="slurm: nodes per run, one process on each (--distributed: JAX's multi-process runtime "
+    "from SLURM's environment, the batch split across them); --gpus and --cpus are per node",
   )
   parser.add_argument(
     "--cluster",
@@ -91,9 +89,8 @@ def _add_slurm_args(parser, branch) -> None:
   branch.add_argument(
     "--branch",
     action="store_true",
-    help="train runs that are the same computation once and fork them where "
-    "their selections differ (gradamp_jax.sweeps.branching); with slurm, "
-    "one job per tree",
+    help="train runs that are the same computation once and fork them where their selections "
+    "differ (gradamp_jax.sweeps.branching); with slurm, one job per tree",
   )
   branch.add_argument(
     "--tree",

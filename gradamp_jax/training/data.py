@@ -19,8 +19,7 @@ class MembersData(NamedTuple):
   keep: list  # each member's int32 positions of its training examples in ``pool``
 
 
-# The config's fields that :func:`~gradamp_jax.input_pipeline.load_for_seeds` takes, but for
-# the seeds and ``download``.
+# The config's fields that input_pipeline.load_for_seeds takes, but for the seeds and download.
 _DATA_FIELDS = ("dataset", "data_dir", "image_folder", "train_split", "validation_fraction")
 
 

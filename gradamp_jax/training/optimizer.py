@@ -112,10 +112,9 @@ def learning_rate_warning(config) -> Optional[str]:
   if not outside:
     return None
   return (
-    f"warning: learning rate {', '.join(f'{r:g}' for r in outside)} under "
-    f"optimizer={config.optimizer!r} is outside its usual range [{low:g}, {high:g}]; the "
-    "phases' learning rates are the optimizer's (configs/quickstart.py:optimizer=adamw picks "
-    "the AdamW study's)"
+    f"warning: learning rate {', '.join(f'{r:g}' for r in outside)} under optimizer="
+    f"{config.optimizer!r} is outside its usual range [{low:g}, {high:g}]; the phases' learning "
+    "rates are the optimizer's (configs/quickstart.py:optimizer=adamw picks the AdamW study's)"
   )
 
 
@@ -129,9 +128,8 @@ def threshold_warning(config) -> Optional[str]:
   )
   beyond = f" and those up to {-amp.threshold:g} std {other} it" if amp.threshold < 0 else ""
   return (
-    f"warning: amplification.threshold={amp.threshold:g} under case {amp.case} ({rule}) "
-    f"selects every layer {side} the mean{beyond}, not the {tail} tail; a threshold > 0 "
-    "selects the tail"
+    f"warning: amplification.threshold={amp.threshold:g} under case {amp.case} ({rule}) selects "
+    f"every layer {side} the mean{beyond}, not the {tail} tail; a threshold > 0 selects the tail"
   )
 
 

@@ -54,9 +54,8 @@ class WorkdirLock:
       os.close(fd)
       if not holder_gone(holder, me):
         raise WorkdirBusyError(
-          f"workdir: {os.path.dirname(self.path)!r} is in use by {_describe(holder)}; wait "
-          f"for it to end or use another workdir (this process: {_describe(me)}; lock: "
-          f"{self.path})"
+          f"workdir: {os.path.dirname(self.path)!r} is in use by {_describe(holder)}; wait for "
+          f"it to end or use another workdir (this process: {_describe(me)}; lock: {self.path})"
         ) from None
       fd = self._break(holder)
     previous = _read(fd)
