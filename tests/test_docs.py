@@ -369,3 +369,47 @@ def test_the_depth_study_status_matches_its_run_folders():
   for method, group in finished.groupby("method"):
     quoted = ", ".join(f"{a:.2f}" for a in group.sort_values("seed")["final_test_accuracy"])
     assert f"`{method}` on seeds" in status and quoted in status, method
+
+
+def depth_arm(runs, label: str):
+  """The finished runs of the depth study's arm that a results-table row names."""
+  if label in ("none", "all layers ×2"):
+    return runs[runs["method"] == label.split()[0]]
+  method = "intelligent" if label.startswith("intelligent G′ case 1") else "matched_random"
+  assert method == "intelligent" or label.startswith("matched random"), label
+  threshold = float(re.search(r"t = (\d+\.\d+)", label).group(1))
+  return runs[(runs["method"] == method) & ((runs["threshold"] - threshold).abs() < 1e-9)]
+
+
+def paired_interval(arm, baseline) -> list[float]:
+  """Mean of the per-seed differences and its 95 % Student-t interval, with NumPy/SciPy."""
+  from scipy import stats
+
+  a, b = (x.set_index("seed")["final_test_accuracy"] for x in (arm, baseline))
+  diff = (a - b).dropna().to_numpy()
+  half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / len(diff) ** 0.5
+  return [diff.mean(), diff.mean() - half, diff.mean() + half]
+
+
+def test_the_depth_study_table_is_computed_from_its_run_folders():
+  """Every arm of results/depth-study with all five seeds finished is a row of docs/depth.md's
+  results table, its numbers recomputed here from the run folders."""
+  from gradamp_jax import analysis
+
+  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
+  runs = runs[runs["finished"]]
+  table = table_rows(read("docs/depth.md"), "| arm |")
+  complete = runs.groupby(["method", "threshold"], dropna=False)["seed"].nunique()
+  assert len(table) == int((complete == 5).sum())
+  none = depth_arm(runs, "none")
+  for label, accuracy, per_seed, vs_none, vs_matched in table:
+    arm = depth_arm(runs, label).sort_values("seed")
+    test = arm["final_test_accuracy"]
+    assert list(arm["seed"]) == [0, 1, 2, 3, 4], label
+    assert numbers(accuracy) == pytest.approx([test.mean(), test.std(ddof=1)], abs=0.006)
+    assert numbers(per_seed) == pytest.approx(list(test), abs=0.006), label
+    if vs_none:
+      assert numbers(vs_none) == pytest.approx(paired_interval(arm, none), abs=0.006), label
+    if label.startswith("intelligent") and vs_matched:
+      matched = depth_arm(runs, label.replace("intelligent G′ case 1", "matched random"))
+      assert numbers(vs_matched) == pytest.approx(paired_interval(arm, matched), abs=0.006)
