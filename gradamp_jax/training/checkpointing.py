@@ -77,8 +77,7 @@ def restore_step(manager: ocp.CheckpointManager, step: int, target):
   state = manager.restore(step, args=ocp.args.StandardRestore(target))
   if jax.tree.structure(state) != jax.tree.structure(target):
     raise ValueError("its tree structure differs from this run's state")
-  flat, _ = jax.tree_util.tree_flatten_with_path(state)
-  for (path, a), b in zip(flat, jax.tree.leaves(target)):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(target)):
     if np.shape(a) != np.shape(b) or np.result_type(a) != np.result_type(b):
       got, want = (f"{np.result_type(x)}{list(np.shape(x))}" for x in (a, b))
       raise ValueError(f"{jax.tree_util.keystr(path)} is {got}, this run's is {want}")

@@ -33,11 +33,9 @@ def _convert(key, text, default):
   if default is None or isinstance(default, str):
     return text
   if isinstance(default, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"config argument {key}={text!r}: expected true or false")
+    if text.lower() not in ("true", "1", "yes", "false", "0", "no"):
+      raise ValueError(f"config argument {key}={text!r}: expected true or false")
+    return text.lower() in ("true", "1", "yes")
   try:
     return type(default)(text)
   except ValueError:
