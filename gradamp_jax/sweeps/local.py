@@ -49,9 +49,8 @@ def run_concurrently(commands, per_device: int, devices: list[str], log_dir: str
   while pending or running:
     while pending and free:
       (name, argv), slot = pending.pop(0), free.pop(0)
-      env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=memory_fraction(per_device))
-      if slot[0] is not None:
-        env["CUDA_VISIBLE_DEVICES"] = slot[0]
+      gpu = {} if slot[0] is None else dict(CUDA_VISIBLE_DEVICES=slot[0])
+      env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=memory_fraction(per_device), **gpu)
       log = open(os.path.join(log_dir, f"{name}.log"), "a")
       where = f"GPU {slot[0]}" if slot[0] is not None else "this machine"
       print(f"started {name} on {where} (log: {log.name})", flush=True)

@@ -128,8 +128,14 @@ def main(argv):
       members = cohort.members_of(config, _WORKDIR.value, _COHORT.value)
     except ValueError as e:
       _usage_error(str(e))
-  if _DISTRIBUTED.value:
-    start_distributed()
+  if _DISTRIBUTED.value:  # CPU collectives over gloo, for CPU-only runs
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+      heartbeat_timeout_seconds=30,
+    )
   print(f"JAX {jax.__version__}, devices: {jax.devices()}", flush=True)
   try:
     if _FORK_FROM.value is not None:
@@ -151,17 +157,6 @@ def main(argv):
     _exit(f"{type(e).__name__}: {e}", 1)
   if jax.process_count() > 1:
     _exit("", 0)
-
-
-def start_distributed():
-  """``jax.distributed.initialize`` with CPU collectives over gloo (for CPU-only runs)."""
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-    coordinator_address=_COORDINATOR.value,
-    num_processes=_NUM_PROCESSES.value,
-    process_id=_PROCESS_ID.value,
-    heartbeat_timeout_seconds=30,
-  )
 
 
 def _exit(message: str, status: int, prefix: str = "error: "):
