@@ -44,10 +44,10 @@ def read(dataset: str, data_dir: str | None, train_split: str, download: bool):
 def _prepare(builder, download: bool) -> None:
   """Downloads and prepares ``builder``'s data after checking that this can work."""
   name, where = builder.name, builder.data_dir
+  folder = f"--config.image_folder=PATH (a folder with {LAYOUT}; docs/data.md)"
   elsewhere = (
     f"point --config.data_dir at a folder holding a prepared {name} (array_record; prepared "
-    f"by the same command on a machine with internet, then copied), or pass "
-    f"--config.image_folder=PATH (a folder with {LAYOUT}; docs/data.md)"
+    f"by the same command on a machine with internet, then copied), or pass {folder}"
   )
   if not download:
     raise FileNotFoundError(
@@ -58,8 +58,7 @@ def _prepare(builder, download: bool) -> None:
   if not _tensorflow_available():
     raise ImportError(
       f"TFDS {name} is not prepared (looked in {where}) and preparing it needs TensorFlow, "
-      f'which is not installed: pip install "gradamp_jax[prepare]". Or pass '
-      f"--config.image_folder=PATH (a folder with {LAYOUT}; docs/data.md)."
+      f'which is not installed: pip install "gradamp_jax[prepare]". Or pass {folder}.'
     )
   # For both CIFAR builders the archive is served from the homepage's host.
   host = urllib.parse.urlparse(builder.info.homepage).hostname
