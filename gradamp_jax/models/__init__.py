@@ -201,16 +201,5 @@ def _width_kwargs(name: str, width: float) -> dict:
   return {}
 
 
-__all__ = [
-  "MODEL_NAMES",
-  "CONV_IMPLEMENTATIONS",
-  "create",
-  "names",
-  "register",
-  "contract_problem",
-  "ResNet",
-  "BasicBlock",
-  "Bottleneck",
-  "VGG",
-  "resnet_cifar",
-]
+__all__ = ["MODEL_NAMES", "CONV_IMPLEMENTATIONS", "create", "names", "register", "contract_problem"]
+__all__ += ["ResNet", "BasicBlock", "Bottleneck", "VGG", "resnet_cifar"]

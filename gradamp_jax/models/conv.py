@@ -9,8 +9,6 @@ standard gradient up to float rounding (tested). The models use it when asked,
 ``models.create(..., conv="im2col")`` (``--config.conv=im2col``); the default is lax's.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -69,9 +67,7 @@ def _plain_conv(x, kernel, strides, padding, precision):
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, kernel, strides, padding, precision):
-  return _plain_conv(x, kernel, strides, padding, precision)
+_conv = jax.custom_vjp(_plain_conv, nondiff_argnums=(2, 3, 4))
 
 
 def _conv_fwd(x, kernel, strides, padding, precision):

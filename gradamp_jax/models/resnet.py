@@ -69,10 +69,9 @@ def _conv_bn(in_features, out_features, kernel_size, stride=1, *, dtype, rngs):
 
 def _add_shortcut(block: nnx.Module, in_features: int, out_features: int, stride: int, **kwargs):
   """Gives ``block`` a 1x1 conv + BN projection if the shape changes, else ``None``s."""
+  conv_bn = (None, None)
   if stride != 1 or in_features != out_features:
     conv_bn = _conv_bn(in_features, out_features, 1, stride, **kwargs)
-  else:
-    conv_bn = (None, None)
   block.shortcut_conv, block.shortcut_bn = conv_bn
 
 
@@ -112,15 +111,13 @@ class ResNet(nnx.Module):
     self.conv1, self.bn1 = _conv_bn(3, widths[0], 3, dtype=dtype, rngs=rngs)
     in_features = widths[0]
     self.stage_names = tuple(f"layer{i + 1}" for i in range(len(stage_sizes)))
-    for i, (name, num_blocks, features) in enumerate(
-      zip(self.stage_names, stage_sizes, widths, strict=True)
-    ):
+    for i, (num_blocks, features) in enumerate(zip(stage_sizes, widths)):
       blocks = []
       for j in range(num_blocks):
         stride = 2 if (i > 0 and j == 0) else 1
         blocks.append(block(in_features, features, stride, dtype=dtype, rngs=rngs))
         in_features = features * block.expansion
-      setattr(self, name, nnx.List(blocks))
+      setattr(self, self.stage_names[i], nnx.List(blocks))
     self.fc = common.dense(in_features, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -129,8 +126,7 @@ class ResNet(nnx.Module):
     for name in self.stage_names:
       for block in getattr(self, name):
         x = block(x, train=train)
-    x = jnp.mean(x, axis=(1, 2))
-    return self.fc(x)
+    return self.fc(jnp.mean(x, axis=(1, 2)))
 
 
 def resnet_cifar(

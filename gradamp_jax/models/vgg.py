@@ -71,5 +71,4 @@ class VGG(nnx.Module):
       if pool:
         x = nnx.max_pool(x, (2, 2), strides=(2, 2))
     # 32x32 inputs are 1x1 here; the mean also accepts other sizes divisible by 32.
-    x = jnp.mean(x, axis=(1, 2))
-    return self.fc(x)
+    return self.fc(jnp.mean(x, axis=(1, 2)))
