@@ -32,8 +32,8 @@ _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
 
 
 class _OneOf:
-  """What is allowed: ``options`` (a registry, or a function of the names) as they are when
-  the text is read."""
+  """What is allowed: ``options``, or a function's (a registry's names as they are when the
+  text is read)."""
 
   def __init__(self, options, words: str = "one of"):
     self.options, self.words = options, words
@@ -46,7 +46,7 @@ class _OneOf:
 
 
 def _choice(options) -> _Rule:
-  """A choice among ``options`` (as :class:`_OneOf` reads them) when checked."""
+  """A choice among ``options``, or a function's (a registry's names as they are when checked)."""
   allowed = _OneOf(options)
   return (lambda x: isinstance(x, str) and x in allowed.names()), allowed
 
@@ -117,15 +117,15 @@ RULES: dict[str, _Rule] = {
   "track_directionality": _BOOL,
   "tracked_measures": (
     _measure_set,
-    _OneOf(ga_measures.MEASURES, "a non-empty list of distinct measures from"),
+    _OneOf(lambda: ga_measures.MEASURES, "a non-empty list of distinct measures from"),
   ),
   "amplification.method": _choice(ga_amplification.METHODS),
-  "amplification.measure": _choice(ga_measures.MEASURES),
+  "amplification.measure": _choice(lambda: ga_measures.MEASURES),
   "amplification.case": (
     (lambda x: is_int(x) and x in ga_measures.CASES),
     "1 (upper tail), 2 (two-sided) or 3 (lower tail)",
   ),
-  "amplification.action": _choice(ga_actions.ACTIONS),
+  "amplification.action": _choice(lambda: ga_actions.ACTIONS),
   "amplification.alpha": _NON_NEGATIVE,
   "amplification.lo": _NON_NEGATIVE,
   "amplification.hi": _NON_NEGATIVE,
@@ -250,8 +250,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 def _refuse_unknown(field: str, known: dict, params: dict):
   """Raises the ``ValueError`` for an override of a field neither known nor a parameter."""
-  groups = {f.rsplit(".", 1)[0] for f in known if "." in f}
-  if field in groups:
+  if field in {f.rsplit(".", 1)[0] for f in known if "." in f}:
     raise ValueError(
       f"config.{field}: is a group of fields; set one of them, e.g. "
       f"--config.{next(f for f in known if f.startswith(field + '.'))}=..."
