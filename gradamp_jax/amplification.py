@@ -102,12 +102,10 @@ def _schedule_tables(phases, reselect_every: Optional[int], wait_first_epoch: bo
     phase[start:end] = p
     if ph.is_amp:
       factor[start:end] = ph.factor
-      first = start + 1 if wait_first_epoch else start
       period = int(reselect_every or (end - start))  # None: once per phase
-      for point in range(first, end, period):
-        select_at_start[point] = True
-        if point - 1 >= start:
-          window[point - 1] = True
+      points = np.arange(start + 1 if wait_first_epoch else start, end, period)
+      select_at_start[points] = True
+      window[points[points > start] - 1] = True  # each point's previous epoch, in the phase
     start = end
   return _Tables(phase, factor, window, select_at_start)
 
