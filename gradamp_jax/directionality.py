@@ -60,10 +60,8 @@ class DirectionalityState:
   @classmethod
   def tree_unflatten(cls, aux, children):
     names, sums = aux
-    count, epoch, *rest = children
-    values = dict(zip(names, rest[: len(names)]))
-    accumulators = dict(zip(sums, rest[len(names) : len(names) + len(sums)]))
-    return cls(count, epoch, values, accumulators, rest[-1])
+    count, epoch, *rest, layers_id = children
+    return cls(count, epoch, dict(zip(names, rest)), dict(zip(sums, rest[len(names) :])), layers_id)
 
   def __repr__(self):
     return (

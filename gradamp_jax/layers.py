@@ -154,8 +154,7 @@ def network_order(fn: Callable[[PyTree], Any], params: PyTree) -> tuple[str, ...
     for v in eqn.invars:
       if id(v) in leaf_of:
         first[index.leaf_layer[leaf_of[id(v)]]] = step
-  order = sorted(range(index.num_layers), key=lambda i: (first[i], i))
-  return tuple(index.names[i] for i in order)
+  return tuple(index.names[i] for i in sorted(range(index.num_layers), key=lambda i: (first[i], i)))
 
 
 def find_instances(tree: PyTree, classes) -> list:

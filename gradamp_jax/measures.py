@@ -331,8 +331,7 @@ def random_subset(key, eligible, count):
   eligible = jnp.asarray(eligible, bool)
   noise = jax.random.uniform(key, eligible.shape)
   noise = jnp.where(eligible, noise, 2.0)  # ineligible layers rank last
-  ranks = jnp.argsort(jnp.argsort(noise))
-  return ranks < count
+  return jnp.argsort(jnp.argsort(noise)) < count
 
 
 def check_measure(measure: str) -> str:

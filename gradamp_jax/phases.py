@@ -138,8 +138,7 @@ def learning_rate_schedule(phases: Iterable[PhaseLike], steps_per_epoch: int) ->
   rates = np.array([p.learning_rate for p in parsed], np.float32)
 
   def schedule(count):
-    index = jnp.searchsorted(jnp.asarray(ends), count, side="right")
-    return jnp.asarray(rates)[index]
+    return jnp.asarray(rates)[jnp.searchsorted(jnp.asarray(ends), count, side="right")]
 
   return schedule
 

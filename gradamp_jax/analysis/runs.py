@@ -81,9 +81,8 @@ def load_run(workdir: str) -> dict:
     ValueError: ``workdir`` is not a run folder (no ``config.json`` in it).
   """
   if not os.path.isfile(run_folder.path(workdir, run_folder.CONFIG)):
-    where = os.path.abspath(workdir)
     reason = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
-    raise ValueError(f"run folder {workdir!r} ({where}) {reason}")
+    raise ValueError(f"run folder {workdir!r} ({os.path.abspath(workdir)}) {reason}")
   return dict(
     config=run_folder.read_json(workdir, run_folder.CONFIG, default={}),
     info=run_folder.read_json(workdir, run_folder.RUN_INFO, default={}),
