@@ -39,10 +39,8 @@ def _n_text(group: pd.DataFrame) -> str:
 
 
 def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
-  """Each family's ``{column}_mean`` ± ``{column}_std`` (``style(i, apart)`` its options) at
-  its thresholds or, all rows at one threshold (or none), side by side, named on the x axis.
-  The legend names the runs per point; a point whose count differs from its family's
-  largest is marked with its own ``n``."""
+  """Each family's ``{column}_mean`` ± ``{column}_std`` (``style(i, apart)``) at its thresholds,
+  or side by side when they share one; a point's own ``n`` where it differs from the family's."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1
@@ -50,8 +48,7 @@ def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
     x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float)
     y = group[f"{column}_mean"].to_numpy(float)
     yerr = group[f"{column}_std"].astype(float).fillna(0)
-    label = f"{name} ({_n_text(group)})"
-    ax.errorbar(x, y, yerr=yerr, capsize=2, label=label, **style(i, apart))
+    ax.errorbar(x, y, yerr=yerr, capsize=2, label=f"{name} ({_n_text(group)})", **style(i, apart))
     for xi, yi, n in zip(x, y, group["n"].astype(int)):
       if n != group["n"].max():
         ax.annotate(f"n={n}", (xi, yi), xytext=(4, -10), textcoords="offset points", fontsize=7)
@@ -176,8 +173,7 @@ MAX_COLUMNS = 3  # heatmap panels per row of a figure
 
 
 def _heatmaps(panels: list[tuple], num_layers: int, title: str):
-  """``(figure, axes)`` of :func:`plot_layer_heatmap` panels ``(title, table, options)``, at
-  most :data:`MAX_COLUMNS` a row, layer names on the first column only."""
+  """``(figure, axes)`` of heatmap panels ``(title, table, options)``, :data:`MAX_COLUMNS` a row."""
   columns = min(len(panels), MAX_COLUMNS)
   rows = -(-len(panels) // columns)
   size = (3.0 * columns + 2.2, max(2.5, 0.12 * num_layers + 1.2) * rows + 0.4)
@@ -337,29 +333,21 @@ def directionality_figure(frames: list[pd.DataFrame], title: str):
   names = [m for m in measure_columns(frames[0]) if all(m in f for f in frames)]
   tables = {m: statistics.directionality_table(frames, m) for m in names}
   scales = _shared_scales(tables)
-  panels = []
-  for measure, table in tables.items():
-    name = measures.axis_label(measure)
-    panels.append((name, table, dict(label=name, **scales[measure])))
-  title = f"{title} (mean over {len(frames)} runs)"
-  return _heatmaps(panels, len(tables[names[0]]), title)[0]
+  axis = {m: measures.axis_label(m) for m in tables}
+  panels = [(axis[m], table, dict(label=axis[m], **scales[m])) for m, table in tables.items()]
+  return _heatmaps(panels, len(tables[names[0]]), f"{title} (mean over {len(frames)} runs)")[0]
 
 
 def _shared_scales(tables: dict) -> dict:
   """Measure -> its ``vmin`` and ``vmax``: one scale per set of bounds; none if unbounded."""
-  top = {}
+  bounds, top = {m: measures.bounds(m) for m in tables}, {}
   for measure, table in tables.items():
-    bounds = measures.bounds(measure)
-    if bounds is not None:
+    b = bounds[measure]
+    if b is not None:
       values = table.to_numpy(float)
-      largest = float(np.nanmax(values)) if np.isfinite(values).any() else bounds[1]
-      top[bounds] = max(top.get(bounds, bounds[0]), min(largest, bounds[1]))
-  scales = {}
-  for measure in tables:
-    bounds = measures.bounds(measure)
-    usable = bounds is not None and top[bounds] > bounds[0]
-    scales[measure] = dict(vmin=bounds[0], vmax=top[bounds]) if usable else {}
-  return scales
+      largest = float(np.nanmax(values)) if np.isfinite(values).any() else b[1]
+      top[b] = max(top.get(b, b[0]), min(largest, b[1]))
+  return {m: dict(vmin=b[0], vmax=top[b]) if b and top[b] > b[0] else {} for m, b in bounds.items()}
 
 
 def original_directionality_figure(runs, comparison, model, dataset, optimizer="sgd"):

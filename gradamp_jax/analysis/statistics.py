@@ -62,8 +62,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-  """Rows by model, dataset, re-selection, method (:data:`METHOD_ORDER`), measure, case,
-  threshold; empty keys first."""
+  """Rows by model, dataset, re-selection, method (:data:`METHOD_ORDER`), then the setting."""
   if frame.empty:
     return frame.reset_index(drop=True)
   order = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -86,8 +85,7 @@ def choose_setting(groups: pd.DataFrame, keys) -> tuple[dict, str]:
     ``(setting, "test")``: highest ``test_mean``. Ties go to the smaller setting.
   """
   by = "validation" if groups["val_mean"].notna().all() else "test"
-  score = groups["val_mean" if by == "validation" else "test_mean"]
-  ranked = groups.assign(_score=-score)
+  ranked = groups.assign(_score=-groups["val_mean" if by == "validation" else "test_mean"])
   first = ranked.sort_values(["_score", *keys], na_position="first", kind="stable").iloc[0]
   return {k: None if is_missing(first[k]) else first[k] for k in keys}, by
 
@@ -143,9 +141,8 @@ def against_matched(runs: pd.DataFrame) -> pd.DataFrame:
   final test accuracy over their shared seeds: ``n``, ``diff_mean`` and its 95 % t interval."""
   done = runs[runs["finished"]]
   rows = []
-  for keys, group in done[done["method"] == "intelligent"].groupby(
-    list(GROUP_KEYS), dropna=False, sort=False
-  ):
+  intelligent = done[done["method"] == "intelligent"]
+  for keys, group in intelligent.groupby(list(GROUP_KEYS), dropna=False, sort=False):
     key = dict(zip(GROUP_KEYS, keys))
     control = done[matches(done, dict(key, method="matched_random"))]
     seeds = set(group["seed"]) & set(control["seed"])
@@ -156,8 +153,7 @@ def against_matched(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _family_setting(groups: pd.DataFrame, family: pd.DataFrame, intelligent) -> tuple:
-  """:func:`choose_setting` over the keys the family's groups differ in (the threshold
-  always, where there is one), at the ``(threshold, by)`` ``intelligent`` chose if it can."""
+  """:func:`choose_setting` over the keys the groups differ in, at ``intelligent``'s if it can."""
   varies = lambda k: groups[k].nunique(dropna=False) > 1
   keys = [k for k in SETTING_KEYS if (k == "threshold" and family[k].notna().any()) or varies(k)]
   if not keys:
@@ -294,8 +290,7 @@ def directionality_table(directionality: list[pd.DataFrame], measure: str) -> pd
   if not frames:
     return pd.DataFrame()
   by = dict(index=["index", "layer"], columns="epoch", values=measure, aggfunc="mean")
-  table = pd.concat(frames).pivot_table(**by).sort_index(level="index")
-  return table.droplevel("index")
+  return pd.concat(frames).pivot_table(**by).sort_index(level="index").droplevel("index")
 
 
 def _select(values: np.ndarray, case: int, threshold: float) -> np.ndarray:

@@ -32,8 +32,7 @@ _SPLIT = re.compile(rf"^{_PART}(\+{_PART})*$")
 
 
 class _OneOf:
-  """What is allowed: ``options``, or a function's (a registry's names as they are when the
-  text is read)."""
+  """What is allowed: ``options``, or a function's (a registry's names when the text is read)."""
 
   def __init__(self, options, words: str = "one of"):
     self.options, self.words = options, words
