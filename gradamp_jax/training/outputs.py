@@ -82,8 +82,7 @@ def network_depth(graphdef, state, image_shape) -> dict[str, int]:
   """Each layer's position in the forward pass (0: the stem), from a trace of the model."""
   image = jnp.zeros((1, *image_shape), jnp.float32)
   forward = lambda params: nnx.merge(graphdef, params, state.batch_stats)(image, train=False)
-  order = layers_lib.network_order(forward, state.params)
-  return {name: depth for depth, name in enumerate(order)}
+  return {name: depth for depth, name in enumerate(layers_lib.network_order(forward, state.params))}
 
 
 def in_network_order(rows: list[dict], depth: dict[str, int]) -> list[dict]:
@@ -143,21 +142,17 @@ def directionality_rows(opt_state, params, eligible: dict[str, bool]) -> list[di
   return rows
 
 
+def _scale_in_effect(config, opt_state) -> np.ndarray:
+  """Each layer's scale from the selection in effect; empty when none is."""
+  if config.amplification.method == "none":
+    return np.ones(0)
+  amp = jax.device_get(ga.find_state(opt_state))
+  return np.asarray(amp.scale) if amp.active else np.ones(0)
+
+
 def amplified_layers(config, opt_state) -> int:
   """How many layers the selection in effect scales by other than 1."""
-  if config.amplification.method == "none":
-    return 0
-  amp = jax.device_get(ga.find_state(opt_state))
-  return int(np.sum(amp.scale != 1)) if amp.active else 0
-
-
-def action_text(config, opt_state) -> str:
-  """What the selection in effect does, as an epoch's line says it (:func:`describe_scales`)."""
-  scale = np.ones(0)
-  if config.amplification.method != "none":
-    amp = jax.device_get(ga.find_state(opt_state))
-    scale = np.asarray(amp.scale) if amp.active else scale
-  return describe_scales(config.amplification.action, scale)
+  return int(np.sum(_scale_in_effect(config, opt_state) != 1))
 
 
 def describe_scales(action: str, scale) -> str:
@@ -236,11 +231,12 @@ class RunOutputs:
         self.summary.add_scalar(key, value, row["epoch"])
     self.summary.flush()
     num_epochs = ga.num_epochs(self.config.phases)
+    scale = _scale_in_effect(self.config, state.opt_state)
     print(
       f"{self.label}epoch {row['epoch']}/{num_epochs}  lr {row['lr']:.4g}  train loss "
       f"{row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f} %  test loss "
       f"{row['test_loss']:.4f} acc {100 * row['test_accuracy']:.2f} %  "
-      f"{action_text(self.config, state.opt_state)}  {row['epoch_seconds']:.1f}s "
+      f"{describe_scales(self.config.amplification.action, scale)}  {row['epoch_seconds']:.1f}s "
       f"({row['images_per_second']:.0f} img/s)",
       flush=True,
     )
@@ -271,18 +267,10 @@ def last_metrics(workdir: str) -> dict | None:
 
 
 def write_fork(
-  workdir: str,
-  config,
-  parent: str,
-  epoch: int,
-  step: int,
-  *,
-  metrics: list[dict],
-  directionality: list[dict],
-  layer_stats: list[dict],
+  workdir: str, config, parent: str, epoch: int, step: int, *, metrics, directionality, layer_stats
 ) -> None:
-  """A forked run's files: the parent's rows up to the fork and ``run.json``, its own
-  selections, config and ``fork.json``; a stale ``partial_epoch.json`` is removed."""
+  """A forked run's files: the parent's rows (lists of dicts) up to the fork and ``run.json``,
+  its own selections, config and ``fork.json``; a stale ``partial_epoch.json`` is removed."""
   files = {METRICS: metrics, DIRECTIONALITY: directionality, LAYER_STATS: layer_stats}
   for name, rows in files.items():
     run_folder.rows_writer(workdir, name).write(rows)

@@ -62,8 +62,7 @@ def members_value_and_grad(fn, in_axes, params, *args, summed: bool):
   gradients (0 · NaN): ``summed`` is for GPUs, where each group is a kernel's own.
   """
   if not summed:
-    each = jax.value_and_grad(fn, has_aux=True)
-    return jax.vmap(each, in_axes=(0, *in_axes))(params, *args)
+    return jax.vmap(jax.value_and_grad(fn, has_aux=True), in_axes=(0, *in_axes))(params, *args)
   # A barrier between the convolution kernels (rank 4 per member) and the model: without it
   # XLA fuses each kernel's regrouping for the input gradient into the kernel's update,
   # which then cannot write in place, and the loop copies every kernel each step.
@@ -118,9 +117,8 @@ def make_train_step(graphdef, tx):
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
-    metrics = dict(
-      loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == batch["label"]), grad_norm=grad_norm
-    )
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    metrics = dict(loss=loss, accuracy=accuracy, grad_norm=grad_norm)
     return TrainState(state.step + 1, params, batch_stats, opt_state, bad_step), metrics
 
   return train_step
