@@ -203,7 +203,6 @@ def _amplification(
     del params
     index = layers_lib.layer_index(updates)  # eligibility is in the state
     leaves = jax.tree.leaves(updates)
-    layers_lib.check_leaves_match(index, leaves)
     epoch = jnp.minimum(state.count // steps_per_epoch, len(tables.phase) - 1)  # 0-based
     phase = jnp.asarray(tables.phase)[epoch]
     do_select = (state.count % steps_per_epoch == 0) & jnp.asarray(tables.select_at_start)[epoch]

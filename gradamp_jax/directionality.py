@@ -159,7 +159,6 @@ def directionality_monitor(
     del params
     index = layers_lib.layer_index(updates)
     leaves = jax.tree.leaves(updates)
-    layers_lib.check_leaves_match(index, leaves)
     return updates, update_state(state, leaves, index, steps_per_epoch=steps_per_epoch)
 
   return optax.GradientTransformation(init_fn, update_fn)

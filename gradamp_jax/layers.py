@@ -112,14 +112,6 @@ def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
   return mask
 
 
-def check_leaves_match(index: LayerIndex, leaves: Sequence) -> None:
-  if len(leaves) != len(index.leaf_layer):
-    raise ValueError(
-      f"the gradient tree has {len(leaves)} leaves but the parameters had "
-      f"{len(index.leaf_layer)}; pass updates shaped like the params given to init"
-    )
-
-
 def names_id(names: Sequence[str]) -> int:
   """CRC-32 of the layer names in order: kept in optimizer states to check reports."""
   return zlib.crc32("\n".join(names).encode())

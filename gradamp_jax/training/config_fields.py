@@ -273,11 +273,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"({jax.device_count()}), got {config[field]!r}"
       )
   amp = config.amplification
-  if (
-    config.track_directionality
-    and amp.method in ga_amplification.MEASURED_METHODS
-    and amp.measure not in config.tracked_measures
-  ):
+  measured = amp.method in ga_amplification.MEASURED_METHODS
+  if config.track_directionality and measured and amp.measure not in config.tracked_measures:
     raise ValueError(
       f"config.amplification.measure: {amp.measure!r} is not in "
       f"config.tracked_measures {tuple(config.tracked_measures)}; track it "
