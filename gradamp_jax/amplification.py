@@ -185,13 +185,13 @@ def _tracked(track_directionality, measure: Optional[str]) -> tuple[str, ...]:
 def _amplification(
   rule, phases, steps_per_epoch, reselect_every, seed, eligible, track_directionality, action
 ) -> optax.GradientTransformation:
-  name, params = action
+  name, action_params = action
   if rule.measure is None and actions_lib.check_action(name).uses_measure:
     raise ValueError(
       f"action {name!r} reads the normalized measure, which a random selection has not; "
       "select by a measure (intelligent_amplification)"
     )
-  action = name, actions_lib.check_params(name, params)
+  action = name, actions_lib.check_params(name, action_params)
   tracked = _tracked(track_directionality, rule.measure)
   tables = _schedule_tables(phases, reselect_every, rule.wait_first_epoch)
   steps_per_epoch = phases_lib.check_steps_per_epoch(steps_per_epoch)
