@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import optax
 
 import gradamp_jax as ga
@@ -91,6 +92,12 @@ def create_optimizer(
 def config_warnings(config) -> list[str]:
   """One line for each thing a valid config does that is unlikely to be meant."""
   found = [placement_warning(config), learning_rate_warning(config), threshold_warning(config)]
+  if config.steps_per_dispatch > 1 and jax.default_backend() == "cpu":
+    found.append(
+      f"warning: steps_per_dispatch={config.steps_per_dispatch} runs the steps in a loop, which "
+      "XLA:CPU compiles to much slower convolution gradients (30x for resnet8 in "
+      "BENCHMARKS.md); 0 (automatic) runs one step per call on a CPU"
+    )
   if config.amplification.method != "none":
     start = 0
     for number, phase in enumerate(ga.parse_phases(config.phases), 1):

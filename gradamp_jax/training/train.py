@@ -371,17 +371,6 @@ def _replicate(tree, mesh: Mesh):
   return jax.tree.map(lambda x: input_pipeline.place(x, replicated), tree)
 
 
-def warn_if_looping_on_cpu(per_dispatch: int) -> None:
-  if per_dispatch > 1 and jax.default_backend() == "cpu" and jax.process_index() == 0:
-    print(
-      f"warning: steps_per_dispatch={per_dispatch} runs the steps in a loop, which XLA:CPU "
-      "compiles to much slower convolution gradients (30x for resnet8 in BENCHMARKS.md); "
-      "0 (automatic) runs one step per call on a CPU",
-      file=sys.stderr,
-      flush=True,
-    )
-
-
 class Members(NamedTuple):
   """What a cohort sets up once: the data, the initial states and the programs."""
 
@@ -412,7 +401,6 @@ class Members(NamedTuple):
     if stacked is None:
       stacked = len(configs) > 1 and jax.default_backend() != "cpu"
     groups = _programs(configs, spe, graphdef, txs, states, data, mesh, stacked)
-    warn_if_looping_on_cpu(steps_lib.steps_per_dispatch(configs[0]))
     if jax.process_index() == 0:
       _print_warnings(configs, workdirs)
     pool = input_pipeline.to_device(data.pool, mesh)
