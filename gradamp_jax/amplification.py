@@ -202,6 +202,7 @@ def _amplification(
   def update_fn(updates, state, params=None):
     del params
     index = layers_lib.layer_index(updates)  # eligibility is in the state
+    layers_lib.check_layer_count(index, state.mask.shape[0])
     leaves = jax.tree.leaves(updates)
     epoch = jnp.minimum(state.count // steps_per_epoch, len(tables.phase) - 1)  # 0-based
     phase = jnp.asarray(tables.phase)[epoch]

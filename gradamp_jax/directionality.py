@@ -158,6 +158,7 @@ def directionality_monitor(
   def update_fn(updates, state, params=None):
     del params
     index = layers_lib.layer_index(updates)
+    layers_lib.check_layer_count(index, len(next(iter(state.values.values()))))
     leaves = jax.tree.leaves(updates)
     return updates, update_state(state, leaves, index, steps_per_epoch=steps_per_epoch)
 

@@ -112,6 +112,15 @@ def eligible_mask(index: LayerIndex, eligible: Eligible) -> tuple[bool, ...]:
   return mask
 
 
+def check_layer_count(index: LayerIndex, num_layers: int) -> None:
+  """Refuses a tree of another number of layers than the parameters a state was made for."""
+  if index.num_layers != num_layers:
+    raise ValueError(
+      f"the updates have {index.num_layers} layers but the params given to init had "
+      f"{num_layers}; pass updates shaped like those params"
+    )
+
+
 def names_id(names: Sequence[str]) -> int:
   """CRC-32 of the layer names in order: kept in optimizer states to check reports."""
   return zlib.crc32("\n".join(names).encode())

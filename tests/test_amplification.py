@@ -375,6 +375,26 @@ def test_exactly_selected_layers_scaled_and_nothing_before_first_selection():
   assert not bool(state.active)
 
 
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: ga.intelligent_amplification(PHASES, 3, measure="G", threshold=1.0),
+    lambda: ga.directionality_monitor(steps_per_epoch=3),
+  ],
+  ids=["amplification", "monitor"],
+)
+def test_updates_of_another_layer_count_than_init_are_refused(make):
+  """A tree of 3 layers through a state made for 4 would scale and measure the wrong layers
+  (JAX clamps an index out of range): refused, with both counts."""
+  tx = make()
+  state = tx.init(make_params([[(4, 3)], [(5,)], [(2, 2), (2,)], [(3,)]]))
+  other = make_params([[(4, 3)], [(5,)], [(3,)]])
+  with pytest.raises(
+    ValueError, match="the updates have 3 layers but the params given to init had 4"
+  ):
+    tx.update(other, state)
+
+
 def test_reselection_steps():
   params = make_params([[(3,)], [(3,)], [(3,)]])
   grads = random_grads(params, np.random.default_rng(0), 12, bias=[1.0, 0.0, 0.0])
