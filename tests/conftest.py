@@ -1,6 +1,6 @@
 """Session-wide settings and the shared mock sweep.
 
-The suite runs in two pytest-xdist workers by default (``-n 2`` in pyproject.toml); every
+The suite runs in three pytest-xdist workers by default (``-n 3`` in pyproject.toml); every
 process it starts (workers, training subprocesses, SLURM jobs) inherits the environment set
 here before jax is imported, and so shares one session folder.
 """
