@@ -366,9 +366,11 @@ def test_the_depth_study_status_matches_its_run_folders():
   status = flat(next(p for p in read("docs/depth.md").split("\n\n") if p.startswith("**Status")))
   finished = runs[runs["finished"]]
   assert f"of the study's 40 runs, {len(finished)} have finished" in status
-  for method, group in finished.groupby("method"):
-    quoted = ", ".join(f"{a:.2f}" for a in group.sort_values("seed")["final_test_accuracy"])
-    assert f"`{method}` on seeds" in status and quoted in status, method
+  for (method, threshold), arm in finished.groupby(["method", "threshold"], dropna=False):
+    quoted = ", ".join(f"{a:.2f}" for a in arm.sort_values("seed")["final_test_accuracy"])
+    if threshold == threshold:  # an arm at a threshold: "t = 1.0: a, b"
+      quoted = f"t = {threshold:.1f}: {quoted}"
+    assert f"`{method}` on seeds" in status and quoted in status, (method, threshold)
 
 
 def depth_arm(runs, label: str):
