@@ -1,19 +1,7 @@
 """CIFAR input pipeline: whole splits read once into numpy, then held on the device as uint8.
 
-Each split is read once into numpy and copied once to every device (:func:`to_device`). An
-epoch's shuffle, crops and flips are drawn on the device from ``fold_in(key(seed), epoch)``
-(:func:`epoch_plan`) and each batch is gathered, augmented and normalised inside the jitted
-step (:func:`train_batch`): nothing crosses from the host during training. TensorFlow is
-never imported here. Sources (:func:`load`): TFDS ``cifar10`` / ``cifar100``, or a local
-image folder (docs/data.md).
-
-Example::
-
-  data = input_pipeline.load("cifar10")
-  train = input_pipeline.to_device(data.train)
-  plan = input_pipeline.epoch_plan(0, 1, num_examples=len(data.train), batch_size=128)
-  batch = input_pipeline.train_batch(train, plan, 0, data.mean, data.std)
-  # batch["image"]: float32 (128, 32, 32, 3), batch["label"]: int32 (128,)
+Shuffles, crops and flips are drawn and applied on the device inside the jitted step, so nothing
+crosses from the host during training (docs/data.md).
 """
 
 from gradamp_jax.input_pipeline.dataset import (

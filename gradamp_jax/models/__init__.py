@@ -1,16 +1,7 @@
 """CIFAR model zoo (Flax NNX) and a name -> model registry.
 
-Every model maps float NHWC images to logits: ``model(x, train=...)``. ``train`` is passed
-on as ``use_running_average=not train`` to every BatchNorm, so a functional training step
-can ``nnx.split(model, nnx.Param, nnx.BatchStat)`` / ``nnx.merge`` without switching modes.
-
-Example::
-
-  model = models.create("resnet20", num_classes=10, seed=0)
-  logits = model(images, train=True)
-
-A model of your own is one :func:`register` call away (its contract is written there); the
-config's ``model`` field and the training program then take its name in that process.
+Every model maps float NHWC images to logits, ``model(x, train=...)``, with ``train`` passed on
+as ``use_running_average=not train`` to every BatchNorm; :func:`register` adds a model of your own.
 """
 
 import functools

@@ -1,13 +1,7 @@
 """Conv, BatchNorm and Dense constructors shared by the CIFAR models.
 
-Conv and BatchNorm follow the PyTorch conventions of the reference CIFAR implementations, so
-that parameter counts and numerics line up with them:
-
-* convolutions use explicit symmetric padding ``k // 2`` (PyTorch ``padding=1`` for
-  3x3), not ``"SAME"``, which pads asymmetrically for stride 2;
-* BatchNorm uses ``momentum=0.9`` (PyTorch ``momentum=0.1``) and ``epsilon=1e-5``.
-
-Parameters are always float32; ``dtype`` only sets the computation dtype.
+Conv padding (``k // 2``) and BatchNorm (``momentum=0.9``, ``epsilon=1e-5``) follow the PyTorch
+reference implementations. Parameters are always float32; ``dtype`` sets the computation dtype.
 """
 
 import jax.numpy as jnp

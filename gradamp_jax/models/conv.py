@@ -1,12 +1,8 @@
-"""A convolution whose kernel gradient is one matrix product (for CPUs).
+"""A convolution whose kernel gradient is one matrix product, ``im2col(x)ᵀ · dy`` (for CPUs).
 
-XLA's CPU backend computes a convolution's kernel gradient (backprop-filter) far more slowly
-than the convolution itself: for a 3×3, 16→16-channel convolution on a 128×32×32 batch, 9 ms
-forward and 110–230 ms for the kernel gradient on a 2-core CPU. The same gradient written as
-``im2col(x)ᵀ · dy`` is one matrix product over shifted input windows and runs several times
-faster there — on some CPUs: on others XLA's own is faster (BENCHMARKS.md). Values equal the
-standard gradient up to float rounding (tested). The models use it when asked,
-``models.create(..., conv="im2col")`` (``--config.conv=im2col``); the default is lax's.
+XLA's CPU backend computes a convolution's kernel gradient far more slowly than the convolution
+itself on some CPUs (BENCHMARKS.md); values equal the standard gradient up to float rounding.
+Used with ``models.create(..., conv="im2col")`` (``--config.conv=im2col``); the default is lax's.
 """
 
 import jax

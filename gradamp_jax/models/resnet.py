@@ -1,18 +1,7 @@
-"""ResNets for 32x32 inputs.
+"""ResNets for 32x32 inputs, two families (docs/training.md describes them).
 
-Two families share one implementation:
-
-* ``resnet18/34/50/101``: the common CIFAR adaptation of He et al. (2015) ImageNet ResNets
-  (as in kuangliu/pytorch-cifar): a 3x3, 64-channel, stride-1 stem without max-pool, four
-  stages of 64/128/256/512 channels (times 4 for the Bottleneck variants).
-* ``resnet8/20/32/44/56``: the CIFAR ResNets of He et al. (2016), Sec. 4.2: a 16-channel
-  stem and three stages of 16/32/64 channels with ``n`` BasicBlocks each (depth 6n+2).
-  Unlike the paper's option-A (zero-padding) shortcuts, a 1x1 conv + BatchNorm projection
-  is used wherever the shape changes, as in the first family.
-
-Convolutions have no bias. Parameter paths read like ``('layer1', 0, 'conv1', 'kernel')``
-and ``('layer2', 0, 'shortcut_conv', 'kernel')``; the stem is ``conv1``/``bn1`` and the
-classifier ``fc``.
+``resnet18/34/50/101`` (kuangliu/pytorch-cifar) and ``resnet8/20/32/44/56`` (He et al. 2016,
+Sec. 4.2), with 1x1 conv + BatchNorm projection shortcuts and bias-free convolutions.
 """
 
 from collections.abc import Sequence

@@ -1,12 +1,7 @@
 """One writer per workdir: ``WORKDIR/.lock``, held with ``flock`` and naming its holder.
 
-The lock file names its holder: host, pid and, under SLURM, the job and its restart count.
-The OS releases an ``flock`` when its process ends, however it ends, so a lock file whose
-lock is free was left by a run that is gone: it is taken over with a warning. On a shared
-filesystem a lost host's lock can outlive its process; a held lock is then taken over only
-when its holder is known to be gone: on this host, its pid is gone; on another host, the
-scheduler says its SLURM job no longer runs (or this process is a later run of that same
-job, which SLURM never runs twice at once). Never by a timeout.
+A free lock's file is taken over with a warning; a held one only when its holder is known to be
+gone, never by a timeout (docs/reliability.md).
 """
 
 from __future__ import annotations
