@@ -1,14 +1,8 @@
 """Gradient amplification as optax transforms (Basodi et al. 2023; Basodi et al. 2020).
 
-Chain one before an optimizer (the paper's placement), or wrap one with :func:`amplify`::
-
-    tx = optax.chain(
-        ga.intelligent_amplification(phases, steps_per_epoch, measure="G", threshold=1.0),
-        optax.sgd(ga.learning_rate_schedule(phases, steps_per_epoch), momentum=0.9))
-    tx = ga.amplify(optax.adamw(schedule), ga.intelligent_amplification(...), where="updates")
-
-The whole schedule runs inside ``jit`` from arrays in the optimizer state: no recompilation
-at phase changes, and a restored checkpoint resumes mid-phase.
+Chain one before an optimizer (the paper's placement), or wrap one with :func:`amplify` (README.md
+shows both). The whole schedule runs inside ``jit`` from arrays in the optimizer state: no
+recompilation at phase changes, and a restored checkpoint resumes mid-phase (docs/method.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Per-layer selection measures and the threshold rules (paper §3.2–3.6).
 
-A measure is one :class:`Measure` in :data:`MEASURES`: its name, label, the sums it needs
-over a window of steps (:data:`SUMS`) and how they become one value per layer. Everything else
-reads the definitions, so a measure of one's own is one :func:`register` call
+A measure is one :class:`Measure` in :data:`MEASURES`; one's own is one :func:`register` call
 (docs/method.md §3). All functions are pure ``jax.numpy`` and run inside ``jit``.
 """
 

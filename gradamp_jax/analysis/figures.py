@@ -39,8 +39,7 @@ def _n_text(group: pd.DataFrame) -> str:
 
 
 def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
-  """Each family's ``{column}_mean`` ± ``{column}_std`` (``style(i, apart)``) at its thresholds,
-  or side by side when they share one; a point's own ``n`` where it differs from the family's."""
+  """Each family's ``{column}_mean`` ± ``_std`` at its thresholds (side by side at one)."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1

@@ -1,9 +1,8 @@
 """Reading run folders: one row per run, a run's files, and the keys that group runs.
 
-Accuracies are fractions in the run files and percent here. How results are compared is
-docs/method.md §8: finished runs only; a group (:data:`GROUP_KEYS`) is the runs that differ
-only in seed; a family (:data:`FAMILY_KEYS`) is a group without its setting
-(:data:`SETTING_KEYS`). An action that is not thresholded has its threshold left empty.
+Accuracies are fractions in the run files and percent here; groups (:data:`GROUP_KEYS`) and
+families (:data:`FAMILY_KEYS`) are as in docs/method.md §8. An action that is not thresholded
+has its threshold left empty.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""VGG for 32x32 inputs (the common CIFAR variant, as in kuangliu/pytorch-cifar).
+"""VGG for 32x32 inputs (the common CIFAR variant, as in kuangliu/pytorch-cifar; docs/training.md).
 
-Each 3x3 convolution has a bias and is followed by BatchNorm and ReLU; every stage ends in a
-2x2 max-pool, so five stages reduce 32x32 to 1x1x512, which a single Dense layer classifies
-(no hidden fully connected layers). Parameter paths read like
-``('features', 3, 'conv', 'kernel')`` (the 4th convolution) and ``('fc', 'kernel')``.
+Parameter paths read like ``('features', 3, 'conv', 'kernel')`` and ``('fc', 'kernel')``.
 """
 
 from collections.abc import Sequence

@@ -1,11 +1,7 @@
 """Branched sweeps: train what a grid's runs share once, fork where their selections differ.
 
-Runs that differ only in their selection rule (:data:`fork.RULE_FIELDS`) are one computation
-until their selections differ. :func:`run_tree` trains such a group as a tree: the first
-member trains to the next selection epoch, the members are grouped by the selections their
-rules make on its statistics, each group forks from there (:func:`fork.fork`), and so on.
-Every member ends with an ordinary run folder. :func:`run_forest` grows several trees level
-by level, so that one level's segments can train as cohorts.
+:func:`run_tree` trains one group of runs as a tree of forks (:func:`fork.fork`), and
+:func:`run_forest` grows several level by level so a level can train as cohorts (docs/sweeps.md).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Starting a run from another run's checkpoint: the primitive of branched sweeps.
 
-Two runs that track directionality and differ only in their selection rule
-(:data:`RULE_FIELDS`) are the same computation until their selections differ. :func:`fork`
-starts a run from another's checkpoint at the end of an epoch, once replaying both rules'
-selections on the parent's recorded measures (:func:`replay_selections`) shows they agree up
-to there. The forked run's folder is an ordinary run folder holding the parent's rows up to
-the fork and its own selections (docs/sweeps.md).
+:func:`fork` starts a run at the end of an epoch once replaying both selection rules on the
+parent's recorded measures shows they agree up to there (docs/sweeps.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """``config.conv = "auto"``: the faster convolution of this machine, measured once and kept.
 
-Off the CPU ``auto`` is ``lax``. On a CPU, which of ``lax`` and ``im2col``
-(:mod:`gradamp_jax.models.conv`) is faster depends on the CPU (BENCHMARKS.md), so the first
-run on a machine times both and records the winner in a cache file keyed by the CPU model and
-the JAX version (``$GRADAMP_JAX_CACHE``, default ``~/.cache/gradamp_jax``; the first writer
-wins). A run records its choice in ``config.json``, which resuming and forking keep.
+Off the CPU ``auto`` is ``lax``; on a CPU the first run times ``lax`` and ``im2col`` and caches
+the winner per CPU model and JAX version (docs/training.md).
 """
 
 from __future__ import annotations

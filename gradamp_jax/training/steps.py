@@ -1,5 +1,4 @@
-"""The run's state and its pure, jit-able functions: the training step, a chunk of steps,
-the evaluation over a split, and the initial state.
+"""The run's state and its pure, jit-able functions: step, chunk of steps, evaluation, init.
 
 The data stay on the device (:mod:`gradamp_jax.input_pipeline.device`): a chunk gathers and
 augments each step's batch itself, so nothing crosses from the host while it runs.
