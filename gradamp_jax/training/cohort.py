@@ -168,9 +168,8 @@ def member_axes(tree):
 
 
 def make_cohort_chunk(config, spe, graphdef, mean, std, batch_sharding=None, *, loop: bool):
-  """:func:`~gradamp_jax.training.steps.make_train_chunk` ``vmap``-ped over the members:
-  ``train_chunk(state, data, plan, start, stop, history, rules) -> (state, history, loss)``,
-  ``data`` shared, ``loss`` the members' mean."""
+  """:func:`~gradamp_jax.training.steps.make_train_chunk` ``vmap``-ped over the members, their
+  ``rules`` last (:func:`member_rules`); ``data`` shared, the loss the members' mean."""
 
   def member_chunk(state, data, plan, rule, start, stop, history):
     tx = optimizer.create_optimizer(config, spe, rule=rule)
@@ -212,8 +211,7 @@ def largest_fitting(planned: dict[int, int], capacity: float, margin: float = ME
 
 
 def planned_cohort_bytes(config, dataset, members: int) -> int:
-  """The memory XLA plans for the training chunk of a cohort of ``members`` on the first
-  device, for ``dataset``'s shapes."""
+  """The memory XLA plans for a cohort of ``members``' training chunk on the first device."""
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   spe = data_lib.steps_per_epoch(config, len(dataset.train))
   per_dispatch = steps_lib.steps_per_dispatch(config)
@@ -246,8 +244,7 @@ def planned_cohort_bytes(config, dataset, members: int) -> int:
 
 
 def auto_size(config, capacity: float) -> tuple[int, str]:
-  """``--cohort auto``: the largest cohort that fits in :data:`MEMORY_MARGIN` of ``capacity``
-  bytes (from XLA's plans for K = 1 and 2), and one line saying why."""
+  """``--cohort auto``: the largest K within :data:`MEMORY_MARGIN` of ``capacity``, and why."""
   dataset = data_lib.load_dataset(config)
   planned = {k: planned_cohort_bytes(config, dataset, k) for k in (1, 2)}
   largest, per_member, shared = largest_fitting(planned, capacity)

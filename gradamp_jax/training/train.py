@@ -66,9 +66,8 @@ def train_and_evaluate(
 def train_cohort(
   configs, workdirs, *, until_epoch: int | None = None, stacked: bool | None = None
 ) -> list[dict]:
-  """Trains ``configs`` (differing at most in
-  :func:`~gradamp_jax.training.cohort.cohort_fields`) together, each as
-  :func:`train_and_evaluate` would alone, into its own workdir.
+  """Trains ``configs`` (differing at most in :func:`~gradamp_jax.training.cohort.cohort_fields`)
+  together, each as :func:`train_and_evaluate` would alone, into its own workdir.
 
   Finished members are left out. A member whose loss goes non-finite stops writing and the
   others go on. Resuming restores every member at the newest update all have a checkpoint of.
@@ -93,7 +92,9 @@ def train_cohort(
     cohort.check_cohort(configs, workdirs)
   with contextlib.ExitStack() as locks:
     for config, workdir in zip(configs, workdirs):
-      locks.enter_context(workdir_lock(workdir))
+      if jax.process_index() == 0:  # the lead process writes the files: it holds the lock
+        outputs.check_workdir(workdir)
+        locks.enter_context(WorkdirLock(workdir))
       outputs.check_same_experiment(config, workdir)
     rows = [already_done(c, w, until_epoch) for c, w in zip(configs, workdirs)]
     todo = [k for k, row in enumerate(rows) if row is None]
@@ -107,17 +108,14 @@ def train_cohort(
 
 
 def _print_warnings(configs, workdirs) -> None:
-  """Each member's config warnings, once each; one that not every member has is prefixed
-  with the members that have it."""
+  """Each member's config warnings once, prefixed with its members where not all have it."""
   found = [optimizer.config_warnings(c) for c in configs]
   for warning in dict.fromkeys(w for ws in found for w in ws):
-    owners = [_member_name(w) for w, ws in zip(workdirs, found) if warning in ws]
+    owners = [
+      os.path.basename(os.path.normpath(w)) for w, ws in zip(workdirs, found) if warning in ws
+    ]
     prefix = "" if len(owners) == len(configs) else f"[{', '.join(owners)}] "
     print(prefix + warning, file=sys.stderr, flush=True)
-
-
-def _member_name(workdir: str) -> str:
-  return os.path.basename(os.path.normpath(workdir))
 
 
 def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
@@ -126,8 +124,7 @@ def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
 
 
 def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
-  """The last metrics row when the run already holds every epoch asked for (found without
-  reading the data or compiling); else None. One process only."""
+  """The last metrics row if the run holds every epoch asked for (no data, no compiling)."""
   rows = run_folder.read_rows(workdir, run_folder.METRICS, missing_ok=True)
   info = run_folder.read_json(workdir, run_folder.RUN_INFO, default=None)
   num_epochs = ga.num_epochs(config.phases)
@@ -155,14 +152,6 @@ def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int
     f"{asked}); nothing to do.",
     flush=True,
   )
-
-
-def workdir_lock(workdir: str):
-  """Holds ``workdir``'s lock in the lead process (the one that writes the files)."""
-  if jax.process_index() != 0:
-    return contextlib.nullcontext()
-  outputs.check_workdir(workdir)
-  return WorkdirLock(workdir)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -196,8 +185,7 @@ def _train(members: Members, until_epoch: int | None) -> list[dict]:
 
 
 def _restore(members: Members, checkpoints: list) -> tuple[int, list, list]:
-  """Each member's state at the newest update all have a checkpoint of, and its per-step
-  metrics of that epoch's earlier steps."""
+  """Each member's state at the newest update all have a checkpoint of, and that epoch's metrics."""
   restored = [c.restore(s) for c, s in zip(checkpoints, members.initial_states)]
   newest = min(step for step, _, _ in restored)
   kept = set.intersection(*(set(c.steps()) for c in checkpoints)) | {0}
@@ -283,8 +271,7 @@ def _failures(members: Members, failed: dict) -> str:
 
 
 class Programs(NamedTuple):
-  """The jitted functions that train one member, or several ``vmap``-ped over their stacked
-  states; ``split`` gives the members' states in buffers of their own (orbax may read them)."""
+  """The jitted functions that train one member, or several ``vmap``-ped as one state."""
 
   members: tuple[int, ...]  # positions in the cohort
   train_chunk: Callable  # (state, data, plan, start, stop, history) -> (state, history, loss)
@@ -417,7 +404,7 @@ class Members(NamedTuple):
     label = ""
     if len(self.workdirs) > 1:
       info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
-      label = f"[{_member_name(self.workdirs[k])}] "
+      label = f"[{os.path.basename(os.path.normpath(self.workdirs[k]))}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
     options = dict(start_step=start_step, write=jax.process_index() == 0, label=label)
@@ -436,8 +423,7 @@ class Members(NamedTuple):
     return states
 
   def train_epoch(self, group_states, epoch: int, start: int, carried: list, stop):
-    """Steps ``start ..`` of ``epoch``; returns the groups' states and each member's per-step
-    metrics (``carried``: those of steps run before a restart)."""
+    """Steps ``start ..`` of ``epoch``: the groups' states, each member's per-step metrics."""
     history = {
       n: np.zeros((len(self.workdirs), self.steps_per_epoch), np.float32)
       for n in steps_lib.STEP_METRICS
@@ -535,9 +521,8 @@ def train_epoch(
   batch_size: int,
   stop=None,
 ):
-  """Runs steps ``start, ..., steps - 1`` of an epoch for each of ``groups``, ``chunk`` steps
-  per call. While a chunk runs the host waits for the one before, so the device never waits
-  and a ``stop()`` request takes effect within two chunks.
+  """Runs steps ``start ..`` of an epoch for each of ``groups``, ``chunk`` steps a call; the
+  host waits for the chunk before the one running, so ``stop()`` acts within two chunks.
 
   Returns:
     The new states, the histories and the number of steps of the epoch done.
