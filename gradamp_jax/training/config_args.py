@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
 
 def parse_arg(arg: str | None, **defaults) -> dict:
   """Parses ``"key=value,key=value"`` against typed defaults.
@@ -33,9 +35,9 @@ def _convert(key, text, default):
   if default is None or isinstance(default, str):
     return text
   if isinstance(default, bool):
-    if text.lower() not in ("true", "1", "yes", "false", "0", "no"):
+    if text.lower() not in BOOLEANS:
       raise ValueError(f"config argument {key}={text!r}: expected true or false")
-    return text.lower() in ("true", "1", "yes")
+    return BOOLEANS[text.lower()]
   try:
     return type(default)(text)
   except ValueError:

@@ -22,6 +22,7 @@ from gradamp_jax import measures as ga_measures
 from gradamp_jax import models, run_folder
 from gradamp_jax.phases import is_finite_real, is_int, parse_phases
 from gradamp_jax.training import optimizer
+from gradamp_jax.training.config_args import BOOLEANS
 
 _Rule = tuple[Callable[[Any], bool], Any]  # a field's predicate and what it allows
 DATASETS = ("cifar10", "cifar100")
@@ -69,7 +70,6 @@ def _optional_text(x) -> bool:
 
 
 _BOOL = (lambda x: isinstance(x, bool)), "true or false"
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _measure_set(x) -> bool:
@@ -208,7 +208,7 @@ def parse_value(field: str, text: str, current: Any, action: str | None = None) 
   rule, stripped = _rule(field, rules(action)), text.strip()
   try:
     if isinstance(current, bool) or rule is _BOOL:
-      return _BOOLEANS[stripped.lower()]
+      return BOOLEANS[stripped.lower()]
     if isinstance(current, (tuple, list)):
       value = ast.literal_eval(stripped)
       return tuple(value) if isinstance(value, list) else value

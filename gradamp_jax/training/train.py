@@ -109,11 +109,10 @@ def train_cohort(
 
 def _print_warnings(configs, workdirs) -> None:
   """Each member's config warnings once, prefixed with its members where not all have it."""
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
   found = [optimizer.config_warnings(c) for c in configs]
   for warning in dict.fromkeys(w for ws in found for w in ws):
-    owners = [
-      os.path.basename(os.path.normpath(w)) for w, ws in zip(workdirs, found) if warning in ws
-    ]
+    owners = [name for name, ws in zip(names, found) if warning in ws]
     prefix = "" if len(owners) == len(configs) else f"[{', '.join(owners)}] "
     print(prefix + warning, file=sys.stderr, flush=True)
 
@@ -147,11 +146,8 @@ def already_done(config, workdir: str, until_epoch: int | None) -> dict | None:
 
 
 def _print_nothing_to_do(workdir: str, trained: int, num_epochs: int, asked: int) -> None:
-  print(
-    f"Run in {workdir} already trained {trained} of {num_epochs} epochs (asked for "
-    f"{asked}); nothing to do.",
-    flush=True,
-  )
+  epochs = f"{trained} of {num_epochs} epochs (asked for {asked})"
+  print(f"Run in {workdir} already trained {epochs}; nothing to do.", flush=True)
 
 
 # ----------------------------------------------------------------------------- the loop
