@@ -206,7 +206,7 @@ def _amplification(
     state = jax.tree.map(lambda new, old: jnp.where(do_select, new, old), chosen, state)
     # Amplify (eq. 2): the selected layers' gradients times the phase's factor.
     state = state._replace(active=(state.selection_phase >= 0) & (state.selection_phase == phase))
-    scaled = _scaled(updates, applied_scale(state))
+    scaled = _scaled(updates, index, applied_scale(state))
 
     # Measure the raw gradients of analysis windows (eqs. 4 and 7), or of every epoch.
     stats = state.directionality
@@ -270,10 +270,10 @@ def applied_scale(state: AmplificationState) -> jax.Array:
   return jnp.where(state.active, state.scale, 1.0)
 
 
-def _scaled(tree, scale):
+def _scaled(tree, index: layers_lib.LayerIndex, scale):
   """``tree`` with each layer's leaves times its ``scale``, in float32 (no rounded factor)."""
   leaves, treedef = jax.tree.flatten(tree)
-  each = zip(leaves, layers_lib.layer_index(tree).leaf_layer)
+  each = zip(leaves, index.leaf_layer)
   wide = lambda x: jnp.promote_types(x.dtype, jnp.float32)
   return treedef.unflatten([(x * scale[i].astype(wide(x))).astype(x.dtype) for x, i in each])
 
@@ -320,7 +320,7 @@ def amplify(
     inputs = scaled if where == "gradients" else grads
     updates, opt_state = optimizer.update(inputs, state.optimizer, params, **extra_args)
     if where == "updates":
-      updates = _scaled(updates, applied_scale(amp_state))
+      updates = _scaled(updates, layers_lib.layer_index(updates), applied_scale(amp_state))
     return updates, AmplifiedOptimizerState(amp_state, opt_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
