@@ -109,12 +109,16 @@ def train_cohort(
 
 def _print_warnings(configs, workdirs) -> None:
   """Each member's config warnings once, prefixed with its members where not all have it."""
-  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
   found = [optimizer.config_warnings(c) for c in configs]
   for warning in dict.fromkeys(w for ws in found for w in ws):
-    owners = [name for name, ws in zip(names, found) if warning in ws]
+    owners = [member_name(w) for w, ws in zip(workdirs, found) if warning in ws]
     prefix = "" if len(owners) == len(configs) else f"[{', '.join(owners)}] "
     print(prefix + warning, file=sys.stderr, flush=True)
+
+
+def member_name(workdir: str) -> str:
+  """How messages name a cohort member: its run folder's name."""
+  return os.path.basename(os.path.normpath(workdir))
 
 
 def last_epoch(num_epochs: int, until_epoch: int | None) -> int:
@@ -246,11 +250,8 @@ def _check_members(members: Members, states, epoch: int, checkpoints, failed: di
         f"count); {checkpoints[k].describe_kept()}"
       )
       if len(failed) < len(states):
-        print(
-          f"error: cohort member {members.workdirs[k]}: {failed[k]}; the others go on",
-          file=sys.stderr,
-          flush=True,
-        )
+        why = _failures(members, {k: failed[k]})  # "cohort member NAME: why"
+        print(f"error: {why}; the others go on", file=sys.stderr, flush=True)
   if len(failed) == len(states):
     raise NonFiniteError(_failures(members, failed))
 
@@ -400,7 +401,7 @@ class Members(NamedTuple):
     label = ""
     if len(self.workdirs) > 1:
       info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
-      label = f"[{os.path.basename(os.path.normpath(self.workdirs[k]))}] "
+      label = f"[{member_name(self.workdirs[k])}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
     options = dict(start_step=start_step, write=jax.process_index() == 0, label=label)
