@@ -262,6 +262,7 @@ def test_readme_quotes_of_the_studies_match_their_documents():
     "**Headline": "docs/replication.md",
     "**Under AdamW**": "docs/adamw.md",
     "**Other actions": "docs/actions.md",
+    "**Where the claim could hold": "docs/depth.md",
   }
   for prefix, path in sources.items():
     paragraph = flat(next(p for p in results.split("\n\n") if p.startswith(prefix)))
@@ -357,22 +358,6 @@ def test_readme_code_runs_as_written_on_a_tiny_model():
   assert [p[::2] for p in space["adam_phases"]] == [p[::2] for p in sgd_phases]
 
 
-def test_the_depth_study_status_matches_its_run_folders():
-  """docs/depth.md's count of finished runs and the accuracies it quotes come from
-  results/depth-study (no comparison is quoted before every arm has finished)."""
-  from gradamp_jax import analysis
-
-  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
-  status = flat(next(p for p in read("docs/depth.md").split("\n\n") if p.startswith("**Status")))
-  finished = runs[runs["finished"]]
-  assert f"of the study's 40 runs, {len(finished)} have finished" in status
-  for (method, threshold), arm in finished.groupby(["method", "threshold"], dropna=False):
-    quoted = ", ".join(f"{a:.2f}" for a in arm.sort_values("seed")["final_test_accuracy"])
-    if threshold == threshold:  # an arm at a threshold: "t = 1.0: a, b"
-      quoted = f"t = {threshold:.1f}: {quoted}"
-    assert f"`{method}` on seeds" in status and quoted in status, (method, threshold)
-
-
 def depth_arm(runs, label: str):
   """The finished runs of the depth study's arm that a results-table row names."""
   if label in ("none", "all layers ×2"):
@@ -410,8 +395,40 @@ def test_the_depth_study_table_is_computed_from_its_run_folders():
     assert list(arm["seed"]) == [0, 1, 2, 3, 4], label
     assert numbers(accuracy) == pytest.approx([test.mean(), test.std(ddof=1)], abs=0.006)
     assert numbers(per_seed) == pytest.approx(list(test), abs=0.006), label
+    assert bool(vs_none) == (label != "none"), label
     if vs_none:
       assert numbers(vs_none) == pytest.approx(paired_interval(arm, none), abs=0.006), label
-    if label.startswith("intelligent") and vs_matched:
-      matched = depth_arm(runs, label.replace("intelligent G′ case 1", "matched random"))
+    matched = depth_arm(runs, label.replace("intelligent G′ case 1", "matched random"))
+    assert bool(vs_matched) == (label.startswith("intelligent") and len(matched) == 5), label
+    if vs_matched:
       assert numbers(vs_matched) == pytest.approx(paired_interval(arm, matched), abs=0.006)
+
+
+def test_the_depth_studys_answer_is_its_primary_comparisons():
+  """docs/depth.md opens with the pre-registered primary comparisons (intelligent − matched
+  random at t = 1.0 and 2.0) of all 40 runs, recomputed here from the run folders."""
+  from gradamp_jax import analysis
+
+  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
+  assert int(runs["finished"].sum()) == len(runs) == 40
+  answer = flat(next(p for p in read("docs/depth.md").split("\n\n") if p.startswith("**Answer")))
+  for t in ("1.0", "2.0"):
+    intelligent = depth_arm(runs, f"intelligent G′ case 1, t = {t}")
+    quote = re.search(rf"t = {t}: ([+−]\d+\.\d+ \[[^\]]+\])", answer).group(1)
+    assert numbers(quote) == pytest.approx(
+      paired_interval(intelligent, depth_arm(runs, f"matched random, t = {t}")), abs=0.006
+    ), t
+
+
+def test_the_depth_studys_selection_sizes_are_counted_from_its_layer_stats():
+  from gradamp_jax import analysis
+
+  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
+  table = table_rows(read("docs/depth.md"), "| threshold | layers selected")
+  assert [row[0] for row in table] == ["0.5", "1.0", "1.5", "2.0"]
+  for threshold, *per_epoch in table:
+    arm = depth_arm(runs, f"intelligent G′ case 1, t = {threshold}").sort_values("seed")
+    stats = [analysis.read_frame(w, "layer_stats.jsonl") for w in arm["workdir"]]
+    for epoch, cell in zip((2, 4), per_epoch):
+      counted = [int(f[f["epoch"] == epoch]["selected"].astype(bool).sum()) for f in stats]
+      assert [int(x) for x in cell.split(", ")] == counted, (threshold, epoch)
