@@ -39,12 +39,13 @@ def _n_text(group: pd.DataFrame) -> str:
 
 
 def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
-  """Each family's ``{column}_mean`` ± ``_std`` at its thresholds (side by side at one)."""
+  """Each family's ``{column}_mean`` ± ``_std`` at its thresholds, nudged apart."""
   names = [labels.family_label(group.iloc[0]) for group in groups]
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1
   for i, (group, name) in enumerate(zip(groups, names)):
-    x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float)
+    dodge = 0.012 * (np.ptp(thresholds) or 1) * (i - (len(groups) - 1) / 2)  # bars side by side
+    x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float) + dodge
     y = group[f"{column}_mean"].to_numpy(float)
     yerr = group[f"{column}_std"].astype(float).fillna(0)
     ax.errorbar(x, y, yerr=yerr, capsize=2, label=f"{name} ({_n_text(group)})", **style(i, apart))
