@@ -44,7 +44,7 @@ def _plot_families(ax, groups: list[pd.DataFrame], column: str, style) -> None:
   thresholds = pd.concat([g["threshold"] for g in groups]).dropna().unique() if groups else []
   apart = bool(groups) and len(thresholds) <= 1
   for i, (group, name) in enumerate(zip(groups, names)):
-    dodge = 0.012 * (np.ptp(thresholds) or 1) * (i - (len(groups) - 1) / 2)  # bars side by side
+    dodge = 0 if apart else 0.012 * np.ptp(thresholds) * (i - (len(groups) - 1) / 2)
     x = np.full(len(group), i, float) if apart else group["threshold"].to_numpy(float) + dodge
     y = group[f"{column}_mean"].to_numpy(float)
     yerr = group[f"{column}_std"].astype(float).fillna(0)
