@@ -111,12 +111,12 @@ def _print_warnings(configs, workdirs) -> None:
   """Each member's config warnings once, prefixed with its members where not all have it."""
   found = [optimizer.config_warnings(c) for c in configs]
   for warning in dict.fromkeys(w for ws in found for w in ws):
-    owners = [member_name(w) for w, ws in zip(workdirs, found) if warning in ws]
+    owners = [_member_name(w) for w, ws in zip(workdirs, found) if warning in ws]
     prefix = "" if len(owners) == len(configs) else f"[{', '.join(owners)}] "
     print(prefix + warning, file=sys.stderr, flush=True)
 
 
-def member_name(workdir: str) -> str:
+def _member_name(workdir: str) -> str:
   """How messages name a cohort member: its run folder's name."""
   return os.path.basename(os.path.normpath(workdir))
 
@@ -401,7 +401,7 @@ class Members(NamedTuple):
     label = ""
     if len(self.workdirs) > 1:
       info["cohort"] = dict(size=len(self.workdirs), members=list(self.workdirs), index=k)
-      label = f"[{member_name(self.workdirs[k])}] "
+      label = f"[{_member_name(self.workdirs[k])}] "
     if start_step:
       outputs.check_same_data(self.workdirs[k], info)
     options = dict(start_step=start_step, write=jax.process_index() == 0, label=label)
