@@ -51,11 +51,24 @@ class Tolerance(NamedTuple):
   directionality: float | None = None  # directionality.jsonl's G and G′: relative
 
 
-# A cohort's member against its run alone (tests/test_cohort.py): rounding of the batched
-# convolutions. Seen on a CPU (tiny_config, lax convolutions): metrics 2.1e-7, values 5.8e-7,
-# z-scores 2.8e-6, state 1.8e-6, directionality 8.1e-7; tests/test_cohort.py's run: metrics
-# 2e-7, values 1e-6, z-scores 1.5e-5.
-COHORT = Tolerance(metrics={"*": 1e-6}, values=1e-5, zscores=1e-4, state=1e-4, directionality=1e-5)
+# A cohort's member against its run alone (tests/test_cohort.py). The two programs round
+# differently, and where a ReLU's input rounds to the other side of zero, one position's
+# gradient is passed or stopped: that step's gradient of the layer moves by about
+# 1/sqrt(positions summed), ~1 % at batch 8. Quantities that hold gradients (the optimizer's
+# trace, the directionality sums and G, z-scores, zero-initialised parameters) differ by that
+# much; the losses, averages over every example and step, stay near rounding. Seen on a
+# 2-core AMD EPYC (AVX-512), tiny_config, cohorts of 8 (48 images) and 4 (400), worst
+# member: state 0.068, G 0.017, z-scores 0.0067, metrics 3e-5; the same run with lax against
+# im2col convolutions: state 0.068, G 0.0057, metrics 2e-5. A wrong factor, layer, member or
+# data order moves the state by O(1) (the trace holds the last steps' gradients); other
+# examples move the losses far past 3e-4.
+COHORT = Tolerance(
+  metrics={"train_loss": 3e-4, "test_loss": 3e-4, "*": 1e-3},
+  values=0.1,
+  zscores=0.1,
+  state=0.2,
+  directionality=0.1,
+)
 # Steps in a loop against one step per call (tests/test_train.py): the training loss.
 LOOP = Tolerance(metrics={"train_loss": 1e-3}, values=None, zscores=None, state=None)
 # A resumed run against the uninterrupted one (tests/test_faults.py, tests/test_train.py).
@@ -219,15 +232,16 @@ def compare_runs(name: str, pairs, tolerance: Tolerance) -> Check:
 
 def tiny_config(seed: int = 0):
   """ResNet-8, batch 8, two epochs: epoch 1 analysed (G, two-sided, threshold 0.5), epoch 2
-  amplified by 2. At a learning rate of 0.01: at 0.05 a seed's run on random data is
-  chaotic enough that a run alone with im2col and with lax convolutions differ by 3e-5 after
-  an epoch, 1e-1 after two."""
+  amplified by 2, at a learning rate of 1e-4. At 0.01 the training on random data is chaotic:
+  the same run with lax and with im2col convolutions (rounding alone) ends with states 1 %
+  apart on 1 seed of 4 at 48 images, O(1) apart with other selections at 400; at 1e-4 the
+  runs stay within :data:`COHORT`."""
   from configs import default
 
   config = default.get_config()
   config.model, config.conv, config.seed = "resnet8", "lax", seed
   config.batch_size, config.eval_batch_size = 8, 16
-  config.phases = ((2, 0.01, 1, 2.0),)
+  config.phases = ((2, 1e-4, 1, 2.0),)
   config.amplification.update(method="intelligent", measure="G", case=2, threshold=0.5)
   return config
 

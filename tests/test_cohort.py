@@ -84,17 +84,25 @@ def test_a_member_equals_its_run_alone_up_to_rounding(trained):
 
 
 def test_the_suites_cohort_check_fails_for_a_member_off_by_more_than_rounding(trained):
-  """A PASS of the GPU suite's check means something: the member's state moved by 1e-3 of
-  one array's largest value, or one selection flipped, fails it."""
+  """A PASS of the GPU suite's check means something: the member's state moved by half of
+  one array's largest value (a factor, layer or member gone wrong), its training loss by
+  1e-3 (other data or steps), or one selection flipped, fails it."""
   workdirs, alone, _ = trained
   member, single = gpu_checks.read_run(workdirs[0]), gpu_checks.read_run(alone[0])
   assert gpu_checks.compare_runs("as trained", [(member, single)], gpu_checks.COHORT).passed
   leaves = list(member.leaves)
-  leaves[1] = leaves[1] + 1e-3 * np.abs(leaves[1]).max()
+  leaves[1] = leaves[1] + 0.5 * np.abs(leaves[1]).max()
   check = gpu_checks.compare_runs(
     "moved", [(member._replace(leaves=leaves), single)], gpu_checks.COHORT
   )
-  assert not check.passed and "state differs by 0.001" in check.line()
+  assert not check.passed and "state differs by 0.5" in check.line()
+  metrics = [dict(r) for r in member.rows["metrics.jsonl"]]
+  metrics[-1]["train_loss"] *= 1 + 1e-3
+  rows = dict(member.rows, **{"metrics.jsonl": metrics})
+  check = gpu_checks.compare_runs(
+    "other loss", [(member._replace(rows=rows), single)], gpu_checks.COHORT
+  )
+  assert not check.passed and "train_loss differs by 0.001" in check.line()
   stats = [dict(r) for r in member.rows["layer_stats.jsonl"]]
   stats[0]["selected"] = not stats[0]["selected"]
   rows = dict(member.rows, **{"layer_stats.jsonl": stats})
