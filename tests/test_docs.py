@@ -358,6 +358,14 @@ def test_readme_code_runs_as_written_on_a_tiny_model():
   assert [p[::2] for p in space["adam_phases"]] == [p[::2] for p in sgd_phases]
 
 
+@pytest.fixture(scope="module")
+def depth_runs():
+  """results/depth-study's run folders, read once for the tests of docs/depth.md."""
+  from gradamp_jax import analysis
+
+  return analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
+
+
 def depth_arm(runs, label: str):
   """The finished runs of the depth study's arm that a results-table row names."""
   if label in ("none", "all layers ×2"):
@@ -378,13 +386,10 @@ def paired_interval(arm, baseline) -> list[float]:
   return [diff.mean(), diff.mean() - half, diff.mean() + half]
 
 
-def test_the_depth_study_table_is_computed_from_its_run_folders():
+def test_the_depth_study_table_is_computed_from_its_run_folders(depth_runs):
   """Every arm of results/depth-study with all five seeds finished is a row of docs/depth.md's
   results table, its numbers recomputed here from the run folders."""
-  from gradamp_jax import analysis
-
-  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
-  runs = runs[runs["finished"]]
+  runs = depth_runs[depth_runs["finished"]]
   table = table_rows(read("docs/depth.md"), "| arm |")
   complete = runs.groupby(["method", "threshold"], dropna=False)["seed"].nunique()
   assert len(table) == int((complete == 5).sum())
@@ -404,30 +409,26 @@ def test_the_depth_study_table_is_computed_from_its_run_folders():
       assert numbers(vs_matched) == pytest.approx(paired_interval(arm, matched), abs=0.006)
 
 
-def test_the_depth_studys_answer_is_its_primary_comparisons():
+def test_the_depth_studys_answer_is_its_primary_comparisons(depth_runs):
   """docs/depth.md opens with the pre-registered primary comparisons (intelligent − matched
   random at t = 1.0 and 2.0) of all 40 runs, recomputed here from the run folders."""
-  from gradamp_jax import analysis
-
-  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
-  assert int(runs["finished"].sum()) == len(runs) == 40
+  assert int(depth_runs["finished"].sum()) == len(depth_runs) == 40
   answer = flat(next(p for p in read("docs/depth.md").split("\n\n") if p.startswith("**Answer")))
   for t in ("1.0", "2.0"):
-    intelligent = depth_arm(runs, f"intelligent G′ case 1, t = {t}")
+    intelligent = depth_arm(depth_runs, f"intelligent G′ case 1, t = {t}")
     quote = re.search(rf"t = {t}: ([+−]\d+\.\d+ \[[^\]]+\])", answer).group(1)
     assert numbers(quote) == pytest.approx(
-      paired_interval(intelligent, depth_arm(runs, f"matched random, t = {t}")), abs=0.006
+      paired_interval(intelligent, depth_arm(depth_runs, f"matched random, t = {t}")), abs=0.006
     ), t
 
 
-def test_the_depth_studys_selection_sizes_are_counted_from_its_layer_stats():
+def test_the_depth_studys_selection_sizes_are_counted_from_its_layer_stats(depth_runs):
   from gradamp_jax import analysis
 
-  runs = analysis.load_runs(os.path.join(ROOT, "results", "depth-study"))
   table = table_rows(read("docs/depth.md"), "| threshold | layers selected")
   assert [row[0] for row in table] == ["0.5", "1.0", "1.5", "2.0"]
   for threshold, *per_epoch in table:
-    arm = depth_arm(runs, f"intelligent G′ case 1, t = {threshold}").sort_values("seed")
+    arm = depth_arm(depth_runs, f"intelligent G′ case 1, t = {threshold}").sort_values("seed")
     stats = [analysis.read_frame(w, "layer_stats.jsonl") for w in arm["workdir"]]
     for epoch, cell in zip((2, 4), per_epoch):
       counted = [int(f[f["epoch"] == epoch]["selected"].astype(bool).sum()) for f in stats]
